@@ -1,0 +1,376 @@
+//! Object identity ([`ObjectKey`], [`Kind`]), the tagged [`Object`] union, and the [`InputSet`]
+//! that holds one consistent view of everything a source knows.
+
+use crate::core::{ConfigMap, EndpointSlice, Namespace, ObjectMeta, Secret, Service};
+use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Namespace and name of an object; cluster-scoped objects have an empty namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace, empty for cluster-scoped kinds.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A namespaced key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// A cluster-scoped key.
+    pub fn cluster(name: impl Into<String>) -> Self {
+        Self::new(String::new(), name)
+    }
+
+    /// The key of an object from its metadata (namespace as written, empty if unset).
+    pub fn of(meta: &ObjectMeta) -> Self {
+        Self::new(
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// The kinds Trellis reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `gateway.networking.k8s.io/v1` GatewayClass (cluster-scoped).
+    GatewayClass,
+    /// `gateway.networking.k8s.io/v1` Gateway.
+    Gateway,
+    /// `gateway.networking.k8s.io/v1` HTTPRoute.
+    HttpRoute,
+    /// `gateway.networking.k8s.io/v1beta1` (or v1) ReferenceGrant.
+    ReferenceGrant,
+    /// `v1` Service.
+    Service,
+    /// `discovery.k8s.io/v1` EndpointSlice.
+    EndpointSlice,
+    /// `v1` Secret.
+    Secret,
+    /// `v1` ConfigMap.
+    ConfigMap,
+    /// `v1` Namespace (cluster-scoped).
+    Namespace,
+}
+
+impl Kind {
+    /// Every kind, in a stable order.
+    pub const ALL: [Kind; 9] = [
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::ReferenceGrant,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Secret,
+        Kind::ConfigMap,
+        Kind::Namespace,
+    ];
+
+    /// The `kind` field value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Namespace => "Namespace",
+        }
+    }
+
+    /// The API group ("" for core).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => {
+                crate::gateway::GROUP
+            }
+            Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "",
+        }
+    }
+
+    /// The `apiVersion` Trellis writes for this kind.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => {
+                "gateway.networking.k8s.io/v1"
+            }
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "v1",
+        }
+    }
+
+    /// API versions accepted on input for this kind.
+    pub fn accepts_api_version(self, api_version: &str) -> bool {
+        match self {
+            Kind::GatewayClass | Kind::Gateway | Kind::HttpRoute | Kind::ReferenceGrant => {
+                matches!(
+                    api_version,
+                    "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1"
+                )
+            }
+            _ => api_version == self.api_version(),
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::GatewayClass | Kind::Namespace)
+    }
+
+    /// The kind for an `apiVersion`/`kind` pair, if Trellis reads it.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == kind && k.accepts_api_version(api_version))
+    }
+
+    /// Lower-case plural used in paths (`httproutes`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::GatewayClass => "gatewayclasses",
+            Kind::Gateway => "gateways",
+            Kind::HttpRoute => "httproutes",
+            Kind::ReferenceGrant => "referencegrants",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::Secret => "secrets",
+            Kind::ConfigMap => "configmaps",
+            Kind::Namespace => "namespaces",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One object of a kind Trellis reads.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub enum Object {
+    GatewayClass(GatewayClass),
+    Gateway(Gateway),
+    HttpRoute(HttpRoute),
+    ReferenceGrant(ReferenceGrant),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Secret(Secret),
+    ConfigMap(ConfigMap),
+    Namespace(Namespace),
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Namespace(_) => Kind::Namespace,
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::GatewayClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
+        }
+    }
+
+    /// The object's metadata, mutably.
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::GatewayClass(o) => &mut o.metadata,
+            Object::Gateway(o) => &mut o.metadata,
+            Object::HttpRoute(o) => &mut o.metadata,
+            Object::ReferenceGrant(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::Namespace(o) => &mut o.metadata,
+        }
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey::of(self.metadata())
+    }
+}
+
+/// Objects of one kind, by key.
+pub type Objects<T> = BTreeMap<ObjectKey, Arc<T>>;
+
+/// One consistent view of every object Trellis reads, sorted by key.
+///
+/// Values are `Arc`s so a source can hand out new sets cheaply: an update clones the maps'
+/// spines, not the objects.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InputSet {
+    /// GatewayClasses (cluster-scoped: empty namespace in the key).
+    pub gateway_classes: Objects<GatewayClass>,
+    /// Gateways.
+    pub gateways: Objects<Gateway>,
+    /// HTTPRoutes.
+    pub http_routes: Objects<HttpRoute>,
+    /// ReferenceGrants.
+    pub reference_grants: Objects<ReferenceGrant>,
+    /// Services.
+    pub services: Objects<Service>,
+    /// EndpointSlices.
+    pub endpoint_slices: Objects<EndpointSlice>,
+    /// Secrets.
+    pub secrets: Objects<Secret>,
+    /// ConfigMaps.
+    pub config_maps: Objects<ConfigMap>,
+    /// Namespaces (cluster-scoped).
+    pub namespaces: Objects<Namespace>,
+}
+
+impl InputSet {
+    /// Adds or replaces an object; returns the previous object of the same kind and key.
+    pub fn insert(&mut self, object: Object) -> Option<Object> {
+        let key = object.key();
+        match object {
+            Object::GatewayClass(o) => self
+                .gateway_classes
+                .insert(key, Arc::new(o))
+                .map(|o| Object::GatewayClass((*o).clone())),
+            Object::Gateway(o) => self
+                .gateways
+                .insert(key, Arc::new(o))
+                .map(|o| Object::Gateway((*o).clone())),
+            Object::HttpRoute(o) => self
+                .http_routes
+                .insert(key, Arc::new(o))
+                .map(|o| Object::HttpRoute((*o).clone())),
+            Object::ReferenceGrant(o) => self
+                .reference_grants
+                .insert(key, Arc::new(o))
+                .map(|o| Object::ReferenceGrant((*o).clone())),
+            Object::Service(o) => self
+                .services
+                .insert(key, Arc::new(o))
+                .map(|o| Object::Service((*o).clone())),
+            Object::EndpointSlice(o) => self
+                .endpoint_slices
+                .insert(key, Arc::new(o))
+                .map(|o| Object::EndpointSlice((*o).clone())),
+            Object::Secret(o) => self
+                .secrets
+                .insert(key, Arc::new(o))
+                .map(|o| Object::Secret((*o).clone())),
+            Object::ConfigMap(o) => self
+                .config_maps
+                .insert(key, Arc::new(o))
+                .map(|o| Object::ConfigMap((*o).clone())),
+            Object::Namespace(o) => self
+                .namespaces
+                .insert(key, Arc::new(o))
+                .map(|o| Object::Namespace((*o).clone())),
+        }
+    }
+
+    /// Removes an object; returns whether it was present.
+    pub fn remove(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::GatewayClass => self.gateway_classes.remove(key).is_some(),
+            Kind::Gateway => self.gateways.remove(key).is_some(),
+            Kind::HttpRoute => self.http_routes.remove(key).is_some(),
+            Kind::ReferenceGrant => self.reference_grants.remove(key).is_some(),
+            Kind::Service => self.services.remove(key).is_some(),
+            Kind::EndpointSlice => self.endpoint_slices.remove(key).is_some(),
+            Kind::Secret => self.secrets.remove(key).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(key).is_some(),
+            Kind::Namespace => self.namespaces.remove(key).is_some(),
+        }
+    }
+
+    /// Whether an object of this kind and key is present.
+    pub fn contains(&self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::GatewayClass => self.gateway_classes.contains_key(key),
+            Kind::Gateway => self.gateways.contains_key(key),
+            Kind::HttpRoute => self.http_routes.contains_key(key),
+            Kind::ReferenceGrant => self.reference_grants.contains_key(key),
+            Kind::Service => self.services.contains_key(key),
+            Kind::EndpointSlice => self.endpoint_slices.contains_key(key),
+            Kind::Secret => self.secrets.contains_key(key),
+            Kind::ConfigMap => self.config_maps.contains_key(key),
+            Kind::Namespace => self.namespaces.contains_key(key),
+        }
+    }
+
+    /// Number of objects of every kind together.
+    pub fn len(&self) -> usize {
+        self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.reference_grants.len()
+            + self.services.len()
+            + self.endpoint_slices.len()
+            + self.secrets.len()
+            + self.config_maps.len()
+            + self.namespaces.len()
+    }
+
+    /// Whether the set holds no object.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Labels of a namespace; empty when the Namespace object is not known.
+    ///
+    /// Like the API server, every namespace carries `kubernetes.io/metadata.name`.
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let mut labels = self
+            .namespaces
+            .get(&ObjectKey::cluster(namespace))
+            .and_then(|ns| ns.metadata.labels.clone())
+            .unwrap_or_default();
+        labels.insert(
+            "kubernetes.io/metadata.name".to_string(),
+            namespace.to_string(),
+        );
+        labels
+    }
+}

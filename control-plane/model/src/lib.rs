@@ -1,0 +1,30 @@
+//! The typed input set Trellis translates.
+//!
+//! Every source (the file provider, the Kubernetes provider) produces the same [`InputSet`]: the
+//! Kubernetes objects that matter to Trellis, keyed by identity and sorted, so translation is a
+//! pure, deterministic function of it.
+//!
+//! ```text
+//!  files / API server ──► Object ──► InputSet ──► translate ──► IR + status ──► xDS
+//! ```
+//!
+//! Gateway API kinds are Trellis's own serde types ([`gateway`]); core kinds (Service,
+//! EndpointSlice, Secret, Namespace, ConfigMap) are `k8s-openapi`'s.
+
+pub mod gateway;
+mod input;
+
+pub use input::{InputSet, Kind, Object, ObjectKey, Objects};
+
+/// Core Kubernetes types re-exported for sources and the translator.
+pub mod core {
+    pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServicePort};
+    pub use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
+    pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        Condition, LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
+    };
+    pub use k8s_openapi::jiff;
+}
+
+/// The controller name Trellis answers to in `GatewayClass.spec.controllerName`.
+pub const CONTROLLER_NAME: &str = "trellis.dev/gateway-controller";

@@ -1,0 +1,26 @@
+//! xDS for Trellis: versioned per-proxy snapshots and the ADS server, SotW and Delta.
+//!
+//! ```text
+//!  SnapshotWriter ──publish──► SnapshotCache ──► AdsServer (tonic) ──► one task per stream
+//!                                                      │                    │
+//!                                                      │        SotwStream / DeltaStream
+//!                                                      │        (I/O-free protocol logic)
+//!                                                      └──────► SyncRegistry (ACK/NACK state)
+//! ```
+//!
+//! Nothing here knows about the Gateway API: resources arrive encoded, named and versioned, with
+//! the dependencies that order their delivery.
+
+pub mod protocol;
+pub mod registry;
+pub mod resource;
+pub mod server;
+pub mod snapshot;
+
+pub use protocol::{DeltaStream, Event, SotwStream};
+pub use registry::{NackInfo, Protocol, ProxySync, SyncRegistry, TypeSync, TypeTotals};
+pub use resource::{Dependency, Resource, ResourceType, content_hash};
+pub use server::{AdsServer, NodeResolver};
+pub use snapshot::{
+    Snapshot, SnapshotCache, SnapshotWriter, Snapshots, TypeResources, snapshot_cache,
+};

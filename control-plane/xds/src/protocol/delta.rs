@@ -1,0 +1,237 @@
+//! Incremental ADS (DeltaAggregatedResources).
+//!
+//! Per type the stream tracks which names the client subscribed to (or a wildcard), and which
+//! version of each resource the client holds. Responses carry only what differs: resources
+//! whose version changed, and `removed_resources` for names the client holds that are gone (or
+//! that it subscribed to and do not exist). Subscription changes apply from every request;
+//! `response_nonce` ACKs or NACKs the response in flight. On reconnect the client's
+//! `initial_resource_versions` say what it holds, so unchanged resources are not sent again.
+
+use super::Event;
+use super::state::{ClientEntry, Pending, StreamState, Want};
+use crate::resource::ResourceType;
+use crate::snapshot::Snapshot;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The protocol state of one Delta stream.
+#[derive(Debug, Default)]
+pub struct DeltaStream {
+    state: StreamState,
+}
+
+impl DeltaStream {
+    /// A new stream; `snapshot` is the proxy's current snapshot, `None` if none was published.
+    pub fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
+        let mut stream = Self::default();
+        stream.state.snapshot = snapshot;
+        stream
+    }
+
+    /// Handles a request from the client.
+    pub fn on_request(
+        &mut self,
+        request: &DeltaDiscoveryRequest,
+    ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        let mut events = Vec::new();
+        let Some(t) = ResourceType::from_type_url(&request.type_url) else {
+            events.push(Event::UnknownType {
+                type_url: request.type_url.clone(),
+            });
+            return (Vec::new(), events);
+        };
+        let ts = self.state.state(t);
+        if !ts.subscribed {
+            // First request of the type on this stream.
+            ts.subscribed = true;
+            // An empty first subscription is a wildcard only for the full-state types (LDS, CDS);
+            // other types subscribe by name (or with an explicit "*").
+            ts.wildcard = t.sotw_full_state() && request.resource_names_subscribe.is_empty();
+            for (name, version) in &request.initial_resource_versions {
+                ts.client.insert(
+                    name.clone(),
+                    ClientEntry {
+                        version: version.clone(),
+                        resource: None,
+                    },
+                );
+            }
+        }
+        if !request.response_nonce.is_empty() {
+            let matches = ts
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.nonce == request.response_nonce);
+            if matches && let Some(pending) = ts.pending.take() {
+                match &request.error_detail {
+                    None => {
+                        for (name, r) in &pending.updates {
+                            ts.rejected.remove(name);
+                            ts.client.insert(
+                                name.clone(),
+                                ClientEntry {
+                                    version: r.version.clone(),
+                                    resource: Some(r.clone()),
+                                },
+                            );
+                        }
+                        for name in &pending.removed {
+                            ts.client.remove(name);
+                        }
+                        events.push(Event::Acked {
+                            resource_type: t,
+                            version: pending.version,
+                            nonce: pending.nonce,
+                        });
+                    }
+                    Some(status) => {
+                        for (name, r) in &pending.updates {
+                            ts.rejected.insert(name.clone(), r.version.clone());
+                        }
+                        events.push(Event::Nacked {
+                            resource_type: t,
+                            version: pending.version,
+                            nonce: pending.nonce,
+                            error: status.message.clone(),
+                            resources: pending.updates.keys().cloned().collect(),
+                        });
+                    }
+                }
+            }
+        }
+        for name in &request.resource_names_subscribe {
+            if name == "*" {
+                ts.wildcard = true;
+            } else {
+                ts.names.insert(name.clone());
+            }
+        }
+        for name in &request.resource_names_unsubscribe {
+            if name == "*" {
+                ts.wildcard = false;
+            } else {
+                ts.names.remove(name);
+                ts.reported_absent.remove(name);
+            }
+        }
+        ts.forget_unsubscribed();
+        let responses = self.respond(&mut events);
+        (responses, events)
+    }
+
+    /// Handles a new snapshot for this stream's proxy.
+    pub fn on_snapshot(
+        &mut self,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        self.state.snapshot = snapshot;
+        let mut events = Vec::new();
+        let responses = self.respond(&mut events);
+        (responses, events)
+    }
+
+    fn respond(&mut self, events: &mut Vec<Event>) -> Vec<DeltaDiscoveryResponse> {
+        let mut responses = Vec::new();
+        for t in ResourceType::ALL {
+            if let Some(response) = self.respond_type(t, events) {
+                responses.push(response);
+            }
+        }
+        responses
+    }
+
+    fn respond_type(
+        &mut self,
+        t: ResourceType,
+        events: &mut Vec<Event>,
+    ) -> Option<DeltaDiscoveryResponse> {
+        {
+            let ts = self.state.types.get(&t)?;
+            if !ts.subscribed || ts.pending.is_some() {
+                return None;
+            }
+        }
+        let wants = self.state.wants(t)?;
+        let system_version = self
+            .state
+            .snapshot
+            .as_ref()
+            .map(|s| s.version())
+            .unwrap_or_default();
+        let ts = self.state.types.get(&t)?;
+        let mut updates = BTreeMap::new();
+        for (name, want) in &wants {
+            if let Want::Resource(r) = want {
+                let held = ts.client.get(name).map(|e| e.version.as_str());
+                let rejected = ts.rejected.get(name).map(String::as_str);
+                if held != Some(r.version.as_str()) && rejected != Some(r.version.as_str()) {
+                    updates.insert(name.clone(), r.clone());
+                }
+            }
+        }
+        let mut removed: Vec<String> = ts
+            .client
+            .keys()
+            .filter(|name| !wants.contains_key(*name))
+            .cloned()
+            .collect();
+        // Subscribed names that do not exist: say so once, so the client stops waiting.
+        let absent: Vec<String> = if ts.wildcard {
+            Vec::new()
+        } else {
+            ts.names
+                .iter()
+                .filter(|n| {
+                    !wants.contains_key(*n)
+                        && !ts.client.contains_key(*n)
+                        && !ts.reported_absent.contains(*n)
+                })
+                .cloned()
+                .collect()
+        };
+        if updates.is_empty() && removed.is_empty() && absent.is_empty() {
+            return None;
+        }
+        let nonce = self.state.next_nonce();
+        let ts = self.state.state(t);
+        ts.last_nonce = nonce.clone();
+        ts.reported_absent.extend(absent.iter().cloned());
+        removed.extend(absent);
+        removed.sort();
+        let bytes = updates.values().map(|r| r.body.value.len()).sum();
+        let response = DeltaDiscoveryResponse {
+            system_version_info: system_version.clone(),
+            resources: updates
+                .values()
+                .map(|r| DeltaResource {
+                    name: r.name.clone(),
+                    version: r.version.clone(),
+                    resource: Some(r.body.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: t.type_url(),
+            removed_resources: removed.clone(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        events.push(Event::Sent {
+            resource_type: t,
+            version: system_version.clone(),
+            nonce: nonce.clone(),
+            resources: updates.keys().cloned().collect(),
+            removed: removed.clone(),
+            bytes,
+        });
+        ts.pending = Some(Pending {
+            nonce,
+            version: system_version,
+            updates,
+            removed,
+        });
+        Some(response)
+    }
+}

@@ -1,0 +1,186 @@
+//! State-of-the-world ADS (StreamAggregatedResources).
+//!
+//! Per type: a request with an empty nonce is a fresh subscription (first request, or a
+//! reconnect carrying the version the client already has) and is always answered. A request
+//! echoing the last nonce ACKs (no `error_detail`) or NACKs it, and may change the subscribed
+//! names. A request echoing an older nonce is stale and ignored. Every response carries the
+//! full subscribed set of its type; its version is a hash of that set, so the same content
+//! always has the same version, across restarts too.
+
+use super::Event;
+use super::state::{ClientEntry, Pending, StreamState, Want, set_version};
+use crate::resource::{Resource, ResourceType};
+use crate::snapshot::Snapshot;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// The protocol state of one SotW stream.
+#[derive(Debug, Default)]
+pub struct SotwStream {
+    state: StreamState,
+}
+
+impl SotwStream {
+    /// A new stream; `snapshot` is the proxy's current snapshot, `None` if none was published.
+    pub fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
+        let mut stream = Self::default();
+        stream.state.snapshot = snapshot;
+        stream
+    }
+
+    /// Handles a request from the client.
+    pub fn on_request(
+        &mut self,
+        request: &DiscoveryRequest,
+    ) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        let mut events = Vec::new();
+        let Some(t) = ResourceType::from_type_url(&request.type_url) else {
+            events.push(Event::UnknownType {
+                type_url: request.type_url.clone(),
+            });
+            return (Vec::new(), events);
+        };
+        let ts = self.state.state(t);
+        let nonce = request.response_nonce.as_str();
+        if nonce.is_empty() {
+            // Fresh subscription: first request of the type, or a reconnect.
+            ts.subscribed = true;
+            ts.pending = None;
+            ts.force_response = true;
+            ts.acked_version = request.version_info.clone();
+            ts.rejected_version = None;
+        } else if nonce != ts.last_nonce {
+            // Stale: answers a response that has since been superseded.
+            return (Vec::new(), events);
+        } else if let Some(pending) = ts.pending.take() {
+            match &request.error_detail {
+                None => {
+                    ts.client = pending
+                        .updates
+                        .iter()
+                        .map(|(name, r)| {
+                            let entry = ClientEntry {
+                                version: r.version.clone(),
+                                resource: Some(r.clone()),
+                            };
+                            (name.clone(), entry)
+                        })
+                        .collect();
+                    ts.acked_version = pending.version.clone();
+                    ts.rejected_version = None;
+                    events.push(Event::Acked {
+                        resource_type: t,
+                        version: pending.version,
+                        nonce: pending.nonce,
+                    });
+                }
+                Some(status) => {
+                    ts.rejected_version = Some(pending.version.clone());
+                    events.push(Event::Nacked {
+                        resource_type: t,
+                        version: pending.version,
+                        nonce: pending.nonce,
+                        error: status.message.clone(),
+                        resources: pending.updates.keys().cloned().collect(),
+                    });
+                }
+            }
+        }
+        // The subscription as of this request.
+        let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
+        // An empty name list is a wildcard only for the full-state types (LDS, CDS).
+        let wildcard = t.sotw_full_state() && (names.is_empty() || names.contains("*"));
+        if wildcard != ts.wildcard || (!wildcard && names != ts.names) {
+            ts.wildcard = wildcard;
+            ts.names = if wildcard { BTreeSet::new() } else { names };
+            ts.forget_unsubscribed();
+        }
+        let responses = self.respond(&mut events);
+        (responses, events)
+    }
+
+    /// Handles a new snapshot for this stream's proxy.
+    pub fn on_snapshot(
+        &mut self,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        self.state.snapshot = snapshot;
+        let mut events = Vec::new();
+        let responses = self.respond(&mut events);
+        (responses, events)
+    }
+
+    /// Computes the responses due, in push order.
+    fn respond(&mut self, events: &mut Vec<Event>) -> Vec<DiscoveryResponse> {
+        let mut responses = Vec::new();
+        for t in ResourceType::ALL {
+            if let Some(response) = self.respond_type(t, events) {
+                responses.push(response);
+            }
+        }
+        responses
+    }
+
+    fn respond_type(
+        &mut self,
+        t: ResourceType,
+        events: &mut Vec<Event>,
+    ) -> Option<DiscoveryResponse> {
+        {
+            let ts = self.state.types.get(&t)?;
+            if !ts.subscribed || ts.pending.is_some() {
+                return None;
+            }
+        }
+        let wants = self.state.wants(t)?;
+        let ts = self.state.types.get(&t)?;
+        let mut set: BTreeMap<String, Arc<Resource>> = BTreeMap::new();
+        for (name, want) in wants {
+            match want {
+                Want::Resource(r) => {
+                    set.insert(name, r);
+                }
+                Want::Keep => {
+                    if let Some(r) = ts.client.get(&name).and_then(|e| e.resource.clone()) {
+                        set.insert(name, r);
+                    }
+                }
+                Want::Hold => {}
+            }
+        }
+        let version = set_version(&set);
+        if !ts.force_response
+            && (version == ts.acked_version || ts.rejected_version.as_ref() == Some(&version))
+        {
+            return None;
+        }
+        let nonce = self.state.next_nonce();
+        let ts = self.state.state(t);
+        ts.force_response = false;
+        ts.last_nonce = nonce.clone();
+        let bytes = set.values().map(|r| r.body.value.len()).sum();
+        let response = DiscoveryResponse {
+            version_info: version.clone(),
+            resources: set.values().map(|r| r.body.clone()).collect(),
+            type_url: t.type_url(),
+            nonce: nonce.clone(),
+            ..Default::default()
+        };
+        events.push(Event::Sent {
+            resource_type: t,
+            version: version.clone(),
+            nonce: nonce.clone(),
+            resources: set.keys().cloned().collect(),
+            removed: Vec::new(),
+            bytes,
+        });
+        ts.pending = Some(Pending {
+            nonce,
+            version,
+            updates: set,
+            removed: Vec::new(),
+        });
+        Some(response)
+    }
+}

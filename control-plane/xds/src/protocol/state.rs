@@ -1,0 +1,180 @@
+//! What both protocol variants track per stream and type: the subscription, what the client
+//! holds, the response in flight, and the rules deciding what the client should hold next
+//! (subscription scope, dependency gating, retention of clusters still in use).
+
+use crate::resource::{Resource, ResourceType, content_hash};
+use crate::snapshot::Snapshot;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A resource as the client holds it.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientEntry {
+    /// The version the client holds.
+    pub version: String,
+    /// The resource itself when this stream sent it; `None` when only its version is known (a
+    /// Delta client's `initial_resource_versions` after a reconnect).
+    pub resource: Option<Arc<Resource>>,
+}
+
+/// A response awaiting ACK or NACK.
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    pub nonce: String,
+    pub version: String,
+    /// Resources sent (SotW: the whole set; Delta: additions and updates).
+    pub updates: BTreeMap<String, Arc<Resource>>,
+    /// Names removed (Delta only).
+    pub removed: Vec<String>,
+}
+
+/// What the client should hold for one name.
+#[derive(Clone, Debug)]
+pub(crate) enum Want {
+    /// This resource.
+    Resource(Arc<Resource>),
+    /// Whatever the client holds now (gated by dependencies, or retained while in use).
+    Keep,
+    /// The name is in the snapshot but may not be sent yet and the client has nothing: send
+    /// nothing, and do not report it absent.
+    Hold,
+}
+
+/// Per-type state of one stream.
+#[derive(Debug, Default)]
+pub(crate) struct TypeState {
+    /// The client has requested this type on this stream.
+    pub subscribed: bool,
+    /// Wildcard subscription (every resource of the type).
+    pub wildcard: bool,
+    /// Names subscribed explicitly.
+    pub names: BTreeSet<String>,
+    /// What the client holds (last ACKed state).
+    pub client: BTreeMap<String, ClientEntry>,
+    /// The response in flight.
+    pub pending: Option<Pending>,
+    /// SotW: the last version the client ACKed.
+    pub acked_version: String,
+    /// SotW: the last version the client NACKed.
+    pub rejected_version: Option<String>,
+    /// Delta: versions the client NACKed, by name.
+    pub rejected: BTreeMap<String, String>,
+    /// Delta: names reported absent (in `removed_resources`) that the client subscribed to.
+    pub reported_absent: BTreeSet<String>,
+    /// SotW: a fresh request awaits a response even if nothing changed.
+    pub force_response: bool,
+    /// The nonce of the last response sent for this type.
+    pub last_nonce: String,
+}
+
+impl TypeState {
+    /// Whether `name` is within the subscription.
+    pub fn in_scope(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// Drops client entries that left the subscription (the client forgets unsubscribed
+    /// resources on its own).
+    pub fn forget_unsubscribed(&mut self) {
+        if self.wildcard {
+            return;
+        }
+        let names = &self.names;
+        self.client.retain(|name, _| names.contains(name));
+        self.reported_absent.retain(|name| names.contains(name));
+    }
+}
+
+/// The per-stream state shared by both variants.
+#[derive(Debug, Default)]
+pub(crate) struct StreamState {
+    pub types: BTreeMap<ResourceType, TypeState>,
+    /// The snapshot to serve; `None` until the cache published one.
+    pub snapshot: Option<Arc<Snapshot>>,
+    nonce_counter: u64,
+}
+
+impl StreamState {
+    pub fn next_nonce(&mut self) -> String {
+        self.nonce_counter += 1;
+        self.nonce_counter.to_string()
+    }
+
+    pub fn state(&mut self, t: ResourceType) -> &mut TypeState {
+        self.types.entry(t).or_default()
+    }
+
+    /// Whether every dependency of `resource` is held by the client. Dependencies on a type
+    /// the client never subscribed to on this stream cannot be checked and are ignored.
+    fn dependencies_ready(&self, resource: &Resource) -> bool {
+        resource
+            .dependencies
+            .iter()
+            .all(|dep| match self.types.get(&dep.resource_type) {
+                Some(ts) if ts.subscribed => ts.client.contains_key(&dep.name),
+                _ => true,
+            })
+    }
+
+    /// Names of type `t` that resources at the client (held or in flight) depend on.
+    fn in_use(&self, t: ResourceType) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for ts in self.types.values() {
+            let held = ts.client.values().filter_map(|e| e.resource.as_ref());
+            let in_flight = ts.pending.iter().flat_map(|p| p.updates.values());
+            for r in held.chain(in_flight) {
+                for dep in &r.dependencies {
+                    if dep.resource_type == t {
+                        names.insert(dep.name.clone());
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    /// What the client should hold for type `t` now, by name. `None` before the first
+    /// snapshot.
+    pub fn wants(&self, t: ResourceType) -> Option<BTreeMap<String, Want>> {
+        let snapshot = self.snapshot.as_ref()?;
+        let ts = self.types.get(&t)?;
+        let available = snapshot.resources(t);
+        let mut wants = BTreeMap::new();
+        let candidates: Box<dyn Iterator<Item = (&String, &Arc<Resource>)>> = if ts.wildcard {
+            Box::new(available.items().iter())
+        } else {
+            Box::new(
+                ts.names
+                    .iter()
+                    .filter_map(|n| available.get(n).map(|r| (n, r))),
+            )
+        };
+        for (name, resource) in candidates {
+            let want = if self.dependencies_ready(resource) {
+                Want::Resource(resource.clone())
+            } else if ts.client.contains_key(name) {
+                Want::Keep
+            } else {
+                Want::Hold
+            };
+            wants.insert(name.clone(), want);
+        }
+        // Keep what routes at the client still send traffic to, until they are replaced.
+        for name in self.in_use(t) {
+            if !wants.contains_key(&name) && ts.client.contains_key(&name) && ts.in_scope(&name) {
+                wants.insert(name, Want::Keep);
+            }
+        }
+        Some(wants)
+    }
+}
+
+/// The SotW version of a set of resources: a hash of names and versions.
+pub(crate) fn set_version(resources: &BTreeMap<String, Arc<Resource>>) -> String {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(resources.len() * 2);
+    for (name, r) in resources {
+        parts.push(name.as_bytes());
+        parts.push(r.version.as_bytes());
+    }
+    content_hash(parts)
+}

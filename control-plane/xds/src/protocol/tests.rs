@@ -1,0 +1,617 @@
+//! Protocol behaviour, one rule per test, named for what the proxy sees.
+
+use super::*;
+use crate::resource::{Dependency, Resource, ResourceType};
+use crate::snapshot::Snapshot;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::rpc::Status;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+fn cluster(name: &str, tag: u32) -> Arc<Resource> {
+    Resource::new(
+        name,
+        &Cluster {
+            name: name.into(),
+            alt_stat_name: format!("v{tag}"),
+            ..Default::default()
+        },
+    )
+}
+
+fn cla(name: &str, tag: u32) -> Arc<Resource> {
+    Resource::new(
+        name,
+        &ClusterLoadAssignment {
+            cluster_name: format!("{name}-{tag}"),
+            ..Default::default()
+        },
+    )
+}
+
+fn listener(name: &str) -> Arc<Resource> {
+    Resource::new(
+        name,
+        &Listener {
+            name: name.into(),
+            ..Default::default()
+        },
+    )
+}
+
+/// A route configuration sending traffic to `clusters` (EDS clusters: both the cluster and
+/// its endpoints are dependencies).
+fn route(name: &str, clusters: &[&str]) -> Arc<Resource> {
+    let deps = clusters
+        .iter()
+        .flat_map(|c| {
+            [
+                Dependency {
+                    resource_type: ResourceType::Cluster,
+                    name: c.to_string(),
+                },
+                Dependency {
+                    resource_type: ResourceType::Endpoint,
+                    name: c.to_string(),
+                },
+            ]
+        })
+        .collect();
+    Resource::with_dependencies(
+        name,
+        &RouteConfiguration {
+            name: name.into(),
+            virtual_hosts: vec![VirtualHost {
+                name: clusters.join(","),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+        deps,
+    )
+}
+
+fn snap(resources: &[Arc<Resource>]) -> Option<Arc<Snapshot>> {
+    Some(Arc::new(Snapshot::from_resources(
+        resources.iter().cloned(),
+    )))
+}
+
+fn req(t: ResourceType, version: &str, nonce: &str, names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: t.type_url(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn nack(t: ResourceType, version: &str, nonce: &str, names: &[&str]) -> DiscoveryRequest {
+    DiscoveryRequest {
+        error_detail: Some(Status {
+            code: 13,
+            message: "rejected for the test".into(),
+            details: vec![],
+        }),
+        ..req(t, version, nonce, names)
+    }
+}
+
+fn names_in(response: &DiscoveryResponse) -> Vec<String> {
+    response
+        .resources
+        .iter()
+        .map(|any| {
+            use prost::Message;
+            match ResourceType::from_type_url(&any.type_url) {
+                Some(ResourceType::Cluster) => Cluster::decode(&*any.value).unwrap().name,
+                Some(ResourceType::Endpoint) => {
+                    let c = ClusterLoadAssignment::decode(&*any.value)
+                        .unwrap()
+                        .cluster_name;
+                    c.rsplit_once('-').unwrap().0.to_string()
+                }
+                Some(ResourceType::Listener) => Listener::decode(&*any.value).unwrap().name,
+                Some(ResourceType::Route) => RouteConfiguration::decode(&*any.value).unwrap().name,
+                _ => String::new(),
+            }
+        })
+        .collect()
+}
+
+fn only(responses: Vec<DiscoveryResponse>) -> DiscoveryResponse {
+    assert_eq!(
+        responses.len(),
+        1,
+        "expected exactly one response: {responses:?}"
+    );
+    responses.into_iter().next().unwrap()
+}
+
+/// ACKs a SotW response.
+fn ack(s: &mut SotwStream, r: &DiscoveryResponse, names: &[&str]) -> Vec<DiscoveryResponse> {
+    let t = ResourceType::from_type_url(&r.type_url).unwrap();
+    s.on_request(&req(t, &r.version_info, &r.nonce, names)).0
+}
+
+// ------------------------------------------------------------------------------------ SotW
+
+#[test]
+fn sotw_first_request_gets_the_whole_type() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1), cluster("b", 1)]));
+    let (responses, events) = s.on_request(&req(ResourceType::Cluster, "", "", &[]));
+    let r = only(responses);
+    assert_eq!(names_in(&r), ["a", "b"]);
+    assert!(!r.version_info.is_empty());
+    assert!(matches!(&events[0], Event::Sent { resources, .. } if resources.len() == 2));
+}
+
+#[test]
+fn sotw_nothing_is_sent_before_the_first_snapshot() {
+    let mut s = SotwStream::new(None);
+    assert!(
+        s.on_request(&req(ResourceType::Cluster, "", "", &[]))
+            .0
+            .is_empty()
+    );
+    let r = only(s.on_snapshot(snap(&[cluster("a", 1)])).0);
+    assert_eq!(names_in(&r), ["a"]);
+}
+
+#[test]
+fn sotw_ack_is_recorded_and_nothing_is_resent() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1)]));
+    let r = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    let (responses, events) =
+        s.on_request(&req(ResourceType::Cluster, &r.version_info, &r.nonce, &[]));
+    assert!(responses.is_empty());
+    assert_eq!(
+        events,
+        [Event::Acked {
+            resource_type: ResourceType::Cluster,
+            version: r.version_info.clone(),
+            nonce: r.nonce.clone()
+        }]
+    );
+    // The same snapshot again changes nothing.
+    assert!(s.on_snapshot(snap(&[cluster("a", 1)])).0.is_empty());
+}
+
+#[test]
+fn sotw_nack_keeps_the_rejected_version_from_being_resent_until_the_config_changes() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1)]));
+    let good = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    assert!(ack(&mut s, &good, &[]).is_empty());
+
+    let bad = only(s.on_snapshot(snap(&[cluster("a", 2)])).0);
+    let (responses, events) = s.on_request(&nack(
+        ResourceType::Cluster,
+        &good.version_info,
+        &bad.nonce,
+        &[],
+    ));
+    assert!(
+        responses.is_empty(),
+        "the rejected version must not be resent"
+    );
+    assert!(matches!(&events[0], Event::Nacked { version, error, .. }
+        if *version == bad.version_info && error == "rejected for the test"));
+    // Republishing the same (bad) content sends nothing either.
+    assert!(s.on_snapshot(snap(&[cluster("a", 2)])).0.is_empty());
+    // A corrected config is sent.
+    let fixed = only(s.on_snapshot(snap(&[cluster("a", 3)])).0);
+    assert_ne!(fixed.version_info, bad.version_info);
+}
+
+#[test]
+fn sotw_reverting_to_the_accepted_config_after_a_nack_sends_nothing() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1)]));
+    let good = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    ack(&mut s, &good, &[]);
+    let bad = only(s.on_snapshot(snap(&[cluster("a", 2)])).0);
+    s.on_request(&nack(
+        ResourceType::Cluster,
+        &good.version_info,
+        &bad.nonce,
+        &[],
+    ));
+    // The client still holds the good version: nothing to send.
+    assert!(s.on_snapshot(snap(&[cluster("a", 1)])).0.is_empty());
+}
+
+#[test]
+fn sotw_update_arriving_while_an_ack_is_pending_is_sent_after_the_ack() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1)]));
+    let first = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    // Two updates before the ACK: nothing is sent yet.
+    assert!(s.on_snapshot(snap(&[cluster("a", 2)])).0.is_empty());
+    assert!(s.on_snapshot(snap(&[cluster("a", 3)])).0.is_empty());
+    // The ACK releases only the latest state.
+    let next = only(ack(&mut s, &first, &[]));
+    assert_ne!(next.version_info, first.version_info);
+    let latest = SotwStream::new(snap(&[cluster("a", 3)]))
+        .on_request(&req(ResourceType::Cluster, "", "", &[]))
+        .0;
+    assert_eq!(next.version_info, latest[0].version_info);
+}
+
+#[test]
+fn sotw_stale_nonce_is_ignored() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1)]));
+    let first = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    ack(&mut s, &first, &[]);
+    let second = only(s.on_snapshot(snap(&[cluster("a", 2)])).0);
+    // A late request echoing the first nonce neither ACKs nor NACKs the second response.
+    let (responses, events) = s.on_request(&nack(ResourceType::Cluster, "", &first.nonce, &[]));
+    assert!(responses.is_empty() && events.is_empty());
+    let (_, events) = s.on_request(&req(
+        ResourceType::Cluster,
+        &second.version_info,
+        &second.nonce,
+        &[],
+    ));
+    assert!(matches!(events[0], Event::Acked { .. }));
+}
+
+#[test]
+fn sotw_reconnect_with_empty_nonce_is_a_fresh_subscription_and_is_answered() {
+    let snapshot = snap(&[cluster("a", 1)]);
+    let mut s = SotwStream::new(snapshot.clone());
+    let r = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    // A new stream (reconnect) carrying the version the client holds, and no nonce.
+    let mut reconnected = SotwStream::new(snapshot);
+    let again = only(
+        reconnected
+            .on_request(&req(ResourceType::Cluster, &r.version_info, "", &[]))
+            .0,
+    );
+    assert_eq!(
+        again.version_info, r.version_info,
+        "same content, same version"
+    );
+    assert_eq!(names_in(&again), ["a"]);
+}
+
+#[test]
+fn sotw_named_subscription_gets_only_the_names_asked_for() {
+    let mut s = SotwStream::new(snap(&[cla("a", 1), cla("b", 1), cla("c", 1)]));
+    let r = only(
+        s.on_request(&req(ResourceType::Endpoint, "", "", &["a", "c"]))
+            .0,
+    );
+    assert_eq!(names_in(&r), ["a", "c"]);
+    // Changing the subscription with the ACK sends the new set.
+    let r2 = only(ack(&mut s, &r, &["b"]));
+    assert_eq!(names_in(&r2), ["b"]);
+    // A change to a resource outside the subscription sends nothing.
+    ack(&mut s, &r2, &["b"]);
+    assert!(
+        s.on_snapshot(snap(&[cla("a", 2), cla("b", 1), cla("c", 2)]))
+            .0
+            .is_empty()
+    );
+}
+
+#[test]
+fn sotw_wildcard_subscription_follows_additions_and_removals() {
+    let mut s = SotwStream::new(snap(&[listener("l1")]));
+    let r = only(s.on_request(&req(ResourceType::Listener, "", "", &[])).0);
+    ack(&mut s, &r, &[]);
+    let r = only(s.on_snapshot(snap(&[listener("l1"), listener("l2")])).0);
+    assert_eq!(names_in(&r), ["l1", "l2"]);
+    ack(&mut s, &r, &[]);
+    let r = only(s.on_snapshot(snap(&[listener("l2")])).0);
+    assert_eq!(names_in(&r), ["l2"]);
+}
+
+#[test]
+fn sotw_only_the_changed_type_is_resent() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1), listener("l")]));
+    let c = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    ack(&mut s, &c, &[]);
+    let l = only(s.on_request(&req(ResourceType::Listener, "", "", &[])).0);
+    ack(&mut s, &l, &[]);
+    let responses = s.on_snapshot(snap(&[cluster("a", 2), listener("l")])).0;
+    assert_eq!(only(responses).type_url, ResourceType::Cluster.type_url());
+}
+
+/// Brings a stream to: cluster `a` with endpoints ACKed, listener and route `r -> a` ACKed.
+fn converged_on_a() -> SotwStream {
+    let mut s = SotwStream::new(snap(&[
+        cluster("a", 1),
+        cla("a", 1),
+        listener("l"),
+        route("r", &["a"]),
+    ]));
+    let c = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    ack(&mut s, &c, &[]);
+    let e = only(s.on_request(&req(ResourceType::Endpoint, "", "", &["a"])).0);
+    ack(&mut s, &e, &["a"]);
+    let l = only(s.on_request(&req(ResourceType::Listener, "", "", &[])).0);
+    ack(&mut s, &l, &[]);
+    let r = only(s.on_request(&req(ResourceType::Route, "", "", &["r"])).0);
+    assert_eq!(names_in(&r), ["r"]);
+    ack(&mut s, &r, &["r"]);
+    s
+}
+
+#[test]
+fn sotw_route_to_a_new_cluster_waits_until_the_cluster_and_its_endpoints_are_acked() {
+    let mut s = converged_on_a();
+    let next = snap(&[
+        cluster("b", 1),
+        cla("b", 1),
+        listener("l"),
+        route("r", &["b"]),
+    ]);
+    let responses = s.on_snapshot(next).0;
+    // Only CDS goes out; it keeps `a` because the route at the proxy still uses it.
+    let c = only(responses);
+    assert_eq!(names_in(&c), ["a", "b"]);
+    // The proxy ACKs CDS: the route still waits for b's endpoints.
+    assert!(ack(&mut s, &c, &[]).is_empty());
+    // The proxy subscribes to b's endpoints (with its current EDS nonce) and gets them.
+    let e = only(
+        s.on_request(&req(ResourceType::Endpoint, "", "", &["a", "b"]))
+            .0,
+    );
+    assert_eq!(names_in(&e), ["a", "b"]);
+    // Endpoints ACKed: now the route moves to b.
+    let r = only(ack(&mut s, &e, &["a", "b"]));
+    assert_eq!(r.type_url, ResourceType::Route.type_url());
+    // Route ACKed: the cluster nobody uses any more is removed, and so are its endpoints.
+    let after = ack(&mut s, &r, &["r"]);
+    assert_eq!(after.len(), 2);
+    assert_eq!(after[0].type_url, ResourceType::Cluster.type_url());
+    assert_eq!(names_in(&after[0]), ["b"]);
+    assert_eq!(after[1].type_url, ResourceType::Endpoint.type_url());
+    assert_eq!(names_in(&after[1]), ["b"]);
+}
+
+#[test]
+fn sotw_cluster_still_used_by_the_proxys_route_is_kept_until_the_route_is_replaced() {
+    let mut s = converged_on_a();
+    // `a` disappears and the route now has no backend at all (no dependencies).
+    let next = snap(&[listener("l"), route("r", &[])]);
+    let responses = s.on_snapshot(next).0;
+    // The route is sent first (it needs nothing); CDS is unchanged as `a` is still in use.
+    let r = only(responses);
+    assert_eq!(r.type_url, ResourceType::Route.type_url());
+    let after = ack(&mut s, &r, &["r"]);
+    assert_eq!(after.len(), 2, "CDS and EDS drop `a`");
+    assert_eq!(after[0].type_url, ResourceType::Cluster.type_url());
+    assert!(names_in(&after[0]).is_empty());
+    assert!(names_in(&after[1]).is_empty());
+}
+
+#[test]
+fn sotw_request_for_an_unknown_type_is_reported_not_answered() {
+    let mut s = SotwStream::new(snap(&[]));
+    let (responses, events) = s.on_request(&DiscoveryRequest {
+        type_url: "type.googleapis.com/example.Unknown".into(),
+        ..Default::default()
+    });
+    assert!(responses.is_empty());
+    assert!(matches!(events[0], Event::UnknownType { .. }));
+}
+
+// ----------------------------------------------------------------------------------- Delta
+
+fn dreq(
+    t: ResourceType,
+    nonce: &str,
+    subscribe: &[&str],
+    unsubscribe: &[&str],
+) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        type_url: t.type_url(),
+        response_nonce: nonce.into(),
+        resource_names_subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+        resource_names_unsubscribe: unsubscribe.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn donly(responses: Vec<DeltaDiscoveryResponse>) -> DeltaDiscoveryResponse {
+    assert_eq!(
+        responses.len(),
+        1,
+        "expected exactly one response: {responses:?}"
+    );
+    responses.into_iter().next().unwrap()
+}
+
+fn dnames(r: &DeltaDiscoveryResponse) -> Vec<String> {
+    r.resources.iter().map(|r| r.name.clone()).collect()
+}
+
+fn dack(s: &mut DeltaStream, r: &DeltaDiscoveryResponse) -> Vec<DeltaDiscoveryResponse> {
+    let t = ResourceType::from_type_url(&r.type_url).unwrap();
+    s.on_request(&dreq(t, &r.nonce, &[], &[])).0
+}
+
+#[test]
+fn delta_wildcard_first_request_gets_everything_then_only_changes() {
+    let mut s = DeltaStream::new(snap(&[cluster("a", 1), cluster("b", 1)]));
+    let r = donly(s.on_request(&dreq(ResourceType::Cluster, "", &[], &[])).0);
+    assert_eq!(dnames(&r), ["a", "b"]);
+    assert!(dack(&mut s, &r).is_empty());
+    let r = donly(
+        s.on_snapshot(snap(&[cluster("a", 1), cluster("b", 2), cluster("c", 1)]))
+            .0,
+    );
+    assert_eq!(dnames(&r), ["b", "c"], "unchanged a is not resent");
+    assert!(r.removed_resources.is_empty());
+    dack(&mut s, &r);
+    let r = donly(s.on_snapshot(snap(&[cluster("b", 2), cluster("c", 1)])).0);
+    assert!(r.resources.is_empty());
+    assert_eq!(r.removed_resources, ["a"]);
+}
+
+#[test]
+fn delta_endpoint_change_resends_only_the_affected_assignment() {
+    let mut s = DeltaStream::new(snap(&[cla("a", 1), cla("b", 1), cla("c", 1)]));
+    let r = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["a", "b", "c"], &[]))
+            .0,
+    );
+    dack(&mut s, &r);
+    let r = donly(
+        s.on_snapshot(snap(&[cla("a", 1), cla("b", 2), cla("c", 1)]))
+            .0,
+    );
+    assert_eq!(dnames(&r), ["b"]);
+}
+
+#[test]
+fn delta_nack_keeps_the_previous_version_and_is_not_resent_until_the_config_changes() {
+    let mut s = DeltaStream::new(snap(&[cluster("a", 1)]));
+    let r = donly(s.on_request(&dreq(ResourceType::Cluster, "", &[], &[])).0);
+    dack(&mut s, &r);
+    let bad = donly(s.on_snapshot(snap(&[cluster("a", 2)])).0);
+    let mut n = dreq(ResourceType::Cluster, &bad.nonce, &[], &[]);
+    n.error_detail = Some(Status {
+        code: 13,
+        message: "bad cluster".into(),
+        details: vec![],
+    });
+    let (responses, events) = s.on_request(&n);
+    assert!(responses.is_empty());
+    assert!(
+        matches!(&events[0], Event::Nacked { error, resources, .. } if error == "bad cluster" && resources == &["a".to_string()])
+    );
+    assert!(s.on_snapshot(snap(&[cluster("a", 2)])).0.is_empty());
+    let fixed = donly(s.on_snapshot(snap(&[cluster("a", 3)])).0);
+    assert_eq!(dnames(&fixed), ["a"]);
+}
+
+#[test]
+fn delta_reconnect_with_initial_versions_sends_only_what_differs() {
+    let snapshot = snap(&[cluster("a", 1), cluster("b", 1)]);
+    let mut s = DeltaStream::new(snapshot.clone());
+    let r = donly(s.on_request(&dreq(ResourceType::Cluster, "", &[], &[])).0);
+    let versions: HashMap<String, String> = r
+        .resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect();
+    // Reconnect: the client holds a and b at those versions, plus a stale "gone".
+    let mut initial = versions.clone();
+    initial.insert("gone".into(), "v0".into());
+    let mut reconnected = DeltaStream::new(snap(&[cluster("a", 1), cluster("b", 2)]));
+    let first = DeltaDiscoveryRequest {
+        initial_resource_versions: initial,
+        ..dreq(ResourceType::Cluster, "", &[], &[])
+    };
+    let r = donly(reconnected.on_request(&first).0);
+    assert_eq!(dnames(&r), ["b"]);
+    assert_eq!(r.removed_resources, ["gone"]);
+}
+
+#[test]
+fn delta_subscribing_to_a_missing_name_reports_it_removed_once() {
+    let mut s = DeltaStream::new(snap(&[cla("a", 1)]));
+    let r = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["a", "nope"], &[]))
+            .0,
+    );
+    assert_eq!(dnames(&r), ["a"]);
+    assert_eq!(r.removed_resources, ["nope"]);
+    assert!(dack(&mut s, &r).is_empty());
+    // When it appears it is sent.
+    let r = donly(s.on_snapshot(snap(&[cla("a", 1), cla("nope", 1)])).0);
+    assert_eq!(dnames(&r), ["nope"]);
+}
+
+#[test]
+fn delta_unsubscribe_stops_updates_for_that_name() {
+    let mut s = DeltaStream::new(snap(&[cla("a", 1), cla("b", 1)]));
+    let r = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["a", "b"], &[]))
+            .0,
+    );
+    let (responses, _) = s.on_request(&dreq(ResourceType::Endpoint, &r.nonce, &[], &["b"]));
+    assert!(responses.is_empty());
+    assert!(
+        s.on_snapshot(snap(&[cla("a", 1), cla("b", 2)]))
+            .0
+            .is_empty()
+    );
+}
+
+#[test]
+fn delta_update_arriving_while_an_ack_is_pending_is_coalesced() {
+    let mut s = DeltaStream::new(snap(&[cla("a", 1), cla("b", 1)]));
+    let r = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["a", "b"], &[]))
+            .0,
+    );
+    assert!(
+        s.on_snapshot(snap(&[cla("a", 2), cla("b", 1)]))
+            .0
+            .is_empty()
+    );
+    assert!(
+        s.on_snapshot(snap(&[cla("a", 2), cla("b", 2)]))
+            .0
+            .is_empty()
+    );
+    let next = donly(dack(&mut s, &r));
+    assert_eq!(dnames(&next), ["a", "b"]);
+}
+
+#[test]
+fn delta_route_to_a_new_cluster_waits_for_the_cluster_and_endpoints() {
+    let mut s = DeltaStream::new(snap(&[
+        cluster("a", 1),
+        cla("a", 1),
+        listener("l"),
+        route("r", &["a"]),
+    ]));
+    let c = donly(s.on_request(&dreq(ResourceType::Cluster, "", &[], &[])).0);
+    dack(&mut s, &c);
+    let e = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["a"], &[]))
+            .0,
+    );
+    dack(&mut s, &e);
+    let l = donly(s.on_request(&dreq(ResourceType::Listener, "", &[], &[])).0);
+    dack(&mut s, &l);
+    let r = donly(s.on_request(&dreq(ResourceType::Route, "", &["r"], &[])).0);
+    dack(&mut s, &r);
+
+    let c = donly(
+        s.on_snapshot(snap(&[
+            cluster("b", 1),
+            cla("b", 1),
+            listener("l"),
+            route("r", &["b"]),
+        ]))
+        .0,
+    );
+    assert_eq!(dnames(&c), ["b"]);
+    assert!(
+        c.removed_resources.is_empty(),
+        "a is still used by the route at the proxy"
+    );
+    assert!(dack(&mut s, &c).is_empty());
+    let e = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["b"], &[]))
+            .0,
+    );
+    assert_eq!(dnames(&e), ["b"]);
+    let r = donly(dack(&mut s, &e));
+    assert_eq!(r.type_url, ResourceType::Route.type_url());
+    let after = dack(&mut s, &r);
+    assert_eq!(after.len(), 2, "CDS and EDS drop `a`");
+    assert_eq!(after[0].type_url, ResourceType::Cluster.type_url());
+    assert_eq!(after[0].removed_resources, ["a"]);
+    assert_eq!(after[1].removed_resources, ["a"]);
+}

@@ -1,0 +1,159 @@
+//! xDS resources as the cache holds them: encoded once, versioned by content, shared by every
+//! proxy that receives them.
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::sync::Arc;
+
+/// The resource types Trellis serves, in the order a change is pushed: clusters and their
+/// endpoints first, then secrets, listeners, and routes last (Envoy's make-before-break order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum ResourceType {
+    /// CDS: `envoy.config.cluster.v3.Cluster`.
+    Cluster,
+    /// EDS: `envoy.config.endpoint.v3.ClusterLoadAssignment`.
+    Endpoint,
+    /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`.
+    Secret,
+    /// LDS: `envoy.config.listener.v3.Listener`.
+    Listener,
+    /// RDS: `envoy.config.route.v3.RouteConfiguration`.
+    Route,
+}
+
+impl ResourceType {
+    /// Every type, in push order.
+    pub const ALL: [ResourceType; 5] = [
+        ResourceType::Cluster,
+        ResourceType::Endpoint,
+        ResourceType::Secret,
+        ResourceType::Listener,
+        ResourceType::Route,
+    ];
+
+    /// The type URL Envoy uses for this type.
+    pub fn type_url(self) -> String {
+        match self {
+            ResourceType::Cluster => Cluster::type_url(),
+            ResourceType::Endpoint => ClusterLoadAssignment::type_url(),
+            ResourceType::Secret => Secret::type_url(),
+            ResourceType::Listener => Listener::type_url(),
+            ResourceType::Route => RouteConfiguration::type_url(),
+        }
+    }
+
+    /// The type for a type URL, if Trellis serves it.
+    pub fn from_type_url(url: &str) -> Option<ResourceType> {
+        ResourceType::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// Whether a state-of-the-world response must carry every resource of the type (LDS, CDS):
+    /// a resource left out of such a response is deleted by the client.
+    pub fn sotw_full_state(self) -> bool {
+        matches!(self, ResourceType::Cluster | ResourceType::Listener)
+    }
+
+    /// Short name used in logs, metrics and `trellis proxy-status` (`CDS`, `EDS`, ...).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "CDS",
+            ResourceType::Endpoint => "EDS",
+            ResourceType::Secret => "SDS",
+            ResourceType::Listener => "LDS",
+            ResourceType::Route => "RDS",
+        }
+    }
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.short_name())
+    }
+}
+
+/// A resource this one needs at the client before it may be sent.
+///
+/// Only dependencies Envoy does not wait for by itself are declared: a route configuration
+/// applies at once, so the clusters (and their endpoints) it sends traffic to must be in place
+/// first, or requests fail while they warm. Listeners and clusters warm on their own.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dependency {
+    /// The type of the needed resource.
+    pub resource_type: ResourceType,
+    /// Its name.
+    pub name: String,
+}
+
+/// One encoded, versioned resource.
+#[derive(Clone, PartialEq)]
+pub struct Resource {
+    /// The resource name (derived from Kubernetes identity, e.g. `service/default/echo/8080`).
+    pub name: String,
+    /// Content version: a hash of the encoded body.
+    pub version: String,
+    /// The packed message.
+    pub body: Any,
+    /// Resources that must be at the client first.
+    pub dependencies: Vec<Dependency>,
+}
+
+impl fmt::Debug for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resource")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("type_url", &self.body.type_url)
+            .field("bytes", &self.body.value.len())
+            .field("dependencies", &self.dependencies)
+            .finish()
+    }
+}
+
+impl Resource {
+    /// Encodes a message as a resource named `name`, versioned by its content.
+    pub fn new<M: Message + Name>(name: impl Into<String>, message: &M) -> Arc<Resource> {
+        Self::with_dependencies(name, message, Vec::new())
+    }
+
+    /// Like [`Resource::new`], with dependencies that must reach the client first.
+    pub fn with_dependencies<M: Message + Name>(
+        name: impl Into<String>,
+        message: &M,
+        mut dependencies: Vec<Dependency>,
+    ) -> Arc<Resource> {
+        let value = message.encode_to_vec();
+        dependencies.sort();
+        dependencies.dedup();
+        Arc::new(Resource {
+            name: name.into(),
+            version: content_hash([value.as_slice()]),
+            body: Any {
+                type_url: M::type_url(),
+                value,
+            },
+            dependencies,
+        })
+    }
+
+    /// The resource type, from the body's type URL.
+    pub fn resource_type(&self) -> Option<ResourceType> {
+        ResourceType::from_type_url(&self.body.type_url)
+    }
+}
+
+/// A short hex digest of the given parts (16 hex digits of SHA-256).
+pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hex::encode(&hasher.finalize()[..8])
+}

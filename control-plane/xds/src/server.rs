@@ -1,0 +1,292 @@
+//! The tonic adapter: ADS streams in, protocol state machines in the middle, responses out.
+//!
+//! Each stream is one task selecting over the proxy's requests and the cache's change
+//! notifications; all decisions are made by [`SotwStream`]/[`DeltaStream`]. The first request
+//! must carry the node; the [`NodeResolver`] turns it into the snapshot key the proxy is
+//! served from.
+
+use crate::protocol::{DeltaStream, Event, SotwStream};
+use crate::registry::{Protocol, StreamHandle, SyncRegistry};
+use crate::snapshot::{Snapshot, SnapshotCache};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Maps a proxy's node to the key of the snapshot it is served, or explains why it cannot.
+pub type NodeResolver = Arc<dyn Fn(&Node) -> Result<String, String> + Send + Sync>;
+
+/// The ADS service.
+#[derive(Clone)]
+pub struct AdsServer {
+    cache: SnapshotCache,
+    registry: Arc<SyncRegistry>,
+    resolver: NodeResolver,
+}
+
+impl std::fmt::Debug for AdsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdsServer").finish_non_exhaustive()
+    }
+}
+
+impl AdsServer {
+    /// A server reading `cache`, recording into `registry`, keying proxies with `resolver`.
+    pub fn new(cache: SnapshotCache, registry: Arc<SyncRegistry>, resolver: NodeResolver) -> Self {
+        Self {
+            cache,
+            registry,
+            resolver,
+        }
+    }
+
+    /// The tonic service to add to a router.
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+
+    /// The snapshot for `key`: `None` until the first publish, then the key's snapshot or an
+    /// empty one (the proxy's Gateway is gone or not yet known).
+    fn snapshot_for(cache: &SnapshotCache, key: &str) -> Option<Arc<Snapshot>> {
+        let current = cache.current();
+        if current.generation == 0 {
+            return None;
+        }
+        Some(
+            current
+                .by_key
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Snapshot::new())),
+        )
+    }
+
+    fn resolve(&self, node: Option<&Node>) -> Result<(String, String, String), Status> {
+        let node = node.ok_or_else(|| {
+            Status::invalid_argument("the first request of a stream must carry the node")
+        })?;
+        let key = (self.resolver)(node).map_err(Status::invalid_argument)?;
+        Ok((node.id.clone(), node.cluster.clone(), key))
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The two variants' state machines behind one interface, so one loop drives both.
+trait Machine: Send + 'static {
+    type Req: Send + 'static;
+    type Resp: Send + 'static;
+    fn on_request(&mut self, req: &Self::Req) -> (Vec<Self::Resp>, Vec<Event>);
+    fn on_snapshot(&mut self, s: Option<Arc<Snapshot>>) -> (Vec<Self::Resp>, Vec<Event>);
+}
+
+impl Machine for SotwStream {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    fn on_request(&mut self, req: &DiscoveryRequest) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        SotwStream::on_request(self, req)
+    }
+    fn on_snapshot(&mut self, s: Option<Arc<Snapshot>>) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        SotwStream::on_snapshot(self, s)
+    }
+}
+
+impl Machine for DeltaStream {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    fn on_request(
+        &mut self,
+        req: &DeltaDiscoveryRequest,
+    ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        DeltaStream::on_request(self, req)
+    }
+    fn on_snapshot(
+        &mut self,
+        s: Option<Arc<Snapshot>>,
+    ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        DeltaStream::on_snapshot(self, s)
+    }
+}
+
+fn log_events(events: &[Event]) {
+    for event in events {
+        match event {
+            Event::Sent {
+                resource_type,
+                version,
+                nonce,
+                resources,
+                removed,
+                bytes,
+            } => debug!(
+                r#type = %resource_type, %version, %nonce, resources = resources.len(),
+                removed = removed.len(), bytes, "sent"
+            ),
+            Event::Acked {
+                resource_type,
+                version,
+                ..
+            } => debug!(r#type = %resource_type, %version, "ACK"),
+            Event::Nacked {
+                resource_type,
+                version,
+                nonce,
+                error,
+                resources,
+            } => warn!(
+                r#type = %resource_type, %version, %nonce, ?resources, error = %error,
+                "NACK: the proxy rejected the config and keeps its previous one"
+            ),
+            Event::UnknownType { type_url } => {
+                warn!(%type_url, "request for a type Trellis does not serve; ignored")
+            }
+        }
+    }
+}
+
+/// Runs one stream until the client or the cache goes away.
+async fn drive<M: Machine>(
+    mut machine: M,
+    first: M::Req,
+    mut inbound: Streaming<M::Req>,
+    mut cache: SnapshotCache,
+    mut current: Option<Arc<Snapshot>>,
+    key: String,
+    handle: StreamHandle,
+    tx: mpsc::Sender<Result<M::Resp, Status>>,
+) where
+    M::Req: prost::Message + Default,
+{
+    let send = |tx: &mpsc::Sender<Result<M::Resp, Status>>,
+                (responses, events): (Vec<M::Resp>, Vec<Event>)| {
+        log_events(&events);
+        handle.record(&events);
+        let tx = tx.clone();
+        async move {
+            for r in responses {
+                if tx.send(Ok(r)).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        }
+    };
+    if !send(&tx, machine.on_request(&first)).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(request)) => {
+                    if !send(&tx, machine.on_request(&request)).await {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    debug!("stream closed by the proxy");
+                    return;
+                }
+                Err(status) => {
+                    debug!(%status, "stream ended");
+                    return;
+                }
+            },
+            alive = cache.changed() => {
+                if !alive {
+                    return;
+                }
+                cache.seen();
+                let next = AdsServer::snapshot_for(&cache, &key);
+                let same = match (&current, &next) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    current = next.clone();
+                    if !send(&tx, machine.on_snapshot(next)).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
+        let (node_id, node_cluster, key) = self.resolve(first.node.as_ref())?;
+        let mut cache = self.cache.clone();
+        cache.seen();
+        let current = Self::snapshot_for(&cache, &key);
+        let machine = SotwStream::new(current.clone());
+        let handle = self
+            .registry
+            .connect(&node_id, &node_cluster, &key, Protocol::Sotw);
+        let (tx, rx) = mpsc::channel(16);
+        let span = info_span!("ads", node = %node_id, %key, protocol = "sotw");
+        span.in_scope(|| info!("proxy connected"));
+        tokio::spawn(
+            async move {
+                drive(machine, first, inbound, cache, current, key, handle, tx).await;
+                info!("proxy disconnected");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
+        let (node_id, node_cluster, key) = self.resolve(first.node.as_ref())?;
+        let mut cache = self.cache.clone();
+        cache.seen();
+        let current = Self::snapshot_for(&cache, &key);
+        let machine = DeltaStream::new(current.clone());
+        let handle = self
+            .registry
+            .connect(&node_id, &node_cluster, &key, Protocol::Delta);
+        let (tx, rx) = mpsc::channel(16);
+        let span = info_span!("ads", node = %node_id, %key, protocol = "delta");
+        span.in_scope(|| info!("proxy connected"));
+        tokio::spawn(
+            async move {
+                drive(machine, first, inbound, cache, current, key, handle, tx).await;
+                info!("proxy disconnected");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,199 @@
+//! Versioned per-proxy snapshots and the cache that publishes them: one writer, many readers.
+//!
+//! ```text
+//!  translator ──SnapshotWriter::publish──► watch channel ──► SnapshotCache (one per stream)
+//!                  { key -> Arc<Snapshot> }                    borrow(), changed()
+//! ```
+//!
+//! A proxy is served the snapshot under its key (for a gateway proxy, `gateway/<ns>/<name>`).
+//! Snapshots share resources by `Arc`: publishing a new set that only changed one resource
+//! allocates that one resource, and streams hold pointers, not copies.
+
+use crate::resource::{Resource, ResourceType, content_hash};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The resources of one type in a snapshot, by name, with a version over all of them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TypeResources {
+    items: BTreeMap<String, Arc<Resource>>,
+}
+
+impl TypeResources {
+    /// The resources by name.
+    pub fn items(&self) -> &BTreeMap<String, Arc<Resource>> {
+        &self.items
+    }
+
+    /// A resource by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Resource>> {
+        self.items.get(name)
+    }
+
+    /// Number of resources.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Everything one proxy should have: resources of every type.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    types: BTreeMap<ResourceType, TypeResources>,
+}
+
+impl Snapshot {
+    /// An empty snapshot (a known proxy with nothing to serve yet).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a snapshot from resources; each resource's type comes from its type URL, and a
+    /// later resource with the same type and name replaces an earlier one.
+    pub fn from_resources(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
+        let mut snapshot = Snapshot::new();
+        for resource in resources {
+            snapshot.insert(resource);
+        }
+        snapshot
+    }
+
+    /// Adds a resource (replacing one of the same type and name). Resources of types Trellis
+    /// does not serve are ignored.
+    pub fn insert(&mut self, resource: Arc<Resource>) {
+        if let Some(t) = resource.resource_type() {
+            self.types
+                .entry(t)
+                .or_default()
+                .items
+                .insert(resource.name.clone(), resource);
+        }
+    }
+
+    /// The resources of a type (empty if none).
+    pub fn resources(&self, t: ResourceType) -> &TypeResources {
+        static EMPTY: std::sync::OnceLock<TypeResources> = std::sync::OnceLock::new();
+        self.types
+            .get(&t)
+            .unwrap_or_else(|| EMPTY.get_or_init(TypeResources::default))
+    }
+
+    /// A resource by type and name.
+    pub fn get(&self, t: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+        self.types.get(&t).and_then(|r| r.items.get(name))
+    }
+
+    /// A version over every resource of every type.
+    pub fn version(&self) -> String {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for (t, resources) in &self.types {
+            parts.push(t.short_name().as_bytes());
+            for (name, r) in &resources.items {
+                parts.push(name.as_bytes());
+                parts.push(r.version.as_bytes());
+            }
+        }
+        content_hash(parts)
+    }
+
+    /// Total number of resources.
+    pub fn len(&self) -> usize {
+        self.types.values().map(TypeResources::len).sum()
+    }
+
+    /// Whether the snapshot holds no resource.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The published snapshots of every proxy key, with a generation that grows on each publish.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshots {
+    /// Incremented by every publish.
+    pub generation: u64,
+    /// Snapshots by proxy key.
+    pub by_key: BTreeMap<String, Arc<Snapshot>>,
+}
+
+/// The writing half of the cache. There is one; the translator owns it.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    tx: watch::Sender<Arc<Snapshots>>,
+}
+
+/// The reading half of the cache; cheap to clone, one per stream.
+#[derive(Clone, Debug)]
+pub struct SnapshotCache {
+    rx: watch::Receiver<Arc<Snapshots>>,
+}
+
+/// Creates an empty cache: the writer and a reader.
+pub fn snapshot_cache() -> (SnapshotWriter, SnapshotCache) {
+    let (tx, rx) = watch::channel(Arc::new(Snapshots::default()));
+    (SnapshotWriter { tx }, SnapshotCache { rx })
+}
+
+impl SnapshotWriter {
+    /// Replaces the whole set of snapshots. Snapshots equal to the ones already published are
+    /// kept as the same `Arc`, so streams of unaffected proxies see no change.
+    pub fn publish(&self, snapshots: BTreeMap<String, Snapshot>) {
+        let current = self.tx.borrow().clone();
+        let mut by_key = BTreeMap::new();
+        let mut changed = current.by_key.len() != snapshots.len();
+        for (key, snapshot) in snapshots {
+            match current.by_key.get(&key) {
+                Some(old) if **old == snapshot => {
+                    by_key.insert(key, old.clone());
+                }
+                _ => {
+                    changed = true;
+                    by_key.insert(key, Arc::new(snapshot));
+                }
+            }
+        }
+        if !changed {
+            return;
+        }
+        self.tx.send_replace(Arc::new(Snapshots {
+            generation: current.generation + 1,
+            by_key,
+        }));
+    }
+
+    /// A new reader.
+    pub fn cache(&self) -> SnapshotCache {
+        SnapshotCache {
+            rx: self.tx.subscribe(),
+        }
+    }
+}
+
+impl SnapshotCache {
+    /// The current snapshot for a key.
+    pub fn get(&self, key: &str) -> Option<Arc<Snapshot>> {
+        self.rx.borrow().by_key.get(key).cloned()
+    }
+
+    /// The current set of snapshots.
+    pub fn current(&self) -> Arc<Snapshots> {
+        self.rx.borrow().clone()
+    }
+
+    /// Waits until something was published after the last `current`/`changed` seen by this
+    /// reader. Returns false when the writer is gone.
+    pub async fn changed(&mut self) -> bool {
+        self.rx.changed().await.is_ok()
+    }
+
+    /// Marks the current value as seen and returns it.
+    pub fn seen(&mut self) -> Arc<Snapshots> {
+        self.rx.borrow_and_update().clone()
+    }
+}
