@@ -39,6 +39,13 @@ impl ObjectKey {
     }
 }
 
+impl serde::Serialize for ObjectKey {
+    /// Serializes as `ns/name` (or `name` when cluster-scoped), so keys work as map keys.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.namespace.is_empty() {

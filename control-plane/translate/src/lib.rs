@@ -1,1 +1,59 @@
-//! placeholder
+//! Pure translation: Gateway API inputs to an IR with status, and the IR to Envoy resources.
+//!
+//! ```text
+//!  InputSet ──translate()──► Translation { ir: Ir, status: StatusSet }
+//!                                          │
+//!                          xds::snapshots()▼
+//!                    { "gateway/<ns>/<name>" -> Snapshot }
+//! ```
+//!
+//! Both stages are deterministic functions of their input (everything is sorted), so golden
+//! tests pin them down. A user's mistake never makes translation fail: it becomes a status
+//! condition with a standard reason, and the rest of the configuration is still produced.
+
+pub mod backend;
+pub mod conditions;
+mod gateway;
+pub mod hostname;
+pub mod ir;
+mod route;
+pub mod status;
+pub mod xds;
+
+pub use status::StatusSet;
+
+use std::collections::BTreeMap;
+use trellis_model::{InputSet, ObjectKey};
+
+/// Settings that do not come from Kubernetes objects.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Addresses assigned to Gateways that do not request one in `spec.addresses` (the file
+    /// provider's address pool, or a cloud load balancer's address).
+    pub assigned_addresses: BTreeMap<ObjectKey, String>,
+}
+
+/// The result of translating one input set.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    /// What every proxy should serve.
+    pub ir: ir::Ir,
+    /// Status of every object Trellis manages.
+    pub status: StatusSet,
+}
+
+/// The snapshot key of the proxies serving a Gateway: `gateway/<ns>/<name>`.
+pub fn proxy_key(gateway: &ObjectKey) -> String {
+    format!("gateway/{}/{}", gateway.namespace, gateway.name)
+}
+
+/// Translates an input set into the IR of every proxy and the status of every object.
+pub fn translate(input: &InputSet, options: &Options) -> Translation {
+    let mut status = StatusSet::default();
+    let classes = gateway::gateway_classes(input, &mut status);
+    let mut gateways = gateway::gateways(input, options, &classes, &mut status);
+    let backends = backend::Backends::new(input);
+    route::http_routes(input, &backends, &mut gateways, &mut status);
+    let ir = gateway::finish(gateways, &mut status);
+    Translation { ir, status }
+}

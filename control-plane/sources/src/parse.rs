@@ -1,0 +1,363 @@
+//! Parsing multi-document Kubernetes YAML into typed objects, with the file's line numbers in
+//! every error.
+
+use serde::Deserialize;
+use trellis_model::core::{Secret, jiff};
+use trellis_model::{Kind, Object};
+
+/// One document of a YAML stream, parsed.
+#[derive(Debug)]
+pub enum ParsedDocument {
+    /// An object of a kind Trellis reads.
+    Object {
+        /// 1-based index of the document in the file.
+        document: usize,
+        /// 1-based line where the document starts.
+        line: usize,
+        /// The object, with its namespace defaulted.
+        object: Box<Object>,
+    },
+    /// A well-formed object of a kind Trellis does not read.
+    Skipped {
+        /// 1-based index of the document in the file.
+        document: usize,
+        /// 1-based line where the document starts.
+        line: usize,
+        /// `apiVersion` as written.
+        api_version: String,
+        /// `kind` as written.
+        kind: String,
+        /// `metadata.name` as written.
+        name: String,
+    },
+    /// A document that could not be read.
+    Invalid {
+        /// 1-based index of the document in the file.
+        document: usize,
+        /// 1-based line of the problem in the file (the document's first line if unknown).
+        line: usize,
+        /// The object, when its kind and name could be read.
+        object: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<MetaName>,
+}
+
+#[derive(Deserialize)]
+struct MetaName {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// Splits a YAML stream into documents: `(first line, text)`. A line `---` (optionally followed
+/// by a space and more) starts a new document; `...` ends one.
+fn split_documents(text: &str) -> Vec<(usize, String)> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_separator = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        let is_end = line == "...";
+        if is_separator || is_end {
+            docs.push((start, std::mem::take(&mut current)));
+            start = i + 2;
+            if is_separator {
+                // Keep the line count: content after "--- " belongs to the new document.
+                let rest = line.get(4..).unwrap_or("");
+                current.push_str(rest);
+                current.push('\n');
+                start = i + 1;
+            }
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    docs.push((start, current));
+    docs
+}
+
+/// Whether a document holds nothing but blank lines and comments.
+fn is_blank(doc: &str) -> bool {
+    doc.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#')
+    })
+}
+
+fn error_line(e: &serde_saphyr::Error, start: usize) -> usize {
+    e.location()
+        .map(|l| start + l.line().saturating_sub(1) as usize)
+        .unwrap_or(start)
+}
+
+/// A one-line description of a YAML error, without the rendered snippet.
+fn error_message(e: &serde_saphyr::Error) -> String {
+    let text = e.to_string();
+    let mut first = text.lines().next().unwrap_or_default().trim();
+    first = first.strip_prefix("error: ").unwrap_or(first);
+    // The parser's own "line X column Y:" counts from the document, not the file: keep only
+    // the column, as our location gives the file's line.
+    if let Some(rest) = first.strip_prefix("line ")
+        && let Some((_, rest)) = rest.split_once(" column ")
+        && let Some((column, message)) = rest.split_once(": ")
+    {
+        return format!("{message} (column {column})");
+    }
+    match first.find(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Parses every document of a YAML stream.
+pub fn parse_documents(text: &str) -> Vec<ParsedDocument> {
+    let mut out = Vec::new();
+    let mut index = 0;
+    for (start, doc) in split_documents(text) {
+        if is_blank(&doc) {
+            continue;
+        }
+        index += 1;
+        out.push(parse_document(index, start, &doc));
+    }
+    out
+}
+
+fn parse_document(document: usize, line: usize, doc: &str) -> ParsedDocument {
+    let invalid = |at: usize, object: Option<String>, message: String| ParsedDocument::Invalid {
+        document,
+        line: at,
+        object,
+        message,
+    };
+    let meta: TypeMeta = match serde_saphyr::from_str(doc) {
+        Ok(m) => m,
+        Err(e) => return invalid(error_line(&e, line), None, error_message(&e)),
+    };
+    let (Some(api_version), Some(kind)) = (meta.api_version, meta.kind) else {
+        return invalid(
+            line,
+            None,
+            "not a Kubernetes object: apiVersion and kind are required".into(),
+        );
+    };
+    let name = meta
+        .metadata
+        .as_ref()
+        .and_then(|m| m.name.clone())
+        .unwrap_or_default();
+    let namespace = meta.metadata.as_ref().and_then(|m| m.namespace.clone());
+    let described = match &namespace {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    };
+    let Some(k) = Kind::from_type(&api_version, &kind) else {
+        return ParsedDocument::Skipped {
+            document,
+            line,
+            api_version,
+            kind,
+            name,
+        };
+    };
+    if name.is_empty() {
+        return invalid(line, Some(described), "metadata.name is required".into());
+    }
+    let mut failed_at = None;
+    let object = match typed(k, doc, &mut failed_at) {
+        Ok(o) => o,
+        Err(e) => {
+            let message = match failed_at {
+                Some(field) => format!("field {field}: {}", error_message(&e)),
+                None => error_message(&e),
+            };
+            return invalid(error_line(&e, line), Some(described), message);
+        }
+    };
+    ParsedDocument::Object {
+        document,
+        line,
+        object: Box::new(normalize(object)),
+    }
+}
+
+/// Deserializes a document, noting the path of the field that failed.
+fn from_str<T: serde::de::DeserializeOwned>(
+    doc: &str,
+    failed_at: &mut Option<String>,
+) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::with_deserializer_from_str(doc, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            if path != "." {
+                *failed_at = Some(path);
+            }
+            e.into_inner()
+        })
+    })
+}
+
+fn typed(
+    kind: Kind,
+    doc: &str,
+    failed_at: &mut Option<String>,
+) -> Result<Object, serde_saphyr::Error> {
+    let f = failed_at;
+    Ok(match kind {
+        Kind::GatewayClass => Object::GatewayClass(from_str(doc, f)?),
+        Kind::Gateway => Object::Gateway(from_str(doc, f)?),
+        Kind::HttpRoute => Object::HttpRoute(from_str(doc, f)?),
+        Kind::ReferenceGrant => Object::ReferenceGrant(from_str(doc, f)?),
+        Kind::Service => Object::Service(from_str(doc, f)?),
+        Kind::EndpointSlice => Object::EndpointSlice(from_str(doc, f)?),
+        Kind::Secret => Object::Secret(from_str(doc, f)?),
+        Kind::ConfigMap => Object::ConfigMap(from_str(doc, f)?),
+        Kind::Namespace => Object::Namespace(from_str(doc, f)?),
+    })
+}
+
+/// What the API server would do on create: default the namespace, drop it from cluster-scoped
+/// kinds, fold a Secret's `stringData` into `data`.
+fn normalize(mut object: Object) -> Object {
+    let kind = object.kind();
+    let meta = object.metadata_mut();
+    if kind.namespaced() {
+        if meta.namespace.as_deref().unwrap_or("").is_empty() {
+            meta.namespace = Some("default".to_string());
+        }
+    } else {
+        meta.namespace = None;
+    }
+    if let Object::Secret(secret) = &mut object {
+        fold_string_data(secret);
+    }
+    object
+}
+
+fn fold_string_data(secret: &mut Secret) {
+    if let Some(string_data) = secret.string_data.take() {
+        let data = secret.data.get_or_insert_with(Default::default);
+        for (k, v) in string_data {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+        }
+    }
+}
+
+/// The current time as Kubernetes metadata time.
+pub(crate) fn now() -> trellis_model::core::Time {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = i64::try_from(since_epoch.as_secs()).unwrap_or_default();
+    trellis_model::core::Time(
+        jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_keep_their_line_numbers() {
+        let text = "a: 1\n---\nb: 2\n\n---\n# only a comment\n---\nc: 3\n";
+        let docs = split_documents(text);
+        let non_blank: Vec<_> = docs.iter().filter(|(_, d)| !is_blank(d)).collect();
+        assert_eq!(non_blank.len(), 3);
+        assert_eq!(non_blank[0].0, 1);
+        assert_eq!(non_blank[1].0, 2);
+        assert_eq!(non_blank[2].0, 7);
+        assert!(non_blank[2].1.contains("c: 3"));
+    }
+
+    #[test]
+    fn type_error_points_at_the_line_in_the_file() {
+        let text = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: a
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: g
+spec:
+  gatewayClassName: trellis
+  listeners:
+  - name: http
+    port: eighty
+    protocol: HTTP
+";
+        let docs = parse_documents(text);
+        assert!(matches!(
+            docs[0],
+            ParsedDocument::Object {
+                document: 1,
+                line: 1,
+                ..
+            }
+        ));
+        match &docs[1] {
+            ParsedDocument::Invalid {
+                document,
+                line,
+                object,
+                message,
+            } => {
+                assert_eq!(*document, 2);
+                assert_eq!(*line, 14, "{message}");
+                assert_eq!(object.as_deref(), Some("Gateway g"));
+                assert!(!message.is_empty());
+            }
+            other => panic!("expected an invalid document, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_kinds_are_skipped_with_their_identity() {
+        let docs =
+            parse_documents("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n");
+        assert!(
+            matches!(&docs[0], ParsedDocument::Skipped { kind, name, .. } if kind == "Deployment" && name == "web")
+        );
+    }
+
+    #[test]
+    fn namespace_defaults_and_secret_string_data_folds() {
+        let docs = parse_documents(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  tls.crt: abc\n",
+        );
+        let ParsedDocument::Object { object, .. } = &docs[0] else {
+            panic!("{docs:?}")
+        };
+        let Object::Secret(secret) = &**object else {
+            panic!()
+        };
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(secret.data.as_ref().unwrap()["tls.crt"].0, b"abc");
+    }
+
+    #[test]
+    fn broken_yaml_is_reported_with_a_line() {
+        let docs = parse_documents("apiVersion: v1\nkind: Service\nmetadata:\n  name: [unclosed\n");
+        assert!(
+            matches!(&docs[0], ParsedDocument::Invalid { line, .. } if *line >= 4),
+            "{docs:?}"
+        );
+    }
+}

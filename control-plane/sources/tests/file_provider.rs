@@ -1,0 +1,208 @@
+//! The file provider against a real directory: last good content, duplicates, unknown kinds,
+//! generations, and the watcher.
+
+use std::fs;
+use std::time::Duration;
+use trellis_model::ObjectKey;
+use trellis_sources::{FileProvider, Severity, watch};
+
+const GATEWAY: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web
+  namespace: apps
+spec:
+  gatewayClassName: trellis
+  listeners:
+  - name: http
+    port: 8080
+    protocol: HTTP
+";
+
+const ROUTE: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: r
+  namespace: apps
+spec:
+  parentRefs: [{name: web}]
+  hostnames: [a.example.com]
+";
+
+#[test]
+fn broken_file_keeps_its_last_good_content_and_says_where_it_broke() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("gw.yaml"), GATEWAY).unwrap();
+    let mut provider = FileProvider::new(dir.path());
+    let load = provider.load();
+    assert!(load.diagnostics.is_empty(), "{:?}", load.diagnostics);
+    assert!(
+        load.input
+            .gateways
+            .contains_key(&ObjectKey::new("apps", "web"))
+    );
+
+    // Break the port's type on line 10.
+    fs::write(
+        dir.path().join("gw.yaml"),
+        GATEWAY.replace("port: 8080", "port: eighty"),
+    )
+    .unwrap();
+    let load = provider.load();
+    assert!(
+        load.input
+            .gateways
+            .contains_key(&ObjectKey::new("apps", "web")),
+        "last good content stays"
+    );
+    let error = load
+        .diagnostics
+        .iter()
+        .find(|d| d.line.is_some())
+        .expect("a located error");
+    assert_eq!(error.file, "gw.yaml");
+    assert_eq!(error.document, Some(1));
+    assert_eq!(error.line, Some(10), "{error}");
+    assert_eq!(error.severity, Severity::Error);
+    assert!(
+        load.diagnostics
+            .iter()
+            .any(|d| d.message.contains("last good content"))
+    );
+    eprintln!("{error}");
+
+    // Invalid YAML: still located, still the last good content.
+    fs::write(
+        dir.path().join("gw.yaml"),
+        GATEWAY.replace("port: 8080", "port: [oops"),
+    )
+    .unwrap();
+    let load = provider.load();
+    assert!(
+        load.input
+            .gateways
+            .contains_key(&ObjectKey::new("apps", "web"))
+    );
+    let error = load
+        .diagnostics
+        .iter()
+        .find(|d| d.line.is_some())
+        .expect("a located error");
+    assert_eq!(error.line, Some(11), "{error}");
+    eprintln!("{error}");
+}
+
+#[test]
+fn file_that_never_parsed_contributes_nothing_but_others_load() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a.yaml"), "kind: [\n").unwrap();
+    fs::write(dir.path().join("b.yaml"), GATEWAY).unwrap();
+    let load = FileProvider::new(dir.path()).load();
+    assert_eq!(load.input.gateways.len(), 1);
+    assert!(
+        load.diagnostics
+            .iter()
+            .any(|d| d.file == "a.yaml" && d.severity == Severity::Error)
+    );
+}
+
+#[test]
+fn unknown_kind_is_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        format!("{GATEWAY}---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n");
+    fs::write(dir.path().join("all.yml"), text).unwrap();
+    let load = FileProvider::new(dir.path()).load();
+    assert_eq!(load.input.gateways.len(), 1);
+    let warning = &load.diagnostics[0];
+    assert_eq!(warning.severity, Severity::Warning);
+    assert_eq!(warning.document, Some(2));
+    assert!(warning.message.contains("Deployment"));
+}
+
+#[test]
+fn duplicate_object_keeps_the_first_definition_and_reports_the_second() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a.yaml"), GATEWAY).unwrap();
+    fs::write(dir.path().join("b.yaml"), GATEWAY.replace("8080", "9090")).unwrap();
+    let load = FileProvider::new(dir.path()).load();
+    let gw = &load.input.gateways[&ObjectKey::new("apps", "web")];
+    assert_eq!(gw.spec.listeners[0].port, 8080);
+    let dup = &load.diagnostics[0];
+    assert_eq!(dup.file, "b.yaml");
+    assert!(
+        dup.message.contains("duplicate") && dup.message.contains("a.yaml"),
+        "{dup}"
+    );
+}
+
+#[test]
+fn generation_starts_at_one_and_bumps_only_when_the_spec_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("r.yaml"), ROUTE).unwrap();
+    let mut provider = FileProvider::new(dir.path());
+    let key = ObjectKey::new("apps", "r");
+    let first = provider.load();
+    assert_eq!(first.input.http_routes[&key].metadata.generation, Some(1));
+    let created = first.input.http_routes[&key]
+        .metadata
+        .creation_timestamp
+        .clone();
+    assert!(created.is_some());
+    // A label change is not a spec change.
+    fs::write(
+        dir.path().join("r.yaml"),
+        ROUTE.replace("namespace: apps", "namespace: apps\n  labels: {a: b}"),
+    )
+    .unwrap();
+    assert_eq!(
+        provider.load().input.http_routes[&key].metadata.generation,
+        Some(1)
+    );
+    fs::write(
+        dir.path().join("r.yaml"),
+        ROUTE.replace("a.example.com", "b.example.com"),
+    )
+    .unwrap();
+    let third = provider.load();
+    assert_eq!(third.input.http_routes[&key].metadata.generation, Some(2));
+    assert_eq!(
+        third.input.http_routes[&key].metadata.creation_timestamp,
+        created
+    );
+}
+
+#[test]
+fn nested_directories_are_read_and_hidden_ones_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("sub")).unwrap();
+    fs::create_dir_all(dir.path().join(".hidden")).unwrap();
+    fs::write(dir.path().join("sub/gw.yaml"), GATEWAY).unwrap();
+    fs::write(dir.path().join(".hidden/r.yaml"), ROUTE).unwrap();
+    fs::write(dir.path().join("notes.txt"), "not yaml").unwrap();
+    let load = FileProvider::new(dir.path()).load();
+    assert_eq!(load.input.gateways.len(), 1);
+    assert!(load.input.http_routes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_publishes_changes_after_the_debounce() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("gw.yaml"), GATEWAY).unwrap();
+    let mut rx = watch(dir.path().to_path_buf(), Duration::from_millis(50)).unwrap();
+    assert_eq!(rx.borrow().input.gateways.len(), 1);
+    fs::write(dir.path().join("r.yaml"), ROUTE).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rx.borrow().input.http_routes.len(), 1);
+    fs::remove_file(dir.path().join("r.yaml")).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rx.borrow().input.http_routes.is_empty());
+}

@@ -1,0 +1,603 @@
+//! GatewayClasses and Gateways: which ones Trellis manages, listener validation and conflicts,
+//! addresses, and — once routes have attached — the per-port virtual hosts of each proxy.
+
+use crate::conditions::{condition, reasons, types};
+use crate::hostname;
+use crate::ir::{ClusterIr, Ir, ListenerIr, ProxyIr, RouteIr, VirtualHostIr};
+use crate::{Options, StatusSet, proxy_key};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use trellis_model::core::Condition;
+use trellis_model::gateway::{
+    GROUP, Gateway, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, Listener,
+    ListenerStatus, RouteGroupKind, SupportedFeature,
+};
+use trellis_model::{CONTROLLER_NAME, InputSet, ObjectKey};
+
+/// Gateway API features Trellis implements, reported in GatewayClass status.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayPort8080",
+    "HTTPRoute",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
+
+/// Names of the GatewayClasses Trellis accepted, and writes their status.
+pub(crate) fn gateway_classes(input: &InputSet, status: &mut StatusSet) -> BTreeSet<String> {
+    let mut accepted = BTreeSet::new();
+    for (key, class) in &input.gateway_classes {
+        if class.spec.controller_name != CONTROLLER_NAME {
+            continue;
+        }
+        let generation = class.metadata.generation;
+        let condition = match &class.spec.parameters_ref {
+            Some(p) => condition(
+                types::ACCEPTED,
+                false,
+                reasons::INVALID_PARAMETERS,
+                format!(
+                    "parametersRef to {} {}: Trellis GatewayClasses take no parameters",
+                    p.kind, p.name
+                ),
+                generation,
+            ),
+            None => {
+                accepted.insert(key.name.clone());
+                condition(
+                    types::ACCEPTED,
+                    true,
+                    reasons::ACCEPTED,
+                    "Handled by Trellis",
+                    generation,
+                )
+            }
+        };
+        status.gateway_classes.insert(
+            key.clone(),
+            GatewayClassStatus {
+                conditions: vec![condition],
+                supported_features: SUPPORTED_FEATURES
+                    .iter()
+                    .map(|f| SupportedFeature {
+                        name: f.to_string(),
+                    })
+                    .collect(),
+            },
+        );
+    }
+    accepted
+}
+
+/// A Gateway being translated.
+pub(crate) struct GatewayState<'a> {
+    pub key: ObjectKey,
+    pub gateway: &'a Gateway,
+    pub generation: Option<i64>,
+    /// Addresses to bind; the first is the listeners' address.
+    pub addresses: Vec<String>,
+    /// Gateway-level conditions decided before routes attach (Accepted).
+    pub accepted: Condition,
+    /// A problem preventing the Gateway from being programmed at all.
+    pub unprogrammable: Option<(&'static str, String)>,
+    pub listeners: Vec<ListenerState<'a>>,
+}
+
+/// A listener being translated.
+pub(crate) struct ListenerState<'a> {
+    pub spec: &'a Listener,
+    /// The listener's configuration is acceptable.
+    pub accepted: bool,
+    /// The listener can be put on the data plane (accepted, no conflict, references resolved).
+    pub programmable: bool,
+    pub supported_kinds: Vec<RouteGroupKind>,
+    pub conditions: Vec<Condition>,
+    /// Routes attached (selected by parentRef, allowed by allowedRoutes, Accepted).
+    pub attached_routes: BTreeSet<ObjectKey>,
+    /// Route entries contributed by attached routes.
+    pub contributions: Vec<Contribution>,
+}
+
+/// Route entries of one route on one listener, for the hostnames it serves there.
+pub(crate) struct Contribution {
+    /// Effective hostnames (intersection of route and listener); `None` is any host.
+    pub hostnames: Vec<Option<String>>,
+    pub entries: Vec<Entry>,
+}
+
+/// One route entry with its precedence and the clusters it uses.
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub route: RouteIr,
+    pub precedence: Precedence,
+    pub clusters: Vec<ClusterIr>,
+}
+
+/// Gateway API match precedence; smaller sorts first.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Precedence {
+    /// 0 exact, 1 regular expression, 2 prefix.
+    pub path_kind: u8,
+    /// Negated path length (longer first).
+    pub path_len: i64,
+    /// 0 with a method match, 1 without.
+    pub method: u8,
+    /// Negated number of header matches.
+    pub headers: i64,
+    /// Negated number of query parameter matches.
+    pub query_params: i64,
+    /// Route creation time (older first), as RFC 3339 text.
+    pub created: String,
+    /// Route namespace/name.
+    pub route: ObjectKey,
+    pub rule: usize,
+    pub match_index: usize,
+}
+
+/// HTTP-family protocols Trellis serves on a listener.
+fn listener_protocol_supported(protocol: &str) -> bool {
+    matches!(protocol, "HTTP")
+}
+
+/// Route kinds a listener of this protocol supports by default.
+fn default_kinds(protocol: &str) -> Vec<RouteGroupKind> {
+    match protocol {
+        "HTTP" | "HTTPS" => vec![RouteGroupKind {
+            group: GROUP.to_string(),
+            kind: "HTTPRoute".to_string(),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+/// Collects the Gateways of accepted Trellis classes and validates their listeners.
+pub(crate) fn gateways<'a>(
+    input: &'a InputSet,
+    options: &Options,
+    classes: &BTreeSet<String>,
+    _status: &mut StatusSet,
+) -> BTreeMap<ObjectKey, GatewayState<'a>> {
+    let mut out = BTreeMap::new();
+    for (key, gateway) in &input.gateways {
+        if !classes.contains(&gateway.spec.gateway_class_name) {
+            continue;
+        }
+        let generation = gateway.metadata.generation;
+        let mut unprogrammable = None;
+        // Addresses: requested IPs, else the assigned one, else every interface.
+        let mut addresses = Vec::new();
+        for requested in &gateway.spec.addresses {
+            let kind = requested.type_.as_deref().unwrap_or("IPAddress");
+            match (kind, requested.value.as_deref()) {
+                ("IPAddress", Some(v)) if !v.is_empty() => match v.parse::<IpAddr>() {
+                    Ok(ip) => addresses.push(ip.to_string()),
+                    Err(_) => {
+                        unprogrammable = Some((
+                            reasons::UNSUPPORTED_ADDRESS,
+                            format!("spec.addresses: {v:?} is not an IP address"),
+                        ))
+                    }
+                },
+                ("IPAddress", _) => {}
+                (other, _) => {
+                    unprogrammable = Some((
+                        reasons::UNSUPPORTED_ADDRESS,
+                        format!("spec.addresses: address type {other} is not supported"),
+                    ))
+                }
+            }
+        }
+        if addresses.is_empty() {
+            addresses.push(
+                options
+                    .assigned_addresses
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| "0.0.0.0".to_string()),
+            );
+        }
+        let listeners = listeners(input, key, gateway, generation);
+        let valid = listeners.iter().filter(|l| l.accepted).count();
+        let accepted = match (&unprogrammable, valid) {
+            (Some((reason, message)), _) => {
+                condition(types::ACCEPTED, false, reason, message.clone(), generation)
+            }
+            (None, 0) if !listeners.is_empty() => condition(
+                types::ACCEPTED,
+                false,
+                reasons::LISTENERS_NOT_VALID,
+                "No listener is valid",
+                generation,
+            ),
+            (None, n) if n < listeners.len() => condition(
+                types::ACCEPTED,
+                true,
+                reasons::LISTENERS_NOT_VALID,
+                "Some listeners are not valid; see their conditions",
+                generation,
+            ),
+            _ => condition(
+                types::ACCEPTED,
+                true,
+                reasons::ACCEPTED,
+                "Gateway accepted",
+                generation,
+            ),
+        };
+        out.insert(
+            key.clone(),
+            GatewayState {
+                key: key.clone(),
+                gateway,
+                generation,
+                addresses,
+                accepted,
+                unprogrammable,
+                listeners,
+            },
+        );
+    }
+    out
+}
+
+/// Validates listeners: protocol, port, hostname, route kinds, and conflicts between them.
+fn listeners<'a>(
+    _input: &'a InputSet,
+    _key: &ObjectKey,
+    gateway: &'a Gateway,
+    generation: Option<i64>,
+) -> Vec<ListenerState<'a>> {
+    let specs = &gateway.spec.listeners;
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        if !listener_protocol_supported(&spec.protocol) {
+            problems.push((
+                reasons::UNSUPPORTED_PROTOCOL,
+                format!("protocol {} is not supported", spec.protocol),
+            ));
+        }
+        if !(1..=65535).contains(&spec.port) {
+            problems.push((
+                reasons::UNSUPPORTED_VALUE,
+                format!("port {} is out of range", spec.port),
+            ));
+        }
+        if let Some(h) = &spec.hostname
+            && let Err(e) = hostname::validate(h)
+        {
+            problems.push((reasons::UNSUPPORTED_VALUE, e));
+        }
+        // Route kinds.
+        let defaults = default_kinds(&spec.protocol);
+        let requested = spec
+            .allowed_routes
+            .as_ref()
+            .map(|a| a.kinds.clone())
+            .unwrap_or_default();
+        let (supported_kinds, invalid_kinds): (Vec<_>, Vec<_>) = if requested.is_empty() {
+            (defaults, Vec::new())
+        } else {
+            requested.into_iter().partition(|k| defaults.contains(k))
+        };
+        let accepted = problems.is_empty();
+        let mut conditions = Vec::new();
+        match problems.first() {
+            None => conditions.push(condition(
+                types::ACCEPTED,
+                true,
+                reasons::ACCEPTED,
+                "Listener accepted",
+                generation,
+            )),
+            Some((reason, message)) => conditions.push(condition(
+                types::ACCEPTED,
+                false,
+                reason,
+                message.clone(),
+                generation,
+            )),
+        }
+        if invalid_kinds.is_empty() {
+            conditions.push(condition(
+                types::RESOLVED_REFS,
+                true,
+                reasons::RESOLVED_REFS,
+                "All references resolved",
+                generation,
+            ));
+        } else {
+            let names: Vec<String> = invalid_kinds
+                .iter()
+                .map(|k| format!("{}/{}", k.group, k.kind))
+                .collect();
+            conditions.push(condition(
+                types::RESOLVED_REFS,
+                false,
+                reasons::INVALID_ROUTE_KINDS,
+                format!(
+                    "route kinds not supported on {}: {}",
+                    spec.protocol,
+                    names.join(", ")
+                ),
+                generation,
+            ));
+        }
+        out.push(ListenerState {
+            spec,
+            accepted,
+            programmable: accepted,
+            supported_kinds,
+            conditions,
+            attached_routes: BTreeSet::new(),
+            contributions: Vec::new(),
+        });
+    }
+    // Conflicts: on one port, protocols must agree and hostnames must differ.
+    let mut conflicts: Vec<Option<(&'static str, String)>> = vec![None; out.len()];
+    for i in 0..out.len() {
+        for j in 0..out.len() {
+            if i == j {
+                continue;
+            }
+            let (a, b) = (out[i].spec, out[j].spec);
+            if a.port != b.port {
+                continue;
+            }
+            if a.protocol != b.protocol {
+                conflicts[i].get_or_insert((
+                    reasons::PROTOCOL_CONFLICT,
+                    format!(
+                        "listener {} uses port {} with protocol {}",
+                        b.name, b.port, b.protocol
+                    ),
+                ));
+            } else if a.hostname == b.hostname {
+                conflicts[i].get_or_insert((
+                    reasons::HOSTNAME_CONFLICT,
+                    format!(
+                        "listener {} uses the same port {} and hostname {}",
+                        b.name,
+                        b.port,
+                        b.hostname.as_deref().unwrap_or("(any)")
+                    ),
+                ));
+            }
+        }
+    }
+    for (listener, conflict) in out.iter_mut().zip(conflicts) {
+        match conflict {
+            Some((reason, message)) => {
+                listener.programmable = false;
+                listener.conditions.push(condition(
+                    types::CONFLICTED,
+                    true,
+                    reason,
+                    message,
+                    generation,
+                ));
+            }
+            None => listener.conditions.push(condition(
+                types::CONFLICTED,
+                false,
+                reasons::NO_CONFLICTS,
+                "No conflicts",
+                generation,
+            )),
+        }
+    }
+    out
+}
+
+/// Builds each proxy's IR from the attached routes and writes Gateway status.
+pub(crate) fn finish(
+    gateways: BTreeMap<ObjectKey, GatewayState<'_>>,
+    status: &mut StatusSet,
+) -> Ir {
+    let mut ir = Ir::default();
+    for (key, gw) in gateways {
+        let mut proxy = ProxyIr::default();
+        let programmable_gateway = gw.unprogrammable.is_none();
+        // Envoy listeners: one per port, from the programmable listeners on it.
+        let mut ports: BTreeMap<u16, Vec<&ListenerState<'_>>> = BTreeMap::new();
+        if programmable_gateway {
+            for l in gw.listeners.iter().filter(|l| l.programmable) {
+                if let Ok(port) = u16::try_from(l.spec.port) {
+                    ports.entry(port).or_default().push(l);
+                }
+            }
+        }
+        for (port, listeners) in &ports {
+            let virtual_hosts = virtual_hosts(listeners, &mut proxy.clusters);
+            proxy.listeners.push(ListenerIr {
+                name: format!("gateway/{}/{}/port/{}", key.namespace, key.name, port),
+                address: gw.addresses[0].clone(),
+                port: *port,
+                virtual_hosts,
+            });
+        }
+        // Status.
+        let generation = gw.generation;
+        let programmed_listeners = if programmable_gateway {
+            gw.listeners.iter().filter(|l| l.programmable).count()
+        } else {
+            0
+        };
+        let listener_status = gw
+            .listeners
+            .iter()
+            .map(|l| {
+                let mut conditions = l.conditions.clone();
+                let programmed = programmable_gateway && l.programmable;
+                conditions.push(if programmed {
+                    condition(
+                        types::PROGRAMMED,
+                        true,
+                        reasons::PROGRAMMED,
+                        "Listener programmed",
+                        generation,
+                    )
+                } else {
+                    condition(
+                        types::PROGRAMMED,
+                        false,
+                        reasons::INVALID,
+                        "Listener is not valid; see the other conditions",
+                        generation,
+                    )
+                });
+                ListenerStatus {
+                    name: l.spec.name.clone(),
+                    supported_kinds: l.supported_kinds.clone(),
+                    attached_routes: l.attached_routes.len() as i32,
+                    conditions,
+                }
+            })
+            .collect();
+        let programmed = match &gw.unprogrammable {
+            Some((reason, message)) => condition(
+                types::PROGRAMMED,
+                false,
+                reason,
+                message.clone(),
+                generation,
+            ),
+            None if programmed_listeners == 0 && !gw.listeners.is_empty() => condition(
+                types::PROGRAMMED,
+                false,
+                reasons::INVALID,
+                "No listener can be programmed",
+                generation,
+            ),
+            None => condition(
+                types::PROGRAMMED,
+                true,
+                reasons::PROGRAMMED,
+                "Gateway programmed",
+                generation,
+            ),
+        };
+        let addresses = if programmable_gateway {
+            gw.addresses
+                .iter()
+                .filter(|a| a.as_str() != "0.0.0.0" && a.as_str() != "::")
+                .map(|a| GatewayStatusAddress {
+                    type_: Some("IPAddress".to_string()),
+                    value: a.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        status.gateways.insert(
+            key.clone(),
+            GatewayStatus {
+                addresses,
+                conditions: vec![gw.accepted.clone(), programmed],
+                listeners: listener_status,
+            },
+        );
+        ir.proxies.insert(proxy_key(&key), proxy);
+    }
+    ir
+}
+
+/// The virtual hosts of one port.
+///
+/// Each listener owns requests whose Host its hostname matches most specifically among the
+/// port's listeners (listener isolation). A route's entries land in the virtual host of each
+/// hostname it serves, unless a more specific listener owns that hostname. A virtual host also
+/// holds, after its own entries, the entries of the same listener's less specific hostnames that
+/// cover it, so a request falls through to a wildcard route when no exact-host route matches.
+fn virtual_hosts(
+    listeners: &[&ListenerState<'_>],
+    clusters: &mut BTreeMap<String, ClusterIr>,
+) -> Vec<VirtualHostIr> {
+    let owner = |domain: Option<&str>| -> Option<usize> {
+        listeners
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| match (l.spec.hostname.as_deref(), domain) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(h), Some(d)) => hostname::covers(h, d),
+            })
+            .min_by(|(_, a), (_, b)| {
+                hostname::specificity(a.spec.hostname.as_deref(), b.spec.hostname.as_deref())
+            })
+            .map(|(i, _)| i)
+    };
+    // domain -> (owner listener, own entries)
+    let mut hosts: BTreeMap<Option<String>, (usize, Vec<&Entry>)> = BTreeMap::new();
+    for (i, l) in listeners.iter().enumerate() {
+        hosts
+            .entry(l.spec.hostname.clone())
+            .or_insert((i, Vec::new()));
+        for contribution in &l.contributions {
+            for h in &contribution.hostnames {
+                if owner(h.as_deref()) != Some(i) {
+                    continue;
+                }
+                hosts
+                    .entry(h.clone())
+                    .or_insert((i, Vec::new()))
+                    .1
+                    .extend(contribution.entries.iter());
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(hosts.len());
+    for (domain, (owner_index, own)) in &hosts {
+        // Own entries first, then those of covering hostnames of the same listener, most
+        // specific first.
+        let mut groups: Vec<(&Option<String>, &Vec<&Entry>)> = hosts
+            .iter()
+            .filter(|(d, (o, _))| {
+                o == owner_index
+                    && *d != domain
+                    && match (d.as_deref(), domain.as_deref()) {
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                        (Some(outer), Some(inner)) => hostname::covers(outer, inner),
+                    }
+            })
+            .map(|(d, (_, e))| (d, e))
+            .collect();
+        groups.sort_by(|a, b| hostname::specificity(a.0.as_deref(), b.0.as_deref()));
+        let mut routes = Vec::new();
+        for entries in std::iter::once(own).chain(groups.into_iter().map(|(_, e)| e)) {
+            let mut sorted: Vec<&Entry> = entries.clone();
+            sorted.sort_by(|a, b| a.precedence.cmp(&b.precedence));
+            for entry in sorted {
+                for c in &entry.clusters {
+                    clusters.entry(c.name.clone()).or_insert_with(|| c.clone());
+                }
+                routes.push(entry.route.clone());
+            }
+        }
+        out.push(VirtualHostIr {
+            domain: domain.clone().unwrap_or_else(|| "*".to_string()),
+            listener: listeners[*owner_index].spec.name.clone(),
+            routes,
+        });
+    }
+    out.sort_by(|a, b| {
+        let key = |d: &str| if d == "*" { None } else { Some(d.to_string()) };
+        hostname::specificity(key(&a.domain).as_deref(), key(&b.domain).as_deref())
+    });
+    out
+}

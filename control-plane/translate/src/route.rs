@@ -1,0 +1,889 @@
+//! HTTPRoutes: attachment to Gateway listeners (parentRefs, allowedRoutes, hostnames), rules
+//! to route entries (matches, filters, backends), and route status.
+
+use crate::StatusSet;
+use crate::backend::{BackendRef, Backends, RefProblem, http_route_referrer};
+use crate::conditions::{condition, reasons, types};
+use crate::gateway::{Contribution, Entry, GatewayState, ListenerState, Precedence};
+use crate::hostname;
+use crate::ir::{
+    ActionIr, BackendIr, ClusterIr, ForwardIr, HeaderModIr, MatchIr, MirrorIr, PathMatchIr,
+    PathRewriteIr, RedirectIr, RetryIr, RewriteIr, RouteIr, StringMatchIr, ValueMatchIr,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use trellis_model::core::{LabelSelector, jiff};
+use trellis_model::gateway::{
+    FromNamespaces, GROUP, HeaderModifier, HttpRoute, HttpRouteFilterType, HttpRouteMatch,
+    HttpRouteRule, ParentReference, PathMatchType, PathModifierType, RequestRedirect,
+    RouteParentStatus, RouteStatus, StringMatchType, UrlRewrite,
+};
+use trellis_model::{CONTROLLER_NAME, InputSet, ObjectKey};
+
+/// Translates every HTTPRoute, attaching entries to listeners and writing route status.
+pub(crate) fn http_routes(
+    input: &InputSet,
+    backends: &Backends<'_>,
+    gateways: &mut BTreeMap<ObjectKey, GatewayState<'_>>,
+    status: &mut StatusSet,
+) {
+    for (key, route) in &input.http_routes {
+        let parents: Vec<&ParentReference> = route
+            .spec
+            .parent_refs
+            .iter()
+            .filter(|p| p.group == GROUP && p.kind == "Gateway")
+            .filter(|p| gateways.contains_key(&parent_key(key, p)))
+            .collect();
+        if parents.is_empty() {
+            continue;
+        }
+        let generation = route.metadata.generation;
+        let rules = translate_rules(key, route, backends);
+        let mut parent_statuses = Vec::new();
+        for parent in parents {
+            let gateway_key = parent_key(key, parent);
+            let Some(gateway) = gateways.get_mut(&gateway_key) else {
+                continue;
+            };
+            let accepted = attach(input, key, route, parent, gateway, &rules);
+            let mut conditions = vec![match &accepted {
+                Ok(()) => condition(
+                    types::ACCEPTED,
+                    true,
+                    reasons::ACCEPTED,
+                    "Route accepted",
+                    generation,
+                ),
+                Err((reason, message)) => {
+                    condition(types::ACCEPTED, false, reason, message.clone(), generation)
+                }
+            }];
+            conditions.push(match rules.ref_problems.first() {
+                None => condition(
+                    types::RESOLVED_REFS,
+                    true,
+                    reasons::RESOLVED_REFS,
+                    "All references resolved",
+                    generation,
+                ),
+                Some(p) => condition(
+                    types::RESOLVED_REFS,
+                    false,
+                    p.reason,
+                    p.message.clone(),
+                    generation,
+                ),
+            });
+            parent_statuses.push(RouteParentStatus {
+                parent_ref: parent.clone(),
+                controller_name: CONTROLLER_NAME.to_string(),
+                conditions,
+            });
+        }
+        status.http_routes.insert(
+            key.clone(),
+            RouteStatus {
+                parents: parent_statuses,
+            },
+        );
+    }
+}
+
+fn parent_key(route: &ObjectKey, parent: &ParentReference) -> ObjectKey {
+    ObjectKey::new(
+        parent
+            .namespace
+            .clone()
+            .unwrap_or_else(|| route.namespace.clone()),
+        parent.name.clone(),
+    )
+}
+
+/// Attaches a route to the listeners its parentRef selects; returns why it was not accepted.
+fn attach(
+    input: &InputSet,
+    key: &ObjectKey,
+    route: &HttpRoute,
+    parent: &ParentReference,
+    gateway: &mut GatewayState<'_>,
+    rules: &Rules,
+) -> Result<(), (&'static str, String)> {
+    if let Some(problem) = &rules.not_accepted {
+        return Err(problem.clone());
+    }
+    let gateway_namespace = gateway.key.namespace.clone();
+    let selected: Vec<usize> = gateway
+        .listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            parent
+                .section_name
+                .as_ref()
+                .is_none_or(|s| *s == l.spec.name)
+        })
+        .filter(|(_, l)| parent.port.is_none_or(|p| p == l.spec.port))
+        .map(|(i, _)| i)
+        .collect();
+    if selected.is_empty() {
+        let what = match (&parent.section_name, parent.port) {
+            (Some(s), Some(p)) => format!("no listener named {s} on port {p}"),
+            (Some(s), None) => format!("no listener named {s}"),
+            (None, Some(p)) => format!("no listener on port {p}"),
+            (None, None) => "the Gateway has no listeners".to_string(),
+        };
+        return Err((
+            reasons::NO_MATCHING_PARENT,
+            format!("Gateway {}: {what}", gateway.key),
+        ));
+    }
+    let allowed: Vec<usize> = selected
+        .into_iter()
+        .filter(|i| {
+            listener_allows(
+                input,
+                &gateway.listeners[*i],
+                &gateway_namespace,
+                &key.namespace,
+            )
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err((
+            reasons::NOT_ALLOWED_BY_LISTENERS,
+            format!(
+                "no selected listener of Gateway {} allows HTTPRoutes from namespace {}",
+                gateway.key, key.namespace
+            ),
+        ));
+    }
+    let with_hosts: Vec<(usize, Vec<Option<String>>)> = allowed
+        .iter()
+        .map(|i| {
+            let l = &gateway.listeners[*i];
+            (
+                *i,
+                hostname::effective(l.spec.hostname.as_deref(), &route.spec.hostnames),
+            )
+        })
+        .filter(|(_, hosts)| !hosts.is_empty())
+        .collect();
+    if with_hosts.is_empty() {
+        return Err((
+            reasons::NO_MATCHING_LISTENER_HOSTNAME,
+            format!(
+                "none of the route's hostnames match a hostname of the selected listeners of Gateway {}",
+                gateway.key
+            ),
+        ));
+    }
+    for i in allowed {
+        gateway.listeners[i].attached_routes.insert(key.clone());
+    }
+    for (i, hostnames) in with_hosts {
+        let listener = &mut gateway.listeners[i];
+        let entries = rules.entries_for(listener);
+        listener
+            .contributions
+            .push(Contribution { hostnames, entries });
+    }
+    Ok(())
+}
+
+/// Whether a listener accepts HTTPRoutes from `route_namespace`.
+fn listener_allows(
+    input: &InputSet,
+    listener: &ListenerState<'_>,
+    gateway_namespace: &str,
+    route_namespace: &str,
+) -> bool {
+    let kind_ok = listener
+        .supported_kinds
+        .iter()
+        .any(|k| k.group == GROUP && k.kind == "HTTPRoute");
+    if !kind_ok {
+        return false;
+    }
+    let namespaces = listener
+        .spec
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref());
+    match namespaces.and_then(|n| n.from).unwrap_or_default() {
+        FromNamespaces::All => true,
+        FromNamespaces::Same => gateway_namespace == route_namespace,
+        FromNamespaces::None => false,
+        FromNamespaces::Selector => {
+            let selector = namespaces.and_then(|n| n.selector.as_ref());
+            selector.is_some_and(|s| selector_matches(s, &input.namespace_labels(route_namespace)))
+        }
+    }
+}
+
+/// Whether a label selector matches a label set (matchLabels and matchExpressions ANDed).
+pub(crate) fn selector_matches(
+    selector: &LabelSelector,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_ok && expressions_ok
+}
+
+/// A route's rules, translated once and specialised per listener.
+struct Rules {
+    rules: Vec<RuleIr>,
+    /// Why the whole route is not accepted, if it is not.
+    not_accepted: Option<(&'static str, String)>,
+    /// References that did not resolve (the route is still accepted).
+    ref_problems: Vec<RefProblem>,
+}
+
+struct RuleIr {
+    matches: Vec<(MatchIr, Precedence)>,
+    request_headers: HeaderModIr,
+    response_headers: HeaderModIr,
+    action: RuleAction,
+    clusters: Vec<ClusterIr>,
+}
+
+enum RuleAction {
+    Forward {
+        backends: Vec<BackendIr>,
+        rewrite: Option<UrlRewrite>,
+        mirrors: Vec<MirrorIr>,
+        timeout_ms: Option<u64>,
+        backend_timeout_ms: Option<u64>,
+        retry: Option<RetryIr>,
+    },
+    Redirect(RequestRedirect),
+    Respond(u16, String),
+}
+
+impl Rules {
+    /// Route entries for one listener (redirect ports depend on the listener's).
+    fn entries_for(&self, listener: &ListenerState<'_>) -> Vec<Entry> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            for (matcher, precedence) in &rule.matches {
+                let action = match &rule.action {
+                    RuleAction::Forward {
+                        backends,
+                        rewrite,
+                        mirrors,
+                        timeout_ms,
+                        backend_timeout_ms,
+                        retry,
+                    } => ActionIr::Forward(ForwardIr {
+                        backends: backends.clone(),
+                        rewrite: rewrite.as_ref().map(|r| RewriteIr {
+                            hostname: r.hostname.clone(),
+                            path: r
+                                .path
+                                .as_ref()
+                                .and_then(|p| path_modifier(p, &matcher.path)),
+                        }),
+                        mirrors: mirrors.clone(),
+                        timeout_ms: *timeout_ms,
+                        backend_timeout_ms: *backend_timeout_ms,
+                        retry: retry.clone(),
+                    }),
+                    RuleAction::Redirect(r) => {
+                        ActionIr::Redirect(redirect(r, &matcher.path, listener))
+                    }
+                    RuleAction::Respond(status, body) => ActionIr::Respond {
+                        status: *status,
+                        body: body.clone(),
+                    },
+                };
+                let name = format!(
+                    "httproute/{}/{}/rule/{}/match/{}",
+                    precedence.route.namespace,
+                    precedence.route.name,
+                    precedence.rule,
+                    precedence.match_index
+                );
+                out.push(Entry {
+                    route: RouteIr {
+                        name,
+                        matcher: matcher.clone(),
+                        request_headers: rule.request_headers.clone(),
+                        response_headers: rule.response_headers.clone(),
+                        action,
+                    },
+                    precedence: precedence.clone(),
+                    clusters: rule.clusters.clone(),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A path modifier for one match: prefix replacement needs the match's prefix.
+fn path_modifier(
+    modifier: &trellis_model::gateway::HttpPathModifier,
+    path: &PathMatchIr,
+) -> Option<PathRewriteIr> {
+    match modifier.type_ {
+        PathModifierType::ReplaceFullPath => Some(PathRewriteIr::Full(
+            modifier.replace_full_path.clone().unwrap_or_default(),
+        )),
+        PathModifierType::ReplacePrefixMatch => match path {
+            PathMatchIr::Prefix(prefix) => Some(PathRewriteIr::Prefix {
+                matched: prefix.clone(),
+                replacement: modifier.replace_prefix_match.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        },
+    }
+}
+
+/// A redirect for a match on a listener, with Gateway API's port rules: an explicit port is
+/// kept unless it is the scheme's default; without one, a new scheme implies its default
+/// port, and an unchanged scheme keeps the listener's port unless that is the default.
+fn redirect(r: &RequestRedirect, path: &PathMatchIr, listener: &ListenerState<'_>) -> RedirectIr {
+    let listener_scheme = if listener.spec.protocol == "HTTPS" {
+        "https"
+    } else {
+        "http"
+    };
+    let scheme = r
+        .scheme
+        .clone()
+        .unwrap_or_else(|| listener_scheme.to_string());
+    let default_port = |scheme: &str| if scheme == "https" { 443 } else { 80 };
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => Some(listener.spec.port),
+    }
+    .filter(|p| *p != default_port(&scheme))
+    .and_then(|p| u16::try_from(p).ok());
+    RedirectIr {
+        scheme: r.scheme.clone(),
+        hostname: r.hostname.clone(),
+        port,
+        path: r.path.as_ref().and_then(|p| path_modifier(p, path)),
+        status: r
+            .status_code
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(302),
+    }
+}
+
+/// Translates a route's rules once.
+fn translate_rules(key: &ObjectKey, route: &HttpRoute, backends: &Backends<'_>) -> Rules {
+    let mut rules = Vec::new();
+    let mut not_accepted = None;
+    let mut ref_problems = Vec::new();
+    let created = route
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .to_string();
+    for (rule_index, rule) in route.spec.rules.iter().enumerate() {
+        match translate_rule(key, rule, rule_index, &created, backends, &mut ref_problems) {
+            Ok(r) => rules.push(r),
+            Err(problem) => {
+                not_accepted.get_or_insert(problem);
+            }
+        }
+    }
+    Rules {
+        rules,
+        not_accepted,
+        ref_problems,
+    }
+}
+
+fn translate_rule(
+    key: &ObjectKey,
+    rule: &HttpRouteRule,
+    rule_index: usize,
+    created: &str,
+    backends: &Backends<'_>,
+    ref_problems: &mut Vec<RefProblem>,
+) -> Result<RuleIr, (&'static str, String)> {
+    let at = format!("spec.rules[{rule_index}]");
+    let mut matches = Vec::new();
+    for (match_index, m) in rule.matches.iter().enumerate() {
+        let (matcher, mut precedence) =
+            translate_match(m, &format!("{at}.matches[{match_index}]"))?;
+        precedence.created = created.to_string();
+        precedence.route = key.clone();
+        precedence.rule = rule_index;
+        precedence.match_index = match_index;
+        matches.push((matcher, precedence));
+    }
+    let referrer = http_route_referrer(&key.namespace);
+    let mut request_headers = HeaderModIr::default();
+    let mut response_headers = HeaderModIr::default();
+    let mut redirect = None;
+    let mut rewrite = None;
+    let mut mirrors = Vec::new();
+    let mut clusters = Vec::new();
+    let mut broken_filter = None;
+    for (i, filter) in rule.filters.iter().enumerate() {
+        let at = format!("{at}.filters[{i}]");
+        match filter.type_ {
+            HttpRouteFilterType::RequestHeaderModifier => merge_headers(
+                &mut request_headers,
+                filter.request_header_modifier.as_ref(),
+                &at,
+            )?,
+            HttpRouteFilterType::ResponseHeaderModifier => merge_headers(
+                &mut response_headers,
+                filter.response_header_modifier.as_ref(),
+                &at,
+            )?,
+            HttpRouteFilterType::RequestRedirect => {
+                let r = filter
+                    .request_redirect
+                    .as_ref()
+                    .ok_or_else(|| missing(&at, "requestRedirect"))?;
+                if let Some(p) = &r.path {
+                    check_path_modifier(p, &matches, &at)?;
+                }
+                redirect = Some(r.clone());
+            }
+            HttpRouteFilterType::UrlRewrite => {
+                let r = filter
+                    .url_rewrite
+                    .as_ref()
+                    .ok_or_else(|| missing(&at, "urlRewrite"))?;
+                if let Some(p) = &r.path {
+                    check_path_modifier(p, &matches, &at)?;
+                }
+                if let Some(h) = &r.hostname {
+                    hostname::validate(h).map_err(|e| {
+                        (
+                            reasons::UNSUPPORTED_VALUE,
+                            format!("{at}.urlRewrite.hostname: {e}"),
+                        )
+                    })?;
+                }
+                rewrite = Some(r.clone());
+            }
+            HttpRouteFilterType::RequestMirror => {
+                let m = filter
+                    .request_mirror
+                    .as_ref()
+                    .ok_or_else(|| missing(&at, "requestMirror"))?;
+                let b = &m.backend_ref;
+                let target = BackendRef {
+                    group: &b.group,
+                    kind: &b.kind,
+                    name: &b.name,
+                    namespace: b.namespace.as_deref(),
+                    port: b.port,
+                };
+                match backends.resolve(referrer, target) {
+                    Ok(cluster) => {
+                        let per_million = match (&m.fraction, m.percent) {
+                            (Some(f), _) if f.denominator > 0 => {
+                                ((f.numerator.max(0) as u64 * 1_000_000) / f.denominator as u64)
+                                    .min(1_000_000) as u32
+                            }
+                            (_, Some(p)) => (p.clamp(0, 100) as u32) * 10_000,
+                            _ => 1_000_000,
+                        };
+                        mirrors.push(MirrorIr {
+                            cluster: cluster.name.clone(),
+                            per_million,
+                        });
+                        clusters.push(cluster);
+                    }
+                    Err(problem) => ref_problems.push(problem),
+                }
+            }
+            HttpRouteFilterType::ExtensionRef => {
+                let what = filter
+                    .extension_ref
+                    .as_ref()
+                    .map(|e| format!("{}/{} {}", e.group, e.kind, e.name))
+                    .unwrap_or_default();
+                ref_problems.push(RefProblem {
+                    reason: reasons::INVALID_KIND,
+                    message: format!("{at}: extensionRef {what} is not a filter Trellis knows"),
+                });
+                broken_filter = Some(format!("filter {what} is not available"));
+            }
+            HttpRouteFilterType::Cors | HttpRouteFilterType::ExternalAuth => {
+                return Err((
+                    reasons::UNSUPPORTED_VALUE,
+                    format!("{at}: filter type {:?} is not supported", filter.type_),
+                ));
+            }
+        }
+    }
+    if redirect.is_some() && rewrite.is_some() {
+        return Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!("{at}: RequestRedirect and URLRewrite cannot be used together"),
+        ));
+    }
+    let (timeout_ms, backend_timeout_ms) = match &rule.timeouts {
+        Some(t) => (
+            t.request
+                .as_deref()
+                .map(|d| duration_ms(d, &format!("{at}.timeouts.request")))
+                .transpose()?,
+            t.backend_request
+                .as_deref()
+                .map(|d| duration_ms(d, &format!("{at}.timeouts.backendRequest")))
+                .transpose()?,
+        ),
+        None => (None, None),
+    };
+    let retry = match &rule.retry {
+        Some(r) => Some(RetryIr {
+            codes: r
+                .codes
+                .iter()
+                .filter_map(|c| u32::try_from(*c).ok())
+                .collect(),
+            attempts: r.attempts.map(|a| a.max(0) as u32).unwrap_or(1),
+            backoff_ms: r
+                .backoff
+                .as_deref()
+                .map(|d| duration_ms(d, &format!("{at}.retry.backoff")))
+                .transpose()?,
+        }),
+        None => None,
+    };
+    let action = if let Some(message) = broken_filter {
+        RuleAction::Respond(500, message)
+    } else if let Some(r) = redirect {
+        RuleAction::Redirect(r)
+    } else {
+        let mut weighted = Vec::new();
+        for (i, b) in rule.backend_refs.iter().enumerate() {
+            let target = BackendRef {
+                group: &b.group,
+                kind: &b.kind,
+                name: &b.name,
+                namespace: b.namespace.as_deref(),
+                port: b.port,
+            };
+            let resolved = backends.resolve(referrer, target);
+            let mut backend_request = HeaderModIr::default();
+            let mut backend_response = HeaderModIr::default();
+            for (j, f) in b.filters.iter().enumerate() {
+                let at = format!("{at}.backendRefs[{i}].filters[{j}]");
+                match f.type_ {
+                    HttpRouteFilterType::RequestHeaderModifier => merge_headers(
+                        &mut backend_request,
+                        f.request_header_modifier.as_ref(),
+                        &at,
+                    )?,
+                    HttpRouteFilterType::ResponseHeaderModifier => merge_headers(
+                        &mut backend_response,
+                        f.response_header_modifier.as_ref(),
+                        &at,
+                    )?,
+                    other => {
+                        return Err((
+                            reasons::UNSUPPORTED_VALUE,
+                            format!("{at}: filter type {other:?} is not supported on a backendRef"),
+                        ));
+                    }
+                }
+            }
+            let cluster = match resolved {
+                Ok(c) => {
+                    let name = c.name.clone();
+                    clusters.push(c);
+                    Some(name)
+                }
+                Err(problem) => {
+                    ref_problems.push(problem);
+                    None
+                }
+            };
+            if b.weight <= 0 {
+                continue;
+            }
+            weighted.push(BackendIr {
+                cluster,
+                weight: b.weight as u32,
+                request_headers: backend_request,
+                response_headers: backend_response,
+            });
+        }
+        if weighted.is_empty() || weighted.iter().all(|b| b.cluster.is_none()) {
+            let reason = if rule.backend_refs.is_empty() {
+                "no backends"
+            } else {
+                "no backend available"
+            };
+            RuleAction::Respond(500, reason.to_string())
+        } else {
+            RuleAction::Forward {
+                backends: weighted,
+                rewrite,
+                mirrors,
+                timeout_ms,
+                backend_timeout_ms,
+                retry,
+            }
+        }
+    };
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    clusters.dedup_by(|a, b| a.name == b.name);
+    Ok(RuleIr {
+        matches,
+        request_headers,
+        response_headers,
+        action,
+        clusters,
+    })
+}
+
+fn missing(at: &str, field: &str) -> (&'static str, String) {
+    (
+        reasons::UNSUPPORTED_VALUE,
+        format!("{at}: the filter's {field} field is missing"),
+    )
+}
+
+fn check_path_modifier(
+    modifier: &trellis_model::gateway::HttpPathModifier,
+    matches: &[(MatchIr, Precedence)],
+    at: &str,
+) -> Result<(), (&'static str, String)> {
+    match modifier.type_ {
+        PathModifierType::ReplaceFullPath if modifier.replace_full_path.is_none() => Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!("{at}: ReplaceFullPath needs replaceFullPath"),
+        )),
+        PathModifierType::ReplacePrefixMatch => {
+            if modifier.replace_prefix_match.is_none() {
+                return Err((
+                    reasons::UNSUPPORTED_VALUE,
+                    format!("{at}: ReplacePrefixMatch needs replacePrefixMatch"),
+                ));
+            }
+            if matches
+                .iter()
+                .any(|(m, _)| !matches!(m.path, PathMatchIr::Prefix(_)))
+            {
+                return Err((
+                    reasons::UNSUPPORTED_VALUE,
+                    format!(
+                        "{at}: ReplacePrefixMatch needs every match of the rule to be a PathPrefix match"
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Adds a header modifier's changes (header names compared case-insensitively).
+fn merge_headers(
+    into: &mut HeaderModIr,
+    modifier: Option<&HeaderModifier>,
+    at: &str,
+) -> Result<(), (&'static str, String)> {
+    let m = modifier.ok_or_else(|| missing(at, "headerModifier"))?;
+    for h in &m.set {
+        check_header_name(&h.name, at)?;
+        into.set
+            .push((h.name.to_ascii_lowercase(), h.value.clone()));
+    }
+    for h in &m.add {
+        check_header_name(&h.name, at)?;
+        into.add
+            .push((h.name.to_ascii_lowercase(), h.value.clone()));
+    }
+    for name in &m.remove {
+        check_header_name(name, at)?;
+        into.remove.push(name.to_ascii_lowercase());
+    }
+    Ok(())
+}
+
+fn check_header_name(name: &str, at: &str) -> Result<(), (&'static str, String)> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    let lower = name.to_ascii_lowercase();
+    let reserved = lower == "host" || lower.starts_with(':');
+    if !valid || reserved {
+        return Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!("{at}: {name:?} is not a header name a filter may change"),
+        ));
+    }
+    Ok(())
+}
+
+/// A match in IR form, with its precedence (route-level fields filled by the caller).
+fn translate_match(
+    m: &HttpRouteMatch,
+    at: &str,
+) -> Result<(MatchIr, Precedence), (&'static str, String)> {
+    let value = &m.path.value;
+    if !value.starts_with('/') && m.path.type_ != PathMatchType::RegularExpression {
+        return Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!("{at}.path.value: {value:?} must start with '/'"),
+        ));
+    }
+    let (path, kind, len) = match m.path.type_ {
+        PathMatchType::Exact => (PathMatchIr::Exact(value.clone()), 0, value.len()),
+        PathMatchType::RegularExpression => {
+            check_regex(value, &format!("{at}.path.value"))?;
+            (PathMatchIr::Regex(value.clone()), 1, value.len())
+        }
+        PathMatchType::PathPrefix => {
+            // A trailing '/' is ignored: "/foo/" matches like "/foo".
+            let trimmed = value.trim_end_matches('/');
+            let prefix = if trimmed.is_empty() { "/" } else { trimmed };
+            (PathMatchIr::Prefix(prefix.to_string()), 2, prefix.len())
+        }
+    };
+    // Only the first header match of a name counts.
+    let mut seen = BTreeSet::new();
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let name = h.name.to_ascii_lowercase();
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        headers.push(StringMatchIr {
+            name,
+            value: value_match(h.type_, &h.value, &format!("{at}.headers[{i}].value"))?,
+        });
+    }
+    let mut seen = BTreeSet::new();
+    let mut query_params = Vec::new();
+    for (i, q) in m.query_params.iter().enumerate() {
+        if !seen.insert(q.name.clone()) {
+            continue;
+        }
+        query_params.push(StringMatchIr {
+            name: q.name.clone(),
+            value: value_match(q.type_, &q.value, &format!("{at}.queryParams[{i}].value"))?,
+        });
+    }
+    let precedence = Precedence {
+        path_kind: kind,
+        path_len: -(len as i64),
+        method: if m.method.is_some() { 0 } else { 1 },
+        headers: -(headers.len() as i64),
+        query_params: -(query_params.len() as i64),
+        created: String::new(),
+        route: ObjectKey::default(),
+        rule: 0,
+        match_index: 0,
+    };
+    Ok((
+        MatchIr {
+            path,
+            headers,
+            query_params,
+            method: m.method.map(|m| m.as_str().to_string()),
+        },
+        precedence,
+    ))
+}
+
+fn value_match(
+    t: StringMatchType,
+    value: &str,
+    at: &str,
+) -> Result<ValueMatchIr, (&'static str, String)> {
+    Ok(match t {
+        StringMatchType::Exact => ValueMatchIr::Exact(value.to_string()),
+        StringMatchType::RegularExpression => {
+            check_regex(value, at)?;
+            ValueMatchIr::Regex(value.to_string())
+        }
+    })
+}
+
+/// Rejects expressions Envoy's RE2 would reject, so a bad regex is a route condition instead of
+/// a NACKed configuration.
+fn check_regex(expression: &str, at: &str) -> Result<(), (&'static str, String)> {
+    regex::Regex::new(expression).map(|_| ()).map_err(|e| {
+        (
+            reasons::UNSUPPORTED_VALUE,
+            format!("{at}: invalid regular expression: {e}"),
+        )
+    })
+}
+
+/// Parses a Gateway API duration (`1h30m`, `10s`, `500ms`, `0s`) to milliseconds.
+pub(crate) fn duration_ms(text: &str, at: &str) -> Result<u64, (&'static str, String)> {
+    let bad = || {
+        (
+            reasons::UNSUPPORTED_VALUE,
+            format!("{at}: {text:?} is not a duration like 10s, 500ms or 1h30m"),
+        )
+    };
+    let mut total: u64 = 0;
+    let mut rest = text;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('s') {
+            (1000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else {
+            return Err(bad());
+        };
+        rest = &rest[len..];
+        total += n * unit;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_gateway_api() {
+        assert_eq!(duration_ms("10s", "t"), Ok(10_000));
+        assert_eq!(duration_ms("500ms", "t"), Ok(500));
+        assert_eq!(duration_ms("1h30m", "t"), Ok(5_400_000));
+        assert_eq!(duration_ms("0s", "t"), Ok(0));
+        assert!(duration_ms("1.5s", "t").is_err());
+        assert!(duration_ms("", "t").is_err());
+        assert!(duration_ms("10", "t").is_err());
+        assert!(duration_ms("1d", "t").is_err());
+    }
+}

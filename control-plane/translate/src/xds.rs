@@ -1,0 +1,550 @@
+//! IR to Envoy resources: listeners (with an HTTP connection manager on RDS), route
+//! configurations, EDS clusters and their load assignments, one [`Snapshot`] per proxy.
+//!
+//! Names carry Kubernetes identity: listener and route configuration
+//! `gateway/<ns>/<name>/port/<port>`, routes `httproute/<ns>/<name>/rule/<i>/match/<j>`,
+//! clusters `service/<ns>/<name>/<port>`. Route configurations declare the clusters they send
+//! traffic to as dependencies, so the xDS server delivers clusters and endpoints first.
+
+use crate::ir::{
+    ActionIr, BackendIr, ClusterIr, ForwardIr, HeaderModIr, Ir, ListenerIr, MatchIr, PathMatchIr,
+    PathRewriteIr, ProxyIr, RedirectIr, RouteIr, UpstreamProtocol, ValueMatchIr,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HeaderValue,
+    HeaderValueOption, Http1ProtocolOptions, Http2ProtocolOptions, SocketAddress, address,
+    config_source, data_source, header_value_option, socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
+};
+use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
+    query_parameter_matcher, redirect_action, retry_policy, route, route_action, route_match,
+    weighted_cluster,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
+};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
+use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
+use envoy_types::util::pack_any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use trellis_xds::{Dependency, Resource, ResourceType, Snapshot};
+
+/// The name of a cluster that is never defined: routes send the share of traffic meant for an
+/// unresolved backend there, and Envoy answers it with 500.
+pub const INVALID_BACKEND_CLUSTER: &str = "trellis/invalid-backend";
+
+/// One snapshot per proxy key.
+pub fn snapshots(ir: &Ir) -> BTreeMap<String, Snapshot> {
+    ir.proxies
+        .iter()
+        .map(|(key, proxy)| (key.clone(), Snapshot::from_resources(resources(proxy))))
+        .collect()
+}
+
+/// Every resource of one proxy, encoded.
+pub fn resources(proxy: &ProxyIr) -> Vec<Arc<Resource>> {
+    let mut out = Vec::new();
+    for c in proxy.clusters.values() {
+        out.push(Resource::new(&c.name, &cluster(c)));
+        out.push(Resource::new(&c.name, &load_assignment(c)));
+    }
+    for l in &proxy.listeners {
+        out.push(Resource::new(&l.name, &listener(l)));
+        let route_config = route_configuration(l);
+        let dependencies = route_dependencies(l, proxy);
+        out.push(Resource::with_dependencies(
+            &l.name,
+            &route_config,
+            dependencies,
+        ));
+    }
+    out
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+            AggregatedConfigSource {},
+        )),
+        ..Default::default()
+    }
+}
+
+fn duration_ms(ms: u64) -> Duration {
+    Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+fn socket(address: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: address.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+/// The Envoy listener: one filter chain with an HTTP connection manager reading routes by RDS.
+pub fn listener(l: &ListenerIr) -> Listener {
+    let hcm = HttpConnectionManager {
+        stat_prefix: l.name.replace('/', "_"),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: l.name.clone(),
+        })),
+        http_filters: vec![HttpFilter {
+            name: "envoy.filters.http.router".to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                Router::default(),
+            ))),
+            ..Default::default()
+        }],
+        // Match virtual hosts on the host without its port.
+        strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(
+            true,
+        )),
+        normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        use_remote_address: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_string(),
+            ..Default::default()
+        }],
+        http_protocol_options: Some(Http1ProtocolOptions::default()),
+        ..Default::default()
+    };
+    Listener {
+        name: l.name.clone(),
+        address: Some(socket(&l.address, l.port)),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Clusters (and endpoints) a listener's routes send traffic to.
+fn route_dependencies(l: &ListenerIr, proxy: &ProxyIr) -> Vec<Dependency> {
+    let mut deps = Vec::new();
+    for vh in &l.virtual_hosts {
+        for r in &vh.routes {
+            if let ActionIr::Forward(f) = &r.action {
+                let names = f
+                    .backends
+                    .iter()
+                    .filter_map(|b| b.cluster.as_ref())
+                    .chain(f.mirrors.iter().map(|m| &m.cluster));
+                for name in names {
+                    if proxy.clusters.contains_key(name) {
+                        for resource_type in [ResourceType::Cluster, ResourceType::Endpoint] {
+                            deps.push(Dependency {
+                                resource_type,
+                                name: name.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    deps
+}
+
+/// The route configuration of a listener.
+pub fn route_configuration(l: &ListenerIr) -> RouteConfiguration {
+    RouteConfiguration {
+        name: l.name.clone(),
+        virtual_hosts: l
+            .virtual_hosts
+            .iter()
+            .map(|vh| VirtualHost {
+                name: vh.domain.clone(),
+                domains: vec![vh.domain.clone()],
+                routes: vh.routes.iter().map(route).collect(),
+                ..Default::default()
+            })
+            .collect(),
+        // Routes may name clusters that do not exist (unresolved backends answer 500).
+        validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+fn string_matcher(v: &ValueMatchIr) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(match v {
+            ValueMatchIr::Exact(s) => string_matcher::MatchPattern::Exact(s.clone()),
+            ValueMatchIr::Regex(r) => string_matcher::MatchPattern::SafeRegex(regex(r)),
+        }),
+        ..Default::default()
+    }
+}
+
+fn regex(r: &str) -> RegexMatcher {
+    RegexMatcher {
+        regex: r.to_string(),
+        ..Default::default()
+    }
+}
+
+fn route_match(m: &MatchIr) -> RouteMatch {
+    let path = match &m.path {
+        PathMatchIr::Exact(p) => route_match::PathSpecifier::Path(p.clone()),
+        PathMatchIr::Prefix(p) if p == "/" => route_match::PathSpecifier::Prefix("/".to_string()),
+        PathMatchIr::Prefix(p) => route_match::PathSpecifier::PathSeparatedPrefix(p.clone()),
+        PathMatchIr::Regex(r) => route_match::PathSpecifier::SafeRegex(regex(r)),
+    };
+    let mut headers: Vec<HeaderMatcher> = m
+        .headers
+        .iter()
+        .map(|h| HeaderMatcher {
+            name: h.name.clone(),
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                string_matcher(&h.value),
+            )),
+            ..Default::default()
+        })
+        .collect();
+    if let Some(method) = &m.method {
+        headers.push(HeaderMatcher {
+            name: ":method".to_string(),
+            header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
+                string_matcher(&ValueMatchIr::Exact(method.clone())),
+            )),
+            ..Default::default()
+        });
+    }
+    RouteMatch {
+        path_specifier: Some(path),
+        headers,
+        query_parameters: m
+            .query_params
+            .iter()
+            .map(|q| QueryParameterMatcher {
+                name: q.name.clone(),
+                query_parameter_match_specifier: Some(
+                    query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(
+                        string_matcher(&q.value),
+                    ),
+                ),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn header_options(m: &HeaderModIr) -> Vec<HeaderValueOption> {
+    let option = |(name, value): &(String, String), action| HeaderValueOption {
+        header: Some(HeaderValue {
+            key: name.clone(),
+            value: value.clone(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    };
+    m.set
+        .iter()
+        .map(|h| {
+            option(
+                h,
+                header_value_option::HeaderAppendAction::OverwriteIfExistsOrAdd,
+            )
+        })
+        .chain(m.add.iter().map(|h| {
+            option(
+                h,
+                header_value_option::HeaderAppendAction::AppendIfExistsOrAdd,
+            )
+        }))
+        .collect()
+}
+
+fn route(r: &RouteIr) -> Route {
+    let action = match &r.action {
+        ActionIr::Forward(f) => route::Action::Route(route_action(f)),
+        ActionIr::Redirect(redirect) => route::Action::Redirect(redirect_action(redirect)),
+        ActionIr::Respond { status, body } => route::Action::DirectResponse(DirectResponseAction {
+            status: u32::from(*status),
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(body.clone())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    Route {
+        name: r.name.clone(),
+        r#match: Some(route_match(&r.matcher)),
+        action: Some(action),
+        request_headers_to_add: header_options(&r.request_headers),
+        request_headers_to_remove: r.request_headers.remove.clone(),
+        response_headers_to_add: header_options(&r.response_headers),
+        response_headers_to_remove: r.response_headers.remove.clone(),
+        ..Default::default()
+    }
+}
+
+fn cluster_weight(b: &BackendIr) -> weighted_cluster::ClusterWeight {
+    weighted_cluster::ClusterWeight {
+        name: b
+            .cluster
+            .clone()
+            .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.to_string()),
+        weight: Some(UInt32Value { value: b.weight }),
+        request_headers_to_add: header_options(&b.request_headers),
+        request_headers_to_remove: b.request_headers.remove.clone(),
+        response_headers_to_add: header_options(&b.response_headers),
+        response_headers_to_remove: b.response_headers.remove.clone(),
+        ..Default::default()
+    }
+}
+
+fn route_action(f: &ForwardIr) -> RouteAction {
+    let single = f.backends.len() == 1
+        && f.backends[0].request_headers.is_empty()
+        && f.backends[0].response_headers.is_empty();
+    let cluster_specifier = if single {
+        route_action::ClusterSpecifier::Cluster(
+            f.backends[0]
+                .cluster
+                .clone()
+                .unwrap_or_else(|| INVALID_BACKEND_CLUSTER.to_string()),
+        )
+    } else {
+        route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: f.backends.iter().map(cluster_weight).collect(),
+            ..Default::default()
+        })
+    };
+    let mut action = RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        cluster_not_found_response_code:
+            route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
+        timeout: f.timeout_ms.map(duration_ms),
+        request_mirror_policies: f
+            .mirrors
+            .iter()
+            .map(|m| route_action::RequestMirrorPolicy {
+                cluster: m.cluster.clone(),
+                runtime_fraction: (m.per_million < 1_000_000).then(|| RuntimeFractionalPercent {
+                    default_value: Some(FractionalPercent {
+                        numerator: m.per_million,
+                        denominator: fractional_percent::DenominatorType::Million as i32,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    if let Some(rewrite) = &f.rewrite {
+        if let Some(host) = &rewrite.hostname {
+            action.host_rewrite_specifier = Some(
+                route_action::HostRewriteSpecifier::HostRewriteLiteral(host.clone()),
+            );
+        }
+        match &rewrite.path {
+            Some(PathRewriteIr::Full(path)) => {
+                action.regex_rewrite = Some(RegexMatchAndSubstitute {
+                    pattern: Some(regex("^/.*$")),
+                    substitution: path.clone(),
+                });
+            }
+            Some(PathRewriteIr::Prefix {
+                matched,
+                replacement,
+            }) => apply_prefix_rewrite(
+                matched,
+                replacement,
+                &mut action.prefix_rewrite,
+                &mut action.regex_rewrite,
+            ),
+            None => {}
+        }
+    }
+    let backend_timeout = f.backend_timeout_ms.map(duration_ms);
+    if let Some(retry) = &f.retry {
+        action.retry_policy = Some(RetryPolicy {
+            retry_on: "connect-failure,refused-stream,reset,retriable-status-codes".to_string(),
+            retriable_status_codes: retry.codes.clone(),
+            num_retries: Some(UInt32Value {
+                value: retry.attempts,
+            }),
+            per_try_timeout: backend_timeout,
+            retry_back_off: retry.backoff_ms.map(|ms| retry_policy::RetryBackOff {
+                base_interval: Some(duration_ms(ms.max(1))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    } else if let Some(t) = backend_timeout {
+        action.retry_policy = Some(RetryPolicy {
+            num_retries: Some(UInt32Value { value: 0 }),
+            per_try_timeout: Some(t),
+            ..Default::default()
+        });
+    }
+    action
+}
+
+/// Replaces a matched path prefix per Gateway API: `/foo` -> `/xyz` turns `/foo/bar` into
+/// `/xyz/bar` and `/foo` into `/xyz`; an empty or `/` replacement turns `/foo/bar` into `/bar`
+/// and `/foo` into `/`.
+fn apply_prefix_rewrite(
+    matched: &str,
+    replacement: &str,
+    prefix_rewrite: &mut String,
+    regex_rewrite: &mut Option<RegexMatchAndSubstitute>,
+) {
+    let replacement = replacement.trim_end_matches('/');
+    if matched == "/" {
+        *regex_rewrite = Some(RegexMatchAndSubstitute {
+            pattern: Some(regex("^/")),
+            substitution: format!("{replacement}/"),
+        });
+    } else if replacement.is_empty() {
+        *regex_rewrite = Some(RegexMatchAndSubstitute {
+            pattern: Some(regex(&format!("^{}/*", regex_escape(matched)))),
+            substitution: "/".to_string(),
+        });
+    } else {
+        *prefix_rewrite = replacement.to_string();
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    regex::escape(s)
+}
+
+fn redirect_action(r: &RedirectIr) -> RedirectAction {
+    let response_code = match r.status {
+        301 => redirect_action::RedirectResponseCode::MovedPermanently,
+        303 => redirect_action::RedirectResponseCode::SeeOther,
+        307 => redirect_action::RedirectResponseCode::TemporaryRedirect,
+        308 => redirect_action::RedirectResponseCode::PermanentRedirect,
+        _ => redirect_action::RedirectResponseCode::Found,
+    };
+    let mut action = RedirectAction {
+        host_redirect: r.hostname.clone().unwrap_or_default(),
+        port_redirect: r.port.map(u32::from).unwrap_or_default(),
+        response_code: response_code as i32,
+        scheme_rewrite_specifier: r
+            .scheme
+            .as_ref()
+            .map(|s| redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s.clone())),
+        ..Default::default()
+    };
+    match &r.path {
+        Some(PathRewriteIr::Full(path)) => {
+            action.path_rewrite_specifier = Some(
+                redirect_action::PathRewriteSpecifier::PathRedirect(path.clone()),
+            );
+        }
+        Some(PathRewriteIr::Prefix {
+            matched,
+            replacement,
+        }) => {
+            let mut prefix = String::new();
+            let mut regex_rewrite = None;
+            apply_prefix_rewrite(matched, replacement, &mut prefix, &mut regex_rewrite);
+            action.path_rewrite_specifier = Some(match regex_rewrite {
+                Some(r) => redirect_action::PathRewriteSpecifier::RegexRewrite(r),
+                None => redirect_action::PathRewriteSpecifier::PrefixRewrite(prefix),
+            });
+        }
+        None => {}
+    }
+    action
+}
+
+/// An EDS cluster for a Service port.
+pub fn cluster(c: &ClusterIr) -> Cluster {
+    let protocol = match c.protocol {
+        UpstreamProtocol::Http1 => {
+            http_protocol_options::explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                Http1ProtocolOptions::default(),
+            )
+        }
+        UpstreamProtocol::H2c => {
+            http_protocol_options::explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                Http2ProtocolOptions::default(),
+            )
+        }
+    };
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(protocol),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    Cluster {
+        name: c.name.clone(),
+        alt_stat_name: c.name.replace('/', "_"),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cluster::EdsClusterConfig {
+            eds_config: Some(ads()),
+            service_name: String::new(),
+        }),
+        connect_timeout: Some(duration_ms(5_000)),
+        lb_policy: cluster::LbPolicy::RoundRobin as i32,
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            pack_any(options),
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// The endpoints of a cluster.
+pub fn load_assignment(c: &ClusterIr) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: c.name.clone(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: c
+                .endpoints
+                .iter()
+                .map(|e| LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket(&e.address, e.port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
