@@ -13,7 +13,7 @@
 //!   changes) and `metadata.creationTimestamp` (first seen) for objects that do not set them.
 
 use crate::parse::{ParsedDocument, now, parse_documents};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use trellis_model::core::Time;
 use trellis_model::{InputSet, Kind, Object, ObjectKey};
 
 /// How serious a diagnostic is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Something was not applied.
@@ -34,7 +34,7 @@ pub enum Severity {
 }
 
 /// A problem with an input file, for logs, `trellis status` and the admin endpoint.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,

@@ -86,7 +86,6 @@ pub(crate) fn gateway_classes(input: &InputSet, status: &mut StatusSet) -> BTree
 /// A Gateway being translated.
 pub(crate) struct GatewayState<'a> {
     pub key: ObjectKey,
-    pub gateway: &'a Gateway,
     pub generation: Option<i64>,
     /// Addresses to bind; the first is the listeners' address.
     pub addresses: Vec<String>,
@@ -242,7 +241,6 @@ pub(crate) fn gateways<'a>(
             key.clone(),
             GatewayState {
                 key: key.clone(),
-                gateway,
                 generation,
                 addresses,
                 accepted,

@@ -1,0 +1,181 @@
+//! The admin HTTP endpoint: status, proxy sync state, metrics, health and readiness.
+//!
+//! | path       | what |
+//! |------------|------|
+//! | `/status`  | [`StatusReport`](crate::status::StatusReport) as JSON |
+//! | `/proxies` | connected proxies and their per-type sync state (JSON) |
+//! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations |
+//! | `/healthz` | 200 while the process runs |
+//! | `/readyz`  | 200 once the first configuration was translated and published |
+
+use crate::status::StatusReport;
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get as route_get;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use trellis_sources::Severity;
+use trellis_xds::SyncRegistry;
+
+/// State shared between the control loop and the admin endpoint.
+#[derive(Debug, Default)]
+pub struct AdminState {
+    /// The latest status report.
+    pub report: RwLock<Arc<StatusReport>>,
+    /// Connected proxies.
+    pub registry: Arc<SyncRegistry>,
+    /// The first configuration was published.
+    pub ready: AtomicBool,
+    /// Translations since start.
+    pub translations: AtomicU64,
+    /// Total time spent translating, in microseconds.
+    pub translation_micros: AtomicU64,
+}
+
+impl AdminState {
+    /// The latest report.
+    pub fn report(&self) -> Arc<StatusReport> {
+        self.report.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the report.
+    pub fn set_report(&self, report: StatusReport) {
+        if let Ok(mut r) = self.report.write() {
+            *r = Arc::new(report);
+        }
+    }
+}
+
+/// The admin router.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/status", route_get(status))
+        .route("/proxies", route_get(proxies))
+        .route("/metrics", route_get(metrics))
+        .route("/healthz", route_get(|| async { "ok\n" }))
+        .route("/readyz", route_get(ready))
+        .with_state(state)
+}
+
+async fn status(State(state): State<Arc<AdminState>>) -> Response {
+    axum::Json(state.report().as_ref().clone()).into_response()
+}
+
+async fn proxies(State(state): State<Arc<AdminState>>) -> Response {
+    axum::Json(state.registry.proxies()).into_response()
+}
+
+async fn ready(State(state): State<Arc<AdminState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration published yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    let mut out = String::new();
+    let totals = state.registry.totals();
+    let _ = writeln!(
+        out,
+        "# HELP trellis_xds_connected_proxies ADS streams currently open."
+    );
+    let _ = writeln!(out, "# TYPE trellis_xds_connected_proxies gauge");
+    let _ = writeln!(
+        out,
+        "trellis_xds_connected_proxies {}",
+        state.registry.connected()
+    );
+    let series: [(&str, &str, fn(&trellis_xds::TypeTotals) -> u64); 4] = [
+        ("trellis_xds_responses_total", "xDS responses sent.", |t| {
+            t.responses
+        }),
+        (
+            "trellis_xds_acks_total",
+            "xDS responses accepted by proxies.",
+            |t| t.acks,
+        ),
+        (
+            "trellis_xds_nacks_total",
+            "xDS responses rejected by proxies (they keep their previous config).",
+            |t| t.nacks,
+        ),
+        (
+            "trellis_xds_sent_bytes_total",
+            "Bytes of xDS resources sent.",
+            |t| t.bytes,
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for t in trellis_xds::ResourceType::ALL {
+            let v = totals.get(&t).map(value).unwrap_or(0);
+            let _ = writeln!(out, "{name}{{type=\"{}\"}} {v}", t.short_name());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP trellis_translations_total Configurations translated."
+    );
+    let _ = writeln!(out, "# TYPE trellis_translations_total counter");
+    let _ = writeln!(
+        out,
+        "trellis_translations_total {}",
+        state.translations.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP trellis_translation_seconds_total Time spent translating."
+    );
+    let _ = writeln!(out, "# TYPE trellis_translation_seconds_total counter");
+    let _ = writeln!(
+        out,
+        "trellis_translation_seconds_total {}",
+        state.translation_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    let report = state.report();
+    let errors = report
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let _ = writeln!(
+        out,
+        "# HELP trellis_config_errors Input problems currently reported (files not applied, duplicates)."
+    );
+    let _ = writeln!(out, "# TYPE trellis_config_errors gauge");
+    let _ = writeln!(out, "trellis_config_errors {errors}");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// A plain HTTP GET to the admin endpoint, returning the body of a 200 response.
+pub async fn get(address: &str, path: &str) -> anyhow::Result<String> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .with_context(|| format!("cannot connect to {address}"))?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(header::HOST, address)
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    let text = String::from_utf8_lossy(&body).to_string();
+    if !status.is_success() {
+        anyhow::bail!("{path} answered {status}: {text}");
+    }
+    Ok(text)
+}

@@ -1,0 +1,293 @@
+//! `trellis serve`: wires the pipeline together.
+//!
+//! ```text
+//!  file provider ──Load──► control loop ──translate──► SnapshotWriter ──► ADS server ──► Envoy
+//!   (watch, debounce)           │                                            │
+//!                               ├──► status report ──► admin /status, status files
+//!                               └──────────────────────── SyncRegistry ◄──────┘
+//! ```
+
+use crate::admin::{self, AdminState};
+use crate::bootstrap::GATEWAY_METADATA_KEY;
+use crate::status::{StatusTracker, StatusWriter};
+use anyhow::Context;
+use clap::Args;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+use trellis_model::{InputSet, ObjectKey};
+use trellis_sources::Load;
+use trellis_translate::{Options, proxy_key, translate};
+use trellis_xds::{AdsServer, NodeResolver, SnapshotWriter, snapshot_cache};
+
+/// Arguments of `trellis serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A directory of Kubernetes YAML (Gateway API objects, Services, EndpointSlices, Secrets,
+    /// Namespaces), watched for changes.
+    #[arg(long, env = "TRELLIS_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// Where the xDS (ADS) gRPC server listens. Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:18000", env = "TRELLIS_XDS_ADDRESS")]
+    pub xds_address: SocketAddr,
+    /// Where the admin HTTP endpoint listens (`/status`, `/proxies`, `/metrics`, `/readyz`).
+    #[arg(long, default_value = "127.0.0.1:18001", env = "TRELLIS_ADMIN_ADDRESS")]
+    pub admin_address: SocketAddr,
+    /// Write each object's status as YAML under this directory.
+    #[arg(long, env = "TRELLIS_STATUS_DIR")]
+    pub status_dir: Option<PathBuf>,
+    /// Wait this long (milliseconds) after a file change for more changes before applying.
+    #[arg(long, default_value_t = 100)]
+    pub debounce_ms: u64,
+    /// Give each Gateway without `spec.addresses` its own address from this range (for
+    /// example 127.1.0.0/16 on a development machine), published in `status.addresses`.
+    #[arg(long)]
+    pub gateway_address_pool: Option<IpNet>,
+    /// Write the bound xDS and admin addresses to this file (`xds=HOST:PORT` and
+    /// `admin=HOST:PORT` lines) once both listen.
+    #[arg(long)]
+    pub address_file: Option<PathBuf>,
+    /// Log format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+/// Runs the control plane until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve(args))
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The snapshot key of a proxy, from its node: metadata `trellis.dev/gateway` or the node
+/// cluster, either `<namespace>/<name>` of the Gateway it serves.
+pub fn resolve_node(node: &Node) -> Result<String, String> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let from_metadata = node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get(GATEWAY_METADATA_KEY))
+        .and_then(|v| match &v.kind {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        });
+    let gateway = from_metadata.unwrap_or_else(|| node.cluster.clone());
+    match gateway.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(proxy_key(&ObjectKey::new(ns, name)))
+        }
+        _ => Err(format!(
+            "node {:?} does not name a Gateway: set node metadata {GATEWAY_METADATA_KEY} (or the node \
+             cluster) to NAMESPACE/NAME, as `trellis bootstrap` does",
+            node.id
+        )),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config_dir = args.config_dir.clone();
+    if !config_dir.is_dir() {
+        anyhow::bail!("--config-dir {} is not a directory", config_dir.display());
+    }
+    let (writer, cache) = snapshot_cache();
+    let state = Arc::new(AdminState::default());
+    let resolver: NodeResolver = Arc::new(resolve_node);
+    let ads = AdsServer::new(cache, state.registry.clone(), resolver);
+
+    let xds_listener = TcpListener::bind(args.xds_address)
+        .await
+        .with_context(|| format!("cannot listen for xDS on {}", args.xds_address))?;
+    let admin_listener = TcpListener::bind(args.admin_address)
+        .await
+        .with_context(|| format!("cannot listen for admin on {}", args.admin_address))?;
+    let xds_bound = xds_listener.local_addr()?;
+    let admin_bound = admin_listener.local_addr()?;
+    info!(xds = %xds_bound, admin = %admin_bound, config_dir = %config_dir.display(), "trellis serving");
+    if let Some(path) = &args.address_file {
+        let text = format!("xds={xds_bound}\nadmin={admin_bound}\n");
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+
+    let loads = trellis_sources::watch(config_dir, Duration::from_millis(args.debounce_ms))
+        .context("cannot watch the config directory")?;
+
+    let xds_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ads.into_service())
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener));
+    let admin_server = axum::serve(admin_listener, admin::router(state.clone()));
+    let control = control_loop(
+        loads,
+        writer,
+        state.clone(),
+        args.status_dir.clone(),
+        args.gateway_address_pool,
+    );
+
+    tokio::select! {
+        r = xds_server => r.context("xDS server failed")?,
+        r = async { admin_server.await } => r.context("admin server failed")?,
+        () = control => {}
+        () = shutdown_signal() => info!("shutting down"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Stable address assignment from a pool: a Gateway keeps its address while it exists.
+#[derive(Debug)]
+struct AddressPool {
+    pool: IpNet,
+    assigned: BTreeMap<ObjectKey, String>,
+}
+
+impl AddressPool {
+    fn assign(&mut self, input: &InputSet) -> BTreeMap<ObjectKey, String> {
+        let wanting: Vec<&ObjectKey> = input
+            .gateways
+            .iter()
+            .filter(|(_, g)| {
+                g.spec
+                    .addresses
+                    .iter()
+                    .all(|a| a.value.as_deref().unwrap_or("").is_empty())
+            })
+            .map(|(k, _)| k)
+            .collect();
+        self.assigned.retain(|k, _| wanting.contains(&k));
+        for key in wanting {
+            if self.assigned.contains_key(key) {
+                continue;
+            }
+            let used: std::collections::BTreeSet<&String> = self.assigned.values().collect();
+            let free = self
+                .pool
+                .hosts()
+                .map(|ip| ip.to_string())
+                .find(|ip| !used.contains(ip));
+            match free {
+                Some(ip) => {
+                    info!(gateway = %key, address = %ip, "address assigned from the pool");
+                    self.assigned.insert(key.clone(), ip);
+                }
+                None => warn!(gateway = %key, pool = %self.pool, "address pool exhausted"),
+            }
+        }
+        self.assigned.clone()
+    }
+}
+
+async fn control_loop(
+    mut loads: tokio::sync::watch::Receiver<Arc<Load>>,
+    writer: SnapshotWriter,
+    state: Arc<AdminState>,
+    status_dir: Option<PathBuf>,
+    pool: Option<IpNet>,
+) {
+    let mut tracker = StatusTracker::default();
+    let mut status_writer = status_dir.map(StatusWriter::new);
+    let mut pool = pool.map(|pool| AddressPool {
+        pool,
+        assigned: BTreeMap::new(),
+    });
+    loop {
+        let load = loads.borrow_and_update().clone();
+        let started = Instant::now();
+        let options = Options {
+            assigned_addresses: pool
+                .as_mut()
+                .map(|p| p.assign(&load.input))
+                .unwrap_or_default(),
+        };
+        let translation = translate(&load.input, &options);
+        let snapshots = trellis_translate::xds::snapshots(&translation.ir);
+        let proxies = snapshots.len();
+        writer.publish(snapshots);
+        let elapsed = started.elapsed();
+        let count = state.translations.fetch_add(1, Ordering::Relaxed) + 1;
+        state
+            .translation_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        state.ready.store(true, Ordering::Relaxed);
+        info!(
+            objects = load.input.len(),
+            proxies,
+            problems = load.diagnostics.len(),
+            micros = elapsed.as_micros() as u64,
+            "configuration published"
+        );
+        let now = trellis_model::core::Time(now_timestamp());
+        let report = tracker.report(
+            &load.input,
+            &translation.status,
+            &load.diagnostics,
+            count,
+            &now,
+        );
+        if let Some(w) = status_writer.as_mut()
+            && let Err(e) = w.write(&report)
+        {
+            error!("cannot write status files: {e:#}");
+        }
+        state.set_report(report);
+        if loads.changed().await.is_err() {
+            warn!("the config watcher stopped; serving the last configuration");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn now_timestamp() -> trellis_model::core::jiff::Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    trellis_model::core::jiff::Timestamp::from_second(secs)
+        .unwrap_or(trellis_model::core::jiff::Timestamp::UNIX_EPOCH)
+}
