@@ -8,6 +8,7 @@ use trellis_model::gateway::{GatewayClassStatus, GatewayStatus, RouteStatus};
 /// controller's GatewayClass, Gateways of such classes, routes not attached to Trellis
 /// Gateways) have no entry.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StatusSet {
     /// GatewayClasses naming Trellis's controller.
     pub gateway_classes: BTreeMap<ObjectKey, GatewayClassStatus>,

@@ -1,0 +1,217 @@
+//! Golden translator tests: `testdata/<name>.in.yaml` (Kubernetes objects) is translated and
+//! compared with
+//! - `testdata/<name>.out.yaml`: the status of every managed object and the IR, and
+//! - `testdata/<name>.xds.yaml`: the Envoy resources of every proxy, as Envoy's JSON mapping.
+//!
+//! Regenerate after an intended change with:
+//!
+//! ```sh
+//! TRELLIS_UPDATE_GOLDEN=1 cargo test -p trellis-translate --test golden
+//! ```
+//!
+//! and review the diff. Without the variable, any difference fails the test (and CI).
+
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use trellis_model::core::{Time, jiff};
+use trellis_model::{InputSet, Object};
+use trellis_sources::{ParsedDocument, parse_documents};
+use trellis_translate::{Options, StatusSet, ir::Ir, translate};
+use trellis_xds::ResourceType;
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// Reads an input file like the file provider would, with generation 1 and creation times in
+/// document order where the file leaves them out.
+fn load(path: &Path) -> InputSet {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut input = InputSet::default();
+    for doc in parse_documents(&text) {
+        match doc {
+            ParsedDocument::Object {
+                document, object, ..
+            } => {
+                let mut object: Object = *object;
+                let meta = object.metadata_mut();
+                meta.generation.get_or_insert(1);
+                meta.creation_timestamp.get_or_insert_with(|| {
+                    Time(jiff::Timestamp::from_second(1_700_000_000 + document as i64).unwrap())
+                });
+                input.insert(object);
+            }
+            ParsedDocument::Skipped { .. } => {}
+            ParsedDocument::Invalid { line, message, .. } => {
+                panic!("{}:{line}: {message}", path.display())
+            }
+        }
+    }
+    input
+}
+
+#[derive(Serialize)]
+struct Golden<'a> {
+    status: &'a StatusSet,
+    ir: &'a Ir,
+}
+
+/// Envoy's protobuf descriptors, compiled from the protos envoy-types ships.
+fn descriptors() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let root = envoy_types_proto_dir();
+        let includes: Vec<PathBuf> = [
+            "data-plane-api",
+            "xds",
+            "googleapis",
+            "protoc-gen-validate",
+            "cel-spec/proto",
+            "opentelemetry-proto",
+            "client_model",
+        ]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+        let files = [
+            "envoy/config/listener/v3/listener.proto",
+            "envoy/config/route/v3/route.proto",
+            "envoy/config/cluster/v3/cluster.proto",
+            "envoy/config/endpoint/v3/endpoint.proto",
+            "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
+            "envoy/extensions/filters/http/router/v3/router.proto",
+            "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
+            "envoy/extensions/transport_sockets/tls/v3/tls.proto",
+            "envoy/extensions/transport_sockets/tls/v3/secret.proto",
+        ];
+        let fds = protox::compile(files, includes).expect("Envoy protos compile");
+        DescriptorPool::from_file_descriptor_set(fds).unwrap()
+    })
+}
+
+/// The `proto/` directory of the envoy-types crate in use, found through `cargo metadata`.
+fn envoy_types_proto_dir() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let manifest = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "envoy-types")
+        .and_then(|p| p["manifest_path"].as_str())
+        .expect("envoy-types is a dependency");
+    Path::new(manifest).parent().unwrap().join("proto")
+}
+
+/// Envoy resources of every proxy as JSON values, by proxy, type and name.
+fn render_xds(ir: &Ir) -> BTreeMap<String, BTreeMap<&'static str, Vec<serde_json::Value>>> {
+    let pool = descriptors();
+    let options = SerializeOptions::new().skip_default_fields(true);
+    let mut out = BTreeMap::new();
+    for (key, snapshot) in trellis_translate::xds::snapshots(ir) {
+        let mut by_type = BTreeMap::new();
+        for t in ResourceType::ALL {
+            let resources = snapshot.resources(t);
+            if resources.is_empty() {
+                continue;
+            }
+            let values = resources
+                .items()
+                .values()
+                .map(|r| {
+                    let name = r.body.type_url.trim_start_matches("type.googleapis.com/");
+                    let desc = pool
+                        .get_message_by_name(name)
+                        .unwrap_or_else(|| panic!("no descriptor for {name}"));
+                    let msg = DynamicMessage::decode(desc, r.body.value.as_slice()).unwrap();
+                    let mut json = serde_json::Serializer::new(Vec::new());
+                    msg.serialize_with_options(&mut json, &options).unwrap();
+                    serde_json::from_slice(&json.into_inner()).unwrap()
+                })
+                .collect();
+            by_type.insert(t.short_name(), values);
+        }
+        out.insert(key, by_type);
+    }
+    out
+}
+
+fn check(path: &Path, actual: &str, update: bool, failures: &mut Vec<String>) {
+    if update {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path).unwrap_or_default();
+    if expected != actual {
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        failures.push(format!(
+            "{} differs from the translation, first at line {}:\n  expected: {:?}\n  actual:   {:?}",
+            path.display(),
+            first + 1,
+            expected.lines().nth(first).unwrap_or("<end>"),
+            actual.lines().nth(first).unwrap_or("<end>"),
+        ));
+    }
+}
+
+#[test]
+fn translations_match_the_golden_files() {
+    let update = std::env::var_os("TRELLIS_UPDATE_GOLDEN").is_some();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(testdata())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".in.yaml"))
+        .collect();
+    cases.sort();
+    assert!(
+        !cases.is_empty(),
+        "no golden inputs in {}",
+        testdata().display()
+    );
+    let mut failures = Vec::new();
+    for input_path in cases {
+        let base = input_path
+            .to_string_lossy()
+            .trim_end_matches(".in.yaml")
+            .to_string();
+        let input = load(&input_path);
+        let translation = translate(&input, &Options::default());
+        // Translation is deterministic.
+        assert_eq!(translation, translate(&input, &Options::default()));
+        let golden = serde_saphyr::to_string(&Golden {
+            status: &translation.status,
+            ir: &translation.ir,
+        })
+        .unwrap();
+        check(
+            Path::new(&format!("{base}.out.yaml")),
+            &golden,
+            update,
+            &mut failures,
+        );
+        let xds = serde_saphyr::to_string(&render_xds(&translation.ir)).unwrap();
+        check(
+            Path::new(&format!("{base}.xds.yaml")),
+            &xds,
+            update,
+            &mut failures,
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n\nIf the change is intended, regenerate with\n  TRELLIS_UPDATE_GOLDEN=1 cargo test -p trellis-translate --test golden\nand review the diff.",
+        failures.join("\n\n")
+    );
+}
