@@ -825,9 +825,15 @@ fn value_match(
 /// a NACKed configuration.
 fn check_regex(expression: &str, at: &str) -> Result<(), (&'static str, String)> {
     regex::Regex::new(expression).map(|_| ()).map_err(|e| {
+        let text = e.to_string();
+        let reason = text
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
         (
             reasons::UNSUPPORTED_VALUE,
-            format!("{at}: invalid regular expression: {e}"),
+            format!("{at}: {expression:?} is not a valid regular expression: {reason}"),
         )
     })
 }
