@@ -1,3 +1,4 @@
 //! e2e
 
 pub mod echo;
+pub mod harness;

@@ -21,6 +21,9 @@ use std::collections::BTreeMap;
 pub struct Ir {
     /// Proxies by snapshot key.
     pub proxies: BTreeMap<String, ProxyIr>,
+    /// A cluster for every Service port, for proxies that may keep one they already have
+    /// (after a control-plane restart) while no route of theirs uses it any more.
+    pub spare_clusters: BTreeMap<String, ClusterIr>,
 }
 
 /// What the proxies of one Gateway serve.

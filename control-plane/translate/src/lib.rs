@@ -54,6 +54,33 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
     let mut gateways = gateway::gateways(input, options, &classes, &mut status);
     let backends = backend::Backends::new(input);
     route::http_routes(input, &backends, &mut gateways, &mut status);
-    let ir = gateway::finish(gateways, &mut status);
+    let mut ir = gateway::finish(gateways, &mut status);
+    ir.spare_clusters = spare_clusters(input, &backends);
     Translation { ir, status }
+}
+
+/// A cluster for every port of every Service (those that resolve).
+fn spare_clusters(
+    input: &InputSet,
+    backends: &backend::Backends<'_>,
+) -> BTreeMap<String, ir::ClusterIr> {
+    let mut out = BTreeMap::new();
+    for (key, service) in &input.services {
+        let ports = service.spec.as_ref().and_then(|s| s.ports.as_ref());
+        for port in ports.into_iter().flatten() {
+            let target = backend::BackendRef {
+                group: "",
+                kind: "Service",
+                name: &key.name,
+                namespace: Some(&key.namespace),
+                port: Some(port.port),
+            };
+            if let Ok(cluster) =
+                backends.resolve(backend::http_route_referrer(&key.namespace), target)
+            {
+                out.insert(cluster.name.clone(), cluster);
+            }
+        }
+    }
+    out
 }

@@ -42,7 +42,7 @@ use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::util::pack_any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use trellis_xds::{Dependency, Resource, ResourceType, Snapshot};
+use trellis_xds::{Dependency, Resource, ResourceType, Snapshot, Spare};
 
 /// The name of a cluster that is never defined: routes send the share of traffic meant for an
 /// unresolved backend there, and Envoy answers it with 500.
@@ -50,9 +50,20 @@ pub const INVALID_BACKEND_CLUSTER: &str = "trellis/invalid-backend";
 
 /// One snapshot per proxy key.
 pub fn snapshots(ir: &Ir) -> BTreeMap<String, Snapshot> {
+    let spare = Arc::new(Spare::from_resources(ir.spare_clusters.values().flat_map(
+        |c| {
+            [
+                Resource::new(&c.name, &cluster(c)),
+                Resource::new(&c.name, &load_assignment(c)),
+            ]
+        },
+    )));
     ir.proxies
         .iter()
-        .map(|(key, proxy)| (key.clone(), Snapshot::from_resources(resources(proxy))))
+        .map(|(key, proxy)| {
+            let snapshot = Snapshot::from_resources(resources(proxy)).with_spare(spare.clone());
+            (key.clone(), snapshot)
+        })
         .collect()
 }
 

@@ -22,5 +22,5 @@ pub use registry::{NackInfo, Protocol, ProxySync, SyncRegistry, TypeSync, TypeTo
 pub use resource::{Dependency, Resource, ResourceType, content_hash};
 pub use server::{AdsServer, NodeResolver};
 pub use snapshot::{
-    Snapshot, SnapshotCache, SnapshotWriter, Snapshots, TypeResources, snapshot_cache,
+    Snapshot, SnapshotCache, SnapshotWriter, Snapshots, Spare, TypeResources, snapshot_cache,
 };

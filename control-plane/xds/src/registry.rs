@@ -212,6 +212,9 @@ impl StreamHandle {
                     });
                     totals.entry(*resource_type).or_default().nacks += 1;
                 }
+                Event::Recovered { resource_type } => {
+                    proxy.types.entry(*resource_type).or_default().nack = None;
+                }
                 Event::UnknownType { .. } => {}
             }
         }

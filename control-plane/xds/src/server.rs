@@ -82,14 +82,19 @@ impl AdsServer {
     }
 }
 
+/// How long a reconnecting SotW stream waits for the client's subscriptions before answering
+/// CDS without them.
+const RECONNECT_HOLD: std::time::Duration = std::time::Duration::from_millis(500);
+
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The two variants' state machines behind one interface, so one loop drives both.
 trait Machine: Send + 'static {
-    type Req: Send + 'static;
+    type Req: Send + 'static + std::fmt::Debug;
     type Resp: Send + 'static;
     fn on_request(&mut self, req: &Self::Req) -> (Vec<Self::Resp>, Vec<Event>);
     fn on_snapshot(&mut self, s: Option<Arc<Snapshot>>) -> (Vec<Self::Resp>, Vec<Event>);
+    fn on_tick(&mut self) -> (Vec<Self::Resp>, Vec<Event>);
 }
 
 impl Machine for SotwStream {
@@ -100,6 +105,9 @@ impl Machine for SotwStream {
     }
     fn on_snapshot(&mut self, s: Option<Arc<Snapshot>>) -> (Vec<DiscoveryResponse>, Vec<Event>) {
         SotwStream::on_snapshot(self, s)
+    }
+    fn on_tick(&mut self) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        SotwStream::on_tick(self)
     }
 }
 
@@ -117,6 +125,9 @@ impl Machine for DeltaStream {
         s: Option<Arc<Snapshot>>,
     ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
         DeltaStream::on_snapshot(self, s)
+    }
+    fn on_tick(&mut self) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        DeltaStream::on_tick(self)
     }
 }
 
@@ -149,6 +160,9 @@ fn log_events(events: &[Event]) {
                 r#type = %resource_type, %version, %nonce, ?resources, error = %error,
                 "NACK: the proxy rejected the config and keeps its previous one"
             ),
+            Event::Recovered { resource_type } => {
+                info!(r#type = %resource_type, "the proxy's accepted config is current again; the earlier NACK no longer applies")
+            }
             Event::UnknownType { type_url } => {
                 warn!(%type_url, "request for a type Trellis does not serve; ignored")
             }
@@ -186,10 +200,21 @@ async fn drive<M: Machine>(
     if !send(&tx, machine.on_request(&first)).await {
         return;
     }
+    // Whatever a reconnect holds back waits at most this long for the client's other requests.
+    let tick = tokio::time::sleep(RECONNECT_HOLD);
+    tokio::pin!(tick);
+    let mut ticked = false;
     loop {
         tokio::select! {
+            () = &mut tick, if !ticked => {
+                ticked = true;
+                if !send(&tx, machine.on_tick()).await {
+                    return;
+                }
+            }
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
+                    tracing::trace!(?request, "request");
                     if !send(&tx, machine.on_request(&request)).await {
                         return;
                     }

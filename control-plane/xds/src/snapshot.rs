@@ -43,9 +43,47 @@ impl TypeResources {
 }
 
 /// Everything one proxy should have: resources of every type.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// A snapshot may also carry *spare* resources: ones the proxy should not be given, but may
+/// keep if it already has them. After a control-plane restart the server does not know which
+/// routes a reconnecting proxy runs; spare clusters let it keep the clusters those routes may
+/// still use until its routes are replaced, instead of removing them under live traffic.
+#[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     types: BTreeMap<ResourceType, TypeResources>,
+    spare: Arc<Spare>,
+}
+
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.types == other.types
+            && (Arc::ptr_eq(&self.spare, &other.spare) || self.spare == other.spare)
+    }
+}
+
+/// Resources a proxy may keep but is not given (see [`Snapshot`]), usually shared by every
+/// snapshot of one publish.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Spare {
+    types: BTreeMap<ResourceType, TypeResources>,
+}
+
+impl Spare {
+    /// Builds the spare set from resources (typed by their type URL).
+    pub fn from_resources(resources: impl IntoIterator<Item = Arc<Resource>>) -> Self {
+        let mut types: BTreeMap<ResourceType, TypeResources> = BTreeMap::new();
+        for r in resources {
+            if let Some(t) = r.resource_type() {
+                types.entry(t).or_default().items.insert(r.name.clone(), r);
+            }
+        }
+        Self { types }
+    }
+
+    /// A spare resource by type and name.
+    pub fn get(&self, t: ResourceType, name: &str) -> Option<&Arc<Resource>> {
+        self.types.get(&t).and_then(|r| r.items.get(name))
+    }
 }
 
 impl Snapshot {
@@ -87,6 +125,17 @@ impl Snapshot {
     /// A resource by type and name.
     pub fn get(&self, t: ResourceType, name: &str) -> Option<&Arc<Resource>> {
         self.types.get(&t).and_then(|r| r.items.get(name))
+    }
+
+    /// Attaches spare resources.
+    pub fn with_spare(mut self, spare: Arc<Spare>) -> Self {
+        self.spare = spare;
+        self
+    }
+
+    /// The spare resources.
+    pub fn spare(&self) -> &Spare {
+        &self.spare
     }
 
     /// A version over every resource of every type.

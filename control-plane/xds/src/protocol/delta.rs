@@ -43,8 +43,13 @@ impl DeltaStream {
             });
             return (Vec::new(), events);
         };
+        let first = !self.state.types.get(&t).is_some_and(|ts| ts.subscribed);
+        if first && !request.initial_resource_versions.is_empty() {
+            // A reconnect: the client runs configuration from an earlier stream.
+            self.state.reconnect = true;
+        }
         let ts = self.state.state(t);
-        if !ts.subscribed {
+        if first {
             // First request of the type on this stream.
             ts.subscribed = true;
             // An empty first subscription is a wildcard only for the full-state types (LDS, CDS);
@@ -81,6 +86,7 @@ impl DeltaStream {
                         for name in &pending.removed {
                             ts.client.remove(name);
                         }
+                        ts.acked_once = true;
                         events.push(Event::Acked {
                             resource_type: t,
                             version: pending.version,
@@ -118,6 +124,15 @@ impl DeltaStream {
             }
         }
         ts.forget_unsubscribed();
+        let responses = self.respond(&mut events);
+        (responses, events)
+    }
+
+    /// Releases what a reconnect held back for lack of information (nothing for Delta, whose
+    /// reconnects say what the client holds); kept for symmetry with SotW.
+    pub fn on_tick(&mut self) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
+        self.state.tick();
+        let mut events = Vec::new();
         let responses = self.respond(&mut events);
         (responses, events)
     }
@@ -161,6 +176,16 @@ impl DeltaStream {
             .as_ref()
             .map(|s| s.version())
             .unwrap_or_default();
+        // Forget rejections of versions no longer wanted.
+        let ts = self.state.state(t);
+        if !ts.rejected.is_empty() {
+            ts.rejected.retain(|name, version| {
+                matches!(wants.get(name), Some(Want::Resource(r)) if r.version == *version)
+            });
+            if ts.rejected.is_empty() {
+                events.push(Event::Recovered { resource_type: t });
+            }
+        }
         let ts = self.state.types.get(&t)?;
         let mut updates = BTreeMap::new();
         for (name, want) in &wants {

@@ -67,6 +67,12 @@ pub enum Event {
         /// Names of the resources that were in the rejected response.
         resources: Vec<String>,
     },
+    /// After a NACK, the configuration wanted for the client is again one it accepted, so the
+    /// rejection no longer applies (nothing needs to be sent).
+    Recovered {
+        /// The resource type.
+        resource_type: ResourceType,
+    },
     /// A request named a type Trellis does not serve; it was ignored.
     UnknownType {
         /// The type URL requested.

@@ -41,6 +41,18 @@ impl SotwStream {
             });
             return (Vec::new(), events);
         };
+        if t != ResourceType::Cluster {
+            // The client's other subscriptions arrived: its held clusters are known.
+            self.state.hold_clusters = false;
+        }
+        let first = !self.state.types.get(&t).is_some_and(|ts| ts.subscribed);
+        if first && !request.version_info.is_empty() {
+            // A reconnect: the client runs configuration from an earlier stream.
+            self.state.reconnect = true;
+            if t == ResourceType::Cluster {
+                self.state.hold_clusters = true;
+            }
+        }
         let ts = self.state.state(t);
         let nonce = request.response_nonce.as_str();
         if nonce.is_empty() {
@@ -69,6 +81,7 @@ impl SotwStream {
                         .collect();
                     ts.acked_version = pending.version.clone();
                     ts.rejected_version = None;
+                    ts.acked_once = true;
                     events.push(Event::Acked {
                         resource_type: t,
                         version: pending.version,
@@ -96,6 +109,15 @@ impl SotwStream {
             ts.names = if wildcard { BTreeSet::new() } else { names };
             ts.forget_unsubscribed();
         }
+        let responses = self.respond(&mut events);
+        (responses, events)
+    }
+
+    /// Releases what a reconnect held back for lack of information; the server calls it a
+    /// moment after the stream opened.
+    pub fn on_tick(&mut self) -> (Vec<DiscoveryResponse>, Vec<Event>) {
+        self.state.tick();
+        let mut events = Vec::new();
         let responses = self.respond(&mut events);
         (responses, events)
     }
@@ -132,6 +154,9 @@ impl SotwStream {
             if !ts.subscribed || ts.pending.is_some() {
                 return None;
             }
+            if t == ResourceType::Cluster && self.state.hold_clusters {
+                return None;
+            }
         }
         let wants = self.state.wants(t)?;
         let ts = self.state.types.get(&t)?;
@@ -150,6 +175,16 @@ impl SotwStream {
             }
         }
         let version = set_version(&set);
+        if ts.rejected_version.as_ref().is_some_and(|r| *r != version) {
+            // The rejected configuration is no longer wanted.
+            let in_sync = version == ts.acked_version;
+            let ts = self.state.state(t);
+            ts.rejected_version = None;
+            if in_sync {
+                events.push(Event::Recovered { resource_type: t });
+            }
+        }
+        let ts = self.state.types.get(&t)?;
         if !ts.force_response
             && (version == ts.acked_version || ts.rejected_version.as_ref() == Some(&version))
         {

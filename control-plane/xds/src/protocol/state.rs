@@ -65,6 +65,8 @@ pub(crate) struct TypeState {
     pub force_response: bool,
     /// The nonce of the last response sent for this type.
     pub last_nonce: String,
+    /// The client ACKed a response of this type on this stream.
+    pub acked_once: bool,
 }
 
 impl TypeState {
@@ -92,6 +94,13 @@ pub(crate) struct StreamState {
     /// The snapshot to serve; `None` until the cache published one.
     pub snapshot: Option<Arc<Snapshot>>,
     nonce_counter: u64,
+    /// The client came back with configuration from an earlier stream (a reconnect, possibly
+    /// to a restarted control plane): until it ACKs routes on this stream, the routes it runs
+    /// are unknown, so clusters it holds are kept.
+    pub reconnect: bool,
+    /// SotW reconnect: the CDS answer waits until the client's other subscriptions (whose
+    /// endpoint names say which clusters it holds) arrived, or until [`StreamState::tick`].
+    pub hold_clusters: bool,
 }
 
 impl StreamState {
@@ -102,6 +111,30 @@ impl StreamState {
 
     pub fn state(&mut self, t: ResourceType) -> &mut TypeState {
         self.types.entry(t).or_default()
+    }
+
+    /// Releases anything held for lack of information (called a moment after the stream
+    /// opened).
+    pub fn tick(&mut self) {
+        self.hold_clusters = false;
+    }
+
+    /// Whether the routes the client runs are unknown: it reconnected and has not ACKed routes
+    /// on this stream (or listeners, when there are no routes to serve).
+    fn routes_unknown(&self) -> bool {
+        if !self.reconnect {
+            return false;
+        }
+        let acked = |t| {
+            self.types
+                .get(&t)
+                .is_some_and(|ts: &TypeState| ts.acked_once)
+        };
+        let no_routes = self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.resources(ResourceType::Route).is_empty());
+        !(acked(ResourceType::Route) || (no_routes && acked(ResourceType::Listener)))
     }
 
     /// Whether every dependency of `resource` is held by the client. Dependencies on a type
@@ -163,6 +196,30 @@ impl StreamState {
         for name in self.in_use(t) {
             if !wants.contains_key(&name) && ts.client.contains_key(&name) && ts.in_scope(&name) {
                 wants.insert(name, Want::Keep);
+            }
+        }
+        // After a reconnect, keep every cluster (and its endpoints) the client holds, while its
+        // routes are unknown: they may still send traffic there.
+        if matches!(t, ResourceType::Cluster | ResourceType::Endpoint) && self.routes_unknown() {
+            let eds_names = self
+                .types
+                .get(&ResourceType::Endpoint)
+                .map(|e| e.names.iter().collect::<Vec<_>>())
+                .unwrap_or_default();
+            let held = ts.client.keys().chain(eds_names);
+            for name in held {
+                if wants.contains_key(name) || !ts.in_scope(name) {
+                    continue;
+                }
+                let want = match (ts.client.get(name), snapshot.spare().get(t, name)) {
+                    (Some(e), _) if e.resource.is_some() => Some(Want::Keep),
+                    (_, Some(spare)) => Some(Want::Resource(spare.clone())),
+                    (Some(_), None) => Some(Want::Keep),
+                    (None, None) => None,
+                };
+                if let Some(want) = want {
+                    wants.insert(name.clone(), want);
+                }
             }
         }
         Some(wants)

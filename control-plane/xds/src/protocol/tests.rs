@@ -267,11 +267,12 @@ fn sotw_reconnect_with_empty_nonce_is_a_fresh_subscription_and_is_answered() {
     let r = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
     // A new stream (reconnect) carrying the version the client holds, and no nonce.
     let mut reconnected = SotwStream::new(snapshot);
-    let again = only(
-        reconnected
-            .on_request(&req(ResourceType::Cluster, &r.version_info, "", &[]))
-            .0,
+    let (held, _) = reconnected.on_request(&req(ResourceType::Cluster, &r.version_info, "", &[]));
+    assert!(
+        held.is_empty(),
+        "CDS waits for the other subscriptions of a reconnect"
     );
+    let again = only(reconnected.on_tick().0);
     assert_eq!(
         again.version_info, r.version_info,
         "same content, same version"
@@ -502,16 +503,29 @@ fn delta_reconnect_with_initial_versions_sends_only_what_differs() {
         .iter()
         .map(|r| (r.name.clone(), r.version.clone()))
         .collect();
-    // Reconnect: the client holds a and b at those versions, plus a stale "gone".
-    let mut initial = versions.clone();
-    initial.insert("gone".into(), "v0".into());
-    let mut reconnected = DeltaStream::new(snap(&[cluster("a", 1), cluster("b", 2)]));
+    // Reconnect: the client holds a and b at those versions, and a listener now gone.
+    let mut reconnected =
+        DeltaStream::new(snap(&[cluster("a", 1), cluster("b", 2), listener("l")]));
     let first = DeltaDiscoveryRequest {
-        initial_resource_versions: initial,
+        initial_resource_versions: versions,
         ..dreq(ResourceType::Cluster, "", &[], &[])
     };
     let r = donly(reconnected.on_request(&first).0);
     assert_eq!(dnames(&r), ["b"]);
+    let l = listener("l");
+    let first = DeltaDiscoveryRequest {
+        initial_resource_versions: [
+            ("l".to_string(), l.version.clone()),
+            ("gone".to_string(), "v0".to_string()),
+        ]
+        .into(),
+        ..dreq(ResourceType::Listener, "", &[], &[])
+    };
+    let r = donly(reconnected.on_request(&first).0);
+    assert!(
+        r.resources.is_empty(),
+        "the unchanged listener is not resent"
+    );
     assert_eq!(r.removed_resources, ["gone"]);
 }
 
@@ -614,4 +628,165 @@ fn delta_route_to_a_new_cluster_waits_for_the_cluster_and_endpoints() {
     assert_eq!(after[0].type_url, ResourceType::Cluster.type_url());
     assert_eq!(after[0].removed_resources, ["a"]);
     assert_eq!(after[1].removed_resources, ["a"]);
+}
+
+// ------------------------------------------------------------------------------- Reconnect
+
+fn snap_with_spare(resources: &[Arc<Resource>], spare: &[Arc<Resource>]) -> Option<Arc<Snapshot>> {
+    let spare = Arc::new(crate::snapshot::Spare::from_resources(
+        spare.iter().cloned(),
+    ));
+    Some(Arc::new(
+        Snapshot::from_resources(resources.iter().cloned()).with_spare(spare),
+    ))
+}
+
+#[test]
+fn sotw_reconnect_keeps_clusters_the_proxy_holds_until_its_routes_are_replaced() {
+    // The control plane restarted; meanwhile the route moved from `a` to `b`. `a` is spare (its
+    // Service still exists) and the reconnecting proxy still routes to it.
+    let s2 = snap_with_spare(
+        &[
+            cluster("b", 1),
+            cla("b", 1),
+            listener("l"),
+            route("r", &["b"]),
+        ],
+        &[cluster("a", 1), cla("a", 1)],
+    );
+    let mut s = SotwStream::new(s2);
+    // CDS waits for the proxy's other subscriptions.
+    assert!(
+        s.on_request(&req(ResourceType::Cluster, "v-old", "", &[]))
+            .0
+            .is_empty()
+    );
+    // EDS names say the proxy holds `a`: CDS keeps it beside `b`, and `a`'s endpoints stay.
+    let responses = s
+        .on_request(&req(ResourceType::Endpoint, "e-old", "", &["a"]))
+        .0;
+    assert_eq!(responses.len(), 2);
+    assert_eq!(names_in(&responses[0]), ["a", "b"]);
+    assert_eq!(names_in(&responses[1]), ["a"]);
+    let c = responses[0].clone();
+    let e = responses[1].clone();
+    ack(&mut s, &c, &[]);
+    // The proxy subscribes to b's endpoints too.
+    let e2 = only(
+        s.on_request(&req(
+            ResourceType::Endpoint,
+            &e.version_info,
+            &e.nonce,
+            &["a", "b"],
+        ))
+        .0,
+    );
+    assert_eq!(names_in(&e2), ["a", "b"]);
+    ack(&mut s, &e2, &["a", "b"]);
+    let l = only(
+        s.on_request(&req(ResourceType::Listener, "l-old", "", &[]))
+            .0,
+    );
+    ack(&mut s, &l, &[]);
+    let r = only(
+        s.on_request(&req(ResourceType::Route, "r-old", "", &["r"]))
+            .0,
+    );
+    // Routes ACKed: now `a` can go.
+    let after = ack(&mut s, &r, &["r"]);
+    assert_eq!(names_in(&after[0]), ["b"]);
+}
+
+#[test]
+fn sotw_reconnect_answers_cds_after_the_hold_even_without_other_requests() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1)]));
+    assert!(
+        s.on_request(&req(ResourceType::Cluster, "v-old", "", &[]))
+            .0
+            .is_empty()
+    );
+    let r = only(s.on_tick().0);
+    assert_eq!(names_in(&r), ["a"]);
+}
+
+#[test]
+fn delta_reconnect_keeps_clusters_the_proxy_holds_until_its_routes_are_replaced() {
+    let a = cluster("a", 1);
+    let s2 = snap_with_spare(
+        &[
+            cluster("b", 1),
+            cla("b", 1),
+            listener("l"),
+            route("r", &["b"]),
+        ],
+        &[a.clone(), cla("a", 1)],
+    );
+    let mut s = DeltaStream::new(s2);
+    let first = DeltaDiscoveryRequest {
+        initial_resource_versions: [("a".to_string(), a.version.clone())].into(),
+        ..dreq(ResourceType::Cluster, "", &[], &[])
+    };
+    let c = donly(s.on_request(&first).0);
+    assert_eq!(dnames(&c), ["b"]);
+    assert!(
+        c.removed_resources.is_empty(),
+        "a is kept while routes are unknown"
+    );
+    dack(&mut s, &c);
+    let e = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["a", "b"], &[]))
+            .0,
+    );
+    assert_eq!(dnames(&e), ["a", "b"]);
+    dack(&mut s, &e);
+    let l = donly(s.on_request(&dreq(ResourceType::Listener, "", &[], &[])).0);
+    dack(&mut s, &l);
+    let r = donly(s.on_request(&dreq(ResourceType::Route, "", &["r"], &[])).0);
+    let after = dack(&mut s, &r);
+    assert_eq!(after[0].removed_resources, ["a"]);
+}
+
+#[test]
+fn sotw_reverting_after_a_nack_reports_recovery_without_sending() {
+    let mut s = SotwStream::new(snap(&[listener("l1")]));
+    let good = only(s.on_request(&req(ResourceType::Listener, "", "", &[])).0);
+    ack(&mut s, &good, &[]);
+    let bad = only(s.on_snapshot(snap(&[listener("l1"), listener("busy")])).0);
+    s.on_request(&nack(
+        ResourceType::Listener,
+        &good.version_info,
+        &bad.nonce,
+        &[],
+    ));
+    let (responses, events) = s.on_snapshot(snap(&[listener("l1")]));
+    assert!(responses.is_empty());
+    assert_eq!(
+        events,
+        [Event::Recovered {
+            resource_type: ResourceType::Listener
+        }]
+    );
+}
+
+#[test]
+fn delta_reverting_after_a_nack_reports_recovery_without_sending() {
+    let mut s = DeltaStream::new(snap(&[listener("l1")]));
+    let good = donly(s.on_request(&dreq(ResourceType::Listener, "", &[], &[])).0);
+    dack(&mut s, &good);
+    let bad = donly(s.on_snapshot(snap(&[listener("l1"), listener("busy")])).0);
+    let mut n = dreq(ResourceType::Listener, &bad.nonce, &[], &[]);
+    n.error_detail = Some(Status {
+        code: 13,
+        message: "cannot bind".into(),
+        details: vec![],
+    });
+    s.on_request(&n);
+    let (responses, events) = s.on_snapshot(snap(&[listener("l1")]));
+    assert!(responses.is_empty(), "{responses:?}");
+    assert_eq!(
+        events,
+        [Event::Recovered {
+            resource_type: ResourceType::Listener
+        }]
+    );
 }
