@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Binaries: `ENVOY_BIN` or `<workspace>/.venv/bin/envoy`; `TRELLIS_BIN` or the `trellis` built
-//! next to the running executable (built with cargo if missing); `TRELLIS_ECHO_BIN` or the
-//! `trellis-echo` built likewise.
+//! next to the running executable (brought up to date with cargo first); `TRELLIS_ECHO_BIN` or
+//! the `trellis-echo` built likewise.
 
 use anyhow::{Context, anyhow, bail};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -39,11 +39,22 @@ pub fn envoy_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A binary of this workspace: `$<env>` if set, else next to the running executable (in
-/// `target/<profile>/`), built with cargo if it is not there yet.
+/// A binary of this workspace: `$<env>` if set; otherwise the one in `target/<profile>/` next
+/// to the running executable, brought up to date with `cargo build` once per process (so a
+/// test never runs a stale control plane).
 fn workspace_bin(name: &str, package: &str, env: &str) -> anyhow::Result<PathBuf> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
     if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
+    }
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return Ok(p.clone());
     }
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -51,9 +62,6 @@ fn workspace_bin(name: &str, package: &str, env: &str) -> anyhow::Result<PathBuf
         dir.pop();
     }
     let candidate = dir.join(name);
-    if candidate.exists() {
-        return Ok(candidate);
-    }
     let release = dir.ends_with("release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -69,6 +77,7 @@ fn workspace_bin(name: &str, package: &str, env: &str) -> anyhow::Result<PathBuf
             candidate.display()
         );
     }
+    built.insert(name.to_string(), candidate.clone());
     Ok(candidate)
 }
 
@@ -595,10 +604,7 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<Reply> {
     if chunked {
         let mut out = Vec::new();
         let mut rest = body.as_slice();
-        loop {
-            let Some(pos) = rest.windows(2).position(|w| w == b"\r\n") else {
-                break;
-            };
+        while let Some(pos) = rest.windows(2).position(|w| w == b"\r\n") {
             let size = usize::from_str_radix(std::str::from_utf8(&rest[..pos])?.trim(), 16)?;
             rest = &rest[pos + 2..];
             if size == 0 || rest.len() < size {
@@ -632,13 +638,12 @@ pub fn eventually(
     mut check: impl FnMut() -> anyhow::Result<bool>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    let mut last = String::new();
     loop {
-        match check() {
+        let last = match check() {
             Ok(true) => return Ok(()),
-            Ok(false) => last = "condition not met".into(),
-            Err(e) => last = format!("{e:#}"),
-        }
+            Ok(false) => "condition not met".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
         if Instant::now() > deadline {
             bail!("timed out after {timeout:?} waiting for {what}: {last}");
         }

@@ -4,6 +4,8 @@
 //! `listening ...` lines, talks to it over real sockets (HTTP/1.1, h2c prior knowledge,
 //! WebSocket, HTTPS with rcgen certificates) and kills it when the guard drops.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;

@@ -4,6 +4,8 @@
 //! Each test gets its own loopback address for the Gateway, its own temporary config
 //! directory, control plane, Envoy and echo pods, all stopped when the test ends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -1,6 +1,8 @@
 //! The file provider against a real directory: last good content, duplicates, unknown kinds,
 //! generations, and the watcher.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::time::Duration;
 use trellis_model::ObjectKey;

@@ -11,6 +11,8 @@
 //!
 //! and review the diff. Without the variable, any difference fails the test (and CI).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use serde::Serialize;
 use std::collections::BTreeMap;

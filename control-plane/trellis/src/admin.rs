@@ -96,7 +96,8 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         "trellis_xds_connected_proxies {}",
         state.registry.connected()
     );
-    let series: [(&str, &str, fn(&trellis_xds::TypeTotals) -> u64); 4] = [
+    type Total = fn(&trellis_xds::TypeTotals) -> u64;
+    let series: [(&str, &str, Total); 4] = [
         ("trellis_xds_responses_total", "xDS responses sent.", |t| {
             t.responses
         }),

@@ -73,6 +73,50 @@ impl AdsServer {
         )
     }
 
+    /// Opens a stream of either variant: reads the first request, finds the proxy's snapshot
+    /// key and spawns the stream's task.
+    async fn open<M: Machine>(
+        &self,
+        request: Request<Streaming<M::Req>>,
+    ) -> Result<ResponseStream<M::Resp>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
+        let (node_id, node_cluster, key) = self.resolve(M::node(&first))?;
+        let mut cache = self.cache.clone();
+        cache.seen();
+        let current = Self::snapshot_for(&cache, &key);
+        let handle = self
+            .registry
+            .connect(&node_id, &node_cluster, &key, M::PROTOCOL);
+        let (tx, rx) = mpsc::channel(16);
+        let protocol = match M::PROTOCOL {
+            Protocol::Sotw => "sotw",
+            Protocol::Delta => "delta",
+        };
+        let span = info_span!("ads", node = %node_id, %key, protocol);
+        span.in_scope(|| info!("proxy connected"));
+        let task = StreamTask {
+            machine: M::new(current.clone()),
+            inbound,
+            cache,
+            current,
+            key,
+            handle,
+            tx,
+        };
+        tokio::spawn(
+            async move {
+                drive(task, first).await;
+                info!("proxy disconnected");
+            }
+            .instrument(span),
+        );
+        Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
     fn resolve(&self, node: Option<&Node>) -> Result<(String, String, String), Status> {
         let node = node.ok_or_else(|| {
             Status::invalid_argument("the first request of a stream must carry the node")
@@ -89,9 +133,12 @@ const RECONNECT_HOLD: std::time::Duration = std::time::Duration::from_millis(500
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// The two variants' state machines behind one interface, so one loop drives both.
-trait Machine: Send + 'static {
-    type Req: Send + 'static + std::fmt::Debug;
+trait Machine: Send + Sized + 'static {
+    type Req: Send + 'static + std::fmt::Debug + prost::Message + Default;
     type Resp: Send + 'static;
+    const PROTOCOL: Protocol;
+    fn new(snapshot: Option<Arc<Snapshot>>) -> Self;
+    fn node(req: &Self::Req) -> Option<&Node>;
     fn on_request(&mut self, req: &Self::Req) -> (Vec<Self::Resp>, Vec<Event>);
     fn on_snapshot(&mut self, s: Option<Arc<Snapshot>>) -> (Vec<Self::Resp>, Vec<Event>);
     fn on_tick(&mut self) -> (Vec<Self::Resp>, Vec<Event>);
@@ -100,6 +147,13 @@ trait Machine: Send + 'static {
 impl Machine for SotwStream {
     type Req = DiscoveryRequest;
     type Resp = DiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::Sotw;
+    fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
+        SotwStream::new(snapshot)
+    }
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
     fn on_request(&mut self, req: &DiscoveryRequest) -> (Vec<DiscoveryResponse>, Vec<Event>) {
         SotwStream::on_request(self, req)
     }
@@ -114,6 +168,13 @@ impl Machine for SotwStream {
 impl Machine for DeltaStream {
     type Req = DeltaDiscoveryRequest;
     type Resp = DeltaDiscoveryResponse;
+    const PROTOCOL: Protocol = Protocol::Delta;
+    fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
+        DeltaStream::new(snapshot)
+    }
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
     fn on_request(
         &mut self,
         req: &DeltaDiscoveryRequest,
@@ -170,19 +231,28 @@ fn log_events(events: &[Event]) {
     }
 }
 
-/// Runs one stream until the client or the cache goes away.
-async fn drive<M: Machine>(
-    mut machine: M,
-    first: M::Req,
-    mut inbound: Streaming<M::Req>,
-    mut cache: SnapshotCache,
-    mut current: Option<Arc<Snapshot>>,
+/// One open stream: the proxy's requests in, the cache's snapshots, responses out.
+struct StreamTask<M: Machine> {
+    machine: M,
+    inbound: Streaming<M::Req>,
+    cache: SnapshotCache,
+    current: Option<Arc<Snapshot>>,
     key: String,
     handle: StreamHandle,
     tx: mpsc::Sender<Result<M::Resp, Status>>,
-) where
-    M::Req: prost::Message + Default,
-{
+}
+
+/// Runs one stream until the client or the cache goes away.
+async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
+    let StreamTask {
+        mut machine,
+        mut inbound,
+        mut cache,
+        mut current,
+        key,
+        handle,
+        tx,
+    } = task;
     let send = |tx: &mpsc::Sender<Result<M::Resp, Status>>,
                 (responses, events): (Vec<M::Resp>, Vec<Event>)| {
         log_events(&events);
@@ -259,59 +329,13 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
-        let (node_id, node_cluster, key) = self.resolve(first.node.as_ref())?;
-        let mut cache = self.cache.clone();
-        cache.seen();
-        let current = Self::snapshot_for(&cache, &key);
-        let machine = SotwStream::new(current.clone());
-        let handle = self
-            .registry
-            .connect(&node_id, &node_cluster, &key, Protocol::Sotw);
-        let (tx, rx) = mpsc::channel(16);
-        let span = info_span!("ads", node = %node_id, %key, protocol = "sotw");
-        span.in_scope(|| info!("proxy connected"));
-        tokio::spawn(
-            async move {
-                drive(machine, first, inbound, cache, current, key, handle, tx).await;
-                info!("proxy disconnected");
-            }
-            .instrument(span),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.open::<SotwStream>(request).await.map(Response::new)
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
-        let (node_id, node_cluster, key) = self.resolve(first.node.as_ref())?;
-        let mut cache = self.cache.clone();
-        cache.seen();
-        let current = Self::snapshot_for(&cache, &key);
-        let machine = DeltaStream::new(current.clone());
-        let handle = self
-            .registry
-            .connect(&node_id, &node_cluster, &key, Protocol::Delta);
-        let (tx, rx) = mpsc::channel(16);
-        let span = info_span!("ads", node = %node_id, %key, protocol = "delta");
-        span.in_scope(|| info!("proxy connected"));
-        tokio::spawn(
-            async move {
-                drive(machine, first, inbound, cache, current, key, handle, tx).await;
-                info!("proxy disconnected");
-            }
-            .instrument(span),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.open::<DeltaStream>(request).await.map(Response::new)
     }
 }
