@@ -494,11 +494,22 @@ pub struct Echo {
 impl Echo {
     /// Starts an echo pod on `ip` with an ephemeral HTTP port.
     pub fn start(work: &Path, ip: Ipv4Addr, pod: &str, namespace: &str) -> anyhow::Result<Self> {
+        Self::start_at(work, ip, 0, pod, namespace)
+    }
+
+    /// Starts an echo pod on `ip:port` (port 0 picks one).
+    pub fn start_at(
+        work: &Path,
+        ip: Ipv4Addr,
+        port: u16,
+        pod: &str,
+        namespace: &str,
+    ) -> anyhow::Result<Self> {
         let log = work.join(format!("echo-{pod}.log"));
         let mut cmd = Command::new(echo_bin()?);
         cmd.arg("--address")
             .arg(ip.to_string())
-            .env("HTTP_PORT", "0")
+            .env("HTTP_PORT", port.to_string())
             .env("H2C_PORT", "0")
             .env("POD_NAME", pod)
             .env("NAMESPACE", namespace);
