@@ -64,8 +64,11 @@ fn workspace_bin(name: &str, package: &str, env: &str) -> anyhow::Result<PathBuf
     let candidate = dir.join(name);
     let release = dir.ends_with("release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Build every binary of the workspace, as `./dev test` does: building one package alone
+    // would unify features differently and rebuild (and replace) the binaries.
+    let _ = package;
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-q", "-p", package, "--bin", name])
+    cmd.args(["build", "-q", "--workspace", "--bins"])
         .current_dir(workspace_root());
     if release {
         cmd.arg("--release");
