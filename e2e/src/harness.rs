@@ -42,7 +42,7 @@ pub fn envoy_bin() -> anyhow::Result<PathBuf> {
 /// A binary of this workspace: `$<env>` if set; otherwise the one in `target/<profile>/` next
 /// to the running executable, brought up to date with `cargo build` once per process (so a
 /// test never runs a stale control plane).
-fn workspace_bin(name: &str, package: &str, env: &str) -> anyhow::Result<PathBuf> {
+fn workspace_bin(name: &str, env: &str) -> anyhow::Result<PathBuf> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     if let Some(p) = std::env::var_os(env) {
@@ -66,7 +66,6 @@ fn workspace_bin(name: &str, package: &str, env: &str) -> anyhow::Result<PathBuf
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Build every binary of the workspace, as `./dev test` does: building one package alone
     // would unify features differently and rebuild (and replace) the binaries.
-    let _ = package;
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-q", "--workspace", "--bins"])
         .current_dir(workspace_root());
@@ -86,12 +85,12 @@ fn workspace_bin(name: &str, package: &str, env: &str) -> anyhow::Result<PathBuf
 
 /// The `trellis` binary.
 pub fn trellis_bin() -> anyhow::Result<PathBuf> {
-    workspace_bin("trellis", "trellis", "TRELLIS_BIN")
+    workspace_bin("trellis", "TRELLIS_BIN")
 }
 
 /// The `trellis-echo` binary.
 pub fn echo_bin() -> anyhow::Result<PathBuf> {
-    workspace_bin("trellis-echo", "trellis-e2e", "TRELLIS_ECHO_BIN")
+    workspace_bin("trellis-echo", "TRELLIS_ECHO_BIN")
 }
 
 /// A child process killed (and reaped) on drop.
