@@ -1,4 +1,5 @@
 //! e2e
 
+pub mod conformance;
 pub mod echo;
 pub mod harness;

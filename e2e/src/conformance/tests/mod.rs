@@ -1,0 +1,56 @@
+//! The upstream tests of the GATEWAY-HTTP profile, re-encoded: one module per upstream test
+//! (named after its manifest), each asserting what the upstream test asserts.
+
+pub mod catalog;
+mod gateway_observed_generation_bump;
+mod httproute_invalid_nonexistent_backendref;
+mod httproute_simple_same_namespace;
+mod httproute_weight;
+
+use super::ConformanceTest;
+
+/// Every encoded test, in upstream's order.
+pub fn all() -> Vec<ConformanceTest> {
+    let mut tests = vec![
+        gateway_observed_generation_bump::TEST,
+        httproute_invalid_nonexistent_backendref::TEST,
+        httproute_simple_same_namespace::TEST,
+        httproute_weight::TEST,
+    ];
+    tests.sort_by_key(|t| t.short_name);
+    tests
+}
+
+/// GATEWAY-HTTP features Trellis implements (a test runs when all its features are here).
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "HTTPRoute",
+    "ReferenceGrant",
+    "GatewayPort8080",
+    "GatewayHTTPListenerIsolation",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteRetry",
+    "HTTPRouteCORS",
+    "HTTPRouteNamedRouteRule",
+    "GatewayHTTPSListenerDetectMisdirectedRequests",
+];
