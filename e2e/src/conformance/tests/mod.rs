@@ -2,6 +2,9 @@
 //! (named after its manifest), each asserting what the upstream test asserts.
 
 pub mod catalog;
+mod group_a;
+mod group_b;
+mod group_c;
 mod gateway_observed_generation_bump;
 mod httproute_invalid_nonexistent_backendref;
 mod httproute_simple_same_namespace;
@@ -17,6 +20,9 @@ pub fn all() -> Vec<ConformanceTest> {
         httproute_simple_same_namespace::TEST,
         httproute_weight::TEST,
     ];
+    tests.extend(group_a::tests());
+    tests.extend(group_b::tests());
+    tests.extend(group_c::tests());
     tests.sort_by_key(|t| t.short_name);
     tests
 }
