@@ -3,14 +3,17 @@
 
 use crate::conditions::{condition, reasons, types};
 use crate::hostname;
-use crate::ir::{ClusterIr, Ir, ListenerIr, ProxyIr, RouteIr, VirtualHostIr};
+use crate::ir::{
+    ActionIr, ClusterIr, FilterChainIr, Ir, ListenerIr, MatchIr, PathMatchIr, ProxyIr, RouteIr,
+    SecretIr, VirtualHostIr,
+};
 use crate::{Options, StatusSet, proxy_key};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use trellis_model::core::Condition;
 use trellis_model::gateway::{
     GROUP, Gateway, GatewayClassStatus, GatewayStatus, GatewayStatusAddress, Listener,
-    ListenerStatus, RouteGroupKind, SupportedFeature,
+    ListenerStatus, RouteGroupKind, SecretObjectReference, SupportedFeature,
 };
 use trellis_model::{CONTROLLER_NAME, InputSet, ObjectKey};
 
@@ -109,6 +112,8 @@ pub(crate) struct ListenerState<'a> {
     pub attached_routes: BTreeSet<ObjectKey>,
     /// Route entries contributed by attached routes.
     pub contributions: Vec<Contribution>,
+    /// Certificates of an HTTPS listener.
+    pub certificates: Vec<SecretIr>,
 }
 
 /// Route entries of one route on one listener, for the hostnames it serves there.
@@ -149,7 +154,7 @@ pub(crate) struct Precedence {
 
 /// HTTP-family protocols Trellis serves on a listener.
 fn listener_protocol_supported(protocol: &str) -> bool {
-    matches!(protocol, "HTTP")
+    matches!(protocol, "HTTP" | "HTTPS")
 }
 
 /// Route kinds a listener of this protocol supports by default.
@@ -254,8 +259,8 @@ pub(crate) fn gateways<'a>(
 
 /// Validates listeners: protocol, port, hostname, route kinds, and conflicts between them.
 fn listeners<'a>(
-    _input: &'a InputSet,
-    _key: &ObjectKey,
+    input: &'a InputSet,
+    key: &ObjectKey,
     gateway: &'a Gateway,
     generation: Option<i64>,
 ) -> Vec<ListenerState<'a>> {
@@ -292,6 +297,38 @@ fn listeners<'a>(
         } else {
             requested.into_iter().partition(|k| defaults.contains(k))
         };
+        // Certificates of HTTPS listeners.
+        let mut certificates = Vec::new();
+        let mut ref_problem = None;
+        if spec.protocol == "HTTPS" {
+            let tls = spec.tls.as_ref();
+            if tls
+                .and_then(|t| t.mode.as_deref())
+                .is_some_and(|m| m != "Terminate")
+            {
+                problems.push((
+                    reasons::UNSUPPORTED_VALUE,
+                    "HTTPS listeners terminate TLS; tls.mode Passthrough needs protocol TLS".into(),
+                ));
+            }
+            let refs = tls
+                .map(|t| t.certificate_refs.as_slice())
+                .unwrap_or_default();
+            if refs.is_empty() {
+                ref_problem = Some((
+                    reasons::INVALID_CERTIFICATE_REF,
+                    "an HTTPS listener needs tls.certificateRefs".to_string(),
+                ));
+            }
+            for r in refs {
+                match resolve_certificate(input, key, r) {
+                    Ok(secret) => certificates.push(secret),
+                    Err(problem) => {
+                        ref_problem.get_or_insert(problem);
+                    }
+                }
+            }
+        }
         let accepted = problems.is_empty();
         let mut conditions = Vec::new();
         match problems.first() {
@@ -310,7 +347,15 @@ fn listeners<'a>(
                 generation,
             )),
         }
-        if invalid_kinds.is_empty() {
+        if let Some((reason, message)) = &ref_problem {
+            conditions.push(condition(
+                types::RESOLVED_REFS,
+                false,
+                reason,
+                message.clone(),
+                generation,
+            ));
+        } else if invalid_kinds.is_empty() {
             conditions.push(condition(
                 types::RESOLVED_REFS,
                 true,
@@ -338,11 +383,12 @@ fn listeners<'a>(
         out.push(ListenerState {
             spec,
             accepted,
-            programmable: accepted,
+            programmable: accepted && ref_problem.is_none(),
             supported_kinds,
             conditions,
             attached_routes: BTreeSet::new(),
             contributions: Vec::new(),
+            certificates,
         });
     }
     // Conflicts: on one port, protocols must agree and hostnames must differ.
@@ -420,12 +466,24 @@ pub(crate) fn finish(
             }
         }
         for (port, listeners) in &ports {
-            let virtual_hosts = virtual_hosts(listeners, &mut proxy.clusters);
+            let name = format!("gateway/{}/{}/port/{}", key.namespace, key.name, port);
+            let hosts = virtual_hosts(listeners, &mut proxy.clusters);
+            let https = listeners.iter().any(|l| l.spec.protocol == "HTTPS");
+            let chains = if https {
+                https_chains(&name, listeners, &hosts, &mut proxy.secrets)
+            } else {
+                vec![FilterChainIr {
+                    route_config: name.clone(),
+                    server_names: Vec::new(),
+                    certificates: Vec::new(),
+                    virtual_hosts: hosts.into_iter().map(|(_, vh)| vh).collect(),
+                }]
+            };
             proxy.listeners.push(ListenerIr {
-                name: format!("gateway/{}/{}/port/{}", key.namespace, key.name, port),
+                name,
                 address: gw.addresses[0].clone(),
                 port: *port,
-                virtual_hosts,
+                chains,
             });
         }
         // Status.
@@ -524,7 +582,7 @@ pub(crate) fn finish(
 fn virtual_hosts(
     listeners: &[&ListenerState<'_>],
     clusters: &mut BTreeMap<String, ClusterIr>,
-) -> Vec<VirtualHostIr> {
+) -> Vec<(usize, VirtualHostIr)> {
     let owner = |domain: Option<&str>| -> Option<usize> {
         listeners
             .iter()
@@ -587,15 +645,157 @@ fn virtual_hosts(
                 routes.push(entry.route.clone());
             }
         }
-        out.push(VirtualHostIr {
-            domain: domain.clone().unwrap_or_else(|| "*".to_string()),
-            listener: listeners[*owner_index].spec.name.clone(),
-            routes,
-        });
+        out.push((
+            *owner_index,
+            VirtualHostIr {
+                domain: domain.clone().unwrap_or_else(|| "*".to_string()),
+                listener: listeners[*owner_index].spec.name.clone(),
+                routes,
+            },
+        ));
     }
-    out.sort_by(|a, b| {
+    sort_virtual_hosts(&mut out);
+    out
+}
+
+fn sort_virtual_hosts(hosts: &mut [(usize, VirtualHostIr)]) {
+    hosts.sort_by(|(_, a), (_, b)| {
         let key = |d: &str| if d == "*" { None } else { Some(d.to_string()) };
         hostname::specificity(key(&a.domain).as_deref(), key(&b.domain).as_deref())
     });
-    out
+}
+
+/// The filter chains of an HTTPS port: one per Gateway listener, selected by SNI, each with
+/// the virtual hosts that listener owns. A request whose Host belongs to another listener of
+/// the port than the one its SNI chose is misdirected and answered with 421.
+fn https_chains(
+    listener_name: &str,
+    listeners: &[&ListenerState<'_>],
+    hosts: &[(usize, VirtualHostIr)],
+    secrets: &mut BTreeMap<String, SecretIr>,
+) -> Vec<FilterChainIr> {
+    let mut chains = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let mut own: Vec<(usize, VirtualHostIr)> =
+            hosts.iter().filter(|(o, _)| *o == i).cloned().collect();
+        let taken: BTreeSet<String> = own.iter().map(|(_, vh)| vh.domain.clone()).collect();
+        let mut misdirected: Vec<String> = listeners
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .filter_map(|(_, other)| other.spec.hostname.clone())
+            .collect();
+        if l.spec.hostname.is_some() {
+            misdirected.push("*".to_string());
+        }
+        for domain in misdirected {
+            if taken.contains(&domain) {
+                continue;
+            }
+            own.push((
+                i,
+                VirtualHostIr {
+                    domain: domain.clone(),
+                    listener: l.spec.name.clone(),
+                    routes: vec![RouteIr {
+                        name: format!("misdirected/{domain}"),
+                        matcher: MatchIr {
+                            path: PathMatchIr::Prefix("/".to_string()),
+                            headers: Vec::new(),
+                            query_params: Vec::new(),
+                            method: None,
+                        },
+                        request_headers: Default::default(),
+                        response_headers: Default::default(),
+                        action: ActionIr::Respond {
+                            status: 421,
+                            body: "misdirected request: this host is served by another listener"
+                                .to_string(),
+                        },
+                    }],
+                },
+            ));
+        }
+        sort_virtual_hosts(&mut own);
+        for secret in &l.certificates {
+            secrets
+                .entry(secret.name.clone())
+                .or_insert_with(|| secret.clone());
+        }
+        chains.push(FilterChainIr {
+            route_config: format!("{listener_name}/listener/{}", l.spec.name),
+            server_names: l.spec.hostname.iter().cloned().collect(),
+            certificates: l.certificates.iter().map(|c| c.name.clone()).collect(),
+            virtual_hosts: own.into_iter().map(|(_, vh)| vh).collect(),
+        });
+    }
+    chains
+}
+
+/// Resolves a listener's certificateRef to a Secret holding a certificate and key.
+fn resolve_certificate(
+    input: &InputSet,
+    gateway: &ObjectKey,
+    r: &SecretObjectReference,
+) -> Result<SecretIr, (&'static str, String)> {
+    let namespace = r
+        .namespace
+        .clone()
+        .unwrap_or_else(|| gateway.namespace.clone());
+    let display = format!("{namespace}/{}", r.name);
+    if !(r.group.is_empty() || r.group == "core") || r.kind != "Secret" {
+        let group = if r.group.is_empty() { "core" } else { &r.group };
+        return Err((
+            reasons::INVALID_CERTIFICATE_REF,
+            format!(
+                "certificateRef {display}: {group}/{} is not supported; only core Secrets are",
+                r.kind
+            ),
+        ));
+    }
+    let backends = crate::backend::Backends::new(input);
+    let referrer = crate::backend::Referrer {
+        group: GROUP,
+        kind: "Gateway",
+        namespace: &gateway.namespace,
+    };
+    if !backends.reference_allowed(referrer, "", "Secret", &namespace, &r.name) {
+        return Err((
+            reasons::REF_NOT_PERMITTED,
+            format!(
+                "certificateRef to Secret {display} in another namespace is not permitted by any ReferenceGrant in {namespace}"
+            ),
+        ));
+    }
+    let Some(secret) = input
+        .secrets
+        .get(&ObjectKey::new(namespace.clone(), r.name.clone()))
+    else {
+        return Err((
+            reasons::INVALID_CERTIFICATE_REF,
+            format!("Secret {display} not found"),
+        ));
+    };
+    let data = secret.data.clone().unwrap_or_default();
+    let field = |k: &str| {
+        data.get(k)
+            .map(|b| String::from_utf8_lossy(&b.0).to_string())
+    };
+    let (Some(chain), Some(key)) = (field("tls.crt"), field("tls.key")) else {
+        return Err((
+            reasons::INVALID_CERTIFICATE_REF,
+            format!("Secret {display} needs tls.crt and tls.key"),
+        ));
+    };
+    if let Err(e) = crate::pem::check_certificate_and_key(&chain, &key) {
+        return Err((
+            reasons::INVALID_CERTIFICATE_REF,
+            format!("Secret {display}: {e}"),
+        ));
+    }
+    Ok(SecretIr {
+        name: format!("secret/{namespace}/{}", r.name),
+        certificate_chain: chain,
+        private_key: key,
+    })
 }

@@ -6,8 +6,10 @@
 //!  Ir
 //!  └─ ProxyIr (one per Gateway: the proxies serving it share it)
 //!     ├─ ListenerIr (one per address:port)
-//!     │  └─ VirtualHostIr (one per hostname) ─ RouteIr (in precedence order)
-//!     └─ ClusterIr (one per Service port the routes use) ─ endpoints
+//!     │  └─ FilterChainIr (HTTP: one; HTTPS: one per Gateway listener, chosen by SNI)
+//!     │     └─ VirtualHostIr (one per hostname) ─ RouteIr (in precedence order)
+//!     ├─ ClusterIr (one per Service port the routes use) ─ endpoints
+//!     └─ SecretIr (certificates of HTTPS listeners)
 //! ```
 //!
 //! The IR is serializable so golden tests can show it; [`crate::xds`] turns it into Envoy
@@ -33,6 +35,20 @@ pub struct ProxyIr {
     pub listeners: Vec<ListenerIr>,
     /// Clusters the routes use, by name.
     pub clusters: BTreeMap<String, ClusterIr>,
+    /// Certificates HTTPS listeners present, by name.
+    pub secrets: BTreeMap<String, SecretIr>,
+}
+
+/// A certificate and its private key.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SecretIr {
+    /// `secret/<ns>/<name>`.
+    pub name: String,
+    /// PEM certificate chain.
+    pub certificate_chain: String,
+    /// PEM private key (not shown in golden output).
+    #[serde(skip)]
+    pub private_key: String,
 }
 
 /// One Envoy listener: every Gateway listener sharing an address and port.
@@ -44,8 +60,23 @@ pub struct ListenerIr {
     pub address: String,
     /// Port to bind.
     pub port: u16,
-    /// Virtual hosts, most specific hostname first; the route configuration is named like
-    /// the listener.
+    /// Filter chains: one for HTTP; for HTTPS one per Gateway listener, selected by SNI.
+    pub chains: Vec<FilterChainIr>,
+}
+
+/// One filter chain: TLS (for HTTPS) and the routes of the requests it accepts.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FilterChainIr {
+    /// The route configuration's name: the listener's for HTTP,
+    /// `<listener>/listener/<section>` for an HTTPS Gateway listener.
+    pub route_config: String,
+    /// SNI names the chain accepts (`*.` wildcards allowed); every name when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<String>,
+    /// Certificates (secret names) for TLS termination; plaintext when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<String>,
+    /// Virtual hosts, most specific hostname first.
     pub virtual_hosts: Vec<VirtualHostIr>,
 }
 

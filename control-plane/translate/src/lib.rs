@@ -16,6 +16,7 @@ pub mod conditions;
 mod gateway;
 pub mod hostname;
 pub mod ir;
+mod pem;
 mod route;
 pub mod status;
 pub mod xds;

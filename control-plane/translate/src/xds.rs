@@ -7,8 +7,9 @@
 //! traffic to as dependencies, so the xDS server delivers clusters and endpoints first.
 
 use crate::ir::{
-    ActionIr, BackendIr, ClusterIr, ForwardIr, HeaderModIr, Ir, ListenerIr, MatchIr, PathMatchIr,
-    PathRewriteIr, ProxyIr, RedirectIr, RouteIr, UpstreamProtocol, ValueMatchIr,
+    ActionIr, BackendIr, ClusterIr, FilterChainIr, ForwardIr, HeaderModIr, Ir, ListenerIr, MatchIr,
+    PathMatchIr, PathRewriteIr, ProxyIr, RedirectIr, RouteIr, SecretIr, UpstreamProtocol,
+    ValueMatchIr,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
@@ -17,10 +18,14 @@ use envoy_types::pb::envoy::config::core::v3::{
     HeaderValueOption, Http1ProtocolOptions, Http2ProtocolOptions, SocketAddress, address,
     config_source, data_source, header_value_option, socket_address,
 };
+use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChainMatch, ListenerFilter, listener_filter,
+};
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
     RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
@@ -28,8 +33,12 @@ use envoy_types::pb::envoy::config::route::v3::{
     weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret, TlsCertificate, secret,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
@@ -74,17 +83,43 @@ pub fn resources(proxy: &ProxyIr) -> Vec<Arc<Resource>> {
         out.push(Resource::new(&c.name, &cluster(c)));
         out.push(Resource::new(&c.name, &load_assignment(c)));
     }
+    for s in proxy.secrets.values() {
+        out.push(Resource::new(&s.name, &secret(s)));
+    }
     for l in &proxy.listeners {
         out.push(Resource::new(&l.name, &listener(l)));
-        let route_config = route_configuration(l);
-        let dependencies = route_dependencies(l, proxy);
-        out.push(Resource::with_dependencies(
-            &l.name,
-            &route_config,
-            dependencies,
-        ));
+        for chain in &l.chains {
+            let route_config = route_configuration(chain);
+            let dependencies = route_dependencies(chain, proxy);
+            out.push(Resource::with_dependencies(
+                &chain.route_config,
+                &route_config,
+                dependencies,
+            ));
+        }
     }
     out
+}
+
+/// A certificate and key for SDS.
+pub fn secret(s: &SecretIr) -> Secret {
+    Secret {
+        name: s.name.clone(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline_bytes(&s.certificate_chain)),
+            private_key: Some(inline_bytes(&s.private_key)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn inline_bytes(text: &str) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(
+            text.as_bytes().to_vec(),
+        )),
+        ..Default::default()
+    }
 }
 
 fn ads() -> ConfigSource {
@@ -114,14 +149,75 @@ fn socket(address: &str, port: u16) -> Address {
     }
 }
 
-/// The Envoy listener: one filter chain with an HTTP connection manager reading routes by RDS.
+/// The Envoy listener: a filter chain per [`FilterChainIr`], each an HTTP connection manager
+/// reading its routes by RDS; HTTPS chains terminate TLS with certificates from SDS and are
+/// selected by SNI.
 pub fn listener(l: &ListenerIr) -> Listener {
-    let hcm = HttpConnectionManager {
-        stat_prefix: l.name.replace('/', "_"),
+    let tls = l.chains.iter().any(|c| !c.certificates.is_empty());
+    let filter_chains = l
+        .chains
+        .iter()
+        .map(|chain| FilterChain {
+            filter_chain_match: (!chain.server_names.is_empty()).then(|| FilterChainMatch {
+                server_names: chain.server_names.clone(),
+                ..Default::default()
+            }),
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".to_string(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack_any(
+                    http_connection_manager(&l.name, chain),
+                ))),
+            }],
+            transport_socket: (!chain.certificates.is_empty()).then(|| TransportSocket {
+                name: "envoy.transport_sockets.tls".to_string(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(pack_any(
+                    DownstreamTlsContext {
+                        common_tls_context: Some(CommonTlsContext {
+                            tls_certificate_sds_secret_configs: chain
+                                .certificates
+                                .iter()
+                                .map(|name| SdsSecretConfig {
+                                    name: name.clone(),
+                                    sds_config: Some(ads()),
+                                })
+                                .collect(),
+                            alpn_protocols: vec!["h2".to_string(), "http/1.1".to_string()],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ))),
+            }),
+            name: chain.route_config.clone(),
+            ..Default::default()
+        })
+        .collect();
+    Listener {
+        name: l.name.clone(),
+        address: Some(socket(&l.address, l.port)),
+        filter_chains,
+        listener_filters: if tls {
+            vec![ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".to_string(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                    TlsInspector::default(),
+                ))),
+                ..Default::default()
+            }]
+        } else {
+            Vec::new()
+        },
+        ..Default::default()
+    }
+}
+
+fn http_connection_manager(listener: &str, chain: &FilterChainIr) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: listener.replace('/', "_"),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
             config_source: Some(ads()),
-            route_config_name: l.name.clone(),
+            route_config_name: chain.route_config.clone(),
         })),
         http_filters: vec![HttpFilter {
             name: "envoy.filters.http.router".to_string(),
@@ -142,25 +238,13 @@ pub fn listener(l: &ListenerIr) -> Listener {
         }],
         http_protocol_options: Some(Http1ProtocolOptions::default()),
         ..Default::default()
-    };
-    Listener {
-        name: l.name.clone(),
-        address: Some(socket(&l.address, l.port)),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".to_string(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
     }
 }
 
-/// Clusters (and endpoints) a listener's routes send traffic to.
-fn route_dependencies(l: &ListenerIr, proxy: &ProxyIr) -> Vec<Dependency> {
+/// Clusters (and endpoints) a chain's routes send traffic to.
+fn route_dependencies(chain: &FilterChainIr, proxy: &ProxyIr) -> Vec<Dependency> {
     let mut deps = Vec::new();
-    for vh in &l.virtual_hosts {
+    for vh in &chain.virtual_hosts {
         for r in &vh.routes {
             if let ActionIr::Forward(f) = &r.action {
                 let names = f
@@ -184,11 +268,11 @@ fn route_dependencies(l: &ListenerIr, proxy: &ProxyIr) -> Vec<Dependency> {
     deps
 }
 
-/// The route configuration of a listener.
-pub fn route_configuration(l: &ListenerIr) -> RouteConfiguration {
+/// The route configuration of a filter chain.
+pub fn route_configuration(chain: &FilterChainIr) -> RouteConfiguration {
     RouteConfiguration {
-        name: l.name.clone(),
-        virtual_hosts: l
+        name: chain.route_config.clone(),
+        virtual_hosts: chain
             .virtual_hosts
             .iter()
             .map(|vh| VirtualHost {
