@@ -13,7 +13,7 @@ use crate::ir::{
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::core::{LabelSelector, jiff};
 use trellis_model::gateway::{
-    FromNamespaces, GROUP, HeaderModifier, HttpRoute, HttpRouteFilterType, HttpRouteMatch,
+    Cors, FromNamespaces, GROUP, HeaderModifier, HttpRoute, HttpRouteFilterType, HttpRouteMatch,
     HttpRouteRule, ParentReference, PathMatchType, PathModifierType, RequestRedirect,
     RouteParentStatus, RouteStatus, StringMatchType, UrlRewrite,
 };
@@ -258,6 +258,7 @@ struct RuleIr {
     response_headers: HeaderModIr,
     action: RuleAction,
     clusters: Vec<ClusterIr>,
+    cors: Option<Cors>,
 }
 
 enum RuleAction {
@@ -316,7 +317,7 @@ impl Rules {
                     precedence.rule,
                     precedence.match_index
                 );
-                out.push(Entry {
+                let entry = Entry {
                     route: RouteIr {
                         name,
                         matcher: matcher.clone(),
@@ -326,11 +327,132 @@ impl Rules {
                     },
                     precedence: precedence.clone(),
                     clusters: rule.clusters.clone(),
-                });
+                };
+                if let Some(cors) = &rule.cors {
+                    out.extend(cors_entries(cors, &entry));
+                }
+                out.push(entry);
             }
         }
         out
     }
+}
+
+/// The route entries CORS adds in front of a rule's entry: a preflight from an allowed origin
+/// is answered directly with the CORS headers, and an actual request from an allowed origin is
+/// forwarded with them added to the response. Requests from other origins fall through to the
+/// plain entry and get no CORS headers.
+fn cors_entries(cors: &Cors, plain: &Entry) -> Vec<Entry> {
+    let origins: Vec<String> = cors
+        .allow_origins
+        .iter()
+        .map(|o| {
+            if o == "*" {
+                ".*".to_string()
+            } else {
+                regex::escape(o).replace("\\*", ".*")
+            }
+        })
+        .collect();
+    if origins.is_empty() {
+        return Vec::new();
+    }
+    let origin_match = StringMatchIr {
+        name: "origin".to_string(),
+        value: ValueMatchIr::Regex(format!("^(?:{})$", origins.join("|"))),
+    };
+    let any_origin = cors.allow_origins.iter().any(|o| o == "*");
+    let allow_origin = if any_origin && !cors.allow_credentials {
+        "*".to_string()
+    } else {
+        "%REQ(origin)%".to_string()
+    };
+    let wildcard_or_list = |values: &[String], requested: &str| -> Option<String> {
+        if values.iter().any(|v| v == "*") {
+            Some(if cors.allow_credentials {
+                format!("%REQ({requested})%")
+            } else {
+                "*".to_string()
+            })
+        } else if values.is_empty() {
+            None
+        } else {
+            Some(values.join(", "))
+        }
+    };
+    let mut common = vec![("access-control-allow-origin".to_string(), allow_origin)];
+    if cors.allow_credentials {
+        common.push((
+            "access-control-allow-credentials".to_string(),
+            "true".to_string(),
+        ));
+    }
+    if !cors.expose_headers.is_empty() {
+        common.push((
+            "access-control-expose-headers".to_string(),
+            cors.expose_headers.join(", "),
+        ));
+    }
+    let mut preflight_headers = common.clone();
+    if let Some(methods) = wildcard_or_list(&cors.allow_methods, "access-control-request-method") {
+        preflight_headers.push(("access-control-allow-methods".to_string(), methods));
+    }
+    if let Some(headers) = wildcard_or_list(&cors.allow_headers, "access-control-request-headers") {
+        preflight_headers.push(("access-control-allow-headers".to_string(), headers));
+    }
+    preflight_headers.push((
+        "access-control-max-age".to_string(),
+        cors.max_age.unwrap_or(5).to_string(),
+    ));
+
+    let mut preflight_match = plain.route.matcher.clone();
+    preflight_match.method = Some("OPTIONS".to_string());
+    preflight_match.headers.retain(|h| h.name != "origin");
+    preflight_match.headers.push(origin_match.clone());
+    preflight_match.headers.push(StringMatchIr {
+        name: "access-control-request-method".to_string(),
+        value: ValueMatchIr::Regex(".+".to_string()),
+    });
+    let mut preflight_precedence = plain.precedence.clone();
+    preflight_precedence.method = 0;
+    preflight_precedence.headers -= 2;
+    let preflight = Entry {
+        route: RouteIr {
+            name: format!("{}/cors-preflight", plain.route.name),
+            matcher: preflight_match,
+            request_headers: HeaderModIr::default(),
+            response_headers: HeaderModIr {
+                set: preflight_headers,
+                ..Default::default()
+            },
+            action: ActionIr::Respond {
+                status: 200,
+                body: String::new(),
+            },
+        },
+        precedence: preflight_precedence,
+        clusters: Vec::new(),
+    };
+
+    let mut actual_match = plain.route.matcher.clone();
+    actual_match.headers.retain(|h| h.name != "origin");
+    actual_match.headers.push(origin_match);
+    let mut actual_precedence = plain.precedence.clone();
+    actual_precedence.headers -= 1;
+    let mut response_headers = plain.route.response_headers.clone();
+    response_headers.set.extend(common);
+    let actual = Entry {
+        route: RouteIr {
+            name: format!("{}/cors", plain.route.name),
+            matcher: actual_match,
+            request_headers: plain.route.request_headers.clone(),
+            response_headers,
+            action: plain.route.action.clone(),
+        },
+        precedence: actual_precedence,
+        clusters: plain.clusters.clone(),
+    };
+    vec![preflight, actual]
 }
 
 /// A path modifier for one match: prefix replacement needs the match's prefix.
@@ -439,6 +561,7 @@ fn translate_rule(
     let mut mirrors = Vec::new();
     let mut clusters = Vec::new();
     let mut broken_filter = None;
+    let mut cors = None;
     for (i, filter) in rule.filters.iter().enumerate() {
         let at = format!("{at}.filters[{i}]");
         match filter.type_ {
@@ -524,7 +647,10 @@ fn translate_rule(
                 });
                 broken_filter = Some(format!("filter {what} is not available"));
             }
-            HttpRouteFilterType::Cors | HttpRouteFilterType::ExternalAuth => {
+            HttpRouteFilterType::Cors => {
+                cors = Some(filter.cors.clone().ok_or_else(|| missing(&at, "cors"))?);
+            }
+            HttpRouteFilterType::ExternalAuth => {
                 return Err((
                     reasons::UNSUPPORTED_VALUE,
                     format!("{at}: filter type {:?} is not supported", filter.type_),
@@ -652,6 +778,7 @@ fn translate_rule(
         response_headers,
         action,
         clusters,
+        cors,
     })
 }
 
@@ -706,18 +833,24 @@ fn merge_headers(
     for h in &m.set {
         check_header_name(&h.name, at)?;
         into.set
-            .push((h.name.to_ascii_lowercase(), h.value.clone()));
+            .push((h.name.to_ascii_lowercase(), literal(&h.value)));
     }
     for h in &m.add {
         check_header_name(&h.name, at)?;
         into.add
-            .push((h.name.to_ascii_lowercase(), h.value.clone()));
+            .push((h.name.to_ascii_lowercase(), literal(&h.value)));
     }
     for name in &m.remove {
         check_header_name(name, at)?;
         into.remove.push(name.to_ascii_lowercase());
     }
     Ok(())
+}
+
+/// A header value as Envoy's header formatter reads it: `%` starts a command, so a literal
+/// one is written `%%`.
+fn literal(value: &str) -> String {
+    value.replace('%', "%%")
 }
 
 fn check_header_name(name: &str, at: &str) -> Result<(), (&'static str, String)> {
