@@ -177,10 +177,9 @@ fn attach(
             ),
         ));
     }
-    for i in allowed {
-        gateway.listeners[i].attached_routes.insert(key.clone());
-    }
+    // A route attaches to the listeners it is allowed on and shares a hostname with.
     for (i, hostnames) in with_hosts {
+        gateway.listeners[i].attached_routes.insert(key.clone());
         let listener = &mut gateway.listeners[i];
         let entries = rules.entries_for(listener);
         listener

@@ -226,10 +226,6 @@ fn http_connection_manager(listener: &str, chain: &FilterChainIr) -> HttpConnect
             ))),
             ..Default::default()
         }],
-        // Match virtual hosts on the host without its port.
-        strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(
-            true,
-        )),
         normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
         use_remote_address: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
@@ -284,6 +280,8 @@ pub fn route_configuration(chain: &FilterChainIr) -> RouteConfiguration {
             .collect(),
         // Routes may name clusters that do not exist (unresolved backends answer 500).
         validate_clusters: Some(envoy_types::pb::google::protobuf::BoolValue { value: false }),
+        // Match virtual hosts on the host without its port, but forward the Host as sent.
+        ignore_port_in_host_matching: true,
         ..Default::default()
     }
 }

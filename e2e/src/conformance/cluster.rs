@@ -588,8 +588,10 @@ impl Cluster {
 
     /// Whether an EndpointSlice was written by this module's controller (its name is the
     /// Service name plus the controller's suffix).
-    fn is_generated_slice(&self, id: &ObjId) -> bool {
-        id.name
+    pub fn is_generated_slice(&self, id: &ObjId) -> bool {
+        id.kind == "EndpointSlice"
+            && id
+                .name
             .rsplit_once('-')
             .is_some_and(|(service, suffix)| suffix == alnum(service, 5))
     }

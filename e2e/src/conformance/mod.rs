@@ -202,11 +202,11 @@ impl Suite {
             .cluster
             .ids()
             .into_iter()
-            .filter(|id| !before.contains_key(id) && id.kind != "EndpointSlice")
+            .filter(|id| !before.contains_key(id) && !self.cluster.is_generated_slice(id))
             .collect();
         let changed: Vec<Value> = before
             .iter()
-            .filter(|(id, v)| self.cluster.get(id) != Some(*v) && id.kind != "EndpointSlice")
+            .filter(|(id, v)| self.cluster.get(id) != Some(*v) && !self.cluster.is_generated_slice(id))
             .map(|(_, v)| v.clone())
             .collect();
         let cleanup = self.cluster.delete(&created).and_then(|()| {
