@@ -11,7 +11,6 @@
 //! [`EchoServer::bind`], [`EchoServer::announce`] and [`EchoServer::serve`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::fmt;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -332,12 +331,14 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
 ) {
+    let socket = duplicate(&stream);
     match tls {
         None => {
             let conn = ConnInfo {
                 remote,
                 port,
                 tls: None,
+                socket,
             };
             serve_io(TokioIo::new(stream), conn, shared).await;
         }
@@ -358,6 +359,7 @@ async fn serve_connection(
                 remote,
                 port,
                 tls: Some(TlsInfo::from_connection(stream.get_ref().1)),
+                socket,
             };
             serve_io(TokioIo::new(stream), conn, shared).await;
         }
@@ -373,7 +375,7 @@ where
     let service = service_fn(move |req| {
         let shared = handler_shared.clone();
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, &conn, req).await) }
+        async move { handle(&shared, &conn, req).await }
     });
     if let Err(error) = shared
         .builder
@@ -390,6 +392,39 @@ struct ConnInfo {
     /// The local port of the listener, echoed as `httpPort`.
     port: u16,
     tls: Option<TlsInfo>,
+    /// A second handle on the connection's socket, to abort it with a TCP RST.
+    socket: Option<std::net::TcpStream>,
+}
+
+impl ConnInfo {
+    /// Makes the connection end with a TCP RST when it closes (SO_LINGER 0).
+    fn reset_on_close(&self) {
+        if let Some(socket) = &self.socket {
+            let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// Why a request gets no response: the connection is aborted.
+#[derive(Debug)]
+struct Abort;
+
+impl std::fmt::Display for Abort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection aborted on purpose")
+    }
+}
+
+impl std::error::Error for Abort {}
+
+/// A second handle on a socket (shares the connection; closing both ends it).
+fn duplicate(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    use std::os::fd::AsFd;
+    stream
+        .as_fd()
+        .try_clone_to_owned()
+        .ok()
+        .map(std::net::TcpStream::from)
 }
 
 /// The `tls` object of the JSON body, as upstream echo-basic writes it.
@@ -724,8 +759,16 @@ fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 async fn handle(
     shared: &Shared,
     conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Abort> {
+    answer(shared, conn, req).await
+}
+
+async fn answer(
+    shared: &Shared,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Result<Response<Full<Bytes>>, Abort> {
     let uri = request_uri(&req);
     log_line(format_args!(
         "Echoing back request made to {uri} to client ({})",
@@ -735,7 +778,7 @@ async fn handle(
     let query = req.uri().query().unwrap_or_default().to_owned();
 
     if is_websocket_upgrade(&req) && req.version() == Version::HTTP_11 {
-        return websocket_upgrade(&mut req);
+        return Ok(websocket_upgrade(&mut req));
     }
 
     // Read the request body fully and throw it away.
@@ -743,7 +786,7 @@ async fn handle(
     while let Some(frame) = body.frame().await {
         if let Err(error) = frame {
             tracing::debug!(%error, "reading the request body failed");
-            return json_error(StatusCode::BAD_REQUEST, &error.to_string());
+            return Ok(json_error(StatusCode::BAD_REQUEST, &error.to_string()));
         }
     }
     let req = Request::from_parts(parts, ());
@@ -751,22 +794,30 @@ async fn handle(
     if let Some(delay) = query_param(&query, "delay").filter(|d| !d.is_empty()) {
         match parse_go_duration(&delay) {
             Ok(delay) => tokio::time::sleep(delay).await,
-            Err(error) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
+            Err(error) => {
+                return Ok(json_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()));
+            }
         }
     }
 
     let status = if path == "/health" {
-        return plain(StatusCode::OK, "OK");
+        return Ok(plain(StatusCode::OK, "OK"));
     } else if path == "/ws" {
-        return json_error(StatusCode::BAD_REQUEST, "expected a websocket upgrade");
+        return Ok(json_error(StatusCode::BAD_REQUEST, "expected a websocket upgrade"));
     } else if let Some(code) = path.strip_prefix("/status/") {
         status_from_path(code)
     } else if path == "/retry" || path.starts_with("/retry/") {
-        retry_status(shared, &query)
+        match retry_status(shared, &query) {
+            Retry::Answer(status) => status,
+            Retry::Reset => {
+                conn.reset_on_close();
+                return Err(Abort);
+            }
+        }
     } else {
         StatusCode::OK
     };
-    echo_response(shared, conn, &req, &uri, status)
+    Ok(echo_response(shared, conn, &req, &uri, status))
 }
 
 /// The status for `/status/NNN`: NNN if it is three digits in 100..=599, else 400.
@@ -783,20 +834,28 @@ fn status_from_path(code: &str) -> StatusCode {
     }
 }
 
-/// The status for `/retry/...?uuid=ID&succeedAfter=N[&failCode=NNN]`: the first N
-/// requests for ID answer `failCode` (default 500), later ones 200.
-fn retry_status(shared: &Shared, query: &str) -> StatusCode {
+/// What `/retry/...` does with one request.
+enum Retry {
+    /// Answer with this status.
+    Answer(StatusCode),
+    /// Abort the connection with a TCP RST, without an answer.
+    Reset,
+}
+
+/// `/retry/...?uuid=ID&succeedAfter=N[&responseCode=NNN]`, as upstream's retry simulation: the
+/// first N requests for ID fail (answered with `responseCode` when given, else the connection is
+/// reset), later ones succeed. Without `uuid` or `succeedAfter` the answer is 400.
+fn retry_status(shared: &Shared, query: &str) -> Retry {
     let Some(uuid) = query_param(query, "uuid").filter(|u| !u.is_empty()) else {
-        return StatusCode::OK;
+        return Retry::Answer(StatusCode::BAD_REQUEST);
     };
-    let succeed_after: u64 = query_param(query, "succeedAfter")
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    let fail_code = query_param(query, "failCode")
+    let Some(succeed_after) = query_param(query, "succeedAfter").and_then(|n| n.trim().parse::<u64>().ok())
+    else {
+        return Retry::Answer(StatusCode::BAD_REQUEST);
+    };
+    let response_code = query_param(query, "responseCode")
         .and_then(|c| c.trim().parse::<u16>().ok())
-        .filter(|c| (200..600).contains(c))
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        .and_then(|c| StatusCode::from_u16(c).ok());
     let seen = {
         let mut retries = shared
             .retries
@@ -806,10 +865,12 @@ fn retry_status(shared: &Shared, query: &str) -> StatusCode {
         *count += 1;
         *count
     };
-    if seen <= succeed_after {
-        fail_code
-    } else {
-        StatusCode::OK
+    if seen > succeed_after {
+        return Retry::Answer(StatusCode::OK);
+    }
+    match response_code {
+        Some(status) => Retry::Answer(status),
+        None => Retry::Reset,
     }
 }
 

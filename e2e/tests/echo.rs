@@ -393,29 +393,47 @@ async fn delay_query_parameter_waits() {
 }
 
 #[tokio::test]
-async fn retry_counts_requests_per_uuid() {
+async fn retry_fails_with_the_response_code_until_succeed_after() {
     let echo = Echo::spawn(&[]);
 
     let uuid = unique("retry");
-    let path = format!("/retry/thing?uuid={uuid}&succeedAfter=2");
+    let path = format!("/retry/thing?uuid={uuid}&succeedAfter=2&responseCode=503");
     let mut statuses = Vec::new();
     for _ in 0..4 {
-        let (parts, body) = h1_get(echo.http, &path).await;
-        assert_eq!(json(&body)["path"], path.as_str());
+        let (parts, _) = h1_get(echo.http, &path).await;
         statuses.push(parts.status.as_u16());
     }
-    assert_eq!(statuses, [500, 500, 200, 200]);
+    assert_eq!(statuses, [503, 503, 200, 200]);
 
-    // Another uuid has its own count and its own failure code.
-    let other = unique("retry-other");
-    let path = format!("/retry?uuid={other}&succeedAfter=1&failCode=503");
-    let (first, _) = h1_get(echo.http, &path).await;
-    let (second, _) = h1_get(echo.h2c, &path).await;
-    assert_eq!(first.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(second.status, StatusCode::OK);
-
+    // Without uuid or succeedAfter the simulation refuses the request.
     let (parts, _) = h1_get(echo.http, "/retry/no-uuid?succeedAfter=5").await;
-    assert_eq!(parts.status, StatusCode::OK);
+    assert_eq!(parts.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn retry_without_a_response_code_resets_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = Echo::spawn(&[]);
+    let uuid = unique("retry-reset");
+    let request = format!(
+        "GET /retry/x?uuid={uuid}&succeedAfter=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    // First attempt: no answer, the connection is reset.
+    let mut stream = tokio::net::TcpStream::connect(echo.http).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let read = stream.read_to_end(&mut buf).await;
+    assert!(
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset) || buf.is_empty(),
+        "expected a reset, got {read:?} and {} bytes",
+        buf.len()
+    );
+    // Second attempt succeeds.
+    let mut stream = tokio::net::TcpStream::connect(echo.http).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]
