@@ -1,0 +1,38 @@
+//! Encodes upstream's HTTPRouteInvalidParentRefNotMatchingSectionName: a route whose parentRef names a section (`http1`) the
+//! `same-namespace` Gateway does not have is Accepted False / NoMatchingParent, has no accepted
+//! parent, and the Gateway counts zero routes.
+
+use super::support::{
+    Subtests, gateway_must_have_zero_routes, route_must_have_no_accepted_parents,
+};
+use crate::conformance::checks::{cond, nn};
+use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+
+/// The test.
+pub const TEST: ConformanceTest = ConformanceTest {
+    short_name: "HTTPRouteInvalidParentRefNotMatchingSectionName",
+    description: "A single HTTPRoute in the gateway-conformance-infra namespace should set the Accepted status to False with reason NoMatchingParent when attempting to bind to a Gateway that does not have a matching SectionName.",
+    features: &["Gateway", "HTTPRoute"],
+    manifests: &["tests/httproute-invalid-parentref-not-matching-section-name.yaml"],
+    provisional: false,
+    run,
+};
+
+fn run(s: &mut Suite) -> anyhow::Result<()> {
+    let route = nn(INFRA_NS, "httproute-listener-not-matching-section-name");
+    let gw = nn(INFRA_NS, "same-namespace");
+    let mut t = Subtests::default();
+    // The route must have an Accepted condition with reason NoMatchingParent.
+    t.run(
+        s,
+        "HTTPRoute with no matching sectionName in ParentRef has an Accepted Condition with status False and Reason NoMatchingParent",
+        |s| s.http_route_must_have_condition(&route, &gw, cond("Accepted", "False", "NoMatchingParent")),
+    );
+    t.run(s, "Route should not have Parents accepted in status", |s| {
+        route_must_have_no_accepted_parents(s, &route)
+    });
+    t.run(s, "Gateway should have 0 Routes attached", |s| {
+        gateway_must_have_zero_routes(s, &gw)
+    });
+    t.finish()
+}

@@ -1,0 +1,34 @@
+//! Encodes upstream's `HTTPRouteRedirectHostAndStatus` (v1.6.1): a route redirecting to
+//! another hostname is Accepted with ResolvedRefs; `/hostname-redirect` answers 302 and
+//! `/host-and-status` (statusCode 301) answers 301, both pointing at `example.org` with the
+//! request's scheme and path and the scheme's default port.
+
+use super::support::{accepted_with_resolved_refs, expect_all, redirect_case};
+use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::http::RedirectRequest;
+use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+
+/// The test.
+pub const TEST: ConformanceTest = ConformanceTest {
+    short_name: "HTTPRouteRedirectHostAndStatus",
+    description: "An HTTPRoute with hostname and statusCode redirect filters",
+    features: &["Gateway", "HTTPRoute"],
+    manifests: &["tests/httproute-redirect-host-and-status.yaml"],
+    provisional: false,
+    run,
+};
+
+fn run(s: &mut Suite) -> anyhow::Result<()> {
+    let route = nn(INFRA_NS, "redirect-host-and-status");
+    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
+    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
+    let to_example_org = || RedirectRequest {
+        host: "example.org".into(),
+        ..Default::default()
+    };
+    let cases = [
+        redirect_case("/hostname-redirect", 302, to_example_org()),
+        redirect_case("/host-and-status", 301, to_example_org()),
+    ];
+    expect_all(s, &addr, &cases)
+}
