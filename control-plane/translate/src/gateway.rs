@@ -205,6 +205,24 @@ pub(crate) fn gateways<'a>(
                 }
             }
         }
+        // Trellis Gateways take no infrastructure parameters: a reference is one that cannot
+        // resolve.
+        if let Some(p) = gateway
+            .spec
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.parameters_ref.as_ref())
+        {
+            unprogrammable = Some((
+                reasons::INVALID_PARAMETERS,
+                format!(
+                    "spec.infrastructure.parametersRef to {}/{} {}: Trellis Gateways take no parameters",
+                    if p.group.is_empty() { "core" } else { &p.group },
+                    p.kind,
+                    p.name
+                ),
+            ));
+        }
         if addresses.is_empty() {
             addresses.push(
                 options

@@ -451,7 +451,36 @@ fn cors_entries(cors: &Cors, plain: &Entry) -> Vec<Entry> {
         precedence: actual_precedence,
         clusters: plain.clusters.clone(),
     };
-    vec![preflight, actual]
+    // A preflight from any other origin is refused here, not forwarded to the backend.
+    let mut refused_match = plain.route.matcher.clone();
+    refused_match.method = Some("OPTIONS".to_string());
+    refused_match.headers.retain(|h| h.name != "origin");
+    refused_match.headers.push(StringMatchIr {
+        name: "origin".to_string(),
+        value: ValueMatchIr::Regex(".+".to_string()),
+    });
+    refused_match.headers.push(StringMatchIr {
+        name: "access-control-request-method".to_string(),
+        value: ValueMatchIr::Regex(".+".to_string()),
+    });
+    let mut refused_precedence = plain.precedence.clone();
+    refused_precedence.method = 0;
+    refused_precedence.headers -= 1;
+    let refused = Entry {
+        route: RouteIr {
+            name: format!("{}/cors-preflight-refused", plain.route.name),
+            matcher: refused_match,
+            request_headers: HeaderModIr::default(),
+            response_headers: HeaderModIr::default(),
+            action: ActionIr::Respond {
+                status: 403,
+                body: "CORS preflight from an origin this route does not allow".to_string(),
+            },
+        },
+        precedence: refused_precedence,
+        clusters: Vec::new(),
+    };
+    vec![preflight, refused, actual]
 }
 
 /// A path modifier for one match: prefix replacement needs the match's prefix.

@@ -171,9 +171,14 @@ impl Suite {
         Ok(suite)
     }
 
-    /// Notes a line in the current test's log.
+    /// Notes a line in the current test's log (printed as it happens when
+    /// `TRELLIS_CONFORMANCE_VERBOSE` is set).
     pub fn logf(&mut self, line: impl Into<String>) {
-        self.log.push(line.into());
+        let line = line.into();
+        if std::env::var_os("TRELLIS_CONFORMANCE_VERBOSE").is_some() {
+            println!("        {line}");
+        }
+        self.log.push(line);
     }
 
     /// Applies a manifest from the upstream directory; returns what it created.

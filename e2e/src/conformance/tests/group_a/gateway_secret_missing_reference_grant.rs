@@ -1,0 +1,30 @@
+//! Encodes upstream `GatewaySecretMissingReferenceGrant`
+//! (gateway-secret-missing-reference-grant.go): an HTTPS listener whose certificateRef is a Secret
+//! in another namespace, with no ReferenceGrant, is ResolvedRefs False / RefNotPermitted.
+
+use super::support::listener;
+use crate::conformance::checks::{cond, nn};
+use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+
+/// The test.
+pub const TEST: ConformanceTest = ConformanceTest {
+    short_name: "GatewaySecretMissingReferenceGrant",
+    description: "A Gateway in the gateway-conformance-infra namespace should fail to become programmed if the Gateway has a certificateRef for a Secret in the gateway-conformance-web-backend namespace and a ReferenceGrant granting permission to the Secret does not exist",
+    features: &["Gateway", "ReferenceGrant"],
+    manifests: &["tests/gateway-secret-missing-reference-grant.yaml"],
+    provisional: false,
+    run,
+};
+
+fn run(s: &mut Suite) -> anyhow::Result<()> {
+    s.logf("subtest: Gateway listener should have a false ResolvedRefs condition with reason RefNotPermitted");
+    s.gateway_status_must_have_listeners(
+        &nn(INFRA_NS, "gateway-secret-missing-reference-grant"),
+        &[listener(
+            "https",
+            true,
+            0,
+            &[cond("ResolvedRefs", "False", "RefNotPermitted")],
+        )],
+    )
+}

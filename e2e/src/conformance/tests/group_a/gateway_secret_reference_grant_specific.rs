@@ -1,0 +1,34 @@
+//! Encodes upstream `GatewaySecretReferenceGrantSpecific`
+//! (gateway-secret-reference-grant-specific.go): an HTTPS listener whose certificateRef is a Secret
+//! in another namespace, allowed by a ReferenceGrant to that Secret by name, is ResolvedRefs True
+//! and Programmed True / Programmed.
+
+use super::support::listener;
+use crate::conformance::checks::{cond, nn};
+use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+
+/// The test.
+pub const TEST: ConformanceTest = ConformanceTest {
+    short_name: "GatewaySecretReferenceGrantSpecific",
+    description: "A Gateway in the gateway-conformance-infra namespace should become programmed if the Gateway has a certificateRef for a Secret in the gateway-conformance-web-backend namespace and a ReferenceGrant granting permission to the specific Secret exists",
+    features: &["Gateway", "ReferenceGrant"],
+    manifests: &["tests/gateway-secret-reference-grant-specific.yaml"],
+    provisional: false,
+    run,
+};
+
+fn run(s: &mut Suite) -> anyhow::Result<()> {
+    s.logf("subtest: Gateway listener should have a true ResolvedRefs condition and a true Programmed condition");
+    s.gateway_status_must_have_listeners(
+        &nn(INFRA_NS, "gateway-secret-reference-grant-specific"),
+        &[listener(
+            "https",
+            true,
+            0,
+            &[
+                cond("Programmed", "True", "Programmed"),
+                cond("ResolvedRefs", "True", ""),
+            ],
+        )],
+    )
+}
