@@ -198,11 +198,13 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         args.report.display()
     );
+    // Stop every process (control plane, Envoys, pods) before reporting the outcome.
+    drop(suite);
     if results
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Failed(_)))
     {
-        std::process::exit(1);
+        bail!("some tests failed");
     }
     Ok(())
 }
