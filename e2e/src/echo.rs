@@ -795,7 +795,10 @@ async fn answer(
         match parse_go_duration(&delay) {
             Ok(delay) => tokio::time::sleep(delay).await,
             Err(error) => {
-                return Ok(json_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()));
+                return Ok(json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &error.to_string(),
+                ));
             }
         }
     }
@@ -803,7 +806,10 @@ async fn answer(
     let status = if path == "/health" {
         return Ok(plain(StatusCode::OK, "OK"));
     } else if path == "/ws" {
-        return Ok(json_error(StatusCode::BAD_REQUEST, "expected a websocket upgrade"));
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "expected a websocket upgrade",
+        ));
     } else if let Some(code) = path.strip_prefix("/status/") {
         status_from_path(code)
     } else if path == "/retry" || path.starts_with("/retry/") {
@@ -849,7 +855,8 @@ fn retry_status(shared: &Shared, query: &str) -> Retry {
     let Some(uuid) = query_param(query, "uuid").filter(|u| !u.is_empty()) else {
         return Retry::Answer(StatusCode::BAD_REQUEST);
     };
-    let Some(succeed_after) = query_param(query, "succeedAfter").and_then(|n| n.trim().parse::<u64>().ok())
+    let Some(succeed_after) =
+        query_param(query, "succeedAfter").and_then(|n| n.trim().parse::<u64>().ok())
     else {
         return Retry::Answer(StatusCode::BAD_REQUEST);
     };

@@ -424,7 +424,8 @@ async fn retry_without_a_response_code_resets_the_connection() {
     let mut buf = Vec::new();
     let read = stream.read_to_end(&mut buf).await;
     assert!(
-        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset) || buf.is_empty(),
+        matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+            || buf.is_empty(),
         "expected a reset, got {read:?} and {} bytes",
         buf.len()
     );

@@ -592,8 +592,8 @@ impl Cluster {
         id.kind == "EndpointSlice"
             && id
                 .name
-            .rsplit_once('-')
-            .is_some_and(|(service, suffix)| suffix == alnum(service, 5))
+                .rsplit_once('-')
+                .is_some_and(|(service, suffix)| suffix == alnum(service, 5))
     }
 
     /// The Envoy of a Gateway, if running.

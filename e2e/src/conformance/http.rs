@@ -334,8 +334,9 @@ fn tls_config(tls: &Tls) -> anyhow::Result<rustls::ClientConfig> {
         for cert in CertificateDer::pem_slice_iter(tls.trusted_pem.as_bytes()) {
             roots.add(cert?)?;
         }
-        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()?;
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()?;
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(GoNameVerifier(webpki)))

@@ -211,7 +211,9 @@ impl Suite {
             .collect();
         let changed: Vec<Value> = before
             .iter()
-            .filter(|(id, v)| self.cluster.get(id) != Some(*v) && !self.cluster.is_generated_slice(id))
+            .filter(|(id, v)| {
+                self.cluster.get(id) != Some(*v) && !self.cluster.is_generated_slice(id)
+            })
             .map(|(_, v)| v.clone())
             .collect();
         let cleanup = self.cluster.delete(&created).and_then(|()| {

@@ -2,10 +2,10 @@
 //! (named after its manifest), each asserting what the upstream test asserts.
 
 pub mod catalog;
+mod gateway_observed_generation_bump;
 mod group_a;
 mod group_b;
 mod group_c;
-mod gateway_observed_generation_bump;
 mod httproute_invalid_nonexistent_backendref;
 mod httproute_simple_same_namespace;
 mod httproute_weight;
