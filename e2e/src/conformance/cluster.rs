@@ -359,15 +359,26 @@ impl Cluster {
                 _process: process,
             });
         }
-        // Wait for readiness (GET /health on port 3000).
+        // Wait until each pod answers on port 3000 as itself (not a leftover process holding
+        // its address).
         for pod in &pods {
             if pod._process.is_some() {
                 let addr = std::net::SocketAddr::from((pod.ip, 3000));
                 wait_for(
                     &format!("pod {} to be ready", pod.name),
                     Duration::from_secs(20),
-                    || crate::harness::http_get_text(addr, "/health").ok(),
-                )?;
+                    || {
+                        let reply = crate::harness::request(addr, "GET", "ready", "/", &[]).ok()?;
+                        (reply.pod() == pod.name).then_some(())
+                    },
+                )
+                .with_context(|| {
+                    format!(
+                        "is another process holding {}:3000? pod log:\n{}",
+                        pod.ip,
+                        std::fs::read_to_string(&pod.log).unwrap_or_default()
+                    )
+                })?;
             }
         }
         self.pods.insert(id.clone(), pods);
