@@ -38,7 +38,9 @@ struct Report {
     api_version: &'static str,
     kind: &'static str,
     date: String,
+    #[serde(rename = "gatewayAPIVersion")]
     gateway_api_version: &'static str,
+    #[serde(rename = "gatewayAPIChannel")]
     gateway_api_channel: &'static str,
     mode: &'static str,
     implementation: Implementation,
