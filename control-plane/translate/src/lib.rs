@@ -21,6 +21,7 @@ mod route;
 pub mod status;
 pub mod xds;
 
+pub use gateway::SUPPORTED_FEATURES;
 pub use status::StatusSet;
 
 use std::collections::BTreeMap;

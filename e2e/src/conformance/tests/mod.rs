@@ -27,36 +27,6 @@ pub fn all() -> Vec<ConformanceTest> {
     tests
 }
 
-/// GATEWAY-HTTP features Trellis implements (a test runs when all its features are here).
-pub const SUPPORTED_FEATURES: &[&str] = &[
-    "Gateway",
-    "HTTPRoute",
-    "ReferenceGrant",
-    "GatewayPort8080",
-    "GatewayHTTPListenerIsolation",
-    "HTTPRouteBackendRequestHeaderModification",
-    "HTTPRouteBackendTimeout",
-    "HTTPRouteDestinationPortMatching",
-    "HTTPRouteHostRewrite",
-    "HTTPRouteMethodMatching",
-    "HTTPRouteParentRefPort",
-    "HTTPRoutePathRedirect",
-    "HTTPRoutePathRewrite",
-    "HTTPRoutePortRedirect",
-    "HTTPRouteQueryParamMatching",
-    "HTTPRouteRequestMirror",
-    "HTTPRouteRequestMultipleMirrors",
-    "HTTPRouteRequestPercentageMirror",
-    "HTTPRouteRequestTimeout",
-    "HTTPRouteResponseHeaderModification",
-    "HTTPRouteSchemeRedirect",
-    "HTTPRoute303RedirectStatusCode",
-    "HTTPRoute307RedirectStatusCode",
-    "HTTPRoute308RedirectStatusCode",
-    "HTTPRouteBackendProtocolH2C",
-    "HTTPRouteBackendProtocolWebSocket",
-    "HTTPRouteRetry",
-    "HTTPRouteCORS",
-    "HTTPRouteNamedRouteRule",
-    "GatewayHTTPSListenerDetectMisdirectedRequests",
-];
+/// GATEWAY-HTTP features Trellis implements (a test runs when all its features are here): the
+/// list the translator reports in GatewayClass status, so the two cannot drift apart.
+pub use trellis_translate::SUPPORTED_FEATURES;
