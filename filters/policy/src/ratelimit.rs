@@ -1,0 +1,625 @@
+//! Local rate limiting: token buckets in proxy shared data, updated with compare-and-swap.
+//!
+//! Each [`RateLimit`] keeps one bucket per key value (client IP, principal or header value).
+//! A bucket is a 16-byte shared data entry `tokens (micro-tokens, u64 LE) | last refill (ns, u64
+//! LE)` under `trellis.policy.rl.v1/<limit>/<key>`. Shared data is proxy-wide, so every Envoy
+//! worker (each runs its own Wasm VM) reads and writes the same bucket:
+//!
+//! ```text
+//! worker A ──get (value, cas)──► refill by elapsed time ──take 1──► set(value, cas) ──► ok
+//! worker B ──get (value, cas)──► ...                                set(value, cas) ──► CAS
+//!                                                                      mismatch: read again
+//! ```
+//!
+//! A write that loses the race is retried from a fresh read, up to [`MAX_CAS_ATTEMPTS`] times;
+//! if every attempt loses (or shared data fails), the request is let through and counted as a
+//! rate-limit error rather than refused for the filter's own trouble.
+//!
+//! Proxy-wasm has no way to delete shared data, so buckets live as long as the proxy. To bound
+//! that memory, a limit counts the keys it has created (another shared entry, `.../~keys`);
+//! once `max_keys` exist, new key values share one overflow bucket (`.../~overflow`).
+
+use crate::config::{LimitKey, RateLimitConfig};
+use crate::filter::{RouteScope, check_name};
+use crate::{ConfigError, Host, LogLevel, SharedDataError};
+
+/// Compare-and-swap attempts per request before giving up (and letting the request through).
+pub const MAX_CAS_ATTEMPTS: usize = 16;
+
+/// Default for `max_keys`.
+pub const DEFAULT_MAX_KEYS: u32 = 10_000;
+
+/// Key values longer than this are replaced by a hash, so entries stay small.
+const MAX_KEY_LEN: usize = 128;
+
+const MICRO: u128 = 1_000_000;
+const NANOS_PER_SECOND: u64 = 1_000_000_000;
+
+/// A compiled rate limit.
+#[derive(Debug)]
+pub struct RateLimit {
+    /// The limit's name.
+    pub name: String,
+    /// The routes it applies to.
+    pub scope: RouteScope,
+    key: LimitKey,
+    /// Tokens added per period.
+    requests: u32,
+    period_nanos: u64,
+    /// Bucket capacity in tokens.
+    burst: u32,
+    max_keys: u32,
+    prefix: String,
+}
+
+/// The outcome of taking a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A token was taken; the request may go on.
+    Allowed,
+    /// The bucket is empty; a token will be there in `retry_after_secs` (rounded up, at least 1).
+    Limited {
+        /// Seconds until the next token.
+        retry_after_secs: u64,
+    },
+    /// The bucket could not be updated (CAS kept failing or shared data errored); the request
+    /// is let through.
+    Error,
+}
+
+/// A bucket's state as stored in shared data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Bucket {
+    micro_tokens: u64,
+    last_nanos: u64,
+}
+
+impl Bucket {
+    fn decode(bytes: &[u8]) -> Option<Bucket> {
+        let tokens: [u8; 8] = bytes.get(0..8)?.try_into().ok()?;
+        let last: [u8; 8] = bytes.get(8..16)?.try_into().ok()?;
+        (bytes.len() == 16).then(|| Bucket {
+            micro_tokens: u64::from_le_bytes(tokens),
+            last_nanos: u64::from_le_bytes(last),
+        })
+    }
+
+    fn encode(self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.micro_tokens.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.last_nanos.to_le_bytes());
+        bytes
+    }
+}
+
+impl RateLimit {
+    /// Compiles `config`; `field` is its path in the configuration (`rate_limits[0]`).
+    pub fn compile(config: &RateLimitConfig, field: &str) -> Result<RateLimit, ConfigError> {
+        check_name(&config.name, &format!("{field}.name"))?;
+        let scope = RouteScope::compile(&config.scope, &format!("{field}.scope"))?;
+        if let LimitKey::Header(name) = &config.key
+            && name.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                format!("{field}.key.header"),
+                "must name a header",
+            ));
+        }
+        if config.requests == 0 {
+            return Err(ConfigError::invalid(
+                format!("{field}.requests"),
+                "must be at least 1",
+            ));
+        }
+        if config.burst == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{field}.burst"),
+                "must be at least 1",
+            ));
+        }
+        if config.max_keys == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{field}.max_keys"),
+                "must be at least 1",
+            ));
+        }
+        let key = match &config.key {
+            LimitKey::Header(name) => LimitKey::Header(name.to_ascii_lowercase()),
+            other => other.clone(),
+        };
+        Ok(RateLimit {
+            name: config.name.clone(),
+            scope,
+            key,
+            requests: config.requests,
+            period_nanos: config.per.nanos(),
+            burst: config.burst.unwrap_or(config.requests),
+            max_keys: config.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
+            prefix: format!("trellis.policy.rl.v1/{}/", config.name),
+        })
+    }
+
+    /// Takes a token from the bucket of the request's key.
+    pub fn take<H: Host + ?Sized>(&self, host: &H) -> Outcome {
+        let key = format!("{}{}", self.prefix, self.key_value(host));
+        let now = host.now_nanos();
+        match self.take_from(host, &key, now, true) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                host.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "trellis-policy: rate limit {} could not update its bucket, letting the request through: {error}",
+                        self.name
+                    ),
+                );
+                Outcome::Error
+            }
+        }
+    }
+
+    /// The bucket key for the request: `ip:<addr>`, `principal:<id>`, `header:<value>`, or the
+    /// shared `none` bucket when the request has no such value.
+    fn key_value<H: Host + ?Sized>(&self, host: &H) -> String {
+        let value = match &self.key {
+            LimitKey::ClientIp => host.source_ip().map(|ip| format!("ip:{ip}")),
+            LimitKey::Principal => host.peer_principal().map(|p| format!("principal:{p}")),
+            LimitKey::Header(name) => host.request_header(name).map(|v| format!("header:{v}")),
+        };
+        match value {
+            Some(value) if value.len() > MAX_KEY_LEN => format!("hash:{:016x}", fnv1a(&value)),
+            Some(value) => value,
+            None => "none".to_string(),
+        }
+    }
+
+    fn take_from<H: Host + ?Sized>(
+        &self,
+        host: &H,
+        key: &str,
+        now: u64,
+        may_create: bool,
+    ) -> Result<Outcome, SharedDataError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (bucket, cas) = match host.get_shared_data(key)? {
+                Some(value) => match Bucket::decode(&value.data) {
+                    Some(bucket) => (self.refill(bucket, now), Some(value.cas)),
+                    // Unreadable (never written by us): start over with a full bucket.
+                    None => (self.full(now), Some(value.cas)),
+                },
+                None => {
+                    if may_create && !self.reserve_key(host)? {
+                        let overflow = format!("{}~overflow", self.prefix);
+                        return self.take_from(host, &overflow, now, false);
+                    }
+                    (self.full(now), None)
+                }
+            };
+            if bucket.micro_tokens < MICRO as u64 {
+                // Nothing to write: the refill is recomputed from the stored state next time.
+                return Ok(Outcome::Limited {
+                    retry_after_secs: self.retry_after_secs(bucket.micro_tokens),
+                });
+            }
+            let next = Bucket {
+                micro_tokens: bucket.micro_tokens - MICRO as u64,
+                ..bucket
+            };
+            match host.set_shared_data(key, &next.encode(), cas) {
+                Ok(()) => return Ok(Outcome::Allowed),
+                Err(SharedDataError::CasMismatch) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(SharedDataError::Host(format!(
+            "{MAX_CAS_ATTEMPTS} compare-and-swap attempts in a row lost to other workers"
+        )))
+    }
+
+    /// Counts a new key in `.../~keys`; `false` when `max_keys` are already in use.
+    fn reserve_key<H: Host + ?Sized>(&self, host: &H) -> Result<bool, SharedDataError> {
+        let counter = format!("{}~keys", self.prefix);
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let (count, cas) = match host.get_shared_data(&counter)? {
+                Some(value) => {
+                    let bytes: [u8; 4] = value
+                        .data
+                        .get(..4)
+                        .and_then(|b| b.try_into().ok())
+                        .unwrap_or_default();
+                    (u32::from_le_bytes(bytes), Some(value.cas))
+                }
+                None => (0, None),
+            };
+            if count >= self.max_keys {
+                return Ok(false);
+            }
+            match host.set_shared_data(&counter, &(count + 1).to_le_bytes(), cas) {
+                Ok(()) => return Ok(true),
+                Err(SharedDataError::CasMismatch) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(SharedDataError::Host(format!(
+            "{MAX_CAS_ATTEMPTS} compare-and-swap attempts on the key count lost to other workers"
+        )))
+    }
+
+    fn capacity(&self) -> u64 {
+        u64::from(self.burst) * MICRO as u64
+    }
+
+    fn full(&self, now: u64) -> Bucket {
+        Bucket {
+            micro_tokens: self.capacity(),
+            last_nanos: now,
+        }
+    }
+
+    /// Adds the tokens earned since the bucket's last refill (a clock that went backwards earns
+    /// nothing and does not move the refill time back).
+    fn refill(&self, bucket: Bucket, now: u64) -> Bucket {
+        let elapsed = now.saturating_sub(bucket.last_nanos);
+        let earned =
+            u128::from(elapsed) * u128::from(self.requests) * MICRO / u128::from(self.period_nanos);
+        let tokens = (u128::from(bucket.micro_tokens) + earned).min(u128::from(self.capacity()));
+        Bucket {
+            micro_tokens: u64::try_from(tokens).unwrap_or(u64::MAX),
+            last_nanos: now.max(bucket.last_nanos),
+        }
+    }
+
+    /// Seconds until the bucket holds a whole token, rounded up, at least 1.
+    fn retry_after_secs(&self, micro_tokens: u64) -> u64 {
+        let missing = MICRO.saturating_sub(u128::from(micro_tokens));
+        let per_token = u128::from(self.requests) * MICRO;
+        let wait_nanos = (missing * u128::from(self.period_nanos)).div_ceil(per_token);
+        let secs = wait_nanos.div_ceil(u128::from(NANOS_PER_SECOND));
+        u64::try_from(secs).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// FNV-1a, 64-bit: a stable, dependency-free hash for long key values.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::MockHost;
+
+    const SECOND: u64 = 1_000_000_000;
+
+    fn limit(json: &str) -> RateLimit {
+        let config: RateLimitConfig = serde_json::from_str(json).unwrap();
+        RateLimit::compile(&config, "rate_limits[0]").unwrap()
+    }
+
+    fn compile_error(json: &str) -> String {
+        let config: RateLimitConfig = serde_json::from_str(json).unwrap();
+        RateLimit::compile(&config, "rate_limits[0]")
+            .unwrap_err()
+            .to_string()
+    }
+
+    fn allowed(limit: &RateLimit, host: &MockHost, n: usize) -> usize {
+        (0..n)
+            .filter(|_| limit.take(host) == Outcome::Allowed)
+            .count()
+    }
+
+    #[test]
+    fn a_full_bucket_allows_the_burst_then_limits() {
+        let l = limit(
+            r#"{"name": "l", "key": "client_ip", "requests": 10, "per": "second", "burst": 5}"#,
+        );
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        assert_eq!(allowed(&l, &host, 5), 5);
+        assert_eq!(
+            l.take(&host),
+            Outcome::Limited {
+                retry_after_secs: 1
+            }
+        );
+    }
+
+    #[test]
+    fn burst_defaults_to_the_rate() {
+        let l = limit(r#"{"name": "l", "key": "client_ip", "requests": 7, "per": "minute"}"#);
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        assert_eq!(allowed(&l, &host, 20), 7);
+    }
+
+    #[test]
+    fn tokens_refill_with_time_up_to_the_burst() {
+        let l = limit(
+            r#"{"name": "l", "key": "client_ip", "requests": 10, "per": "second", "burst": 3}"#,
+        );
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        assert_eq!(allowed(&l, &host, 10), 3);
+        host.advance(SECOND / 10); // one token
+        assert_eq!(allowed(&l, &host, 10), 1);
+        host.advance(SECOND / 20); // half a token: not enough
+        assert_eq!(allowed(&l, &host, 10), 0);
+        host.advance(SECOND / 20); // the other half
+        assert_eq!(allowed(&l, &host, 10), 1);
+        host.advance(3600 * SECOND); // a long pause refills only up to the burst
+        assert_eq!(allowed(&l, &host, 10), 3);
+    }
+
+    #[test]
+    fn a_steady_stream_gets_the_configured_rate() {
+        let l = limit(
+            r#"{"name": "l", "key": "client_ip", "requests": 50, "per": "second", "burst": 1}"#,
+        );
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        // 1000 requests/s for 10 s: 1 (burst) + 50/s * 10 s get through.
+        let mut passed = 0;
+        for _ in 0..10_000 {
+            host.advance(SECOND / 1000);
+            passed += usize::from(l.take(&host) == Outcome::Allowed);
+        }
+        assert_eq!(passed, 500);
+    }
+
+    #[test]
+    fn retry_after_is_rounded_up_to_whole_seconds() {
+        let l = limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "minute"}"#);
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        assert_eq!(
+            l.take(&host),
+            Outcome::Limited {
+                retry_after_secs: 60
+            }
+        );
+        host.advance(59 * SECOND + SECOND / 2);
+        assert_eq!(
+            l.take(&host),
+            Outcome::Limited {
+                retry_after_secs: 1
+            }
+        );
+        host.advance(SECOND / 2);
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        let hourly =
+            limit(r#"{"name": "h", "key": "client_ip", "requests": 2, "per": "hour", "burst": 1}"#);
+        assert_eq!(hourly.take(&host), Outcome::Allowed);
+        assert_eq!(
+            hourly.take(&host),
+            Outcome::Limited {
+                retry_after_secs: 1800
+            }
+        );
+    }
+
+    #[test]
+    fn each_client_ip_has_its_own_bucket() {
+        let l = limit(r#"{"name": "l", "key": "client_ip", "requests": 2, "per": "second"}"#);
+        let a = MockHost::get("/").with_source("10.0.0.1:1");
+        let b = a.sibling().with_source("10.0.0.2:1");
+        assert_eq!(allowed(&l, &a, 5), 2);
+        assert_eq!(allowed(&l, &b, 5), 2);
+        let a_other_port = a.sibling().with_source("10.0.0.1:9999");
+        assert_eq!(allowed(&l, &a_other_port, 5), 0, "same IP, same bucket");
+    }
+
+    #[test]
+    fn header_and_principal_keys_and_a_shared_bucket_for_requests_without_one() {
+        let l = limit(
+            r#"{"name": "l", "key": {"header": "X-Api-Key"}, "requests": 1, "per": "second"}"#,
+        );
+        let k1 = MockHost::get("/").with_header("x-api-key", "k1");
+        let k2 = k1.sibling().with_header("x-api-key", "k2");
+        let none1 = k1.sibling();
+        let none2 = k1.sibling();
+        assert_eq!(allowed(&l, &k1, 3), 1);
+        assert_eq!(allowed(&l, &k2, 3), 1);
+        assert_eq!(allowed(&l, &none1, 1), 1);
+        assert_eq!(
+            allowed(&l, &none2, 1),
+            0,
+            "requests without the header share one bucket"
+        );
+
+        let p = limit(r#"{"name": "p", "key": "principal", "requests": 1, "per": "second"}"#);
+        let alice = MockHost::get("/").with_principal("spiffe://td/alice");
+        let bob = alice.sibling().with_principal("spiffe://td/bob");
+        assert_eq!(allowed(&p, &alice, 2), 1);
+        assert_eq!(allowed(&p, &bob, 2), 1);
+        assert!(
+            alice
+                .shared_keys()
+                .iter()
+                .any(|k| k == "trellis.policy.rl.v1/p/principal:spiffe://td/alice")
+        );
+    }
+
+    #[test]
+    fn long_key_values_are_hashed() {
+        let l = limit(r#"{"name": "l", "key": {"header": "x-k"}, "requests": 1, "per": "second"}"#);
+        let host = MockHost::get("/").with_header("x-k", &"v".repeat(1000));
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        assert_eq!(
+            l.take(&host),
+            Outcome::Limited {
+                retry_after_secs: 1
+            }
+        );
+        let keys = host.shared_keys();
+        assert!(keys.iter().all(|k| k.len() < 64), "{keys:?}");
+        assert!(
+            keys.iter()
+                .any(|k| k.starts_with("trellis.policy.rl.v1/l/hash:")),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn a_cas_mismatch_is_retried_with_the_other_writer_s_tokens() {
+        let l =
+            limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "hour", "burst": 3}"#);
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        assert_eq!(l.take(&host), Outcome::Allowed); // 2 tokens left
+        // Another worker takes a token between our read and our write, twice in a row.
+        let key = "trellis.policy.rl.v1/l/ip:10.0.0.1";
+        let other_writer_took_one = |data: &[u8]| {
+            let mut bucket = Bucket::decode(data).unwrap();
+            bucket.micro_tokens -= 1_000_000;
+            bucket.encode().to_vec()
+        };
+        host.interfere_before_set(key, 1, other_writer_took_one);
+        assert_eq!(
+            l.take(&host),
+            Outcome::Allowed,
+            "the retry took the last token"
+        );
+        assert_eq!(host.cas_mismatches(), 1);
+        // Without the retry, our stale write would have left 1 token (2 - ours) and lost theirs.
+        let stored = Bucket::decode(&host.shared(key).unwrap()).unwrap();
+        assert_eq!(stored.micro_tokens, 0);
+        assert_eq!(
+            l.take(&host),
+            Outcome::Limited {
+                retry_after_secs: 3600
+            }
+        );
+    }
+
+    #[test]
+    fn persistent_cas_failures_let_the_request_through_as_an_error() {
+        let l =
+            limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "hour", "burst": 2}"#);
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        host.interfere_before_set(
+            "trellis.policy.rl.v1/l/ip:10.0.0.1",
+            usize::MAX,
+            |d: &[u8]| d.to_vec(),
+        );
+        assert_eq!(l.take(&host), Outcome::Error);
+        assert_eq!(host.cas_mismatches(), MAX_CAS_ATTEMPTS);
+        assert!(
+            host.logs()
+                .iter()
+                .any(|(level, m)| *level == LogLevel::Warn && m.contains("compare-and-swap"))
+        );
+    }
+
+    #[test]
+    fn a_shared_data_failure_lets_the_request_through_as_an_error() {
+        let l = limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "hour"}"#);
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        host.fail_shared_data();
+        assert_eq!(l.take(&host), Outcome::Error);
+    }
+
+    #[test]
+    fn new_keys_beyond_max_keys_share_an_overflow_bucket() {
+        let l = limit(
+            r#"{"name": "l", "key": {"header": "k"}, "requests": 1, "per": "hour", "max_keys": 2}"#,
+        );
+        let base = MockHost::get("/");
+        let with = |v: &str| base.sibling().with_header("k", v);
+        assert_eq!(l.take(&with("a")), Outcome::Allowed);
+        assert_eq!(l.take(&with("b")), Outcome::Allowed);
+        assert_eq!(
+            l.take(&with("c")),
+            Outcome::Allowed,
+            "first in the overflow bucket"
+        );
+        assert!(
+            matches!(l.take(&with("d")), Outcome::Limited { .. }),
+            "overflow bucket is empty"
+        );
+        assert!(
+            matches!(l.take(&with("a")), Outcome::Limited { .. }),
+            "existing keys keep their bucket"
+        );
+        let keys = base.shared_keys();
+        assert!(
+            keys.contains(&"trellis.policy.rl.v1/l/~overflow".to_string()),
+            "{keys:?}"
+        );
+        assert!(
+            !keys.contains(&"trellis.policy.rl.v1/l/header:c".to_string()),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn a_clock_going_backwards_earns_nothing() {
+        let l = limit(
+            r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "second", "burst": 1}"#,
+        );
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        host.advance(10 * SECOND);
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        host.rewind(5 * SECOND);
+        assert!(matches!(l.take(&host), Outcome::Limited { .. }));
+        host.advance(5 * SECOND + SECOND / 2);
+        assert!(
+            matches!(l.take(&host), Outcome::Limited { .. }),
+            "only 0.5 s after the refill time"
+        );
+        host.advance(SECOND / 2);
+        assert_eq!(l.take(&host), Outcome::Allowed);
+    }
+
+    #[test]
+    fn garbage_in_a_bucket_entry_is_replaced_by_a_full_bucket() {
+        let l =
+            limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "hour", "burst": 2}"#);
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        host.set_shared("trellis.policy.rl.v1/l/ip:10.0.0.1", b"junk");
+        assert_eq!(allowed(&l, &host, 5), 2);
+    }
+
+    #[test]
+    fn bad_limits_are_refused_with_their_field() {
+        let cases = [
+            (
+                r#"{"name": "l", "key": "client_ip", "requests": 0, "per": "second"}"#,
+                "rate_limits[0].requests: must be at least 1",
+            ),
+            (
+                r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "second", "burst": 0}"#,
+                "rate_limits[0].burst",
+            ),
+            (
+                r#"{"name": "l", "key": {"header": ""}, "requests": 1, "per": "second"}"#,
+                "rate_limits[0].key.header",
+            ),
+            (
+                r#"{"name": "", "key": "client_ip", "requests": 1, "per": "second"}"#,
+                "rate_limits[0].name",
+            ),
+            (
+                r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "second", "max_keys": 0}"#,
+                "rate_limits[0].max_keys",
+            ),
+            (
+                r#"{"name": "l", "scope": {"route_prefixes": []}, "key": "client_ip", "requests": 1, "per": "second"}"#,
+                "rate_limits[0].scope.route_prefixes",
+            ),
+        ];
+        for (json, expected) in cases {
+            let message = compile_error(json);
+            assert!(message.contains(expected), "{json}: {message}");
+        }
+    }
+
+    #[test]
+    fn buckets_round_trip_through_bytes() {
+        let bucket = Bucket {
+            micro_tokens: 123_456_789,
+            last_nanos: u64::MAX - 1,
+        };
+        assert_eq!(Bucket::decode(&bucket.encode()), Some(bucket));
+        assert_eq!(Bucket::decode(&[0; 15]), None);
+        assert_eq!(Bucket::decode(&[0; 17]), None);
+    }
+}
