@@ -138,7 +138,8 @@ async fn run(
             tx.send(Ok(Bytes::from(bytes))).await.is_ok()
         }
     };
-    hooks.drop.borrow_and_update();
+    // `hooks.drop` was subscribed when the request was routed: a drop since then still ends
+    // this watch (no borrow_and_update here, which would swallow it).
     let mut changes = store.subscribe();
     changes.borrow_and_update();
     let deadline = tokio::time::Instant::now() + request.timeout;
