@@ -3,3 +3,4 @@
 pub mod conformance;
 pub mod echo;
 pub mod harness;
+pub mod xds_client;

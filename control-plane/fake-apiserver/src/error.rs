@@ -188,7 +188,7 @@ pub enum Error {
         what: String,
         /// Why the store refused it.
         #[source]
-        source: ApiError,
+        source: Box<ApiError>,
     },
     /// A kind specification (`group/version/Kind/plural[/cluster]`) could not be parsed.
     #[error(

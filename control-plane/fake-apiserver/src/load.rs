@@ -41,9 +41,13 @@ pub(crate) fn load_dir(state: &State, dir: &Path) -> Result<usize, Error> {
 pub(crate) fn load_text(state: &State, text: &str) -> Result<usize, ApiError> {
     let docs = parse(text).map_err(ApiError::BadRequest)?;
     let documents = docs.into_iter().map(|d| (PathBuf::new(), d)).collect();
-    store_all(state, documents).map_err(|(_, what, e)| match e {
-        ApiError::NoSuchResource => ApiError::BadRequest(format!("{what}: kind is not registered")),
-        other => other,
+    store_all(state, documents).map_err(|failure| match *failure {
+        (_, what, e) => match e {
+            ApiError::NoSuchResource => {
+                ApiError::BadRequest(format!("{what}: kind is not registered"))
+            }
+            other => other,
+        },
     })
 }
 
@@ -88,7 +92,8 @@ fn parse(text: &str) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-type LoadFailure = (PathBuf, String, ApiError);
+/// Where loading stopped: the file, the object (`Kind namespace/name`) and why.
+type LoadFailure = Box<(PathBuf, String, ApiError)>;
 
 fn store_all(state: &State, documents: Vec<(PathBuf, Value)>) -> Result<usize, LoadFailure> {
     let is_crd = |d: &Value| d["kind"] == "CustomResourceDefinition";
@@ -108,11 +113,11 @@ fn store_all(state: &State, documents: Vec<(PathBuf, Value)>) -> Result<usize, L
             .registry()
             .by_kind(&api_version, &kind_name)
             .cloned()
-            .ok_or_else(|| (path.clone(), what.clone(), ApiError::NoSuchResource))?;
+            .ok_or_else(|| Box::new((path.clone(), what.clone(), ApiError::NoSuchResource)))?;
         let stored = state
             .store
             .upsert(&kind, doc)
-            .map_err(|e| (path.clone(), what.clone(), e))?;
+            .map_err(|e| Box::new((path.clone(), what.clone(), e)))?;
         if is_crd(&stored) {
             state.register_crd(&stored);
         }

@@ -896,7 +896,7 @@ impl Inner {
         let k = key(
             kind,
             namespace,
-            &str_at(&new, "/metadata/name").unwrap_or("").to_string(),
+            str_at(&new, "/metadata/name").unwrap_or(""),
         );
         let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
             && new

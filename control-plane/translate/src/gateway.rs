@@ -650,22 +650,14 @@ fn virtual_hosts(
     for (domain, (owner_index, own)) in &hosts {
         // Own entries first, then those of covering hostnames of the same listener, most
         // specific first.
-        let mut groups: Vec<(&Option<String>, &Vec<&Entry>)> = hosts
-            .iter()
-            .filter(|(d, (o, _))| {
-                o == owner_index
-                    && *d != domain
-                    && match (d.as_deref(), domain.as_deref()) {
-                        (None, _) => true,
-                        (Some(_), None) => false,
-                        (Some(outer), Some(inner)) => hostname::covers(outer, inner),
-                    }
-            })
-            .map(|(d, (_, e))| (d, e))
+        let groups: Vec<&Vec<&Entry>> = hostname::covering(domain.as_deref())
+            .into_iter()
+            .filter_map(|d| hosts.get(&d))
+            .filter(|(o, _)| o == owner_index)
+            .map(|(_, e)| e)
             .collect();
-        groups.sort_by(|a, b| hostname::specificity(a.0.as_deref(), b.0.as_deref()));
         let mut routes = Vec::new();
-        for entries in std::iter::once(own).chain(groups.into_iter().map(|(_, e)| e)) {
+        for entries in std::iter::once(own).chain(groups) {
             let mut sorted: Vec<&Entry> = entries.clone();
             sorted.sort_by(|a, b| a.precedence.cmp(&b.precedence));
             for entry in sorted {

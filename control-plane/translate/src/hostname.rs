@@ -86,6 +86,21 @@ pub fn effective(listener: Option<&str>, route_hostnames: &[String]) -> Vec<Opti
     out
 }
 
+/// The hostnames that cover `host` (without `host` itself), most specific first: the
+/// wildcards of each of its parent domains, then "any host" (`None`). For `a.b.c`: `*.b.c`,
+/// `*.c`, any; for `*.b.c`: `*.c`, any; for any: nothing.
+pub fn covering(host: Option<&str>) -> Vec<Option<String>> {
+    let Some(host) = host else {
+        return Vec::new();
+    };
+    let labels: Vec<&str> = host.strip_prefix("*.").unwrap_or(host).split('.').collect();
+    let mut out: Vec<Option<String>> = (1..labels.len())
+        .map(|i| Some(format!("*.{}", labels[i..].join("."))))
+        .collect();
+    out.push(None);
+    out
+}
+
 /// Orders hostnames from most to least specific: exact names first (longer first), then
 /// wildcards (longer suffix first), then "any host" (`None`).
 pub fn specificity(a: Option<&str>, b: Option<&str>) -> Ordering {
@@ -159,6 +174,18 @@ mod tests {
     }
 
     #[test]
+    fn covering_lists_parent_wildcards_then_any() {
+        let c = |h: Option<&str>| -> Vec<Option<String>> { covering(h) };
+        assert_eq!(
+            c(Some("a.b.c")),
+            vec![Some("*.b.c".into()), Some("*.c".into()), None]
+        );
+        assert_eq!(c(Some("*.b.c")), vec![Some("*.c".into()), None]);
+        assert_eq!(c(Some("c")), vec![None]);
+        assert!(c(None).is_empty());
+    }
+
+    #[test]
     fn specificity_orders_exact_then_wildcards_then_any() {
         let mut hosts = vec![
             None,
@@ -202,6 +229,17 @@ mod tests {
                 }
                 // No intersection: no host is matched by both sides.
                 None => prop_assert!(!both, "l={} r={} h={}", l, r, h),
+            }
+        }
+
+        /// `covering` lists exactly the hostnames (of a bounded family) that cover a host.
+        #[test]
+        fn covering_agrees_with_covers(h in pattern()) {
+            for c in covering(Some(&h)) {
+                match c {
+                    Some(c) => prop_assert!(covers(&c, &h) && c != h, "{} {}", c, h),
+                    None => {}
+                }
             }
         }
 

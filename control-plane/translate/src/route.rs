@@ -984,19 +984,24 @@ fn value_match(
 
 /// Rejects expressions Envoy's RE2 would reject, so a bad regex is a route condition instead of
 /// a NACKed configuration.
+/// Only the syntax is checked (parsing is far cheaper than compiling, and translation checks
+/// every expression of every route each time).
 fn check_regex(expression: &str, at: &str) -> Result<(), (&'static str, String)> {
-    regex::Regex::new(expression).map(|_| ()).map_err(|e| {
-        let text = e.to_string();
-        let reason = text
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim_start_matches("error: ");
-        (
-            reasons::UNSUPPORTED_VALUE,
-            format!("{at}: {expression:?} is not a valid regular expression: {reason}"),
-        )
-    })
+    regex_syntax::Parser::new()
+        .parse(expression)
+        .map(|_| ())
+        .map_err(|e| {
+            let text = e.to_string();
+            let reason = text
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
+            (
+                reasons::UNSUPPORTED_VALUE,
+                format!("{at}: {expression:?} is not a valid regular expression: {reason}"),
+            )
+        })
 }
 
 /// Parses a Gateway API duration (`1h30m`, `10s`, `500ms`, `0s`) to milliseconds.

@@ -3,9 +3,11 @@
 //! - `trellis serve` runs the control plane: sources -> translate -> snapshots -> ADS.
 //! - `trellis bootstrap` prints the Envoy bootstrap a gateway proxy starts with.
 //! - `trellis status` prints the status the control plane reports.
+//! - `trellis proxy-status` prints each proxy's sync state (SYNCED / STALE / NACKED per type).
 
 mod admin;
 mod bootstrap;
+mod proxy_status;
 mod serve;
 mod status;
 
@@ -27,6 +29,8 @@ enum Command {
     Bootstrap(bootstrap::BootstrapArgs),
     /// Print the status of Gateway API objects as the control plane reports it.
     Status(status::StatusArgs),
+    /// Print every connected proxy's sync state per resource type.
+    ProxyStatus(proxy_status::ProxyStatusArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Bootstrap(args) => bootstrap::run(&args),
         Command::Status(args) => status::run_command(&args),
+        Command::ProxyStatus(args) => proxy_status::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 use trellis_model::{InputSet, ObjectKey};
 use trellis_sources::Load;
 use trellis_translate::{Options, proxy_key, translate};
-use trellis_xds::{AdsServer, NodeResolver, SnapshotWriter, snapshot_cache};
+use trellis_xds::{AdsServer, CsdsServer, NodeResolver, SnapshotWriter, snapshot_cache};
 
 /// Arguments of `trellis serve`.
 #[derive(Debug, Args)]
@@ -140,6 +140,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let xds_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(ads.into_service())
+        .add_service(CsdsServer::new(state.registry.clone()).into_service())
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener));
     let admin_server = axum::serve(admin_listener, admin::router(state.clone()));
     let control = control_loop(
@@ -230,12 +231,16 @@ async fn control_loop(
     status_dir: Option<PathBuf>,
     pool: Option<IpNet>,
 ) {
-    let mut tracker = StatusTracker::default();
-    let mut status_writer = status_dir.map(StatusWriter::new);
+    let mut status = StatusPublisher {
+        tracker: StatusTracker::default(),
+        writer: status_dir.map(StatusWriter::new),
+        state: state.clone(),
+    };
     let mut pool = pool.map(|pool| AddressPool {
         pool,
         assigned: BTreeMap::new(),
     });
+    let mut sync_changes = state.registry.subscribe();
     loop {
         let load = loads.borrow_and_update().clone();
         let started = Instant::now();
@@ -247,7 +252,10 @@ async fn control_loop(
         };
         let translation = translate(&load.input, &options);
         let snapshots = trellis_translate::xds::snapshots(&translation.ir);
-        let proxies = snapshots.len();
+        let versions: BTreeMap<String, String> = snapshots
+            .iter()
+            .map(|(key, snapshot)| (key.clone(), snapshot.version()))
+            .collect();
         writer.publish(snapshots);
         let elapsed = started.elapsed();
         let count = state.translations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -257,30 +265,139 @@ async fn control_loop(
         state.ready.store(true, Ordering::Relaxed);
         info!(
             objects = load.input.len(),
-            proxies,
+            proxies = versions.len(),
             problems = load.diagnostics.len(),
             micros = elapsed.as_micros() as u64,
             "configuration published"
         );
-        let now = trellis_model::core::Time(now_timestamp());
-        let report = tracker.report(
-            &load.input,
-            &translation.status,
-            &load.diagnostics,
+        let published = Published {
+            load,
+            translation,
+            versions,
             count,
-            &now,
-        );
-        if let Some(w) = status_writer.as_mut()
+        };
+        status.publish(&published);
+        // Until the next configuration: follow the proxies' progress (debounced).
+        loop {
+            tokio::select! {
+                changed = loads.changed() => {
+                    if changed.is_err() {
+                        warn!("the config watcher stopped; serving the last configuration");
+                        std::future::pending::<()>().await;
+                    }
+                    break;
+                }
+                changed = sync_changes.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    tokio::time::sleep(SYNC_STATUS_DEBOUNCE).await;
+                    sync_changes.borrow_and_update();
+                    status.publish(&published);
+                }
+            }
+        }
+    }
+}
+
+/// How long proxy sync changes are gathered before status is refreshed.
+const SYNC_STATUS_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// The last published configuration.
+struct Published {
+    load: Arc<Load>,
+    translation: trellis_translate::Translation,
+    /// Snapshot version by proxy key.
+    versions: BTreeMap<String, String>,
+    count: u64,
+}
+
+/// Turns a translation and the proxies' sync state into the status report, status files and
+/// admin view.
+struct StatusPublisher {
+    tracker: StatusTracker,
+    writer: Option<StatusWriter>,
+    state: Arc<AdminState>,
+}
+
+impl StatusPublisher {
+    fn publish(&mut self, p: &Published) {
+        let mut status = p.translation.status.clone();
+        for (key, gw) in status.gateways.iter_mut() {
+            let proxy = proxy_key(key);
+            let Some(version) = p.versions.get(&proxy) else {
+                continue;
+            };
+            let sync = self.state.registry.key_state(&proxy, version);
+            apply_proxy_sync(gw, &sync);
+        }
+        let now = trellis_model::core::Time(now_timestamp());
+        let report =
+            self.tracker
+                .report(&p.load.input, &status, &p.load.diagnostics, p.count, &now);
+        if let Some(w) = self.writer.as_mut()
             && let Err(e) = w.write(&report)
         {
             error!("cannot write status files: {e:#}");
         }
-        state.set_report(report);
-        if loads.changed().await.is_err() {
-            warn!("the config watcher stopped; serving the last configuration");
-            std::future::pending::<()>().await;
-        }
+        self.state.set_report(report);
     }
+}
+
+/// A Gateway is Programmed once a proxy serving it holds its configuration; until then it is
+/// Pending, and a proxy's NACK makes it Invalid with the proxy's error.
+fn apply_proxy_sync(gw: &mut trellis_model::gateway::GatewayStatus, sync: &trellis_xds::KeyState) {
+    use trellis_translate::conditions::{condition, reasons, types};
+    let Some(programmed) = gw
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == types::PROGRAMMED && c.status == "True")
+    else {
+        return;
+    };
+    let generation = programmed.observed_generation;
+    *programmed = if sync.synced > 0 {
+        condition(
+            types::PROGRAMMED,
+            true,
+            reasons::PROGRAMMED,
+            format!(
+                "Applied by {} of {} connected proxies",
+                sync.synced, sync.connected
+            ),
+            generation,
+        )
+    } else if !sync.nacks.is_empty() {
+        condition(
+            types::PROGRAMMED,
+            false,
+            reasons::INVALID,
+            format!(
+                "The proxies rejected the configuration: {}",
+                sync.nacks.join("; ")
+            ),
+            generation,
+        )
+    } else if sync.connected == 0 {
+        condition(
+            types::PROGRAMMED,
+            false,
+            reasons::PENDING,
+            "No proxy serves this Gateway yet",
+            generation,
+        )
+    } else {
+        condition(
+            types::PROGRAMMED,
+            false,
+            reasons::PENDING,
+            format!(
+                "Waiting for {} connected proxies to apply the configuration",
+                sync.connected
+            ),
+            generation,
+        )
+    };
 }
 
 fn now_timestamp() -> trellis_model::core::jiff::Timestamp {

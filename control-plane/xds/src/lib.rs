@@ -11,14 +11,16 @@
 //! Nothing here knows about the Gateway API: resources arrive encoded, named and versioned, with
 //! the dependencies that order their delivery.
 
+pub mod csds;
 pub mod protocol;
 pub mod registry;
 pub mod resource;
 pub mod server;
 pub mod snapshot;
 
-pub use protocol::{DeltaStream, Event, SotwStream};
-pub use registry::{NackInfo, Protocol, ProxySync, SyncRegistry, TypeSync, TypeTotals};
+pub use csds::CsdsServer;
+pub use protocol::{DeltaStream, Event, SotwStream, SyncStatus};
+pub use registry::{KeyState, NackInfo, Protocol, ProxySync, SyncRegistry, TypeSync, TypeTotals};
 pub use resource::{Dependency, Resource, ResourceType, content_hash};
 pub use server::{AdsServer, NodeResolver};
 pub use snapshot::{

@@ -4,7 +4,7 @@
 //! The server records [`Event`]s here; the admin endpoint, `trellis proxy-status` and the
 //! status writer read [`SyncRegistry::proxies`].
 
-use crate::protocol::Event;
+use crate::protocol::{Event, SyncStatus};
 use crate::resource::ResourceType;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Which ADS variant a stream speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum Protocol {
     /// State of the world (StreamAggregatedResources).
     Sotw,
@@ -21,7 +21,7 @@ pub enum Protocol {
 }
 
 /// A rejected response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NackInfo {
     /// The version rejected.
     pub version: String,
@@ -32,7 +32,7 @@ pub struct NackInfo {
 }
 
 /// Sync state of one type on one proxy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TypeSync {
     /// Last version sent.
     pub sent_version: Option<String>,
@@ -46,10 +46,12 @@ pub struct TypeSync {
     pub responses: u64,
     /// NACKs received on this stream.
     pub nacks: u64,
+    /// Whether the proxy holds what it should for this type.
+    pub status: Option<SyncStatus>,
 }
 
 /// Sync state of one connected proxy (one stream).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ProxySync {
     /// Envoy's node id.
     pub node_id: String,
@@ -63,10 +65,12 @@ pub struct ProxySync {
     pub connected_at: u64,
     /// Per-type state.
     pub types: BTreeMap<ResourceType, TypeSync>,
+    /// The snapshot version the proxy holds completely (every type Synced), if any.
+    pub synced_version: Option<String>,
 }
 
 /// Totals across every stream since start, by type.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TypeTotals {
     /// Responses sent.
     pub responses: u64,
@@ -80,15 +84,27 @@ pub struct TypeTotals {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Bumped whenever a proxy connects, disconnects or changes sync state.
+    changes: u64,
     next_id: u64,
     proxies: BTreeMap<u64, ProxySync>,
     totals: BTreeMap<ResourceType, TypeTotals>,
 }
 
 /// The registry of connected proxies. Cheap to share behind an `Arc`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SyncRegistry {
     inner: Mutex<Inner>,
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SyncRegistry {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 /// A registered stream; deregisters on drop.
@@ -119,6 +135,7 @@ impl SyncRegistry {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
+        self.notify(&mut inner);
         inner.proxies.insert(
             id,
             ProxySync {
@@ -128,6 +145,7 @@ impl SyncRegistry {
                 protocol,
                 connected_at,
                 types: BTreeMap::new(),
+                synced_version: None,
             },
         );
         StreamHandle {
@@ -156,9 +174,75 @@ impl SyncRegistry {
     pub fn connected(&self) -> usize {
         self.lock().proxies.len()
     }
+
+    /// A receiver that changes whenever a proxy connects, disconnects or changes sync state.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self, inner: &mut Inner) {
+        inner.changes += 1;
+        self.changed.send_replace(inner.changes);
+    }
+
+    /// For a snapshot key: whether some connected proxy holds `version` completely, and the
+    /// NACK errors of connected proxies (`node: error`).
+    pub fn key_state(&self, key: &str, version: &str) -> KeyState {
+        let inner = self.lock();
+        let mut state = KeyState::default();
+        for p in inner.proxies.values().filter(|p| p.key == key) {
+            state.connected += 1;
+            if p.synced_version.as_deref() == Some(version) {
+                state.synced += 1;
+            }
+            for (t, ts) in &p.types {
+                if let Some(n) = &ts.nack {
+                    state
+                        .nacks
+                        .push(format!("{} rejected {t}: {}", p.node_id, n.error));
+                }
+            }
+        }
+        state
+    }
+}
+
+/// What the proxies of one snapshot key report.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyState {
+    /// Proxies connected for the key.
+    pub connected: usize,
+    /// Proxies holding the asked-for version completely.
+    pub synced: usize,
+    /// NACKs reported by connected proxies.
+    pub nacks: Vec<String>,
 }
 
 impl StreamHandle {
+    /// Records the stream's sync state; notifies subscribers when it changed.
+    pub fn set_sync(
+        &self,
+        status: &BTreeMap<ResourceType, SyncStatus>,
+        synced_version: Option<String>,
+    ) {
+        let mut inner = self.registry.lock();
+        let Some(proxy) = inner.proxies.get_mut(&self.id) else {
+            return;
+        };
+        let mut changed = proxy.synced_version != synced_version;
+        proxy.synced_version = synced_version;
+        for (t, s) in status {
+            let ts = proxy.types.entry(*t).or_default();
+            if ts.status != Some(*s) {
+                ts.status = Some(*s);
+                changed = true;
+            }
+        }
+        if changed {
+            self.registry.notify(&mut inner);
+        }
+    }
+
     /// Records what a stream reported.
     pub fn record(&self, events: &[Event]) {
         let mut inner = self.registry.lock();
@@ -223,6 +307,8 @@ impl StreamHandle {
 
 impl Drop for StreamHandle {
     fn drop(&mut self) {
-        self.registry.lock().proxies.remove(&self.id);
+        let mut inner = self.registry.lock();
+        inner.proxies.remove(&self.id);
+        self.registry.notify(&mut inner);
     }
 }

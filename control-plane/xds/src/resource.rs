@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 /// The resource types Trellis serves, in the order a change is pushed: clusters and their
 /// endpoints first, then secrets, listeners, and routes last (Envoy's make-before-break order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum ResourceType {
     /// CDS: `envoy.config.cluster.v3.Cluster`.
     Cluster,

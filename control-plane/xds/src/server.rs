@@ -5,7 +5,7 @@
 //! must carry the node; the [`NodeResolver`] turns it into the snapshot key the proxy is
 //! served from.
 
-use crate::protocol::{DeltaStream, Event, SotwStream};
+use crate::protocol::{DeltaStream, Event, SotwStream, SyncStatus};
 use crate::registry::{Protocol, StreamHandle, SyncRegistry};
 use crate::snapshot::{Snapshot, SnapshotCache};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -142,6 +142,12 @@ trait Machine: Send + Sized + 'static {
     fn on_request(&mut self, req: &Self::Req) -> (Vec<Self::Resp>, Vec<Event>);
     fn on_snapshot(&mut self, s: Option<Arc<Snapshot>>) -> (Vec<Self::Resp>, Vec<Event>);
     fn on_tick(&mut self) -> (Vec<Self::Resp>, Vec<Event>);
+    fn sync(
+        &self,
+    ) -> (
+        std::collections::BTreeMap<crate::ResourceType, SyncStatus>,
+        Option<String>,
+    );
 }
 
 impl Machine for SotwStream {
@@ -162,6 +168,14 @@ impl Machine for SotwStream {
     }
     fn on_tick(&mut self) -> (Vec<DiscoveryResponse>, Vec<Event>) {
         SotwStream::on_tick(self)
+    }
+    fn sync(
+        &self,
+    ) -> (
+        std::collections::BTreeMap<crate::ResourceType, SyncStatus>,
+        Option<String>,
+    ) {
+        SotwStream::sync(self)
     }
 }
 
@@ -189,6 +203,14 @@ impl Machine for DeltaStream {
     }
     fn on_tick(&mut self) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
         DeltaStream::on_tick(self)
+    }
+    fn sync(
+        &self,
+    ) -> (
+        std::collections::BTreeMap<crate::ResourceType, SyncStatus>,
+        Option<String>,
+    ) {
+        DeltaStream::sync(self)
     }
 }
 
@@ -254,9 +276,14 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
         tx,
     } = task;
     let send = |tx: &mpsc::Sender<Result<M::Resp, Status>>,
-                (responses, events): (Vec<M::Resp>, Vec<Event>)| {
+                (responses, events): (Vec<M::Resp>, Vec<Event>),
+                (status, synced): (
+        std::collections::BTreeMap<crate::ResourceType, SyncStatus>,
+        Option<String>,
+    )| {
         log_events(&events);
         handle.record(&events);
+        handle.set_sync(&status, synced);
         let tx = tx.clone();
         async move {
             for r in responses {
@@ -267,7 +294,12 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
             true
         }
     };
-    if !send(&tx, machine.on_request(&first)).await {
+    if !{
+        let out = machine.on_request(&first);
+        send(&tx, out, machine.sync())
+    }
+    .await
+    {
         return;
     }
     // Whatever a reconnect holds back waits at most this long for the client's other requests.
@@ -278,14 +310,14 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
         tokio::select! {
             () = &mut tick, if !ticked => {
                 ticked = true;
-                if !send(&tx, machine.on_tick()).await {
+                if !{ let out = machine.on_tick(); send(&tx, out, machine.sync()) }.await {
                     return;
                 }
             }
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
                     tracing::trace!(?request, "request");
-                    if !send(&tx, machine.on_request(&request)).await {
+                    if !{ let out = machine.on_request(&request); send(&tx, out, machine.sync()) }.await {
                         return;
                     }
                 }
@@ -311,7 +343,7 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
                 };
                 if !same {
                     current = next.clone();
-                    if !send(&tx, machine.on_snapshot(next)).await {
+                    if !{ let out = machine.on_snapshot(next); send(&tx, out, machine.sync()) }.await {
                         return;
                     }
                 }

@@ -52,6 +52,7 @@ impl TypeResources {
 pub struct Snapshot {
     types: BTreeMap<ResourceType, TypeResources>,
     spare: Arc<Spare>,
+    version: std::sync::OnceLock<String>,
 }
 
 impl PartialEq for Snapshot {
@@ -140,15 +141,19 @@ impl Snapshot {
 
     /// A version over every resource of every type.
     pub fn version(&self) -> String {
-        let mut parts: Vec<&[u8]> = Vec::new();
-        for (t, resources) in &self.types {
-            parts.push(t.short_name().as_bytes());
-            for (name, r) in &resources.items {
-                parts.push(name.as_bytes());
-                parts.push(r.version.as_bytes());
-            }
-        }
-        content_hash(parts)
+        self.version
+            .get_or_init(|| {
+                let mut parts: Vec<&[u8]> = Vec::new();
+                for (t, resources) in &self.types {
+                    parts.push(t.short_name().as_bytes());
+                    for (name, r) in &resources.items {
+                        parts.push(name.as_bytes());
+                        parts.push(r.version.as_bytes());
+                    }
+                }
+                content_hash(parts)
+            })
+            .clone()
     }
 
     /// Total number of resources.

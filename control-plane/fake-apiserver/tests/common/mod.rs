@@ -172,6 +172,17 @@ pub async fn collect_until(
     seen
 }
 
+/// A client for a kubeconfig with kube's retry of 503/429/504 turned off, to see refusals as
+/// they are answered (the default client retries them, as it would against a real server).
+pub async fn client_without_retries(kubeconfig_yaml: &str) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
 /// The status code of a kube API error.
 pub fn api_code(e: &kube::Error) -> u16 {
     match e {

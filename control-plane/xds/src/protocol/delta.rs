@@ -8,7 +8,7 @@
 //! `initial_resource_versions` say what it holds, so unchanged resources are not sent again.
 
 use super::Event;
-use super::state::{ClientEntry, Pending, StreamState, Want};
+use super::state::{ClientEntry, Pending, StreamState, SyncStatus, Want};
 use crate::resource::ResourceType;
 use crate::snapshot::Snapshot;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -24,6 +24,14 @@ pub struct DeltaStream {
 }
 
 impl DeltaStream {
+    /// Per subscribed type, whether the proxy holds what it should, and the snapshot version
+    /// it is fully in sync with (if it is).
+    pub fn sync(&self) -> (BTreeMap<ResourceType, SyncStatus>, Option<String>) {
+        let status = self.state.sync_status();
+        let version = self.state.synced_version(&status);
+        (status, version)
+    }
+
     /// A new stream; `snapshot` is the proxy's current snapshot, `None` if none was published.
     pub fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
         let mut stream = Self::default();

@@ -24,6 +24,7 @@ mod state;
 
 pub use delta::DeltaStream;
 pub use sotw::SotwStream;
+pub use state::SyncStatus;
 
 use crate::resource::ResourceType;
 

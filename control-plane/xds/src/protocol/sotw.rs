@@ -8,7 +8,7 @@
 //! always has the same version, across restarts too.
 
 use super::Event;
-use super::state::{ClientEntry, Pending, StreamState, Want, set_version};
+use super::state::{ClientEntry, Pending, StreamState, SyncStatus, Want, set_version};
 use crate::resource::{Resource, ResourceType};
 use crate::snapshot::Snapshot;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -22,6 +22,14 @@ pub struct SotwStream {
 }
 
 impl SotwStream {
+    /// Per subscribed type, whether the proxy holds what it should, and the snapshot version
+    /// it is fully in sync with (if it is).
+    pub fn sync(&self) -> (BTreeMap<ResourceType, SyncStatus>, Option<String>) {
+        let status = self.state.sync_status();
+        let version = self.state.synced_version(&status);
+        (status, version)
+    }
+
     /// A new stream; `snapshot` is the proxy's current snapshot, `None` if none was published.
     pub fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
         let mut stream = Self::default();

@@ -226,6 +226,67 @@ impl StreamState {
     }
 }
 
+/// How far a proxy is, for one type.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SyncStatus {
+    /// The proxy has not asked for this type (or nothing was published yet).
+    NotSent,
+    /// The proxy ACKed exactly what it should hold now.
+    Synced,
+    /// A response is in flight, or what the proxy holds differs from what it should hold.
+    Stale,
+    /// The proxy rejected the last configuration of this type.
+    Nacked,
+}
+
+impl StreamState {
+    /// Per subscribed type: whether the proxy holds what it should.
+    pub fn sync_status(&self) -> BTreeMap<ResourceType, SyncStatus> {
+        let mut out = BTreeMap::new();
+        for (t, ts) in &self.types {
+            if !ts.subscribed {
+                continue;
+            }
+            let status = if ts.rejected_version.is_some() || !ts.rejected.is_empty() {
+                SyncStatus::Nacked
+            } else if ts.pending.is_some() {
+                SyncStatus::Stale
+            } else {
+                match self.wants(*t) {
+                    None => SyncStatus::NotSent,
+                    Some(wants) => {
+                        let held_all = wants.iter().all(|(name, want)| match want {
+                            Want::Resource(r) => {
+                                ts.client.get(name).is_some_and(|e| e.version == r.version)
+                            }
+                            Want::Keep => ts.client.contains_key(name),
+                            Want::Hold => false,
+                        });
+                        let nothing_extra = ts.client.keys().all(|n| wants.contains_key(n));
+                        if held_all && nothing_extra {
+                            SyncStatus::Synced
+                        } else {
+                            SyncStatus::Stale
+                        }
+                    }
+                }
+            };
+            out.insert(*t, status);
+        }
+        out
+    }
+
+    /// The snapshot version the proxy is in sync with: every subscribed type Synced.
+    pub fn synced_version(&self, status: &BTreeMap<ResourceType, SyncStatus>) -> Option<String> {
+        let snapshot = self.snapshot.as_ref()?;
+        (!status.is_empty() && status.values().all(|s| *s == SyncStatus::Synced))
+            .then(|| snapshot.version())
+    }
+}
+
 /// The SotW version of a set of resources: a hash of names and versions.
 pub(crate) fn set_version(resources: &BTreeMap<String, Arc<Resource>>) -> String {
     let mut parts: Vec<&[u8]> = Vec::with_capacity(resources.len() * 2);

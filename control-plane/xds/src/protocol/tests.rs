@@ -790,3 +790,53 @@ fn delta_reverting_after_a_nack_reports_recovery_without_sending() {
         }]
     );
 }
+
+// ------------------------------------------------------------------------------ Sync status
+
+#[test]
+fn sync_status_follows_acks_nacks_and_pending_responses() {
+    let snapshot = snap(&[cluster("a", 1), listener("l")]);
+    let mut s = SotwStream::new(snapshot.clone());
+    let c = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    let (status, synced) = s.sync();
+    assert_eq!(
+        status[&ResourceType::Cluster],
+        SyncStatus::Stale,
+        "sent, not ACKed"
+    );
+    assert_eq!(synced, None);
+    ack(&mut s, &c, &[]);
+    let l = only(s.on_request(&req(ResourceType::Listener, "", "", &[])).0);
+    ack(&mut s, &l, &[]);
+    let (status, synced) = s.sync();
+    assert!(
+        status.values().all(|s| *s == SyncStatus::Synced),
+        "{status:?}"
+    );
+    assert_eq!(synced, Some(snapshot.as_ref().unwrap().version()));
+    // A NACKed update.
+    let bad = only(s.on_snapshot(snap(&[cluster("a", 2), listener("l")])).0);
+    s.on_request(&nack(
+        ResourceType::Cluster,
+        &c.version_info,
+        &bad.nonce,
+        &[],
+    ));
+    let (status, synced) = s.sync();
+    assert_eq!(status[&ResourceType::Cluster], SyncStatus::Nacked);
+    assert_eq!(synced, None);
+}
+
+#[test]
+fn delta_sync_status_is_synced_once_every_change_is_acked() {
+    let snapshot = snap(&[cla("a", 1)]);
+    let mut s = DeltaStream::new(snapshot.clone());
+    let r = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["a"], &[]))
+            .0,
+    );
+    assert_eq!(s.sync().0[&ResourceType::Endpoint], SyncStatus::Stale);
+    dack(&mut s, &r);
+    assert_eq!(s.sync().0[&ResourceType::Endpoint], SyncStatus::Synced);
+    assert_eq!(s.sync().1, Some(snapshot.as_ref().unwrap().version()));
+}

@@ -1,0 +1,110 @@
+//! `trellis proxy-status`: every connected proxy and, per resource type, whether it holds what it
+//! should (SYNCED), is behind (STALE), has not asked (NOT SENT) or rejected the last
+//! configuration (NACKED, with the proxy's error) — like `istioctl proxy-status`. The data comes
+//! from the admin endpoint's `/proxies`; the same data is served over CSDS on the xDS port.
+
+use anyhow::Context;
+use clap::Args;
+use trellis_xds::{ProxySync, ResourceType, SyncStatus};
+
+/// Arguments of `trellis proxy-status`.
+#[derive(Debug, Args)]
+pub struct ProxyStatusArgs {
+    /// The control plane's admin address.
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    pub admin_address: String,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Fetches `/proxies` and prints it.
+pub fn run(args: &ProxyStatusArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let body = runtime
+        .block_on(crate::admin::get(&args.admin_address, "/proxies"))
+        .with_context(|| {
+            format!(
+                "cannot reach the control plane's admin endpoint at {}",
+                args.admin_address
+            )
+        })?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let proxies: Vec<ProxySync> =
+        serde_json::from_str(&body).context("unexpected /proxies response")?;
+    print!("{}", render(&proxies));
+    Ok(())
+}
+
+fn label(status: Option<SyncStatus>) -> &'static str {
+    match status {
+        Some(SyncStatus::Synced) => "SYNCED",
+        Some(SyncStatus::Stale) => "STALE",
+        Some(SyncStatus::Nacked) => "NACKED",
+        Some(SyncStatus::NotSent) | None => "NOT SENT",
+    }
+}
+
+/// The proxies as a table, then the NACK errors.
+pub fn render(proxies: &[ProxySync]) -> String {
+    let order = [
+        ResourceType::Cluster,
+        ResourceType::Listener,
+        ResourceType::Endpoint,
+        ResourceType::Route,
+        ResourceType::Secret,
+    ];
+    let mut rows = vec![
+        ["NODE", "GATEWAY", "ADS", "CDS", "LDS", "EDS", "RDS", "SDS"]
+            .map(str::to_string)
+            .to_vec(),
+    ];
+    let mut nacks = Vec::new();
+    for p in proxies {
+        let mut row = vec![
+            p.node_id.clone(),
+            p.key.trim_start_matches("gateway/").to_string(),
+            match p.protocol {
+                trellis_xds::Protocol::Sotw => "SotW".to_string(),
+                trellis_xds::Protocol::Delta => "Delta".to_string(),
+            },
+        ];
+        for t in order {
+            let ts = p.types.get(&t);
+            row.push(label(ts.and_then(|ts| ts.status)).to_string());
+            if let Some(nack) = ts.and_then(|ts| ts.nack.as_ref()) {
+                nacks.push(format!(
+                    "  {} {}: {} (version {})",
+                    p.node_id, t, nack.error, nack.version
+                ));
+            }
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}", w = *w))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if !nacks.is_empty() {
+        out.push_str("\nRejected configuration:\n");
+        for n in nacks {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+    out
+}
