@@ -34,20 +34,28 @@ pub(crate) fn load_dir(state: &State, dir: &Path) -> Result<usize, Error> {
         })?;
         documents.extend(docs.into_iter().map(|d| (path.clone(), d)));
     }
-    store_all(state, documents).map_err(|(path, what, source)| Error::Load { path, what, source })
+    store_all(state, documents).map_err(|failure| {
+        let (path, what, source) = *failure;
+        Error::Load {
+            path,
+            what,
+            source: Box::new(source),
+        }
+    })
 }
 
 /// Loads the objects of one YAML stream (the admin API's `POST /fake/objects`).
 pub(crate) fn load_text(state: &State, text: &str) -> Result<usize, ApiError> {
     let docs = parse(text).map_err(ApiError::BadRequest)?;
     let documents = docs.into_iter().map(|d| (PathBuf::new(), d)).collect();
-    store_all(state, documents).map_err(|failure| match *failure {
-        (_, what, e) => match e {
+    store_all(state, documents).map_err(|failure| {
+        let (_, what, e) = *failure;
+        match e {
             ApiError::NoSuchResource => {
                 ApiError::BadRequest(format!("{what}: kind is not registered"))
             }
             other => other,
-        },
+        }
     })
 }
 
