@@ -432,3 +432,31 @@ async fn status_writes_reach_watchers_as_modifications() {
         .unwrap();
     collect_until(&mut rx, |s| s.contains(&Seen::Apply("web".into()))).await;
 }
+
+#[tokio::test]
+async fn a_watcher_over_all_namespaces_sees_every_namespace_and_collection_deletes() {
+    let server = server();
+    create_config_maps(&server.client(), "one", &["a"]).await;
+    create_config_maps(&server.client(), "two", &["b"]).await;
+    let all: Api<ConfigMap> = Api::all(server.client());
+    let mut rx = record(all, watcher::Config::default());
+    let seen = collect_until(&mut rx, |s| s.contains(&Seen::InitDone)).await;
+    assert_eq!(
+        seen,
+        [
+            Seen::Init,
+            Seen::InitApply("a".into()),
+            Seen::InitApply("b".into()),
+            Seen::InitDone
+        ]
+    );
+    upsert(&server, "three", "c", "v");
+    let two: Api<ConfigMap> = Api::namespaced(server.client(), "two");
+    let deleted = two
+        .delete_collection(&DeleteParams::default(), &kube::api::ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(deleted.left().unwrap().items.len(), 1);
+    let seen = collect_until(&mut rx, |s| s.len() == 2).await;
+    assert_eq!(seen, [Seen::Apply("c".into()), Seen::Delete("b".into())]);
+}
