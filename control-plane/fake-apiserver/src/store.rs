@@ -510,8 +510,8 @@ impl Store {
                     Subresource::Status => "status",
                 };
                 let in_scope = |p: &FieldPath| match subresource {
-                    Subresource::Main => !(kind.status_subresource && p[0] == "status"),
-                    Subresource::Status => p[0] == "status",
+                    Subresource::Main => !(kind.status_subresource && is_status(p)),
+                    Subresource::Status => is_status(p),
                 };
                 let applied: BTreeSet<FieldPath> = apply::leaf_paths(&object)
                     .into_iter()
@@ -1122,6 +1122,11 @@ fn spec_of(kind: &ResourceKind, object: &Value) -> Value {
         }
     }
     v
+}
+
+/// Whether a field path is under `.status`.
+fn is_status(path: &FieldPath) -> bool {
+    path.first().is_some_and(|k| k == "status")
 }
 
 fn without_managed_fields(object: &Value) -> Value {
