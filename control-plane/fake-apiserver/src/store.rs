@@ -505,6 +505,20 @@ impl Store {
                 force,
             } => {
                 let object = prepare_apply(kind, namespace, name, object)?;
+                // A resourceVersion in the applied object is an optimistic lock, as for updates.
+                if let Some(rv) = str_at(&object, "/metadata/resourceVersion")
+                    && !rv.is_empty()
+                    && Some(rv)
+                        != old
+                            .as_ref()
+                            .and_then(|o| str_at(o, "/metadata/resourceVersion"))
+                {
+                    return Err(ApiError::Conflict {
+                        resource: kind.resource_name(),
+                        name: name.to_string(),
+                        message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+                    });
+                }
                 let sub = match subresource {
                     Subresource::Main => "",
                     Subresource::Status => "status",

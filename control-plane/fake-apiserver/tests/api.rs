@@ -706,9 +706,40 @@ async fn leases_are_created_once_and_updated_with_optimistic_concurrency() {
         )
         .await
         .unwrap();
-    assert_eq!(acquired.spec.unwrap().holder_identity.as_deref(), Some("b"));
+    assert_eq!(
+        acquired.spec.clone().unwrap().holder_identity.as_deref(),
+        Some("b")
+    );
     // Leases have no status subresource; generation still counts spec changes.
     assert_eq!(acquired.metadata.generation, Some(3));
+
+    // Server-side apply with a resourceVersion (as lease managers do) is an optimistic lock too.
+    let apply = |rv: String, holder: &str| {
+        Patch::Apply(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": { "name": "trellis-leader", "resourceVersion": rv },
+            "spec": { "holderIdentity": holder },
+        }))
+    };
+    let pp = PatchParams::apply("lease-manager").force();
+    let err = api
+        .patch(
+            "trellis-leader",
+            &pp,
+            &apply(renewed.resource_version().unwrap(), "c"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(&err), 409);
+    let applied = api
+        .patch(
+            "trellis-leader",
+            &pp,
+            &apply(acquired.resource_version().unwrap(), "c"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.spec.unwrap().holder_identity.as_deref(), Some("c"));
 }
 
 #[tokio::test]
