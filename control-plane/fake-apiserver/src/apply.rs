@@ -17,7 +17,8 @@
 //! lists such as `status.conditions`, so two managers applying different conditions of the
 //! same list replace each other's list (with force) or conflict. Non-apply writes (PUT,
 //! merge/JSON patches) keep `managedFields` as they were and take no ownership. A `null` in
-//! an applied object removes the field.
+//! an applied object removes the field. A `metadata.resourceVersion` in the applied object is
+//! a precondition (409 when it is not the current one), as on the real server.
 
 use std::collections::BTreeSet;
 
