@@ -273,6 +273,11 @@ impl HttpStream<'_> {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The buffered request body as the filter left it.
+    pub fn request_body(&self) -> &[u8] {
+        &self.state().request_body
+    }
+
     /// The local response the filter sent, if any.
     pub fn local_response(&self) -> Option<&LocalResponse> {
         self.state().local_response.as_ref()
