@@ -15,6 +15,9 @@
 //! if every attempt loses (or shared data fails), the request is let through and counted as a
 //! rate-limit error rather than refused for the filter's own trouble.
 //!
+//! A new bucket is written with [`CREATE_CAS`], so two workers creating the same bucket at once
+//! do not both start from a full one: the second write fails and is retried as above.
+//!
 //! Proxy-wasm has no way to delete shared data, so buckets live as long as the proxy. To bound
 //! that memory, a limit counts the keys it has created (another shared entry, `.../~keys`);
 //! once `max_keys` exist, new key values share one overflow bucket (`.../~overflow`).
@@ -25,6 +28,13 @@ use crate::{ConfigError, Host, LogLevel, SharedDataError};
 
 /// Compare-and-swap attempts per request before giving up (and letting the request through).
 pub const MAX_CAS_ATTEMPTS: usize = 16;
+
+/// The version passed when creating an entry. Envoy checks a non-zero CAS only against an
+/// existing entry and inserts a missing one, so this write succeeds while the key is absent and
+/// fails with a CAS mismatch if another worker created it first (no entry has this version
+/// unless Envoy's version counter, shared by all entries, happens to be at its last value).
+/// Proxy-wasm has no "create if absent"; this is the closest to it.
+pub const CREATE_CAS: u32 = u32::MAX;
 
 /// Default for `max_keys`.
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;
@@ -192,7 +202,7 @@ impl RateLimit {
                         let overflow = format!("{}~overflow", self.prefix);
                         return self.take_from(host, &overflow, now, false);
                     }
-                    (self.full(now), None)
+                    (self.full(now), Some(CREATE_CAS))
                 }
             };
             if bucket.micro_tokens < MICRO as u64 {
@@ -229,7 +239,7 @@ impl RateLimit {
                         .unwrap_or_default();
                     (u32::from_le_bytes(bytes), Some(value.cas))
                 }
-                None => (0, None),
+                None => (0, Some(CREATE_CAS)),
             };
             if count >= self.max_keys {
                 return Ok(false);
@@ -487,6 +497,29 @@ mod tests {
                 retry_after_secs: 3600
             }
         );
+    }
+
+    #[test]
+    fn a_bucket_created_concurrently_by_another_worker_is_not_overwritten() {
+        let l =
+            limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "hour", "burst": 3}"#);
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        let key = "trellis.policy.rl.v1/l/ip:10.0.0.1";
+        let now = host.now_nanos();
+        // Between our read (no bucket) and our write, another worker creates the bucket and
+        // takes a token from it.
+        host.interfere_before_set(key, 1, move |_| {
+            Bucket {
+                micro_tokens: 2_000_000,
+                last_nanos: now,
+            }
+            .encode()
+            .to_vec()
+        });
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        assert_eq!(host.cas_mismatches(), 1);
+        let stored = Bucket::decode(&host.shared(key).unwrap()).unwrap();
+        assert_eq!(stored.micro_tokens, 1_000_000, "3 - theirs - ours");
     }
 
     #[test]
