@@ -6,11 +6,9 @@
 //! allow-credentials headers; disallowed origins get no allow-origin header; simple requests
 //! reach the backend and carry allow-origin (and allow-credentials only when allowed).
 
-use crate::conformance::checks::nn;
-use crate::conformance::dsl::{header_values, headers, names, request};
-use crate::conformance::http::{ExpectedRequest, ExpectedResponse, Response};
-use crate::conformance::subtests::Subtests;
-use crate::conformance::tests::common::same_namespace;
+use super::support::{self, Subtests};
+use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::http::{ExpectedRequest, ExpectedResponse, Request, Response};
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -23,12 +21,35 @@ pub const TEST: ConformanceTest = ConformanceTest {
     run,
 };
 
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn valid(pairs: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+    pairs
+        .iter()
+        .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+        .collect()
+}
+
+fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
 /// A preflight case: upstream expects the answer not to come from a backend (its expected
 /// request is OPTIONS with an empty path, and no namespace).
 fn preflight(name: &str, path: &str, req: &[(&str, &str)], response: Response) -> ExpectedResponse {
     ExpectedResponse {
         test_case_name: name.into(),
-        request: request("OPTIONS", "", path, req),
+        request: Request {
+            path: path.into(),
+            method: "OPTIONS".into(),
+            headers: headers(req),
+            ..Default::default()
+        },
         expected_request: Some(ExpectedRequest {
             method: "OPTIONS".into(),
             ..Default::default()
@@ -49,7 +70,12 @@ fn simple(
 ) -> ExpectedResponse {
     ExpectedResponse {
         test_case_name: name.into(),
-        request: request(method, "", path, req),
+        request: Request {
+            path: path.into(),
+            method: method.into(),
+            headers: headers(req),
+            ..Default::default()
+        },
         namespace: INFRA_NS.into(),
         response,
         ..Default::default()
@@ -59,7 +85,7 @@ fn simple(
 fn cases() -> Vec<ExpectedResponse> {
     let full_preflight = |origin: &str| Response {
         status_codes: vec![200, 204],
-        valid_header_values: header_values(&[
+        valid_header_values: valid(&[
             ("access-control-allow-origin", &[origin]),
             (
                 "access-control-allow-methods",
@@ -114,7 +140,7 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204, 403],
-                absent_headers: names(&["access-control-allow-origin"]),
+                absent_headers: strings(&["access-control-allow-origin"]),
                 ..Default::default()
             },
         ),
@@ -149,7 +175,7 @@ fn cases() -> Vec<ExpectedResponse> {
                 ("access-control-request-method", "GET"),
             ],
             Response {
-                absent_headers: names(&["access-control-allow-origin"]),
+                absent_headers: strings(&["access-control-allow-origin"]),
                 ..Default::default()
             },
         ),
@@ -162,12 +188,9 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: header_values(&[(
-                    "access-control-allow-methods",
-                    &["POST", "*"],
-                )]),
+                valid_header_values: valid(&[("access-control-allow-methods", &["POST", "*"])]),
                 headers: headers(&[("access-control-allow-origin", "https://www.foo.com")]),
-                absent_headers: names(&["access-control-allow-credentials"]),
+                absent_headers: strings(&["access-control-allow-credentials"]),
                 ..Default::default()
             },
         ),
@@ -180,7 +203,7 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                absent_headers: names(&["Access-Control-Allow-Credentials"]),
+                absent_headers: strings(&["Access-Control-Allow-Credentials"]),
                 ..Default::default()
             },
         ),
@@ -193,11 +216,11 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: header_values(&[
+                valid_header_values: valid(&[
                     ("access-control-allow-origin", &["https://foobar.com", "*"]),
                     ("access-control-allow-methods", &["PUT"]),
                 ]),
-                absent_headers: names(&["Access-Control-Allow-Credentials"]),
+                absent_headers: strings(&["Access-Control-Allow-Credentials"]),
                 ..Default::default()
             },
         ),
@@ -210,14 +233,14 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: header_values(&[
+                valid_header_values: valid(&[
                     (
                         "access-control-allow-origin",
                         &["https://foobar.com:12345", "*"],
                     ),
                     ("access-control-allow-methods", &["PUT"]),
                 ]),
-                absent_headers: names(&["Access-Control-Allow-Credentials"]),
+                absent_headers: strings(&["Access-Control-Allow-Credentials"]),
                 ..Default::default()
             },
         ),
@@ -228,7 +251,7 @@ fn cases() -> Vec<ExpectedResponse> {
             &[("Origin", "https://foobar.com:12345")],
             Response {
                 status_code: 200,
-                valid_header_values: header_values(&[(
+                valid_header_values: valid(&[(
                     "access-control-allow-origin",
                     &["https://foobar.com:12345", "*"],
                 )]),
@@ -242,11 +265,11 @@ fn cases() -> Vec<ExpectedResponse> {
             &[("Origin", "https://foobar.com")],
             Response {
                 status_code: 200,
-                valid_header_values: header_values(&[(
+                valid_header_values: valid(&[(
                     "access-control-allow-origin",
                     &["https://foobar.com", "*"],
                 )]),
-                absent_headers: names(&["Access-Control-Allow-Credentials"]),
+                absent_headers: strings(&["Access-Control-Allow-Credentials"]),
                 ..Default::default()
             },
         ),
@@ -260,7 +283,7 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: header_values(&[
+                valid_header_values: valid(&[
                     ("access-control-allow-origin", &["https://other.foo.com"]),
                     ("access-control-allow-methods", &["PUT"]),
                     (
@@ -283,7 +306,7 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: header_values(&[
+                valid_header_values: valid(&[
                     (
                         "access-control-allow-origin",
                         &["https://other.foo.com", "*"],
@@ -294,7 +317,7 @@ fn cases() -> Vec<ExpectedResponse> {
                         &["x-header-1, x-header-2", "x-header-2, x-header-1", "*"],
                     ),
                 ]),
-                absent_headers: names(&["access-control-allow-credentials"]),
+                absent_headers: strings(&["access-control-allow-credentials"]),
                 ignore_whitespace: true,
                 ..Default::default()
             },
@@ -306,7 +329,7 @@ fn cases() -> Vec<ExpectedResponse> {
             &[("Origin", "https://other.foo.com")],
             Response {
                 status_code: 200,
-                valid_header_values: header_values(&[
+                valid_header_values: valid(&[
                     ("access-control-allow-origin", &["https://other.foo.com"]),
                     ("access-control-allow-credentials", &["true"]),
                 ]),
@@ -320,11 +343,11 @@ fn cases() -> Vec<ExpectedResponse> {
             &[("Origin", "https://other.foo.com")],
             Response {
                 status_code: 200,
-                valid_header_values: header_values(&[(
+                valid_header_values: valid(&[(
                     "access-control-allow-origin",
                     &["https://other.foo.com", "*"],
                 )]),
-                absent_headers: names(&["access-control-allow-credentials"]),
+                absent_headers: strings(&["access-control-allow-credentials"]),
                 ..Default::default()
             },
         ),
@@ -338,11 +361,11 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         nn(INFRA_NS, "cors-wildcard-origin"),
         nn(INFRA_NS, "cors-wildcard-methods-headers"),
     ];
-    let gw = same_namespace();
+    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
     // Upstream waits for acceptance of the first two routes only, then for ResolvedRefs of all.
     let addr = s.gateway_and_http_routes_must_be_accepted(&gw, &routes[..2])?;
     for route in &routes {
-        s.http_route_must_have_resolved_refs(route, &gw.nn)?;
+        support::route_must_have_resolved_refs(s, route, &gw.nn)?;
     }
     let mut subtests = Subtests::new();
     for case in cases() {

@@ -2,8 +2,8 @@
 //! PathPrefix matches, each request reaches the backend of the match that takes precedence
 //! (Exact over PathPrefix, then the longest prefix).
 
-use crate::conformance::dsl::{get, routed_to};
-use crate::conformance::tests::common::same_namespace_route_ready;
+use super::support::{expect_cases, request, resolved_refs_true, routed_to};
+use crate::conformance::checks::{GatewayRef, nn};
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -18,8 +18,12 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let addr = same_namespace_route_ready(s, "path-matching-order")?;
+    let route = nn(ns, "path-matching-order");
+    let gw = GatewayRef::new(ns, "same-namespace");
+    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
+    resolved_refs_true(s, &route, &gw.nn)?;
     let (v1, v2, v3) = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3");
+    let get = |path: &str| request("", "", path, &[]);
     let cases = [
         routed_to(get("/match/exact/one"), v3, ns),
         routed_to(get("/match/exact"), v2, ns),
@@ -28,5 +32,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         routed_to(get("/match/prefix/any"), v1, ns),
         routed_to(get("/match/any"), v3, ns),
     ];
-    s.expect_cases(&addr, &cases)
+    expect_cases(s, &addr, &cases)
 }
