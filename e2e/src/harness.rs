@@ -592,8 +592,22 @@ pub fn request(
     parse_response(&raw)
 }
 
-/// Parses a `Connection: close` HTTP/1.1 response (chunked or not).
-fn parse_response(raw: &[u8]) -> anyhow::Result<Reply> {
+/// An HTTP/1.1 response as read off the wire: status line, headers in order, decoded body.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// Protocol of the status line (`HTTP/1.1`).
+    pub protocol: String,
+    /// Status code.
+    pub status: u16,
+    /// Headers in the order received, names lower-case, values trimmed.
+    pub headers: Vec<(String, String)>,
+    /// Body, with chunked transfer encoding undone.
+    pub body: Vec<u8>,
+}
+
+/// Parses an HTTP/1.1 response (chunked or not) read up to its end; the one parser of the
+/// crate's HTTP/1.1 clients (this module's and the conformance runner's).
+pub fn parse_http1_response(raw: &[u8]) -> anyhow::Result<RawResponse> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -601,11 +615,9 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<Reply> {
     let head = std::str::from_utf8(&raw[..split])?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().context("empty response")?;
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .context("no status code")?
-        .parse()?;
+    let mut parts = status_line.split_whitespace();
+    let protocol = parts.next().unwrap_or_default().to_string();
+    let status: u16 = parts.next().context("no status code")?.parse()?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -628,10 +640,21 @@ fn parse_response(raw: &[u8]) -> anyhow::Result<Reply> {
         }
         body = out;
     }
-    Ok(Reply {
+    Ok(RawResponse {
+        protocol,
         status,
         headers,
-        body: String::from_utf8_lossy(&body).to_string(),
+        body,
+    })
+}
+
+/// Parses a `Connection: close` HTTP/1.1 response (chunked or not).
+fn parse_response(raw: &[u8]) -> anyhow::Result<Reply> {
+    let raw = parse_http1_response(raw)?;
+    Ok(Reply {
+        status: raw.status,
+        headers: raw.headers,
+        body: String::from_utf8_lossy(&raw.body).to_string(),
     })
 }
 

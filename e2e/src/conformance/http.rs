@@ -2,13 +2,40 @@
 //! echoed request (path, host, method, headers, namespace, pod), the response (status codes,
 //! headers, redirect target), with upstream's convergence rule: an expectation holds when it
 //! is met a number of times in a row, within a deadline, retrying every second on failure.
+//!
+//! The one client of the suite lives here too, modelled on upstream's round tripper: HTTP/1.1
+//! (plain or over TLS), HTTP/2 over TLS (ALPN `h2`) and HTTP/2 with prior knowledge (h2c), as
+//! [`Request::protocol`] asks; server names are verified with Go's rules ([`GoNameVerifier`]);
+//! plus the websocket echo probe and upstream's request IDs in the query.
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How a request is sent (upstream's `roundtripper.Request.Protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, plain or over TLS (upstream's `HTTP` and `HTTPS`).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, offering only ALPN `h2` (upstream's `H2`).
+    H2,
+    /// HTTP/2 with prior knowledge over plain TCP (upstream's `H2C_PRIOR_KNOWLEDGE`).
+    H2c,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Http1 => "HTTP/1.1",
+            Protocol::H2 => "HTTP/2",
+            Protocol::H2c => "h2c",
+        })
+    }
+}
 
 /// A request to send.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +52,8 @@ pub struct Request {
     pub unfollow_redirect: bool,
     /// Body to send.
     pub body: String,
+    /// How to send it.
+    pub protocol: Protocol,
 }
 
 /// What the backend should have received.
@@ -132,6 +161,21 @@ impl ExpectedResponse {
         }
     }
 
+    /// Upstream's `AddRequestIDQueryParam`: puts the request ID in the request's query, and in
+    /// the expected backend request's (which takes the request's path when it has none), so
+    /// that echo logs of this very request can be told apart.
+    pub fn add_request_id_query_param(&mut self, request_id: &str) {
+        let path = set_query_param(&self.request.path, REQUEST_ID_QUERY_PARAM, request_id);
+        if let Some(er) = self.expected_request.as_mut() {
+            er.path = if er.path.is_empty() {
+                path.clone()
+            } else {
+                set_query_param(&er.path, REQUEST_ID_QUERY_PARAM, request_id)
+            };
+        }
+        self.request.path = path;
+    }
+
     fn statuses(&self) -> Vec<u16> {
         let mut s = self.response.status_codes.clone();
         if self.response.status_code != 0 && !s.contains(&self.response.status_code) {
@@ -155,9 +199,9 @@ impl ExpectedResponse {
 /// TLS settings of a request.
 #[derive(Clone, Debug, Default)]
 pub struct Tls {
-    /// SNI to send.
+    /// SNI to send, and the name the server certificate must be valid for.
     pub server_name: String,
-    /// PEM certificates to trust (any certificate is accepted when empty).
+    /// PEM certificates to trust (required, as upstream requires them).
     pub trusted_pem: String,
     /// Client certificate and key (PEM), if any.
     pub client_cert: Option<(String, String)>,
@@ -168,7 +212,7 @@ pub struct Tls {
 pub struct Captured {
     /// Status code.
     pub status: u16,
-    /// Response protocol (`HTTP/1.1`).
+    /// Response protocol (`HTTP/1.1`, `HTTP/2.0`).
     pub protocol: String,
     /// Response headers, names lower-case, values per name.
     pub headers: BTreeMap<String, Vec<String>>,
@@ -180,67 +224,58 @@ pub struct Captured {
     pub body: String,
 }
 
+impl Captured {
+    /// A response from its parts: the echo JSON is read from a JSON body, the redirect target
+    /// from the `Location` of a redirect.
+    pub fn new(
+        status: u16,
+        protocol: String,
+        headers: BTreeMap<String, Vec<String>>,
+        body: &[u8],
+    ) -> Self {
+        let body = String::from_utf8_lossy(body).to_string();
+        let echo = headers
+            .get("content-type")
+            .filter(|v| v.iter().any(|v| v.starts_with("application/json")))
+            .and_then(|_| serde_json::from_str(&body).ok());
+        let redirect = if is_redirect(status) {
+            headers
+                .get("location")
+                .and_then(|l| l.first())
+                .map(|l| parse_location(l))
+        } else {
+            None
+        };
+        Self {
+            status,
+            protocol,
+            headers,
+            echo,
+            redirect,
+            body,
+        }
+    }
+}
+
 /// Whether a status code is a redirect.
 pub fn is_redirect(status: u16) -> bool {
     matches!(status, 300..=399)
 }
 
-/// A certificate verifier that accepts any server certificate (for tests that do not check
-/// server identity).
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// Whether a certificate's DNS name matches a host name the way Go's `crypto/x509` matches
 /// them: case-insensitive, same number of labels, `*` allowed as the whole first label (so
-/// `*.org` matches `example.org`, which webpki refuses).
+/// `*.org` matches `example.org`, which webpki refuses). A pattern Go does not take as one (a
+/// bare `*`, an empty label) only matches the very same name.
 pub fn go_hostname_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if pattern.is_empty() || host.is_empty() {
+    let pattern = pattern.to_ascii_lowercase();
+    let host = host.to_ascii_lowercase();
+    if pattern.is_empty() || pattern == "." || host.is_empty() || host == "." {
         return false;
     }
+    if pattern == "*" || pattern.split('.').any(str::is_empty) {
+        return pattern == host;
+    }
+    let host = host.strip_suffix('.').unwrap_or(&host);
     let p: Vec<&str> = pattern.split('.').collect();
     let h: Vec<&str> = host.split('.').collect();
     p.len() == h.len()
@@ -250,11 +285,36 @@ pub fn go_hostname_matches(pattern: &str, host: &str) -> bool {
             .all(|(i, (p, h))| (i == 0 && *p == "*") || p == h)
 }
 
-/// A server certificate verifier with Go's rules: the chain must lead to the trusted roots
-/// (webpki), and the name is matched as Go does ([`go_hostname_matches`]) when webpki's
-/// stricter wildcard rules refuse it.
+/// A server certificate verifier with Go's `crypto/x509` semantics: the chain must lead to a
+/// trusted certificate (webpki checks it, before the name), and the name is matched with
+/// [`go_hostname_matches`] when webpki's stricter wildcard rules refuse it.
 #[derive(Debug)]
-struct GoNameVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+pub struct GoNameVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl GoNameVerifier {
+    /// A verifier trusting the certificates in `trusted_pem` (upstream refuses an HTTPS
+    /// request without trusted certificates).
+    pub fn new(
+        trusted_pem: &str,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> anyhow::Result<Self> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        if trusted_pem.is_empty() {
+            bail!("https request has no trusted certificates configured");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(trusted_pem.as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()?;
+        Ok(Self { inner })
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for GoNameVerifier {
     fn verify_server_cert(
@@ -266,16 +326,20 @@ impl rustls::client::danger::ServerCertVerifier for GoNameVerifier {
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
-            // webpki checks the chain before the name, so only the name is in question here.
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            // A name error means the chain is trusted; only the name is in question.
             Err(Error::InvalidCertificate(CertificateError::NotValidForNameContext {
                 expected,
                 presented,
             })) => {
                 let host = expected.to_str();
+                // webpki lists each DNS SAN as `DnsName("<name>")`.
                 let matched = presented.iter().any(|p| {
                     p.strip_prefix("DnsName(\"")
                         .and_then(|rest| rest.strip_suffix("\")"))
@@ -302,7 +366,7 @@ impl rustls::client::danger::ServerCertVerifier for GoNameVerifier {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -311,37 +375,30 @@ impl rustls::client::danger::ServerCertVerifier for GoNameVerifier {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
-fn tls_config(tls: &Tls) -> anyhow::Result<rustls::ClientConfig> {
+/// The client TLS configuration of upstream's round tripper: a server name is required, only
+/// `tls.trusted_pem` is trusted (names checked by [`GoNameVerifier`]), the client certificate
+/// is presented when given, and `alpn` is offered (nothing for HTTP/1.1, `h2` for HTTP/2).
+pub fn tls_config(tls: &Tls, alpn: &[&[u8]]) -> anyhow::Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    if tls.server_name.is_empty() {
+        bail!("https request has no server name configured");
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?;
-    let builder = if tls.trusted_pem.is_empty() {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(tls.trusted_pem.as_bytes()) {
-            roots.add(cert?)?;
-        }
-        let webpki =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(GoNameVerifier(webpki)))
-    };
-    let config = match &tls.client_cert {
+    let verifier = GoNameVerifier::new(&tls.trusted_pem, provider.clone())?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match &tls.client_cert {
         Some((cert, key)) => {
             let chain: Vec<CertificateDer<'static>> =
                 CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>()?;
@@ -350,12 +407,67 @@ fn tls_config(tls: &Tls) -> anyhow::Result<rustls::ClientConfig> {
         }
         None => builder.with_no_client_auth(),
     };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
 
-/// Sends one request on a new connection (HTTP/1.1, over TLS when `tls` is given).
+/// Upstream's `CalculateHost`: the `Host` a Go client sends to a Gateway address, without the
+/// port when it is the scheme's default, with it otherwise.
+pub fn calculate_host(gateway: &str, scheme: &str) -> String {
+    match gateway.parse::<SocketAddr>() {
+        Ok(addr) => default_host(addr, scheme == "https"),
+        Err(_) => gateway.to_string(),
+    }
+}
+
+/// [`calculate_host`] for a resolved address.
+fn default_host(addr: SocketAddr, https: bool) -> String {
+    let default_port = if https { 443 } else { 80 };
+    match addr {
+        SocketAddr::V4(a) if a.port() == default_port => a.ip().to_string(),
+        SocketAddr::V6(a) if a.port() == default_port => format!("[{}]", a.ip()),
+        _ => addr.to_string(),
+    }
+}
+
+/// Sends one request on a new connection, as `req.protocol` asks: HTTP/1.1 (over TLS when
+/// `tls` is given), HTTP/2 over TLS (`tls` required) or h2c (`tls` refused, as upstream does).
+/// Without a host, the request carries the one a Go client would ([`calculate_host`]).
 pub fn round_trip(
     addr: SocketAddr,
+    req: &Request,
+    tls: Option<&Tls>,
+    timeout: Duration,
+) -> anyhow::Result<Captured> {
+    let host = if req.host.is_empty() {
+        default_host(addr, tls.is_some())
+    } else {
+        req.host.clone()
+    };
+    match (req.protocol, tls) {
+        (Protocol::Http1, _) => http1_round_trip(addr, &host, req, tls, timeout),
+        (Protocol::H2, Some(tls)) => block_on_with_timeout(addr, timeout, async {
+            h2_over_tls(addr, &host, req, tls).await
+        }),
+        (Protocol::H2, None) => bail!("https request has no server name configured"),
+        (Protocol::H2c, None) => block_on_with_timeout(addr, timeout, async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
+            h2_exchange(hyper_util::rt::TokioIo::new(tcp), "http", &host, req).await
+        }),
+        (Protocol::H2c, Some(_)) => {
+            bail!(
+                "request has configured trusted CA certificates but h2 prior knowledge is not encrypted"
+            )
+        }
+    }
+}
+
+/// One HTTP/1.1 exchange, written and read by hand (`Connection: close`).
+fn http1_round_trip(
+    addr: SocketAddr,
+    host: &str,
     req: &Request,
     tls: Option<&Tls>,
     timeout: Duration,
@@ -364,22 +476,9 @@ pub fn round_trip(
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let method = if req.method.is_empty() {
-        "GET"
-    } else {
-        &req.method
-    };
-    // Without a Host, Go's client sends the address, with the port unless it is the scheme's
-    // default (upstream's CalculateHost).
-    let host = if !req.host.is_empty() {
-        req.host.clone()
-    } else if (tls.is_none() && addr.port() == 80) || (tls.is_some() && addr.port() == 443) {
-        addr.ip().to_string()
-    } else {
-        addr.to_string()
-    };
     let mut head = format!(
-        "{method} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n",
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n",
+        method_of(req),
         req.path
     );
     for (k, v) in &req.headers {
@@ -397,14 +496,33 @@ pub fn round_trip(
         Some(tls) => {
             let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
                 .context("invalid server name")?;
-            let conn = rustls::ClientConnection::new(Arc::new(tls_config(tls)?), name)?;
+            let conn = rustls::ClientConnection::new(Arc::new(tls_config(tls, &[])?), name)?;
             let mut s = rustls::StreamOwned::new(conn, stream);
             s.write_all(head.as_bytes())?;
             s.write_all(req.body.as_bytes())?;
             read_all(&mut s, &mut raw)?;
         }
     }
-    parse(&raw)
+    let parsed = crate::harness::parse_http1_response(&raw)?;
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in parsed.headers {
+        headers.entry(k).or_default().push(v);
+    }
+    Ok(Captured::new(
+        parsed.status,
+        parsed.protocol,
+        headers,
+        &parsed.body,
+    ))
+}
+
+/// The request's method, GET when empty.
+fn method_of(req: &Request) -> &str {
+    if req.method.is_empty() {
+        "GET"
+    } else {
+        &req.method
+    }
 }
 
 /// Reads one response: up to the end of its body (by Content-Length or the last chunk), or to
@@ -453,65 +571,99 @@ fn response_complete(raw: &[u8]) -> bool {
     false
 }
 
-fn parse(raw: &[u8]) -> anyhow::Result<Captured> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("incomplete HTTP response")?;
-    let head = std::str::from_utf8(&raw[..split])?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().context("empty response")?;
-    let mut parts = status_line.split_whitespace();
-    let protocol = parts.next().unwrap_or_default().to_string();
-    let status: u16 = parts.next().context("no status")?.parse()?;
-    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            headers
-                .entry(k.trim().to_ascii_lowercase())
-                .or_default()
-                .push(v.trim().to_string());
-        }
-    }
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.iter().any(|v| v.eq_ignore_ascii_case("chunked")))
-    {
-        let mut out = Vec::new();
-        let mut rest = body.as_slice();
-        while let Some(pos) = rest.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..pos])?.trim(), 16)?;
-            rest = &rest[pos + 2..];
-            if size == 0 || rest.len() < size {
-                break;
-            }
-            out.extend_from_slice(&rest[..size]);
-            rest = &rest[(size + 2).min(rest.len())..];
-        }
-        body = out;
-    }
-    let body = String::from_utf8_lossy(&body).to_string();
-    let echo = headers
-        .get("content-type")
-        .filter(|v| v.iter().any(|v| v.starts_with("application/json")))
-        .and_then(|_| serde_json::from_str(&body).ok());
-    let redirect = if is_redirect(status) {
-        headers
-            .get("location")
-            .and_then(|l| l.first())
-            .map(|l| parse_location(l))
-    } else {
-        None
-    };
-    Ok(Captured {
-        status,
-        protocol,
-        headers,
-        echo,
-        redirect,
-        body,
+/// Runs an async exchange with `addr` on a one-off runtime, within `timeout`.
+fn block_on_with_timeout<T>(
+    addr: SocketAddr,
+    timeout: Duration,
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        tokio::time::timeout(timeout, f)
+            .await
+            .map_err(|_| anyhow!("request to {addr} timed out after {timeout:?}"))?
     })
+}
+
+/// HTTP/2 over a new TLS connection that offers only ALPN `h2` (as Go's `http2.Transport`);
+/// fails, as that transport does, unless the server negotiates `h2`.
+async fn h2_over_tls(
+    addr: SocketAddr,
+    authority: &str,
+    req: &Request,
+    tls: &Tls,
+) -> anyhow::Result<Captured> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(tls, &[b"h2"])?));
+    let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+        .context("invalid server name")?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let stream = connector
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {addr} (SNI {})", tls.server_name))?;
+    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if alpn.as_deref() != Some(b"h2".as_slice()) {
+        bail!(
+            "http2: unexpected ALPN protocol {:?}; want \"h2\"",
+            alpn.map(|a| String::from_utf8_lossy(&a).to_string())
+        );
+    }
+    h2_exchange(
+        hyper_util::rt::TokioIo::new(stream),
+        "https",
+        authority,
+        req,
+    )
+    .await
+}
+
+/// One HTTP/2 request on an established connection; `authority` is the `:authority`.
+async fn h2_exchange<I>(
+    io: I,
+    scheme: &str,
+    authority: &str,
+    req: &Request,
+) -> anyhow::Result<Captured>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .context("HTTP/2 handshake")?;
+    let driver = tokio::spawn(conn);
+    let mut builder = hyper::Request::builder()
+        .method(method_of(req))
+        .uri(format!("{scheme}://{authority}{}", req.path));
+    for (k, v) in &req.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from(req.body.clone()));
+    let response = sender
+        .send_request(builder.body(body)?)
+        .await
+        .context("HTTP/2 request")?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.context("HTTP/2 body")?.to_bytes();
+    driver.abort();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        headers
+            .entry(k.as_str().to_ascii_lowercase())
+            .or_default()
+            .push(String::from_utf8_lossy(v.as_bytes()).to_string());
+    }
+    Ok(Captured::new(
+        parts.status.as_u16(),
+        format!("{:?}", parts.version),
+        headers,
+        &body,
+    ))
 }
 
 /// Splits an absolute URL into scheme, host, port and path.
@@ -747,6 +899,8 @@ pub struct Timeouts {
     pub request: Duration,
     /// How long status may take to be as expected.
     pub status: Duration,
+    /// How long a route may take to show no accepted parent (polled every second).
+    pub route_must_not_have_parents: Duration,
 }
 
 impl Default for Timeouts {
@@ -756,6 +910,7 @@ impl Default for Timeouts {
             required_successes: 3,
             request: Duration::from_secs(10),
             status: Duration::from_secs(60),
+            route_must_not_have_parents: Duration::from_secs(60),
         }
     }
 }
@@ -807,4 +962,125 @@ pub fn wire_request(expected: &ExpectedResponse) -> Request {
     req.headers
         .push(("X-Echo-Set-Header".into(), set.join(",")));
     req
+}
+
+/// Upstream's query parameter carrying a request ID.
+pub const REQUEST_ID_QUERY_PARAM: &str = "gateway-api-conformance-request-id";
+
+/// A random version-4 UUID string (upstream uses `uuid.NewString()` for request IDs).
+pub fn new_uuid() -> String {
+    let mut bytes = [0u8; 16];
+    for chunk in bytes.chunks_mut(4) {
+        let r = crate::harness::rand_u32().to_be_bytes();
+        chunk.copy_from_slice(&r[..chunk.len()]);
+    }
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Percent-encodes a query key or value like Go's `url.QueryEscape` (space becomes `+`).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// Encodes query parameters like Go's `url.Values.Encode`: sorted by key, values in order.
+pub fn encode_query(values: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<&(&str, &str)> = values.iter().collect();
+    sorted.sort_by_key(|(k, _)| *k);
+    sorted
+        .iter()
+        .map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Sets query parameter `name` to `value` in a path with an optional query, like upstream's
+/// `addQueryParam`: any previous value of `name` is replaced and the query is re-encoded with
+/// its keys sorted.
+pub fn set_query_param(path: &str, name: &str, value: &str) -> String {
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .filter(|(k, _)| k != name)
+        .collect();
+    pairs.push((query_escape(name), query_escape(value)));
+    // `Encode` sorts by key; the kept pairs are already escaped.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let query = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    format!("{base}?{query}")
+}
+
+/// One websocket session like upstream's `HTTPRouteBackendProtocolWebSocket` probe: dials
+/// `ws://<gateway>/ws` with the given `Origin`, sends a text message and a binary message, and
+/// checks that each comes back unchanged.
+pub fn websocket_echo(addr: SocketAddr, origin: &str, timeout: Duration) -> anyhow::Result<()> {
+    use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+    let stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut request = format!("ws://{addr}/ws").into_client_request()?;
+    request
+        .headers_mut()
+        .insert("Origin", tungstenite::http::HeaderValue::from_str(origin)?);
+    let (mut ws, _) =
+        tungstenite::client(request, stream).map_err(|e| anyhow!("failed to dial: {e}"))?;
+    // The next data frame; control frames are handled by the library, like x/net/websocket.
+    let receive = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| loop {
+        match ws.read()? {
+            m @ (Message::Text(_) | Message::Binary(_)) => break anyhow::Ok(m.into_data()),
+            Message::Close(frame) => bail!("connection closed: {frame:?}"),
+            _ => continue,
+        }
+    };
+    let text = "Websocket Support!";
+    ws.send(Message::text(text))
+        .context("failed to send text frame")?;
+    let reply = receive(&mut ws).context("failed to receive text frame")?;
+    if reply.as_ref() != text.as_bytes() {
+        bail!(
+            "unexpected reply - want: {text} got: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    let binary: Vec<u8> = vec![1, 2, 3, 4, 5, 6, 7];
+    ws.send(Message::binary(binary.clone()))
+        .context("failed to send binary frame")?;
+    let reply = receive(&mut ws).context("failed to receive binary frame")?;
+    if reply.as_ref() != binary.as_slice() {
+        bail!(
+            "unexpected reply - want: {binary:?} got: {:?}",
+            reply.as_ref()
+        );
+    }
+    let _ = ws.close(None);
+    Ok(())
 }
