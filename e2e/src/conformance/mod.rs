@@ -2,9 +2,10 @@
 //!
 //! The upstream manifests (`../shared/gateway-api-conformance`, Apache-2.0, read as they are)
 //! are applied to a [`cluster::Cluster`] made of Trellis's file provider and local processes;
-//! each upstream test's expectations are re-encoded in Rust under [`tests`], using the
-//! assertions in [`checks`] and [`http`], which follow upstream's semantics (status conditions
-//! with observedGeneration, requests retried until they pass three times in a row within 30 s).
+//! each upstream test's expectations are re-encoded in Rust under [`tests`], written with the
+//! shorthands of [`dsl`] and [`subtests`] and the assertions in [`checks`] and [`http`], which
+//! follow upstream's semantics (status conditions with observedGeneration, requests retried
+//! until they pass three times in a row within 30 s).
 //!
 //! ```text
 //!  conformance --report PATH ──► Suite::setup (base manifests, certificates, GatewayClass)
@@ -15,8 +16,10 @@
 pub mod certs;
 pub mod checks;
 pub mod cluster;
+pub mod dsl;
 pub mod http;
 pub mod report;
+pub mod subtests;
 pub mod tests;
 
 use anyhow::Context;
