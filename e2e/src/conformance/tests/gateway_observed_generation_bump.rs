@@ -18,21 +18,16 @@ pub const TEST: ConformanceTest = ConformanceTest {
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let name = "gateway-observed-generation-bump";
     s.must_have_latest_conditions("Gateway", INFRA_NS, name)?;
-    let before = s.generation("Gateway", INFRA_NS, name)?;
-    s.cluster
-        .patch(&ObjId::new("Gateway", INFRA_NS, name), |gw| {
-            if let Some(listeners) = gw["spec"]["listeners"].as_array_mut() {
-                listeners.push(json!({
-                    "name": "alternate",
-                    "hostname": "foo.com",
-                    "port": 80,
-                    "protocol": "HTTP",
-                    "allowedRoutes": {"namespaces": {"from": "All"}},
-                }));
-            }
-        })?;
-    s.eventually("the Gateway's generation to change", |s| {
-        Ok((s.generation("Gateway", INFRA_NS, name)? != before).then_some(()))
+    s.patch_bumping_generation(&ObjId::new("Gateway", INFRA_NS, name), |gw| {
+        if let Some(listeners) = gw["spec"]["listeners"].as_array_mut() {
+            listeners.push(json!({
+                "name": "alternate",
+                "hostname": "foo.com",
+                "port": 80,
+                "protocol": "HTTP",
+                "allowedRoutes": {"namespaces": {"from": "All"}},
+            }));
+        }
     })?;
     s.must_have_latest_conditions("Gateway", INFRA_NS, name)
 }

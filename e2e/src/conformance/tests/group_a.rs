@@ -40,8 +40,6 @@ mod httproute_multiple_gateways;
 mod httproute_named_rule;
 #[path = "group_a/httproute_observed_generation_bump.rs"]
 mod httproute_observed_generation_bump;
-#[path = "group_a/support.rs"]
-mod support;
 
 /// The tests of this batch.
 pub fn tests() -> Vec<ConformanceTest> {

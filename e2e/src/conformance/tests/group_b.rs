@@ -44,8 +44,6 @@ mod httproute_query_param_matching;
 mod httproute_reference_grant;
 #[path = "group_b/httproute_service_types.rs"]
 mod httproute_service_types;
-#[path = "group_b/support.rs"]
-mod support;
 
 use crate::conformance::ConformanceTest;
 

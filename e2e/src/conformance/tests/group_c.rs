@@ -46,8 +46,6 @@ mod httproute_rewrite_path;
 mod httproute_timeout_backend_request;
 #[path = "group_c/httproute_timeout_request.rs"]
 mod httproute_timeout_request;
-#[path = "group_c/support.rs"]
-mod support;
 
 /// The tests of this batch.
 pub fn tests() -> Vec<ConformanceTest> {

@@ -1,8 +1,9 @@
 //! HTTPRouteInvalidNonExistentBackendRef: a route whose only backend does not exist is
 //! ResolvedRefs False / BackendNotFound and answers 500.
 
-use crate::conformance::checks::{GatewayRef, cond, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response};
+use super::common::{same_namespace, same_namespace_route_accepted};
+use crate::conformance::checks::{cond, nn};
+use crate::conformance::dsl::{answered, request};
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -16,27 +17,12 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "invalid-nonexistent-backend-ref");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
+    let route = "invalid-nonexistent-backend-ref";
+    let addr = same_namespace_route_accepted(s, route)?;
     s.http_route_must_have_condition(
-        &route,
-        &gw.nn,
+        &nn(INFRA_NS, route),
+        &same_namespace().nn,
         cond("ResolvedRefs", "False", "BackendNotFound"),
     )?;
-    s.expect(
-        &addr,
-        &ExpectedResponse {
-            request: Request {
-                method: "GET".into(),
-                path: "/".into(),
-                ..Default::default()
-            },
-            response: Response {
-                status_code: 500,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
+    s.expect(&addr, &answered(request("GET", "", "/", &[]), 500))
 }

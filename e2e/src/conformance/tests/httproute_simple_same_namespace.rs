@@ -1,7 +1,7 @@
 //! HTTPRouteSimpleSameNamespace: a route in the infra namespace attaches to a Gateway there.
 
-use crate::conformance::checks::{GatewayRef, cond, nn};
-use crate::conformance::http::{ExpectedResponse, Request};
+use super::common::same_namespace_route_ready;
+use crate::conformance::dsl::{get, routed_to};
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -15,20 +15,6 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "gateway-conformance-infra-test");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    s.http_route_must_have_condition(&route, &gw.nn, cond("ResolvedRefs", "True", "ResolvedRefs"))?;
-    s.expect(
-        &addr,
-        &ExpectedResponse {
-            request: Request {
-                path: "/".into(),
-                ..Default::default()
-            },
-            backend: "infra-backend-v1".into(),
-            namespace: INFRA_NS.into(),
-            ..Default::default()
-        },
-    )
+    let addr = same_namespace_route_ready(s, "gateway-conformance-infra-test")?;
+    s.expect(&addr, &routed_to(get("/"), "infra-backend-v1", INFRA_NS))
 }

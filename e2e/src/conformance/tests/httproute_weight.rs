@@ -1,7 +1,8 @@
 //! HTTPRouteWeight: weighted backends receive traffic in proportion (70/30/0).
 
-use crate::conformance::checks::{GatewayRef, cond, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response};
+use super::common::same_namespace_route_ready;
+use crate::conformance::dsl::get;
+use crate::conformance::http::{ExpectedResponse, Response};
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -15,15 +16,9 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "weighted-backends");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    s.http_route_must_have_condition(&route, &gw.nn, cond("ResolvedRefs", "True", "ResolvedRefs"))?;
+    let addr = same_namespace_route_ready(s, "weighted-backends")?;
     let expected = ExpectedResponse {
-        request: Request {
-            path: "/".into(),
-            ..Default::default()
-        },
+        request: get("/"),
         response: Response {
             status_codes: vec![200],
             ..Default::default()

@@ -2,6 +2,7 @@
 //! (named after its manifest), each asserting what the upstream test asserts.
 
 pub mod catalog;
+mod common;
 mod gateway_observed_generation_bump;
 mod group_a;
 mod group_b;

@@ -5,9 +5,10 @@
 //! reaches only the routes of the most specific listener matching its host; the others answer
 //! 404.
 
-use super::support::{self, Subtests};
 use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response};
+use crate::conformance::dsl::{answered, request, routed_to};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -44,32 +45,18 @@ fn cases() -> Vec<ExpectedResponse> {
     let mut out = Vec::new();
     for (host, routed) in HOSTS {
         for (i, path) in PATHS.iter().enumerate() {
-            let request = Request {
-                host: host.into(),
-                path: (*path).into(),
-                ..Default::default()
-            };
+            let request = request("", host, path, &[]);
             out.push(if i == routed {
-                ExpectedResponse {
-                    request,
-                    backend: "infra-backend-v1".into(),
-                    namespace: INFRA_NS.into(),
-                    ..Default::default()
-                }
+                routed_to(request, "infra-backend-v1", INFRA_NS)
             } else {
                 ExpectedResponse {
-                    request,
-                    response: Response {
-                        status_code: 404,
-                        ..Default::default()
-                    },
                     // Upstream sets the namespace on one 404 case; it is not checked on 404.
                     namespace: if host == "abc.foo.example.com" && i == 2 {
                         INFRA_NS.into()
                     } else {
                         String::new()
                     },
-                    ..Default::default()
+                    ..answered(request, 404)
                 }
             });
         }
@@ -78,7 +65,7 @@ fn cases() -> Vec<ExpectedResponse> {
 }
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    support::namespaces_must_be_ready(s, &[INFRA_NS])?;
+    s.namespaces_must_be_ready(&[INFRA_NS])?;
     let mut subtests = Subtests::new();
     for (subtest, gateway, suffix) in [
         (
@@ -93,7 +80,6 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         ),
     ] {
         subtests.run(s, subtest, |s| {
-            let gw = GatewayRef::new(INFRA_NS, gateway);
             let routes: Vec<_> = [
                 "attaches-to-empty-hostname",
                 "attaches-to-wildcard-example-com",
@@ -103,16 +89,11 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
             .iter()
             .map(|r| nn(INFRA_NS, &format!("{r}{suffix}")))
             .collect();
-            let addr = s.gateway_and_http_routes_must_be_accepted(&gw, &routes)?;
-            for route in &routes {
-                support::route_must_have_resolved_refs(s, route, &gw.nn)?;
-            }
-            let mut cases = Subtests::new();
-            for (i, mut case) in self::cases().into_iter().enumerate() {
-                case.test_case_name = case.name(i);
-                cases.run(s, &case.test_case_name.clone(), |s| s.expect(&addr, &case));
-            }
-            cases.finish()
+            let addr = s.routes_must_be_accepted_and_resolved(
+                &GatewayRef::new(INFRA_NS, gateway),
+                &routes,
+            )?;
+            s.expect_cases(&addr, &cases())
         });
     }
     subtests.finish()

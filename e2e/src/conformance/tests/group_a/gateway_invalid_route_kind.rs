@@ -3,8 +3,9 @@
 //! with no supported kinds; when HTTPRoute is listed too, it is still ResolvedRefs False /
 //! InvalidRouteKinds but HTTPRoute is among its supported kinds.
 
-use super::support::{Subtests, listener};
 use crate::conformance::checks::{cond, nn};
+use crate::conformance::dsl::listener;
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.

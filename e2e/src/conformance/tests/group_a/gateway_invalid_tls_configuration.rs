@@ -3,8 +3,9 @@
 //! names a malformed Secret is ResolvedRefs False / InvalidCertificateRef, keeps HTTPRoute as a
 //! supported kind and has no attached routes.
 
-use super::support::{Subtests, listener};
 use crate::conformance::checks::{cond, nn};
+use crate::conformance::dsl::listener;
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.

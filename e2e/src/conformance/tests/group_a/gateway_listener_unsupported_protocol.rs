@@ -4,8 +4,9 @@
 //! listeners is Accepted False / ListenersNotValid, and one that also has a valid HTTP listener
 //! is Accepted True with reason ListenersNotValid.
 
-use super::support::{Subtests, listener};
 use crate::conformance::checks::{ListenerExpect, cond, nn};
+use crate::conformance::dsl::listener;
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.

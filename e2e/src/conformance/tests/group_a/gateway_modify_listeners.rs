@@ -4,11 +4,12 @@
 //! with two leaves one listener with the route attached. Each change bumps the Gateway's
 //! generation and its conditions follow.
 
-use super::support::{self, Subtests, listener};
-use crate::conformance::checks::{Cond, cond, nn};
+use crate::conformance::checks::{ListenerExpect, nn};
 use crate::conformance::cluster::ObjId;
+use crate::conformance::dsl::ready_listener;
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -20,87 +21,71 @@ pub const TEST: ConformanceTest = ConformanceTest {
     run,
 };
 
-fn ready() -> [Cond; 2] {
-    [
-        cond("Accepted", "True", ""),
-        cond("ResolvedRefs", "True", ""),
-    ]
-}
-
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let mut subtests = Subtests::new();
     subtests.run(
         s,
         "should be able to add a listener that then becomes available for routing traffic",
-        add_listener,
+        |s| {
+            modify_listeners(
+                s,
+                "gateway-add-listener",
+                |listeners| {
+                    listeners.push(json!({
+                        "name": "http",
+                        "port": 80,
+                        "protocol": "HTTP",
+                        "hostname": "data.test.com",
+                        "allowedRoutes": {"namespaces": {"from": "All"}},
+                    }))
+                },
+                &[ready_listener("https", 1), ready_listener("http", 1)],
+            )
+        },
     );
     subtests.run(
         s,
         "should be able to remove listeners, which would then stop routing the relevant traffic",
-        remove_listener,
+        |s| {
+            let gateway = "gateway-remove-listener";
+            let count = s
+                .cluster
+                .must_exist(&ObjId::new("Gateway", INFRA_NS, gateway))?["spec"]["listeners"]
+                .as_array()
+                .map_or(0, Vec::len);
+            if count != 2 {
+                anyhow::bail!("the gateway must have 2 listeners, has {count}");
+            }
+            modify_listeners(
+                s,
+                gateway,
+                |listeners| listeners.retain(|l| l["name"] == "http"),
+                &[ready_listener("http", 1)],
+            )
+        },
     );
     subtests.finish()
 }
 
-fn add_listener(s: &mut Suite) -> anyhow::Result<()> {
-    let gw = nn(INFRA_NS, "gateway-add-listener");
-    let id = ObjId::new("Gateway", INFRA_NS, &gw.name);
-    support::namespaces_must_be_ready(s, &[INFRA_NS])?;
-    s.must_have_latest_conditions("Gateway", INFRA_NS, &gw.name)?;
-    let original = support::generation_of(s, &id)?;
-    s.cluster.patch(&id, |g| {
+/// Upstream's steps for both subtests: once the namespace is ready and the Gateway's
+/// conditions are at its generation, its listeners are changed; the generation changes, the
+/// namespace is ready again, and the listener statuses are as expected, at the new generation.
+fn modify_listeners(
+    s: &mut Suite,
+    gateway: &str,
+    change: impl FnOnce(&mut Vec<Value>),
+    expected: &[ListenerExpect],
+) -> anyhow::Result<()> {
+    let id = ObjId::new("Gateway", INFRA_NS, gateway);
+    s.namespaces_must_be_ready(&[INFRA_NS])?;
+    s.must_have_latest_conditions("Gateway", INFRA_NS, gateway)?;
+    let original = s.patch_bumping_generation(&id, |g| {
         if let Some(listeners) = g["spec"]["listeners"].as_array_mut() {
-            listeners.push(json!({
-                "name": "http",
-                "port": 80,
-                "protocol": "HTTP",
-                "hostname": "data.test.com",
-                "allowedRoutes": {"namespaces": {"from": "All"}},
-            }));
+            change(listeners);
         }
     })?;
-    // The API server bumps the generation on the patch; Trellis reports it once it has read it.
-    support::generation_must_change(s, &id, original)?;
-    support::namespaces_must_be_ready(s, &[INFRA_NS])?;
-    s.gateway_status_must_have_listeners(
-        &gw,
-        &[
-            listener("https", true, 1, &ready()),
-            listener("http", true, 1, &ready()),
-        ],
-    )?;
-    s.must_have_latest_conditions("Gateway", INFRA_NS, &gw.name)?;
-    let updated = support::generation_of(s, &id)?;
-    if updated == original {
-        anyhow::bail!("generation should change after an update (still {original})");
-    }
-    Ok(())
-}
-
-fn remove_listener(s: &mut Suite) -> anyhow::Result<()> {
-    let gw = nn(INFRA_NS, "gateway-remove-listener");
-    let id = ObjId::new("Gateway", INFRA_NS, &gw.name);
-    support::namespaces_must_be_ready(s, &[INFRA_NS])?;
-    s.must_have_latest_conditions("Gateway", INFRA_NS, &gw.name)?;
-    let original = support::generation_of(s, &id)?;
-    let count = s.cluster.must_exist(&id)?["spec"]["listeners"]
-        .as_array()
-        .map_or(0, Vec::len);
-    if count != 2 {
-        anyhow::bail!("the gateway must have 2 listeners, has {count}");
-    }
-    s.cluster.patch(&id, |g| {
-        if let Some(listeners) = g["spec"]["listeners"].as_array_mut() {
-            listeners.retain(|l| l["name"] == "http");
-        }
-    })?;
-    support::generation_must_change(s, &id, original)?;
-    support::namespaces_must_be_ready(s, &[INFRA_NS])?;
-    s.gateway_status_must_have_listeners(&gw, &[listener("http", true, 1, &ready())])?;
-    s.must_have_latest_conditions("Gateway", INFRA_NS, &gw.name)?;
-    let updated = support::generation_of(s, &id)?;
-    if updated == original {
-        anyhow::bail!("generation should change after an update (still {original})");
-    }
-    Ok(())
+    s.namespaces_must_be_ready(&[INFRA_NS])?;
+    s.gateway_status_must_have_listeners(&nn(INFRA_NS, gateway), expected)?;
+    s.must_have_latest_conditions("Gateway", INFRA_NS, gateway)?;
+    s.generation_must_have_changed(&id, original)
 }

@@ -3,9 +3,9 @@
 //! in another namespace, with ReferenceGrants there that each miss (wrong namespace, from
 //! group/kind/namespace, to group/kind/name), is ResolvedRefs False / RefNotPermitted.
 
-use super::support::listener;
-use crate::conformance::checks::{cond, nn};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::checks::cond;
+use crate::conformance::tests::common::https_listener_must_have;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -18,14 +18,10 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    s.logf("subtest: Gateway listener should have a false ResolvedRefs condition with reason RefNotPermitted");
-    s.gateway_status_must_have_listeners(
-        &nn(INFRA_NS, "gateway-secret-invalid-reference-grant"),
-        &[listener(
-            "https",
-            true,
-            0,
-            &[cond("ResolvedRefs", "False", "RefNotPermitted")],
-        )],
+    https_listener_must_have(
+        s,
+        "Gateway listener should have a false ResolvedRefs condition with reason RefNotPermitted",
+        "gateway-secret-invalid-reference-grant",
+        &[cond("ResolvedRefs", "False", "RefNotPermitted")],
     )
 }

@@ -3,9 +3,9 @@
 //! a Secret in another namespace, allowed by a ReferenceGrant to all Secrets there, is ResolvedRefs
 //! True and Programmed True / Programmed.
 
-use super::support::listener;
-use crate::conformance::checks::{cond, nn};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::checks::cond;
+use crate::conformance::tests::common::https_listener_must_have;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -18,17 +18,13 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    s.logf("subtest: Gateway listener should have a true ResolvedRefs condition and a true Programmed condition");
-    s.gateway_status_must_have_listeners(
-        &nn(INFRA_NS, "gateway-secret-reference-grant-all-in-namespace"),
-        &[listener(
-            "https",
-            true,
-            0,
-            &[
-                cond("Programmed", "True", "Programmed"),
-                cond("ResolvedRefs", "True", ""),
-            ],
-        )],
+    https_listener_must_have(
+        s,
+        "Gateway listener should have a true ResolvedRefs condition and a true Programmed condition",
+        "gateway-secret-reference-grant-all-in-namespace",
+        &[
+            cond("Programmed", "True", "Programmed"),
+            cond("ResolvedRefs", "True", ""),
+        ],
     )
 }

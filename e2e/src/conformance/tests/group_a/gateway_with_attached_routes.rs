@@ -4,8 +4,9 @@
 //! attached route when its HTTPS listener's certificate and the route's backend are unresolved
 //! (listener Programmed and ResolvedRefs False, route ResolvedRefs False).
 
-use super::support::{Subtests, listener};
-use crate::conformance::checks::{Cond, cond, nn};
+use crate::conformance::checks::{cond, nn};
+use crate::conformance::dsl::{listener, ready_listener};
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -18,13 +19,6 @@ pub const TEST: ConformanceTest = ConformanceTest {
     run,
 };
 
-fn ready() -> [Cond; 2] {
-    [
-        cond("Accepted", "True", ""),
-        cond("ResolvedRefs", "True", ""),
-    ]
-}
-
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let mut subtests = Subtests::new();
     subtests.run(
@@ -33,7 +27,7 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         |s| {
             s.gateway_status_must_have_listeners(
                 &nn(INFRA_NS, "gateway-with-one-attached-route"),
-                &[listener("http", true, 1, &ready())],
+                &[ready_listener("http", 1)],
             )
         },
     );
@@ -42,7 +36,7 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         "Gateway listener should have two valid http routes attached",
         |s| {
             let gw = nn(INFRA_NS, "gateway-with-two-attached-routes");
-            s.gateway_status_must_have_listeners(&gw, &[listener("http", true, 2, &ready())])?;
+            s.gateway_status_must_have_listeners(&gw, &[ready_listener("http", 2)])?;
             s.http_route_must_have_condition(
                 &nn(INFRA_NS, "http-route-not-accepted"),
                 &gw,

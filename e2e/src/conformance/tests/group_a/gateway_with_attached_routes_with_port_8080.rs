@@ -2,8 +2,8 @@
 //! of two HTTP listeners (ports 8080 and 80), only the one a route names by `sectionName`
 //! counts it; both are Accepted and ResolvedRefs True.
 
-use super::support::listener;
-use crate::conformance::checks::{cond, nn};
+use crate::conformance::checks::nn;
+use crate::conformance::dsl::ready_listener;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -17,10 +17,6 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let ready = [
-        cond("Accepted", "True", ""),
-        cond("ResolvedRefs", "True", ""),
-    ];
     s.logf("subtest: Gateway listener should have attached route by specifying the sectionName");
     s.gateway_status_must_have_listeners(
         &nn(
@@ -28,8 +24,8 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
             "gateway-with-two-listeners-and-one-attached-route",
         ),
         &[
-            listener("http-unattached", true, 0, &ready),
-            listener("http", true, 1, &ready),
+            ready_listener("http-unattached", 0),
+            ready_listener("http", 1),
         ],
     )
 }

@@ -6,9 +6,11 @@
 //! allow-credentials headers; disallowed origins get no allow-origin header; simple requests
 //! reach the backend and carry allow-origin (and allow-credentials only when allowed).
 
-use super::support::{self, Subtests};
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedRequest, ExpectedResponse, Request, Response};
+use crate::conformance::checks::nn;
+use crate::conformance::dsl::{header_values, headers, names, request};
+use crate::conformance::http::{ExpectedRequest, ExpectedResponse, Response};
+use crate::conformance::subtests::Subtests;
+use crate::conformance::tests::common::same_namespace;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -21,35 +23,12 @@ pub const TEST: ConformanceTest = ConformanceTest {
     run,
 };
 
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn valid(pairs: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
-    pairs
-        .iter()
-        .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
-        .collect()
-}
-
-fn strings(names: &[&str]) -> Vec<String> {
-    names.iter().map(|n| n.to_string()).collect()
-}
-
 /// A preflight case: upstream expects the answer not to come from a backend (its expected
 /// request is OPTIONS with an empty path, and no namespace).
 fn preflight(name: &str, path: &str, req: &[(&str, &str)], response: Response) -> ExpectedResponse {
     ExpectedResponse {
         test_case_name: name.into(),
-        request: Request {
-            path: path.into(),
-            method: "OPTIONS".into(),
-            headers: headers(req),
-            ..Default::default()
-        },
+        request: request("OPTIONS", "", path, req),
         expected_request: Some(ExpectedRequest {
             method: "OPTIONS".into(),
             ..Default::default()
@@ -70,12 +49,7 @@ fn simple(
 ) -> ExpectedResponse {
     ExpectedResponse {
         test_case_name: name.into(),
-        request: Request {
-            path: path.into(),
-            method: method.into(),
-            headers: headers(req),
-            ..Default::default()
-        },
+        request: request(method, "", path, req),
         namespace: INFRA_NS.into(),
         response,
         ..Default::default()
@@ -85,7 +59,7 @@ fn simple(
 fn cases() -> Vec<ExpectedResponse> {
     let full_preflight = |origin: &str| Response {
         status_codes: vec![200, 204],
-        valid_header_values: valid(&[
+        valid_header_values: header_values(&[
             ("access-control-allow-origin", &[origin]),
             (
                 "access-control-allow-methods",
@@ -112,70 +86,66 @@ fn cases() -> Vec<ExpectedResponse> {
             ("access-control-request-headers", "x-header-1, x-header-2"),
         ]
     };
+    // Preflights and simple requests from origins `/cors-1` allows.
+    let allowed_preflight = |name: &str, origin: &'static str| {
+        preflight(
+            name,
+            "/cors-1",
+            &preflight_get(origin),
+            full_preflight(origin),
+        )
+    };
+    let allowed_simple = |name: &str, origin: &'static str| {
+        let response = Response {
+            status_code: 200,
+            headers: headers(&[("access-control-allow-origin", origin)]),
+            ..Default::default()
+        };
+        simple(name, "/cors-1", "GET", &preflight_get(origin), response)
+    };
+    // A GET preflight's headers from an origin `/cors-1` does not allow.
+    let not_allowed = [
+        ("Origin", "https://foobar.com"),
+        ("access-control-request-method", "GET"),
+    ];
     vec![
-        preflight(
+        allowed_preflight(
             "CORS preflight request from an exact matching origin should be allowed",
-            "/cors-1",
-            &preflight_get("https://www.foo.com"),
-            full_preflight("https://www.foo.com"),
+            "https://www.foo.com",
         ),
-        preflight(
+        allowed_preflight(
             "CORS preflight request from a wildcard matching origin should be allowed",
-            "/cors-1",
-            &preflight_get("https://www.bar.com"),
-            full_preflight("https://www.bar.com"),
+            "https://www.bar.com",
         ),
-        preflight(
+        allowed_preflight(
             "CORS preflight request from a wildcard matching any number of periods left to '*' should be allowed",
-            "/cors-1",
-            &preflight_get("https://xpto.www.bar.com"),
-            full_preflight("https://xpto.www.bar.com"),
+            "https://xpto.www.bar.com",
         ),
         preflight(
             "CORS preflight request from a non-matching origin should not be allowed",
             "/cors-1",
-            &[
-                ("Origin", "https://foobar.com"),
-                ("access-control-request-method", "GET"),
-            ],
+            &not_allowed,
             Response {
                 status_codes: vec![200, 204, 403],
-                absent_headers: strings(&["access-control-allow-origin"]),
+                absent_headers: names(&["access-control-allow-origin"]),
                 ..Default::default()
             },
         ),
-        simple(
+        allowed_simple(
             "Simple request from an exact matching origin should be allowed",
-            "/cors-1",
-            "GET",
-            &preflight_get("https://www.foo.com"),
-            Response {
-                status_code: 200,
-                headers: headers(&[("access-control-allow-origin", "https://www.foo.com")]),
-                ..Default::default()
-            },
+            "https://www.foo.com",
         ),
-        simple(
+        allowed_simple(
             "Simple request from a wildcard matching origin should be allowed",
-            "/cors-1",
-            "GET",
-            &preflight_get("https://www.bar.com"),
-            Response {
-                status_code: 200,
-                headers: headers(&[("access-control-allow-origin", "https://www.bar.com")]),
-                ..Default::default()
-            },
+            "https://www.bar.com",
         ),
         simple(
             "Simple request from a non-matching origin should not be allowed",
             "/cors-1",
             "GET",
-            &[
-                ("Origin", "https://foobar.com"),
-                ("access-control-request-method", "GET"),
-            ],
+            &not_allowed,
             Response {
-                absent_headers: strings(&["access-control-allow-origin"]),
+                absent_headers: names(&["access-control-allow-origin"]),
                 ..Default::default()
             },
         ),
@@ -188,9 +158,12 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: valid(&[("access-control-allow-methods", &["POST", "*"])]),
+                valid_header_values: header_values(&[(
+                    "access-control-allow-methods",
+                    &["POST", "*"],
+                )]),
                 headers: headers(&[("access-control-allow-origin", "https://www.foo.com")]),
-                absent_headers: strings(&["access-control-allow-credentials"]),
+                absent_headers: names(&["access-control-allow-credentials"]),
                 ..Default::default()
             },
         ),
@@ -203,7 +176,7 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                absent_headers: strings(&["Access-Control-Allow-Credentials"]),
+                absent_headers: names(&["Access-Control-Allow-Credentials"]),
                 ..Default::default()
             },
         ),
@@ -216,11 +189,11 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: valid(&[
+                valid_header_values: header_values(&[
                     ("access-control-allow-origin", &["https://foobar.com", "*"]),
                     ("access-control-allow-methods", &["PUT"]),
                 ]),
-                absent_headers: strings(&["Access-Control-Allow-Credentials"]),
+                absent_headers: names(&["Access-Control-Allow-Credentials"]),
                 ..Default::default()
             },
         ),
@@ -233,14 +206,14 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: valid(&[
+                valid_header_values: header_values(&[
                     (
                         "access-control-allow-origin",
                         &["https://foobar.com:12345", "*"],
                     ),
                     ("access-control-allow-methods", &["PUT"]),
                 ]),
-                absent_headers: strings(&["Access-Control-Allow-Credentials"]),
+                absent_headers: names(&["Access-Control-Allow-Credentials"]),
                 ..Default::default()
             },
         ),
@@ -251,7 +224,7 @@ fn cases() -> Vec<ExpectedResponse> {
             &[("Origin", "https://foobar.com:12345")],
             Response {
                 status_code: 200,
-                valid_header_values: valid(&[(
+                valid_header_values: header_values(&[(
                     "access-control-allow-origin",
                     &["https://foobar.com:12345", "*"],
                 )]),
@@ -265,11 +238,11 @@ fn cases() -> Vec<ExpectedResponse> {
             &[("Origin", "https://foobar.com")],
             Response {
                 status_code: 200,
-                valid_header_values: valid(&[(
+                valid_header_values: header_values(&[(
                     "access-control-allow-origin",
                     &["https://foobar.com", "*"],
                 )]),
-                absent_headers: strings(&["Access-Control-Allow-Credentials"]),
+                absent_headers: names(&["Access-Control-Allow-Credentials"]),
                 ..Default::default()
             },
         ),
@@ -283,7 +256,7 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: valid(&[
+                valid_header_values: header_values(&[
                     ("access-control-allow-origin", &["https://other.foo.com"]),
                     ("access-control-allow-methods", &["PUT"]),
                     (
@@ -306,7 +279,7 @@ fn cases() -> Vec<ExpectedResponse> {
             ],
             Response {
                 status_codes: vec![200, 204],
-                valid_header_values: valid(&[
+                valid_header_values: header_values(&[
                     (
                         "access-control-allow-origin",
                         &["https://other.foo.com", "*"],
@@ -317,7 +290,7 @@ fn cases() -> Vec<ExpectedResponse> {
                         &["x-header-1, x-header-2", "x-header-2, x-header-1", "*"],
                     ),
                 ]),
-                absent_headers: strings(&["access-control-allow-credentials"]),
+                absent_headers: names(&["access-control-allow-credentials"]),
                 ignore_whitespace: true,
                 ..Default::default()
             },
@@ -329,7 +302,7 @@ fn cases() -> Vec<ExpectedResponse> {
             &[("Origin", "https://other.foo.com")],
             Response {
                 status_code: 200,
-                valid_header_values: valid(&[
+                valid_header_values: header_values(&[
                     ("access-control-allow-origin", &["https://other.foo.com"]),
                     ("access-control-allow-credentials", &["true"]),
                 ]),
@@ -343,11 +316,11 @@ fn cases() -> Vec<ExpectedResponse> {
             &[("Origin", "https://other.foo.com")],
             Response {
                 status_code: 200,
-                valid_header_values: valid(&[(
+                valid_header_values: header_values(&[(
                     "access-control-allow-origin",
                     &["https://other.foo.com", "*"],
                 )]),
-                absent_headers: strings(&["access-control-allow-credentials"]),
+                absent_headers: names(&["access-control-allow-credentials"]),
                 ..Default::default()
             },
         ),
@@ -361,11 +334,11 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         nn(INFRA_NS, "cors-wildcard-origin"),
         nn(INFRA_NS, "cors-wildcard-methods-headers"),
     ];
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
+    let gw = same_namespace();
     // Upstream waits for acceptance of the first two routes only, then for ResolvedRefs of all.
     let addr = s.gateway_and_http_routes_must_be_accepted(&gw, &routes[..2])?;
     for route in &routes {
-        support::route_must_have_resolved_refs(s, route, &gw.nn)?;
+        s.http_route_must_have_resolved_refs(route, &gw.nn)?;
     }
     let mut subtests = Subtests::new();
     for case in cases() {

@@ -4,9 +4,10 @@
 //! the host, trusting `tls-validity-checks-certificate`) reach their backends, and an unknown host
 //! answers 404.
 
-use super::support::{self, Subtests};
 use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response, Tls};
+use crate::conformance::dsl::{request, status};
+use crate::conformance::http::{ExpectedResponse, Tls};
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -20,13 +21,13 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "httproute-https-test");
-    let route_no_host = nn(INFRA_NS, "httproute-https-test-no-hostname");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace-with-https-listener");
-    let addr =
-        s.gateway_and_http_routes_must_be_accepted(&gw, &[route.clone(), route_no_host.clone()])?;
-    support::route_must_have_resolved_refs(s, &route, &gw.nn)?;
-    support::route_must_have_resolved_refs(s, &route_no_host, &gw.nn)?;
+    let addr = s.routes_must_be_accepted_and_resolved(
+        &GatewayRef::new(INFRA_NS, "same-namespace-with-https-listener"),
+        &[
+            nn(INFRA_NS, "httproute-https-test"),
+            nn(INFRA_NS, "httproute-https-test-no-hostname"),
+        ],
+    )?;
     // Upstream trusts the certificate of the `tls-validity-checks-certificate` Secret.
     let server_cert = s.tls_validity_cert.clone();
     if server_cert.is_empty() {
@@ -38,17 +39,10 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         ("second-example.org", 200, "infra-backend-v2"),
     ];
     let mut subtests = Subtests::new();
-    for (i, (host, status, backend)) in cases.into_iter().enumerate() {
+    for (i, (host, code, backend)) in cases.into_iter().enumerate() {
         let mut expected = ExpectedResponse {
-            request: Request {
-                host: host.into(),
-                path: "/".into(),
-                ..Default::default()
-            },
-            response: Response {
-                status_code: status,
-                ..Default::default()
-            },
+            request: request("", host, "/", &[]),
+            response: status(code),
             backend: backend.into(),
             namespace: INFRA_NS.into(),
             ..Default::default()

@@ -5,9 +5,10 @@
 //! than the SNI's answer 421 Misdirected Request; matching ones reach the listener's backend;
 //! hosts no listener routes answer 404 on the catch-all listener.
 
-use super::support::{self, Subtests};
 use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response, Tls};
+use crate::conformance::dsl::request;
+use crate::conformance::http::{ExpectedResponse, Response, Tls};
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -89,10 +90,7 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         })
         .collect();
     let gw = GatewayRef::new(INFRA_NS, "same-namespace-with-https-listener");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, &routes)?;
-    for route in &routes {
-        support::route_must_have_resolved_refs(s, route, &gw.nn)?;
-    }
+    let addr = s.routes_must_be_accepted_and_resolved(&gw, &routes)?;
     // Upstream trusts the certificate of the `tls-validity-checks-certificate` Secret.
     let server_cert = s.tls_validity_cert.clone();
     if server_cert.is_empty() {
@@ -101,11 +99,7 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
     let mut subtests = Subtests::new();
     for (i, (sni, host, status, backend)) in CASES.iter().enumerate() {
         let mut expected = ExpectedResponse {
-            request: Request {
-                host: (*host).into(),
-                path: "/detect-misdirected-requests".into(),
-                ..Default::default()
-            },
+            request: request("", host, "/detect-misdirected-requests", &[]),
             response: Response {
                 status_codes: vec![*status],
                 ..Default::default()
@@ -121,7 +115,7 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
             client_cert: None,
         };
         subtests.run(s, &expected.test_case_name, |s| {
-            support::expect_h2_tls(s, &addr, &expected, &tls)
+            s.expect_h2(&addr, &expected, &tls)
         });
     }
     subtests.finish()

@@ -2,9 +2,10 @@
 //! two Gateway parents (`same-namespace`, `all-namespaces`) serves `/shared` through both, while
 //! each Gateway's dedicated route serves `/` only through its own parent.
 
-use super::support::Subtests;
 use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response};
+use crate::conformance::dsl::{get, routed_to, status};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -21,17 +22,8 @@ fn expect_backend(s: &mut Suite, addr: &str, path: &str, backend: &str) -> anyho
     s.expect(
         addr,
         &ExpectedResponse {
-            request: Request {
-                path: path.into(),
-                ..Default::default()
-            },
-            response: Response {
-                status_code: 200,
-                ..Default::default()
-            },
-            backend: backend.into(),
-            namespace: INFRA_NS.into(),
-            ..Default::default()
+            response: status(200),
+            ..routed_to(get(path), backend, INFRA_NS)
         },
     )
 }

@@ -2,9 +2,9 @@
 //! a `name` is accepted and both its named and unnamed rules serve traffic (200 from the infra
 //! namespace; upstream does not check which backend).
 
-use super::support::{self, Subtests};
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response};
+use crate::conformance::dsl::{answered, get};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -18,26 +18,10 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "http-named-rules");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    support::route_must_have_resolved_refs(s, &route, &gw.nn)?;
-    let mut subtests = Subtests::new();
-    for (i, path) in ["/named", "/unnamed"].into_iter().enumerate() {
-        let mut expected = ExpectedResponse {
-            request: Request {
-                path: path.into(),
-                ..Default::default()
-            },
-            response: Response {
-                status_code: 200,
-                ..Default::default()
-            },
-            namespace: INFRA_NS.into(),
-            ..Default::default()
-        };
-        expected.test_case_name = expected.name(i);
-        subtests.run(s, &expected.test_case_name, |s| s.expect(&addr, &expected));
-    }
-    subtests.finish()
+    let addr = same_namespace_route_ready(s, "http-named-rules")?;
+    let cases = ["/named", "/unnamed"].map(|path| ExpectedResponse {
+        namespace: INFRA_NS.into(),
+        ..answered(get(path), 200)
+    });
+    s.expect_cases(&addr, &cases)
 }

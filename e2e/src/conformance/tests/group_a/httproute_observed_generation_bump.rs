@@ -2,7 +2,6 @@
 //! changing an HTTPRoute's backend bumps its generation, and its parent conditions (Accepted,
 //! ResolvedRefs True/ResolvedRefs) follow with the new observedGeneration.
 
-use super::support;
 use crate::conformance::checks::{cond, nn};
 use crate::conformance::cluster::ObjId;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
@@ -23,20 +22,13 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
     let gw = nn(INFRA_NS, "same-namespace");
     let id = ObjId::new("HTTPRoute", INFRA_NS, &route.name);
     s.logf("subtest: observedGeneration should increment");
-    support::namespaces_must_be_ready(s, &[INFRA_NS])?;
+    s.namespaces_must_be_ready(&[INFRA_NS])?;
     s.must_have_latest_conditions("HTTPRoute", INFRA_NS, &route.name)?;
-    let original = support::generation_of(s, &id)?;
-    s.cluster.patch(&id, |r| {
+    let original = s.patch_bumping_generation(&id, |r| {
         r["spec"]["rules"][0]["backendRefs"][0]["name"] = json!("infra-backend-v2");
     })?;
-    // The API server bumps the generation on the patch; Trellis reports it once it has read it.
-    support::generation_must_change(s, &id, original)?;
     s.http_route_must_have_condition(&route, &gw, cond("Accepted", "True", ""))?;
-    support::route_must_have_resolved_refs(s, &route, &gw)?;
+    s.http_route_must_have_resolved_refs(&route, &gw)?;
     s.must_have_latest_conditions("HTTPRoute", INFRA_NS, &route.name)?;
-    let updated = support::generation_of(s, &id)?;
-    if updated == original {
-        anyhow::bail!("generation should change after an update (still {original})");
-    }
-    Ok(())
+    s.generation_must_have_changed(&id, original)
 }

@@ -2,9 +2,8 @@
 //! to the infra namespace's `backend-namespaces` Gateway (Accepted, ResolvedRefs True), and a
 //! request to `/` reaches `web-backend` in its namespace.
 
-use super::support::{request, resolved_refs_true};
 use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedResponse, Response};
+use crate::conformance::tests::common::web_backend;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite, WEB_NS};
 
 /// The test.
@@ -18,22 +17,10 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(WEB_NS, "cross-namespace");
-    let gw = GatewayRef::new(INFRA_NS, "backend-namespaces");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
+    let addr = s.routes_must_be_accepted_and_resolved(
+        &GatewayRef::new(INFRA_NS, "backend-namespaces"),
+        &[nn(WEB_NS, "cross-namespace")],
+    )?;
     // Subtest: simple HTTP request should reach web-backend.
-    s.expect(
-        &addr,
-        &ExpectedResponse {
-            request: request("", "", "/", &[]),
-            response: Response {
-                status_code: 200,
-                ..Default::default()
-            },
-            backend: "web-backend".into(),
-            namespace: WEB_NS.into(),
-            ..Default::default()
-        },
-    )
+    s.expect(&addr, &web_backend(200))
 }

@@ -2,8 +2,8 @@
 //! `/one` and `/two` to their backends, and answers 404 for `/`, `/one/example`, `/two/`
 //! and `/Two` (exact and case-sensitive).
 
-use super::support::{answered, expect_cases, request, resolved_refs_true, routed_to};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::{answered, get, routed_to};
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -18,11 +18,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let route = nn(ns, "exact-matching");
-    let gw = GatewayRef::new(ns, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
-    let get = |path: &str| request("", "", path, &[]);
+    let addr = same_namespace_route_ready(s, "exact-matching")?;
     let cases = [
         routed_to(get("/one"), "infra-backend-v1", ns),
         routed_to(get("/two"), "infra-backend-v2", ns),
@@ -31,5 +27,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         answered(get("/two/"), 404),
         answered(get("/Two"), 404),
     ];
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

@@ -2,8 +2,8 @@
 //! `Color` headers (exact values, ANDed within a match, ORed across matches) sends each
 //! request to the backend upstream expects, and answers 404 when no rule matches.
 
-use super::support::{answered, expect_cases, request, resolved_refs_true, routed_to};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::{answered, request, routed_to};
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -18,10 +18,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let route = nn(ns, "header-matching");
-    let gw = GatewayRef::new(ns, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
+    let addr = same_namespace_route_ready(s, "header-matching")?;
     let with = |headers: &[(&str, &str)]| request("", "", "/", headers);
     let (v1, v2) = ("infra-backend-v1", "infra-backend-v2");
     let cases = [
@@ -37,5 +34,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         routed_to(with(&[("Color", "yellow")]), v2, ns),
         answered(with(&[("Color", "purple")]), 404),
     ];
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

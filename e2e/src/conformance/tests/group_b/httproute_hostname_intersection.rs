@@ -5,11 +5,10 @@
 //! in any listener's attachedRoutes; a listener without hostname serves exactly the route's
 //! hostnames.
 
-use super::support::{
-    Subtests, answered, expect_cases, namespaces_must_be_ready, request, resolved_refs_true,
-    route_must_have_parents, routed_to,
-};
-use crate::conformance::checks::{GatewayRef, ListenerExpect, cond, nn};
+use crate::conformance::checks::{GatewayRef, cond, nn, parent};
+use crate::conformance::dsl::{answered, ready_listener, request, routed_to};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::subtests::Subtests;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -30,8 +29,8 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
     let gw = nn(ns, "httproute-hostname-intersection");
     // The test adds a Gateway to the infra namespace, so it waits for the namespace.
-    namespaces_must_be_ready(s, &[ns])?;
-    let mut t = Subtests::default();
+    s.namespaces_must_be_ready(&[ns])?;
+    let mut t = Subtests::new();
 
     t.run(
         s,
@@ -43,13 +42,8 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
                 nn(ns, "wildcard-host-matches-listener-specific-host"),
                 nn(ns, "wildcard-host-matches-listener-wildcard-host"),
             ];
-            let addr = s.gateway_and_http_routes_must_be_accepted(
-                &GatewayRef::new(ns, &gw.name),
-                &routes,
-            )?;
-            for route in &routes {
-                resolved_refs_true(s, route, &gw)?;
-            }
+            let addr =
+                s.routes_must_be_accepted_and_resolved(&GatewayRef::new(ns, &gw.name), &routes)?;
             let to = |host: &str, path: &str, backend: &str| {
                 routed_to(request("", host, path, &[]), backend, ns)
             };
@@ -86,7 +80,7 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
                 not_found("very.specific.com", "/s4"),
                 not_found("foo.anotherwildcard.io", "/non-matching-prefix"),
             ];
-            expect_cases(s, &addr, &cases)
+            s.expect_cases(&addr, &cases)
         },
     );
 
@@ -97,22 +91,19 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
             let addr =
                 s.gateway_and_http_routes_must_be_accepted(&GatewayRef::new(ns, &gw.name), &[])?;
             let route = nn(ns, "no-intersecting-hosts");
-            route_must_have_parents(
-                s,
+            s.http_route_must_have_parents(
                 &route,
-                &gw,
-                &[vec![cond(
-                    "Accepted",
-                    "False",
-                    "NoMatchingListenerHostname",
-                )]],
+                &[parent(
+                    gw.clone(),
+                    vec![cond("Accepted", "False", "NoMatchingListenerHostname")],
+                )],
                 true,
             )?;
             let cases = [
                 answered(request("", "specific.but.wrong.com", "/s5", &[]), 404),
                 answered(request("", "wildcard.io", "/s5", &[]), 404),
             ];
-            expect_cases(s, &addr, &cases)
+            s.expect_cases(&addr, &cases)
         },
     );
 
@@ -121,25 +112,16 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         "HTTPRoutes have to be counted in AttachedRoutes only if they are Accepted",
         |s| {
             // no-intersecting-hosts must not be attached to any listener.
-            let listener = |name: &str, attached_routes: i64| ListenerExpect {
-                name: name.into(),
-                supported_kinds: vec!["HTTPRoute".into()],
-                attached_routes,
-                conditions: vec![
-                    cond("Accepted", "True", ""),
-                    cond("ResolvedRefs", "True", ""),
-                ],
-            };
             s.gateway_status_must_have_listeners(
                 &gw,
                 &[
                     // specific-host-matches-listener-specific-host and
                     // wildcard-host-matches-listener-specific-host
-                    listener("listener-1", 2),
+                    ready_listener("listener-1", 2),
                     // specific-host-matches-listener-wildcard-host
-                    listener("listener-2", 1),
+                    ready_listener("listener-2", 1),
                     // wildcard-host-matches-listener-wildcard-host
-                    listener("listener-3", 1),
+                    ready_listener("listener-3", 1),
                 ],
             )
         },
@@ -149,20 +131,13 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         s,
         "HTTPRoutes intersects with an unspecified hostname listener",
         |s| {
-            let all = nn(ns, "httproute-hostname-intersection-all");
-            let routes = [nn(ns, "httproute-hostname-intersection-all")];
-            let addr = s.gateway_and_http_routes_must_be_accepted(
-                &GatewayRef::new(ns, &all.name),
-                &routes,
-            )?;
-            for route in &routes {
-                resolved_refs_true(s, route, &all)?;
-            }
+            let all = "httproute-hostname-intersection-all";
+            let addr =
+                s.routes_must_be_accepted_and_resolved(&GatewayRef::new(ns, all), &[nn(ns, all)])?;
             let to = |host: &str| routed_to(request("", host, "/", &[]), V2, ns);
-            let not_found = |host: &str| {
-                let mut e = answered(request("", host, "/", &[]), 404);
-                e.namespace = ns.into();
-                e
+            let not_found = |host: &str| ExpectedResponse {
+                namespace: ns.into(),
+                ..answered(request("", host, "/", &[]), 404)
             };
             let cases = [
                 to("first.com"),
@@ -173,7 +148,7 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
                 not_found("third.com"),
                 not_found("sub.third.com"),
             ];
-            expect_cases(s, &addr, &cases)
+            s.expect_cases(&addr, &cases)
         },
     );
 

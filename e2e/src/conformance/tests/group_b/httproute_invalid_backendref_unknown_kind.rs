@@ -2,9 +2,9 @@
 //! unknown group and kind is still Accepted by the `same-namespace` Gateway, is ResolvedRefs
 //! False / InvalidKind, and requests to it answer 500.
 
-use super::support::{Subtests, answered, request};
-use crate::conformance::checks::{GatewayRef, cond, nn};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::dsl::{answered, request};
+use crate::conformance::tests::common::unresolved_backend_ref;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -17,20 +17,15 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "invalid-backend-ref-unknown-kind");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
     // Both the Gateway and the route are Accepted.
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    let mut t = Subtests::default();
-    t.run(
+    unresolved_backend_ref(
         s,
+        "invalid-backend-ref-unknown-kind",
+        "InvalidKind",
         "HTTPRoute with Invalid Kind has a ResolvedRefs Condition with status False and Reason InvalidKind",
-        |s| s.http_route_must_have_condition(&route, &gw.nn, cond("ResolvedRefs", "False", "InvalidKind")),
-    );
-    t.run(
-        s,
-        "HTTP Request to invalid backend with invalid Kind receives a 500",
-        |s| s.expect(&addr, &answered(request("GET", "", "/v2", &[]), 500)),
-    );
-    t.finish()
+        vec![(
+            "HTTP Request to invalid backend with invalid Kind receives a 500",
+            answered(request("GET", "", "/v2", &[]), 500),
+        )],
+    )
 }

@@ -2,9 +2,9 @@
 //! whose backendRef is a Service in the web backend namespace, with no ReferenceGrant, is
 //! Accepted but ResolvedRefs False / RefNotPermitted, and requests to it answer 500.
 
-use super::support::{Subtests, answered, request};
-use crate::conformance::checks::{GatewayRef, cond, nn};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::dsl::{answered, request};
+use crate::conformance::tests::common::unresolved_backend_ref;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -17,20 +17,15 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "invalid-cross-namespace-backend-ref");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
     // The route must be attached.
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    let mut t = Subtests::default();
-    t.run(
+    unresolved_backend_ref(
         s,
+        "invalid-cross-namespace-backend-ref",
+        "RefNotPermitted",
         "HTTPRoute with a cross-namespace BackendRef and no ReferenceGrant has a ResolvedRefs Condition with status False and Reason RefNotPermitted",
-        |s| s.http_route_must_have_condition(&route, &gw.nn, cond("ResolvedRefs", "False", "RefNotPermitted")),
-    );
-    t.run(
-        s,
-        "HTTP Request to invalid cross-namespace backend must receive a 500",
-        |s| s.expect(&addr, &answered(request("GET", "", "/", &[]), 500)),
-    );
-    t.finish()
+        vec![(
+            "HTTP Request to invalid cross-namespace backend must receive a 500",
+            answered(request("GET", "", "/", &[]), 500),
+        )],
+    )
 }

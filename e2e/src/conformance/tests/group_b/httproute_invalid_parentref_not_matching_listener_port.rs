@@ -3,11 +3,8 @@
 //! ResolvedRefs True, is Accepted False / NoMatchingParent, has no accepted parent, and the
 //! Gateway counts zero routes.
 
-use super::support::{
-    Subtests, gateway_must_have_zero_routes, resolved_refs_true,
-    route_must_have_no_accepted_parents,
-};
-use crate::conformance::checks::{cond, nn};
+use crate::conformance::checks::nn;
+use crate::conformance::tests::common::route_must_not_attach;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -23,19 +20,14 @@ pub const TEST: ConformanceTest = ConformanceTest {
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let route = nn(INFRA_NS, "httproute-listener-not-matching-route-port");
     let gw = nn(INFRA_NS, "same-namespace");
-    resolved_refs_true(s, &route, &gw)?;
-    let mut t = Subtests::default();
+    s.http_route_must_have_resolved_refs(&route, &gw)?;
     // The route must have an Accepted condition with reason NoMatchingParent.
-    t.run(
+    route_must_not_attach(
         s,
+        &route,
+        &gw,
+        "NoMatchingParent",
         "HTTPRoute with no matching port in ParentRef has an Accepted Condition with status False and Reason NoMatchingParent",
-        |s| s.http_route_must_have_condition(&route, &gw, cond("Accepted", "False", "NoMatchingParent")),
-    );
-    t.run(s, "Route should not have Parents accepted in status", |s| {
-        route_must_have_no_accepted_parents(s, &route)
-    });
-    t.run(s, "Gateway should have 0 Routes attached", |s| {
-        gateway_must_have_zero_routes(s, &gw)
-    });
-    t.finish()
+        "Route should not have Parents accepted in status",
+    )
 }

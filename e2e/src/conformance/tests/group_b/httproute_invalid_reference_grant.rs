@@ -4,10 +4,8 @@
 //! but ResolvedRefs False / RefNotPermitted, and requests answer 500 instead of reaching
 //! `web-backend`.
 
-use super::support::{Subtests, request};
-use crate::conformance::checks::{GatewayRef, cond, nn};
-use crate::conformance::http::{ExpectedResponse, Response};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite, WEB_NS};
+use crate::conformance::tests::common::{unresolved_backend_ref, web_backend};
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -20,29 +18,14 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "reference-grant");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    let mut t = Subtests::default();
-    t.run(
+    unresolved_backend_ref(
         s,
+        "reference-grant",
+        "RefNotPermitted",
         "HTTPRoute with BackendRef in another namespace and no ReferenceGrant covering the Service has a ResolvedRefs Condition with status False and Reason RefNotPermitted",
-        |s| s.http_route_must_have_condition(&route, &gw.nn, cond("ResolvedRefs", "False", "RefNotPermitted")),
-    );
-    t.run(s, "Simple HTTP request not should reach web-backend", |s| {
-        s.expect(
-            &addr,
-            &ExpectedResponse {
-                request: request("GET", "", "/", &[]),
-                response: Response {
-                    status_code: 500,
-                    ..Default::default()
-                },
-                backend: "web-backend".into(),
-                namespace: WEB_NS.into(),
-                ..Default::default()
-            },
-        )
-    });
-    t.finish()
+        vec![(
+            "Simple HTTP request not should reach web-backend",
+            web_backend(500),
+        )],
+    )
 }

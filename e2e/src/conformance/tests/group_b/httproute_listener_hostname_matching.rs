@@ -3,10 +3,8 @@
 //! by sectionName; requests go to the route of the most specific matching listener, and hosts
 //! no listener matches answer 404.
 
-use super::support::{
-    answered, expect_cases, namespaces_must_be_ready, request, resolved_refs_true, routed_to,
-};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::{answered, request, routed_to};
+use crate::conformance::tests::common::routes_on_listeners;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -21,30 +19,15 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    // The test adds a Gateway to the infra namespace, so it waits for the namespace.
-    namespaces_must_be_ready(s, &[ns])?;
-    let route1 = nn(ns, "backend-v1");
-    let route2 = nn(ns, "backend-v2");
-    let route3 = nn(ns, "backend-v3");
-    let gw = "httproute-listener-hostname-matching";
-    let gw_nn = nn(ns, gw);
-
-    s.gateway_and_http_routes_must_be_accepted(
-        &GatewayRef::with_listeners(ns, gw, &["listener-1"]),
-        std::slice::from_ref(&route1),
+    let addrs = routes_on_listeners(
+        s,
+        "httproute-listener-hostname-matching",
+        &[
+            (&["listener-1"], "backend-v1"),
+            (&["listener-2"], "backend-v2"),
+            (&["listener-3", "listener-4"], "backend-v3"),
+        ],
     )?;
-    resolved_refs_true(s, &route1, &gw_nn)?;
-    s.gateway_and_http_routes_must_be_accepted(
-        &GatewayRef::with_listeners(ns, gw, &["listener-2"]),
-        std::slice::from_ref(&route2),
-    )?;
-    resolved_refs_true(s, &route2, &gw_nn)?;
-    let addr = s.gateway_and_http_routes_must_be_accepted(
-        &GatewayRef::with_listeners(ns, gw, &["listener-3", "listener-4"]),
-        std::slice::from_ref(&route3),
-    )?;
-    resolved_refs_true(s, &route3, &gw_nn)?;
-
     let to = |host: &str, backend: &str| routed_to(request("", host, "/", &[]), backend, ns);
     let cases = [
         to("bar.com", "infra-backend-v1"),
@@ -56,5 +39,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         answered(request("", "foo.com", "/", &[]), 404),
         answered(request("", "no.matching.host", "/", &[]), 404),
     ];
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addrs[2], &cases)
 }

@@ -2,8 +2,8 @@
 //! requests to `infra-backend-v1` or `-v2` as upstream expects (prefixes match whole path
 //! segments only: `/v2example` and `/foo/v2/example` do not match `/v2`).
 
-use super::support::{expect_cases, request, resolved_refs_true, routed_to};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::{request, routed_to};
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -18,10 +18,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let route = nn(ns, "matching");
-    let gw = GatewayRef::new(ns, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
+    let addr = same_namespace_route_ready(s, "matching")?;
     let (v1, v2) = ("infra-backend-v1", "infra-backend-v2");
     let get = |path: &str, headers: &[(&str, &str)]| request("", "", path, headers);
     let cases = [
@@ -36,5 +33,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         routed_to(get("/v2example", &[]), v1, ns),
         routed_to(get("/foo/v2/example", &[]), v1, ns),
     ];
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

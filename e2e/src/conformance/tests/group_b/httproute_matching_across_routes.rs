@@ -3,8 +3,9 @@
 //! the backend of the most specific match across both routes (`/v2` matches are limited to
 //! `example.com`).
 
-use super::support::{expect_cases, request, resolved_refs_true, routed_to};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::checks::nn;
+use crate::conformance::dsl::{request, routed_to};
+use crate::conformance::tests::common::same_namespace;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -19,13 +20,10 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let route1 = nn(ns, "matching-part1");
-    let route2 = nn(ns, "matching-part2");
-    let gw = GatewayRef::new(ns, "same-namespace");
-    let addr =
-        s.gateway_and_http_routes_must_be_accepted(&gw, &[route1.clone(), route2.clone()])?;
-    resolved_refs_true(s, &route1, &gw.nn)?;
-    resolved_refs_true(s, &route2, &gw.nn)?;
+    let addr = s.routes_must_be_accepted_and_resolved(
+        &same_namespace(),
+        &[nn(ns, "matching-part1"), nn(ns, "matching-part2")],
+    )?;
     let (v1, v2) = ("infra-backend-v1", "infra-backend-v2");
     let cases = [
         routed_to(request("", "example.com", "/", &[]), v1, ns),
@@ -46,5 +44,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
             ns,
         ),
     ];
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

@@ -3,8 +3,8 @@
 //! expects: ANDed match fields all have to hold, ORed matches need one, precedence follows
 //! the spec, and unmatched requests answer 404.
 
-use super::support::{answered, expect_cases, request, resolved_refs_true, routed_to};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::{answered, request, routed_to};
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -19,10 +19,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let route = nn(ns, "method-matching");
-    let gw = GatewayRef::new(ns, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
+    let addr = same_namespace_route_ready(s, "method-matching")?;
     let (v1, v2, v3) = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3");
     let req =
         |method: &str, path: &str, headers: &[(&str, &str)]| request(method, "", path, headers);
@@ -44,5 +41,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         routed_to(req("PATCH", "/path5", &[]), v1, ns),
         routed_to(req("PATCH", "/", &[("version", "four")]), v2, ns),
     ];
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

@@ -4,10 +4,10 @@
 //! ungranted `app-backend-v2` (`/v2`) answers 500 while the granted sibling rule (`/`) still
 //! reaches `app-backend-v1`.
 
-use super::support::{Subtests, answered, request};
-use crate::conformance::checks::{GatewayRef, cond, nn};
-use crate::conformance::http::{ExpectedResponse, Response};
-use crate::conformance::{APP_NS, ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::dsl::{answered, request, routed_to, status};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::tests::common::unresolved_backend_ref;
+use crate::conformance::{APP_NS, ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -20,39 +20,24 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "invalid-reference-grant");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
     // Route and Gateway must be attached.
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    let mut t = Subtests::default();
-    t.run(
+    unresolved_backend_ref(
         s,
+        "invalid-reference-grant",
+        "RefNotPermitted",
         "HTTPRoute with BackendRef in another namespace and no ReferenceGrant covering the Service has a ResolvedRefs Condition with status False and Reason RefNotPermitted",
-        |s| s.http_route_must_have_condition(&route, &gw.nn, cond("ResolvedRefs", "False", "RefNotPermitted")),
-    );
-    t.run(
-        s,
-        "HTTP Request to invalid backend with missing referenceGrant should receive a 500",
-        |s| s.expect(&addr, &answered(request("GET", "", "/v2", &[]), 500)),
-    );
-    t.run(
-        s,
-        "HTTP Request to valid sibling backend should succeed",
-        |s| {
-            s.expect(
-                &addr,
-                &ExpectedResponse {
-                    request: request("GET", "", "/", &[]),
-                    response: Response {
-                        status_code: 200,
-                        ..Default::default()
-                    },
-                    backend: "app-backend-v1".into(),
-                    namespace: APP_NS.into(),
-                    ..Default::default()
+        vec![
+            (
+                "HTTP Request to invalid backend with missing referenceGrant should receive a 500",
+                answered(request("GET", "", "/v2", &[]), 500),
+            ),
+            (
+                "HTTP Request to valid sibling backend should succeed",
+                ExpectedResponse {
+                    response: status(200),
+                    ..routed_to(request("GET", "", "/", &[]), "app-backend-v1", APP_NS)
                 },
-            )
-        },
-    );
-    t.finish()
+            ),
+        ],
+    )
 }

@@ -2,8 +2,8 @@
 //! PathPrefix matches, each request reaches the backend of the match that takes precedence
 //! (Exact over PathPrefix, then the longest prefix).
 
-use super::support::{expect_cases, request, resolved_refs_true, routed_to};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::{get, routed_to};
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -18,12 +18,8 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let route = nn(ns, "path-matching-order");
-    let gw = GatewayRef::new(ns, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
+    let addr = same_namespace_route_ready(s, "path-matching-order")?;
     let (v1, v2, v3) = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3");
-    let get = |path: &str| request("", "", path, &[]);
     let cases = [
         routed_to(get("/match/exact/one"), v3, ns),
         routed_to(get("/match/exact"), v2, ns),
@@ -32,5 +28,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         routed_to(get("/match/prefix/any"), v1, ns),
         routed_to(get("/match/any"), v3, ns),
     ];
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

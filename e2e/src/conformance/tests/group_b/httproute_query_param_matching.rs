@@ -3,8 +3,8 @@
 //! upstream expects: exact, case-sensitive values, ANDed match fields, ORed matches, the
 //! spec's precedence, and 404 when nothing matches.
 
-use super::support::{answered, expect_cases, request, resolved_refs_true, routed_to};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::{answered, request, routed_to};
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -19,10 +19,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let route = nn(ns, "query-param-matching");
-    let gw = GatewayRef::new(ns, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
+    let addr = same_namespace_route_ready(s, "query-param-matching")?;
     let (v1, v2, v3) = ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3");
     let get = |path: &str, headers: &[(&str, &str)]| request("", "", path, headers);
     let cases = [
@@ -50,5 +47,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         routed_to(get("/path5?animal=hydra", &[]), v1, ns),
         routed_to(get("/?animal=hydra", &[("version", "four")]), v3, ns),
     ];
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

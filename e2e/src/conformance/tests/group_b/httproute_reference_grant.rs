@@ -3,11 +3,11 @@
 //! and ResolvedRefs True and reaches `web-backend`; once the ReferenceGrant is deleted, the
 //! same request answers 500.
 
-use super::support::{Subtests, answered, request, resolved_refs_true};
-use crate::conformance::checks::{GatewayRef, nn};
 use crate::conformance::cluster::ObjId;
-use crate::conformance::http::{ExpectedResponse, Response};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite, WEB_NS};
+use crate::conformance::dsl::{answered, request};
+use crate::conformance::subtests::Subtests;
+use crate::conformance::tests::common::{same_namespace_route_ready, web_backend};
+use crate::conformance::{ConformanceTest, Suite, WEB_NS};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -20,25 +20,10 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "reference-grant");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
-    let mut t = Subtests::default();
+    let addr = same_namespace_route_ready(s, "reference-grant")?;
+    let mut t = Subtests::new();
     t.run(s, "Simple HTTP request should reach web-backend", |s| {
-        s.expect(
-            &addr,
-            &ExpectedResponse {
-                request: request("GET", "", "/", &[]),
-                response: Response {
-                    status_code: 200,
-                    ..Default::default()
-                },
-                backend: "web-backend".into(),
-                namespace: WEB_NS.into(),
-                ..Default::default()
-            },
-        )
+        s.expect(&addr, &web_backend(200))
     });
     let grant = ObjId::new("ReferenceGrant", WEB_NS, "reference-grant");
     s.cluster.must_exist(&grant)?;

@@ -4,10 +4,10 @@
 //! As upstream does, the test fills the hand-managed EndpointSlices (one per IP family) with
 //! the addresses of `infra-backend-v1`'s pods, then expects each path to reach them.
 
-use super::support::{expect_cases, request, resolved_refs_true};
-use crate::conformance::checks::{GatewayRef, nn};
 use crate::conformance::cluster::ObjId;
-use crate::conformance::http::{ExpectedResponse, Response};
+use crate::conformance::dsl::{get, routed_to, status};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 use anyhow::bail;
 use serde_json::{Value, json};
@@ -52,10 +52,7 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
 
 fn check(s: &mut Suite) -> anyhow::Result<()> {
     let ns = INFRA_NS;
-    let route = nn(ns, "service-types");
-    let gw = GatewayRef::new(ns, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    resolved_refs_true(s, &route, &gw.nn)?;
+    let addr = same_namespace_route_ready(s, "service-types")?;
 
     // The pods of the infra-backend-v1 Deployment (the Deployment's selector).
     let pods: Vec<(IpAddr, String, String)> = s
@@ -73,17 +70,11 @@ fn check(s: &mut Suite) -> anyhow::Result<()> {
         .iter()
         .chain(MANAGED)
         .map(|path| ExpectedResponse {
-            request: request("", "", &format!("/{path}"), &[]),
-            response: Response {
-                status_code: 200,
-                ..Default::default()
-            },
-            backend: "infra-backend-v1".into(),
-            namespace: ns.into(),
-            ..Default::default()
+            response: status(200),
+            ..routed_to(get(&format!("/{path}")), "infra-backend-v1", ns)
         })
         .collect();
-    expect_cases(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }
 
 /// Upstream's `setupEndpointSlices`: each hand-managed EndpointSlice gets one ready endpoint

@@ -2,10 +2,8 @@
 //! (no other redirect field) is Accepted with ResolvedRefs, and `POST /see-other` (redirect not
 //! followed) answers 303 with a `Location` keeping the scheme, host, default port and path.
 
-use super::support::{accepted_with_resolved_refs, redirect_case};
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::RedirectRequest;
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::tests::common::redirect_status;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -18,18 +16,6 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "303-redirect");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
-    let mut case = redirect_case(
-        "/see-other",
-        303,
-        RedirectRequest {
-            path: "/see-other".into(),
-            ..Default::default()
-        },
-    );
     // Upstream sends this one as a POST.
-    case.request.method = "POST".into();
-    s.expect(&addr, &case)
+    redirect_status(s, "303-redirect", "POST", "/see-other", 303)
 }

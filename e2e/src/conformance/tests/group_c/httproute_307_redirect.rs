@@ -2,10 +2,8 @@
 //! (no other redirect field) is Accepted with ResolvedRefs, and `GET /temporary` (redirect not
 //! followed) answers 307 with a `Location` keeping the scheme, host, default port and path.
 
-use super::support::{accepted_with_resolved_refs, redirect_case};
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::RedirectRequest;
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::tests::common::redirect_status;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -18,16 +16,5 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "307-redirect");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
-    let case = redirect_case(
-        "/temporary",
-        307,
-        RedirectRequest {
-            path: "/temporary".into(),
-            ..Default::default()
-        },
-    );
-    s.expect(&addr, &case)
+    redirect_status(s, "307-redirect", "GET", "/temporary", 307)
 }

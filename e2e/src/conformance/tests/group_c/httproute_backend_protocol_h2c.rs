@@ -2,9 +2,9 @@
 //! `appProtocol: kubernetes.io/h2c` is Accepted, and a request sent to the Gateway with
 //! HTTP/2 prior knowledge reaches `infra-backend-v1` (200, path `/`, the infra namespace).
 
-use super::support::expect_h2c;
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response};
+use crate::conformance::dsl::{get, routed_to, status};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::tests::common::same_namespace_route_accepted;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 
 /// The test.
@@ -18,27 +18,15 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "backend-protocol-h2c");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
+    let addr = same_namespace_route_accepted(s, "backend-protocol-h2c")?;
     // Subtest "http2 prior knowledge request should reach backend" (the h2c upgrade mechanism
     // is deprecated and not tested upstream).
-    expect_h2c(
-        s,
+    s.expect_h2c(
         &addr,
         &ExpectedResponse {
-            request: Request {
-                path: "/".into(),
-                ..Default::default()
-            },
-            response: Response {
-                status_code: 200,
-                ..Default::default()
-            },
-            backend: "infra-backend-v1".into(),
-            namespace: INFRA_NS.into(),
+            response: status(200),
             test_case_name: "http2 prior knowledge request should reach backend".into(),
-            ..Default::default()
+            ..routed_to(get("/"), "infra-backend-v1", INFRA_NS)
         },
     )
 }

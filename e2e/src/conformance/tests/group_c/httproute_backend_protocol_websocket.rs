@@ -2,11 +2,8 @@
 //! port with `appProtocol: kubernetes.io/ws` is Accepted, and a websocket opened on
 //! `ws://<gateway>/ws` echoes a text frame and a binary frame, three sessions in a row.
 
-use super::support::websocket_echo;
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::await_convergence;
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
-use anyhow::Context;
+use crate::conformance::tests::common::same_namespace_route_accepted;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -19,20 +16,12 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "backend-protocol-ws");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
+    let addr = same_namespace_route_accepted(s, "backend-protocol-ws")?;
     // Subtest "websocket connection should reach backend"; upstream's Origin is
     // `ws://gateway/<test name>`.
-    let origin =
-        "ws://gateway/HTTPRouteBackendProtocolWebSocket/websocket_connection_should_reach_backend";
-    let timeouts = s.timeouts;
-    await_convergence(
-        timeouts.required_successes,
-        timeouts.max_time_to_consistency,
-        |_| websocket_echo(&addr, origin, timeouts.request),
+    s.expect_websocket_echo(
+        &addr,
+        "ws://gateway/HTTPRouteBackendProtocolWebSocket/websocket_connection_should_reach_backend",
+        "websocket connection should reach backend",
     )
-    .context("websocket connection should reach backend")?;
-    s.logf("passed: websocket connection should reach backend");
-    Ok(())
 }

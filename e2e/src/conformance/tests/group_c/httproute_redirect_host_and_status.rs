@@ -3,10 +3,10 @@
 //! `/host-and-status` (statusCode 301) answers 301, both pointing at `example.org` with the
 //! request's scheme and path and the scheme's default port.
 
-use super::support::{accepted_with_resolved_refs, expect_all, redirect_case};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::redirect_case;
 use crate::conformance::http::RedirectRequest;
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::tests::common::same_namespace_route_ready;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -19,9 +19,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "redirect-host-and-status");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
+    let addr = same_namespace_route_ready(s, "redirect-host-and-status")?;
     let to_example_org = || RedirectRequest {
         host: "example.org".into(),
         ..Default::default()
@@ -30,5 +28,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         redirect_case("/hostname-redirect", 302, to_example_org()),
         redirect_case("/host-and-status", 301, to_example_org()),
     ];
-    expect_all(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

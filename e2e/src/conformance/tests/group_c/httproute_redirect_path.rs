@@ -3,10 +3,10 @@
 //! Accepted with ResolvedRefs, and each of its six paths answers 302 (or 301) with the
 //! replaced path in `Location` (and `example.org` where a hostname is set).
 
-use super::support::{accepted_with_resolved_refs, expect_all, redirect_case};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::redirect_case;
 use crate::conformance::http::RedirectRequest;
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::tests::common::same_namespace_route_ready;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -19,9 +19,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "redirect-path");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
+    let addr = same_namespace_route_ready(s, "redirect-path")?;
     let to = |host: &str, path: &str| RedirectRequest {
         host: host.into(),
         path: path.into(),
@@ -47,5 +45,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         ),
         redirect_case("/full-path-and-status", 301, to("", "/replacement-full")),
     ];
-    expect_all(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

@@ -2,10 +2,10 @@
 //! with a hostname, with a status code, with both) is Accepted with ResolvedRefs, and each
 //! path answers 302 (or 301) with port 8083 in `Location` (and `example.org` where set).
 
-use super::support::{accepted_with_resolved_refs, expect_all, redirect_case};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::redirect_case;
 use crate::conformance::http::RedirectRequest;
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::tests::common::same_namespace_route_ready;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -18,9 +18,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "redirect-port");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
+    let addr = same_namespace_route_ready(s, "redirect-port")?;
     let to = |host: &str| RedirectRequest {
         host: host.into(),
         port: "8083".into(),
@@ -32,5 +30,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         redirect_case("/port-and-status", 301, to("")),
         redirect_case("/port-and-host-and-status", 302, to("example.org")),
     ];
-    expect_all(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

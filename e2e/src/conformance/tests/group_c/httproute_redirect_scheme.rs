@@ -3,10 +3,10 @@
 //! ResolvedRefs, and each path answers 302 (or 301) with an `https` `Location` on port 443 or
 //! none (and `example.org` where a hostname is set).
 
-use super::support::{accepted_with_resolved_refs, expect_all, redirect_case};
-use crate::conformance::checks::{GatewayRef, nn};
+use crate::conformance::dsl::redirect_case;
 use crate::conformance::http::RedirectRequest;
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::tests::common::same_namespace_route_ready;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -19,9 +19,7 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "redirect-scheme");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
+    let addr = same_namespace_route_ready(s, "redirect-scheme")?;
     let to = |host: &str| RedirectRequest {
         scheme: "https".into(),
         host: host.into(),
@@ -33,5 +31,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         redirect_case("/scheme-and-status", 301, to("")),
         redirect_case("/scheme-and-host-and-status", 302, to("example.org")),
     ];
-    expect_all(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }

@@ -3,9 +3,9 @@
 //! Accepted with ResolvedRefs and `/` answers 200, each of 100 requests must carry exactly
 //! one `Backend` header naming the backend whose pod answered.
 
-use super::support::accepted_with_resolved_refs;
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedResponse, Request, Response, wire_request};
+use crate::conformance::dsl::{answered, get};
+use crate::conformance::http::{ExpectedResponse, wire_request};
+use crate::conformance::tests::common::same_namespace_route_ready;
 use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
 use anyhow::bail;
 
@@ -24,20 +24,10 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "request-header-modifier-backend-weights");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
+    let addr = same_namespace_route_ready(s, "request-header-modifier-backend-weights")?;
     let expected = ExpectedResponse {
-        request: Request {
-            path: "/".into(),
-            ..Default::default()
-        },
-        response: Response {
-            status_code: 200,
-            ..Default::default()
-        },
         namespace: INFRA_NS.into(),
-        ..Default::default()
+        ..answered(get("/"), 200)
     };
     let req = wire_request(&expected);
     // The request succeeds before traffic is checked.

@@ -3,11 +3,10 @@
 //! `/multi-mirror` and `/multi-mirror-and-modify-request-headers` reach `infra-backend-v1` as
 //! expected, and the pods of both mirror backends log the same request.
 
-use super::httproute_request_mirror::{expect_with_mirrors, mirror};
-use super::support::{headers, names};
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedRequest, ExpectedResponse, Request};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::dsl::{mirror, reaches, with_modified_headers};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::tests::common::{expect_with_mirrors, same_namespace_route_accepted};
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -25,49 +24,17 @@ pub const TEST: ConformanceTest = ConformanceTest {
 };
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "request-multiple-mirrors");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = s.gateway_and_http_routes_must_be_accepted(&gw, std::slice::from_ref(&route))?;
-    let mirrors = || vec![mirror("infra-backend-v2"), mirror("infra-backend-v3")];
+    let addr = same_namespace_route_accepted(s, "request-multiple-mirrors")?;
+    let case = |path: &str| ExpectedResponse {
+        mirrored_to: vec![
+            mirror("infra-backend-v2", None),
+            mirror("infra-backend-v3", None),
+        ],
+        ..reaches(path, "infra-backend-v1", path)
+    };
     let cases = vec![
-        ExpectedResponse {
-            request: Request {
-                path: "/multi-mirror".into(),
-                ..Default::default()
-            },
-            expected_request: Some(ExpectedRequest {
-                path: "/multi-mirror".into(),
-                ..Default::default()
-            }),
-            backend: "infra-backend-v1".into(),
-            mirrored_to: mirrors(),
-            namespace: INFRA_NS.into(),
-            ..Default::default()
-        },
-        ExpectedResponse {
-            request: Request {
-                path: "/multi-mirror-and-modify-request-headers".into(),
-                headers: headers(&[
-                    ("X-Header-Remove", "remove-val"),
-                    ("X-Header-Add-Append", "append-val-1"),
-                ]),
-                ..Default::default()
-            },
-            expected_request: Some(ExpectedRequest {
-                path: "/multi-mirror-and-modify-request-headers".into(),
-                headers: headers(&[
-                    ("X-Header-Add", "header-val-1"),
-                    ("X-Header-Add-Append", "append-val-1,header-val-2"),
-                    ("X-Header-Set", "set-overwrites-values"),
-                ]),
-                absent_headers: names(&["X-Header-Remove"]),
-                ..Default::default()
-            }),
-            backend: "infra-backend-v1".into(),
-            mirrored_to: mirrors(),
-            namespace: INFRA_NS.into(),
-            ..Default::default()
-        },
+        case("/multi-mirror"),
+        with_modified_headers(case("/multi-mirror-and-modify-request-headers")),
     ];
     expect_with_mirrors(s, &addr, cases)
 }

@@ -4,10 +4,10 @@
 //! reaches `infra-backend-v1` as expected, and of 500 requests the mirror logs a share within
 //! three standard deviations of the configured one (up to five attempts).
 
-use super::support::{accepted_with_resolved_refs, expect_mirrored_percentage, headers, names};
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedRequest, ExpectedResponse, MirroredBackend, Request};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::dsl::{mirror, reaches, with_modified_headers};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::tests::common::same_namespace_route_ready;
+use crate::conformance::{ConformanceTest, Suite};
 use anyhow::Context;
 
 /// The test.
@@ -20,70 +20,27 @@ pub const TEST: ConformanceTest = ConformanceTest {
     run,
 };
 
-/// `infra-backend-v2` receiving `percent`% of the requests as mirrors.
-fn mirror(percent: u32) -> Vec<MirroredBackend> {
-    vec![MirroredBackend {
-        name: "infra-backend-v2".into(),
-        namespace: INFRA_NS.into(),
-        percent: Some(percent),
-    }]
-}
-
-/// A case with no header changes.
-fn plain(path: &str, percent: u32) -> ExpectedResponse {
+/// `GET path` reaches `infra-backend-v1`, and `infra-backend-v2` receives `percent`% of such
+/// requests as mirrors.
+fn case(path: &str, percent: u32) -> ExpectedResponse {
     ExpectedResponse {
-        request: Request {
-            path: path.into(),
-            ..Default::default()
-        },
-        expected_request: Some(ExpectedRequest {
-            path: path.into(),
-            ..Default::default()
-        }),
-        backend: "infra-backend-v1".into(),
-        mirrored_to: mirror(percent),
-        namespace: INFRA_NS.into(),
-        ..Default::default()
+        mirrored_to: vec![mirror("infra-backend-v2", Some(percent))],
+        ..reaches(path, "infra-backend-v1", path)
     }
 }
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "request-percentage-mirror");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
+    let addr = same_namespace_route_ready(s, "request-percentage-mirror")?;
     let cases = [
-        plain("/percent-mirror", 20),
-        plain("/percent-mirror-fraction", 50),
-        ExpectedResponse {
-            request: Request {
-                path: "/percent-mirror-and-modify-headers".into(),
-                headers: headers(&[
-                    ("X-Header-Remove", "remove-val"),
-                    ("X-Header-Add-Append", "append-val-1"),
-                ]),
-                ..Default::default()
-            },
-            expected_request: Some(ExpectedRequest {
-                path: "/percent-mirror-and-modify-headers".into(),
-                headers: headers(&[
-                    ("X-Header-Add", "header-val-1"),
-                    ("X-Header-Add-Append", "append-val-1,header-val-2"),
-                    ("X-Header-Set", "set-overwrites-values"),
-                ]),
-                absent_headers: names(&["X-Header-Remove"]),
-                ..Default::default()
-            }),
-            backend: "infra-backend-v1".into(),
-            mirrored_to: mirror(35),
-            namespace: INFRA_NS.into(),
-            ..Default::default()
-        },
+        case("/percent-mirror", 20),
+        case("/percent-mirror-fraction", 50),
+        with_modified_headers(case("/percent-mirror-and-modify-headers", 35)),
     ];
     for (i, case) in cases.iter().enumerate() {
         let name = case.name(i);
         // The request succeeds before the distribution is checked.
         s.expect(&addr, case)
-            .and_then(|()| expect_mirrored_percentage(s, &addr, case))
+            .and_then(|()| s.expect_mirrored_percentage(&addr, case))
             .with_context(|| format!("case {name}"))?;
     }
     Ok(())

@@ -3,10 +3,10 @@
 //! a RequestHeaderModifier) is Accepted with ResolvedRefs, and `infra-backend-v1` receives
 //! each request with the rewritten path (and modified headers where configured).
 
-use super::support::{accepted_with_resolved_refs, expect_all, headers, names};
-use crate::conformance::checks::{GatewayRef, nn};
-use crate::conformance::http::{ExpectedRequest, ExpectedResponse, Request};
-use crate::conformance::{ConformanceTest, INFRA_NS, Suite};
+use crate::conformance::dsl::{reaches, with_modified_headers};
+use crate::conformance::http::ExpectedResponse;
+use crate::conformance::tests::common::same_namespace_route_ready;
+use crate::conformance::{ConformanceTest, Suite};
 
 /// The test.
 pub const TEST: ConformanceTest = ConformanceTest {
@@ -20,44 +20,21 @@ pub const TEST: ConformanceTest = ConformanceTest {
 
 /// A request to `path` that must reach `infra-backend-v1` at `rewritten`.
 fn case(path: &str, rewritten: &str) -> ExpectedResponse {
-    ExpectedResponse {
-        request: Request {
-            path: path.into(),
-            ..Default::default()
-        },
-        expected_request: Some(ExpectedRequest {
-            path: rewritten.into(),
-            ..Default::default()
-        }),
-        backend: "infra-backend-v1".into(),
-        namespace: INFRA_NS.into(),
-        ..Default::default()
-    }
+    reaches(path, "infra-backend-v1", rewritten)
 }
 
-/// The same, with the header changes of the rules that also modify headers.
+/// The same, with the header changes of the rules that also modify headers (the request also
+/// sets `X-Header-Set`, which the backend must see overwritten).
 fn with_header_changes(path: &str, rewritten: &str) -> ExpectedResponse {
-    let mut c = case(path, rewritten);
-    c.request.headers = headers(&[
-        ("X-Header-Remove", "remove-val"),
-        ("X-Header-Add-Append", "append-val-1"),
-        ("X-Header-Set", "set-val"),
-    ]);
-    if let Some(er) = c.expected_request.as_mut() {
-        er.headers = headers(&[
-            ("X-Header-Add", "header-val-1"),
-            ("X-Header-Add-Append", "append-val-1,header-val-2"),
-            ("X-Header-Set", "set-overwrites-values"),
-        ]);
-        er.absent_headers = names(&["X-Header-Remove"]);
-    }
+    let mut c = with_modified_headers(case(path, rewritten));
+    c.request
+        .headers
+        .push(("X-Header-Set".into(), "set-val".into()));
     c
 }
 
 fn run(s: &mut Suite) -> anyhow::Result<()> {
-    let route = nn(INFRA_NS, "rewrite-path");
-    let gw = GatewayRef::new(INFRA_NS, "same-namespace");
-    let addr = accepted_with_resolved_refs(s, &gw, &route)?;
+    let addr = same_namespace_route_ready(s, "rewrite-path")?;
     let cases = [
         case("/prefix/one/two", "/one/two"),
         case("/strip-prefix/three", "/three"),
@@ -66,5 +43,5 @@ fn run(s: &mut Suite) -> anyhow::Result<()> {
         with_header_changes("/full/rewrite-path-and-modify-headers/test", "/test"),
         with_header_changes("/prefix/rewrite-path-and-modify-headers/one", "/prefix/one"),
     ];
-    expect_all(s, &addr, &cases)
+    s.expect_cases(&addr, &cases)
 }
