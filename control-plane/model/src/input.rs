@@ -177,19 +177,21 @@ impl fmt::Display for Kind {
     }
 }
 
-/// One object of a kind Trellis reads.
+/// One object of a kind Trellis reads. Objects are shared (`Arc`): a source that hands the
+/// same object out again keeps its identity, which lets translation reuse work for objects that
+/// did not change.
 #[derive(Clone, Debug, PartialEq)]
 #[allow(missing_docs)]
 pub enum Object {
-    GatewayClass(GatewayClass),
-    Gateway(Gateway),
-    HttpRoute(HttpRoute),
-    ReferenceGrant(ReferenceGrant),
-    Service(Service),
-    EndpointSlice(EndpointSlice),
-    Secret(Secret),
-    ConfigMap(ConfigMap),
-    Namespace(Namespace),
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HttpRoute(Arc<HttpRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+    ConfigMap(Arc<ConfigMap>),
+    Namespace(Arc<Namespace>),
 }
 
 impl Object {
@@ -223,19 +225,31 @@ impl Object {
         }
     }
 
-    /// The object's metadata, mutably.
+    /// The object's metadata, mutably (copying the object if it is shared).
     pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
         match self {
-            Object::GatewayClass(o) => &mut o.metadata,
-            Object::Gateway(o) => &mut o.metadata,
-            Object::HttpRoute(o) => &mut o.metadata,
-            Object::ReferenceGrant(o) => &mut o.metadata,
-            Object::Service(o) => &mut o.metadata,
-            Object::EndpointSlice(o) => &mut o.metadata,
-            Object::Secret(o) => &mut o.metadata,
-            Object::ConfigMap(o) => &mut o.metadata,
-            Object::Namespace(o) => &mut o.metadata,
+            Object::GatewayClass(o) => &mut Arc::make_mut(o).metadata,
+            Object::Gateway(o) => &mut Arc::make_mut(o).metadata,
+            Object::HttpRoute(o) => &mut Arc::make_mut(o).metadata,
+            Object::ReferenceGrant(o) => &mut Arc::make_mut(o).metadata,
+            Object::Service(o) => &mut Arc::make_mut(o).metadata,
+            Object::EndpointSlice(o) => &mut Arc::make_mut(o).metadata,
+            Object::Secret(o) => &mut Arc::make_mut(o).metadata,
+            Object::ConfigMap(o) => &mut Arc::make_mut(o).metadata,
+            Object::Namespace(o) => &mut Arc::make_mut(o).metadata,
         }
+    }
+
+    /// The spec as JSON bytes (for change detection); empty for kinds without a spec.
+    pub fn spec_bytes(&self) -> Vec<u8> {
+        let spec = match self {
+            Object::GatewayClass(o) => serde_json::to_vec(&o.spec),
+            Object::Gateway(o) => serde_json::to_vec(&o.spec),
+            Object::HttpRoute(o) => serde_json::to_vec(&o.spec),
+            Object::ReferenceGrant(o) => serde_json::to_vec(&o.spec),
+            _ => return Vec::new(),
+        };
+        spec.unwrap_or_default()
     }
 
     /// The object's key.
@@ -280,40 +294,22 @@ impl InputSet {
         match object {
             Object::GatewayClass(o) => self
                 .gateway_classes
-                .insert(key, Arc::new(o))
-                .map(|o| Object::GatewayClass((*o).clone())),
-            Object::Gateway(o) => self
-                .gateways
-                .insert(key, Arc::new(o))
-                .map(|o| Object::Gateway((*o).clone())),
-            Object::HttpRoute(o) => self
-                .http_routes
-                .insert(key, Arc::new(o))
-                .map(|o| Object::HttpRoute((*o).clone())),
+                .insert(key, o)
+                .map(Object::GatewayClass),
+            Object::Gateway(o) => self.gateways.insert(key, o).map(Object::Gateway),
+            Object::HttpRoute(o) => self.http_routes.insert(key, o).map(Object::HttpRoute),
             Object::ReferenceGrant(o) => self
                 .reference_grants
-                .insert(key, Arc::new(o))
-                .map(|o| Object::ReferenceGrant((*o).clone())),
-            Object::Service(o) => self
-                .services
-                .insert(key, Arc::new(o))
-                .map(|o| Object::Service((*o).clone())),
+                .insert(key, o)
+                .map(Object::ReferenceGrant),
+            Object::Service(o) => self.services.insert(key, o).map(Object::Service),
             Object::EndpointSlice(o) => self
                 .endpoint_slices
-                .insert(key, Arc::new(o))
-                .map(|o| Object::EndpointSlice((*o).clone())),
-            Object::Secret(o) => self
-                .secrets
-                .insert(key, Arc::new(o))
-                .map(|o| Object::Secret((*o).clone())),
-            Object::ConfigMap(o) => self
-                .config_maps
-                .insert(key, Arc::new(o))
-                .map(|o| Object::ConfigMap((*o).clone())),
-            Object::Namespace(o) => self
-                .namespaces
-                .insert(key, Arc::new(o))
-                .map(|o| Object::Namespace((*o).clone())),
+                .insert(key, o)
+                .map(Object::EndpointSlice),
+            Object::Secret(o) => self.secrets.insert(key, o).map(Object::Secret),
+            Object::ConfigMap(o) => self.config_maps.insert(key, o).map(Object::ConfigMap),
+            Object::Namespace(o) => self.namespaces.insert(key, o).map(Object::Namespace),
         }
     }
 

@@ -149,7 +149,7 @@ impl FileProvider {
                 .to_string();
             let entry = self.files.remove(path).unwrap_or_default();
             let entry = match std::fs::read(path) {
-                Ok(bytes) => refresh(entry, &rel, &bytes),
+                Ok(bytes) => refresh(entry, &rel, &bytes, &mut self.tracked),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => FileEntry {
                     diagnostics: vec![Diagnostic {
@@ -195,57 +195,43 @@ impl FileProvider {
                 input.insert(object.clone());
             }
         }
-        self.stamp(&mut input);
+        // Forget generations of objects that are gone.
+        self.tracked.retain(|id, _| input.contains(id.0, &id.1));
         diagnostics.sort();
         Load { input, diagnostics }
     }
+}
 
-    /// Fills `metadata.generation` and `metadata.creationTimestamp` where the files leave them
-    /// out, the way an API server would.
-    fn stamp(&mut self, input: &mut InputSet) {
-        let mut live = std::collections::HashSet::new();
-        let mut stamp_one = |kind: Kind,
-                             key: &ObjectKey,
-                             meta: &mut trellis_model::core::ObjectMeta,
-                             spec: &[u8]| {
-            let hash: [u8; 32] = Sha256::digest(spec).into();
-            let id = (kind, key.clone());
-            live.insert(id.clone());
-            let tracked = self.tracked.entry(id).or_insert_with(|| Tracked {
-                spec_hash: hash,
-                generation: 1,
-                created: now(),
-            });
-            if tracked.spec_hash != hash {
-                tracked.spec_hash = hash;
-                tracked.generation += 1;
-            }
-            if meta.generation.is_none() {
-                meta.generation = Some(tracked.generation);
-            }
-            if meta.creation_timestamp.is_none() {
-                meta.creation_timestamp = Some(tracked.created.clone());
-            }
-        };
-        macro_rules! stamp_spec {
-            ($map:expr, $kind:expr) => {
-                for (key, object) in $map.iter_mut() {
-                    let o = Arc::make_mut(object);
-                    let spec = serde_json::to_vec(&o.spec).unwrap_or_default();
-                    stamp_one($kind, key, &mut o.metadata, &spec);
-                }
-            };
-        }
-        stamp_spec!(input.gateway_classes, Kind::GatewayClass);
-        stamp_spec!(input.gateways, Kind::Gateway);
-        stamp_spec!(input.http_routes, Kind::HttpRoute);
-        stamp_spec!(input.reference_grants, Kind::ReferenceGrant);
-        self.tracked.retain(|id, _| live.contains(id));
+/// Fills `metadata.generation` and `metadata.creationTimestamp` where a file leaves them out,
+/// the way an API server would: the generation starts at 1 and grows when the spec changes.
+fn stamp(object: &mut Object, tracked: &mut HashMap<(Kind, ObjectKey), Tracked>) {
+    let hash: [u8; 32] = Sha256::digest(object.spec_bytes()).into();
+    let id = (object.kind(), object.key());
+    let t = tracked.entry(id).or_insert_with(|| Tracked {
+        spec_hash: hash,
+        generation: 1,
+        created: now(),
+    });
+    if t.spec_hash != hash {
+        t.spec_hash = hash;
+        t.generation += 1;
+    }
+    let (generation, created) = (t.generation, t.created.clone());
+    let meta = object.metadata();
+    if meta.generation.is_none() || meta.creation_timestamp.is_none() {
+        let meta = object.metadata_mut();
+        meta.generation.get_or_insert(generation);
+        meta.creation_timestamp.get_or_insert(created);
     }
 }
 
 /// Re-parses a file if its content changed.
-fn refresh(mut entry: FileEntry, rel: &str, bytes: &[u8]) -> FileEntry {
+fn refresh(
+    mut entry: FileEntry,
+    rel: &str,
+    bytes: &[u8],
+    tracked: &mut HashMap<(Kind, ObjectKey), Tracked>,
+) -> FileEntry {
     let hash: [u8; 32] = Sha256::digest(bytes).into();
     if hash == entry.hash && (entry.hash != [0; 32]) {
         return entry;
@@ -323,6 +309,9 @@ fn refresh(mut entry: FileEntry, rel: &str, bytes: &[u8]) -> FileEntry {
             message: format!("file not applied: {kept}"),
         });
     } else {
+        for (_, object) in &mut objects {
+            stamp(object, tracked);
+        }
         entry.good = objects;
     }
     entry

@@ -2,6 +2,7 @@
 //! every error.
 
 use serde::Deserialize;
+use std::sync::Arc;
 use trellis_model::core::{Secret, jiff};
 use trellis_model::{Kind, Object};
 
@@ -218,15 +219,15 @@ fn typed(
 ) -> Result<Object, serde_saphyr::Error> {
     let f = failed_at;
     Ok(match kind {
-        Kind::GatewayClass => Object::GatewayClass(from_str(doc, f)?),
-        Kind::Gateway => Object::Gateway(from_str(doc, f)?),
-        Kind::HttpRoute => Object::HttpRoute(from_str(doc, f)?),
-        Kind::ReferenceGrant => Object::ReferenceGrant(from_str(doc, f)?),
-        Kind::Service => Object::Service(from_str(doc, f)?),
-        Kind::EndpointSlice => Object::EndpointSlice(from_str(doc, f)?),
-        Kind::Secret => Object::Secret(from_str(doc, f)?),
-        Kind::ConfigMap => Object::ConfigMap(from_str(doc, f)?),
-        Kind::Namespace => Object::Namespace(from_str(doc, f)?),
+        Kind::GatewayClass => Object::GatewayClass(Arc::new(from_str(doc, f)?)),
+        Kind::Gateway => Object::Gateway(Arc::new(from_str(doc, f)?)),
+        Kind::HttpRoute => Object::HttpRoute(Arc::new(from_str(doc, f)?)),
+        Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(from_str(doc, f)?)),
+        Kind::Service => Object::Service(Arc::new(from_str(doc, f)?)),
+        Kind::EndpointSlice => Object::EndpointSlice(Arc::new(from_str(doc, f)?)),
+        Kind::Secret => Object::Secret(Arc::new(from_str(doc, f)?)),
+        Kind::ConfigMap => Object::ConfigMap(Arc::new(from_str(doc, f)?)),
+        Kind::Namespace => Object::Namespace(Arc::new(from_str(doc, f)?)),
     })
 }
 
@@ -243,7 +244,7 @@ fn normalize(mut object: Object) -> Object {
         meta.namespace = None;
     }
     if let Object::Secret(secret) = &mut object {
-        fold_string_data(secret);
+        fold_string_data(Arc::make_mut(secret));
     }
     object
 }

@@ -49,7 +49,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::util::pack_any;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use trellis_xds::{Dependency, Resource, ResourceType, Snapshot, Spare};
 
@@ -59,43 +59,145 @@ pub const INVALID_BACKEND_CLUSTER: &str = "trellis/invalid-backend";
 
 /// One snapshot per proxy key.
 pub fn snapshots(ir: &Ir) -> BTreeMap<String, Snapshot> {
-    let spare = Arc::new(Spare::from_resources(ir.spare_clusters.values().flat_map(
-        |c| {
-            [
+    snapshots_cached(ir, &mut ResourceCache::default())
+}
+
+/// Encoded resources of the previous translation, reused when their IR is unchanged: a change
+/// to one route re-encodes its route configuration, not every cluster. Resources shared by
+/// several proxies (a Service's cluster) are encoded once and shared.
+#[derive(Debug, Default)]
+pub struct ResourceCache {
+    clusters: HashMap<String, (ClusterIr, Arc<Resource>, Arc<Resource>)>,
+    routes: HashMap<String, (FilterChainIr, Vec<Dependency>, Arc<Resource>)>,
+    secrets: HashMap<String, (SecretIr, Arc<Resource>)>,
+    spare: Option<(BTreeMap<String, ClusterIr>, Arc<Spare>)>,
+}
+
+/// The working set of one call: what was reused or built, becoming the next cache.
+#[derive(Default)]
+struct CacheRound<'a> {
+    old: Option<&'a ResourceCache>,
+    new: ResourceCache,
+}
+
+impl CacheRound<'_> {
+    fn cluster(&mut self, c: &ClusterIr) -> (Arc<Resource>, Arc<Resource>) {
+        if let Some((_, a, b)) = self.new.clusters.get(&c.name).filter(|(ir, _, _)| ir == c) {
+            return (a.clone(), b.clone());
+        }
+        let (a, b) = match self
+            .old
+            .and_then(|o| o.clusters.get(&c.name))
+            .filter(|(ir, _, _)| ir == c)
+        {
+            Some((_, a, b)) => (a.clone(), b.clone()),
+            None => (
                 Resource::new(&c.name, &cluster(c)),
                 Resource::new(&c.name, &load_assignment(c)),
-            ]
-        },
-    )));
-    ir.proxies
+            ),
+        };
+        self.new
+            .clusters
+            .insert(c.name.clone(), (c.clone(), a.clone(), b.clone()));
+        (a, b)
+    }
+
+    fn route(&mut self, chain: &FilterChainIr, dependencies: Vec<Dependency>) -> Arc<Resource> {
+        let same = |(ir, deps, _): &&(FilterChainIr, Vec<Dependency>, Arc<Resource>)| {
+            ir == chain && *deps == dependencies
+        };
+        if let Some((_, _, r)) = self.new.routes.get(&chain.route_config).filter(same) {
+            return r.clone();
+        }
+        let r = match self
+            .old
+            .and_then(|o| o.routes.get(&chain.route_config))
+            .filter(same)
+        {
+            Some((_, _, r)) => r.clone(),
+            None => Resource::with_dependencies(
+                &chain.route_config,
+                &route_configuration(chain),
+                dependencies.clone(),
+            ),
+        };
+        self.new.routes.insert(
+            chain.route_config.clone(),
+            (chain.clone(), dependencies, r.clone()),
+        );
+        r
+    }
+
+    fn secret(&mut self, s: &SecretIr) -> Arc<Resource> {
+        let found = self
+            .new
+            .secrets
+            .get(&s.name)
+            .or_else(|| self.old.and_then(|o| o.secrets.get(&s.name)))
+            .filter(|(ir, _)| ir == s)
+            .map(|(_, r)| r.clone());
+        let r = found.unwrap_or_else(|| Resource::new(&s.name, &secret(s)));
+        self.new
+            .secrets
+            .insert(s.name.clone(), (s.clone(), r.clone()));
+        r
+    }
+}
+
+/// One snapshot per proxy key, reusing (and then updating) `cache`.
+pub fn snapshots_cached(ir: &Ir, cache: &mut ResourceCache) -> BTreeMap<String, Snapshot> {
+    let mut round = CacheRound {
+        old: Some(cache),
+        new: ResourceCache::default(),
+    };
+    let spare = match &cache.spare {
+        Some((clusters, spare)) if *clusters == ir.spare_clusters => spare.clone(),
+        _ => {
+            let resources: Vec<Arc<Resource>> = ir
+                .spare_clusters
+                .values()
+                .flat_map(|c| {
+                    let (a, b) = round.cluster(c);
+                    [a, b]
+                })
+                .collect();
+            Arc::new(Spare::from_resources(resources))
+        }
+    };
+    round.new.spare = Some((ir.spare_clusters.clone(), spare.clone()));
+    let out = ir
+        .proxies
         .iter()
         .map(|(key, proxy)| {
-            let snapshot = Snapshot::from_resources(resources(proxy)).with_spare(spare.clone());
+            let snapshot = Snapshot::from_resources(resources_with(proxy, &mut round))
+                .with_spare(spare.clone());
             (key.clone(), snapshot)
         })
-        .collect()
+        .collect();
+    *cache = round.new;
+    out
 }
 
 /// Every resource of one proxy, encoded.
 pub fn resources(proxy: &ProxyIr) -> Vec<Arc<Resource>> {
+    resources_with(proxy, &mut CacheRound::default())
+}
+
+fn resources_with(proxy: &ProxyIr, round: &mut CacheRound<'_>) -> Vec<Arc<Resource>> {
     let mut out = Vec::new();
     for c in proxy.clusters.values() {
-        out.push(Resource::new(&c.name, &cluster(c)));
-        out.push(Resource::new(&c.name, &load_assignment(c)));
+        let (a, b) = round.cluster(c);
+        out.push(a);
+        out.push(b);
     }
     for s in proxy.secrets.values() {
-        out.push(Resource::new(&s.name, &secret(s)));
+        out.push(round.secret(s));
     }
     for l in &proxy.listeners {
         out.push(Resource::new(&l.name, &listener(l)));
         for chain in &l.chains {
-            let route_config = route_configuration(chain);
             let dependencies = route_dependencies(chain, proxy);
-            out.push(Resource::with_dependencies(
-                &chain.route_config,
-                &route_config,
-                dependencies,
-            ));
+            out.push(round.route(chain, dependencies));
         }
     }
     out

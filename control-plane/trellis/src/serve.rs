@@ -241,6 +241,7 @@ async fn control_loop(
         assigned: BTreeMap::new(),
     });
     let mut sync_changes = state.registry.subscribe();
+    let mut resources = trellis_translate::xds::ResourceCache::default();
     loop {
         let load = loads.borrow_and_update().clone();
         let started = Instant::now();
@@ -251,7 +252,7 @@ async fn control_loop(
                 .unwrap_or_default(),
         };
         let translation = translate(&load.input, &options);
-        let snapshots = trellis_translate::xds::snapshots(&translation.ir);
+        let snapshots = trellis_translate::xds::snapshots_cached(&translation.ir, &mut resources);
         let versions: BTreeMap<String, String> = snapshots
             .iter()
             .map(|(key, snapshot)| (key.clone(), snapshot.version()))
