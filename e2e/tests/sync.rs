@@ -258,7 +258,15 @@ async fn fleet_with_one_nacking_proxy_shows_in_proxy_status_csds_and_gateway_sta
         gateway_programmed(&s.cp)["status"] == "True"
     })
     .await;
-    println!("Gateway Programmed: {}", gateway_programmed(&s.cp));
+    let programmed = gateway_programmed(&s.cp);
+    println!("Gateway Programmed: {programmed}");
+    assert!(
+        programmed["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 rejected it: proxy-nacking rejected CDS"),
+        "{programmed}"
+    );
 
     // proxy-status.
     let out = std::process::Command::new(trellis_e2e::harness::trellis_bin().unwrap())

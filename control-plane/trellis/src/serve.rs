@@ -362,10 +362,20 @@ fn apply_proxy_sync(gw: &mut trellis_model::gateway::GatewayStatus, sync: &trell
             types::PROGRAMMED,
             true,
             reasons::PROGRAMMED,
-            format!(
-                "Applied by {} of {} connected proxies",
-                sync.synced, sync.connected
-            ),
+            if sync.nacks.is_empty() {
+                format!(
+                    "Applied by {} of {} connected proxies",
+                    sync.synced, sync.connected
+                )
+            } else {
+                format!(
+                    "Applied by {} of {} connected proxies; {} rejected it: {}",
+                    sync.synced,
+                    sync.connected,
+                    sync.nacks.len(),
+                    sync.nacks.join("; ")
+                )
+            },
             generation,
         )
     } else if !sync.nacks.is_empty() {
