@@ -197,6 +197,10 @@ impl FileProvider {
         }
         // Forget generations of objects that are gone.
         self.tracked.retain(|id, _| input.contains(id.0, &id.1));
+        // After a large configuration shrinks, give its table back too.
+        if self.tracked.capacity() > 4 * self.tracked.len().max(64) {
+            self.tracked.shrink_to_fit();
+        }
         diagnostics.sort();
         Load { input, diagnostics }
     }

@@ -242,6 +242,7 @@ async fn control_loop(
     });
     let mut sync_changes = state.registry.subscribe();
     let mut resources = trellis_translate::xds::ResourceCache::default();
+    let trimmer = crate::memory::Trimmer::spawn();
     loop {
         let load = loads.borrow_and_update().clone();
         let started = Instant::now();
@@ -278,6 +279,7 @@ async fn control_loop(
             count,
         };
         status.publish(&published);
+        trimmer.changed();
         // Until the next configuration: follow the proxies' progress (debounced).
         loop {
             tokio::select! {
