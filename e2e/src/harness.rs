@@ -295,6 +295,11 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
     /// Kills the control plane (SIGKILL).
     pub fn kill(&mut self) {
         self.process.kill();
