@@ -1,12 +1,14 @@
 //! `trellis`: the Trellis control plane and its tools.
 //!
-//! - `trellis serve` runs the control plane: sources -> translate -> snapshots -> ADS.
+//! - `trellis serve` runs the control plane: sources (a config directory, or the Kubernetes API
+//!   with `--kubernetes`) -> translate -> snapshots -> ADS, and status back.
 //! - `trellis bootstrap` prints the Envoy bootstrap a gateway proxy starts with.
 //! - `trellis status` prints the status the control plane reports.
 //! - `trellis proxy-status` prints each proxy's sync state (SYNCED / STALE / NACKED per type).
 
 mod admin;
 mod bootstrap;
+mod kubernetes;
 mod proxy_status;
 mod serve;
 mod status;
@@ -24,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Print an Envoy bootstrap for a proxy serving one Gateway.
     Bootstrap(bootstrap::BootstrapArgs),
     /// Print the status of Gateway API objects as the control plane reports it.
@@ -36,7 +38,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bootstrap(args) => bootstrap::run(&args),
         Command::Status(args) => status::run_command(&args),
         Command::ProxyStatus(args) => proxy_status::run(&args),
