@@ -26,9 +26,9 @@
 //!   same as before keeps its `Arc`: a status write, or a relist of unchanged objects, publishes
 //!   nothing.
 //! - Changes are gathered for `debounce` after the first one, then published together.
-//! - Watch errors are counted, logged once per cause per watch (410 Gone at info: it only
-//!   means "relist"), and retried with a backoff of 0.25 s doubling to 5 s; the last good
-//!   configuration stays in force meanwhile.
+//! - Watch errors are counted, logged once per cause per watch, and retried with a backoff of
+//!   0.25 s doubling to 5 s; the last good configuration stays in force meanwhile. A 410 Gone
+//!   is no error: it is logged at info and counted as a relist.
 
 use crate::convert::{ObservedObject, convert, key_of, observe};
 use crate::health::{Health, unreachable};
@@ -459,6 +459,12 @@ impl Aggregator {
 
     fn failed(&mut self, id: usize, error: &watcher::Error) {
         let w = &mut self.watches[id];
+        if is_gone(error) {
+            // Not a failure: the watch fell behind the server's history and relists (counted
+            // as a relist when the list starts).
+            info!(watch = %w.spec.describe(), "watch history expired (410 Gone); relisting");
+            return;
+        }
         let kind = w.spec.kind.kind.name();
         let cause = describe_error(error);
         self.health.watch_error(kind, &cause);
@@ -469,15 +475,11 @@ impl Aggregator {
             debug!(watch = %w.spec.describe(), error = %cause, "watch still failing");
             return;
         }
-        if is_gone(error) {
-            info!(watch = %w.spec.describe(), "watch history expired (410 Gone); relisting");
-        } else {
-            warn!(
-                watch = %w.spec.describe(),
-                error = %cause,
-                "watch failed; retrying with backoff, the last good configuration stays in force"
-            );
-        }
+        warn!(
+            watch = %w.spec.describe(),
+            error = %cause,
+            "watch failed; retrying with backoff, the last good configuration stays in force"
+        );
         w.failing = Some(cause);
     }
 
