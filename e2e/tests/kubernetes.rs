@@ -16,6 +16,7 @@
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -229,6 +230,57 @@ impl Cluster {
 
     fn route(&self, name: &str) -> Value {
         self.get(GATEWAY_API, "HTTPRoute", Some(NAMESPACE), name)
+    }
+
+    /// What the control planes did in the API, as RBAC sees it: `(group, resource, verb)` of
+    /// every request but the test's own (its server-side applies, `fieldManager=e2e`, and its
+    /// reads of single objects other than Leases).
+    fn used_permissions(&self) -> BTreeSet<(String, String, String)> {
+        let mut used = BTreeSet::new();
+        for r in self.server.requests() {
+            let Some((group, rest)) = r
+                .path
+                .strip_prefix("/api/v1/")
+                .map(|rest| ("", rest))
+                .or_else(|| {
+                    let rest = r.path.strip_prefix("/apis/")?;
+                    let mut parts = rest.splitn(3, '/');
+                    let group = parts.next()?;
+                    let _version = parts.next()?;
+                    Some((group, parts.next()?))
+                })
+            else {
+                continue; // discovery, /version
+            };
+            let segments: Vec<&str> = rest.split('/').collect();
+            let segments = match segments.as_slice() {
+                ["namespaces", _, tail @ ..] if !tail.is_empty() => tail.to_vec(),
+                other => other.to_vec(),
+            };
+            let (resource, named) = match segments.as_slice() {
+                [plural] => (plural.to_string(), false),
+                [plural, _name] => (plural.to_string(), true),
+                [plural, _name, sub] => (format!("{plural}/{sub}"), true),
+                _ => continue,
+            };
+            let verb = match (r.method.as_str(), named) {
+                ("GET", false) if r.is_watch() => "watch",
+                ("GET", false) => "list",
+                ("GET", true) => "get",
+                ("POST", _) => "create",
+                ("PUT", _) => "update",
+                ("PATCH", _) => "patch",
+                ("DELETE", false) => "deletecollection",
+                ("DELETE", true) => "delete",
+                _ => continue,
+            };
+            let test_own =
+                r.query.contains("fieldManager=e2e") || (verb == "get" && resource != "leases");
+            if !test_own {
+                used.insert((group.to_string(), resource, verb.to_string()));
+            }
+        }
+        used
     }
 
     /// Successful writes to `/status` subresources so far (the request log keeps the last 4096
@@ -873,4 +925,15 @@ fn kubernetes_leader_killed_drops_no_request_and_status_moves_without_flapping()
         "{programmed}"
     );
     assert!(!s.replicas[0].running());
+
+    // Everything the replicas did is granted by the RBAC manifests (checked against
+    // trellis_kube::kinds::required_permissions by the deploy test), and everything granted
+    // was used.
+    let used = s.cluster.used_permissions();
+    let granted: BTreeSet<(String, String, String)> = trellis_kube::kinds::required_permissions()
+        .into_iter()
+        .map(|p| (p.group, p.resource, p.verb))
+        .collect();
+    println!("verbs used by the control plane: {used:?}");
+    assert_eq!(used, granted, "used vs granted");
 }
