@@ -245,7 +245,7 @@ async fn run_watch(id: usize, client: Client, spec: WatchSpec, tx: mpsc::Sender<
 /// Watch retry delays: 0.25 s doubling to 5 s, ±20 % jitter, reset by any event. Quicker than
 /// kube's default (0.8 s to 30 s) so that updates resume within seconds of an outage.
 #[derive(Debug)]
-struct RetryBackoff {
+pub(crate) struct RetryBackoff {
     next: Duration,
     seed: u64,
 }

@@ -15,8 +15,8 @@
 //!
 //! A peer is live while its Lease keeps changing: one not renewed for half the lease duration
 //! is ignored (a killed replica's proxies have reconnected elsewhere by then), unless this
-//! replica itself lost the API server lately, in which case nobody's renewals could be seen
-//! and the last known state is kept. A replica shutting down empties its Lease's holder; in a
+//! replica itself lost the API server lately or its watch of the Leases is failing, in which
+//! case nobody's renewals could be seen and the last known state is kept. A replica shutting down empties its Lease's holder; in a
 //! cluster the Lease is owned by the Pod and collected with it.
 
 use crate::health::Health;
@@ -30,6 +30,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -101,6 +102,8 @@ pub struct Replicas {
     changes: watch::Sender<u64>,
     stale_after: Duration,
     health: Arc<Health>,
+    /// Whether the watch of replica Leases delivers: while it fails, silence proves nothing.
+    view_healthy: AtomicBool,
     stop: Mutex<Option<oneshot::Sender<oneshot::Sender<()>>>>,
 }
 
@@ -133,6 +136,7 @@ pub fn spawn(client: Client, config: ReplicaConfig, health: Arc<Health>) -> Arc<
         changes: watch::channel(0).0,
         stale_after: config.lease_duration / 2,
         health: health.clone(),
+        view_healthy: AtomicBool::new(true),
         stop: Mutex::new(Some(stop_tx)),
     });
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
@@ -204,7 +208,8 @@ impl Replicas {
         let recent_trouble = self
             .health
             .since_trouble()
-            .is_some_and(|t| t < self.stale_after);
+            .is_some_and(|t| t < self.stale_after)
+            || !self.view_healthy.load(Ordering::Relaxed);
         peer.changed_at.elapsed() < self.stale_after || recent_trouble
     }
 
@@ -330,8 +335,8 @@ async fn write_lease(
 /// Watches the replica Leases of this election, and re-evaluates liveness as time passes.
 async fn watch_peers(api: Api<Lease>, config: ReplicaConfig, replicas: Arc<Replicas>) {
     let selector = format!("{REPLICA_LABEL}={}", config.group);
-    let stream =
-        watcher::watcher(api, watcher::Config::default().labels(&selector)).default_backoff();
+    let stream = watcher::watcher(api, watcher::Config::default().labels(&selector))
+        .backoff(crate::provider::RetryBackoff::default());
     let mut stream = std::pin::pin!(stream);
     let mut tick = tokio::time::interval((replicas.stale_after / 4).max(Duration::from_millis(50)));
     let mut live = Vec::new();
@@ -339,6 +344,7 @@ async fn watch_peers(api: Api<Lease>, config: ReplicaConfig, replicas: Arc<Repli
         tokio::select! {
             item = stream.next() => {
                 let Some(item) = item else { return };
+                replicas.view_healthy.store(item.is_ok(), Ordering::Relaxed);
                 match item {
                     Ok(event) => {
                         let changed = {
@@ -476,6 +482,7 @@ mod tests {
             changes: watch::channel(0).0,
             stale_after: Duration::from_secs(5),
             health: Arc::default(),
+            view_healthy: AtomicBool::new(true),
             stop: Mutex::new(None),
         }
     }
