@@ -132,6 +132,28 @@ impl Process {
         }
     }
 
+    /// Asks the process to stop (SIGTERM) and waits up to `timeout` for it to exit; kills it
+    /// after that. Returns whether it exited by itself.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(child) = &mut self.child else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         match &mut self.child {
@@ -324,6 +346,12 @@ impl ControlPlane {
     /// Kills the control plane (SIGKILL).
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Stops the control plane gracefully (SIGTERM), waiting up to `timeout`; returns
+    /// whether it exited by itself.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        self.process.terminate(timeout)
     }
 
     /// Whether the process still runs.

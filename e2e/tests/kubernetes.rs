@@ -325,6 +325,7 @@ fn our_parent(route: &Value) -> Option<&Value> {
 
 struct Scenario {
     _tmp: Option<tempfile::TempDir>,
+    work: PathBuf,
     gateway: SocketAddr,
     _pods: Vec<Echo>,
     replicas: Vec<ControlPlane>,
@@ -420,6 +421,7 @@ impl Scenario {
             } else {
                 Some(tmp)
             },
+            work,
             gateway: scenario_gateway,
             _pods: pods,
             replicas,
@@ -906,7 +908,7 @@ fn kubernetes_leader_killed_drops_no_request_and_status_moves_without_flapping()
 
     let (moved, converged) = s.move_to("v2");
     std::thread::sleep(Duration::from_millis(300));
-    let count = requests.finish();
+    let count = requests.take();
     println!(
         "leader killed: Envoy reconnected to the other replica after {reconnected:?}, which took over after {took_over:?} with {flaps} status writes; {} requests, {} failed; then traffic moved in {moved:?}, status converged in {converged:?}",
         count.sent, count.failed
@@ -925,6 +927,47 @@ fn kubernetes_leader_killed_drops_no_request_and_status_moves_without_flapping()
         "{programmed}"
     );
     assert!(!s.replicas[0].running());
+
+    // A rolling update: a new replica where the killed one was, then the leader stopped
+    // gracefully. It gives the Lease up, so the new replica leads within a retry period rather
+    // than a lease duration, and Envoy moves to it.
+    let old_address = s.replicas[0].xds.to_string();
+    let c = start_replica(&s.cluster, &s.work, "replica-c", &old_address);
+    s.replicas.push(c);
+    eventually("replica-c to be ready", Duration::from_secs(20), || {
+        Ok(http_get_text(s.replicas[2].admin, "/readyz").is_ok())
+    })
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stopping = Instant::now();
+    assert!(
+        s.replicas[1].terminate(Duration::from_secs(10)),
+        "replica-b exits on SIGTERM\n{}",
+        s.debug()
+    );
+    let c = &s.replicas[2];
+    eventually("replica-c to lead", Duration::from_secs(10), || {
+        Ok(c.metric("trellis_leader")? == 1.0)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.debug()));
+    let handed_over = stopping.elapsed();
+    eventually(
+        "Envoy to reconnect to replica-c",
+        Duration::from_secs(10),
+        || Ok(c.proxies()?.as_array().map(Vec::len) == Some(1)),
+    )
+    .unwrap();
+    let (moved, converged) = s.move_to("v1");
+    let count = requests.finish();
+    println!(
+        "leader stopped gracefully: replica-c led {handed_over:?} after SIGTERM; {} requests, {} failed; then traffic moved in {moved:?}, status converged in {converged:?}",
+        count.sent, count.failed
+    );
+    assert!(
+        handed_over < Duration::from_secs(2),
+        "the Lease was released, not left to expire: {handed_over:?}"
+    );
+    assert_eq!(count.failed, 0, "{:?}\n{}", count.failures, s.debug());
 
     // Everything the replicas did is granted by the RBAC manifests (checked against
     // trellis_kube::kinds::required_permissions by the deploy test), and everything granted
