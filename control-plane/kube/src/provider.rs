@@ -475,10 +475,17 @@ impl Aggregator {
             debug!(watch = %w.spec.describe(), error = %cause, "watch still failing");
             return;
         }
+        let hint = match status_code(error) {
+            Some(404) => " (is the kind's CustomResourceDefinition installed?)",
+            Some(401 | 403) => {
+                " (does the service account have list and watch on it? see deploy/kubernetes/base/rbac.yaml)"
+            }
+            _ => "",
+        };
         warn!(
             watch = %w.spec.describe(),
             error = %cause,
-            "watch failed; retrying with backoff, the last good configuration stays in force"
+            "watch failed{hint}; retrying with backoff, the last good configuration stays in force"
         );
         w.failing = Some(cause);
     }
@@ -605,6 +612,17 @@ fn client_error(e: &kube::Error) -> String {
             }
             text
         }
+    }
+}
+
+/// The HTTP status of an error the API server answered.
+fn status_code(error: &watcher::Error) -> Option<u16> {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
     }
 }
 

@@ -35,12 +35,12 @@ pub struct KubeArgs {
     /// the in-cluster service account.
     #[arg(long, env = "TRELLIS_KUBERNETES")]
     pub kubernetes: bool,
-    /// A kubeconfig file to reach the API server with.
-    #[arg(long, requires = "kubernetes")]
+    /// A kubeconfig file to reach the API server with (with `--kubernetes`).
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
-    /// Watch only these namespaces (comma-separated; default: all). GatewayClasses are always
-    /// read cluster-wide.
-    #[arg(long, value_delimiter = ',', requires = "kubernetes")]
+    /// Watch only these namespaces (comma-separated; default: all; with `--kubernetes`).
+    /// GatewayClasses are always read cluster-wide.
+    #[arg(long, value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
     /// Namespace of the leader-election Lease (default: the client's namespace, in a cluster
     /// the Pod's).

@@ -51,3 +51,53 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("trellis").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_takes_exactly_one_source() {
+        assert!(parse(&["serve", "--config-dir", "x"]).is_ok());
+        assert!(parse(&["serve", "--kubernetes"]).is_ok());
+        assert!(
+            parse(&[
+                "serve",
+                "--kubernetes",
+                "--kubeconfig",
+                "kc",
+                "--watch-namespaces",
+                "a,b"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["serve"]).is_err(), "no source");
+        assert!(
+            parse(&["serve", "--config-dir", "x", "--kubernetes"]).is_err(),
+            "two sources"
+        );
+        let checked = |args: &[&str]| match parse(args) {
+            Ok(Cli {
+                command: Command::Serve(a),
+            }) => serve::check_source(&a).is_ok(),
+            _ => false,
+        };
+        assert!(
+            !checked(&["serve", "--config-dir", "x", "--kubeconfig", "kc"]),
+            "--kubeconfig belongs to --kubernetes"
+        );
+        assert!(checked(&["serve", "--kubernetes", "--kubeconfig", "kc"]));
+        let Ok(Cli {
+            command: Command::Serve(args),
+        }) = parse(&["serve", "--kubernetes", "--watch-namespaces", "a,b"])
+        else {
+            panic!("parses")
+        };
+        assert_eq!(args.kube.watch_namespaces, ["a", "b"]);
+        assert_eq!(args.kube.leader_election_lease_seconds, 15);
+    }
+}

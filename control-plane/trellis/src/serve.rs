@@ -122,7 +122,21 @@ pub fn resolve_node(node: &Node) -> Result<String, String> {
     }
 }
 
+/// Checks what clap cannot: the Kubernetes flags only go with `--kubernetes`.
+pub fn check_source(args: &ServeArgs) -> anyhow::Result<()> {
+    if !args.kube.kubernetes {
+        if args.kube.kubeconfig.is_some() {
+            anyhow::bail!("--kubeconfig needs --kubernetes");
+        }
+        if !args.kube.watch_namespaces.is_empty() {
+            anyhow::bail!("--watch-namespaces needs --kubernetes");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    check_source(&args)?;
     if let Some(dir) = &args.config_dir
         && !dir.is_dir()
     {
