@@ -293,3 +293,28 @@ async fn changes_within_the_debounce_arrive_in_one_load() {
     assert_eq!(port, 81);
     assert_eq!(slice.endpoints[0].addresses[0], "10.0.0.2");
 }
+
+#[tokio::test]
+async fn an_unreachable_api_server_at_start_is_waited_for_and_reported() {
+    let server = FakeApiServer::new();
+    server.load_yaml(OBJECTS).unwrap();
+    server.faults().refuse(Refusal::CloseConnection);
+    let health = Arc::new(Health::default());
+    let config = ProviderConfig::default();
+    let started = tokio::spawn(trellis_kube::watch(server.client(), config, health.clone()));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !started.is_finished(),
+        "nothing is published before a full list"
+    );
+    let waiting = health.readiness().expect_err("not ready");
+    assert!(waiting.contains("initial sync"), "{waiting}");
+    assert!(!health.connected());
+    server.faults().recover();
+    let provider = tokio::time::timeout(Duration::from_secs(10), started)
+        .await
+        .expect("the sync finishes once the server answers")
+        .unwrap();
+    assert_eq!(provider.loads.borrow().input.gateways.len(), 1);
+    assert!(health.readiness().is_ok());
+}
