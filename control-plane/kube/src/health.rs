@@ -238,6 +238,19 @@ pub async fn probe(client: kube::Client, health: std::sync::Arc<Health>) {
     }
 }
 
+/// What an outage is called in logs: one cause for every way the server can be unreachable
+/// (refused, reset, closed, timed out), so it is logged once, not once per symptom.
+pub(crate) const UNREACHABLE: &str = "API server unreachable";
+
+/// Whether a client error means the API server could not be reached or is failing (5xx, 429)
+/// rather than refusing this request (4xx).
+pub(crate) fn is_unreachable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        _ => true,
+    }
+}
+
 /// Records and logs (once per outage) that the API server cannot be reached.
 pub(crate) fn unreachable(health: &Health, error: &str) {
     if health.set_disconnected(error) {

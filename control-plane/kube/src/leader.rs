@@ -14,7 +14,7 @@
 //!  another replica takes over at once.
 //! ```
 
-use crate::health::Health;
+use crate::health::{Health, UNREACHABLE, is_unreachable, unreachable};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -156,7 +156,9 @@ impl Elector {
             let round = tokio::time::timeout(self.config.request_timeout, self.round()).await;
             match round {
                 Ok(Ok(leads)) => {
-                    if let Some(cause) = self.failing.take() {
+                    if let Some(cause) = self.failing.take()
+                        && cause != UNREACHABLE
+                    {
                         info!(previous_error = %cause, "leader election: Lease calls succeed again");
                     }
                     if leads {
@@ -164,11 +166,16 @@ impl Elector {
                     }
                     self.set_leader(leads);
                 }
+                Ok(Err(e)) if is_unreachable(&e) => {
+                    unreachable(&self.health, &e.to_string());
+                    self.failed(UNREACHABLE.to_string());
+                }
                 Ok(Err(e)) => self.failed(e.to_string()),
-                Err(_) => self.failed(format!(
-                    "no answer within {:?}",
-                    self.config.request_timeout
-                )),
+                Err(_) => {
+                    let cause = format!("no answer within {:?}", self.config.request_timeout);
+                    unreachable(&self.health, &cause);
+                    self.failed(UNREACHABLE.to_string());
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(self.config.retry_period) => {}
@@ -185,7 +192,11 @@ impl Elector {
 
     fn failed(&mut self, cause: String) {
         if self.failing.as_deref() != Some(cause.as_str()) {
-            warn!(error = %cause, lease = %self.lease_name(), "leader election: cannot read or renew the Lease");
+            if cause == UNREACHABLE {
+                debug!(lease = %self.lease_name(), "leader election: the API server is unreachable");
+            } else {
+                warn!(error = %cause, lease = %self.lease_name(), "leader election: cannot read or renew the Lease");
+            }
             self.failing = Some(cause);
         }
         let leading = *self.leader.borrow();

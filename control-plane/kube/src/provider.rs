@@ -31,7 +31,7 @@
 //!   is no error: it is logged at info and counted as a relist.
 
 use crate::convert::{ObservedObject, convert, key_of, observe};
-use crate::health::{Health, unreachable};
+use crate::health::{Health, UNREACHABLE, unreachable};
 use crate::kinds::{STATUS_KINDS, WATCHED, WatchedKind};
 use futures::{StreamExt, TryStreamExt};
 use kube::core::DynamicObject;
@@ -406,15 +406,22 @@ impl Aggregator {
         let observed = &self.observed;
         let health = &self.health;
         let w = &mut self.watches[id];
-        if let Some(cause) = w.failing.take() {
-            info!(watch = %w.spec.describe(), previous_error = %cause, "watch resumed");
+        match w.failing.take() {
+            // The end of an outage is logged once, by the probe.
+            Some(cause) if cause == UNREACHABLE => {
+                debug!(watch = %w.spec.describe(), "watch resumed");
+            }
+            Some(cause) => {
+                info!(watch = %w.spec.describe(), previous_error = %cause, "watch resumed")
+            }
+            None => {}
         }
         let watched = w.spec.kind;
         match event {
             Event::Init => {
                 if w.synced {
                     health.relist(watched.kind.name());
-                    info!(watch = %w.spec.describe(), "relisting; the objects in force stay until the list is complete");
+                    debug!(watch = %w.spec.describe(), "relisting; the objects in force stay until the list is complete");
                 }
                 w.relisting = Some(Vec::new());
                 false
@@ -466,11 +473,19 @@ impl Aggregator {
             return;
         }
         let kind = w.spec.kind.kind.name();
-        let cause = describe_error(error);
-        self.health.watch_error(kind, &cause);
-        if is_unreachable(error) {
-            unreachable(&self.health, &cause);
-        }
+        let description = describe_error(error);
+        self.health.watch_error(kind, &description);
+        let cause = if is_unreachable(error) {
+            // Logged once for every watch and Lease by the health module.
+            unreachable(&self.health, &description);
+            if w.failing.as_deref() != Some(UNREACHABLE) {
+                debug!(watch = %w.spec.describe(), error = %description, "watch failed; retrying with backoff");
+            }
+            w.failing = Some(UNREACHABLE.to_string());
+            return;
+        } else {
+            description
+        };
         if w.failing.as_deref() == Some(cause.as_str()) {
             debug!(watch = %w.spec.describe(), error = %cause, "watch still failing");
             return;

@@ -19,7 +19,7 @@
 //! case nobody's renewals could be seen and the last known state is kept. A replica shutting down empties its Lease's holder; in a
 //! cluster the Lease is owned by the Pod and collected with it.
 
-use crate::health::Health;
+use crate::health::{Health, UNREACHABLE, is_unreachable, unreachable};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
@@ -140,7 +140,13 @@ pub fn spawn(client: Client, config: ReplicaConfig, health: Arc<Health>) -> Arc<
         stop: Mutex::new(Some(stop_tx)),
     });
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-    tokio::spawn(keep_lease(api.clone(), config.clone(), local_rx, stop_rx));
+    tokio::spawn(keep_lease(
+        api.clone(),
+        config.clone(),
+        health.clone(),
+        local_rx,
+        stop_rx,
+    ));
     tokio::spawn(watch_peers(api, config, replicas.clone()));
     replicas
 }
@@ -222,6 +228,7 @@ impl Replicas {
 async fn keep_lease(
     api: Api<Lease>,
     config: ReplicaConfig,
+    health: Arc<Health>,
     mut local: watch::Receiver<SyncSummary>,
     mut stop: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
@@ -233,17 +240,25 @@ async fn keep_lease(
         let write = write_lease(&api, &config, &name, &mut last, &summary, false);
         match tokio::time::timeout(config.request_timeout, write).await {
             Ok(Ok(())) => {
-                if let Some(cause) = failing.take() {
+                if let Some(cause) = failing.take()
+                    && cause != UNREACHABLE
+                {
                     info!(previous_error = %cause, lease = %name, "replica Lease renewed again");
                 }
             }
             Ok(Err(e)) => {
                 last = None;
-                let cause = e.to_string();
-                if failing.as_deref() != Some(cause.as_str()) {
+                let cause = if is_unreachable(&e) {
+                    // Logged once for everything by the health module.
+                    unreachable(&health, &e.to_string());
+                    UNREACHABLE.to_string()
+                } else {
+                    e.to_string()
+                };
+                if failing.as_deref() != Some(cause.as_str()) && cause != UNREACHABLE {
                     warn!(error = %cause, lease = %name, "cannot renew this replica's Lease");
-                    failing = Some(cause);
                 }
+                failing = Some(cause);
             }
             Err(_) => last = None,
         }

@@ -85,8 +85,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube-rs logs every failed request at error level; Trellis reports an unreachable API
+    // server once, with its cause, so those are off unless RUST_LOG names kube_client.
+    let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    if !directives.contains("kube_client") {
+        directives.push_str(",kube_client::client::builder=off");
+    }
+    let filter = tracing_subscriber::EnvFilter::new(directives);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
