@@ -60,6 +60,13 @@ spec:
   controllerName: {CONTROLLER}
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: another-vendor
+spec:
+  controllerName: example.com/another-controller
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
   name: web
@@ -510,6 +517,28 @@ impl Scenario {
             &class,
         );
 
+        // Another controller's GatewayClass: Trellis neither writes its status nor claims it.
+        let foreign = self
+            .cluster
+            .get(GATEWAY_API, "GatewayClass", None, "another-vendor");
+        check(
+            state(&foreign["status"]["conditions"], "Accepted").0 != "True",
+            "another controller's GatewayClass left alone",
+            &foreign,
+        );
+        let foreign_writes = self
+            .cluster
+            .server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/gatewayclasses/another-vendor/status"))
+            .count();
+        check(
+            foreign_writes == 0,
+            &format!("{foreign_writes} writes to another controller's GatewayClass status"),
+            &foreign,
+        );
+
         let gw = self
             .cluster
             .get(GATEWAY_API, "Gateway", Some(NAMESPACE), "web");
@@ -584,8 +613,10 @@ impl Scenario {
         problems
     }
 
-    /// Waits until the status read through the API is as it should be.
-    fn wait_for_status(&self) {
+    /// Waits until the status read through the API is as it should be; returns how long that
+    /// took.
+    fn wait_for_status(&self) -> Duration {
+        let started = Instant::now();
         let mut last = Vec::new();
         let done = eventually(
             "status written back through the API",
@@ -598,6 +629,7 @@ impl Scenario {
         if let Err(e) = done {
             panic!("{e}: {last:#?}\n{}", self.debug());
         }
+        started.elapsed()
     }
 
     fn debug(&self) -> String {
@@ -657,12 +689,8 @@ fn kubernetes_mode_routes_writes_status_and_moves_traffic_within_a_second() {
     let share = f64::from(weights.get("w80").copied().unwrap_or(0)) / 200.0;
     assert!((share - 0.8).abs() <= 0.08, "{weights:?}");
 
-    let started = Instant::now();
-    s.wait_for_status();
-    println!(
-        "status read back through the API after {:?}",
-        started.elapsed()
-    );
+    let converged = s.wait_for_status();
+    println!("status read back through the API after {converged:?}");
     let cp = &s.replicas[0];
     assert_eq!(cp.metric("trellis_kubernetes_connected").unwrap(), 1.0);
     assert!(
@@ -728,10 +756,9 @@ fn kubernetes_faults_drop_no_request_and_status_converges_after_each() {
     let s = Scenario::start(false);
     let cp = &s.replicas[0];
     let faults = s.cluster.server.faults();
-    eventually("the route's status", Duration::from_secs(20), || {
-        Ok(our_parent(&s.cluster.route("move")).is_some())
-    })
-    .unwrap();
+    // Every status as it should be before the first fault, so "converged after" means
+    // something.
+    s.wait_for_status();
     let watches = faults.open_watches();
     let requests = RequestLoop::start(
         s.gateway,
@@ -748,9 +775,10 @@ fn kubernetes_faults_drop_no_request_and_status_converges_after_each() {
     faults.drop_watches();
     std::thread::sleep(Duration::from_millis(500));
     let (moved, converged) = s.move_to("v2");
+    let whole = s.wait_for_status();
     let count = requests.take();
     report.push(format!(
-        "watches dropped: {} requests, {} failed; then traffic moved in {moved:?}, status converged in {converged:?}",
+        "watches dropped: {} requests, {} failed; then traffic moved in {moved:?}, route status converged in {converged:?}, every status as expected {whole:?} later",
         count.sent, count.failed
     ));
     assert_eq!(count.failed, 0, "{:?}\n{}", count.failures, s.debug());
@@ -777,9 +805,10 @@ fn kubernetes_faults_drop_no_request_and_status_converges_after_each() {
         "a relist of unchanged objects publishes nothing"
     );
     let (moved, converged) = s.move_to("v1");
+    let whole = s.wait_for_status();
     let count = requests.take();
     report.push(format!(
-        "410 Gone and relist of {} watches: {} requests, {} failed, no configuration republished; then traffic moved in {moved:?}, status converged in {converged:?}",
+        "410 Gone and relist of {} watches: {} requests, {} failed, no configuration republished; then traffic moved in {moved:?}, route status converged in {converged:?}, every status as expected {whole:?} later",
         relists(cp) - before,
         count.sent,
         count.failed
@@ -817,9 +846,10 @@ fn kubernetes_faults_drop_no_request_and_status_converges_after_each() {
         || Ok(cp.metric("trellis_kubernetes_connected")? == 1.0),
     )
     .unwrap();
+    let whole = s.wait_for_status();
     let count = requests.finish();
     report.push(format!(
-        "API server down 10 s: {} requests, {} failed; outage reported after {reported:?}; watches reopened {reopened:?} after recovery; then traffic moved in {moved:?}, status converged in {converged:?}",
+        "API server down 10 s: {} requests, {} failed; outage reported after {reported:?}; watches reopened {reopened:?} after recovery; then traffic moved in {moved:?}, route status converged in {converged:?}, every status as expected {whole:?} later",
         count.sent, count.failed
     ));
     assert_eq!(count.failed, 0, "{:?}\n{}", count.failures, s.debug());
@@ -907,10 +937,11 @@ fn kubernetes_leader_killed_drops_no_request_and_status_moves_without_flapping()
     assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
 
     let (moved, converged) = s.move_to("v2");
+    let whole = s.wait_for_status();
     std::thread::sleep(Duration::from_millis(300));
     let count = requests.take();
     println!(
-        "leader killed: Envoy reconnected to the other replica after {reconnected:?}, which took over after {took_over:?} with {flaps} status writes; {} requests, {} failed; then traffic moved in {moved:?}, status converged in {converged:?}",
+        "leader killed: Envoy reconnected to the other replica after {reconnected:?}, which took over after {took_over:?} with {flaps} status writes; {} requests, {} failed; then traffic moved in {moved:?}, route status converged in {converged:?}, every status as expected {whole:?} later",
         count.sent, count.failed
     );
     assert_eq!(flaps, 0, "status writes during the takeover\n{}", s.debug());
@@ -958,9 +989,10 @@ fn kubernetes_leader_killed_drops_no_request_and_status_moves_without_flapping()
     )
     .unwrap();
     let (moved, converged) = s.move_to("v1");
+    let whole = s.wait_for_status();
     let count = requests.finish();
     println!(
-        "leader stopped gracefully: replica-c led {handed_over:?} after SIGTERM; {} requests, {} failed; then traffic moved in {moved:?}, status converged in {converged:?}",
+        "leader stopped gracefully: replica-c led {handed_over:?} after SIGTERM; {} requests, {} failed; then traffic moved in {moved:?}, route status converged in {converged:?}, every status as expected {whole:?} later",
         count.sent, count.failed
     );
     assert!(
