@@ -6,24 +6,40 @@
 //!   provider, the status writer and leader election use, nothing more;
 //! - the Deployment runs two non-root replicas with a read-only root filesystem, probes on the
 //!   admin port, resource requests and the identity the election needs;
-//! - the Gateway API CRDs are pinned to the standard channel v1.6.1, and (when the upstream
-//!   CRDs are beside the repository) serve every kind and version the provider reads;
-//! - when `kubectl` is installed, `kubectl kustomize` renders each local kustomization to the
-//!   same objects.
+//! - the Gateway API CRDs are release v1.6.1's standard channel, serve every kind and version
+//!   the provider reads, and (when an upstream copy is beside the repository) are byte for
+//!   byte the upstream files;
+//! - nothing is fetched: every resource is a local file;
+//! - when `kubectl` is installed, `kubectl kustomize` renders each kustomization to the same
+//!   objects.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use trellis_kube::kinds::{Permission, STATUS_KINDS, Scope, WATCHED, required_permissions};
 
-const GATEWAY_API_CRDS: &str =
-    "https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.6.1/standard-install.yaml";
+/// The Gateway API release whose standard channel `deploy/kubernetes/gateway-api` holds.
+const GATEWAY_API_RELEASE: &str = "v1.6.1";
+
+/// Kinds without a namespace; every other object goes into `trellis-system`.
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes")
@@ -125,7 +141,7 @@ fn one<'a>(objects: &'a [Loaded], kind: &str) -> Vec<&'a Loaded> {
 fn every_listed_resource_parses_as_its_kubernetes_type() {
     let (objects, remote) = load_all();
     assert!(!objects.is_empty());
-    assert_eq!(remote, [GATEWAY_API_CRDS], "the Gateway API CRDs, pinned");
+    assert!(remote.is_empty(), "nothing is fetched: {remote:?}");
     let mut seen = BTreeSet::new();
     for o in &objects {
         assert!(
@@ -153,12 +169,19 @@ fn every_listed_resource_parses_as_its_kubernetes_type() {
             "Deployment" => drop(typed::<Deployment>(o)),
             "Service" => drop(typed::<Service>(o)),
             "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(o)),
+            "CustomResourceDefinition" => drop(typed::<CustomResourceDefinition>(o)),
+            "ValidatingAdmissionPolicy" => drop(typed::<ValidatingAdmissionPolicy>(o)),
+            "ValidatingAdmissionPolicyBinding" => {
+                drop(typed::<ValidatingAdmissionPolicyBinding>(o))
+            }
             other => panic!(
                 "{}: no check for kind {other}; add one to this test",
                 o.file.display()
             ),
         }
-        if o.kind() != "Namespace" && !o.kind().starts_with("Cluster") {
+        if CLUSTER_SCOPED.contains(&o.kind()) {
+            assert_eq!(o.namespace(), None, "{} {}", o.kind(), o.name());
+        } else {
             assert_eq!(
                 o.namespace(),
                 Some("trellis-system"),
@@ -332,33 +355,40 @@ fn the_deployment_is_highly_available_locked_down_and_probed() {
 
 #[test]
 fn the_pinned_gateway_api_crds_serve_what_the_provider_reads() {
-    let dir = std::env::var_os("TRELLIS_GATEWAY_API_CRDS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/gateway-api-crds")
-        });
-    let standard = dir.join("standard");
-    if !standard.is_dir() {
-        println!(
-            "skipped: the upstream Gateway API CRDs are not at {} (set TRELLIS_GATEWAY_API_CRDS)",
-            dir.display()
+    let dir = deploy_dir().join("gateway-api");
+    let mut objects = Vec::new();
+    let mut remote = Vec::new();
+    load_kustomization(&dir, &mut objects, &mut remote);
+    assert!(remote.is_empty(), "{remote:?}");
+    // Every object is of the one release and channel (the CRDs and the safe-upgrades policy).
+    for o in &objects {
+        let annotations = &o.object["metadata"]["annotations"];
+        assert_eq!(
+            annotations["gateway.networking.k8s.io/bundle-version"],
+            GATEWAY_API_RELEASE,
+            "{} {}",
+            o.kind(),
+            o.name()
         );
-        return;
+        assert_eq!(
+            annotations["gateway.networking.k8s.io/channel"],
+            "standard",
+            "{} {}",
+            o.kind(),
+            o.name()
+        );
     }
+    let crds = one(&objects, "CustomResourceDefinition");
     for w in WATCHED
         .iter()
         .filter(|w| w.group == trellis_model::gateway::GROUP)
     {
-        let file = standard.join(format!("{}_{}.yaml", w.group, w.plural));
-        let crd = &read_yaml(&file)[0];
-        assert_eq!(
-            crd["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"],
-            "v1.6.1"
-        );
-        assert_eq!(
-            crd["metadata"]["annotations"]["gateway.networking.k8s.io/channel"],
-            "standard"
-        );
+        let name = format!("{}.{}", w.plural, w.group);
+        let crd = crds
+            .iter()
+            .find(|c| c.name() == name)
+            .unwrap_or_else(|| panic!("no CRD {name}"));
+        let crd = &crd.object;
         let version = crd["spec"]["versions"]
             .as_array()
             .unwrap()
@@ -366,6 +396,16 @@ fn the_pinned_gateway_api_crds_serve_what_the_provider_reads() {
             .find(|v| v["name"] == w.version)
             .unwrap_or_else(|| panic!("{} does not serve {}", w.plural, w.version));
         assert_eq!(version["served"], true, "{} {}", w.plural, w.version);
+        assert_eq!(
+            crd["spec"]["scope"],
+            if w.namespaced {
+                "Namespaced"
+            } else {
+                "Cluster"
+            },
+            "{}",
+            w.plural
+        );
         if STATUS_KINDS.contains(&w.kind) {
             assert!(
                 version["subresources"]["status"].is_object(),
@@ -374,6 +414,47 @@ fn the_pinned_gateway_api_crds_serve_what_the_provider_reads() {
             );
         }
     }
+
+    // Unmodified: byte for byte the upstream files, when a copy is beside the repository.
+    let upstream = std::env::var_os("TRELLIS_GATEWAY_API_CRDS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/gateway-api-crds")
+        });
+    let standard = upstream.join("standard");
+    if !standard.is_dir() {
+        println!(
+            "not compared with upstream: no copy at {} (set TRELLIS_GATEWAY_API_CRDS)",
+            upstream.display()
+        );
+        return;
+    }
+    let mut upstream_files: Vec<String> = std::fs::read_dir(&standard)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    upstream_files.sort();
+    let listed = read_yaml(&dir.join("kustomization.yaml"))[0]["resources"].clone();
+    let mut listed: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, upstream_files, "the whole standard channel");
+    for file in &listed {
+        assert!(
+            std::fs::read(dir.join(file)).unwrap() == std::fs::read(standard.join(file)).unwrap(),
+            "{file} differs from upstream"
+        );
+    }
+    assert!(
+        std::fs::read(dir.join("LICENSE")).unwrap()
+            == std::fs::read(upstream.join("LICENSE")).unwrap(),
+        "the upstream LICENSE"
+    );
 }
 
 #[test]
@@ -387,8 +468,8 @@ fn kubectl_kustomize_renders_the_same_objects() {
         return;
     };
     assert!(out.status.success());
-    // The top level and gateway-api fetch the upstream CRDs: render the local parts.
-    for part in ["base", "crds"] {
+    // Every kustomization, the top level included: nothing is fetched.
+    for part in ["base", "crds", "gateway-api", "."] {
         let dir = deploy_dir().join(part);
         let out = std::process::Command::new("kubectl")
             .arg("kustomize")
