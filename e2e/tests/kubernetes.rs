@@ -38,6 +38,8 @@ const BACKENDS: &[(&str, usize)] = &[
     ("api", 1),
     ("exact", 1),
     ("header", 1),
+    ("query", 1),
+    ("method", 1),
     ("other", 1),
     ("w80", 1),
     ("w20", 1),
@@ -115,6 +117,10 @@ spec:
     backendRefs: [{name: exact, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-version, value: "2"}]}]
     backendRefs: [{name: header, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /api}, queryParams: [{name: debug, value: "1"}]}]
+    backendRefs: [{name: query, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /api}, method: POST}]
+    backendRefs: [{name: method, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /missing}}]
     backendRefs: [{name: does-not-exist, port: 80}]
 ---
@@ -441,10 +447,22 @@ impl Scenario {
         request(self.gateway, "GET", host, path, &[])
     }
 
-    /// Which backend (Deployment name) answered: the pod name without its last two segments.
+    /// Which backend (Deployment name) answered a GET: the pod name without its last two
+    /// segments.
     fn backend(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> String {
-        let reply = request(self.gateway, "GET", host, path, headers).unwrap();
-        assert_eq!(reply.status, 200, "{host}{path}: {}", reply.body);
+        self.backend_for("GET", host, path, headers)
+    }
+
+    /// Which backend answered a request with `method`.
+    fn backend_for(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> String {
+        let reply = request(self.gateway, method, host, path, headers).unwrap();
+        assert_eq!(reply.status, 200, "{method} {host}{path}: {}", reply.body);
         reply
             .pod()
             .rsplitn(3, '-')
@@ -673,21 +691,61 @@ fn kubernetes_mode_routes_writes_status_and_moves_traffic_within_a_second() {
         s.backend(shop, "/api/items", &[("x-version", "2")]),
         "header"
     );
+    assert_eq!(s.backend(shop, "/api/items?debug=1", &[]), "query");
+    assert_eq!(s.backend_for("POST", shop, "/api/items", &[]), "method");
+    assert_eq!(
+        s.backend_for("POST", shop, "/api/items?debug=1", &[("x-version", "2")]),
+        "method",
+        "a method match outranks header and query matches"
+    );
+    assert_eq!(
+        s.backend(shop, "/api/items?debug=1", &[("x-version", "2")]),
+        "header",
+        "more header matches outrank query matches"
+    );
     assert_eq!(s.backend("other.example.com", "/anything", &[]), "other");
+    assert_eq!(
+        s.backend("other.example.com:8080", "/", &[]),
+        "other",
+        "the port is ignored"
+    );
+    // Path prefix matches whole segments only.
+    assert_eq!(s.get(shop, "/apix").unwrap().status, 404);
     assert_eq!(s.get(shop, "/").unwrap().status, 404, "no route matches");
+    assert_eq!(
+        s.get("unknown.example.com", "/api").unwrap().status,
+        404,
+        "no host matches"
+    );
     assert_eq!(
         s.get(shop, "/missing").unwrap().status,
         500,
         "backend does not resolve"
     );
+    // The echoed request is what the client sent, answered by a pod of the namespace.
+    let reply = request(
+        s.gateway,
+        "GET",
+        shop,
+        "/api/items?a=b",
+        &[("x-custom", "v")],
+    )
+    .unwrap();
+    let json = reply.json();
+    assert_eq!(json["path"], "/api/items?a=b");
+    assert_eq!(json["host"], shop);
+    assert_eq!(json["headers"]["X-Custom"][0], "v");
+    assert_eq!(json["namespace"], NAMESPACE);
     let mut weights = std::collections::BTreeMap::<String, u32>::new();
-    for _ in 0..200 {
+    for _ in 0..500 {
         *weights
             .entry(s.backend("weights.example.com", "/", &[]))
             .or_default() += 1;
     }
-    let share = f64::from(weights.get("w80").copied().unwrap_or(0)) / 200.0;
-    assert!((share - 0.8).abs() <= 0.08, "{weights:?}");
+    let share = f64::from(weights.get("w80").copied().unwrap_or(0)) / 500.0;
+    println!("weights 80/20 over 500 requests: {weights:?}, w80 share {share:.3}");
+    assert_eq!(weights.values().sum::<u32>(), 500);
+    assert!((share - 0.8).abs() <= 0.05, "{weights:?}");
 
     let converged = s.wait_for_status();
     println!("status read back through the API after {converged:?}");
