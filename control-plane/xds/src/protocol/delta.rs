@@ -225,7 +225,11 @@ impl DeltaStream {
                 .cloned()
                 .collect()
         };
-        if updates.is_empty() && removed.is_empty() && absent.is_empty() {
+        // A wildcard subscription is answered once even when there is nothing to send: Envoy
+        // waits for that first answer (up to its initial fetch timeout, 15 s) before it asks
+        // for listeners.
+        let first_answer = ts.wildcard && ts.last_nonce.is_empty();
+        if updates.is_empty() && removed.is_empty() && absent.is_empty() && !first_answer {
             return None;
         }
         let nonce = self.state.next_nonce();

@@ -457,6 +457,18 @@ fn delta_wildcard_first_request_gets_everything_then_only_changes() {
 }
 
 #[test]
+fn delta_wildcard_subscription_to_an_empty_type_is_answered_once() {
+    let mut s = DeltaStream::new(snap(&[listener("l")]));
+    let r = donly(s.on_request(&dreq(ResourceType::Cluster, "", &[], &[])).0);
+    assert!(r.resources.is_empty() && r.removed_resources.is_empty());
+    assert!(!r.nonce.is_empty(), "an answer the client can ACK");
+    assert!(dack(&mut s, &r).is_empty(), "nothing more to say");
+    assert!(s.on_snapshot(snap(&[listener("l")])).0.is_empty());
+    let r = donly(s.on_snapshot(snap(&[listener("l"), cluster("a", 1)])).0);
+    assert_eq!(dnames(&r), ["a"]);
+}
+
+#[test]
 fn delta_endpoint_change_resends_only_the_affected_assignment() {
     let mut s = DeltaStream::new(snap(&[cla("a", 1), cla("b", 1), cla("c", 1)]));
     let r = donly(
