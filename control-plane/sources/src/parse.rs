@@ -124,21 +124,119 @@ fn error_message(e: &serde_saphyr::Error) -> String {
     }
 }
 
-/// Parses every document of a YAML stream.
+/// Streams with at least this many documents are parsed on several threads.
+const PARALLEL_DOCUMENTS: usize = 64;
+
+/// Parses every document of a YAML stream. Large streams are parsed on every available core,
+/// the documents coming back in their order.
 pub fn parse_documents(text: &str) -> Vec<ParsedDocument> {
-    let mut out = Vec::new();
-    let mut index = 0;
-    for (start, doc) in split_documents(text) {
-        if is_blank(&doc) {
-            continue;
-        }
-        index += 1;
-        out.push(parse_document(index, start, &doc));
+    let docs: Vec<(usize, usize, String)> = split_documents(text)
+        .into_iter()
+        .filter(|(_, doc)| !is_blank(doc))
+        .enumerate()
+        .map(|(i, (start, doc))| (i + 1, start, doc))
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if docs.len() < PARALLEL_DOCUMENTS || threads < 2 {
+        return docs
+            .iter()
+            .map(|(index, start, doc)| parse_document(*index, *start, doc))
+            .collect();
     }
-    out
+    let chunk = docs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = docs
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(index, start, doc)| parse_document(*index, *start, doc))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(docs.len());
+        for (worker, part) in workers.into_iter().zip(docs.chunks(chunk)) {
+            match worker.join() {
+                Ok(parsed) => out.extend(parsed),
+                // A parser panic is a bug; the documents are parsed again here so it shows.
+                Err(_) => out.extend(
+                    part.iter()
+                        .map(|(index, start, doc)| parse_document(*index, *start, doc)),
+                ),
+            }
+        }
+        out
+    })
+}
+
+/// The value of a top-level `key: value` line of a block-style document, when it is a plain
+/// or simply quoted scalar. `None` sends the document down the general path.
+fn top_level_scalar<'a>(doc: &'a str, key: &str) -> Option<&'a str> {
+    let mut found = None;
+    for line in doc.lines() {
+        let Some(rest) = line.strip_prefix(key) else {
+            continue;
+        };
+        let Some(value) = rest.strip_prefix(':') else {
+            continue;
+        };
+        if found.is_some() {
+            return None;
+        }
+        let value = match value.find(" #") {
+            Some(i) => &value[..i],
+            None => value,
+        }
+        .trim();
+        let value = if value.len() >= 2
+            && ((value.starts_with('"') && value.ends_with('"'))
+                || (value.starts_with('\'') && value.ends_with('\'')))
+        {
+            &value[1..value.len() - 1]
+        } else {
+            value
+        };
+        let plain = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_'));
+        if !plain {
+            return None;
+        }
+        found = Some(value);
+    }
+    found
+}
+
+/// The kind of a document read from its top-level `apiVersion` and `kind` lines, without a
+/// first parse; `None` when they are not written plainly or name a kind Trellis does not read.
+fn quick_kind(doc: &str) -> Option<Kind> {
+    Kind::from_type(
+        top_level_scalar(doc, "apiVersion")?,
+        top_level_scalar(doc, "kind")?,
+    )
 }
 
 fn parse_document(document: usize, line: usize, doc: &str) -> ParsedDocument {
+    // Most documents are plain block YAML of a kind we read: parse them once, straight into
+    // their type. Anything else (and any error, for its message) takes the general path.
+    if let Some(kind) = quick_kind(doc) {
+        let mut failed_at = None;
+        if let Ok(object) = typed(kind, doc, &mut failed_at)
+            && !object.metadata().name.as_deref().unwrap_or("").is_empty()
+        {
+            return ParsedDocument::Object {
+                document,
+                line,
+                object: Box::new(normalize(object)),
+            };
+        }
+    }
+    parse_document_slowly(document, line, doc)
+}
+
+fn parse_document_slowly(document: usize, line: usize, doc: &str) -> ParsedDocument {
     let invalid = |at: usize, object: Option<String>, message: String| ParsedDocument::Invalid {
         document,
         line: at,
@@ -351,6 +449,67 @@ spec:
         };
         assert_eq!(secret.metadata.namespace.as_deref(), Some("default"));
         assert_eq!(secret.data.as_ref().unwrap()["tls.crt"].0, b"abc");
+    }
+
+    #[test]
+    fn the_quick_path_and_the_general_path_read_the_same_objects() {
+        let doc = "apiVersion: \"v1\"\nkind: Service  # the backend\nmetadata:\n  name: web\n  \
+                   namespace: apps\nspec:\n  ports: [{name: http, port: 80}]\n";
+        assert_eq!(quick_kind(doc), Some(Kind::Service));
+        let quick = format!("{:?}", parse_document(1, 1, doc));
+        let general = format!("{:?}", parse_document_slowly(1, 1, doc));
+        assert_eq!(quick, general);
+        // Flow style, anchors or a repeated key leave the kind to the general path.
+        assert_eq!(quick_kind("{apiVersion: v1, kind: Service}"), None);
+        assert_eq!(quick_kind("apiVersion: v1\nkind: &k Service\n"), None);
+        assert_eq!(
+            quick_kind("apiVersion: v1\nkind: Service\nkind: Secret\n"),
+            None
+        );
+        // Nested `kind:` keys are not the object's.
+        assert_eq!(
+            quick_kind("apiVersion: v1\nmetadata:\n  kind: Secret\nkind: Service\n"),
+            Some(Kind::Service)
+        );
+    }
+
+    #[test]
+    fn a_missing_name_is_reported_whichever_path_reads_the_kind() {
+        let docs = parse_documents("apiVersion: v1\nkind: Service\nmetadata:\n  namespace: a\n");
+        assert!(
+            matches!(&docs[0], ParsedDocument::Invalid { message, .. } if message == "metadata.name is required"),
+            "{docs:?}"
+        );
+    }
+
+    #[test]
+    fn large_streams_parsed_in_parallel_keep_document_order_and_errors() {
+        let mut text = String::new();
+        for i in 0..200 {
+            if i == 150 {
+                text.push_str("---\napiVersion: v1\nkind: Service\nmetadata:\n  name: [bad\n");
+            } else {
+                text.push_str(&format!(
+                    "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns{i}\n"
+                ));
+            }
+        }
+        let docs = parse_documents(&text);
+        assert_eq!(docs.len(), 200);
+        for (i, doc) in docs.iter().enumerate() {
+            match doc {
+                ParsedDocument::Object {
+                    document, object, ..
+                } => {
+                    assert_eq!(*document, i + 1);
+                    assert_eq!(object.metadata().name.as_deref(), Some(&*format!("ns{i}")));
+                }
+                ParsedDocument::Invalid { document, line, .. } => {
+                    assert_eq!((i, *document, *line), (150, 151, 150 * 5 + 5));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
