@@ -136,8 +136,8 @@ async fn probe(
 }
 
 /// Sends requests for routes `0..n` through `gateway` until each has answered `want`; returns
-/// when each first did, counted from `t0`. A pass that finds nothing new waits 2 ms before the
-/// next, so probing does not starve the control plane of CPU.
+/// when each first did, counted from `t0`. Probing is gentle until the first route answers;
+/// after that, a pass that finds nothing new waits 2 ms before the next.
 async fn probe_from(
     t0: Instant,
     gateway: SocketAddr,
@@ -149,7 +149,30 @@ async fn probe_from(
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(workers)
         .build_http();
-    let done: Arc<Mutex<Vec<Option<Duration>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let mut first = vec![None; n];
+    // Until one route answers, a single connection probes them in turn, a millisecond apart:
+    // probing every route at full speed would take the CPU the control plane and Envoy need.
+    let mut i = 0;
+    loop {
+        if t0.elapsed() > timeout {
+            anyhow::bail!("no route answers {want} after {timeout:?}");
+        }
+        let request = hyper::Request::get(format!("http://{gateway}/"))
+            .header(hyper::header::HOST, scenario::host(i))
+            .body(Empty::<Bytes>::new())?;
+        if let Ok(response) = client.request(request).await {
+            let status = response.status().as_u16();
+            let _ = response.into_body().collect().await;
+            if status == want {
+                first[i] = Some(t0.elapsed());
+                break;
+            }
+        }
+        i = (i + 1) % n;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Then every route, on `workers` connections.
+    let done: Arc<Mutex<Vec<Option<Duration>>>> = Arc::new(Mutex::new(first));
     let mut tasks = Vec::new();
     for w in 0..workers.min(n) {
         let client = client.clone();
