@@ -21,6 +21,8 @@ use std::sync::OnceLock;
 use trellis_model::core::{Time, jiff};
 use trellis_model::{InputSet, Object};
 use trellis_sources::{ParsedDocument, parse_documents};
+use trellis_translate::ir::EndpointIr;
+use trellis_translate::policy::{ModuleOptions, ModuleState};
 use trellis_translate::{Options, StatusSet, ir::Ir, translate};
 use trellis_xds::ResourceType;
 
@@ -53,6 +55,54 @@ fn load(path: &Path) -> InputSet {
         }
     }
     input
+}
+
+/// The SHA-256 the golden tests give the policy filter module.
+const POLICY_MODULE_SHA256: &str =
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// Options as the control plane would pass them: it serves the policy module at
+/// 127.0.0.1:18001, and holds every module WasmFilters name, except those whose path says
+/// `missing` (not found) or whose sha256 is all `f` (checksum mismatch).
+fn options(input: &InputSet) -> Options {
+    let mut modules = ModuleOptions {
+        policy_module: Some(POLICY_MODULE_SHA256.to_string()),
+        server: Some(EndpointIr {
+            address: "127.0.0.1".to_string(),
+            port: 18001,
+        }),
+        ..Default::default()
+    };
+    for filter in input.wasm_filters.values() {
+        let Some(module) = filter.spec.get("module").and_then(|m| {
+            serde_json::from_value::<trellis_model::policy::WasmModule>(m.clone()).ok()
+        }) else {
+            continue;
+        };
+        let state = if module.path.as_deref().unwrap_or("").contains("missing") {
+            ModuleState::Problem {
+                reason: "ModuleNotFound".to_string(),
+                message:
+                    "cannot read /var/lib/trellis/modules/missing.wasm: No such file or directory"
+                        .to_string(),
+            }
+        } else if module.sha256.bytes().all(|b| b == b'f') {
+            ModuleState::Problem {
+                reason: "ChecksumMismatch".to_string(),
+                message: format!(
+                    "the module's sha256 is {POLICY_MODULE_SHA256}, not {}",
+                    module.sha256
+                ),
+            }
+        } else {
+            ModuleState::Verified
+        };
+        modules.modules.insert(module, state);
+    }
+    Options {
+        modules,
+        ..Default::default()
+    }
 }
 
 #[derive(Serialize)]
@@ -89,6 +139,8 @@ fn descriptors() -> &'static DescriptorPool {
             "envoy/extensions/transport_sockets/tls/v3/tls.proto",
             "envoy/extensions/transport_sockets/tls/v3/secret.proto",
             "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
+            "envoy/extensions/filters/http/wasm/v3/wasm.proto",
+            "google/protobuf/wrappers.proto",
         ];
         let fds = protox::compile(files, includes).expect("Envoy protos compile");
         DescriptorPool::from_file_descriptor_set(fds).unwrap()
@@ -196,9 +248,10 @@ fn translations_match_the_golden_files() {
             .trim_end_matches(".in.yaml")
             .to_string();
         let input = load(&input_path);
-        let translation = translate(&input, &Options::default());
+        let options = options(&input);
+        let translation = translate(&input, &options);
         // Translation is deterministic.
-        assert_eq!(translation, translate(&input, &Options::default()));
+        assert_eq!(translation, translate(&input, &options));
         let golden = serde_saphyr::to_string(&Golden {
             status: &translation.status,
             ir: &translation.ir,
