@@ -7,6 +7,7 @@
 //! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations |
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz`  | 200 once the first configuration was translated and published |
+//! | `/wasm/<sha256>` | a verified Wasm module, for proxies (`application/wasm`) |
 
 use crate::status::StatusReport;
 use anyhow::Context;
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub translations: AtomicU64,
     /// Total time spent translating, in microseconds.
     pub translation_micros: AtomicU64,
+    /// Verified Wasm modules, served at `/wasm/<sha256>`.
+    pub modules: Arc<crate::modules::VerifiedModules>,
 }
 
 impl AdminState {
@@ -60,11 +63,26 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", route_get(metrics))
         .route("/healthz", route_get(|| async { "ok\n" }))
         .route("/readyz", route_get(ready))
+        .route("/wasm/{sha256}", route_get(module))
         .with_state(state)
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
     axum::Json(state.report().as_ref().clone()).into_response()
+}
+
+async fn module(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Path(sha256): axum::extract::Path<String>,
+) -> Response {
+    match state.modules.get(&sha256) {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no verified module with this sha256\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn proxies(State(state): State<Arc<AdminState>>) -> Response {

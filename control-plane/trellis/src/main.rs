@@ -7,6 +7,7 @@
 
 mod admin;
 mod bootstrap;
+mod modules;
 mod proxy_status;
 mod serve;
 mod status;
