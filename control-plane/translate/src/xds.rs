@@ -325,7 +325,10 @@ fn enable_filters(names: &[String]) -> HashMap<String, Any> {
         .map(|name| {
             (
                 name.clone(),
+                // An empty `config` (present, no type) enables the filter with its chain-level
+                // configuration; an absent one is an error for Envoy.
                 pack_any(FilterConfig {
+                    config: Some(Any::default()),
                     disabled: false,
                     ..Default::default()
                 }),

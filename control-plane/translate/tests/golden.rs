@@ -141,6 +141,7 @@ fn descriptors() -> &'static DescriptorPool {
             "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
             "envoy/extensions/filters/http/wasm/v3/wasm.proto",
             "google/protobuf/wrappers.proto",
+            "google/protobuf/empty.proto",
         ];
         let fds = protox::compile(files, includes).expect("Envoy protos compile");
         DescriptorPool::from_file_descriptor_set(fds).unwrap()
@@ -186,7 +187,8 @@ fn render_xds(ir: &Ir) -> BTreeMap<String, BTreeMap<&'static str, Vec<serde_json
                     let desc = pool
                         .get_message_by_name(name)
                         .unwrap_or_else(|| panic!("no descriptor for {name}"));
-                    let msg = DynamicMessage::decode(desc, r.body.value.as_slice()).unwrap();
+                    let mut msg = DynamicMessage::decode(desc, r.body.value.as_slice()).unwrap();
+                    mark_empty_filter_configs(&mut msg);
                     let mut json = serde_json::Serializer::new(Vec::new());
                     msg.serialize_with_options(&mut json, &options).unwrap();
                     let mut value: serde_json::Value =
@@ -203,6 +205,62 @@ fn render_xds(ir: &Ir) -> BTreeMap<String, BTreeMap<&'static str, Vec<serde_json
         out.insert(key, by_type);
     }
     out
+}
+
+/// A `FilterConfig` whose `config` is an empty `Any` (it enables a filter that is off by
+/// default) cannot be written as JSON: golden files show that empty `Any` as a
+/// `google.protobuf.Empty`.
+fn mark_empty_filter_configs(msg: &mut DynamicMessage) {
+    use prost::Message;
+    use prost_reflect::{ReflectMessage, Value};
+    if msg.descriptor().full_name() == "google.protobuf.Any" {
+        let url = match msg.get_field_by_name("type_url").map(|v| v.into_owned()) {
+            Some(Value::String(url)) => url,
+            _ => return,
+        };
+        if url.is_empty() {
+            msg.set_field_by_name(
+                "type_url",
+                Value::String("type.googleapis.com/google.protobuf.Empty".into()),
+            );
+        } else if url.ends_with("/envoy.config.route.v3.FilterConfig") {
+            let Some(Value::Bytes(bytes)) = msg.get_field_by_name("value").map(|v| v.into_owned())
+            else {
+                return;
+            };
+            let desc = descriptors()
+                .get_message_by_name("envoy.config.route.v3.FilterConfig")
+                .unwrap();
+            let mut inner = DynamicMessage::decode(desc, bytes.as_ref()).unwrap();
+            mark_empty_filter_configs(&mut inner);
+            msg.set_field_by_name("value", Value::Bytes(inner.encode_to_vec().into()));
+        }
+        return;
+    }
+    let fields: Vec<_> = msg.descriptor().fields().collect();
+    for field in fields {
+        if !msg.has_field(&field) {
+            continue;
+        }
+        match msg.get_field_mut(&field) {
+            Value::Message(m) => mark_empty_filter_configs(m),
+            Value::List(items) => {
+                for item in items {
+                    if let Value::Message(m) = item {
+                        mark_empty_filter_configs(m);
+                    }
+                }
+            }
+            Value::Map(map) => {
+                for item in map.values_mut() {
+                    if let Value::Message(m) = item {
+                        mark_empty_filter_configs(m);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn check(path: &Path, actual: &str, update: bool, failures: &mut Vec<String>) {

@@ -82,8 +82,8 @@ impl ModuleStore {
     }
 
     /// Brings the state of every module the input names up to date (reading and fetching those
-    /// not verified yet) and returns them. Modules no longer named are forgotten (their bytes
-    /// stay servable: proxies may still hold filters using them).
+    /// not verified yet) and returns them, with every module verified before: its bytes stay
+    /// servable, and the last valid version of a WasmFilter may still use it.
     pub async fn resolve(&mut self, input: &InputSet) -> BTreeMap<WasmModule, ModuleState> {
         let wanted: Vec<WasmModule> = input
             .wasm_filters
@@ -91,12 +91,13 @@ impl ModuleStore {
             .filter_map(|f| f.spec.get("module"))
             .filter_map(|m| serde_json::from_value::<WasmModule>(m.clone()).ok())
             .collect();
-        let mut next = BTreeMap::new();
+        let mut next: BTreeMap<WasmModule, ModuleState> = self
+            .states
+            .iter()
+            .filter(|(_, s)| matches!(s, ModuleState::Verified))
+            .map(|(m, s)| (m.clone(), s.clone()))
+            .collect();
         for module in wanted {
-            if let Some(ModuleState::Verified) = self.states.get(&module) {
-                next.insert(module, ModuleState::Verified);
-                continue;
-            }
             if next.contains_key(&module) {
                 continue;
             }
@@ -225,13 +226,17 @@ mod tests {
         let mut store = ModuleStore::new(verified.clone());
 
         let good = serde_json::json!({"path": path, "sha256": digest});
-        let states = store.resolve(&input(good)).await;
+        let states = store.resolve(&input(good.clone())).await;
         assert_eq!(states.values().next(), Some(&ModuleState::Verified));
         assert_eq!(verified.get(&digest).as_deref(), Some(&b"\0asm module"[..]));
 
+        let module =
+            |v: &serde_json::Value| serde_json::from_value::<WasmModule>(v.clone()).unwrap();
         let wrong = serde_json::json!({"path": path, "sha256": "0".repeat(64)});
-        let states = store.resolve(&input(wrong)).await;
-        let Some(ModuleState::Problem { reason, message }) = states.values().next() else {
+        let states = store.resolve(&input(wrong.clone())).await;
+        // The verified module stays known (a last valid WasmFilter may use it).
+        assert_eq!(states.get(&module(&good)), Some(&ModuleState::Verified));
+        let Some(ModuleState::Problem { reason, message }) = states.get(&module(&wrong)) else {
             panic!("{states:?}")
         };
         assert_eq!(reason, "ChecksumMismatch");
@@ -240,8 +245,8 @@ mod tests {
         assert!(verified.get(&"0".repeat(64)).is_none());
 
         let missing = serde_json::json!({"path": dir.path().join("nope.wasm"), "sha256": digest});
-        let states = store.resolve(&input(missing)).await;
-        let Some(ModuleState::Problem { reason, .. }) = states.values().next() else {
+        let states = store.resolve(&input(missing.clone())).await;
+        let Some(ModuleState::Problem { reason, .. }) = states.get(&module(&missing)) else {
             panic!("{states:?}")
         };
         assert_eq!(reason, "ModuleNotFound");
