@@ -40,17 +40,21 @@ struct Args {
     /// The ratio the policy route must stay under (printed, and the exit status).
     #[arg(long, default_value_t = 1.15)]
     target: f64,
+    /// What route B gets: `full` (10 rules + rate limit), `authz` (10 rules), `limit` (the rate
+    /// limit), `empty` (an allow-all policy without rules: the cost of the filter itself).
+    #[arg(long, default_value = "full")]
+    variant: String,
 }
 
 const NS: &str = "bench";
 
-fn config(ip: Ipv4Addr, ports: [u16; 2], pod: &Echo) -> String {
+fn config(ip: Ipv4Addr, ports: [u16; 2], pod: &Echo, variant: &str) -> anyhow::Result<String> {
     let route = |name: &str| {
         format!(
             "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  parentRefs: [{{name: web, sectionName: {name}}}]\n  hostnames: [{name}.example.com]\n  rules:\n  - backendRefs: [{{name: app, port: 80}}]\n"
         )
     };
-    format!(
+    let base = format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {{name: trellis}}
@@ -77,7 +81,16 @@ metadata: {{name: app-1, namespace: {NS}, labels: {{kubernetes.io/service-name: 
 addressType: IPv4
 ports: [{{name: http, port: {pod_port}}}]
 endpoints: [{{addresses: ["{pod_ip}"]}}]
-{plain}{policy}---
+{plain}{policy}"#,
+        pod_ip = pod.http.ip(),
+        pod_port = pod.http.port(),
+        plain_port = ports[0],
+        policy_port = ports[1],
+        plain = route("plain"),
+        policy = route("policy"),
+    );
+    let authz = format!(
+        r#"---
 apiVersion: policy.trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {{name: ten-rules, namespace: {NS}}}
@@ -95,7 +108,20 @@ spec:
   - {{name: private-writes, action: Deny, methods: [POST, PUT], paths: [{{type: Prefix, value: /private}}]}}
   - {{name: public, action: Allow, paths: [{{type: Prefix, value: /public}}]}}
   - {{name: api-keys, action: Allow, headers: [{{name: x-api-key, values: [k1, k2, k3]}}]}}
----
+"#
+    );
+    let empty = format!(
+        r#"---
+apiVersion: policy.trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{name: allow-all, namespace: {NS}}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: policy}}]
+  defaultAction: Allow
+"#
+    );
+    let limit = format!(
+        r#"---
 apiVersion: policy.trellis.dev/v1alpha1
 kind: RateLimitPolicy
 metadata: {{name: generous, namespace: {NS}}}
@@ -103,14 +129,22 @@ spec:
   targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: policy}}]
   limits:
   - {{name: per-client, key: {{type: ClientIP}}, requests: 1000000, per: Second, burst: 1000000}}
-"#,
-        pod_ip = pod.http.ip(),
-        pod_port = pod.http.port(),
-        plain_port = ports[0],
-        policy_port = ports[1],
-        plain = route("plain"),
-        policy = route("policy"),
-    )
+"#
+    );
+    Ok(match variant {
+        "full" => format!("{base}{authz}{limit}"),
+        "authz" => format!("{base}{authz}"),
+        "limit" => format!("{base}{empty}{limit}"),
+        "empty" => format!("{base}{empty}"),
+        other => match other.strip_prefix("wasm:") {
+            // Any module as a WasmFilter on route B, configured like header-stamp.
+            Some(path) => format!(
+                "{base}---\napiVersion: policy.trellis.dev/v1alpha1\nkind: WasmFilter\nmetadata: {{name: module, namespace: {NS}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: policy}}]\n  module: {{path: \"{path}\", sha256: \"{sha}\"}}\n  config: {{header: x-bench, value: b}}\n",
+                sha = trellis_e2e::load::sha256_file(std::path::Path::new(path))?
+            ),
+            None => bail!("unknown --variant {other:?} (full, authz, limit, empty, wasm:PATH)"),
+        },
+    })
 }
 
 /// Pins a process (every thread) to one CPU.
@@ -212,7 +246,10 @@ fn main() -> anyhow::Result<()> {
     let (ip, port) = private_loopback();
     let pod = Echo::start(work, Ipv4Addr::LOCALHOST, "app-1", NS)?;
     let ports = [port, free_port(ip, port)?];
-    std::fs::write(config_dir.join("bench.yaml"), config(ip, ports, &pod))?;
+    std::fs::write(
+        config_dir.join("bench.yaml"),
+        config(ip, ports, &pod, &args.variant)?,
+    )?;
     let module_arg = module.to_string_lossy().to_string();
     let control_plane = ControlPlane::start(&config_dir, work, &["--policy-module", &module_arg])?;
     let bootstrap = control_plane.bootstrap(&format!("{NS}/web"), false, "bench-proxy")?;
@@ -223,7 +260,12 @@ fn main() -> anyhow::Result<()> {
     eventually("both routes", Duration::from_secs(60), || {
         let plain = request(gateways[0], "GET", "plain.example.com", "/api/items", &[])?.status;
         let denied = request(gateways[1], "GET", "policy.example.com", "/admin", &[])?.status;
-        Ok(plain == 200 && denied == 403)
+        let want = if args.variant.contains("full") || args.variant == "authz" {
+            403
+        } else {
+            200
+        };
+        Ok(plain == 200 && denied == want)
     })?;
     for (gateway, host) in gateways
         .iter()
@@ -242,7 +284,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!("round  route                requests  Envoy CPU ms  µs/request  req/s");
     let mut results: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let names = ["plain (no filter)", "policy (10 rules+RL)"];
+    let policy_name = format!("policy ({})", args.variant);
+    let names = ["plain (no filter)", policy_name.as_str()];
     let hosts = ["plain.example.com", "policy.example.com"];
     for round in 0..args.rounds {
         // Alternate which goes first, so drift does not favour one side.

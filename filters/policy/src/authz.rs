@@ -37,6 +37,8 @@ pub struct Decision<'a> {
     pub action: Action,
     /// The rule that decided, or [`DEFAULT_RULE`].
     pub rule: &'a str,
+    /// The deciding rule's position, or the number of rules for the default.
+    pub index: usize,
 }
 
 #[derive(Debug)]
@@ -159,17 +161,19 @@ impl Policy {
         &self,
         request: &mut RequestFacts<'_, H>,
     ) -> Decision<'_> {
-        for rule in &self.rules {
+        for (index, rule) in self.rules.iter().enumerate() {
             if rule.matches(request) {
                 return Decision {
                     action: rule.action,
                     rule: &rule.name,
+                    index,
                 };
             }
         }
         Decision {
             action: self.default_action,
             rule: DEFAULT_RULE,
+            index: self.rules.len(),
         }
     }
 }
