@@ -204,7 +204,12 @@ fn authorization(name: &str, target: &str, body: &str) -> String {
 }
 
 /// A request (method, path, headers) and the status it must get.
-type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)], u16);
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    u16,
+);
 
 const RATE: u32 = 50;
 const BURST: u32 = 5;

@@ -202,11 +202,7 @@ pub struct AuthorizationRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principals: Option<Vec<String>>,
     /// The client address is one of these IPs or in one of these CIDRs.
-    #[serde(
-        default,
-        rename = "sourceIPs",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "sourceIPs", skip_serializing_if = "Option::is_none")]
     pub source_ips: Option<Vec<String>>,
 }
 
