@@ -882,6 +882,12 @@ fn apply_to_chain(
         && let Some(sha256) = &modules.policy_module
     {
         let mut configuration = Map::new();
+        // The connection manager sets `use_remote_address` (no trusted hops): Envoy appends the
+        // connection's address to x-forwarded-for, so its last entry is the client IP, read
+        // with the headers rather than by a costlier property lookup.
+        configuration.insert("client_ip_header".into(), json!("x-forwarded-for"));
+        // No listener asks for client certificates (yet): no request has a principal.
+        configuration.insert("client_certificates".into(), json!(false));
         if !policies.is_empty() {
             configuration.insert("policies".into(), Value::Array(policies));
         }

@@ -136,6 +136,11 @@ spec:
         "authz" => format!("{base}{authz}"),
         "limit" => format!("{base}{empty}{limit}"),
         "empty" => format!("{base}{empty}"),
+        other if other.starts_with("file:") => {
+            // Policies from a file (to measure one kind of rule at a time).
+            let text = std::fs::read_to_string(&other[5..])?;
+            format!("{base}{}", text.replace("NAMESPACE", NS))
+        }
         other => match other.strip_prefix("wasm:") {
             // Any module as a WasmFilter on route B, configured like header-stamp.
             Some(path) => format!(
@@ -313,12 +318,12 @@ fn main() -> anyhow::Result<()> {
     let plain = median(&mut results[0].clone());
     let policy = median(&mut results[1].clone());
     // Each round measures A and B back to back: their ratio sees the same machine load.
-    let mut pairs: Vec<f64> = results[1]
+    let pairs: Vec<f64> = results[1]
         .iter()
         .zip(&results[0])
         .map(|(b, a)| b / a)
         .collect();
-    let ratio = median(&mut pairs);
+    let ratio = median(&mut pairs.clone());
     println!();
     println!("median Envoy CPU per request: plain {plain:.2} µs, policy {policy:.2} µs");
     println!(

@@ -103,6 +103,8 @@ pub struct PolicyFilter {
     limits: Vec<RateLimit>,
     /// Whether some scope is by route name (else the route name is never fetched).
     needs_route: bool,
+    /// Where the client IP and principal come from.
+    sources: crate::authz::FactSources,
     /// Counter names, formatted once: per policy, per rule (then the default), per
     /// [`PolicyCounter`] in `ALL` order.
     policy_counters: Vec<Vec<[String; 3]>>,
@@ -164,10 +166,26 @@ impl PolicyFilter {
             .iter()
             .map(|limit| LimitCounter::ALL.map(|c| metrics::limit_counter(c, &limit.name)))
             .collect();
+        if let Some(header) = &config.client_ip_header
+            && (header.is_empty() || !header.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::invalid(
+                "client_ip_header",
+                "must be a header name",
+            ));
+        }
+        let sources = crate::authz::FactSources {
+            client_ip_header: config
+                .client_ip_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
+            no_client_certificates: config.client_certificates == Some(false),
+        };
         Ok(PolicyFilter {
             policies,
             limits,
             needs_route,
+            sources,
             policy_counters,
             limit_counters,
         })
@@ -221,7 +239,7 @@ impl PolicyFilter {
             None
         };
         let route = route.as_deref();
-        let mut facts = RequestFacts::new(host);
+        let mut facts = RequestFacts::with_sources(host, &self.sources);
         for (index, policy) in self.policies.iter().enumerate() {
             if !policy.scope.applies(route) {
                 continue;
@@ -288,7 +306,7 @@ impl PolicyFilter {
                     .and_then(|names| names.get(c as usize))
                     .map_or("", String::as_str)
             };
-            match limit.take(host) {
+            match limit.take_with(&mut facts) {
                 ratelimit::Outcome::Allowed => {}
                 ratelimit::Outcome::Error => {
                     host.increment_counter(counter(LimitCounter::Errors), 1)
@@ -341,6 +359,72 @@ mod tests {
             host.counter("trellis_policy_denied_total.policy.default/deny-admin.rule.admin"),
             1
         );
+    }
+
+    #[test]
+    fn headers_are_read_in_one_call_when_the_host_offers_it() {
+        let f = filter(
+            r#"{"policies": [{"name": "p", "default_action": "deny", "rules": [
+                {"name": "a", "action": "deny", "methods": ["DELETE"]},
+                {"name": "b", "action": "deny", "headers": [{"name": "X-Role", "values": ["guest"]}]},
+                {"name": "c", "action": "allow", "paths": [{"prefix": "/api"}],
+                 "headers": [{"name": "x-api-key", "values": ["k1"]}]}
+            ]}]}"#,
+        );
+        let host = MockHost::get("/api/items?x=1")
+            .with_header("x-api-key", "k1")
+            .with_bulk_headers();
+        assert_eq!(f.on_request_headers(&host), Verdict::Continue);
+        assert_eq!(host.reads(), (1, 0));
+        let host = MockHost::get("/api/items")
+            .with_header("x-role", "guest")
+            .with_bulk_headers();
+        assert_eq!(f.on_request_headers(&host), Verdict::Responded);
+        // One by one without bulk reads.
+        let host = MockHost::get("/api/items").with_header("x-api-key", "k1");
+        assert_eq!(f.on_request_headers(&host), Verdict::Continue);
+        assert!(host.reads().0 > 1);
+    }
+
+    #[test]
+    fn the_client_ip_can_come_from_the_last_forwarded_for_entry() {
+        let f = filter(
+            r#"{"client_ip_header": "x-forwarded-for",
+                "policies": [{"name": "p", "default_action": "allow", "rules": [
+                {"name": "internal", "action": "deny", "source_ips": ["10.0.0.0/8"]}]}]}"#,
+        );
+        // The proxy appended the connection's address last; earlier entries are the client's.
+        let host = MockHost::get("/")
+            .with_header("x-forwarded-for", "10.9.9.9, 203.0.113.7")
+            .with_source("10.0.0.1:5555")
+            .with_bulk_headers();
+        assert_eq!(f.on_request_headers(&host), Verdict::Continue);
+        assert_eq!(host.reads(), (1, 0), "no property lookup");
+        let host = MockHost::get("/")
+            .with_header("x-forwarded-for", "203.0.113.7,10.1.2.3")
+            .with_bulk_headers();
+        assert_eq!(f.on_request_headers(&host), Verdict::Responded);
+        // Without the header: the property.
+        let host = MockHost::get("/").with_source("10.0.0.1:5555");
+        assert_eq!(f.on_request_headers(&host), Verdict::Responded);
+    }
+
+    #[test]
+    fn without_client_certificates_no_principal_is_looked_up() {
+        let config = |certificates: bool| {
+            format!(
+                r#"{{"client_certificates": {certificates},
+                    "policies": [{{"name": "p", "default_action": "allow", "rules": [
+                    {{"name": "peers", "action": "deny", "principals": ["*"]}}]}}]}}"#
+            )
+        };
+        let host = || MockHost::get("/").with_principal("spiffe://td/ns/a/sa/b");
+        let with = filter(&config(true));
+        assert_eq!(with.on_request_headers(&host()), Verdict::Responded);
+        let without = filter(&config(false));
+        let h = host();
+        assert_eq!(without.on_request_headers(&h), Verdict::Continue);
+        assert_eq!(h.reads().1, 0);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! that memory, a limit counts the keys it has created (another shared entry, `.../~keys`);
 //! once `max_keys` exist, new key values share one overflow bucket (`.../~overflow`).
 
+use crate::authz::RequestFacts;
 use crate::config::{LimitKey, RateLimitConfig};
 use crate::filter::{RouteScope, check_name};
 use crate::{ConfigError, Host, LogLevel, SharedDataError};
@@ -151,7 +152,14 @@ impl RateLimit {
 
     /// Takes a token from the bucket of the request's key.
     pub fn take<H: Host + ?Sized>(&self, host: &H) -> Outcome {
-        let key = format!("{}{}", self.prefix, self.key_value(host));
+        self.take_with(&mut RequestFacts::new(host))
+    }
+
+    /// Like [`RateLimit::take`], reading the key from facts the policies may have read already
+    /// (the client IP is one property lookup per request, not one per use).
+    pub(crate) fn take_with<H: Host + ?Sized>(&self, facts: &mut RequestFacts<'_, H>) -> Outcome {
+        let key = format!("{}{}", self.prefix, self.key_value(facts));
+        let host = facts.host();
         let now = host.now_nanos();
         match self.take_from(host, &key, now, true) {
             Ok(outcome) => outcome,
@@ -170,11 +178,11 @@ impl RateLimit {
 
     /// The bucket key for the request: `ip:<addr>`, `principal:<id>`, `header:<value>`, or the
     /// shared `none` bucket when the request has no such value.
-    fn key_value<H: Host + ?Sized>(&self, host: &H) -> String {
+    fn key_value<H: Host + ?Sized>(&self, facts: &mut RequestFacts<'_, H>) -> String {
         let value = match &self.key {
-            LimitKey::ClientIp => host.source_ip().map(|ip| format!("ip:{ip}")),
-            LimitKey::Principal => host.peer_principal().map(|p| format!("principal:{p}")),
-            LimitKey::Header(name) => host.request_header(name).map(|v| format!("header:{v}")),
+            LimitKey::ClientIp => facts.source_ip().map(|ip| format!("ip:{ip}")),
+            LimitKey::Principal => facts.principal().map(|p| format!("principal:{p}")),
+            LimitKey::Header(name) => facts.header(name).map(|v| format!("header:{v}")),
         };
         match value {
             Some(value) if value.len() > MAX_KEY_LEN => format!("hash:{:016x}", fnv1a(&value)),
