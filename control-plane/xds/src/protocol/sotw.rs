@@ -61,6 +61,10 @@ impl SotwStream {
                 self.state.hold_clusters = true;
             }
         }
+        // A later request naming nothing of a type that is not full-state (EDS, RDS, SDS)
+        // unsubscribes from all of it. Envoy then drops what it held and accepts an empty
+        // response silently, without a request: nothing is due, and nothing stays pending.
+        let unsubscribed_all = !first && !t.sotw_full_state() && request.resource_names.is_empty();
         let ts = self.state.state(t);
         let nonce = request.response_nonce.as_str();
         if nonce.is_empty() {
@@ -72,7 +76,9 @@ impl SotwStream {
             ts.rejected_version = None;
         } else if nonce != ts.last_nonce {
             // Stale: answers a response that has since been superseded.
-            return (Vec::new(), events);
+            if !unsubscribed_all {
+                return (Vec::new(), events);
+            }
         } else if let Some(pending) = ts.pending.take() {
             match &request.error_detail {
                 None => {
@@ -107,6 +113,16 @@ impl SotwStream {
                     });
                 }
             }
+        }
+        if unsubscribed_all {
+            ts.wildcard = false;
+            ts.names.clear();
+            ts.pending = None;
+            ts.client.clear();
+            ts.acked_version = set_version(&BTreeMap::new());
+            ts.rejected_version = None;
+            ts.forget_unsubscribed();
+            return (Vec::new(), events);
         }
         // The subscription as of this request.
         let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
@@ -160,6 +176,10 @@ impl SotwStream {
         {
             let ts = self.state.types.get(&t)?;
             if !ts.subscribed || ts.pending.is_some() {
+                return None;
+            }
+            if !t.sotw_full_state() && !ts.wildcard && ts.names.is_empty() {
+                // Subscribed to nothing (see `unsubscribed_all`).
                 return None;
             }
             if t == ResourceType::Cluster && self.state.hold_clusters {

@@ -828,6 +828,45 @@ fn sync_status_follows_acks_nacks_and_pending_responses() {
 }
 
 #[test]
+fn sotw_unsubscribing_from_all_endpoints_sends_nothing_and_leaves_the_proxy_in_sync() {
+    let mut s = SotwStream::new(snap(&[cluster("a", 1), cla("a", 1), listener("l")]));
+    let c = only(s.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    ack(&mut s, &c, &[]);
+    let e = only(s.on_request(&req(ResourceType::Endpoint, "", "", &["a"])).0);
+    ack(&mut s, &e, &["a"]);
+    let l = only(s.on_request(&req(ResourceType::Listener, "", "", &[])).0);
+    ack(&mut s, &l, &[]);
+    // The cluster goes away: an empty CDS and an empty EDS response. The proxy drops the
+    // cluster and unsubscribes from its endpoints (the request carrying the older EDS nonce,
+    // as it crossed the EDS response), then accepts the empty EDS response silently, as Envoy
+    // does for a type it no longer watches.
+    let (pushed, _) = s.on_snapshot(snap(&[listener("l")]));
+    assert_eq!(pushed.len(), 2, "{pushed:?}");
+    let (responses, _) = s.on_request(&req(ResourceType::Endpoint, &e.version_info, &e.nonce, &[]));
+    assert!(responses.is_empty(), "{responses:?}");
+    ack(&mut s, &pushed[0], &[]);
+    let (status, synced) = s.sync();
+    assert_eq!(status[&ResourceType::Endpoint], SyncStatus::Synced);
+    assert!(synced.is_some(), "{status:?}");
+    // The cluster comes back: the proxy subscribes again and gets its endpoints.
+    let c3 = only(
+        s.on_snapshot(snap(&[cluster("a", 1), cla("a", 1), listener("l")]))
+            .0,
+    );
+    ack(&mut s, &c3, &[]);
+    let e2 = only(
+        s.on_request(&req(
+            ResourceType::Endpoint,
+            &pushed[1].version_info,
+            &pushed[1].nonce,
+            &["a"],
+        ))
+        .0,
+    );
+    assert_eq!(names_in(&e2), ["a"]);
+}
+
+#[test]
 fn delta_sync_status_is_synced_once_every_change_is_acked() {
     let snapshot = snap(&[cla("a", 1)]);
     let mut s = DeltaStream::new(snapshot.clone());
