@@ -26,6 +26,7 @@ struct Proxy {
     logs: RefCell<Vec<(LogLevel, String)>>,
     interference: RefCell<HashMap<String, (usize, Interference)>>,
     cas_mismatches: Cell<usize>,
+    shared_calls: Cell<usize>,
     shared_fails: Cell<bool>,
 }
 
@@ -159,6 +160,11 @@ impl MockHost {
         self.proxy.cas_mismatches.get()
     }
 
+    /// How many shared data reads and writes were made.
+    pub fn shared_calls(&self) -> usize {
+        self.proxy.shared_calls.get()
+    }
+
     /// A shared data entry's bytes.
     pub fn shared(&self, key: &str) -> Option<Vec<u8>> {
         self.proxy.shared.borrow().get(key).map(|(v, _)| v.clone())
@@ -228,6 +234,9 @@ impl Host for MockHost {
     }
 
     fn get_shared_data(&self, key: &str) -> Result<Option<SharedValue>, SharedDataError> {
+        self.proxy
+            .shared_calls
+            .set(self.proxy.shared_calls.get() + 1);
         if self.proxy.shared_fails.get() {
             return Err(SharedDataError::Host("mock failure".into()));
         }
@@ -248,6 +257,9 @@ impl Host for MockHost {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<(), SharedDataError> {
+        self.proxy
+            .shared_calls
+            .set(self.proxy.shared_calls.get() + 1);
         if self.proxy.shared_fails.get() {
             return Err(SharedDataError::Host("mock failure".into()));
         }
