@@ -355,6 +355,9 @@ fn main() -> anyhow::Result<()> {
     println!("trellis_policy_rate_limited_total{{limit=\"bench/generous/per-client\"}} {limited}");
     drop(envoy);
     drop(control_plane);
+    // `exit` runs no destructors: stop the backend and remove the work directory first.
+    drop(pod);
+    drop(tmp);
     if ratio > args.target {
         std::process::exit(1);
     }
