@@ -2,8 +2,10 @@
 //! each started on loopback with ephemeral ports and stopped when dropped.
 //!
 //! ```text
-//!  ConfigDir (YAML files) ──► ControlPlane (trellis serve) ──ADS──► Envoy ──HTTP──► Echo pods
-//!                                    │ /status, /proxies             │ admin (port 0)
+//!  ConfigDir (YAML files) ─┐
+//!  (or an API server,      ├─► ControlPlane (trellis serve) ──ADS──► Envoy ──HTTP──► Echo pods
+//!   --kubernetes)          ┘         │ /status, /proxies             │ admin (port 0)
+//!  RequestLoop: constant requests through the proxy, counting failures
 //! ```
 //!
 //! Binaries: `ENVOY_BIN` or `<workspace>/.venv/bin/envoy`; `TRELLIS_BIN` or the `trellis` built
@@ -130,6 +132,28 @@ impl Process {
         }
     }
 
+    /// Asks the process to stop (SIGTERM) and waits up to `timeout` for it to exit; kills it
+    /// after that. Returns whether it exited by itself.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(child) = &mut self.child else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         match &mut self.child {
@@ -212,8 +236,10 @@ pub fn rand_u32() -> u32 {
 #[derive(Debug)]
 pub struct ControlPlane {
     process: Process,
-    /// The config directory it watches.
+    /// The config directory it watches (empty with `--kubernetes`).
     pub config_dir: PathBuf,
+    /// The source flags (`--config-dir DIR`, or `--kubernetes ...`).
+    source: Vec<String>,
     /// The status directory it writes.
     pub status_dir: PathBuf,
     /// The xDS address.
@@ -229,23 +255,41 @@ impl ControlPlane {
     /// `work`.
     pub fn start(config_dir: &Path, work: &Path, extra_args: &[&str]) -> anyhow::Result<Self> {
         let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        Self::start_on(config_dir, work, "127.0.0.1:0", "127.0.0.1:0", extra)
+        let source = vec!["--config-dir".to_string(), config_dir.display().to_string()];
+        Self::start_on(source, work, "127.0.0.1:0", "127.0.0.1:0", extra)
+    }
+
+    /// Starts `trellis serve --kubernetes --kubeconfig KUBECONFIG` with its xDS server on
+    /// `xds` (`127.0.0.1:0` for any port), logs and status under `work`.
+    pub fn start_kubernetes(
+        kubeconfig: &Path,
+        work: &Path,
+        xds: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let source = vec![
+            "--kubernetes".to_string(),
+            "--kubeconfig".to_string(),
+            kubeconfig.display().to_string(),
+        ];
+        Self::start_on(source, work, xds, "127.0.0.1:0", extra)
     }
 
     fn start_on(
-        config_dir: &Path,
+        source: Vec<String>,
         work: &Path,
         xds: &str,
         admin: &str,
         extra_args: Vec<String>,
     ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(work)?;
         let status_dir = work.join("status");
         let address_file = work.join("trellis.addresses");
         let _ = std::fs::remove_file(&address_file);
         let mut cmd = Command::new(trellis_bin()?);
         cmd.arg("serve")
-            .arg("--config-dir")
-            .arg(config_dir)
+            .args(&source)
             .arg("--xds-address")
             .arg(xds)
             .arg("--admin-address")
@@ -278,7 +322,11 @@ impl ControlPlane {
             xds: get("xds=")?,
             admin: get("admin=")?,
             process,
-            config_dir: config_dir.to_path_buf(),
+            config_dir: match source.as_slice() {
+                [flag, dir] if flag == "--config-dir" => PathBuf::from(dir),
+                _ => PathBuf::new(),
+            },
+            source,
             status_dir,
             work: work.to_path_buf(),
             extra_args,
@@ -295,16 +343,32 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
     /// Kills the control plane (SIGKILL).
     pub fn kill(&mut self) {
         self.process.kill();
+    }
+
+    /// Stops the control plane gracefully (SIGTERM), waiting up to `timeout`; returns
+    /// whether it exited by itself.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        self.process.terminate(timeout)
+    }
+
+    /// Whether the process still runs.
+    pub fn running(&mut self) -> bool {
+        self.process.running()
     }
 
     /// Starts it again on the same ports.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.process.kill();
         let next = Self::start_on(
-            &self.config_dir,
+            self.source.clone(),
             &self.work,
             &self.xds.to_string(),
             &self.admin.to_string(),
@@ -368,30 +432,46 @@ impl ControlPlane {
 
     /// The bootstrap for a proxy of `gateway` (`ns/name`), from `trellis bootstrap`.
     pub fn bootstrap(&self, gateway: &str, delta: bool, node_id: &str) -> anyhow::Result<String> {
-        let mut cmd = Command::new(trellis_bin()?);
-        cmd.args([
-            "bootstrap",
-            "--gateway",
-            gateway,
-            "--admin-port",
-            "0",
-            "--node-id",
-            node_id,
-        ])
-        .arg("--xds-address")
-        .arg(self.xds.to_string());
-        if delta {
-            cmd.arg("--delta");
-        }
-        let out = cmd.output()?;
-        if !out.status.success() {
-            bail!(
-                "trellis bootstrap failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8(out.stdout)?)
+        bootstrap(&[self.xds], gateway, delta, node_id)
     }
+}
+
+/// The bootstrap for a proxy of `gateway` (`ns/name`) whose ADS cluster has an endpoint per
+/// xDS address (several control-plane replicas), from `trellis bootstrap`.
+pub fn bootstrap(
+    xds: &[SocketAddr],
+    gateway: &str,
+    delta: bool,
+    node_id: &str,
+) -> anyhow::Result<String> {
+    let mut cmd = Command::new(trellis_bin()?);
+    cmd.args([
+        "bootstrap",
+        "--gateway",
+        gateway,
+        "--admin-port",
+        "0",
+        "--node-id",
+        node_id,
+    ])
+    .arg("--xds-address")
+    .arg(
+        xds.iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    if delta {
+        cmd.arg("--delta");
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!(
+            "trellis bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// A running Envoy.
@@ -684,5 +764,99 @@ pub fn eventually(
             bail!("timed out after {timeout:?} waiting for {what}: {last}");
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A constant stream of requests through a proxy, one thread per (host, path) target, counting
+/// every answer but 200 (and every connection error) as a failure until stopped.
+#[derive(Debug)]
+pub struct RequestLoop {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failures: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What a [`RequestLoop`] saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoopCount {
+    /// Requests sent.
+    pub sent: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// The first few failures, described.
+    pub failures: Vec<String>,
+}
+
+impl RequestLoop {
+    /// Starts the requests (every 2 ms per target).
+    pub fn start(gateway: SocketAddr, targets: &[(&str, &str)]) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = targets
+            .iter()
+            .map(|(host, path)| {
+                let (host, path) = (host.to_string(), path.to_string());
+                let (stop, sent, failed, failures) =
+                    (stop.clone(), sent.clone(), failed.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let problem = match request(gateway, "GET", &host, &path, &[]) {
+                            Ok(r) if r.status == 200 => None,
+                            Ok(r) => Some(format!("{host}{path}: {} {}", r.status, r.body)),
+                            Err(e) => Some(format!("{host}{path}: {e}")),
+                        };
+                        if let Some(p) = problem {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            let mut f = failures.lock().unwrap_or_else(|e| e.into_inner());
+                            if f.len() < 5 {
+                                f.push(p);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            failed,
+            failures,
+            threads,
+        }
+    }
+
+    /// The counts so far, resetting them (the loop goes on).
+    pub fn take(&self) -> LoopCount {
+        use std::sync::atomic::Ordering;
+        LoopCount {
+            sent: self.sent.swap(0, Ordering::Relaxed),
+            failed: self.failed.swap(0, Ordering::Relaxed),
+            failures: std::mem::take(&mut *self.failures.lock().unwrap_or_else(|e| e.into_inner())),
+        }
+    }
+
+    /// Stops the requests and returns the counts since the last [`RequestLoop::take`].
+    pub fn finish(mut self) -> LoopCount {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.take()
+    }
+}
+
+impl Drop for RequestLoop {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }

@@ -38,7 +38,9 @@ pub enum Severity {
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
-    /// The file, relative to the config directory.
+    /// The file, relative to the config directory; `kubernetes` for objects read from the
+    /// API server by the Kubernetes provider (`trellis-kube`), which reports through the same
+    /// type.
     pub file: String,
     /// 1-based document index in the file, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -197,6 +199,10 @@ impl FileProvider {
         }
         // Forget generations of objects that are gone.
         self.tracked.retain(|id, _| input.contains(id.0, &id.1));
+        // After a large configuration shrinks, give its table back too.
+        if self.tracked.capacity() > 4 * self.tracked.len().max(64) {
+            self.tracked.shrink_to_fit();
+        }
         diagnostics.sort();
         Load { input, diagnostics }
     }

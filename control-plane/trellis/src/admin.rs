@@ -4,9 +4,9 @@
 //! |------------|------|
 //! | `/status`  | [`StatusReport`](crate::status::StatusReport) as JSON |
 //! | `/proxies` | connected proxies and their per-type sync state (JSON) |
-//! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations |
+//! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations; with `--kubernetes` also the API server connection, watch errors, relists, status writes and leadership |
 //! | `/healthz` | 200 while the process runs |
-//! | `/readyz`  | 200 once the first configuration was translated and published |
+//! | `/readyz`  | 200 once the first configuration was translated and published (with `--kubernetes`: after the initial sync); the body notes an unreachable API server, which does not make the replica unready since it keeps serving the last good configuration |
 //! | `/wasm/<sha256>` | a verified Wasm module, for proxies (`application/wasm`) |
 
 use crate::status::StatusReport;
@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use trellis_sources::Severity;
 use trellis_xds::SyncRegistry;
 
@@ -39,6 +39,8 @@ pub struct AdminState {
     pub translation_micros: AtomicU64,
     /// Verified Wasm modules, served at `/wasm/<sha256>`.
     pub modules: Arc<crate::modules::VerifiedModules>,
+    /// With `--kubernetes`: the API server connection, watches, status writes, leadership.
+    pub kubernetes: OnceLock<Arc<trellis_kube::Health>>,
 }
 
 impl AdminState {
@@ -90,14 +92,20 @@ async fn proxies(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    let kubernetes = state.kubernetes.get().map(|h| h.readiness());
+    if let Some(Err(waiting)) = &kubernetes {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{waiting}\n")).into_response();
+    }
+    if !state.ready.load(Ordering::Relaxed) {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "no configuration published yet\n",
         )
-            .into_response()
+            .into_response();
+    }
+    match kubernetes {
+        Some(Ok(note)) => (StatusCode::OK, format!("ready\n{note}\n")).into_response(),
+        _ => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 
@@ -175,7 +183,92 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     );
     let _ = writeln!(out, "# TYPE trellis_config_errors gauge");
     let _ = writeln!(out, "trellis_config_errors {errors}");
+    if let Some(health) = state.kubernetes.get() {
+        kubernetes_metrics(&mut out, &health.snapshot());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The Kubernetes provider's series.
+fn kubernetes_metrics(out: &mut String, h: &trellis_kube::HealthSnapshot) {
+    let gauge = |out: &mut String, name: &str, help: &str, value: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    gauge(
+        out,
+        "trellis_kubernetes_connected",
+        "1 while the Kubernetes API server answers.",
+        flag(h.connected),
+    );
+    gauge(
+        out,
+        "trellis_kubernetes_synced",
+        "1 once every watched kind was listed.",
+        flag(h.synced),
+    );
+    gauge(
+        out,
+        "trellis_kubernetes_disconnected_seconds",
+        "How long the API server has been unreachable (0 while it answers).",
+        h.disconnected_seconds.unwrap_or(0.0),
+    );
+    gauge(
+        out,
+        "trellis_leader",
+        "1 while this replica holds the leader Lease and writes status.",
+        flag(h.leader),
+    );
+    counter(
+        out,
+        "trellis_leader_transitions_total",
+        "Times this replica became or stopped being the leader.",
+        h.leader_transitions,
+    );
+    for (name, help, series) in [
+        (
+            "trellis_kubernetes_watch_errors_total",
+            "Watch errors (the watch is retried; the last good configuration stays).",
+            &h.watch_errors,
+        ),
+        (
+            "trellis_kubernetes_relists_total",
+            "Watches restarted from a fresh list (410 Gone, or a watch that could not resume).",
+            &h.relists,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for kind in trellis_kube::kinds::WATCHED {
+            let v = series.get(kind.kind.name()).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}{{kind=\"{}\"}} {v}", kind.kind.name());
+        }
+    }
+    counter(
+        out,
+        "trellis_kubernetes_status_writes_total",
+        "Status subresource writes.",
+        h.status_writes,
+    );
+    counter(
+        out,
+        "trellis_kubernetes_status_write_errors_total",
+        "Status writes that failed (retried with backoff).",
+        h.status_write_errors,
+    );
+    counter(
+        out,
+        "trellis_kubernetes_status_conflicts_total",
+        "Status writes refused because the object changed meanwhile (retried).",
+        h.status_conflicts,
+    );
 }
 
 /// A plain HTTP GET to the admin endpoint, returning the body of a 200 response.

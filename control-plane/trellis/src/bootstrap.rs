@@ -17,9 +17,11 @@ pub struct BootstrapArgs {
     /// The Gateway this proxy serves, as NAMESPACE/NAME.
     #[arg(long)]
     pub gateway: String,
-    /// The control plane's xDS address, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:18000")]
-    pub xds_address: String,
+    /// The control plane's xDS address, HOST:PORT. Several (repeated or comma-separated) make
+    /// one ADS cluster with an endpoint each: the proxy connects to one and fails over to
+    /// another, as it would through a Service in front of control-plane replicas.
+    #[arg(long, default_value = "127.0.0.1:18000", value_delimiter = ',')]
+    pub xds_address: Vec<String>,
     /// Use incremental (Delta) ADS instead of state-of-the-world.
     #[arg(long)]
     pub delta: bool,
@@ -49,21 +51,30 @@ pub fn render(args: &BootstrapArgs) -> anyhow::Result<String> {
     if namespace.is_empty() || name.is_empty() || name.contains('/') {
         bail!("--gateway must be NAMESPACE/NAME, got {:?}", args.gateway);
     }
-    let (host, port) = args.xds_address.rsplit_once(':').with_context(|| {
-        format!(
-            "--xds-address must be HOST:PORT, got {:?}",
-            args.xds_address
-        )
-    })?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("--xds-address port {port:?} is not a port number"))?;
-    let discovery = if host.parse::<IpAddr>().is_ok() {
-        "STATIC"
-    } else {
-        "STRICT_DNS"
-    };
+    if args.xds_address.is_empty() {
+        bail!("--xds-address must name at least one HOST:PORT");
+    }
+    let mut endpoints = String::new();
+    let mut all_ips = true;
+    for address in &args.xds_address {
+        let (host, port) = address
+            .rsplit_once(':')
+            .with_context(|| format!("--xds-address must be HOST:PORT, got {address:?}"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("--xds-address port {port:?} is not a port number"))?;
+        all_ips &= host.parse::<IpAddr>().is_ok();
+        endpoints.push_str(&format!(
+            r#"        - endpoint:
+            address:
+              socket_address:
+                address: "{host}"
+                port_value: {port}
+"#
+        ));
+    }
+    let discovery = if all_ips { "STATIC" } else { "STRICT_DNS" };
     let node_id = match &args.node_id {
         Some(id) => id.clone(),
         None => {
@@ -113,12 +124,7 @@ static_resources:
       cluster_name: trellis-xds
       endpoints:
       - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address:
-                address: "{host}"
-                port_value: {port}
-    typed_extension_protocol_options:
+{endpoints}    typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config:
@@ -146,7 +152,7 @@ mod tests {
     fn args(gateway: &str, xds: &str) -> BootstrapArgs {
         BootstrapArgs {
             gateway: gateway.into(),
-            xds_address: xds.into(),
+            xds_address: vec![xds.into()],
             delta: false,
             node_id: Some("n1".into()),
             admin_address: "127.0.0.1".into(),
@@ -180,5 +186,17 @@ mod tests {
         assert!(e.to_string().contains("NAMESPACE/NAME"));
         let e = render(&args("a/b", "127.0.0.1")).unwrap_err();
         assert!(e.to_string().contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn several_xds_addresses_become_endpoints_of_one_cluster() {
+        let yaml = render(&BootstrapArgs {
+            xds_address: vec!["127.0.0.1:18000".into(), "127.0.0.2:18001".into()],
+            ..args("apps/web", "unused:1")
+        })
+        .unwrap();
+        assert_eq!(yaml.matches("- endpoint:").count(), 2);
+        assert!(yaml.contains("port_value: 18001"));
+        assert!(yaml.contains("type: STATIC"));
     }
 }

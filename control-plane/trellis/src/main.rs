@@ -1,12 +1,15 @@
 //! `trellis`: the Trellis control plane and its tools.
 //!
-//! - `trellis serve` runs the control plane: sources -> translate -> snapshots -> ADS.
+//! - `trellis serve` runs the control plane: sources (a config directory, or the Kubernetes API
+//!   with `--kubernetes`) -> translate -> snapshots -> ADS, and status back.
 //! - `trellis bootstrap` prints the Envoy bootstrap a gateway proxy starts with.
 //! - `trellis status` prints the status the control plane reports.
 //! - `trellis proxy-status` prints each proxy's sync state (SYNCED / STALE / NACKED per type).
 
 mod admin;
 mod bootstrap;
+mod kubernetes;
+mod memory;
 mod modules;
 mod proxy_status;
 mod serve;
@@ -25,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the control plane.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Print an Envoy bootstrap for a proxy serving one Gateway.
     Bootstrap(bootstrap::BootstrapArgs),
     /// Print the status of Gateway API objects as the control plane reports it.
@@ -37,7 +40,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bootstrap(args) => bootstrap::run(&args),
         Command::Status(args) => status::run_command(&args),
         Command::ProxyStatus(args) => proxy_status::run(&args),
@@ -48,5 +51,55 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("trellis").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_takes_exactly_one_source() {
+        assert!(parse(&["serve", "--config-dir", "x"]).is_ok());
+        assert!(parse(&["serve", "--kubernetes"]).is_ok());
+        assert!(
+            parse(&[
+                "serve",
+                "--kubernetes",
+                "--kubeconfig",
+                "kc",
+                "--watch-namespaces",
+                "a,b"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["serve"]).is_err(), "no source");
+        assert!(
+            parse(&["serve", "--config-dir", "x", "--kubernetes"]).is_err(),
+            "two sources"
+        );
+        let checked = |args: &[&str]| match parse(args) {
+            Ok(Cli {
+                command: Command::Serve(a),
+            }) => serve::check_source(&a).is_ok(),
+            _ => false,
+        };
+        assert!(
+            !checked(&["serve", "--config-dir", "x", "--kubeconfig", "kc"]),
+            "--kubeconfig belongs to --kubernetes"
+        );
+        assert!(checked(&["serve", "--kubernetes", "--kubeconfig", "kc"]));
+        let Ok(Cli {
+            command: Command::Serve(args),
+        }) = parse(&["serve", "--kubernetes", "--watch-namespaces", "a,b"])
+        else {
+            panic!("parses")
+        };
+        assert_eq!(args.kube.watch_namespaces, ["a", "b"]);
+        assert_eq!(args.kube.leader_election_lease_seconds, 15);
     }
 }

@@ -1,14 +1,20 @@
 //! `trellis serve`: wires the pipeline together.
 //!
 //! ```text
-//!  file provider ──Load──► control loop ──translate──► SnapshotWriter ──► ADS server ──► Envoy
-//!   (watch, debounce)           │                                            │
-//!                               ├──► status report ──► admin /status, status files
+//!  file provider ─┐
+//!   (watch, debounce)                                                          
+//!                 ├─Load─► control loop ──translate──► SnapshotWriter ──► ADS server ──► Envoy
+//!  Kubernetes ────┘             │                                            │
+//!   provider                    ├──► status report ──► admin /status, status files
+//!   (--kubernetes)              │        └──► (Kubernetes) status writer ──► /status subresources
 //!                               └──────────────────────── SyncRegistry ◄──────┘
 //! ```
+//!
+//! Exactly one source: `--config-dir` or `--kubernetes` (see [`crate::kubernetes`]).
 
 use crate::admin::{self, AdminState};
 use crate::bootstrap::GATEWAY_METADATA_KEY;
+use crate::kubernetes::{KubeArgs, Kubernetes, StatusHooks};
 use crate::modules::ModuleStore;
 use crate::status::{StatusTracker, StatusWriter};
 use anyhow::Context;
@@ -34,9 +40,17 @@ use trellis_xds::{AdsServer, CsdsServer, NodeResolver, SnapshotWriter, snapshot_
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// A directory of Kubernetes YAML (Gateway API objects, Services, EndpointSlices, Secrets,
-    /// Namespaces), watched for changes.
-    #[arg(long, env = "TRELLIS_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    /// Namespaces), watched for changes. Exactly one of this and `--kubernetes`.
+    #[arg(
+        long,
+        env = "TRELLIS_CONFIG_DIR",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub config_dir: Option<PathBuf>,
+    /// The Kubernetes source.
+    #[command(flatten)]
+    pub kube: KubeArgs,
     /// Where the xDS (ADS) gRPC server listens. Port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:18000", env = "TRELLIS_XDS_ADDRESS")]
     pub xds_address: SocketAddr,
@@ -46,7 +60,8 @@ pub struct ServeArgs {
     /// Write each object's status as YAML under this directory.
     #[arg(long, env = "TRELLIS_STATUS_DIR")]
     pub status_dir: Option<PathBuf>,
-    /// Wait this long (milliseconds) after a file change for more changes before applying.
+    /// Wait this long (milliseconds) after a change (a file, an object in the API) for more
+    /// changes before applying.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
     /// Give each Gateway without `spec.addresses` its own address from this range (for
@@ -83,8 +98,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // kube-rs logs every failed request at error level; Trellis reports an unreachable API
+    // server once, with its cause, so those are off unless RUST_LOG names kube_client.
+    let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    if !directives.contains("kube_client") {
+        directives.push_str(",kube_client::client::builder=off");
+    }
+    let filter = tracing_subscriber::EnvFilter::new(directives);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -120,10 +140,25 @@ pub fn resolve_node(node: &Node) -> Result<String, String> {
     }
 }
 
+/// Checks what clap cannot: the Kubernetes flags only go with `--kubernetes`.
+pub fn check_source(args: &ServeArgs) -> anyhow::Result<()> {
+    if !args.kube.kubernetes {
+        if args.kube.kubeconfig.is_some() {
+            anyhow::bail!("--kubeconfig needs --kubernetes");
+        }
+        if !args.kube.watch_namespaces.is_empty() {
+            anyhow::bail!("--watch-namespaces needs --kubernetes");
+        }
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config_dir = args.config_dir.clone();
-    if !config_dir.is_dir() {
-        anyhow::bail!("--config-dir {} is not a directory", config_dir.display());
+    check_source(&args)?;
+    if let Some(dir) = &args.config_dir
+        && !dir.is_dir()
+    {
+        anyhow::bail!("--config-dir {} is not a directory", dir.display());
     }
     let (writer, cache) = snapshot_cache();
     let state = Arc::new(AdminState::default());
@@ -138,7 +173,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for admin on {}", args.admin_address))?;
     let xds_bound = xds_listener.local_addr()?;
     let admin_bound = admin_listener.local_addr()?;
-    info!(xds = %xds_bound, admin = %admin_bound, config_dir = %config_dir.display(), "trellis serving");
+    let source = match &args.config_dir {
+        Some(dir) => dir.display().to_string(),
+        None => "kubernetes".to_string(),
+    };
+    info!(xds = %xds_bound, admin = %admin_bound, source = %source, "trellis serving");
     if let Some(path) = &args.address_file {
         let text = format!("xds={xds_bound}\nadmin={admin_bound}\n");
         let tmp = path.with_extension("tmp");
@@ -176,8 +215,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
 
-    let loads = trellis_sources::watch(config_dir, Duration::from_millis(args.debounce_ms))
-        .context("cannot watch the config directory")?;
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let kube = match (&args.config_dir, args.kube.kubernetes) {
+        (_, true) => {
+            let kube = Kubernetes::start(&args.kube).await?;
+            let _ = state.kubernetes.set(kube.health.clone());
+            Some(kube)
+        }
+        (Some(_), false) => None,
+        (None, false) => anyhow::bail!("give --config-dir or --kubernetes"),
+    };
+    let file_loads = match (&args.config_dir, &kube) {
+        (Some(dir), None) => Some(
+            trellis_sources::watch(dir.clone(), debounce)
+                .context("cannot watch the config directory")?,
+        ),
+        _ => None,
+    };
 
     let xds_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -185,22 +239,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .add_service(CsdsServer::new(state.registry.clone()).into_service())
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener));
     let admin_server = axum::serve(admin_listener, admin::router(state.clone()));
-    let control = control_loop(
-        loads,
-        writer,
-        state.clone(),
-        args.status_dir.clone(),
-        args.gateway_address_pool,
-        modules,
-    );
+    let control = async {
+        // The file provider has its first load already; the Kubernetes provider waits for its
+        // initial sync (the xDS and admin servers answer meanwhile; /readyz says why not ready).
+        let (loads, hooks) = match (file_loads, &kube) {
+            (Some(loads), _) => (loads, None),
+            (None, Some(kube)) => (kube.loads(debounce).await, Some(kube.hooks())),
+            (None, None) => return,
+        };
+        control_loop(
+            loads,
+            writer,
+            state.clone(),
+            args.status_dir.clone(),
+            args.gateway_address_pool,
+            hooks,
+            modules,
+        )
+        .await;
+    };
 
-    tokio::select! {
-        r = xds_server => r.context("xDS server failed")?,
-        r = async { admin_server.await } => r.context("admin server failed")?,
-        () = control => {}
-        () = shutdown_signal() => info!("shutting down"),
+    let result = tokio::select! {
+        r = xds_server => r.context("xDS server failed"),
+        r = async { admin_server.await } => r.context("admin server failed"),
+        () = control => Ok(()),
+        () = shutdown_signal() => {
+            info!("shutting down");
+            Ok(())
+        }
+    };
+    if let Some(kube) = kube {
+        kube.shutdown().await;
     }
-    Ok(())
+    result
 }
 
 async fn shutdown_signal() {
@@ -282,12 +353,15 @@ async fn control_loop(
     state: Arc<AdminState>,
     status_dir: Option<PathBuf>,
     pool: Option<IpNet>,
+    hooks: Option<StatusHooks>,
     mut modules: Modules,
 ) {
+    let mut peer_changes = hooks.as_ref().map(StatusHooks::peer_changes);
     let mut status = StatusPublisher {
         tracker: StatusTracker::default(),
         writer: status_dir.map(StatusWriter::new),
         state: state.clone(),
+        hooks,
     };
     let mut pool = pool.map(|pool| AddressPool {
         pool,
@@ -297,6 +371,7 @@ async fn control_loop(
     let mut resources = trellis_translate::xds::ResourceCache::default();
     // The last valid spec of every policy: an invalid change leaves the previous one in force.
     let mut last_good = LastGood::default();
+    let trimmer = crate::memory::Trimmer::spawn();
     loop {
         let load = loads.borrow_and_update().clone();
         modules.options.modules = modules.store.resolve(&load.input).await;
@@ -337,6 +412,7 @@ async fn control_loop(
             count,
         };
         status.publish(&published);
+        trimmer.changed();
         // Until the next configuration: follow the proxies' progress (debounced).
         loop {
             tokio::select! {
@@ -362,8 +438,28 @@ async fn control_loop(
                         break;
                     }
                 }
+                changed = peer_changed(&mut peer_changes) => {
+                    if changed {
+                        tokio::time::sleep(SYNC_STATUS_DEBOUNCE).await;
+                        status.publish(&published);
+                    } else {
+                        peer_changes = None;
+                    }
+                }
             }
         }
+    }
+}
+
+/// Waits for the other replicas' proxy reports to change; false when they never will again.
+async fn peer_changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) -> bool {
+    match changes {
+        Some(rx) => {
+            let changed = rx.changed().await.is_ok();
+            rx.borrow_and_update();
+            changed
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -385,17 +481,28 @@ struct StatusPublisher {
     tracker: StatusTracker,
     writer: Option<StatusWriter>,
     state: Arc<AdminState>,
+    /// With `--kubernetes`: proxy reports shared between replicas, status to write back.
+    hooks: Option<StatusHooks>,
 }
 
 impl StatusPublisher {
     fn publish(&mut self, p: &Published) {
         let mut status = p.translation.status.clone();
+        let peers = self.hooks.as_ref().map(StatusHooks::peers);
+        let mut local = trellis_kube::replicas::SyncSummary::new();
         for (key, gw) in status.gateways.iter_mut() {
             let proxy = proxy_key(key);
             let Some(version) = p.versions.get(&proxy) else {
                 continue;
             };
-            let sync = self.state.registry.key_state(&proxy, version);
+            let mut sync = self.state.registry.key_state(&proxy, version);
+            if let Some(peers) = &peers {
+                let gateway = key.to_string();
+                if sync.connected > 0 {
+                    local.insert(gateway.clone(), crate::kubernetes::summary_of(&sync));
+                }
+                sync = crate::kubernetes::with_peers(sync, peers.get(&gateway));
+            }
             apply_proxy_sync(gw, &sync);
         }
         let now = trellis_model::core::Time(now_timestamp());
@@ -406,6 +513,10 @@ impl StatusPublisher {
             && let Err(e) = w.write(&report)
         {
             error!("cannot write status files: {e:#}");
+        }
+        if let Some(hooks) = &self.hooks {
+            hooks.publish_local(local);
+            hooks.publish_desired(&report);
         }
         self.state.set_report(report);
     }

@@ -1,0 +1,219 @@
+//! What the provider reads and writes in the API, in one table: the watched kinds with their
+//! API group, version and plural, the kinds whose status Trellis writes, and the permissions
+//! all of that takes. The RBAC manifests under `deploy/` are checked against
+//! [`required_permissions`] by a test, so they grant exactly what this module names.
+//!
+//! ```text
+//!  WATCHED ──► one watcher per kind (per namespace with --watch-namespaces): list, watch
+//!  STATUS_KINDS ──► merge patches on <plural>/status: patch
+//!  Leases (leader election, replica liveness) ──► get, list, watch, create, update
+//! ```
+
+use kube::core::ApiResource;
+use trellis_model::Kind;
+
+/// One kind the provider watches, and where it is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchedKind {
+    /// The model kind objects of this resource become.
+    pub kind: Kind,
+    /// API group (`""` for core).
+    pub group: &'static str,
+    /// The version read. ReferenceGrant is read as `v1beta1`, which every Gateway API release
+    /// since v0.6 serves (v1.6 serves `v1` too, but stores `v1beta1`).
+    pub version: &'static str,
+    /// Plural resource name.
+    pub plural: &'static str,
+    /// Whether objects live in namespaces.
+    pub namespaced: bool,
+}
+
+impl WatchedKind {
+    /// `apiVersion` of the objects read.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The kube-rs dynamic resource description.
+    pub fn api_resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.to_string(),
+            version: self.version.to_string(),
+            api_version: self.api_version(),
+            kind: self.kind.name().to_string(),
+            plural: self.plural.to_string(),
+        }
+    }
+
+    /// The watched kind for a model kind, if the provider reads it.
+    pub fn of(kind: Kind) -> Option<&'static WatchedKind> {
+        WATCHED.iter().find(|w| w.kind == kind)
+    }
+}
+
+const GATEWAY_API: &str = trellis_model::gateway::GROUP;
+
+/// Every kind the provider watches. ConfigMaps are not read: nothing Trellis translates uses
+/// them yet, and every kind read is a permission granted.
+pub const WATCHED: [WatchedKind; 8] = [
+    WatchedKind {
+        kind: Kind::GatewayClass,
+        group: GATEWAY_API,
+        version: "v1",
+        plural: "gatewayclasses",
+        namespaced: false,
+    },
+    WatchedKind {
+        kind: Kind::Gateway,
+        group: GATEWAY_API,
+        version: "v1",
+        plural: "gateways",
+        namespaced: true,
+    },
+    WatchedKind {
+        kind: Kind::HttpRoute,
+        group: GATEWAY_API,
+        version: "v1",
+        plural: "httproutes",
+        namespaced: true,
+    },
+    WatchedKind {
+        kind: Kind::ReferenceGrant,
+        group: GATEWAY_API,
+        version: "v1beta1",
+        plural: "referencegrants",
+        namespaced: true,
+    },
+    WatchedKind {
+        kind: Kind::Service,
+        group: "",
+        version: "v1",
+        plural: "services",
+        namespaced: true,
+    },
+    WatchedKind {
+        kind: Kind::EndpointSlice,
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        namespaced: true,
+    },
+    WatchedKind {
+        kind: Kind::Secret,
+        group: "",
+        version: "v1",
+        plural: "secrets",
+        namespaced: true,
+    },
+    WatchedKind {
+        kind: Kind::Namespace,
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        namespaced: false,
+    },
+];
+
+/// Kinds whose `/status` Trellis writes (GatewayClasses only when they name Trellis's
+/// controller; HTTPRoutes only in the `parents` entries carrying Trellis's controller name).
+pub const STATUS_KINDS: [Kind; 3] = [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute];
+
+/// The `coordination.k8s.io` group of Leases.
+pub const LEASE_GROUP: &str = "coordination.k8s.io";
+
+/// Where a permission is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// Across the cluster (a ClusterRole), or in each watched namespace with
+    /// `--watch-namespaces`.
+    Cluster,
+    /// Only in the namespace of the leader-election Lease (a Role there).
+    LeaseNamespace,
+}
+
+/// One permission the code uses: a verb on a resource of a group.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Permission {
+    /// Where it is needed.
+    pub scope: Scope,
+    /// API group (`""` for core).
+    pub group: String,
+    /// Resource, with `/status` for the subresource.
+    pub resource: String,
+    /// The verb.
+    pub verb: String,
+}
+
+/// Every permission the provider, the status writer and leader election use, sorted. The
+/// deploy manifests must grant these and nothing else.
+pub fn required_permissions() -> Vec<Permission> {
+    let p = |scope, group: &str, resource: &str, verb: &str| Permission {
+        scope,
+        group: group.to_string(),
+        resource: resource.to_string(),
+        verb: verb.to_string(),
+    };
+    let mut out = Vec::new();
+    for w in &WATCHED {
+        // The watcher lists, then watches; it never GETs single objects.
+        for verb in ["list", "watch"] {
+            out.push(p(Scope::Cluster, w.group, w.plural, verb));
+        }
+    }
+    for kind in STATUS_KINDS {
+        if let Some(w) = WatchedKind::of(kind) {
+            // Merge patches with a resourceVersion precondition; no GET, no PUT.
+            out.push(p(
+                Scope::Cluster,
+                w.group,
+                &format!("{}/status", w.plural),
+                "patch",
+            ));
+        }
+    }
+    // The election Lease: read, created once, renewed or taken over by update. Replica
+    // Leases: the same, plus list/watch to see the other replicas.
+    for verb in ["get", "list", "watch", "create", "update"] {
+        out.push(p(Scope::LeaseNamespace, LEASE_GROUP, "leases", verb));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_watched_kind_is_a_model_kind_with_matching_scope() {
+        for w in &WATCHED {
+            assert_eq!(w.namespaced, w.kind.namespaced(), "{:?}", w.kind);
+            assert!(w.kind.accepts_api_version(&w.api_version()), "{:?}", w.kind);
+            assert_eq!(w.plural, w.kind.plural());
+        }
+    }
+
+    #[test]
+    fn permissions_cover_watching_status_and_leases_only() {
+        let perms = required_permissions();
+        assert!(perms.iter().all(|p| p.verb != "delete" && p.verb != "*"));
+        assert!(
+            perms
+                .iter()
+                .filter(|p| p.resource.ends_with("/status"))
+                .all(|p| p.verb == "patch")
+        );
+        assert_eq!(
+            perms
+                .iter()
+                .filter(|p| p.scope == Scope::LeaseNamespace)
+                .count(),
+            5
+        );
+    }
+}

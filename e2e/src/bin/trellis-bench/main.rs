@@ -1,0 +1,43 @@
+//! `trellis-bench`: the control plane's scale benchmarks. Each prints its figures next to its
+//! target; none is a pass/fail test. See `docs/benchmarks.md`.
+//!
+//! ```text
+//! cargo run --release -p trellis-e2e --bin trellis-bench -- route-scale
+//! cargo run --release -p trellis-e2e --bin trellis-bench -- fanout
+//! cargo run --release -p trellis-e2e --bin trellis-bench -- memory
+//! ```
+
+mod fanout;
+mod memory;
+mod procfs;
+mod route_scale;
+mod scenario;
+
+use clap::{Parser, Subcommand};
+
+/// Trellis scale benchmarks.
+#[derive(Debug, Parser)]
+#[command(name = "trellis-bench", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// N HTTPRoutes written at once: time until all answer 200 through a real Envoy.
+    RouteScale(route_scale::Args),
+    /// Thousands of simulated proxies; one EndpointSlice change: convergence p50/p99, bytes
+    /// per push, control plane CPU and memory per proxy.
+    Fanout(fanout::Args),
+    /// Control plane RSS at a small, a large and the small configuration again.
+    Memory(memory::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::RouteScale(args) => route_scale::run(args),
+        Command::Fanout(args) => fanout::run(args),
+        Command::Memory(args) => memory::run(args),
+    }
+}
