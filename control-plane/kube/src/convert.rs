@@ -77,6 +77,9 @@ pub fn convert(watched: &WatchedKind, object: &DynamicObject) -> Result<Object, 
         Kind::Secret => Object::Secret(typed(value)?),
         Kind::ConfigMap => Object::ConfigMap(typed(value)?),
         Kind::Namespace => Object::Namespace(typed(value)?),
+        Kind::AuthorizationPolicy => Object::AuthorizationPolicy(typed(value)?),
+        Kind::RateLimitPolicy => Object::RateLimitPolicy(typed(value)?),
+        Kind::WasmFilter => Object::WasmFilter(typed(value)?),
     })
 }
 

@@ -3,6 +3,7 @@
 
 use crate::core::{ConfigMap, EndpointSlice, Namespace, ObjectMeta, Secret, Service};
 use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::policy::{AuthorizationPolicy, RateLimitPolicy, WasmFilter};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -77,11 +78,17 @@ pub enum Kind {
     ConfigMap,
     /// `v1` Namespace (cluster-scoped).
     Namespace,
+    /// `policy.trellis.dev/v1alpha1` AuthorizationPolicy.
+    AuthorizationPolicy,
+    /// `policy.trellis.dev/v1alpha1` RateLimitPolicy.
+    RateLimitPolicy,
+    /// `policy.trellis.dev/v1alpha1` WasmFilter.
+    WasmFilter,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 12] = [
         Kind::GatewayClass,
         Kind::Gateway,
         Kind::HttpRoute,
@@ -91,6 +98,9 @@ impl Kind {
         Kind::Secret,
         Kind::ConfigMap,
         Kind::Namespace,
+        Kind::AuthorizationPolicy,
+        Kind::RateLimitPolicy,
+        Kind::WasmFilter,
     ];
 
     /// The `kind` field value.
@@ -105,6 +115,9 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
             Kind::Namespace => "Namespace",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RateLimitPolicy => "RateLimitPolicy",
+            Kind::WasmFilter => "WasmFilter",
         }
     }
 
@@ -115,6 +128,9 @@ impl Kind {
                 crate::gateway::GROUP
             }
             Kind::EndpointSlice => "discovery.k8s.io",
+            Kind::AuthorizationPolicy | Kind::RateLimitPolicy | Kind::WasmFilter => {
+                crate::policy::GROUP
+            }
             Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "",
         }
     }
@@ -126,6 +142,9 @@ impl Kind {
                 "gateway.networking.k8s.io/v1"
             }
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::AuthorizationPolicy | Kind::RateLimitPolicy | Kind::WasmFilter => {
+                crate::policy::API_VERSION
+            }
             Kind::Service | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "v1",
         }
     }
@@ -167,6 +186,9 @@ impl Kind {
             Kind::Secret => "secrets",
             Kind::ConfigMap => "configmaps",
             Kind::Namespace => "namespaces",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
+            Kind::RateLimitPolicy => "ratelimitpolicies",
+            Kind::WasmFilter => "wasmfilters",
         }
     }
 }
@@ -192,6 +214,9 @@ pub enum Object {
     Secret(Arc<Secret>),
     ConfigMap(Arc<ConfigMap>),
     Namespace(Arc<Namespace>),
+    AuthorizationPolicy(Arc<AuthorizationPolicy>),
+    RateLimitPolicy(Arc<RateLimitPolicy>),
+    WasmFilter(Arc<WasmFilter>),
 }
 
 impl Object {
@@ -207,6 +232,9 @@ impl Object {
             Object::Secret(_) => Kind::Secret,
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Namespace(_) => Kind::Namespace,
+            Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Object::RateLimitPolicy(_) => Kind::RateLimitPolicy,
+            Object::WasmFilter(_) => Kind::WasmFilter,
         }
     }
 
@@ -222,6 +250,9 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::RateLimitPolicy(o) => &o.metadata,
+            Object::WasmFilter(o) => &o.metadata,
         }
     }
 
@@ -237,6 +268,9 @@ impl Object {
             Object::Secret(o) => &mut Arc::make_mut(o).metadata,
             Object::ConfigMap(o) => &mut Arc::make_mut(o).metadata,
             Object::Namespace(o) => &mut Arc::make_mut(o).metadata,
+            Object::AuthorizationPolicy(o) => &mut Arc::make_mut(o).metadata,
+            Object::RateLimitPolicy(o) => &mut Arc::make_mut(o).metadata,
+            Object::WasmFilter(o) => &mut Arc::make_mut(o).metadata,
         }
     }
 
@@ -247,6 +281,9 @@ impl Object {
             Object::Gateway(o) => serde_json::to_vec(&o.spec),
             Object::HttpRoute(o) => serde_json::to_vec(&o.spec),
             Object::ReferenceGrant(o) => serde_json::to_vec(&o.spec),
+            Object::AuthorizationPolicy(o) => serde_json::to_vec(&o.spec),
+            Object::RateLimitPolicy(o) => serde_json::to_vec(&o.spec),
+            Object::WasmFilter(o) => serde_json::to_vec(&o.spec),
             _ => return Vec::new(),
         };
         spec.unwrap_or_default()
@@ -285,6 +322,12 @@ pub struct InputSet {
     pub config_maps: Objects<ConfigMap>,
     /// Namespaces (cluster-scoped).
     pub namespaces: Objects<Namespace>,
+    /// AuthorizationPolicies.
+    pub authorization_policies: Objects<AuthorizationPolicy>,
+    /// RateLimitPolicies.
+    pub rate_limit_policies: Objects<RateLimitPolicy>,
+    /// WasmFilters.
+    pub wasm_filters: Objects<WasmFilter>,
 }
 
 impl InputSet {
@@ -310,6 +353,15 @@ impl InputSet {
             Object::Secret(o) => self.secrets.insert(key, o).map(Object::Secret),
             Object::ConfigMap(o) => self.config_maps.insert(key, o).map(Object::ConfigMap),
             Object::Namespace(o) => self.namespaces.insert(key, o).map(Object::Namespace),
+            Object::AuthorizationPolicy(o) => self
+                .authorization_policies
+                .insert(key, o)
+                .map(Object::AuthorizationPolicy),
+            Object::RateLimitPolicy(o) => self
+                .rate_limit_policies
+                .insert(key, o)
+                .map(Object::RateLimitPolicy),
+            Object::WasmFilter(o) => self.wasm_filters.insert(key, o).map(Object::WasmFilter),
         }
     }
 
@@ -325,6 +377,9 @@ impl InputSet {
             Kind::Secret => self.secrets.remove(key).is_some(),
             Kind::ConfigMap => self.config_maps.remove(key).is_some(),
             Kind::Namespace => self.namespaces.remove(key).is_some(),
+            Kind::AuthorizationPolicy => self.authorization_policies.remove(key).is_some(),
+            Kind::RateLimitPolicy => self.rate_limit_policies.remove(key).is_some(),
+            Kind::WasmFilter => self.wasm_filters.remove(key).is_some(),
         }
     }
 
@@ -340,6 +395,9 @@ impl InputSet {
             Kind::Secret => self.secrets.contains_key(key),
             Kind::ConfigMap => self.config_maps.contains_key(key),
             Kind::Namespace => self.namespaces.contains_key(key),
+            Kind::AuthorizationPolicy => self.authorization_policies.contains_key(key),
+            Kind::RateLimitPolicy => self.rate_limit_policies.contains_key(key),
+            Kind::WasmFilter => self.wasm_filters.contains_key(key),
         }
     }
 
@@ -354,6 +412,9 @@ impl InputSet {
             + self.secrets.len()
             + self.config_maps.len()
             + self.namespaces.len()
+            + self.authorization_policies.len()
+            + self.rate_limit_policies.len()
+            + self.wasm_filters.len()
     }
 
     /// Whether the set holds no object.

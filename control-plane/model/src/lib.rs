@@ -9,10 +9,12 @@
 //! ```
 //!
 //! Gateway API kinds are Trellis's own serde types ([`gateway`]); core kinds (Service,
-//! EndpointSlice, Secret, Namespace, ConfigMap) are `k8s-openapi`'s.
+//! EndpointSlice, Secret, Namespace, ConfigMap) are `k8s-openapi`'s. Trellis's own policy kinds
+//! (`policy.trellis.dev`) are in [`policy`].
 
 pub mod gateway;
 mod input;
+pub mod policy;
 
 pub use input::{InputSet, Kind, Object, ObjectKey, Objects};
 

@@ -326,6 +326,9 @@ fn typed(
         Kind::Secret => Object::Secret(Arc::new(from_str(doc, f)?)),
         Kind::ConfigMap => Object::ConfigMap(Arc::new(from_str(doc, f)?)),
         Kind::Namespace => Object::Namespace(Arc::new(from_str(doc, f)?)),
+        Kind::AuthorizationPolicy => Object::AuthorizationPolicy(Arc::new(from_str(doc, f)?)),
+        Kind::RateLimitPolicy => Object::RateLimitPolicy(Arc::new(from_str(doc, f)?)),
+        Kind::WasmFilter => Object::WasmFilter(Arc::new(from_str(doc, f)?)),
     })
 }
 

@@ -507,6 +507,7 @@ pub(crate) fn finish(
                     server_names: Vec::new(),
                     certificates: Vec::new(),
                     virtual_hosts: hosts.into_iter().map(|(_, vh)| vh).collect(),
+                    http_filters: Vec::new(),
                 }]
             };
             proxy.listeners.push(ListenerIr {
@@ -673,6 +674,7 @@ fn virtual_hosts(
                 domain: domain.clone().unwrap_or_else(|| "*".to_string()),
                 listener: listeners[*owner_index].spec.name.clone(),
                 routes,
+                enabled_filters: Vec::new(),
             },
         ));
     }
@@ -734,7 +736,9 @@ fn https_chains(
                             body: "misdirected request: this host is served by another listener"
                                 .to_string(),
                         },
+                        enabled_filters: Vec::new(),
                     }],
+                    enabled_filters: Vec::new(),
                 },
             ));
         }
@@ -749,6 +753,7 @@ fn https_chains(
             server_names: l.spec.hostname.iter().cloned().collect(),
             certificates: l.certificates.iter().map(|c| c.name.clone()).collect(),
             virtual_hosts: own.into_iter().map(|(_, vh)| vh).collect(),
+            http_filters: Vec::new(),
         });
     }
     chains

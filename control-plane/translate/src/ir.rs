@@ -7,6 +7,7 @@
 //!  └─ ProxyIr (one per Gateway: the proxies serving it share it)
 //!     ├─ ListenerIr (one per address:port)
 //!     │  └─ FilterChainIr (HTTP: one; HTTPS: one per Gateway listener, chosen by SNI)
+//!     │     ├─ WasmFilterIr (policy filter, WasmFilters; before the router)
 //!     │     └─ VirtualHostIr (one per hostname) ─ RouteIr (in precedence order)
 //!     ├─ ClusterIr (one per Service port the routes use) ─ endpoints
 //!     └─ SecretIr (certificates of HTTPS listeners)
@@ -37,6 +38,10 @@ pub struct ProxyIr {
     pub clusters: BTreeMap<String, ClusterIr>,
     /// Certificates HTTPS listeners present, by name.
     pub secrets: BTreeMap<String, SecretIr>,
+    /// Where the proxies fetch Wasm modules (the control plane's module server), when a
+    /// filter chain runs one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_server: Option<EndpointIr>,
 }
 
 /// A certificate and its private key.
@@ -78,6 +83,32 @@ pub struct FilterChainIr {
     pub certificates: Vec<String>,
     /// Virtual hosts, most specific hostname first.
     pub virtual_hosts: Vec<VirtualHostIr>,
+    /// Wasm HTTP filters, in order, before the router.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http_filters: Vec<WasmFilterIr>,
+}
+
+/// A proxy-wasm HTTP filter: a verified module (fetched from the control plane by its digest)
+/// and its configuration.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WasmFilterIr {
+    /// The HTTP filter's name: `trellis.policy` or `wasmfilter/<ns>/<name>`.
+    pub name: String,
+    /// Hex SHA-256 of the module.
+    pub sha256: String,
+    /// The VM id: plugins with the same id and module share a VM and its shared data.
+    pub vm_id: String,
+    /// The plugin configuration, handed to the module as JSON.
+    pub configuration: serde_json::Value,
+    /// Whether requests skip the filter when its VM fails (else they get 503).
+    pub fail_open: bool,
+    /// Off unless a virtual host or route enables it (filters attached to some routes only).
+    #[serde(skip_serializing_if = "is_false")]
+    pub disabled: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One virtual host: the routes for requests whose Host matches `domain`.
@@ -89,6 +120,9 @@ pub struct VirtualHostIr {
     pub listener: String,
     /// Routes in precedence order; the first match wins.
     pub routes: Vec<RouteIr>,
+    /// Filters disabled by default in the chain that run for this virtual host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub enabled_filters: Vec<String>,
 }
 
 /// One match of one rule, with what to do for requests it matches.
@@ -107,6 +141,9 @@ pub struct RouteIr {
     pub response_headers: HeaderModIr,
     /// What to do.
     pub action: ActionIr,
+    /// Filters disabled by default in the chain that run for this route.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub enabled_filters: Vec<String>,
 }
 
 /// Request conditions.

@@ -1,7 +1,7 @@
 //! Pure translation: Gateway API inputs to an IR with status, and the IR to Envoy resources.
 //!
 //! ```text
-//!  InputSet ──translate()──► Translation { ir: Ir, status: StatusSet }
+//!  InputSet ──translate()──► Translation { ir: Ir, status: StatusSet, last_good }
 //!                                          │
 //!                          xds::snapshots()▼
 //!                    { "gateway/<ns>/<name>" -> Snapshot }
@@ -17,6 +17,7 @@ mod gateway;
 pub mod hostname;
 pub mod ir;
 mod pem;
+pub mod policy;
 mod route;
 pub mod status;
 pub mod xds;
@@ -33,6 +34,10 @@ pub struct Options {
     /// Addresses assigned to Gateways that do not request one in `spec.addresses` (the file
     /// provider's address pool, or a cloud load balancer's address).
     pub assigned_addresses: BTreeMap<ObjectKey, String>,
+    /// The Wasm modules the control plane holds and serves.
+    pub modules: policy::ModuleOptions,
+    /// The last valid spec of every policy object, from the previous translation.
+    pub last_good: policy::LastGood,
 }
 
 /// The result of translating one input set.
@@ -42,6 +47,9 @@ pub struct Translation {
     pub ir: ir::Ir,
     /// Status of every object Trellis manages.
     pub status: StatusSet,
+    /// The last valid spec of every policy object, for the next translation's
+    /// [`Options::last_good`].
+    pub last_good: policy::LastGood,
 }
 
 /// The snapshot key of the proxies serving a Gateway: `gateway/<ns>/<name>`.
@@ -58,7 +66,18 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
     route::http_routes(input, &backends, &mut gateways, &mut status);
     let mut ir = gateway::finish(gateways, &mut status);
     ir.spare_clusters = spare_clusters(input, &backends);
-    Translation { ir, status }
+    let last_good = policy::attach(
+        input,
+        &options.modules,
+        &options.last_good,
+        &mut ir,
+        &mut status,
+    );
+    Translation {
+        ir,
+        status,
+        last_good,
+    }
 }
 
 /// A cluster for every port of every Service (those that resolve).

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use trellis_model::ObjectKey;
 use trellis_model::gateway::{GatewayClassStatus, GatewayStatus, RouteStatus};
+use trellis_model::policy::PolicyStatus;
 
 /// Status of every managed object, by key. Objects Trellis does not manage (another
 /// controller's GatewayClass, Gateways of such classes, routes not attached to Trellis
@@ -16,4 +17,13 @@ pub struct StatusSet {
     pub gateways: BTreeMap<ObjectKey, GatewayStatus>,
     /// HTTPRoutes with at least one parentRef to such a Gateway.
     pub http_routes: BTreeMap<ObjectKey, RouteStatus>,
+    /// Every AuthorizationPolicy (policies are Trellis's own kinds).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorization_policies: BTreeMap<ObjectKey, PolicyStatus>,
+    /// Every RateLimitPolicy.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limit_policies: BTreeMap<ObjectKey, PolicyStatus>,
+    /// Every WasmFilter.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub wasm_filters: BTreeMap<ObjectKey, PolicyStatus>,
 }

@@ -7,16 +7,20 @@
 //! traffic to as dependencies, so the xDS server delivers clusters and endpoints first.
 
 use crate::ir::{
-    ActionIr, BackendIr, ClusterIr, FilterChainIr, ForwardIr, HeaderModIr, Ir, ListenerIr, MatchIr,
-    PathMatchIr, PathRewriteIr, ProxyIr, RedirectIr, RouteIr, SecretIr, UpstreamProtocol,
-    ValueMatchIr,
+    ActionIr, BackendIr, ClusterIr, EndpointIr, FilterChainIr, ForwardIr, HeaderModIr, Ir,
+    ListenerIr, MatchIr, PathMatchIr, PathRewriteIr, ProxyIr, RedirectIr, RouteIr, SecretIr,
+    UpstreamProtocol, ValueMatchIr, WasmFilterIr,
 };
+use crate::policy::MODULE_CLUSTER;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, HeaderValue,
     HeaderValueOption, Http1ProtocolOptions, Http2ProtocolOptions, SocketAddress, address,
     config_source, data_source, header_value_option, socket_address,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    AsyncDataSource, BackoffStrategy, HttpUri, RemoteDataSource, async_data_source, http_uri,
 };
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -26,6 +30,7 @@ use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener
 use envoy_types::pb::envoy::config::listener::v3::{
     FilterChainMatch, ListenerFilter, listener_filter,
 };
+use envoy_types::pb::envoy::config::route::v3::FilterConfig;
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
     RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster, header_matcher,
@@ -33,6 +38,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     weighted_cluster,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
@@ -43,10 +49,14 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
+use envoy_types::pb::envoy::extensions::wasm::v3::{
+    FailurePolicy, PluginConfig, VmConfig, plugin_config,
+};
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent};
+use envoy_types::pb::google::protobuf::{Any, StringValue};
 use envoy_types::pb::google::protobuf::{Duration, UInt32Value};
 use envoy_types::util::pack_any;
 use std::collections::{BTreeMap, HashMap};
@@ -193,14 +203,138 @@ fn resources_with(proxy: &ProxyIr, round: &mut CacheRound<'_>) -> Vec<Arc<Resour
     for s in proxy.secrets.values() {
         out.push(round.secret(s));
     }
+    let mut modules = false;
     for l in &proxy.listeners {
-        out.push(Resource::new(&l.name, &listener(l)));
+        let wasm = l.chains.iter().any(|c| !c.http_filters.is_empty());
+        let dependencies = if wasm {
+            vec![Dependency {
+                resource_type: ResourceType::Cluster,
+                name: MODULE_CLUSTER.to_string(),
+            }]
+        } else {
+            Vec::new()
+        };
+        modules |= wasm;
+        let server = proxy.module_server.as_ref();
+        out.push(Resource::with_dependencies(
+            &l.name,
+            &listener(l, server),
+            dependencies,
+        ));
         for chain in &l.chains {
             let dependencies = route_dependencies(chain, proxy);
             out.push(round.route(chain, dependencies));
         }
     }
+    if modules && let Some(server) = &proxy.module_server {
+        out.push(Resource::new(MODULE_CLUSTER, &module_cluster(server)));
+    }
     out
+}
+
+/// The static cluster of the control plane's module server, from which proxies fetch Wasm
+/// modules (`GET /wasm/<sha256>`).
+pub fn module_cluster(server: &EndpointIr) -> Cluster {
+    Cluster {
+        name: MODULE_CLUSTER.to_string(),
+        alt_stat_name: MODULE_CLUSTER.replace('/', "_"),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(duration_ms(5_000)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: MODULE_CLUSTER.to_string(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket(&server.address, server.port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// An `envoy.filters.http.wasm` filter running a module fetched from the control plane by its
+/// digest (Envoy checks the digest again), on the V8 runtime.
+pub fn wasm_filter(f: &WasmFilterIr, server: Option<&EndpointIr>) -> HttpFilter {
+    let uri = match server {
+        Some(s) => format!("http://{}:{}/wasm/{}", s.address, s.port, f.sha256),
+        None => format!("http://module-server.invalid/wasm/{}", f.sha256),
+    };
+    let configuration = match &f.configuration {
+        serde_json::Value::Null => String::new(),
+        v => v.to_string(),
+    };
+    let plugin = PluginConfig {
+        name: f.name.clone(),
+        configuration: Some(pack_any(StringValue {
+            value: configuration,
+        })),
+        failure_policy: if f.fail_open {
+            FailurePolicy::FailOpen
+        } else {
+            FailurePolicy::FailClosed
+        } as i32,
+        vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+            vm_id: f.vm_id.clone(),
+            runtime: "envoy.wasm.runtime.v8".to_string(),
+            code: Some(AsyncDataSource {
+                specifier: Some(async_data_source::Specifier::Remote(RemoteDataSource {
+                    http_uri: Some(HttpUri {
+                        uri,
+                        timeout: Some(duration_ms(10_000)),
+                        http_upstream_type: Some(http_uri::HttpUpstreamType::Cluster(
+                            MODULE_CLUSTER.to_string(),
+                        )),
+                    }),
+                    sha256: f.sha256.clone(),
+                    retry_policy: Some(envoy_types::pb::envoy::config::core::v3::RetryPolicy {
+                        retry_back_off: Some(BackoffStrategy {
+                            base_interval: Some(duration_ms(200)),
+                            max_interval: Some(duration_ms(2_000)),
+                        }),
+                        num_retries: Some(UInt32Value { value: 10 }),
+                        ..Default::default()
+                    }),
+                })),
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    HttpFilter {
+        name: f.name.clone(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(Wasm {
+            config: Some(plugin),
+        }))),
+        disabled: f.disabled,
+        ..Default::default()
+    }
+}
+
+/// `typed_per_filter_config` enabling filters that are off by default in the chain.
+fn enable_filters(names: &[String]) -> HashMap<String, Any> {
+    names
+        .iter()
+        .map(|name| {
+            (
+                name.clone(),
+                // An empty `config` (present, no type) enables the filter with its chain-level
+                // configuration; an absent one is an error for Envoy.
+                pack_any(FilterConfig {
+                    config: Some(Any::default()),
+                    disabled: false,
+                    ..Default::default()
+                }),
+            )
+        })
+        .collect()
 }
 
 /// A certificate and key for SDS.
@@ -254,7 +388,7 @@ fn socket(address: &str, port: u16) -> Address {
 /// The Envoy listener: a filter chain per [`FilterChainIr`], each an HTTP connection manager
 /// reading its routes by RDS; HTTPS chains terminate TLS with certificates from SDS and are
 /// selected by SNI.
-pub fn listener(l: &ListenerIr) -> Listener {
+pub fn listener(l: &ListenerIr, module_server: Option<&EndpointIr>) -> Listener {
     let tls = l.chains.iter().any(|c| !c.certificates.is_empty());
     let filter_chains = l
         .chains
@@ -267,7 +401,7 @@ pub fn listener(l: &ListenerIr) -> Listener {
             filters: vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".to_string(),
                 config_type: Some(filter::ConfigType::TypedConfig(pack_any(
-                    http_connection_manager(&l.name, chain),
+                    http_connection_manager(&l.name, chain, module_server),
                 ))),
             }],
             transport_socket: (!chain.certificates.is_empty()).then(|| TransportSocket {
@@ -313,7 +447,23 @@ pub fn listener(l: &ListenerIr) -> Listener {
     }
 }
 
-fn http_connection_manager(listener: &str, chain: &FilterChainIr) -> HttpConnectionManager {
+fn http_connection_manager(
+    listener: &str,
+    chain: &FilterChainIr,
+    module_server: Option<&EndpointIr>,
+) -> HttpConnectionManager {
+    let mut http_filters: Vec<HttpFilter> = chain
+        .http_filters
+        .iter()
+        .map(|f| wasm_filter(f, module_server))
+        .collect();
+    http_filters.push(HttpFilter {
+        name: "envoy.filters.http.router".to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Router::default(),
+        ))),
+        ..Default::default()
+    });
     HttpConnectionManager {
         stat_prefix: listener.replace('/', "_"),
         codec_type: http_connection_manager::CodecType::Auto as i32,
@@ -321,14 +471,10 @@ fn http_connection_manager(listener: &str, chain: &FilterChainIr) -> HttpConnect
             config_source: Some(ads()),
             route_config_name: chain.route_config.clone(),
         })),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".to_string(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
+        http_filters,
         normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        // Filters match the path Envoy hands them: `//admin` must not slip past `/admin`.
+        merge_slashes: !chain.http_filters.is_empty(),
         use_remote_address: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".to_string(),
@@ -377,6 +523,7 @@ pub fn route_configuration(chain: &FilterChainIr) -> RouteConfiguration {
                 name: vh.domain.clone(),
                 domains: vec![vh.domain.clone()],
                 routes: vh.routes.iter().map(route).collect(),
+                typed_per_filter_config: enable_filters(&vh.enabled_filters),
                 ..Default::default()
             })
             .collect(),
@@ -499,6 +646,7 @@ fn route(r: &RouteIr) -> Route {
         request_headers_to_remove: r.request_headers.remove.clone(),
         response_headers_to_add: header_options(&r.response_headers),
         response_headers_to_remove: r.response_headers.remove.clone(),
+        typed_per_filter_config: enable_filters(&r.enabled_filters),
         ..Default::default()
     }
 }

@@ -21,6 +21,8 @@ use std::sync::OnceLock;
 use trellis_model::core::{Time, jiff};
 use trellis_model::{InputSet, Object};
 use trellis_sources::{ParsedDocument, parse_documents};
+use trellis_translate::ir::EndpointIr;
+use trellis_translate::policy::{ModuleOptions, ModuleState};
 use trellis_translate::{Options, StatusSet, ir::Ir, translate};
 use trellis_xds::ResourceType;
 
@@ -53,6 +55,54 @@ fn load(path: &Path) -> InputSet {
         }
     }
     input
+}
+
+/// The SHA-256 the golden tests give the policy filter module.
+const POLICY_MODULE_SHA256: &str =
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// Options as the control plane would pass them: it serves the policy module at
+/// 127.0.0.1:18001, and holds every module WasmFilters name, except those whose path says
+/// `missing` (not found) or whose sha256 is all `f` (checksum mismatch).
+fn options(input: &InputSet) -> Options {
+    let mut modules = ModuleOptions {
+        policy_module: Some(POLICY_MODULE_SHA256.to_string()),
+        server: Some(EndpointIr {
+            address: "127.0.0.1".to_string(),
+            port: 18001,
+        }),
+        ..Default::default()
+    };
+    for filter in input.wasm_filters.values() {
+        let Some(module) = filter.spec.get("module").and_then(|m| {
+            serde_json::from_value::<trellis_model::policy::WasmModule>(m.clone()).ok()
+        }) else {
+            continue;
+        };
+        let state = if module.path.as_deref().unwrap_or("").contains("missing") {
+            ModuleState::Problem {
+                reason: "ModuleNotFound".to_string(),
+                message:
+                    "cannot read /var/lib/trellis/modules/missing.wasm: No such file or directory"
+                        .to_string(),
+            }
+        } else if module.sha256.bytes().all(|b| b == b'f') {
+            ModuleState::Problem {
+                reason: "ChecksumMismatch".to_string(),
+                message: format!(
+                    "the module's sha256 is {POLICY_MODULE_SHA256}, not {}",
+                    module.sha256
+                ),
+            }
+        } else {
+            ModuleState::Verified
+        };
+        modules.modules.insert(module, state);
+    }
+    Options {
+        modules,
+        ..Default::default()
+    }
 }
 
 #[derive(Serialize)]
@@ -89,6 +139,9 @@ fn descriptors() -> &'static DescriptorPool {
             "envoy/extensions/transport_sockets/tls/v3/tls.proto",
             "envoy/extensions/transport_sockets/tls/v3/secret.proto",
             "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
+            "envoy/extensions/filters/http/wasm/v3/wasm.proto",
+            "google/protobuf/wrappers.proto",
+            "google/protobuf/empty.proto",
         ];
         let fds = protox::compile(files, includes).expect("Envoy protos compile");
         DescriptorPool::from_file_descriptor_set(fds).unwrap()
@@ -134,7 +187,8 @@ fn render_xds(ir: &Ir) -> BTreeMap<String, BTreeMap<&'static str, Vec<serde_json
                     let desc = pool
                         .get_message_by_name(name)
                         .unwrap_or_else(|| panic!("no descriptor for {name}"));
-                    let msg = DynamicMessage::decode(desc, r.body.value.as_slice()).unwrap();
+                    let mut msg = DynamicMessage::decode(desc, r.body.value.as_slice()).unwrap();
+                    mark_empty_filter_configs(&mut msg);
                     let mut json = serde_json::Serializer::new(Vec::new());
                     msg.serialize_with_options(&mut json, &options).unwrap();
                     let mut value: serde_json::Value =
@@ -151,6 +205,62 @@ fn render_xds(ir: &Ir) -> BTreeMap<String, BTreeMap<&'static str, Vec<serde_json
         out.insert(key, by_type);
     }
     out
+}
+
+/// A `FilterConfig` whose `config` is an empty `Any` (it enables a filter that is off by
+/// default) cannot be written as JSON: golden files show that empty `Any` as a
+/// `google.protobuf.Empty`.
+fn mark_empty_filter_configs(msg: &mut DynamicMessage) {
+    use prost::Message;
+    use prost_reflect::{ReflectMessage, Value};
+    if msg.descriptor().full_name() == "google.protobuf.Any" {
+        let url = match msg.get_field_by_name("type_url").map(|v| v.into_owned()) {
+            Some(Value::String(url)) => url,
+            _ => return,
+        };
+        if url.is_empty() {
+            msg.set_field_by_name(
+                "type_url",
+                Value::String("type.googleapis.com/google.protobuf.Empty".into()),
+            );
+        } else if url.ends_with("/envoy.config.route.v3.FilterConfig") {
+            let Some(Value::Bytes(bytes)) = msg.get_field_by_name("value").map(|v| v.into_owned())
+            else {
+                return;
+            };
+            let desc = descriptors()
+                .get_message_by_name("envoy.config.route.v3.FilterConfig")
+                .unwrap();
+            let mut inner = DynamicMessage::decode(desc, bytes.as_ref()).unwrap();
+            mark_empty_filter_configs(&mut inner);
+            msg.set_field_by_name("value", Value::Bytes(inner.encode_to_vec().into()));
+        }
+        return;
+    }
+    let fields: Vec<_> = msg.descriptor().fields().collect();
+    for field in fields {
+        if !msg.has_field(&field) {
+            continue;
+        }
+        match msg.get_field_mut(&field) {
+            Value::Message(m) => mark_empty_filter_configs(m),
+            Value::List(items) => {
+                for item in items {
+                    if let Value::Message(m) = item {
+                        mark_empty_filter_configs(m);
+                    }
+                }
+            }
+            Value::Map(map) => {
+                for item in map.values_mut() {
+                    if let Value::Message(m) = item {
+                        mark_empty_filter_configs(m);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn check(path: &Path, actual: &str, update: bool, failures: &mut Vec<String>) {
@@ -196,9 +306,10 @@ fn translations_match_the_golden_files() {
             .trim_end_matches(".in.yaml")
             .to_string();
         let input = load(&input_path);
-        let translation = translate(&input, &Options::default());
+        let options = options(&input);
+        let translation = translate(&input, &options);
         // Translation is deterministic.
-        assert_eq!(translation, translate(&input, &Options::default()));
+        assert_eq!(translation, translate(&input, &options));
         let golden = serde_saphyr::to_string(&Golden {
             status: &translation.status,
             ir: &translation.ir,

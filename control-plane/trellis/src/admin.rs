@@ -7,6 +7,7 @@
 //! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations; with `--kubernetes` also the API server connection, watch errors, relists, status writes and leadership |
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz`  | 200 once the first configuration was translated and published (with `--kubernetes`: after the initial sync); the body notes an unreachable API server, which does not make the replica unready since it keeps serving the last good configuration |
+//! | `/wasm/<sha256>` | a verified Wasm module, for proxies (`application/wasm`) |
 
 use crate::status::StatusReport;
 use anyhow::Context;
@@ -36,6 +37,8 @@ pub struct AdminState {
     pub translations: AtomicU64,
     /// Total time spent translating, in microseconds.
     pub translation_micros: AtomicU64,
+    /// Verified Wasm modules, served at `/wasm/<sha256>`.
+    pub modules: Arc<crate::modules::VerifiedModules>,
     /// With `--kubernetes`: the API server connection, watches, status writes, leadership.
     pub kubernetes: OnceLock<Arc<trellis_kube::Health>>,
 }
@@ -62,11 +65,26 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", route_get(metrics))
         .route("/healthz", route_get(|| async { "ok\n" }))
         .route("/readyz", route_get(ready))
+        .route("/wasm/{sha256}", route_get(module))
         .with_state(state)
 }
 
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
     axum::Json(state.report().as_ref().clone()).into_response()
+}
+
+async fn module(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Path(sha256): axum::extract::Path<String>,
+) -> Response {
+    match state.modules.get(&sha256) {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no verified module with this sha256\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn proxies(State(state): State<Arc<AdminState>>) -> Response {

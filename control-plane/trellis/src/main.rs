@@ -10,6 +10,7 @@ mod admin;
 mod bootstrap;
 mod kubernetes;
 mod memory;
+mod modules;
 mod proxy_status;
 mod serve;
 mod status;

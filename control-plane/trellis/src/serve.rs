@@ -15,6 +15,7 @@
 use crate::admin::{self, AdminState};
 use crate::bootstrap::GATEWAY_METADATA_KEY;
 use crate::kubernetes::{KubeArgs, Kubernetes, StatusHooks};
+use crate::modules::ModuleStore;
 use crate::status::{StatusTracker, StatusWriter};
 use anyhow::Context;
 use clap::Args;
@@ -30,6 +31,8 @@ use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 use trellis_model::{InputSet, ObjectKey};
 use trellis_sources::Load;
+use trellis_translate::ir::EndpointIr;
+use trellis_translate::policy::{LastGood, ModuleOptions};
 use trellis_translate::{Options, proxy_key, translate};
 use trellis_xds::{AdsServer, CsdsServer, NodeResolver, SnapshotWriter, snapshot_cache};
 
@@ -72,6 +75,16 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     pub log_format: String,
+    /// The policy filter module (`trellis_policy_wasm.wasm`) served to proxies for
+    /// AuthorizationPolicy and RateLimitPolicy; read and hashed once at start. Without it those
+    /// policies are reported as not applied.
+    #[arg(long, env = "TRELLIS_POLICY_MODULE")]
+    pub policy_module: Option<PathBuf>,
+    /// The address proxies reach the admin endpoint at to fetch Wasm modules
+    /// (`GET /wasm/<sha256>`). Defaults to the admin address (which must then not be a
+    /// wildcard address).
+    #[arg(long, env = "TRELLIS_MODULE_ADDRESS")]
+    pub module_address: Option<SocketAddr>,
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -173,6 +186,35 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
 
+    let store = ModuleStore::new(state.modules.clone());
+    let policy_module = match &args.policy_module {
+        Some(path) => {
+            let digest = store
+                .add_file(path)
+                .context("cannot load the policy filter module (--policy-module)")?;
+            info!(path = %path.display(), sha256 = %digest, "policy filter module loaded");
+            Some(digest)
+        }
+        None => None,
+    };
+    let module_address = args.module_address.unwrap_or(admin_bound);
+    if module_address.ip().is_unspecified() {
+        warn!(
+            "the admin endpoint listens on {admin_bound}: set --module-address to an address proxies can reach for Wasm modules"
+        );
+    }
+    let modules = Modules {
+        store,
+        options: ModuleOptions {
+            policy_module,
+            modules: BTreeMap::new(),
+            server: Some(EndpointIr {
+                address: module_address.ip().to_string(),
+                port: module_address.port(),
+            }),
+        },
+    };
+
     let debounce = Duration::from_millis(args.debounce_ms);
     let kube = match (&args.config_dir, args.kube.kubernetes) {
         (_, true) => {
@@ -212,6 +254,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.status_dir.clone(),
             args.gateway_address_pool,
             hooks,
+            modules,
         )
         .await;
     };
@@ -295,6 +338,15 @@ impl AddressPool {
     }
 }
 
+/// The module store and what the translator is told of it.
+struct Modules {
+    store: ModuleStore,
+    options: ModuleOptions,
+}
+
+/// How often modules that could not be read, fetched or verified are tried again.
+const MODULE_RETRY: Duration = Duration::from_secs(5);
+
 async fn control_loop(
     mut loads: tokio::sync::watch::Receiver<Arc<Load>>,
     writer: SnapshotWriter,
@@ -302,6 +354,7 @@ async fn control_loop(
     status_dir: Option<PathBuf>,
     pool: Option<IpNet>,
     hooks: Option<StatusHooks>,
+    mut modules: Modules,
 ) {
     let mut peer_changes = hooks.as_ref().map(StatusHooks::peer_changes);
     let mut status = StatusPublisher {
@@ -316,17 +369,23 @@ async fn control_loop(
     });
     let mut sync_changes = state.registry.subscribe();
     let mut resources = trellis_translate::xds::ResourceCache::default();
+    // The last valid spec of every policy: an invalid change leaves the previous one in force.
+    let mut last_good = LastGood::default();
     let trimmer = crate::memory::Trimmer::spawn();
     loop {
         let load = loads.borrow_and_update().clone();
+        modules.options.modules = modules.store.resolve(&load.input).await;
         let started = Instant::now();
         let options = Options {
             assigned_addresses: pool
                 .as_mut()
                 .map(|p| p.assign(&load.input))
                 .unwrap_or_default(),
+            modules: modules.options.clone(),
+            last_good: std::mem::take(&mut last_good),
         };
         let translation = translate(&load.input, &options);
+        last_good = translation.last_good.clone();
         let snapshots = trellis_translate::xds::snapshots_cached(&translation.ir, &mut resources);
         let versions: BTreeMap<String, String> = snapshots
             .iter()
@@ -371,6 +430,13 @@ async fn control_loop(
                     tokio::time::sleep(SYNC_STATUS_DEBOUNCE).await;
                     sync_changes.borrow_and_update();
                     status.publish(&published);
+                }
+                () = tokio::time::sleep(MODULE_RETRY), if modules.store.has_problems() => {
+                    let states = modules.store.resolve(&published.load.input).await;
+                    if states != modules.options.modules {
+                        info!("module availability changed; translating again");
+                        break;
+                    }
                 }
                 changed = peer_changed(&mut peer_changes) => {
                     if changed {

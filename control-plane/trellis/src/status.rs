@@ -121,6 +121,27 @@ impl StatusTracker {
                 .and_then(|o| o.metadata.generation);
             push(Kind::HttpRoute, key, generation, to_value(s));
         }
+        for (key, s) in &status.authorization_policies {
+            let generation = input
+                .authorization_policies
+                .get(key)
+                .and_then(|o| o.metadata.generation);
+            push(Kind::AuthorizationPolicy, key, generation, to_value(s));
+        }
+        for (key, s) in &status.rate_limit_policies {
+            let generation = input
+                .rate_limit_policies
+                .get(key)
+                .and_then(|o| o.metadata.generation);
+            push(Kind::RateLimitPolicy, key, generation, to_value(s));
+        }
+        for (key, s) in &status.wasm_filters {
+            let generation = input
+                .wasm_filters
+                .get(key)
+                .and_then(|o| o.metadata.generation);
+            push(Kind::WasmFilter, key, generation, to_value(s));
+        }
         self.previous = next;
         StatusReport {
             translations,
@@ -182,11 +203,11 @@ impl StatusWriter {
     }
 
     fn path(&self, o: &StatusObject) -> PathBuf {
-        let plural = match o.kind.as_str() {
-            "GatewayClass" => "gatewayclasses",
-            "Gateway" => "gateways",
-            _ => "httproutes",
-        };
+        let plural = Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == o.kind)
+            .map(Kind::plural)
+            .unwrap_or("httproutes");
         let mut p = self.dir.join(plural);
         if let Some(ns) = &o.metadata.namespace {
             p = p.join(ns);

@@ -149,6 +149,17 @@ impl Host for ProxyHost {
         }
     }
 
+    fn request_headers(&self) -> Option<Vec<(String, String)>> {
+        // One host call for every header, rather than one per header the rules look at.
+        let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).ok()?;
+        Some(
+            pairs
+                .into_iter()
+                .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+                .collect(),
+        )
+    }
+
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
     }

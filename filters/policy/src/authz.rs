@@ -37,6 +37,8 @@ pub struct Decision<'a> {
     pub action: Action,
     /// The rule that decided, or [`DEFAULT_RULE`].
     pub rule: &'a str,
+    /// The deciding rule's position, or the number of rules for the default.
+    pub index: usize,
 }
 
 #[derive(Debug)]
@@ -54,7 +56,8 @@ struct Rule {
 enum PathMatcher {
     Exact(String),
     Prefix(String),
-    Regex(Regex),
+    /// A regex, and a literal every match starts with (checked first: cheaper than the regex).
+    Regex(Regex, String),
 }
 
 #[derive(Debug)]
@@ -63,9 +66,22 @@ enum PrincipalMatcher {
     Prefix(String),
 }
 
-/// What a request offers to the rules, read from the host at most once per request.
+/// How a request's facts are read (from the filter's configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct FactSources {
+    /// The client IP is the last entry of this header (see `Config::client_ip_header`).
+    pub(crate) client_ip_header: Option<String>,
+    /// No connection presents a client certificate: no principal, no lookup.
+    pub(crate) no_client_certificates: bool,
+}
+
+/// What a request offers to the rules, read from the host at most once per request. Headers
+/// come in one host call when the host can do it (host calls, and properties most, are what
+/// the filter spends its time on in Envoy).
 pub(crate) struct RequestFacts<'h, H: Host + ?Sized> {
     host: &'h H,
+    sources: Option<&'h FactSources>,
+    headers: Option<Option<Vec<(String, String)>>>,
     path: Option<Option<String>>,
     method: Option<Option<String>>,
     principal: Option<Option<String>>,
@@ -76,6 +92,8 @@ impl<'h, H: Host + ?Sized> RequestFacts<'h, H> {
     pub(crate) fn new(host: &'h H) -> Self {
         RequestFacts {
             host,
+            sources: None,
+            headers: None,
             path: None,
             method: None,
             principal: None,
@@ -83,30 +101,80 @@ impl<'h, H: Host + ?Sized> RequestFacts<'h, H> {
         }
     }
 
-    pub(crate) fn path(&mut self) -> Option<&str> {
+    pub(crate) fn with_sources(host: &'h H, sources: &'h FactSources) -> Self {
+        RequestFacts {
+            sources: Some(sources),
+            ..RequestFacts::new(host)
+        }
+    }
+
+    /// A request header (first value), from the bulk read when the host offers one.
+    pub(crate) fn header(&mut self, name: &str) -> Option<String> {
         let host = self.host;
-        self.path.get_or_insert_with(|| host.path()).as_deref()
+        let all = self.headers.get_or_insert_with(|| host.request_headers());
+        match all {
+            Some(all) => all
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone()),
+            None => host.request_header(name),
+        }
+    }
+
+    pub(crate) fn path(&mut self) -> Option<&str> {
+        if self.path.is_none() {
+            let path = self.header(":path").map(|mut path| {
+                if let Some(query) = path.find('?') {
+                    path.truncate(query);
+                }
+                path
+            });
+            self.path = Some(path);
+        }
+        self.path.as_ref().and_then(|p| p.as_deref())
     }
 
     pub(crate) fn method(&mut self) -> Option<&str> {
-        let host = self.host;
-        self.method.get_or_insert_with(|| host.method()).as_deref()
+        if self.method.is_none() {
+            let method = self.header(":method");
+            self.method = Some(method);
+        }
+        self.method.as_ref().and_then(|m| m.as_deref())
     }
 
     pub(crate) fn principal(&mut self) -> Option<&str> {
-        let host = self.host;
-        self.principal
-            .get_or_insert_with(|| host.peer_principal())
-            .as_deref()
+        if self.principal.is_none() {
+            let no_certificates = self.sources.is_some_and(|s| s.no_client_certificates);
+            let principal = if no_certificates {
+                None
+            } else {
+                self.host.peer_principal()
+            };
+            self.principal = Some(principal);
+        }
+        self.principal.as_ref().and_then(|p| p.as_deref())
     }
 
     pub(crate) fn source_ip(&mut self) -> Option<IpAddr> {
-        let host = self.host;
-        *self.source_ip.get_or_insert_with(|| host.source_ip())
+        if let Some(ip) = self.source_ip {
+            return ip;
+        }
+        let from_header = self
+            .sources
+            .and_then(|s| s.client_ip_header.as_deref())
+            .and_then(|name| self.header(name))
+            .and_then(|value| {
+                let last = value.rsplit(',').next()?.trim();
+                last.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+            });
+        let ip = from_header.or_else(|| self.host.source_ip());
+        self.source_ip = Some(ip);
+        ip
     }
 
-    fn header(&self, name: &str) -> Option<String> {
-        self.host.request_header(name)
+    /// The host the facts come from.
+    pub(crate) fn host(&self) -> &'h H {
+        self.host
     }
 
     /// `METHOD PATH from IP` for log lines (`-` for what is missing).
@@ -159,17 +227,19 @@ impl Policy {
         &self,
         request: &mut RequestFacts<'_, H>,
     ) -> Decision<'_> {
-        for rule in &self.rules {
+        for (index, rule) in self.rules.iter().enumerate() {
             if rule.matches(request) {
                 return Decision {
                     action: rule.action,
                     rule: &rule.name,
+                    index,
                 };
             }
         }
         Decision {
             action: self.default_action,
             rule: DEFAULT_RULE,
+            index: self.rules.len(),
         }
     }
 }
@@ -320,7 +390,9 @@ impl PathMatcher {
         match self {
             PathMatcher::Exact(exact) => path == exact,
             PathMatcher::Prefix(prefix) => path.starts_with(prefix.as_str()),
-            PathMatcher::Regex(regex) => regex.is_match(path),
+            PathMatcher::Regex(regex, prefix) => {
+                path.starts_with(prefix.as_str()) && regex.is_match(path)
+            }
         }
     }
 }
@@ -336,6 +408,30 @@ impl PrincipalMatcher {
 
 /// Largest compiled regex accepted, so a configuration cannot make the VM allocate without bound.
 const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+/// A literal every whole-string match of `pattern` starts with: its leading characters up to the
+/// first one with a special meaning (without the last one if a quantifier follows it). Empty
+/// when the pattern has an alternation, or starts with something special.
+fn literal_prefix(pattern: &str) -> String {
+    if pattern.contains('|') {
+        return String::new();
+    }
+    const SPECIAL: &[char] = &[
+        '\\', '.', '[', ']', '(', ')', '*', '+', '?', '{', '}', '^', '$', '|',
+    ];
+    let mut prefix = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if SPECIAL.contains(&c) {
+            break;
+        }
+        if matches!(chars.peek(), Some('*' | '?' | '{')) {
+            break;
+        }
+        prefix.push(c);
+    }
+    prefix
+}
 
 fn compile_path(path: &PathMatch, field: &str) -> Result<PathMatcher, ConfigError> {
     match path {
@@ -355,7 +451,7 @@ fn compile_path(path: &PathMatch, field: &str) -> Result<PathMatcher, ConfigErro
         PathMatch::Regex(pattern) => regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
-            .map(PathMatcher::Regex)
+            .map(|regex| PathMatcher::Regex(regex, literal_prefix(pattern)))
             .map_err(|error| {
                 ConfigError::invalid(
                     format!("{field}.regex"),
@@ -417,6 +513,19 @@ fn compile_list<T, U>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regex_literal_prefixes_are_safe() {
+        assert_eq!(literal_prefix("/internal/[0-9]+"), "/internal/");
+        assert_eq!(literal_prefix("/ab*c"), "/a");
+        assert_eq!(literal_prefix("/a?b"), "/");
+        assert_eq!(literal_prefix("/a{2}"), "/");
+        assert_eq!(literal_prefix("/a|/b"), "");
+        assert_eq!(literal_prefix(".*"), "");
+        assert_eq!(literal_prefix("\\/x"), "");
+        assert_eq!(literal_prefix("/api/(v1|v2)"), "");
+        assert_eq!(literal_prefix("/x+"), "/x");
+    }
     use crate::config;
     use crate::mock::MockHost;
 

@@ -24,6 +24,17 @@ pub struct Config {
     /// Local rate limits; every limit in scope takes a token, any empty bucket answers 429.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
+    /// Read the client IP from the last entry of this request header instead of the
+    /// `source.address` property (a costlier host call). Only correct where the proxy appends
+    /// the connection's address to that header itself: `x-forwarded-for` with the connection
+    /// manager's `use_remote_address: true` and no trusted hops, as Trellis configures it.
+    #[serde(default)]
+    pub client_ip_header: Option<String>,
+    /// Whether downstream connections may carry client certificates. `false` (the connections
+    /// never present one) skips the peer-certificate property lookup: no request has a
+    /// principal. Defaults to `true`.
+    #[serde(default)]
+    pub client_certificates: Option<bool>,
 }
 
 /// One authorization policy.

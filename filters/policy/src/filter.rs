@@ -101,6 +101,15 @@ pub fn check_name(name: &str, field: &str) -> Result<(), ConfigError> {
 pub struct PolicyFilter {
     policies: Vec<Policy>,
     limits: Vec<RateLimit>,
+    /// Whether some scope is by route name (else the route name is never fetched).
+    needs_route: bool,
+    /// Where the client IP and principal come from.
+    sources: crate::authz::FactSources,
+    /// Counter names, formatted once: per policy, per rule (then the default), per
+    /// [`PolicyCounter`] in `ALL` order.
+    policy_counters: Vec<Vec<[String; 3]>>,
+    /// Per limit, per [`LimitCounter`] in `ALL` order.
+    limit_counters: Vec<[String; 2]>,
 }
 
 impl PolicyFilter {
@@ -135,7 +144,51 @@ impl PolicyFilter {
             }
             limits.push(compiled);
         }
-        Ok(PolicyFilter { policies, limits })
+        let needs_route = policies
+            .iter()
+            .map(|p| &p.scope)
+            .chain(limits.iter().map(|l| &l.scope))
+            .any(|s| *s != RouteScope::All);
+        let policy_counters = policies
+            .iter()
+            .map(|policy| {
+                policy
+                    .rule_names()
+                    .chain(std::iter::once(crate::authz::DEFAULT_RULE))
+                    .map(|rule| {
+                        PolicyCounter::ALL
+                            .map(|counter| metrics::policy_counter(counter, &policy.name, rule))
+                    })
+                    .collect()
+            })
+            .collect();
+        let limit_counters = limits
+            .iter()
+            .map(|limit| LimitCounter::ALL.map(|c| metrics::limit_counter(c, &limit.name)))
+            .collect();
+        if let Some(header) = &config.client_ip_header
+            && (header.is_empty() || !header.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError::invalid(
+                "client_ip_header",
+                "must be a header name",
+            ));
+        }
+        let sources = crate::authz::FactSources {
+            client_ip_header: config
+                .client_ip_header
+                .as_ref()
+                .map(|h| h.to_ascii_lowercase()),
+            no_client_certificates: config.client_certificates == Some(false),
+        };
+        Ok(PolicyFilter {
+            policies,
+            limits,
+            needs_route,
+            sources,
+            policy_counters,
+            limit_counters,
+        })
     }
 
     /// A one-line summary for the log when a configuration is accepted.
@@ -167,47 +220,42 @@ impl PolicyFilter {
     /// Every counter this configuration can increment, so the host can define them up front
     /// (they then show as 0 before the first request).
     pub fn metric_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        for policy in &self.policies {
-            let rules = policy
-                .rule_names()
-                .chain(std::iter::once(crate::authz::DEFAULT_RULE));
-            for rule in rules {
-                for counter in PolicyCounter::ALL {
-                    names.push(metrics::policy_counter(counter, &policy.name, rule));
-                }
-            }
-        }
-        for limit in &self.limits {
-            for counter in LimitCounter::ALL {
-                names.push(metrics::limit_counter(counter, &limit.name));
-            }
-        }
-        names
+        self.policy_counters
+            .iter()
+            .flatten()
+            .flatten()
+            .chain(self.limit_counters.iter().flatten())
+            .cloned()
+            .collect()
     }
 
     /// Decides a request once its headers are in: authorization, then rate limits. When it
     /// returns [`Verdict::Responded`] it has already sent the local response through `host`.
     pub fn on_request_headers<H: Host + ?Sized>(&self, host: &H) -> Verdict {
-        let route = host.route_name();
+        // A property lookup costs a host call: only when a scope needs it.
+        let route = if self.needs_route {
+            host.route_name()
+        } else {
+            None
+        };
         let route = route.as_deref();
-        let mut facts = RequestFacts::new(host);
-        for policy in self.policies.iter().filter(|p| p.scope.applies(route)) {
+        let mut facts = RequestFacts::with_sources(host, &self.sources);
+        for (index, policy) in self.policies.iter().enumerate() {
+            if !policy.scope.applies(route) {
+                continue;
+            }
             let decision = policy.decide(&mut facts);
+            let counter = |c: PolicyCounter| -> &str {
+                self.policy_counters
+                    .get(index)
+                    .and_then(|rules| rules.get(decision.index))
+                    .and_then(|names| names.get(c as usize))
+                    .map_or("", String::as_str)
+            };
             match (decision.action, policy.mode) {
-                (Action::Allow, _) => host.increment_counter(
-                    &metrics::policy_counter(PolicyCounter::Allowed, &policy.name, decision.rule),
-                    1,
-                ),
+                (Action::Allow, _) => host.increment_counter(counter(PolicyCounter::Allowed), 1),
                 (Action::Deny, Mode::Audit) => {
-                    host.increment_counter(
-                        &metrics::policy_counter(
-                            PolicyCounter::AuditDenied,
-                            &policy.name,
-                            decision.rule,
-                        ),
-                        1,
-                    );
+                    host.increment_counter(counter(PolicyCounter::AuditDenied), 1);
                     host.log(
                         LogLevel::Info,
                         &format!(
@@ -215,19 +263,16 @@ impl PolicyFilter {
                             policy.name,
                             decision.rule,
                             facts.describe(),
-                            route.unwrap_or("-"),
+                            route
+                                .map(str::to_string)
+                                .or_else(|| host.route_name())
+                                .as_deref()
+                                .unwrap_or("-"),
                         ),
                     );
                 }
                 (Action::Deny, Mode::Enforce) => {
-                    host.increment_counter(
-                        &metrics::policy_counter(
-                            PolicyCounter::Denied,
-                            &policy.name,
-                            decision.rule,
-                        ),
-                        1,
-                    );
+                    host.increment_counter(counter(PolicyCounter::Denied), 1);
                     host.log(
                         LogLevel::Debug,
                         &format!(
@@ -235,7 +280,11 @@ impl PolicyFilter {
                             policy.name,
                             decision.rule,
                             facts.describe(),
-                            route.unwrap_or("-"),
+                            route
+                                .map(str::to_string)
+                                .or_else(|| host.route_name())
+                                .as_deref()
+                                .unwrap_or("-"),
                         ),
                     );
                     host.send_local_response(
@@ -247,18 +296,23 @@ impl PolicyFilter {
                 }
             }
         }
-        for limit in self.limits.iter().filter(|l| l.scope.applies(route)) {
-            match limit.take(host) {
+        for (index, limit) in self.limits.iter().enumerate() {
+            if !limit.scope.applies(route) {
+                continue;
+            }
+            let counter = |c: LimitCounter| -> &str {
+                self.limit_counters
+                    .get(index)
+                    .and_then(|names| names.get(c as usize))
+                    .map_or("", String::as_str)
+            };
+            match limit.take_with(&mut facts) {
                 ratelimit::Outcome::Allowed => {}
-                ratelimit::Outcome::Error => host.increment_counter(
-                    &metrics::limit_counter(LimitCounter::Errors, &limit.name),
-                    1,
-                ),
+                ratelimit::Outcome::Error => {
+                    host.increment_counter(counter(LimitCounter::Errors), 1)
+                }
                 ratelimit::Outcome::Limited { retry_after_secs } => {
-                    host.increment_counter(
-                        &metrics::limit_counter(LimitCounter::RateLimited, &limit.name),
-                        1,
-                    );
+                    host.increment_counter(counter(LimitCounter::RateLimited), 1);
                     host.send_local_response(
                         429,
                         &[
@@ -305,6 +359,72 @@ mod tests {
             host.counter("trellis_policy_denied_total.policy.default/deny-admin.rule.admin"),
             1
         );
+    }
+
+    #[test]
+    fn headers_are_read_in_one_call_when_the_host_offers_it() {
+        let f = filter(
+            r#"{"policies": [{"name": "p", "default_action": "deny", "rules": [
+                {"name": "a", "action": "deny", "methods": ["DELETE"]},
+                {"name": "b", "action": "deny", "headers": [{"name": "X-Role", "values": ["guest"]}]},
+                {"name": "c", "action": "allow", "paths": [{"prefix": "/api"}],
+                 "headers": [{"name": "x-api-key", "values": ["k1"]}]}
+            ]}]}"#,
+        );
+        let host = MockHost::get("/api/items?x=1")
+            .with_header("x-api-key", "k1")
+            .with_bulk_headers();
+        assert_eq!(f.on_request_headers(&host), Verdict::Continue);
+        assert_eq!(host.reads(), (1, 0));
+        let host = MockHost::get("/api/items")
+            .with_header("x-role", "guest")
+            .with_bulk_headers();
+        assert_eq!(f.on_request_headers(&host), Verdict::Responded);
+        // One by one without bulk reads.
+        let host = MockHost::get("/api/items").with_header("x-api-key", "k1");
+        assert_eq!(f.on_request_headers(&host), Verdict::Continue);
+        assert!(host.reads().0 > 1);
+    }
+
+    #[test]
+    fn the_client_ip_can_come_from_the_last_forwarded_for_entry() {
+        let f = filter(
+            r#"{"client_ip_header": "x-forwarded-for",
+                "policies": [{"name": "p", "default_action": "allow", "rules": [
+                {"name": "internal", "action": "deny", "source_ips": ["10.0.0.0/8"]}]}]}"#,
+        );
+        // The proxy appended the connection's address last; earlier entries are the client's.
+        let host = MockHost::get("/")
+            .with_header("x-forwarded-for", "10.9.9.9, 203.0.113.7")
+            .with_source("10.0.0.1:5555")
+            .with_bulk_headers();
+        assert_eq!(f.on_request_headers(&host), Verdict::Continue);
+        assert_eq!(host.reads(), (1, 0), "no property lookup");
+        let host = MockHost::get("/")
+            .with_header("x-forwarded-for", "203.0.113.7,10.1.2.3")
+            .with_bulk_headers();
+        assert_eq!(f.on_request_headers(&host), Verdict::Responded);
+        // Without the header: the property.
+        let host = MockHost::get("/").with_source("10.0.0.1:5555");
+        assert_eq!(f.on_request_headers(&host), Verdict::Responded);
+    }
+
+    #[test]
+    fn without_client_certificates_no_principal_is_looked_up() {
+        let config = |certificates: bool| {
+            format!(
+                r#"{{"client_certificates": {certificates},
+                    "policies": [{{"name": "p", "default_action": "allow", "rules": [
+                    {{"name": "peers", "action": "deny", "principals": ["*"]}}]}}]}}"#
+            )
+        };
+        let host = || MockHost::get("/").with_principal("spiffe://td/ns/a/sa/b");
+        let with = filter(&config(true));
+        assert_eq!(with.on_request_headers(&host()), Verdict::Responded);
+        let without = filter(&config(false));
+        let h = host();
+        assert_eq!(without.on_request_headers(&h), Verdict::Continue);
+        assert_eq!(h.reads().1, 0);
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub trait Host {
     /// `None` if absent.
     fn request_header(&self, name: &str) -> Option<String>;
 
+    /// Every request header at once (names lower-case, in order), if the host can give them in
+    /// one call; `None` makes the filter ask for headers one by one.
+    fn request_headers(&self) -> Option<Vec<(String, String)>> {
+        None
+    }
+
     /// A property's raw value (e.g. [`SOURCE_ADDRESS`]), or `None` if the host has none.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
 

@@ -26,12 +26,16 @@ struct Proxy {
     logs: RefCell<Vec<(LogLevel, String)>>,
     interference: RefCell<HashMap<String, (usize, Interference)>>,
     cas_mismatches: Cell<usize>,
+    shared_calls: Cell<usize>,
     shared_fails: Cell<bool>,
 }
 
 /// One request against a mock proxy.
 pub struct MockHost {
     headers: Vec<(String, String)>,
+    bulk_headers: bool,
+    header_reads: Cell<usize>,
+    property_reads: Cell<usize>,
     properties: HashMap<String, Vec<u8>>,
     local_response: RefCell<Option<LocalResponse>>,
     proxy: Rc<Proxy>,
@@ -48,10 +52,24 @@ impl MockHost {
                 (":method".into(), method.into()),
                 (":path".into(), path.into()),
             ],
+            bulk_headers: false,
+            header_reads: Cell::new(0),
+            property_reads: Cell::new(0),
             properties: HashMap::new(),
             local_response: RefCell::new(None),
             proxy: Rc::new(proxy),
         }
+    }
+
+    /// Offers every header in one call ([`Host::request_headers`]), as the Wasm glue does.
+    pub fn with_bulk_headers(mut self) -> MockHost {
+        self.bulk_headers = true;
+        self
+    }
+
+    /// How many header reads (one-by-one or bulk) and property reads the filter made.
+    pub fn reads(&self) -> (usize, usize) {
+        (self.header_reads.get(), self.property_reads.get())
     }
 
     /// A GET request for `path` on a fresh proxy.
@@ -71,6 +89,9 @@ impl MockHost {
                 (":method".into(), method.into()),
                 (":path".into(), path.into()),
             ],
+            bulk_headers: self.bulk_headers,
+            header_reads: Cell::new(0),
+            property_reads: Cell::new(0),
             properties: HashMap::new(),
             local_response: RefCell::new(None),
             proxy: Rc::clone(&self.proxy),
@@ -139,6 +160,11 @@ impl MockHost {
         self.proxy.cas_mismatches.get()
     }
 
+    /// How many shared data reads and writes were made.
+    pub fn shared_calls(&self) -> usize {
+        self.proxy.shared_calls.get()
+    }
+
     /// A shared data entry's bytes.
     pub fn shared(&self, key: &str) -> Option<Vec<u8>> {
         self.proxy.shared.borrow().get(key).map(|(v, _)| v.clone())
@@ -186,7 +212,16 @@ impl MockHost {
 }
 
 impl Host for MockHost {
+    fn request_headers(&self) -> Option<Vec<(String, String)>> {
+        if !self.bulk_headers {
+            return None;
+        }
+        self.header_reads.set(self.header_reads.get() + 1);
+        Some(self.headers.clone())
+    }
+
     fn request_header(&self, name: &str) -> Option<String> {
+        self.header_reads.set(self.header_reads.get() + 1);
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -194,10 +229,14 @@ impl Host for MockHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.property_reads.set(self.property_reads.get() + 1);
         self.properties.get(&path.join(".")).cloned()
     }
 
     fn get_shared_data(&self, key: &str) -> Result<Option<SharedValue>, SharedDataError> {
+        self.proxy
+            .shared_calls
+            .set(self.proxy.shared_calls.get() + 1);
         if self.proxy.shared_fails.get() {
             return Err(SharedDataError::Host("mock failure".into()));
         }
@@ -218,6 +257,9 @@ impl Host for MockHost {
         value: &[u8],
         cas: Option<u32>,
     ) -> Result<(), SharedDataError> {
+        self.proxy
+            .shared_calls
+            .set(self.proxy.shared_calls.get() + 1);
         if self.proxy.shared_fails.get() {
             return Err(SharedDataError::Host("mock failure".into()));
         }

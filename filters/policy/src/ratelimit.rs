@@ -18,10 +18,21 @@
 //! A new bucket is written with [`CREATE_CAS`], so two workers creating the same bucket at once
 //! do not both start from a full one: the second write fails and is retried as above.
 //!
+//! **Leases for high rates.** Where a limit's rate is high (200 requests per second or more),
+//! a worker may take a *lease*: up to 1% of a second's worth of tokens from the shared bucket at
+//! once (at most a quarter of the burst, at most [`MAX_LEASE`]), spent locally for the next
+//! [`LEASE_NANOS`]: two shared-data calls per lease instead of per request. Every admitted
+//! request still spent a token of the shared bucket, so the limit is never exceeded. A lease is
+//! taken only while the bucket stays at least half full after it, that is while the key is well
+//! under its limit; near the limit every request takes its own token, as without leases, so
+//! the rate admitted there is as exact. Tokens of a lease not spent in time go back to the
+//! bucket (never above its capacity) with the worker's next write to it.
+//!
 //! Proxy-wasm has no way to delete shared data, so buckets live as long as the proxy. To bound
 //! that memory, a limit counts the keys it has created (another shared entry, `.../~keys`);
 //! once `max_keys` exist, new key values share one overflow bucket (`.../~overflow`).
 
+use crate::authz::RequestFacts;
 use crate::config::{LimitKey, RateLimitConfig};
 use crate::filter::{RouteScope, check_name};
 use crate::{ConfigError, Host, LogLevel, SharedDataError};
@@ -42,6 +53,13 @@ pub const DEFAULT_MAX_KEYS: u32 = 10_000;
 /// Key values longer than this are replaced by a hash, so entries stay small.
 const MAX_KEY_LEN: usize = 128;
 
+/// The most tokens a worker leases at once.
+pub const MAX_LEASE: u32 = 100;
+/// How long leased tokens may be spent.
+pub const LEASE_NANOS: u64 = 10_000_000;
+/// Keys with a lease a VM keeps track of per limit; beyond, requests take single tokens.
+const MAX_LEASED_KEYS: usize = 1024;
+
 const MICRO: u128 = 1_000_000;
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
@@ -60,6 +78,17 @@ pub struct RateLimit {
     burst: u32,
     max_keys: u32,
     prefix: String,
+    /// Tokens taken from the shared bucket at once (1: no lease).
+    lease: u32,
+    /// This VM's leased tokens, by bucket key.
+    leases: std::sync::Mutex<std::collections::HashMap<String, Lease>>,
+}
+
+/// Tokens a worker took from a shared bucket and may spend until `until_nanos`.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    tokens: u32,
+    until_nanos: u64,
 }
 
 /// The outcome of taking a token.
@@ -146,15 +175,78 @@ impl RateLimit {
             burst: config.burst.unwrap_or(config.requests),
             max_keys: config.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
             prefix: format!("trellis.policy.rl.v1/{}/", config.name),
+            lease: lease_size(
+                config.requests,
+                config.per.nanos(),
+                config.burst.unwrap_or(config.requests),
+            ),
+            leases: Default::default(),
         })
     }
 
     /// Takes a token from the bucket of the request's key.
     pub fn take<H: Host + ?Sized>(&self, host: &H) -> Outcome {
-        let key = format!("{}{}", self.prefix, self.key_value(host));
+        self.take_with(&mut RequestFacts::new(host))
+    }
+
+    /// Like [`RateLimit::take`], reading the key from facts the policies may have read already
+    /// (the client IP is one property lookup per request, not one per use).
+    pub(crate) fn take_with<H: Host + ?Sized>(&self, facts: &mut RequestFacts<'_, H>) -> Outcome {
+        let key = format!("{}{}", self.prefix, self.key_value(facts));
+        let host = facts.host();
         let now = host.now_nanos();
-        match self.take_from(host, &key, now, true) {
-            Ok(outcome) => outcome,
+        if self.lease <= 1 {
+            return self.settle(host, self.take_from(host, &key, now, true, 1, 0));
+        }
+        let Ok(mut leases) = self.leases.lock() else {
+            return self.settle(host, self.take_from(host, &key, now, true, 1, 0));
+        };
+        // Spend a token of a live lease, or give back what is left of an expired one.
+        let mut give_back = 0;
+        if let Some(lease) = leases.get_mut(&key) {
+            if now < lease.until_nanos && lease.tokens > 0 {
+                lease.tokens -= 1;
+                return Outcome::Allowed;
+            }
+            give_back = lease.tokens;
+            lease.tokens = 0;
+        }
+        if leases.len() >= MAX_LEASED_KEYS && !leases.contains_key(&key) {
+            leases.retain(|_, l| l.tokens > 0 && now < l.until_nanos);
+        }
+        let want = if leases.len() < MAX_LEASED_KEYS || leases.contains_key(&key) {
+            self.lease
+        } else {
+            1
+        };
+        let result = self.take_from(host, &key, now, true, want, give_back);
+        match result {
+            Ok((_, taken)) if taken > 1 => {
+                leases.insert(
+                    key.clone(),
+                    Lease {
+                        tokens: taken - 1,
+                        until_nanos: now.saturating_add(LEASE_NANOS),
+                    },
+                );
+            }
+            // No lease now; leftovers that could not be given back are lost (fewer admitted).
+            _ => {
+                leases.remove(&key);
+            }
+        }
+        drop(leases);
+        self.settle(host, result)
+    }
+
+    /// The outcome of [`RateLimit::take_from`], logging a shared-data failure.
+    fn settle<H: Host + ?Sized>(
+        &self,
+        host: &H,
+        result: Result<(Outcome, u32), SharedDataError>,
+    ) -> Outcome {
+        match result {
+            Ok((outcome, _)) => outcome,
             Err(error) => {
                 host.log(
                     LogLevel::Warn,
@@ -170,11 +262,11 @@ impl RateLimit {
 
     /// The bucket key for the request: `ip:<addr>`, `principal:<id>`, `header:<value>`, or the
     /// shared `none` bucket when the request has no such value.
-    fn key_value<H: Host + ?Sized>(&self, host: &H) -> String {
+    fn key_value<H: Host + ?Sized>(&self, facts: &mut RequestFacts<'_, H>) -> String {
         let value = match &self.key {
-            LimitKey::ClientIp => host.source_ip().map(|ip| format!("ip:{ip}")),
-            LimitKey::Principal => host.peer_principal().map(|p| format!("principal:{p}")),
-            LimitKey::Header(name) => host.request_header(name).map(|v| format!("header:{v}")),
+            LimitKey::ClientIp => facts.source_ip().map(|ip| format!("ip:{ip}")),
+            LimitKey::Principal => facts.principal().map(|p| format!("principal:{p}")),
+            LimitKey::Header(name) => facts.header(name).map(|v| format!("header:{v}")),
         };
         match value {
             Some(value) if value.len() > MAX_KEY_LEN => format!("hash:{:016x}", fnv1a(&value)),
@@ -183,13 +275,18 @@ impl RateLimit {
         }
     }
 
+    /// Takes a token from the bucket under `key`, or `want` tokens (a lease) while the bucket
+    /// stays at least half full after them; first adds `give_back` tokens of an expired lease
+    /// (up to the capacity). Returns the outcome and how many tokens were taken.
     fn take_from<H: Host + ?Sized>(
         &self,
         host: &H,
         key: &str,
         now: u64,
         may_create: bool,
-    ) -> Result<Outcome, SharedDataError> {
+        want: u32,
+        give_back: u32,
+    ) -> Result<(Outcome, u32), SharedDataError> {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let (bucket, cas) = match host.get_shared_data(key)? {
                 Some(value) => match Bucket::decode(&value.data) {
@@ -200,23 +297,37 @@ impl RateLimit {
                 None => {
                     if may_create && !self.reserve_key(host)? {
                         let overflow = format!("{}~overflow", self.prefix);
-                        return self.take_from(host, &overflow, now, false);
+                        return self.take_from(host, &overflow, now, false, want, give_back);
                     }
                     (self.full(now), Some(CREATE_CAS))
                 }
             };
-            if bucket.micro_tokens < MICRO as u64 {
+            let micro_tokens = bucket
+                .micro_tokens
+                .saturating_add(u64::from(give_back).saturating_mul(MICRO as u64))
+                .min(self.capacity());
+            if micro_tokens < MICRO as u64 {
                 // Nothing to write: the refill is recomputed from the stored state next time.
-                return Ok(Outcome::Limited {
-                    retry_after_secs: self.retry_after_secs(bucket.micro_tokens),
-                });
+                return Ok((
+                    Outcome::Limited {
+                        retry_after_secs: self.retry_after_secs(micro_tokens),
+                    },
+                    0,
+                ));
             }
+            let whole = micro_tokens / MICRO as u64;
+            let taken = if want > 1 && whole >= u64::from(want) + u64::from(self.burst).div_ceil(2)
+            {
+                want
+            } else {
+                1
+            };
             let next = Bucket {
-                micro_tokens: bucket.micro_tokens - MICRO as u64,
+                micro_tokens: micro_tokens - u64::from(taken) * MICRO as u64,
                 ..bucket
             };
             match host.set_shared_data(key, &next.encode(), cas) {
-                Ok(()) => return Ok(Outcome::Allowed),
+                Ok(()) => return Ok((Outcome::Allowed, taken)),
                 Err(SharedDataError::CasMismatch) => continue,
                 Err(error) => return Err(error),
             }
@@ -287,6 +398,15 @@ impl RateLimit {
         let secs = wait_nanos.div_ceil(u128::from(NANOS_PER_SECOND));
         u64::try_from(secs).unwrap_or(u64::MAX).max(1)
     }
+}
+
+/// Tokens to lease at once: 1% of a second's worth, at most a quarter of the burst and
+/// [`MAX_LEASE`]; 1 (no lease) for rates under 200 per second.
+fn lease_size(requests: u32, period_nanos: u64, burst: u32) -> u32 {
+    let per_window =
+        u128::from(requests) * u128::from(LEASE_NANOS) / u128::from(period_nanos.max(1));
+    let size = u32::try_from(per_window).unwrap_or(u32::MAX);
+    size.min(burst / 4).clamp(1, MAX_LEASE)
 }
 
 /// FNV-1a, 64-bit: a stable, dependency-free hash for long key values.
@@ -643,6 +763,184 @@ mod tests {
             let message = compile_error(json);
             assert!(message.contains(expected), "{json}: {message}");
         }
+    }
+
+    #[test]
+    fn lease_sizes_follow_the_rate_and_the_burst() {
+        assert_eq!(lease_size(50, SECOND, 5), 1, "no lease for low rates");
+        assert_eq!(lease_size(199, SECOND, 199), 1);
+        assert_eq!(lease_size(200, SECOND, 200), 2);
+        assert_eq!(lease_size(10_000, SECOND, 10_000), 100);
+        assert_eq!(lease_size(1_000_000, SECOND, 1_000_000), MAX_LEASE);
+        assert_eq!(lease_size(10_000, SECOND, 40), 10, "a quarter of the burst");
+        assert_eq!(lease_size(60_000, 60 * SECOND, 60_000), 10, "per minute");
+        assert_eq!(lease_size(u32::MAX, 1, u32::MAX), MAX_LEASE);
+    }
+
+    /// Two workers (two compiled copies of one limit: two VMs) on one proxy.
+    fn two_workers(json: &str) -> ([RateLimit; 2], [MockHost; 2]) {
+        let a = MockHost::get("/").with_source("10.0.0.1:1");
+        let b = a.sibling().with_source("10.0.0.1:2");
+        ([limit(json), limit(json)], [a, b])
+    }
+
+    /// Sends `rate` requests per second for `seconds`, alternating between the workers, and
+    /// checks after every request that no more were admitted than the bucket can have held
+    /// (the burst plus the rate times the time so far). Returns (admitted, limited).
+    fn drive(
+        limits: &[RateLimit; 2],
+        hosts: &[MockHost; 2],
+        (requests, burst): (u64, u64),
+        rate: u64,
+        seconds: u64,
+    ) -> (u64, u64) {
+        let (mut admitted, mut limited) = (0, 0);
+        let step = SECOND / rate;
+        for n in 0..rate * seconds {
+            hosts[0].advance(step);
+            let worker = (n % 2) as usize;
+            match limits[worker].take(&hosts[worker]) {
+                Outcome::Allowed => admitted += 1,
+                Outcome::Limited { .. } => limited += 1,
+                Outcome::Error => panic!("shared data error"),
+            }
+            let elapsed = (n + 1) * step;
+            let bound =
+                burst + (u128::from(requests) * u128::from(elapsed) / u128::from(SECOND)) as u64;
+            assert!(
+                admitted <= bound,
+                "{admitted} admitted after {elapsed} ns, at most {bound}"
+            );
+        }
+        (admitted, limited)
+    }
+
+    #[test]
+    fn a_live_lease_is_spent_without_shared_data_calls() {
+        let l = limit(
+            r#"{"name": "l", "key": "client_ip", "requests": 10000, "per": "second", "burst": 1000}"#,
+        );
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        let key = "trellis.policy.rl.v1/l/ip:10.0.0.1";
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        let stored = Bucket::decode(&host.shared(key).unwrap()).unwrap();
+        assert_eq!(
+            stored.micro_tokens,
+            900 * 1_000_000,
+            "a lease of 100 tokens"
+        );
+        let calls = host.shared_calls();
+        assert_eq!(allowed(&l, &host, 99), 99);
+        assert_eq!(host.shared_calls(), calls, "the lease's 99 other tokens");
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        assert_eq!(
+            host.shared_calls(),
+            calls + 2,
+            "one read and one write for the next lease"
+        );
+    }
+
+    #[test]
+    fn unused_lease_tokens_go_back_to_the_bucket_and_expired_ones_are_not_spent() {
+        let l = limit(
+            r#"{"name": "l", "key": "client_ip", "requests": 10000, "per": "second", "burst": 1000}"#,
+        );
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        let key = "trellis.policy.rl.v1/l/ip:10.0.0.1";
+        assert_eq!(l.take(&host), Outcome::Allowed); // leased 100, 99 left
+        // Other workers empty the bucket meanwhile.
+        host.set_shared(
+            key,
+            &Bucket {
+                micro_tokens: 0,
+                last_nanos: host.now_nanos(),
+            }
+            .encode(),
+        );
+        host.advance(LEASE_NANOS); // the lease expires; 100 tokens earned
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        let stored = Bucket::decode(&host.shared(key).unwrap()).unwrap();
+        // 100 earned + 99 given back - 1 taken (199 < half the burst + a lease: no new lease).
+        assert_eq!(stored.micro_tokens, 198 * 1_000_000);
+        // The expired lease was not spent: every take now goes to the bucket.
+        let calls = host.shared_calls();
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        assert_eq!(host.shared_calls(), calls + 2);
+    }
+
+    #[test]
+    fn given_back_tokens_never_fill_the_bucket_beyond_its_burst() {
+        let l = limit(
+            r#"{"name": "l", "key": "client_ip", "requests": 10000, "per": "second", "burst": 1000}"#,
+        );
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        assert_eq!(l.take(&host), Outcome::Allowed); // leased 100, 99 left
+        host.advance(SECOND);
+        assert_eq!(l.take(&host), Outcome::Allowed);
+        let stored =
+            Bucket::decode(&host.shared("trellis.policy.rl.v1/l/ip:10.0.0.1").unwrap()).unwrap();
+        assert_eq!(
+            stored.micro_tokens,
+            900 * 1_000_000,
+            "full (1000), minus a new lease"
+        );
+    }
+
+    #[test]
+    fn leases_across_two_workers_never_exceed_the_limit_and_hold_its_rate() {
+        // 3x the rate with a small burst: the bucket is soon empty, requests take single tokens.
+        let json = r#"{"name": "l", "key": "client_ip", "requests": 10000, "per": "second", "burst": 1000}"#;
+        let (limits, hosts) = two_workers(json);
+        let (admitted, limited) = drive(&limits, &hosts, (10_000, 1000), 30_000, 2);
+        assert!(limited > 0);
+        let expected = 1000 + 10_000 * 2;
+        assert!(
+            admitted * 100 >= expected * 99,
+            "{admitted} admitted, {expected} expected"
+        );
+
+        // 1.2x the rate, a large burst: each worker's leases outlive their 10 ms and are given
+        // back; once the burst is spent the rate admitted is still the configured one.
+        let json = r#"{"name": "l", "key": "client_ip", "requests": 10000, "per": "second", "burst": 10000}"#;
+        let (limits, hosts) = two_workers(json);
+        let (admitted, limited) = drive(&limits, &hosts, (10_000, 10_000), 12_000, 10);
+        assert!(limited > 0);
+        let expected = 10_000 + 10_000 * 10;
+        assert!(
+            admitted * 100 >= expected * 99,
+            "{admitted} admitted, {expected} expected"
+        );
+    }
+
+    #[test]
+    fn leases_limit_nothing_under_the_rate() {
+        let json = r#"{"name": "l", "key": "client_ip", "requests": 10000, "per": "second", "burst": 10000}"#;
+        let (limits, hosts) = two_workers(json);
+        let calls = hosts[0].shared_calls();
+        let (admitted, limited) = drive(&limits, &hosts, (10_000, 10_000), 9_000, 5);
+        assert_eq!((admitted, limited), (45_000, 0));
+        assert!(
+            hosts[0].shared_calls() - calls < 45_000 / 10,
+            "{} shared data calls",
+            hosts[0].shared_calls() - calls
+        );
+    }
+
+    #[test]
+    fn low_rates_take_no_leases() {
+        let l = limit(
+            r#"{"name": "l", "key": "client_ip", "requests": 100, "per": "second", "burst": 100}"#,
+        );
+        let host = MockHost::get("/").with_source("10.0.0.1:1");
+        let calls = host.shared_calls();
+        assert_eq!(allowed(&l, &host, 10), 10);
+        let stored =
+            Bucket::decode(&host.shared("trellis.policy.rl.v1/l/ip:10.0.0.1").unwrap()).unwrap();
+        assert_eq!(stored.micro_tokens, 90 * 1_000_000);
+        assert!(
+            host.shared_calls() - calls >= 20,
+            "a read and a write per request"
+        );
     }
 
     #[test]

@@ -1,0 +1,1058 @@
+//! Policy attachment: AuthorizationPolicy, RateLimitPolicy and WasmFilter objects become Wasm
+//! HTTP filters in the filter chains of the Gateways they target, with status per ancestor.
+//!
+//! ```text
+//!  policy object ──check──► valid spec ──────────────┐           (else: the last valid spec
+//!     │   (strict parse, targetRefs, module state,     │            of the object, if any, and
+//!     │    the policy filter's own config parser)      │            Accepted=False)
+//!     │                                                ▼
+//!     └── targetRefs ──resolve──► (proxy, selector) attachments
+//!                                        │
+//!          per filter chain ◄────────────┘
+//!          ├─ trellis.policy: one filter, every AuthorizationPolicy/RateLimitPolicy of the
+//!          │  chain with a scope ("all", or the route-name prefixes of HTTPRoute targets)
+//!          └─ wasmfilter/<ns>/<name>: on for the chain, or off by default and enabled on the
+//!             virtual hosts (Gateway listener targets) and routes (HTTPRoute targets)
+//! ```
+//!
+//! Nothing here does I/O: which modules the control plane holds (fetched and checked against
+//! their SHA-256) arrives in [`ModuleOptions`], and the last valid spec of every policy in
+//! [`LastGood`], which the translation hands back updated.
+
+use crate::conditions::{condition, reasons, types};
+use crate::ir::{EndpointIr, FilterChainIr, Ir, WasmFilterIr};
+use crate::proxy_key;
+use crate::status::StatusSet;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use trellis_model::gateway::{GROUP as GATEWAY_GROUP, ParentReference};
+use trellis_model::policy::{
+    AuthorizationPolicySpec, FailurePolicy, PathMatchKind, PolicyAction, PolicyAncestorStatus,
+    PolicyMode, PolicyStatus, PolicyTargetReference, RateLimitKeyKind, RateLimitPolicySpec,
+    RatePeriod, SpecError, WasmFilterSpec, WasmModule, parse_spec,
+};
+use trellis_model::{CONTROLLER_NAME, InputSet, Kind, ObjectKey};
+
+/// The HTTP filter name (and VM id) of the built-in policy filter.
+pub const POLICY_FILTER: &str = "trellis.policy";
+/// The cluster through which proxies fetch modules from the control plane.
+pub const MODULE_CLUSTER: &str = "trellis/wasm";
+
+/// Policy-specific condition reasons.
+pub mod policy_reasons {
+    /// A target does not exist, or is not served by Trellis.
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+    /// The module could not be read or fetched.
+    pub const MODULE_NOT_FOUND: &str = "ModuleNotFound";
+    /// The module's SHA-256 is not the one the spec names.
+    pub const CHECKSUM_MISMATCH: &str = "ChecksumMismatch";
+}
+
+/// What the control plane knows of a module a WasmFilter names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleState {
+    /// Read (or fetched), its SHA-256 checked, and served to proxies by the control plane.
+    Verified,
+    /// Not available to proxies.
+    Problem {
+        /// `ModuleNotFound` or `ChecksumMismatch`.
+        reason: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Wasm modules as the control plane holds them.
+#[derive(Clone, Debug, Default)]
+pub struct ModuleOptions {
+    /// The SHA-256 of the policy filter module the control plane serves, if it has one.
+    pub policy_module: Option<String>,
+    /// The state of every module WasmFilters name (absent: not looked at yet).
+    pub modules: BTreeMap<WasmModule, ModuleState>,
+    /// The address proxies reach the control plane's module server at (`GET /wasm/<sha256>`).
+    pub server: Option<EndpointIr>,
+}
+
+/// The last valid spec of every policy object, kept across translations: when an object's
+/// spec becomes invalid (a bad regex, a wrong checksum), its last valid spec stays in force.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LastGood {
+    specs: BTreeMap<(Kind, ObjectKey), GoodSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct GoodSpec {
+    generation: Option<i64>,
+    spec: Value,
+}
+
+impl LastGood {
+    /// How many objects have a remembered valid spec.
+    pub fn len(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Whether no object has one.
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+}
+
+/// Why a spec cannot be applied.
+#[derive(Clone, Debug)]
+struct Problem {
+    message: String,
+    /// ResolvedRefs reason when the problem is the module.
+    module: Option<String>,
+}
+
+impl From<SpecError> for Problem {
+    fn from(e: SpecError) -> Self {
+        Problem {
+            message: e.to_string(),
+            module: None,
+        }
+    }
+}
+
+fn invalid(field: impl std::fmt::Display, message: impl std::fmt::Display) -> Problem {
+    Problem {
+        message: format!("{field}: {message}"),
+        module: None,
+    }
+}
+
+/// Where in a proxy an attachment applies.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Selector {
+    /// A whole Gateway, or one of its listeners.
+    Gateway(Option<String>),
+    /// Routes whose names start with this (`httproute/<ns>/<name>/`, or `.../rule/<i>/`).
+    Routes(String),
+}
+
+/// What a checked spec contributes to filter chains.
+enum Contribution {
+    Authorization(Value),
+    RateLimits(Vec<Value>),
+    Wasm { order: i32, filter: WasmFilterIr },
+}
+
+struct Checked {
+    targets: Vec<PolicyTargetReference>,
+    contribution: Contribution,
+}
+
+/// One policy's contribution to one proxy.
+struct Attachment {
+    key: ObjectKey,
+    selectors: Vec<Selector>,
+    contribution: std::rc::Rc<Contribution>,
+}
+
+/// Attaches every policy object to the IR and reports their status. Returns the new
+/// [`LastGood`].
+pub(crate) fn attach(
+    input: &InputSet,
+    modules: &ModuleOptions,
+    last_good: &LastGood,
+    ir: &mut Ir,
+    status: &mut StatusSet,
+) -> LastGood {
+    let mut next = LastGood::default();
+    let mut attachments: BTreeMap<String, Vec<Attachment>> = BTreeMap::new();
+    let mut run = |kind: Kind,
+                   key: &ObjectKey,
+                   generation: Option<i64>,
+                   spec: &Value,
+                   check: &dyn Fn(&Value) -> Result<Checked, Problem>|
+     -> PolicyStatus {
+        let current = check(spec);
+        let (chosen, problem, kept) = match current {
+            Ok(c) => {
+                next.specs.insert(
+                    (kind, key.clone()),
+                    GoodSpec {
+                        generation,
+                        spec: spec.clone(),
+                    },
+                );
+                (Some(c), None, None)
+            }
+            Err(problem) => match last_good.specs.get(&(kind, key.clone())) {
+                Some(good) => match check(&good.spec) {
+                    Ok(c) => {
+                        next.specs.insert((kind, key.clone()), good.clone());
+                        (Some(c), Some(problem), Some(good.generation))
+                    }
+                    Err(_) => (None, Some(problem), None),
+                },
+                None => (None, Some(problem), None),
+            },
+        };
+        let targets = match &chosen {
+            Some(c) => c.targets.clone(),
+            None => lenient_targets(spec),
+        };
+        let contribution = chosen.map(|c| std::rc::Rc::new(c.contribution));
+        let mut ancestors: BTreeMap<ParentReference, Result<(), String>> = BTreeMap::new();
+        let mut by_proxy: BTreeMap<String, Vec<Selector>> = BTreeMap::new();
+        for target in &targets {
+            match resolve(input, ir, &key.namespace, target) {
+                Ok(found) => {
+                    for (gateway, selector) in found {
+                        ancestors.insert(gateway_ref(&gateway, target), Ok(()));
+                        by_proxy
+                            .entry(proxy_key(&gateway))
+                            .or_default()
+                            .push(selector);
+                    }
+                }
+                Err(message) => {
+                    let r = target_ref(&key.namespace, target);
+                    ancestors.entry(r).or_insert(Err(message));
+                }
+            }
+        }
+        if let Some(contribution) = &contribution {
+            for (proxy, selectors) in by_proxy {
+                attachments.entry(proxy).or_default().push(Attachment {
+                    key: key.clone(),
+                    selectors,
+                    contribution: contribution.clone(),
+                });
+            }
+        }
+        if ancestors.is_empty() {
+            // Nothing to hang the conditions on: report against the object itself.
+            ancestors.insert(
+                ParentReference {
+                    group: trellis_model::policy::GROUP.to_string(),
+                    kind: kind.name().to_string(),
+                    namespace: Some(key.namespace.clone()),
+                    name: key.name.clone(),
+                    section_name: None,
+                    port: None,
+                },
+                Err("spec.targetRefs: no target".to_string()),
+            );
+        }
+        PolicyStatus {
+            ancestors: ancestors
+                .into_iter()
+                .map(|(ancestor_ref, found)| PolicyAncestorStatus {
+                    ancestor_ref,
+                    controller_name: CONTROLLER_NAME.to_string(),
+                    conditions: conditions(&found, problem.as_ref(), kept, generation),
+                })
+                .collect(),
+        }
+    };
+
+    for (key, object) in &input.authorization_policies {
+        let s = run(
+            Kind::AuthorizationPolicy,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| check_authorization(key, spec, modules),
+        );
+        status.authorization_policies.insert(key.clone(), s);
+    }
+    for (key, object) in &input.rate_limit_policies {
+        let s = run(
+            Kind::RateLimitPolicy,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| check_rate_limits(key, spec, modules),
+        );
+        status.rate_limit_policies.insert(key.clone(), s);
+    }
+    for (key, object) in &input.wasm_filters {
+        let s = run(
+            Kind::WasmFilter,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| check_wasm_filter(key, spec, modules),
+        );
+        status.wasm_filters.insert(key.clone(), s);
+    }
+
+    for (proxy_name, list) in attachments {
+        let Some(proxy) = ir.proxies.get_mut(&proxy_name) else {
+            continue;
+        };
+        let mut used = false;
+        for listener in &mut proxy.listeners {
+            for chain in &mut listener.chains {
+                used |= apply_to_chain(chain, &list, modules);
+            }
+        }
+        if used {
+            proxy.module_server = modules.server.clone();
+        }
+    }
+    next
+}
+
+fn conditions(
+    found: &Result<(), String>,
+    problem: Option<&Problem>,
+    kept: Option<Option<i64>>,
+    generation: Option<i64>,
+) -> Vec<trellis_model::core::Condition> {
+    let accepted = match (found, problem) {
+        (_, Some(p)) => {
+            let message = match kept {
+                Some(Some(g)) => format!(
+                    "{}; the last valid version (generation {g}) stays in force",
+                    p.message
+                ),
+                Some(None) => format!("{}; the last valid version stays in force", p.message),
+                None => format!("{}; the policy is not applied", p.message),
+            };
+            condition(
+                types::ACCEPTED,
+                false,
+                reasons::INVALID,
+                message,
+                generation,
+            )
+        }
+        (Err(message), None) => condition(
+            types::ACCEPTED,
+            false,
+            policy_reasons::TARGET_NOT_FOUND,
+            message.clone(),
+            generation,
+        ),
+        (Ok(()), None) => condition(
+            types::ACCEPTED,
+            true,
+            reasons::ACCEPTED,
+            "Policy accepted",
+            generation,
+        ),
+    };
+    let resolved = match problem.and_then(|p| p.module.as_deref().map(|r| (r, p))) {
+        Some((reason, p)) => condition(
+            types::RESOLVED_REFS,
+            false,
+            reason,
+            p.message.clone(),
+            generation,
+        ),
+        None => condition(
+            types::RESOLVED_REFS,
+            true,
+            reasons::RESOLVED_REFS,
+            "References resolved",
+            generation,
+        ),
+    };
+    vec![accepted, resolved]
+}
+
+/// The targetRefs of a spec that does not parse as a whole, where they can be read.
+fn lenient_targets(spec: &Value) -> Vec<PolicyTargetReference> {
+    spec.get("targetRefs")
+        .and_then(|t| serde_json::from_value::<Vec<Value>>(t.clone()).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| serde_json::from_value(t).ok())
+        .collect()
+}
+
+fn gateway_ref(gateway: &ObjectKey, target: &PolicyTargetReference) -> ParentReference {
+    let section_name = if target.kind == "Gateway" {
+        target.section_name.clone()
+    } else {
+        None
+    };
+    ParentReference {
+        group: GATEWAY_GROUP.to_string(),
+        kind: "Gateway".to_string(),
+        namespace: Some(gateway.namespace.clone()),
+        name: gateway.name.clone(),
+        section_name,
+        port: None,
+    }
+}
+
+fn target_ref(namespace: &str, target: &PolicyTargetReference) -> ParentReference {
+    ParentReference {
+        group: target.group.clone(),
+        kind: target.kind.clone(),
+        namespace: Some(namespace.to_string()),
+        name: target.name.clone(),
+        section_name: target.section_name.clone(),
+        port: None,
+    }
+}
+
+/// The Gateways a target is on and where in them it applies.
+fn resolve(
+    input: &InputSet,
+    ir: &Ir,
+    namespace: &str,
+    target: &PolicyTargetReference,
+) -> Result<Vec<(ObjectKey, Selector)>, String> {
+    let key = ObjectKey::new(namespace, &target.name);
+    match target.kind.as_str() {
+        "Gateway" => {
+            let gateway = input
+                .gateways
+                .get(&key)
+                .ok_or_else(|| format!("Gateway {key} does not exist"))?;
+            if !ir.proxies.contains_key(&proxy_key(&key)) {
+                return Err(format!("Gateway {key} is not served by Trellis"));
+            }
+            if let Some(section) = &target.section_name
+                && !gateway.spec.listeners.iter().any(|l| &l.name == section)
+            {
+                return Err(format!("Gateway {key} has no listener {section:?}"));
+            }
+            Ok(vec![(key, Selector::Gateway(target.section_name.clone()))])
+        }
+        "HTTPRoute" => {
+            let route = input
+                .http_routes
+                .get(&key)
+                .ok_or_else(|| format!("HTTPRoute {key} does not exist"))?;
+            let mut prefix = format!("httproute/{}/{}/", key.namespace, key.name);
+            if let Some(section) = &target.section_name {
+                let index = route
+                    .spec
+                    .rules
+                    .iter()
+                    .position(|r| r.name.as_deref() == Some(section))
+                    .ok_or_else(|| format!("HTTPRoute {key} has no rule named {section:?}"))?;
+                prefix.push_str(&format!("rule/{index}/"));
+            }
+            let found: Vec<(ObjectKey, Selector)> = input
+                .gateways
+                .keys()
+                .filter(|g| {
+                    ir.proxies.get(&proxy_key(g)).is_some_and(|p| {
+                        p.listeners
+                            .iter()
+                            .any(|l| l.chains.iter().any(|c| chain_has_route_prefix(c, &prefix)))
+                    })
+                })
+                .map(|g| (g.clone(), Selector::Routes(prefix.clone())))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "HTTPRoute {key} is not attached to a Gateway served by Trellis"
+                ));
+            }
+            Ok(found)
+        }
+        other => Err(format!("kind {other:?} cannot be targeted")),
+    }
+}
+
+fn chain_has_route_prefix(chain: &FilterChainIr, prefix: &str) -> bool {
+    chain
+        .virtual_hosts
+        .iter()
+        .any(|vh| vh.routes.iter().any(|r| r.name.starts_with(prefix)))
+}
+
+fn check_targets(targets: &[PolicyTargetReference]) -> Result<(), Problem> {
+    if targets.is_empty() {
+        return Err(invalid(
+            "spec.targetRefs",
+            "at least one target is required",
+        ));
+    }
+    if targets.len() > 16 {
+        return Err(invalid("spec.targetRefs", "at most 16 targets"));
+    }
+    for (i, t) in targets.iter().enumerate() {
+        if t.group != GATEWAY_GROUP {
+            return Err(invalid(
+                format!("spec.targetRefs[{i}].group"),
+                format!("must be {GATEWAY_GROUP}"),
+            ));
+        }
+        if t.kind != "Gateway" && t.kind != "HTTPRoute" {
+            return Err(invalid(
+                format!("spec.targetRefs[{i}].kind"),
+                format!("{:?} is not supported (Gateway or HTTPRoute)", t.kind),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn policy_module(modules: &ModuleOptions) -> Result<String, Problem> {
+    match (&modules.policy_module, &modules.server) {
+        (Some(sha), Some(_)) => Ok(sha.clone()),
+        _ => Err(Problem {
+            message: "the control plane has no policy filter module to serve (start it with \
+                      --policy-module)"
+                .to_string(),
+            module: Some(policy_reasons::MODULE_NOT_FOUND.to_string()),
+        }),
+    }
+}
+
+fn policy_name(key: &ObjectKey) -> String {
+    format!("{}/{}", key.namespace, key.name)
+}
+
+/// The policy filter's JSON for an AuthorizationPolicy (without scope).
+fn authorization_json(key: &ObjectKey, spec: &AuthorizationPolicySpec) -> Value {
+    let action = |a: PolicyAction| match a {
+        PolicyAction::Allow => "allow",
+        PolicyAction::Deny => "deny",
+    };
+    let rules: Vec<Value> = spec
+        .rules
+        .iter()
+        .map(|r| {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(r.name));
+            m.insert("action".into(), json!(action(r.action)));
+            if let Some(paths) = &r.paths {
+                let paths: Vec<Value> = paths
+                    .iter()
+                    .map(|p| match p.kind {
+                        PathMatchKind::Exact => json!({"exact": p.value}),
+                        PathMatchKind::Prefix => json!({"prefix": p.value}),
+                        PathMatchKind::RegularExpression => json!({"regex": p.value}),
+                    })
+                    .collect();
+                m.insert("paths".into(), Value::Array(paths));
+            }
+            if let Some(methods) = &r.methods {
+                m.insert("methods".into(), json!(methods));
+            }
+            if let Some(headers) = &r.headers {
+                let headers: Vec<Value> = headers
+                    .iter()
+                    .map(|h| json!({"name": h.name, "values": h.values}))
+                    .collect();
+                m.insert("headers".into(), Value::Array(headers));
+            }
+            if let Some(principals) = &r.principals {
+                m.insert("principals".into(), json!(principals));
+            }
+            if let Some(ips) = &r.source_ips {
+                m.insert("source_ips".into(), json!(ips));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    json!({
+        "name": policy_name(key),
+        "mode": match spec.mode { PolicyMode::Enforce => "enforce", PolicyMode::Audit => "audit" },
+        "default_action": action(spec.default_action),
+        "rules": rules,
+    })
+}
+
+/// The policy filter's JSON for the limits of a RateLimitPolicy (without scope).
+fn rate_limits_json(key: &ObjectKey, spec: &RateLimitPolicySpec) -> Result<Vec<Value>, Problem> {
+    let mut out = Vec::new();
+    for (i, l) in spec.limits.iter().enumerate() {
+        let key_json = match (l.key.kind, &l.key.header) {
+            (RateLimitKeyKind::Header, Some(h)) if !h.is_empty() => json!({"header": h}),
+            (RateLimitKeyKind::Header, _) => {
+                return Err(invalid(
+                    format!("spec.limits[{i}].key.header"),
+                    "required for type Header",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(invalid(
+                    format!("spec.limits[{i}].key.header"),
+                    "only allowed for type Header",
+                ));
+            }
+            (RateLimitKeyKind::ClientIp, None) => json!("client_ip"),
+            (RateLimitKeyKind::Principal, None) => json!("principal"),
+        };
+        let mut m = Map::new();
+        m.insert(
+            "name".into(),
+            json!(format!("{}/{}", policy_name(key), l.name)),
+        );
+        m.insert("key".into(), key_json);
+        m.insert("requests".into(), json!(l.requests));
+        m.insert(
+            "per".into(),
+            json!(match l.per {
+                RatePeriod::Second => "second",
+                RatePeriod::Minute => "minute",
+                RatePeriod::Hour => "hour",
+            }),
+        );
+        if let Some(b) = l.burst {
+            m.insert("burst".into(), json!(b));
+        }
+        if let Some(k) = l.max_keys {
+            m.insert("max_keys".into(), json!(k));
+        }
+        out.push(Value::Object(m));
+    }
+    Ok(out)
+}
+
+/// Runs the policy filter's own configuration parser, naming the spec field on failure.
+fn validate_policy_config(config: &Value) -> Result<(), Problem> {
+    let bytes = serde_json::to_vec(config).unwrap_or_default();
+    trellis_policy::PolicyFilter::from_json(&bytes)
+        .map(|_| ())
+        .map_err(|e| {
+            let (field, message) = match e {
+                trellis_policy::ConfigError::Json { path, message } => (path, message),
+                trellis_policy::ConfigError::Invalid { field, reason } => (field, reason),
+            };
+            invalid(spec_field(&field), message)
+        })
+}
+
+/// Maps a field path of the policy filter's configuration (`policies[0].rules[1].paths[0].regex`)
+/// to the spec's (`spec.rules[1].paths[0].value`).
+fn spec_field(path: &str) -> String {
+    let mut out = String::from("spec");
+    let rest = path
+        .strip_prefix("policies[0]")
+        .map(str::to_string)
+        .or_else(|| {
+            path.strip_prefix("rate_limits[")
+                .map(|r| format!(".limits[{r}"))
+        })
+        .unwrap_or_else(|| format!(".{path}"));
+    for segment in rest.split('.').filter(|s| !s.is_empty()) {
+        let mapped = match segment {
+            "default_action" => "defaultAction",
+            "source_ips" => "sourceIPs",
+            "max_keys" => "maxKeys",
+            "exact" | "prefix" | "regex" => "value",
+            s => s,
+        };
+        let mapped = match segment.split_once('[') {
+            Some(("source_ips", idx)) => format!("sourceIPs[{idx}"),
+            _ => mapped.to_string(),
+        };
+        out.push('.');
+        out.push_str(&mapped);
+    }
+    out
+}
+
+fn check_authorization(
+    key: &ObjectKey,
+    spec: &Value,
+    modules: &ModuleOptions,
+) -> Result<Checked, Problem> {
+    let spec: AuthorizationPolicySpec = parse_spec(spec)?;
+    check_targets(&spec.target_refs)?;
+    let policy = authorization_json(key, &spec);
+    validate_policy_config(&json!({ "policies": [policy] }))?;
+    policy_module(modules)?;
+    Ok(Checked {
+        targets: spec.target_refs,
+        contribution: Contribution::Authorization(policy),
+    })
+}
+
+fn check_rate_limits(
+    key: &ObjectKey,
+    spec: &Value,
+    modules: &ModuleOptions,
+) -> Result<Checked, Problem> {
+    let spec: RateLimitPolicySpec = parse_spec(spec)?;
+    check_targets(&spec.target_refs)?;
+    if spec.limits.is_empty() {
+        return Err(invalid("spec.limits", "at least one limit is required"));
+    }
+    let limits = rate_limits_json(key, &spec)?;
+    validate_policy_config(&json!({ "rate_limits": limits }))?;
+    policy_module(modules)?;
+    Ok(Checked {
+        targets: spec.target_refs,
+        contribution: Contribution::RateLimits(limits),
+    })
+}
+
+fn check_wasm_filter(
+    key: &ObjectKey,
+    spec: &Value,
+    modules: &ModuleOptions,
+) -> Result<Checked, Problem> {
+    let spec: WasmFilterSpec = parse_spec(spec)?;
+    check_targets(&spec.target_refs)?;
+    let module = &spec.module;
+    match (&module.path, &module.url) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err(invalid("spec.module", "set exactly one of path and url"));
+        }
+        (Some(p), None) if !p.starts_with('/') => {
+            return Err(invalid("spec.module.path", "must be an absolute path"));
+        }
+        (None, Some(u)) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+            return Err(invalid(
+                "spec.module.url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        _ => {}
+    }
+    if module.sha256.len() != 64
+        || !module
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(invalid(
+            "spec.module.sha256",
+            "must be 64 lower-case hex digits",
+        ));
+    }
+    let configuration = spec.config.clone().unwrap_or(Value::Null);
+    if modules.policy_module.as_deref() == Some(module.sha256.as_str()) {
+        // The policy filter: its configuration can be checked here rather than by Envoy.
+        let bytes = serde_json::to_vec(&configuration).unwrap_or_default();
+        let bytes = if configuration.is_null() {
+            Vec::new()
+        } else {
+            bytes
+        };
+        if let Err(e) = trellis_policy::PolicyFilter::from_json(&bytes) {
+            return Err(invalid("spec.config", e));
+        }
+    }
+    if modules.server.is_none() {
+        return Err(Problem {
+            message: "the control plane serves no modules".to_string(),
+            module: Some(policy_reasons::MODULE_NOT_FOUND.to_string()),
+        });
+    }
+    match modules.modules.get(module) {
+        Some(ModuleState::Verified) => {}
+        Some(ModuleState::Problem { reason, message }) => {
+            return Err(Problem {
+                message: format!("spec.module: {message}"),
+                module: Some(reason.clone()),
+            });
+        }
+        None => {
+            return Err(Problem {
+                message: "spec.module: not fetched yet".to_string(),
+                module: Some(policy_reasons::MODULE_NOT_FOUND.to_string()),
+            });
+        }
+    }
+    let name = format!("wasmfilter/{}/{}", key.namespace, key.name);
+    Ok(Checked {
+        targets: spec.target_refs,
+        contribution: Contribution::Wasm {
+            order: spec.order,
+            filter: WasmFilterIr {
+                vm_id: name.clone(),
+                name,
+                sha256: module.sha256.clone(),
+                configuration,
+                fail_open: spec.failure_policy == FailurePolicy::FailOpen,
+                disabled: false,
+            },
+        },
+    })
+}
+
+/// Where in a chain an attachment applies.
+enum ChainScope {
+    All,
+    Parts {
+        listeners: BTreeSet<String>,
+        prefixes: BTreeSet<String>,
+    },
+}
+
+fn chain_scope(chain: &FilterChainIr, selectors: &[Selector]) -> Option<ChainScope> {
+    let mut listeners = BTreeSet::new();
+    let mut prefixes = BTreeSet::new();
+    for selector in selectors {
+        match selector {
+            Selector::Gateway(None) => return Some(ChainScope::All),
+            Selector::Gateway(Some(l)) => {
+                let own_chain = chain.route_config.ends_with(&format!("/listener/{l}"));
+                let all_vhosts = !chain.virtual_hosts.is_empty()
+                    && chain.virtual_hosts.iter().all(|vh| &vh.listener == l);
+                if own_chain || all_vhosts {
+                    return Some(ChainScope::All);
+                }
+                if chain.virtual_hosts.iter().any(|vh| &vh.listener == l) {
+                    listeners.insert(l.clone());
+                }
+            }
+            Selector::Routes(prefix) => {
+                if chain_has_route_prefix(chain, prefix) {
+                    prefixes.insert(prefix.clone());
+                }
+            }
+        }
+    }
+    (!listeners.is_empty() || !prefixes.is_empty()).then_some(ChainScope::Parts {
+        listeners,
+        prefixes,
+    })
+}
+
+/// The policy filter's scope for a chain scope: `"all"` or route-name prefixes.
+fn policy_scope(chain: &FilterChainIr, scope: &ChainScope) -> Option<Value> {
+    match scope {
+        ChainScope::All => Some(json!("all")),
+        ChainScope::Parts {
+            listeners,
+            prefixes,
+        } => {
+            let mut all: BTreeSet<String> = prefixes.clone();
+            for vh in &chain.virtual_hosts {
+                if listeners.contains(&vh.listener) {
+                    all.extend(vh.routes.iter().map(|r| r.name.clone()));
+                }
+            }
+            (!all.is_empty()).then(|| json!({ "route_prefixes": all }))
+        }
+    }
+}
+
+/// Adds the filters of a proxy's attachments to one chain; returns whether it has any.
+fn apply_to_chain(
+    chain: &mut FilterChainIr,
+    attachments: &[Attachment],
+    modules: &ModuleOptions,
+) -> bool {
+    let mut policies = Vec::new();
+    let mut limits = Vec::new();
+    let mut wasm: Vec<(i32, &ObjectKey, WasmFilterIr)> = Vec::new();
+    for a in attachments {
+        let Some(scope) = chain_scope(chain, &a.selectors) else {
+            continue;
+        };
+        match &*a.contribution {
+            Contribution::Authorization(policy) => {
+                if let Some(s) = policy_scope(chain, &scope) {
+                    let mut p = policy.clone();
+                    p["scope"] = s;
+                    policies.push(p);
+                }
+            }
+            Contribution::RateLimits(list) => {
+                if let Some(s) = policy_scope(chain, &scope) {
+                    for l in list {
+                        let mut l = l.clone();
+                        l["scope"] = s.clone();
+                        limits.push(l);
+                    }
+                }
+            }
+            Contribution::Wasm { order, filter } => {
+                let mut filter = filter.clone();
+                if let ChainScope::Parts {
+                    listeners,
+                    prefixes,
+                } = &scope
+                {
+                    filter.disabled = true;
+                    for vh in &mut chain.virtual_hosts {
+                        if listeners.contains(&vh.listener) {
+                            vh.enabled_filters.push(filter.name.clone());
+                        }
+                        for r in &mut vh.routes {
+                            if prefixes.iter().any(|p| r.name.starts_with(p.as_str())) {
+                                r.enabled_filters.push(filter.name.clone());
+                            }
+                        }
+                    }
+                }
+                wasm.push((*order, &a.key, filter));
+            }
+        }
+    }
+    let mut filters = Vec::new();
+    if (!policies.is_empty() || !limits.is_empty())
+        && let Some(sha256) = &modules.policy_module
+    {
+        let mut configuration = Map::new();
+        // The connection manager sets `use_remote_address` (no trusted hops): Envoy appends the
+        // connection's address to x-forwarded-for, so its last entry is the client IP, read
+        // with the headers rather than by a costlier property lookup.
+        configuration.insert("client_ip_header".into(), json!("x-forwarded-for"));
+        // No listener asks for client certificates (yet): no request has a principal.
+        configuration.insert("client_certificates".into(), json!(false));
+        if !policies.is_empty() {
+            configuration.insert("policies".into(), Value::Array(policies));
+        }
+        if !limits.is_empty() {
+            configuration.insert("rate_limits".into(), Value::Array(limits));
+        }
+        filters.push(WasmFilterIr {
+            name: POLICY_FILTER.to_string(),
+            sha256: sha256.clone(),
+            vm_id: POLICY_FILTER.to_string(),
+            configuration: Value::Object(configuration),
+            fail_open: false,
+            disabled: false,
+        });
+    }
+    wasm.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    filters.extend(wasm.into_iter().map(|(_, _, f)| f));
+    let used = !filters.is_empty();
+    chain.http_filters = filters;
+    used
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Options, translate};
+    use std::sync::Arc;
+    use trellis_model::Object;
+    use trellis_model::policy::AuthorizationPolicy;
+    use trellis_sources::{ParsedDocument, parse_documents};
+
+    const BASE: &str = "
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis}
+spec: {controllerName: trellis.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web, namespace: apps}
+spec:
+  gatewayClassName: trellis
+  addresses: [{value: 127.0.0.10}]
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+";
+
+    fn input(policy_spec: &str) -> InputSet {
+        let mut input = InputSet::default();
+        for doc in parse_documents(BASE) {
+            if let ParsedDocument::Object { object, .. } = doc {
+                input.insert(*object);
+            }
+        }
+        let spec: Value = serde_json::from_str(policy_spec).unwrap();
+        let mut meta = trellis_model::core::ObjectMeta {
+            name: Some("p".into()),
+            namespace: Some("apps".into()),
+            ..Default::default()
+        };
+        meta.generation = Some(if spec.to_string().contains("[0-9+") {
+            2
+        } else {
+            1
+        });
+        input.insert(Object::AuthorizationPolicy(Arc::new(
+            AuthorizationPolicy::new(meta, spec),
+        )));
+        input
+    }
+
+    fn options(last_good: LastGood) -> Options {
+        Options {
+            modules: ModuleOptions {
+                policy_module: Some("ab".repeat(32)),
+                server: Some(EndpointIr {
+                    address: "127.0.0.1".into(),
+                    port: 1,
+                }),
+                ..Default::default()
+            },
+            last_good,
+            ..Default::default()
+        }
+    }
+
+    fn policy_config(t: &crate::Translation) -> Option<String> {
+        let chain = &t.ir.proxies["gateway/apps/web"].listeners[0].chains[0];
+        chain
+            .http_filters
+            .first()
+            .map(|f| f.configuration.to_string())
+    }
+
+    const GOOD: &str = r#"{"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"}],
+        "defaultAction": "Allow", "rules": [{"name": "r", "action": "Deny", "paths": [{"type": "RegularExpression", "value": "/items/[0-9]+"}]}]}"#;
+    const BAD: &str = r#"{"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"}],
+        "defaultAction": "Allow", "rules": [{"name": "r", "action": "Deny", "paths": [{"type": "RegularExpression", "value": "/items/[0-9+"}]}]}"#;
+
+    #[test]
+    fn an_invalid_policy_keeps_its_last_valid_version_in_force() {
+        let first = translate(&input(GOOD), &options(LastGood::default()));
+        let good_config = policy_config(&first).expect("the policy filter is configured");
+        assert!(good_config.contains("/items/[0-9]+"), "{good_config}");
+        assert_eq!(first.last_good.len(), 1);
+
+        let second = translate(&input(BAD), &options(first.last_good.clone()));
+        assert_eq!(policy_config(&second), Some(good_config));
+        let status = &second.status.authorization_policies[&ObjectKey::new("apps", "p")];
+        let accepted = &status.ancestors[0].conditions[0];
+        assert_eq!(accepted.status, "False");
+        assert_eq!(accepted.reason, "Invalid");
+        assert!(
+            accepted
+                .message
+                .contains("spec.rules[0].paths[0].value: is not a valid regular expression"),
+            "{}",
+            accepted.message
+        );
+        assert!(
+            accepted
+                .message
+                .contains("the last valid version (generation 1) stays in force"),
+            "{}",
+            accepted.message
+        );
+        assert_eq!(second.last_good, first.last_good);
+    }
+
+    #[test]
+    fn an_invalid_policy_without_a_valid_version_is_not_applied() {
+        let t = translate(&input(BAD), &options(LastGood::default()));
+        assert_eq!(policy_config(&t), None);
+        assert!(t.last_good.is_empty());
+        let status = &t.status.authorization_policies[&ObjectKey::new("apps", "p")];
+        assert!(
+            status.ancestors[0].conditions[0]
+                .message
+                .ends_with("the policy is not applied")
+        );
+    }
+
+    #[test]
+    fn a_deleted_policy_is_forgotten() {
+        let first = translate(&input(GOOD), &options(LastGood::default()));
+        let mut without = input(GOOD);
+        without.authorization_policies.clear();
+        let second = translate(&without, &options(first.last_good));
+        assert!(second.last_good.is_empty());
+        assert_eq!(policy_config(&second), None);
+    }
+
+    #[test]
+    fn filter_fields_map_to_spec_fields() {
+        assert_eq!(
+            spec_field("policies[0].rules[1].paths[0].regex"),
+            "spec.rules[1].paths[0].value"
+        );
+        assert_eq!(
+            spec_field("policies[0].rules[0].source_ips[2]"),
+            "spec.rules[0].sourceIPs[2]"
+        );
+        assert_eq!(spec_field("rate_limits[1].name"), "spec.limits[1].name");
+        assert_eq!(
+            spec_field("rate_limits[0].max_keys"),
+            "spec.limits[0].maxKeys"
+        );
+    }
+}
