@@ -192,10 +192,20 @@ impl StreamState {
             };
             wants.insert(name.clone(), want);
         }
-        // Keep what routes at the client still send traffic to, until they are replaced.
-        for name in self.in_use(t) {
-            if !wants.contains_key(&name) && ts.client.contains_key(&name) && ts.in_scope(&name) {
-                wants.insert(name, Want::Keep);
+        // Keep what routes at the client still send traffic to, until they are replaced. Only
+        // names the client holds beyond what it should can be such; usually there are none,
+        // and the dependencies of everything held need not be walked.
+        let beyond: Vec<&String> = ts
+            .client
+            .keys()
+            .filter(|name| !wants.contains_key(*name) && ts.in_scope(name))
+            .collect();
+        if !beyond.is_empty() {
+            let in_use = self.in_use(t);
+            for name in beyond {
+                if in_use.contains(name) {
+                    wants.insert(name.clone(), Want::Keep);
+                }
             }
         }
         // After a reconnect, keep every cluster (and its endpoints) the client holds, while its
