@@ -8,7 +8,7 @@
 //! `initial_resource_versions` say what it holds, so unchanged resources are not sent again.
 
 use super::Event;
-use super::state::{ClientEntry, Pending, StreamState, SyncStatus, Want};
+use super::state::{ClientEntry, Pending, StreamState, SyncStatus, Want, zip_by_name};
 use crate::resource::ResourceType;
 use crate::snapshot::Snapshot;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -196,21 +196,20 @@ impl DeltaStream {
         }
         let ts = self.state.types.get(&t)?;
         let mut updates = BTreeMap::new();
-        for (name, want) in &wants {
-            if let Want::Resource(r) = want {
-                let held = ts.client.get(name).map(|e| e.version.as_str());
-                let rejected = ts.rejected.get(name).map(String::as_str);
-                if held != Some(r.version.as_str()) && rejected != Some(r.version.as_str()) {
-                    updates.insert(name.clone(), r.clone());
+        let mut removed: Vec<String> = Vec::new();
+        for (name, want, held) in zip_by_name(&wants, &ts.client) {
+            match want {
+                Some(Want::Resource(r)) => {
+                    let held = held.map(|e| e.version.as_str());
+                    let rejected = ts.rejected.get(name).map(String::as_str);
+                    if held != Some(r.version.as_str()) && rejected != Some(r.version.as_str()) {
+                        updates.insert(name.clone(), r.clone());
+                    }
                 }
+                Some(_) => {}
+                None => removed.push(name.clone()),
             }
         }
-        let mut removed: Vec<String> = ts
-            .client
-            .keys()
-            .filter(|name| !wants.contains_key(*name))
-            .cloned()
-            .collect();
         // Subscribed names that do not exist: say so once, so the client stops waiting.
         let absent: Vec<String> = if ts.wildcard {
             Vec::new()

@@ -172,7 +172,6 @@ impl StreamState {
         let snapshot = self.snapshot.as_ref()?;
         let ts = self.types.get(&t)?;
         let available = snapshot.resources(t);
-        let mut wants = BTreeMap::new();
         let candidates: Box<dyn Iterator<Item = (&String, &Arc<Resource>)>> = if ts.wildcard {
             Box::new(available.items().iter())
         } else {
@@ -182,29 +181,31 @@ impl StreamState {
                     .filter_map(|n| available.get(n).map(|r| (n, r))),
             )
         };
-        for (name, resource) in candidates {
-            let want = if self.dependencies_ready(resource) {
-                Want::Resource(resource.clone())
-            } else if ts.client.contains_key(name) {
-                Want::Keep
-            } else {
-                Want::Hold
-            };
-            wants.insert(name.clone(), want);
-        }
+        // Candidates come in name order, so the map is built in one pass, without searching.
+        let mut wants: BTreeMap<String, Want> = candidates
+            .map(|(name, resource)| {
+                let want = if self.dependencies_ready(resource) {
+                    Want::Resource(resource.clone())
+                } else if ts.client.contains_key(name) {
+                    Want::Keep
+                } else {
+                    Want::Hold
+                };
+                (name.clone(), want)
+            })
+            .collect();
         // Keep what routes at the client still send traffic to, until they are replaced. Only
         // names the client holds beyond what it should can be such; usually there are none,
         // and the dependencies of everything held need not be walked.
-        let beyond: Vec<&String> = ts
-            .client
-            .keys()
-            .filter(|name| !wants.contains_key(*name) && ts.in_scope(name))
+        let beyond: Vec<String> = zip_by_name(&wants, &ts.client)
+            .filter(|(name, want, held)| want.is_none() && held.is_some() && ts.in_scope(name))
+            .map(|(name, _, _)| name.clone())
             .collect();
         if !beyond.is_empty() {
             let in_use = self.in_use(t);
             for name in beyond {
-                if in_use.contains(name) {
-                    wants.insert(name.clone(), Want::Keep);
+                if in_use.contains(&name) {
+                    wants.insert(name, Want::Keep);
                 }
             }
         }
@@ -268,15 +269,16 @@ impl StreamState {
                 match self.wants(*t) {
                     None => SyncStatus::NotSent,
                     Some(wants) => {
-                        let held_all = wants.iter().all(|(name, want)| match want {
-                            Want::Resource(r) => {
-                                ts.client.get(name).is_some_and(|e| e.version == r.version)
-                            }
-                            Want::Keep => ts.client.contains_key(name),
-                            Want::Hold => false,
-                        });
-                        let nothing_extra = ts.client.keys().all(|n| wants.contains_key(n));
-                        if held_all && nothing_extra {
+                        // Everything wanted is held, at the wanted version, and nothing more.
+                        let synced =
+                            zip_by_name(&wants, &ts.client).all(|(_, want, held)| {
+                                match (want, held) {
+                                    (Some(Want::Resource(r)), Some(e)) => e.version == r.version,
+                                    (Some(Want::Keep), Some(_)) => true,
+                                    _ => false,
+                                }
+                            });
+                        if synced {
                             SyncStatus::Synced
                         } else {
                             SyncStatus::Stale
@@ -305,4 +307,59 @@ pub(crate) fn set_version(resources: &BTreeMap<String, Arc<Resource>>) -> String
         parts.push(r.version.as_bytes());
     }
     content_hash(parts)
+}
+
+/// Walks two maps keyed by name together, in name order: each name of either map with its
+/// entry in each (one comparison per step, instead of a search per name).
+pub(crate) fn zip_by_name<'a, A, B>(
+    a: &'a BTreeMap<String, A>,
+    b: &'a BTreeMap<String, B>,
+) -> impl Iterator<Item = (&'a String, Option<&'a A>, Option<&'a B>)> {
+    let mut a = a.iter().peekable();
+    let mut b = b.iter().peekable();
+    std::iter::from_fn(move || {
+        let order = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some((ka, _)), Some((kb, _))) => ka.cmp(kb),
+        };
+        match order {
+            std::cmp::Ordering::Less => a.next().map(|(k, v)| (k, Some(v), None)),
+            std::cmp::Ordering::Greater => b.next().map(|(k, v)| (k, None, Some(v))),
+            std::cmp::Ordering::Equal => {
+                let (k, va) = a.next()?;
+                let vb = b.next().map(|(_, v)| v);
+                Some((k, Some(va), vb))
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod zip_tests {
+    use super::zip_by_name;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn every_name_of_either_map_comes_once_in_order() {
+        let a: BTreeMap<String, u8> = [("b".into(), 1), ("d".into(), 2)].into();
+        let b: BTreeMap<String, u8> = [("a".into(), 7), ("b".into(), 8), ("e".into(), 9)].into();
+        let walked: Vec<_> = zip_by_name(&a, &b)
+            .map(|(k, x, y)| (k.as_str(), x.copied(), y.copied()))
+            .collect();
+        assert_eq!(
+            walked,
+            [
+                ("a", None, Some(7)),
+                ("b", Some(1), Some(8)),
+                ("d", Some(2), None),
+                ("e", None, Some(9)),
+            ]
+        );
+        assert_eq!(
+            zip_by_name::<u8, u8>(&BTreeMap::new(), &BTreeMap::new()).count(),
+            0
+        );
+    }
 }
