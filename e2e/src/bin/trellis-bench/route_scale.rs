@@ -29,6 +29,9 @@ pub struct Args {
     /// Concurrent probing connections.
     #[arg(long, default_value_t = 8)]
     pub probes: usize,
+    /// Envoy worker threads (`--concurrency`).
+    #[arg(long, default_value_t = 2)]
+    pub envoy_workers: u32,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -48,17 +51,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let debounce = args.debounce_ms.to_string();
     let cp = ControlPlane::start(&config, &work, &["--debounce-ms", &debounce])?;
     let bootstrap = cp.bootstrap(GATEWAY, !args.sotw, "bench-envoy")?;
-    let envoy = Envoy::start(&bootstrap, &work, "envoy", 1)?;
+    let envoy = Envoy::start(&bootstrap, &work, "envoy", args.envoy_workers)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     println!(
         "route-scale: {} HTTPRoutes (each with a Service and an EndpointSlice) written at once to \
-         one Gateway; time until every route answers 200 through Envoy 1.40 ({} ADS, debounce {} ms)",
+         one Gateway; time until every route answers 200 through Envoy 1.40 ({} ADS, debounce {} ms, \
+         {} Envoy workers, {} probing connections)",
         args.routes,
         if args.sotw { "SotW" } else { "Delta" },
-        args.debounce_ms
+        args.debounce_ms,
+        args.envoy_workers,
+        args.probes
     );
     // The listener is up once an unknown host gets Envoy's 404.
     runtime.block_on(probe(gateway, 1, 404, Duration::from_secs(30), 1))?;
@@ -77,12 +83,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Duration::from_secs(60),
             args.probes,
         ))?;
-        let all = times.iter().max().copied().unwrap_or_default();
-        let first = times.iter().min().copied().unwrap_or_default();
+        let mut sorted = times.clone();
+        sorted.sort();
+        let all = sorted.last().copied().unwrap_or_default();
+        let first = sorted.first().copied().unwrap_or_default();
+        let half = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
         println!(
-            "  run {run}: first route answered 200 after {:>5.0} ms, all {} after {:>5.0} ms \
-             (control plane CPU {:.2} s)",
+            "  run {run}: first route answered 200 after {:>5.0} ms, half after {:>5.0} ms, all {} \
+             after {:>5.0} ms (control plane CPU {:.2} s)",
             ms(first),
+            ms(half),
             args.routes,
             ms(all),
             cp_cpu(&cp) - cpu_before
