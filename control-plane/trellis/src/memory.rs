@@ -1,54 +1,32 @@
-//! Giving freed memory back to the system.
+//! The memory allocator, and how it gives memory back.
 //!
-//! glibc's allocator keeps memory freed by one configuration for the next, in every thread's
-//! arena; after a large configuration shrinks, the process would keep its peak footprint.
-//! [`Trimmer`] asks the allocator to return free pages a moment after each new configuration,
-//! once the proxies have moved off the old one.
+//! A large configuration that shrinks should leave the control plane about as small as it
+//! started. glibc's allocator keeps pages of every thread's arena that hold any live object,
+//! and the objects of the next configuration land scattered across the pages of the last
+//! one: even with `malloc_trim` after every change, 1000 routes scaled back to 10 kept ~40%
+//! more than the first 10-route figure. jemalloc, with one arena and no thread caches, packs
+//! objects of a size together and returns emptied pages a second after they are freed (a
+//! background thread purges them): the same cycle comes back within ~10% (see
+//! `docs/benchmarks.md`, `trellis-bench memory`).
+//!
+//! The options can be changed at run time through the `_RJEM_MALLOC_CONF` environment
+//! variable (jemalloc's `MALLOC_CONF` syntax).
 
-use std::time::Duration;
-use tokio::sync::watch;
+/// The allocator of every Rust allocation in the process.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// How long after a configuration change the trim runs: old snapshots are freed once every
-/// stream has moved to the new one.
-const DELAY: Duration = Duration::from_secs(1);
-
-/// Schedules a trim after configuration changes; many changes close together trim once.
-#[derive(Debug, Clone)]
-pub struct Trimmer {
-    tx: watch::Sender<u64>,
-}
-
-impl Trimmer {
-    /// Starts the background task.
-    pub fn spawn() -> Self {
-        let (tx, mut rx) = watch::channel(0u64);
-        tokio::spawn(async move {
-            while rx.changed().await.is_ok() {
-                tokio::time::sleep(DELAY).await;
-                rx.borrow_and_update();
-                let _ = tokio::task::spawn_blocking(release_free_memory).await;
-            }
-        });
-        Self { tx }
-    }
-
-    /// Notes that a configuration was published.
-    pub fn changed(&self) {
-        self.tx.send_modify(|n| *n += 1);
-    }
-}
-
-/// Returns the allocator's free pages to the system (glibc `malloc_trim`).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// jemalloc's options, read when it starts: one arena (the control plane's work is mostly one
+/// translation at a time), no per-thread caches (they hold freed memory per thread), dirty
+/// pages returned by a background thread after one second, none kept in reserve.
+///
+/// jemalloc reads this NUL-terminated string through the `malloc_conf` symbol (prefixed, as
+/// the crate builds it); nothing else refers to it.
+#[cfg(target_os = "linux")]
+// SAFETY: the name is unique in the process (jemalloc declares it and expects the program to
+// define it); the value is a static NUL-terminated byte string, which is what jemalloc reads.
 #[allow(unsafe_code)]
-pub fn release_free_memory() {
-    // SAFETY: malloc_trim takes no pointers and only walks the allocator's own free lists
-    // under its locks; it is safe to call at any time from any thread.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Other platforms' allocators return memory on their own.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_free_memory() {}
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8; 83] =
+    b"background_thread:true,narenas:1,tcache:false,dirty_decay_ms:1000,muzzy_decay_ms:0\0";

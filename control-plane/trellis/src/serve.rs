@@ -371,7 +371,6 @@ async fn control_loop(
     let mut resources = trellis_translate::xds::ResourceCache::default();
     // The last valid spec of every policy: an invalid change leaves the previous one in force.
     let mut last_good = LastGood::default();
-    let trimmer = crate::memory::Trimmer::spawn();
     loop {
         let load = loads.borrow_and_update().clone();
         modules.options.modules = modules.store.resolve(&load.input).await;
@@ -412,7 +411,6 @@ async fn control_loop(
             count,
         };
         status.publish(&published);
-        trimmer.changed();
         // Until the next configuration: follow the proxies' progress (debounced).
         loop {
             tokio::select! {
