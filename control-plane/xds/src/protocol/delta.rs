@@ -177,6 +177,7 @@ impl DeltaStream {
                 return None;
             }
         }
+        self.state.state(t).settled = false;
         let wants = self.state.wants(t)?;
         let system_version = self
             .state
@@ -229,6 +230,11 @@ impl DeltaStream {
         // for listeners.
         let first_answer = ts.wildcard && ts.last_nonce.is_empty();
         if updates.is_empty() && removed.is_empty() && absent.is_empty() && !first_answer {
+            // Nothing due. When everything wanted is a resource (none kept for routes in use,
+            // none held back), the proxy holds exactly it: remember that for the sync status.
+            // Other types' responses cannot change this (they matter only for names kept).
+            let settled = wants.values().all(|w| matches!(w, Want::Resource(_)));
+            self.state.state(t).settled = settled;
             return None;
         }
         let nonce = self.state.next_nonce();

@@ -67,6 +67,10 @@ pub(crate) struct TypeState {
     pub last_nonce: String,
     /// The client ACKed a response of this type on this stream.
     pub acked_once: bool,
+    /// Delta: the last evaluation found the proxy holding exactly what it should, every
+    /// wanted resource at its version and nothing else (so [`StreamState::sync_status`] need
+    /// not work it out again). Cleared whenever the type is evaluated anew.
+    pub settled: bool,
 }
 
 impl TypeState {
@@ -265,6 +269,8 @@ impl StreamState {
                 SyncStatus::Nacked
             } else if ts.pending.is_some() {
                 SyncStatus::Stale
+            } else if ts.settled {
+                SyncStatus::Synced
             } else {
                 match self.wants(*t) {
                     None => SyncStatus::NotSent,

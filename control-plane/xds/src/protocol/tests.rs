@@ -806,6 +806,62 @@ fn delta_reverting_after_a_nack_reports_recovery_without_sending() {
 // ------------------------------------------------------------------------------ Sync status
 
 #[test]
+fn delta_sync_status_is_synced_only_when_everything_wanted_is_held() {
+    let mut s = DeltaStream::new(snap(&[cluster("a", 1), cla("a", 1), route("r", &["a"])]));
+    let c = donly(s.on_request(&dreq(ResourceType::Cluster, "", &[], &[])).0);
+    let e = donly(
+        s.on_request(&dreq(ResourceType::Endpoint, "", &["a"], &[]))
+            .0,
+    );
+    // The route waits for its cluster and endpoints: held back, so RDS is not in sync.
+    assert!(
+        s.on_request(&dreq(ResourceType::Route, "", &["r"], &[]))
+            .0
+            .is_empty()
+    );
+    assert_eq!(s.sync().0[&ResourceType::Cluster], SyncStatus::Stale);
+    assert!(dack(&mut s, &c).is_empty());
+    assert_eq!(s.sync().0[&ResourceType::Cluster], SyncStatus::Synced);
+    assert_eq!(
+        s.sync().0[&ResourceType::Route],
+        SyncStatus::Stale,
+        "held back"
+    );
+    let r = donly(dack(&mut s, &e));
+    assert!(dack(&mut s, &r).is_empty());
+    let (status, synced) = s.sync();
+    assert!(
+        status.values().all(|x| *x == SyncStatus::Synced),
+        "{status:?}"
+    );
+    assert!(synced.is_some());
+    // An endpoint change: EDS is behind until ACKed, the rest stays in sync.
+    let e = donly(
+        s.on_snapshot(snap(&[cluster("a", 1), cla("a", 2), route("r", &["a"])]))
+            .0,
+    );
+    let status = s.sync().0;
+    assert_eq!(status[&ResourceType::Endpoint], SyncStatus::Stale);
+    assert_eq!(status[&ResourceType::Cluster], SyncStatus::Synced);
+    assert!(dack(&mut s, &e).is_empty());
+    assert!(s.sync().0.values().all(|x| *x == SyncStatus::Synced));
+    // The route stops using the cluster, which goes once the new route is ACKed: until then
+    // it is kept (in sync), then its removal is in flight (behind).
+    let r = donly(s.on_snapshot(snap(&[cla("a", 2), route("r", &[])])).0);
+    assert_eq!(r.type_url, ResourceType::Route.type_url());
+    let status = s.sync().0;
+    assert_eq!(status[&ResourceType::Route], SyncStatus::Stale);
+    assert_eq!(status[&ResourceType::Cluster], SyncStatus::Synced, "kept");
+    let removals = dack(&mut s, &r);
+    assert!(removals.iter().any(|c| c.removed_resources == ["a"]));
+    assert_eq!(s.sync().0[&ResourceType::Cluster], SyncStatus::Stale);
+    for removal in removals {
+        dack(&mut s, &removal);
+    }
+    assert!(s.sync().0.values().all(|x| *x == SyncStatus::Synced));
+}
+
+#[test]
 fn sync_status_follows_acks_nacks_and_pending_responses() {
     let snapshot = snap(&[cluster("a", 1), listener("l")]);
     let mut s = SotwStream::new(snapshot.clone());
