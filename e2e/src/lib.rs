@@ -10,4 +10,5 @@ pub mod conformance;
 pub mod echo;
 pub mod harness;
 pub mod load;
+pub mod scenario;
 pub mod xds_client;

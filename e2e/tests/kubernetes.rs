@@ -24,28 +24,14 @@ use trellis_e2e::harness::{
     self, ControlPlane, Echo, Envoy, RequestLoop, eventually, http_get_text, private_loopback,
     request,
 };
+use trellis_e2e::scenario::{BACKENDS, NAMESPACE, ROUTES, backend_yaml, move_route};
 use trellis_fake_apiserver::{FakeApiServer, Refusal, RunningServer};
 
-const NAMESPACE: &str = "shop";
 const CONTROLLER: &str = "trellis.dev/gateway-controller";
 const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
 /// The replicas' leader-election Lease: 3 s (renewed every 0.4 s; a leader steps down after 2 s
 /// without renewing).
 const LEASE_SECONDS: &str = "3";
-
-/// Backends: service name -> number of pods.
-const BACKENDS: &[(&str, usize)] = &[
-    ("api", 1),
-    ("exact", 1),
-    ("header", 1),
-    ("query", 1),
-    ("method", 1),
-    ("other", 1),
-    ("w80", 1),
-    ("w20", 1),
-    ("v1", 2),
-    ("v2", 1),
-];
 
 fn gateway_yaml(ip: Ipv4Addr, port: u16) -> String {
     format!(
@@ -83,75 +69,6 @@ spec:
     port: {port}
     protocol: HTTP
 "#
-    )
-}
-
-/// A Service with one EndpointSlice per pod (each pod listens on its own port).
-fn backend_yaml(service: &str, pods: &[&Echo]) -> String {
-    let mut out = format!(
-        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {service}\n  namespace: {NAMESPACE}\nspec:\n  ports:\n  - name: http\n    port: 80\n"
-    );
-    for pod in pods {
-        out.push_str(&format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {pod_name}\n  namespace: {NAMESPACE}\n  labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n- name: http\n  port: {port}\nendpoints:\n- addresses: [\"{ip}\"]\n",
-            pod_name = pod.pod,
-            ip = pod.http.ip(),
-            port = pod.http.port(),
-        ));
-    }
-    out
-}
-
-const ROUTES: &str = r#"apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: shop
-  namespace: shop
-spec:
-  parentRefs: [{name: web}]
-  hostnames: [shop.example.com]
-  rules:
-  - matches: [{path: {type: PathPrefix, value: /api}}]
-    backendRefs: [{name: api, port: 80}]
-  - matches: [{path: {type: Exact, value: /api/special}}]
-    backendRefs: [{name: exact, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-version, value: "2"}]}]
-    backendRefs: [{name: header, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /api}, queryParams: [{name: debug, value: "1"}]}]
-    backendRefs: [{name: query, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /api}, method: POST}]
-    backendRefs: [{name: method, port: 80}]
-  - matches: [{path: {type: PathPrefix, value: /missing}}]
-    backendRefs: [{name: does-not-exist, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: other
-  namespace: shop
-spec:
-  parentRefs: [{name: web}]
-  hostnames: [other.example.com]
-  rules:
-  - backendRefs: [{name: other, port: 80}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: weights
-  namespace: shop
-spec:
-  parentRefs: [{name: web}]
-  hostnames: [weights.example.com]
-  rules:
-  - backendRefs:
-    - {name: w80, port: 80, weight: 80}
-    - {name: w20, port: 80, weight: 20}
-"#;
-
-fn move_route(backend: &str) -> String {
-    format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: move\n  namespace: {NAMESPACE}\nspec:\n  parentRefs: [{{name: web}}]\n  hostnames: [move.example.com]\n  rules:\n  - backendRefs: [{{name: {backend}, port: 80}}]\n"
     )
 }
 
