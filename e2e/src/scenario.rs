@@ -2,7 +2,8 @@
 //! `tests/gateway.rs`, the Kubernetes API in `tests/kubernetes.rs`): its backends, routes and
 //! the route that moves traffic, so both feed the same objects through the same pipeline.
 
-use crate::harness::Echo;
+use crate::harness::{Echo, Reply, request};
+use std::net::SocketAddr;
 
 /// The namespace of the scenario's routes and backends.
 pub const NAMESPACE: &str = "shop";
@@ -90,4 +91,102 @@ pub fn move_route(backend: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: move\n  namespace: {NAMESPACE}\nspec:\n  parentRefs: [{{name: web}}]\n  hostnames: [move.example.com]\n  rules:\n  - backendRefs: [{{name: {backend}, port: 80}}]\n"
     )
+}
+
+/// Which backend (Deployment name) answered a request through `gateway`: the pod name without
+/// its last two segments. Panics unless the answer is 200.
+pub fn backend(
+    gateway: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let reply = request(gateway, method, host, path, headers).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reply.status, 200, "{method} {host}{path}: {}", reply.body);
+    let pod = reply.pod();
+    pod.rsplitn(3, '-').nth(2).unwrap_or_default().to_string()
+}
+
+fn get(gateway: SocketAddr, host: &str, path: &str) -> anyhow::Result<Reply> {
+    request(gateway, "GET", host, path, &[])
+}
+
+/// Asserts that `gateway` routes [`ROUTES`] as the Gateway API says: by host, path, header,
+/// query and method in precedence order, ignoring the host's port, matching path prefixes by
+/// whole segments, 404 without a matching route or host, 500 for an unresolved backend, and
+/// the request reaching the backend as the client sent it.
+#[allow(clippy::unwrap_used)]
+pub fn assert_routes_as_written(gateway: SocketAddr) {
+    let shop = "shop.example.com";
+    assert_eq!(backend(gateway, "GET", shop, "/api/items", &[]), "api");
+    assert_eq!(
+        backend(gateway, "GET", shop, "/api/special", &[]),
+        "exact",
+        "exact beats prefix"
+    );
+    assert_eq!(
+        backend(gateway, "GET", shop, "/api/items", &[("x-version", "2")]),
+        "header"
+    );
+    assert_eq!(
+        backend(gateway, "GET", shop, "/api/items?debug=1", &[]),
+        "query"
+    );
+    assert_eq!(backend(gateway, "POST", shop, "/api/items", &[]), "method");
+    assert_eq!(
+        backend(
+            gateway,
+            "POST",
+            shop,
+            "/api/items?debug=1",
+            &[("x-version", "2")]
+        ),
+        "method",
+        "a method match outranks header and query matches"
+    );
+    assert_eq!(
+        backend(
+            gateway,
+            "GET",
+            shop,
+            "/api/items?debug=1",
+            &[("x-version", "2")]
+        ),
+        "header",
+        "more header matches outrank query matches"
+    );
+    assert_eq!(
+        backend(gateway, "GET", "other.example.com", "/anything", &[]),
+        "other"
+    );
+    assert_eq!(
+        backend(gateway, "GET", "other.example.com:8080", "/", &[]),
+        "other",
+        "the port is ignored"
+    );
+    // Path prefix matches whole segments only.
+    assert_eq!(get(gateway, shop, "/apix").unwrap().status, 404);
+    assert_eq!(
+        get(gateway, shop, "/").unwrap().status,
+        404,
+        "no route matches"
+    );
+    assert_eq!(
+        get(gateway, "unknown.example.com", "/api").unwrap().status,
+        404,
+        "no host matches"
+    );
+    assert_eq!(
+        get(gateway, shop, "/missing").unwrap().status,
+        500,
+        "backend does not resolve"
+    );
+    // The echoed request is what the client sent.
+    let reply = request(gateway, "GET", shop, "/api/items?a=b", &[("x-custom", "v")]).unwrap();
+    let json = reply.json();
+    assert_eq!(json["path"], "/api/items?a=b");
+    assert_eq!(json["host"], shop);
+    assert_eq!(json["headers"]["X-Custom"][0], "v");
+    assert_eq!(json["namespace"], NAMESPACE);
 }

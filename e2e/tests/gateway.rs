@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use trellis_e2e::harness::{ControlPlane, Echo, Envoy, eventually, private_loopback, request};
-use trellis_e2e::scenario::{BACKENDS, NAMESPACE, ROUTES, backend_yaml, move_route};
+use trellis_e2e::scenario::{self, BACKENDS, NAMESPACE, ROUTES, backend_yaml, move_route};
 
 struct Scenario {
     _tmp: Option<tempfile::TempDir>,
@@ -120,10 +120,7 @@ impl Scenario {
 
     /// Which backend (Deployment name) answered: the pod name without its last two segments.
     fn backend(&self, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> String {
-        let reply = request(self.gateway, method, host, path, headers).unwrap();
-        assert_eq!(reply.status, 200, "{method} {host}{path}: {}", reply.body);
-        let pod = reply.pod();
-        pod.rsplitn(3, '-').nth(2).unwrap_or_default().to_string()
+        scenario::backend(self.gateway, method, host, path, headers)
     }
 
     fn write(&self, file: &str, text: &str) {
@@ -230,65 +227,7 @@ impl Load {
 
 fn routes_by_host_path_header_query_and_method_in_precedence_order(delta: bool) {
     let s = Scenario::start(delta);
-    let shop = "shop.example.com";
-    assert_eq!(s.backend("GET", shop, "/api/items", &[]), "api");
-    assert_eq!(
-        s.backend("GET", shop, "/api/special", &[]),
-        "exact",
-        "exact beats prefix"
-    );
-    assert_eq!(
-        s.backend("GET", shop, "/api/items", &[("x-version", "2")]),
-        "header"
-    );
-    assert_eq!(s.backend("GET", shop, "/api/items?debug=1", &[]), "query");
-    assert_eq!(s.backend("POST", shop, "/api/items", &[]), "method");
-    assert_eq!(
-        s.backend("POST", shop, "/api/items?debug=1", &[("x-version", "2")]),
-        "method",
-        "a method match outranks header and query matches"
-    );
-    assert_eq!(
-        s.backend("GET", shop, "/api/items?debug=1", &[("x-version", "2")]),
-        "header",
-        "more header matches outrank query matches"
-    );
-    assert_eq!(
-        s.backend("GET", "other.example.com", "/anything", &[]),
-        "other"
-    );
-    assert_eq!(
-        s.backend("GET", "other.example.com:8080", "/", &[]),
-        "other",
-        "the port is ignored"
-    );
-    // Path prefix matches whole segments only.
-    assert_eq!(s.get(shop, "/apix").unwrap().status, 404);
-    assert_eq!(s.get(shop, "/").unwrap().status, 404, "no route matches");
-    assert_eq!(
-        s.get("unknown.example.com", "/api").unwrap().status,
-        404,
-        "no host matches"
-    );
-    assert_eq!(
-        s.get(shop, "/missing").unwrap().status,
-        500,
-        "backend does not resolve"
-    );
-    // The echoed request is what the client sent.
-    let reply = request(
-        s.gateway,
-        "GET",
-        shop,
-        "/api/items?a=b",
-        &[("x-custom", "v")],
-    )
-    .unwrap();
-    let json = reply.json();
-    assert_eq!(json["path"], "/api/items?a=b");
-    assert_eq!(json["host"], shop);
-    assert_eq!(json["headers"]["X-Custom"][0], "v");
-    assert_eq!(json["namespace"], NAMESPACE);
+    scenario::assert_routes_as_written(s.gateway);
 }
 
 #[test]

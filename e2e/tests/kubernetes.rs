@@ -24,7 +24,7 @@ use trellis_e2e::harness::{
     self, ControlPlane, Echo, Envoy, RequestLoop, eventually, http_get_text, private_loopback,
     request,
 };
-use trellis_e2e::scenario::{BACKENDS, NAMESPACE, ROUTES, backend_yaml, move_route};
+use trellis_e2e::scenario::{self, BACKENDS, NAMESPACE, ROUTES, backend_yaml, move_route};
 use trellis_fake_apiserver::{FakeApiServer, Refusal, RunningServer};
 
 const CONTROLLER: &str = "trellis.dev/gateway-controller";
@@ -360,10 +360,6 @@ impl Scenario {
         }
     }
 
-    fn get(&self, host: &str, path: &str) -> anyhow::Result<harness::Reply> {
-        request(self.gateway, "GET", host, path, &[])
-    }
-
     /// Which backend (Deployment name) answered a GET: the pod name without its last two
     /// segments.
     fn backend(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> String {
@@ -378,14 +374,7 @@ impl Scenario {
         path: &str,
         headers: &[(&str, &str)],
     ) -> String {
-        let reply = request(self.gateway, method, host, path, headers).unwrap();
-        assert_eq!(reply.status, 200, "{method} {host}{path}: {}", reply.body);
-        reply
-            .pod()
-            .rsplitn(3, '-')
-            .nth(2)
-            .unwrap_or_default()
-            .to_string()
+        scenario::backend(self.gateway, method, host, path, headers)
     }
 
     /// Points the `move` route at `backend` through the API. Returns how long until traffic
@@ -597,62 +586,7 @@ fn relists(cp: &ControlPlane) -> f64 {
 #[test]
 fn kubernetes_mode_routes_writes_status_and_moves_traffic_within_a_second() {
     let s = Scenario::start(false);
-    let shop = "shop.example.com";
-    assert_eq!(s.backend(shop, "/api/items", &[]), "api");
-    assert_eq!(
-        s.backend(shop, "/api/special", &[]),
-        "exact",
-        "exact beats prefix"
-    );
-    assert_eq!(
-        s.backend(shop, "/api/items", &[("x-version", "2")]),
-        "header"
-    );
-    assert_eq!(s.backend(shop, "/api/items?debug=1", &[]), "query");
-    assert_eq!(s.backend_for("POST", shop, "/api/items", &[]), "method");
-    assert_eq!(
-        s.backend_for("POST", shop, "/api/items?debug=1", &[("x-version", "2")]),
-        "method",
-        "a method match outranks header and query matches"
-    );
-    assert_eq!(
-        s.backend(shop, "/api/items?debug=1", &[("x-version", "2")]),
-        "header",
-        "more header matches outrank query matches"
-    );
-    assert_eq!(s.backend("other.example.com", "/anything", &[]), "other");
-    assert_eq!(
-        s.backend("other.example.com:8080", "/", &[]),
-        "other",
-        "the port is ignored"
-    );
-    // Path prefix matches whole segments only.
-    assert_eq!(s.get(shop, "/apix").unwrap().status, 404);
-    assert_eq!(s.get(shop, "/").unwrap().status, 404, "no route matches");
-    assert_eq!(
-        s.get("unknown.example.com", "/api").unwrap().status,
-        404,
-        "no host matches"
-    );
-    assert_eq!(
-        s.get(shop, "/missing").unwrap().status,
-        500,
-        "backend does not resolve"
-    );
-    // The echoed request is what the client sent, answered by a pod of the namespace.
-    let reply = request(
-        s.gateway,
-        "GET",
-        shop,
-        "/api/items?a=b",
-        &[("x-custom", "v")],
-    )
-    .unwrap();
-    let json = reply.json();
-    assert_eq!(json["path"], "/api/items?a=b");
-    assert_eq!(json["host"], shop);
-    assert_eq!(json["headers"]["X-Custom"][0], "v");
-    assert_eq!(json["namespace"], NAMESPACE);
+    scenario::assert_routes_as_written(s.gateway);
     let mut weights = std::collections::BTreeMap::<String, u32>::new();
     for _ in 0..500 {
         *weights
