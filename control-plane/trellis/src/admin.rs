@@ -271,6 +271,17 @@ fn kubernetes_metrics(out: &mut String, h: &trellis_kube::HealthSnapshot) {
     );
 }
 
+/// For the CLI commands: GETs `path` from the admin endpoint at `address` on a runtime of its
+/// own, saying which endpoint could not be reached.
+pub fn get_blocking(address: &str, path: &str) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(get(address, path))
+        .with_context(|| format!("cannot reach the control plane's admin endpoint at {address}"))
+}
+
 /// A plain HTTP GET to the admin endpoint, returning the body of a 200 response.
 pub async fn get(address: &str, path: &str) -> anyhow::Result<String> {
     let stream = tokio::net::TcpStream::connect(address)

@@ -20,17 +20,7 @@ pub struct ProxyStatusArgs {
 
 /// Fetches `/proxies` and prints it.
 pub fn run(args: &ProxyStatusArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let body = runtime
-        .block_on(crate::admin::get(&args.admin_address, "/proxies"))
-        .with_context(|| {
-            format!(
-                "cannot reach the control plane's admin endpoint at {}",
-                args.admin_address
-            )
-        })?;
+    let body = crate::admin::get_blocking(&args.admin_address, "/proxies")?;
     if args.json {
         println!("{body}");
         return Ok(());

@@ -281,17 +281,7 @@ pub struct StatusArgs {
 
 /// Fetches `/status` from a running control plane and prints it.
 pub fn run_command(args: &StatusArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let body = runtime
-        .block_on(crate::admin::get(&args.admin_address, "/status"))
-        .with_context(|| {
-            format!(
-                "cannot reach the control plane's admin endpoint at {}",
-                args.admin_address
-            )
-        })?;
+    let body = crate::admin::get_blocking(&args.admin_address, "/status")?;
     if args.json {
         println!("{body}");
         return Ok(());
