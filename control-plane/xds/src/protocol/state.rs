@@ -123,22 +123,32 @@ impl StreamState {
         self.hold_clusters = false;
     }
 
-    /// Whether the routes the client runs are unknown: it reconnected and has not ACKed routes
-    /// on this stream (or listeners, when there are no routes to serve).
+    /// Whether the routes the client runs are unknown: it reconnected and has not ACKed, on
+    /// this stream, every route it subscribes to that exists (or listeners, when there are no
+    /// routes to serve). An ACKed answer that left a route out says nothing about it: the
+    /// client keeps the one it had.
     fn routes_unknown(&self) -> bool {
         if !self.reconnect {
             return false;
         }
+        let Some(snapshot) = self.snapshot.as_ref() else {
+            return true;
+        };
+        let routes = snapshot.resources(ResourceType::Route);
         let acked = |t| {
             self.types
                 .get(&t)
                 .is_some_and(|ts: &TypeState| ts.acked_once)
         };
-        let no_routes = self
-            .snapshot
-            .as_ref()
-            .is_some_and(|s| s.resources(ResourceType::Route).is_empty());
-        !(acked(ResourceType::Route) || (no_routes && acked(ResourceType::Listener)))
+        let routes_acked = self.types.get(&ResourceType::Route).is_some_and(|ts| {
+            ts.acked_once
+                && ts
+                    .names
+                    .iter()
+                    .filter(|name| routes.get(name).is_some())
+                    .all(|name| ts.client.contains_key(name))
+        });
+        !(routes_acked || (routes.is_empty() && acked(ResourceType::Listener)))
     }
 
     /// Whether every dependency of `resource` is held by the client. Dependencies on a type

@@ -710,6 +710,50 @@ fn sotw_reconnect_keeps_clusters_the_proxy_holds_until_its_routes_are_replaced()
 }
 
 #[test]
+fn sotw_reconnect_acking_an_rds_answer_without_its_route_does_not_make_the_routes_known() {
+    // As above, but the proxy asks for its route before the new cluster is ACKed: the route
+    // is held back, the fresh request is answered without it, and that answer's ACK says
+    // nothing about the route the proxy runs (SotW RDS keeps what a response leaves out).
+    let s2 = snap_with_spare(
+        &[
+            cluster("b", 1),
+            cla("b", 1),
+            listener("l"),
+            route("r", &["b"]),
+        ],
+        &[cluster("a", 1), cla("a", 1)],
+    );
+    let mut s = SotwStream::new(s2);
+    assert!(
+        s.on_request(&req(ResourceType::Cluster, "v-old", "", &[]))
+            .0
+            .is_empty()
+    );
+    let responses = s
+        .on_request(&req(ResourceType::Endpoint, "e-old", "", &["a"]))
+        .0;
+    let c = responses[0].clone();
+    let l = only(
+        s.on_request(&req(ResourceType::Listener, "l-old", "", &[]))
+            .0,
+    );
+    ack(&mut s, &l, &[]);
+    let empty = only(
+        s.on_request(&req(ResourceType::Route, "r-old", "", &["r"]))
+            .0,
+    );
+    assert!(names_in(&empty).is_empty(), "r waits for its cluster");
+    ack(&mut s, &empty, &["r"]);
+    for response in ack(&mut s, &c, &[]) {
+        assert!(
+            response.type_url != ResourceType::Cluster.type_url()
+                || names_in(&response).contains(&"a".to_string()),
+            "`a` is still used by the route the proxy runs: {response:?}"
+        );
+    }
+}
+
+#[test]
 fn sotw_reconnect_answers_cds_after_the_hold_even_without_other_requests() {
     let mut s = SotwStream::new(snap(&[cluster("a", 1)]));
     assert!(
