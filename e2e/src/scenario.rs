@@ -3,10 +3,43 @@
 //! the route that moves traffic, so both feed the same objects through the same pipeline.
 
 use crate::harness::{Echo, Reply, request};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 /// The namespace of the scenario's routes and backends.
 pub const NAMESPACE: &str = "shop";
+
+/// The Namespace, the GatewayClass of Trellis and the Gateway `web` listening on `ip:port`.
+pub fn gateway_yaml(ip: Ipv4Addr, port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {NAMESPACE}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: trellis
+spec:
+  controllerName: trellis.dev/gateway-controller
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: web
+  namespace: {NAMESPACE}
+spec:
+  gatewayClassName: trellis
+  addresses:
+  - type: IPAddress
+    value: {ip}
+  listeners:
+  - name: http
+    port: {port}
+    protocol: HTTP
+"#
+    )
+}
 
 /// Backends: service name -> number of pods.
 pub const BACKENDS: &[(&str, usize)] = &[

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use trellis_e2e::harness::{ControlPlane, Echo, Envoy, eventually, private_loopback, request};
-use trellis_e2e::scenario::{self, BACKENDS, NAMESPACE, ROUTES, backend_yaml, move_route};
+use trellis_e2e::scenario::{
+    self, BACKENDS, NAMESPACE, ROUTES, backend_yaml, gateway_yaml, move_route,
+};
 
 struct Scenario {
     _tmp: Option<tempfile::TempDir>,
@@ -23,38 +25,6 @@ struct Scenario {
     _pods: Vec<Echo>,
     control_plane: ControlPlane,
     envoy: Envoy,
-}
-
-fn gateway_yaml(ip: Ipv4Addr, port: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NAMESPACE}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: trellis
-spec:
-  controllerName: trellis.dev/gateway-controller
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: web
-  namespace: {NAMESPACE}
-spec:
-  gatewayClassName: trellis
-  addresses:
-  - type: IPAddress
-    value: {ip}
-  listeners:
-  - name: http
-    port: {port}
-    protocol: HTTP
-"#
-    )
 }
 
 impl Scenario {

@@ -33,42 +33,12 @@ const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
 /// without renewing).
 const LEASE_SECONDS: &str = "3";
 
+/// The shared Gateway, and a GatewayClass of another controller whose status Trellis must
+/// never write.
 fn gateway_yaml(ip: Ipv4Addr, port: u16) -> String {
     format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata:
-  name: {NAMESPACE}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: trellis
-spec:
-  controllerName: {CONTROLLER}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata:
-  name: another-vendor
-spec:
-  controllerName: example.com/another-controller
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata:
-  name: web
-  namespace: {NAMESPACE}
-spec:
-  gatewayClassName: trellis
-  addresses:
-  - type: IPAddress
-    value: {ip}
-  listeners:
-  - name: http
-    port: {port}
-    protocol: HTTP
-"#
+        "{}---\napiVersion: {GATEWAY_API}\nkind: GatewayClass\nmetadata:\n  name: another-vendor\nspec:\n  controllerName: example.com/another-controller\n",
+        scenario::gateway_yaml(ip, port)
     )
 }
 
