@@ -167,16 +167,9 @@ async fn probe_from(
         if t0.elapsed() > timeout {
             anyhow::bail!("no route answers {want} after {timeout:?}");
         }
-        let request = hyper::Request::get(format!("http://{gateway}/"))
-            .header(hyper::header::HOST, scenario::host(i))
-            .body(Empty::<Bytes>::new())?;
-        if let Ok(response) = client.request(request).await {
-            let status = response.status().as_u16();
-            let _ = response.into_body().collect().await;
-            if status == want {
-                first[i] = Some(t0.elapsed());
-                break;
-            }
+        if probe_once(&client, gateway, i).await? == Some(want) {
+            first[i] = Some(t0.elapsed());
+            break;
         }
         i = (i + 1) % n;
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -207,15 +200,7 @@ async fn probe_from(
                 }
                 let mut progress = false;
                 for i in pending {
-                    let request = hyper::Request::get(format!("http://{gateway}/"))
-                        .header(hyper::header::HOST, scenario::host(i))
-                        .body(Empty::<Bytes>::new())?;
-                    let Ok(response) = client.request(request).await else {
-                        continue;
-                    };
-                    let status = response.status().as_u16();
-                    let _ = response.into_body().collect().await;
-                    if status == want {
+                    if probe_once(&client, gateway, i).await? == Some(want) {
                         done.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(t0.elapsed());
                         progress = true;
                     }
@@ -231,4 +216,24 @@ async fn probe_from(
     }
     let done = done.lock().unwrap_or_else(|e| e.into_inner());
     Ok(done.iter().map(|d| d.unwrap_or_default()).collect())
+}
+
+/// One GET for route `i` through `gateway`: its status, or `None` if the request failed.
+async fn probe_once<C>(
+    client: &Client<C, Empty<Bytes>>,
+    gateway: SocketAddr,
+    i: usize,
+) -> anyhow::Result<Option<u16>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let request = hyper::Request::get(format!("http://{gateway}/"))
+        .header(hyper::header::HOST, scenario::host(i))
+        .body(Empty::<Bytes>::new())?;
+    let Ok(response) = client.request(request).await else {
+        return Ok(None);
+    };
+    let status = response.status().as_u16();
+    let _ = response.into_body().collect().await;
+    Ok(Some(status))
 }
