@@ -156,14 +156,11 @@ pub fn parse_documents(text: &str) -> Vec<ParsedDocument> {
             })
             .collect();
         let mut out = Vec::with_capacity(docs.len());
-        for (worker, part) in workers.into_iter().zip(docs.chunks(chunk)) {
+        for worker in workers {
             match worker.join() {
                 Ok(parsed) => out.extend(parsed),
-                // A parser panic is a bug; the documents are parsed again here so it shows.
-                Err(_) => out.extend(
-                    part.iter()
-                        .map(|(index, start, doc)| parse_document(*index, *start, doc)),
-                ),
+                // A parser panic is a bug: it goes on as it would have on one thread.
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
         out
