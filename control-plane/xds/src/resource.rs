@@ -40,6 +40,11 @@ impl ResourceType {
         ResourceType::Route,
     ];
 
+    /// The position of the type in [`ResourceType::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The type URL Envoy uses for this type.
     pub fn type_url(self) -> String {
         match self {

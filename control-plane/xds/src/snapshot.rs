@@ -15,9 +15,17 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 /// The resources of one type in a snapshot, by name, with a version over all of them.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct TypeResources {
     items: BTreeMap<String, Arc<Resource>>,
+    /// A hash of every name and version, worked out on first use.
+    version: std::sync::OnceLock<String>,
+}
+
+impl PartialEq for TypeResources {
+    fn eq(&self, other: &Self) -> bool {
+        self.items == other.items
+    }
 }
 
 impl TypeResources {
@@ -40,6 +48,19 @@ impl TypeResources {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
+
+    /// A version over every name and resource version: equal versions, equal contents.
+    /// Worked out once per published set and shared by every stream reading it.
+    pub fn version(&self) -> &str {
+        self.version.get_or_init(|| {
+            let mut parts: Vec<&[u8]> = Vec::with_capacity(self.items.len() * 2);
+            for (name, r) in &self.items {
+                parts.push(name.as_bytes());
+                parts.push(r.version.as_bytes());
+            }
+            content_hash(parts)
+        })
+    }
 }
 
 /// Everything one proxy should have: resources of every type.
@@ -53,7 +74,12 @@ pub struct Snapshot {
     types: BTreeMap<ResourceType, TypeResources>,
     spare: Arc<Spare>,
     version: std::sync::OnceLock<String>,
+    dependency_types: std::sync::OnceLock<TypeEdges>,
 }
+
+/// Which types' resources depend on which types' resources: `edges[a][b]` when a resource of
+/// type `a` (by [`ResourceType::index`]) depends on one of type `b`.
+pub type TypeEdges = [[bool; ResourceType::ALL.len()]; ResourceType::ALL.len()];
 
 impl PartialEq for Snapshot {
     fn eq(&self, other: &Self) -> bool {
@@ -137,6 +163,23 @@ impl Snapshot {
     /// The spare resources.
     pub fn spare(&self) -> &Spare {
         &self.spare
+    }
+
+    /// Which types depend on which, over every resource and spare resource (see [`TypeEdges`]).
+    /// Worked out once per snapshot.
+    pub fn dependency_types(&self) -> &TypeEdges {
+        self.dependency_types.get_or_init(|| {
+            let mut edges = TypeEdges::default();
+            let all = self.types.iter().chain(self.spare.types.iter());
+            for (t, resources) in all {
+                for r in resources.items.values() {
+                    for dep in &r.dependencies {
+                        edges[t.index()][dep.resource_type.index()] = true;
+                    }
+                }
+            }
+            edges
+        })
     }
 
     /// A version over every resource of every type.

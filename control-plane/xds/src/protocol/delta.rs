@@ -36,6 +36,16 @@ impl DeltaStream {
     pub fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
         let mut stream = Self::default();
         stream.state.snapshot = snapshot;
+        stream.state.learn_dependency_types();
+        stream
+    }
+
+    /// A stream that evaluates every type on every event, skipping none: what the skipping
+    /// must always agree with.
+    #[cfg(test)]
+    pub(crate) fn new_evaluating_all(snapshot: Option<Arc<Snapshot>>) -> Self {
+        let mut stream = Self::new(snapshot);
+        stream.state.evaluate_all = true;
         stream
     }
 
@@ -131,8 +141,11 @@ impl DeltaStream {
                 ts.reported_absent.remove(name);
             }
         }
-        ts.forget_unsubscribed();
-        let responses = self.respond(&mut events);
+        if first || !request.resource_names_unsubscribe.is_empty() {
+            ts.forget_unsubscribed();
+        }
+        let affected = self.state.affected_by_request(t);
+        let responses = self.respond_to(affected, &mut events);
         (responses, events)
     }
 
@@ -150,15 +163,32 @@ impl DeltaStream {
         &mut self,
         snapshot: Option<Arc<Snapshot>>,
     ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
-        self.state.snapshot = snapshot;
+        let unchanged = self.state.replace_snapshot(snapshot);
+        let mut evaluate = [true; ResourceType::ALL.len()];
+        for t in unchanged {
+            evaluate[t.index()] = false;
+        }
         let mut events = Vec::new();
-        let responses = self.respond(&mut events);
+        let responses = self.respond_to(evaluate, &mut events);
         (responses, events)
     }
 
     fn respond(&mut self, events: &mut Vec<Event>) -> Vec<DeltaDiscoveryResponse> {
+        self.respond_to([true; ResourceType::ALL.len()], events)
+    }
+
+    /// The responses due for the types marked in `evaluate` (by [`ResourceType::index`]),
+    /// in push order.
+    fn respond_to(
+        &mut self,
+        evaluate: [bool; ResourceType::ALL.len()],
+        events: &mut Vec<Event>,
+    ) -> Vec<DeltaDiscoveryResponse> {
         let mut responses = Vec::new();
         for t in ResourceType::ALL {
+            if !evaluate[t.index()] {
+                continue;
+            }
             if let Some(response) = self.respond_type(t, events) {
                 responses.push(response);
             }
@@ -212,7 +242,9 @@ impl DeltaStream {
             }
         }
         // Subscribed names that do not exist: say so once, so the client stops waiting.
-        let absent: Vec<String> = if ts.wildcard {
+        // Every name wanted is subscribed; when as many are wanted as subscribed, none is
+        // absent.
+        let absent: Vec<String> = if ts.wildcard || wants.len() >= ts.names.len() {
             Vec::new()
         } else {
             ts.names

@@ -34,6 +34,16 @@ impl SotwStream {
     pub fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
         let mut stream = Self::default();
         stream.state.snapshot = snapshot;
+        stream.state.learn_dependency_types();
+        stream
+    }
+
+    /// A stream that evaluates every type on every event, skipping none: what the skipping
+    /// must always agree with.
+    #[cfg(test)]
+    pub(crate) fn new_evaluating_all(snapshot: Option<Arc<Snapshot>>) -> Self {
+        let mut stream = Self::new(snapshot);
+        stream.state.evaluate_all = true;
         stream
     }
 
@@ -49,6 +59,8 @@ impl SotwStream {
             });
             return (Vec::new(), events);
         };
+        // Held clusters are released below: evaluate every type then.
+        let was_holding = self.state.hold_clusters;
         if t != ResourceType::Cluster {
             // The client's other subscriptions arrived: its held clusters are known.
             self.state.hold_clusters = false;
@@ -133,7 +145,12 @@ impl SotwStream {
             ts.names = if wildcard { BTreeSet::new() } else { names };
             ts.forget_unsubscribed();
         }
-        let responses = self.respond(&mut events);
+        let affected = if was_holding {
+            [true; ResourceType::ALL.len()]
+        } else {
+            self.state.affected_by_request(t)
+        };
+        let responses = self.respond_to(affected, &mut events);
         (responses, events)
     }
 
@@ -151,16 +168,33 @@ impl SotwStream {
         &mut self,
         snapshot: Option<Arc<Snapshot>>,
     ) -> (Vec<DiscoveryResponse>, Vec<Event>) {
-        self.state.snapshot = snapshot;
+        let unchanged = self.state.replace_snapshot(snapshot);
+        let mut evaluate = [true; ResourceType::ALL.len()];
+        for t in unchanged {
+            evaluate[t.index()] = false;
+        }
         let mut events = Vec::new();
-        let responses = self.respond(&mut events);
+        let responses = self.respond_to(evaluate, &mut events);
         (responses, events)
     }
 
     /// Computes the responses due, in push order.
     fn respond(&mut self, events: &mut Vec<Event>) -> Vec<DiscoveryResponse> {
+        self.respond_to([true; ResourceType::ALL.len()], events)
+    }
+
+    /// The responses due for the types marked in `evaluate` (by [`ResourceType::index`]),
+    /// in push order.
+    fn respond_to(
+        &mut self,
+        evaluate: [bool; ResourceType::ALL.len()],
+        events: &mut Vec<Event>,
+    ) -> Vec<DiscoveryResponse> {
         let mut responses = Vec::new();
         for t in ResourceType::ALL {
+            if !evaluate[t.index()] {
+                continue;
+            }
             if let Some(response) = self.respond_type(t, events) {
                 responses.push(response);
             }

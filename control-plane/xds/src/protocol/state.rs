@@ -3,7 +3,7 @@
 //! (subscription scope, dependency gating, retention of clusters still in use).
 
 use crate::resource::{Resource, ResourceType, content_hash};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, TypeEdges};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -105,6 +105,13 @@ pub(crate) struct StreamState {
     /// SotW reconnect: the CDS answer waits until the client's other subscriptions (whose
     /// endpoint names say which clusters it holds) arrived, or until [`StreamState::tick`].
     pub hold_clusters: bool,
+    /// Which types' resources depend on which, over every snapshot this stream was served
+    /// (what the client holds may come from any of them).
+    dependency_types: TypeEdges,
+    /// Tests: evaluate every type on every event, skipping none (what skipping must agree
+    /// with).
+    #[cfg(test)]
+    pub evaluate_all: bool,
 }
 
 impl StreamState {
@@ -115,6 +122,76 @@ impl StreamState {
 
     pub fn state(&mut self, t: ResourceType) -> &mut TypeState {
         self.types.entry(t).or_default()
+    }
+
+    /// Installs a new snapshot and returns the types whose evaluation it cannot change, so
+    /// they need not be evaluated again.
+    ///
+    /// What a type should hold depends on the snapshot's resources of that type and on the
+    /// stream's own state (subscriptions, what the client holds of every type). Every event
+    /// evaluates each subscribed type without a response in flight, so when only the snapshot
+    /// changed and a type's resources in it did not (same names, same versions), evaluating it
+    /// again would find what the last evaluation found. Two exceptions are evaluated anyway: a
+    /// fresh SotW request still awaiting its answer, and clusters and endpoints while a
+    /// reconnected client's routes are unknown (which reads the snapshot's routes and spares).
+    pub fn replace_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<ResourceType> {
+        let previous = std::mem::replace(&mut self.snapshot, snapshot);
+        self.learn_dependency_types();
+        #[cfg(test)]
+        if self.evaluate_all {
+            return Vec::new();
+        }
+        let (Some(previous), Some(current)) = (previous.as_ref(), self.snapshot.as_ref()) else {
+            return Vec::new();
+        };
+        ResourceType::ALL
+            .into_iter()
+            .filter(|t| {
+                self.types
+                    .get(t)
+                    .is_some_and(|ts| ts.subscribed && !ts.force_response)
+                    && !(self.reconnect
+                        && matches!(t, ResourceType::Cluster | ResourceType::Endpoint))
+                    && previous.resources(*t).version() == current.resources(*t).version()
+            })
+            .collect()
+    }
+
+    /// Adds the current snapshot's dependencies between types to those already seen.
+    pub fn learn_dependency_types(&mut self) {
+        if let Some(snapshot) = &self.snapshot {
+            let edges = snapshot.dependency_types();
+            for (seen, new) in self.dependency_types.iter_mut().zip(edges) {
+                for (seen, new) in seen.iter_mut().zip(new) {
+                    *seen |= *new;
+                }
+            }
+        }
+    }
+
+    /// The types a request for type `t` can change the evaluation of: `t` itself, types whose
+    /// resources depend on `t`'s (whether those are held decides whether they may be sent),
+    /// and types `t`'s resources depend on (what the client holds of `t` keeps those in use).
+    /// While a reconnect or a held answer is being resolved, every type.
+    ///
+    /// A request changes only its own type's state (subscription, what the client holds, the
+    /// response in flight); every other type was evaluated against everything else it reads
+    /// at the end of an earlier event, and would be evaluated to the same result.
+    pub fn affected_by_request(&self, t: ResourceType) -> [bool; ResourceType::ALL.len()] {
+        let mut affected = [false; ResourceType::ALL.len()];
+        #[cfg(test)]
+        if self.evaluate_all {
+            return [true; ResourceType::ALL.len()];
+        }
+        if self.reconnect || self.hold_clusters {
+            return [true; ResourceType::ALL.len()];
+        }
+        for u in ResourceType::ALL {
+            affected[u.index()] = u == t
+                || self.dependency_types[u.index()][t.index()]
+                || self.dependency_types[t.index()][u.index()];
+        }
+        affected
     }
 
     /// Releases anything held for lack of information (called a moment after the stream

@@ -991,3 +991,217 @@ fn delta_sync_status_is_synced_once_every_change_is_acked() {
     assert_eq!(s.sync().0[&ResourceType::Endpoint], SyncStatus::Synced);
     assert_eq!(s.sync().1, Some(snapshot.as_ref().unwrap().version()));
 }
+
+// ---------------------------------------------- skipping types an event cannot change
+
+/// A small deterministic generator for the random walks below.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// The configuration a walk mutates one piece at a time: per cluster (present or not) its
+/// tag and its endpoints' tag, and the clusters each of two routes sends traffic to.
+#[derive(Clone)]
+struct WalkConfig {
+    clusters: [Option<(u32, u32)>; 5],
+    routes: [Vec<usize>; 2],
+}
+
+impl WalkConfig {
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        let names = ["c0", "c1", "c2", "c3", "c4"];
+        let mut resources = vec![listener("l0")];
+        for (i, c) in self.clusters.iter().enumerate() {
+            if let Some((tag, endpoints)) = c {
+                resources.push(cluster(names[i], *tag));
+                resources.push(cla(names[i], *endpoints));
+            }
+        }
+        for (k, targets) in self.routes.iter().enumerate() {
+            let targets: Vec<&str> = targets
+                .iter()
+                .filter(|i| self.clusters[**i].is_some())
+                .map(|i| names[*i])
+                .collect();
+            resources.push(route(["r0", "r1"][k], &targets));
+        }
+        snap(&resources)
+    }
+
+    /// Changes one thing: mostly endpoints (the common change), sometimes a cluster, a
+    /// route's targets, or a cluster's presence.
+    fn mutate(&mut self, rng: &mut Lcg) {
+        let i = rng.below(5) as usize;
+        match rng.below(8) {
+            0..=3 => {
+                if let Some(c) = &mut self.clusters[i] {
+                    c.1 += 1;
+                }
+            }
+            4 => {
+                if let Some(c) = &mut self.clusters[i] {
+                    c.0 += 1;
+                }
+            }
+            5 => {
+                self.clusters[i] = match self.clusters[i] {
+                    Some(_) => None,
+                    None => Some((0, 0)),
+                }
+            }
+            _ => {
+                let k = rng.below(2) as usize;
+                self.routes[k] = (0..5).filter(|_| rng.below(2) == 0).collect();
+            }
+        }
+    }
+}
+
+fn walk_start() -> WalkConfig {
+    WalkConfig {
+        clusters: [Some((0, 0)), Some((0, 0)), Some((0, 0)), None, None],
+        routes: [vec![0], vec![1, 2]],
+    }
+}
+
+#[test]
+fn delta_skipping_types_an_event_cannot_change_answers_as_evaluating_every_type() {
+    for seed in 0..200 {
+        let mut rng = Lcg(seed);
+        let mut config = walk_start();
+        let first = config.snapshot();
+        let mut skipping = DeltaStream::new(first.clone());
+        let mut full = DeltaStream::new_evaluating_all(first);
+        let mut in_flight: Vec<DeltaDiscoveryResponse> = Vec::new();
+        let subscriptions = [
+            dreq(ResourceType::Cluster, "", &[], &[]),
+            dreq(
+                ResourceType::Endpoint,
+                "",
+                &["c0", "c1", "c2", "c3", "c4"],
+                &[],
+            ),
+            dreq(ResourceType::Listener, "", &[], &[]),
+            dreq(ResourceType::Route, "", &["r0", "r1"], &[]),
+        ];
+        for request in &subscriptions {
+            let a = skipping.on_request(request);
+            assert_eq!(a, full.on_request(request));
+            in_flight.extend(a.0);
+        }
+        for step in 0..60 {
+            let (a, b) = match rng.below(3) {
+                0 if !in_flight.is_empty() => {
+                    let r = in_flight.remove(rng.below(in_flight.len() as u64) as usize);
+                    let t = ResourceType::from_type_url(&r.type_url).unwrap();
+                    let mut request = dreq(t, &r.nonce, &[], &[]);
+                    if rng.below(6) == 0 {
+                        request.error_detail = Some(Status {
+                            code: 13,
+                            message: "rejected for the test".into(),
+                            details: vec![],
+                        });
+                    }
+                    (skipping.on_request(&request), full.on_request(&request))
+                }
+                1 => {
+                    // Subscribe to or unsubscribe from one name of endpoints or routes.
+                    let (t, name) = match rng.below(7) {
+                        5 => (ResourceType::Route, "r0"),
+                        6 => (ResourceType::Route, "r1"),
+                        i => (
+                            ResourceType::Endpoint,
+                            ["c0", "c1", "c2", "c3", "c4"][i as usize],
+                        ),
+                    };
+                    let request = if rng.below(2) == 0 {
+                        dreq(t, "", &[name], &[])
+                    } else {
+                        dreq(t, "", &[], &[name])
+                    };
+                    (skipping.on_request(&request), full.on_request(&request))
+                }
+                _ => {
+                    config.mutate(&mut rng);
+                    let next = config.snapshot();
+                    (skipping.on_snapshot(next.clone()), full.on_snapshot(next))
+                }
+            };
+            assert_eq!(a, b, "seed {seed}, step {step}");
+            assert_eq!(skipping.sync(), full.sync(), "seed {seed}, step {step}");
+            in_flight.extend(a.0);
+        }
+    }
+}
+
+#[test]
+fn sotw_skipping_types_an_event_cannot_change_answers_as_evaluating_every_type() {
+    for seed in 0..200 {
+        let mut rng = Lcg(seed);
+        let mut config = walk_start();
+        let first = config.snapshot();
+        let mut skipping = SotwStream::new(first.clone());
+        let mut full = SotwStream::new_evaluating_all(first);
+        let mut in_flight: Vec<DiscoveryResponse> = Vec::new();
+        let endpoints = ["c0", "c1", "c2", "c3", "c4"];
+        let names = |t: ResourceType| -> &[&str] {
+            match t {
+                ResourceType::Endpoint => &endpoints,
+                ResourceType::Route => &["r0", "r1"],
+                _ => &[],
+            }
+        };
+        for t in [
+            ResourceType::Cluster,
+            ResourceType::Endpoint,
+            ResourceType::Listener,
+            ResourceType::Route,
+        ] {
+            let request = req(t, "", "", names(t));
+            let a = skipping.on_request(&request);
+            assert_eq!(a, full.on_request(&request));
+            in_flight.extend(a.0);
+        }
+        for step in 0..60 {
+            let (a, b) = match rng.below(3) {
+                0 if !in_flight.is_empty() => {
+                    let r = in_flight.remove(rng.below(in_flight.len() as u64) as usize);
+                    let t = ResourceType::from_type_url(&r.type_url).unwrap();
+                    // An ACK may change which endpoints the client subscribes to.
+                    let subset: Vec<&str> = endpoints
+                        .iter()
+                        .copied()
+                        .filter(|_| rng.below(3) != 0)
+                        .collect();
+                    let names = if t == ResourceType::Endpoint && rng.below(2) == 0 {
+                        &subset[..]
+                    } else {
+                        names(t)
+                    };
+                    let request = if rng.below(6) == 0 {
+                        nack(t, "", &r.nonce, names)
+                    } else {
+                        req(t, &r.version_info, &r.nonce, names)
+                    };
+                    (skipping.on_request(&request), full.on_request(&request))
+                }
+                _ => {
+                    config.mutate(&mut rng);
+                    let next = config.snapshot();
+                    (skipping.on_snapshot(next.clone()), full.on_snapshot(next))
+                }
+            };
+            assert_eq!(a, b, "seed {seed}, step {step}");
+            assert_eq!(skipping.sync(), full.sync(), "seed {seed}, step {step}");
+            in_flight.extend(a.0);
+        }
+    }
+}
