@@ -183,6 +183,7 @@ async fn measure(
     let mut all_sotw = Vec::new();
     for change in 1..=args.changes {
         let cpu_before = cpu();
+        let own_cpu_before = procfs::cpu_seconds(std::process::id()).ok();
         let t0 = Instant::now();
         let endpoints = [backend(10_000 + change)];
         scenario::write_atomic(slice_file, &scenario::slice_yaml(0, &endpoints))?;
@@ -200,6 +201,10 @@ async fn measure(
             anyhow::bail!("change {change}: only {got} of {clients} proxies got it within 60 s");
         }
         let cpu_spent = cpu().zip(cpu_before).map(|(a, b)| a - b);
+        let own_cpu_spent = procfs::cpu_seconds(std::process::id())
+            .ok()
+            .zip(own_cpu_before)
+            .map(|(a, b)| a - b);
         let mut delta = Vec::new();
         let mut sotw = Vec::new();
         let mut bytes: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
@@ -227,10 +232,12 @@ async fn measure(
             })
             .collect();
         println!(
-            "  change {change}: Delta {}; SotW {}; control plane CPU {}; sent: {}",
+            "  change {change}: Delta {}; SotW {}; CPU: control plane {}, simulated proxies {}; \
+             sent: {}",
             summary(&mut delta),
             summary(&mut sotw),
             cpu_spent.map_or("?".into(), |c| format!("{c:.2} s")),
+            own_cpu_spent.map_or("?".into(), |c| format!("{c:.2} s")),
             sent.join(", ")
         );
         all_delta.extend(delta);
