@@ -8,7 +8,9 @@
 //! `initial_resource_versions` say what it holds, so unchanged resources are not sent again.
 
 use super::Event;
-use super::state::{ClientEntry, Pending, StreamState, SyncStatus, Want, zip_by_name};
+use super::state::{
+    ClientEntry, Pending, RequestChanged, StreamState, SyncStatus, Want, zip_by_name,
+};
 use crate::resource::ResourceType;
 use crate::snapshot::Snapshot;
 use envoy_types::pb::envoy::service::discovery::v3::{
@@ -66,6 +68,11 @@ impl DeltaStream {
             // A reconnect: the client runs configuration from an earlier stream.
             self.state.reconnect = true;
         }
+        // Subscribing to a type at all changes what depends on it.
+        let mut changed = RequestChanged {
+            held_names: first,
+            resources: first,
+        };
         let ts = self.state.state(t);
         if first {
             // First request of the type on this stream.
@@ -89,20 +96,19 @@ impl DeltaStream {
                 .as_ref()
                 .is_some_and(|p| p.nonce == request.response_nonce);
             if matches && let Some(pending) = ts.pending.take() {
+                changed.resources = true;
                 match &request.error_detail {
                     None => {
                         for (name, r) in &pending.updates {
                             ts.rejected.remove(name);
-                            ts.client.insert(
-                                name.clone(),
-                                ClientEntry {
-                                    version: r.version.clone(),
-                                    resource: Some(r.clone()),
-                                },
-                            );
+                            let entry = ClientEntry {
+                                version: r.version.clone(),
+                                resource: Some(r.clone()),
+                            };
+                            changed.held_names |= ts.client.insert(name.clone(), entry).is_none();
                         }
                         for name in &pending.removed {
-                            ts.client.remove(name);
+                            changed.held_names |= ts.client.remove(name).is_some();
                         }
                         ts.acked_once = true;
                         events.push(Event::Acked {
@@ -141,10 +147,11 @@ impl DeltaStream {
                 ts.reported_absent.remove(name);
             }
         }
-        if first || !request.resource_names_unsubscribe.is_empty() {
-            ts.forget_unsubscribed();
+        if (first || !request.resource_names_unsubscribe.is_empty()) && ts.forget_unsubscribed() {
+            changed.held_names = true;
+            changed.resources = true;
         }
-        let affected = self.state.affected_by_request(t);
+        let affected = self.state.affected_by_request(t, changed);
         let responses = self.respond_to(affected, &mut events);
         (responses, events)
     }

@@ -8,7 +8,9 @@
 //! always has the same version, across restarts too.
 
 use super::Event;
-use super::state::{ClientEntry, Pending, StreamState, SyncStatus, Want, set_version};
+use super::state::{
+    ClientEntry, Pending, RequestChanged, StreamState, SyncStatus, Want, set_version,
+};
 use crate::resource::{Resource, ResourceType};
 use crate::snapshot::Snapshot;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
@@ -77,9 +79,16 @@ impl SotwStream {
         // unsubscribes from all of it. Envoy then drops what it held and accepts an empty
         // response silently, without a request: nothing is due, and nothing stays pending.
         let unsubscribed_all = !first && !t.sotw_full_state() && request.resource_names.is_empty();
+        let mut changed = RequestChanged::default();
         let ts = self.state.state(t);
         let nonce = request.response_nonce.as_str();
         if nonce.is_empty() {
+            // A fresh subscription: what depends on the type changes, and whatever was in
+            // flight is dropped.
+            changed = RequestChanged {
+                held_names: true,
+                resources: true,
+            };
             // Fresh subscription: first request of the type, or a reconnect.
             ts.subscribed = true;
             ts.pending = None;
@@ -92,8 +101,10 @@ impl SotwStream {
                 return (Vec::new(), events);
             }
         } else if let Some(pending) = ts.pending.take() {
+            changed.resources = true;
             match &request.error_detail {
                 None => {
+                    changed.held_names = !pending.updates.keys().eq(ts.client.keys());
                     ts.client = pending
                         .updates
                         .iter()
@@ -143,12 +154,15 @@ impl SotwStream {
         if wildcard != ts.wildcard || (!wildcard && names != ts.names) {
             ts.wildcard = wildcard;
             ts.names = if wildcard { BTreeSet::new() } else { names };
-            ts.forget_unsubscribed();
+            if ts.forget_unsubscribed() {
+                changed.held_names = true;
+                changed.resources = true;
+            }
         }
         let affected = if was_holding {
             [true; ResourceType::ALL.len()]
         } else {
-            self.state.affected_by_request(t)
+            self.state.affected_by_request(t, changed)
         };
         let responses = self.respond_to(affected, &mut events);
         (responses, events)

@@ -80,15 +80,26 @@ impl TypeState {
     }
 
     /// Drops client entries that left the subscription (the client forgets unsubscribed
-    /// resources on its own).
-    pub fn forget_unsubscribed(&mut self) {
+    /// resources on its own). Returns whether any was dropped.
+    pub fn forget_unsubscribed(&mut self) -> bool {
         if self.wildcard {
-            return;
+            return false;
         }
         let names = &self.names;
+        let held = self.client.len();
         self.client.retain(|name, _| names.contains(name));
         self.reported_absent.retain(|name| names.contains(name));
+        self.client.len() != held
     }
+}
+
+/// What a request changed of its type's state, beyond the type itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RequestChanged {
+    /// The names the client holds, or whether the type is subscribed at all.
+    pub held_names: bool,
+    /// The resources the client holds or has in flight.
+    pub resources: bool,
 }
 
 /// The per-stream state shared by both variants.
@@ -169,15 +180,20 @@ impl StreamState {
         }
     }
 
-    /// The types a request for type `t` can change the evaluation of: `t` itself, types whose
-    /// resources depend on `t`'s (whether those are held decides whether they may be sent),
-    /// and types `t`'s resources depend on (what the client holds of `t` keeps those in use).
+    /// The types a request for type `t` can change the evaluation of: `t` itself; types whose
+    /// resources depend on `t`'s, when the names the client holds of `t` changed (whether a
+    /// dependency is held decides whether a resource may be sent); and types `t`'s resources
+    /// depend on, when `t`'s resources held or in flight changed (they keep those in use).
     /// While a reconnect or a held answer is being resolved, every type.
     ///
     /// A request changes only its own type's state (subscription, what the client holds, the
     /// response in flight); every other type was evaluated against everything else it reads
     /// at the end of an earlier event, and would be evaluated to the same result.
-    pub fn affected_by_request(&self, t: ResourceType) -> [bool; ResourceType::ALL.len()] {
+    pub fn affected_by_request(
+        &self,
+        t: ResourceType,
+        changed: RequestChanged,
+    ) -> [bool; ResourceType::ALL.len()] {
         let mut affected = [false; ResourceType::ALL.len()];
         #[cfg(test)]
         if self.evaluate_all {
@@ -188,8 +204,8 @@ impl StreamState {
         }
         for u in ResourceType::ALL {
             affected[u.index()] = u == t
-                || self.dependency_types[u.index()][t.index()]
-                || self.dependency_types[t.index()][u.index()];
+                || (changed.held_names && self.dependency_types[u.index()][t.index()])
+                || (changed.resources && self.dependency_types[t.index()][u.index()]);
         }
         affected
     }
