@@ -22,7 +22,7 @@ pub use csds::CsdsServer;
 pub use protocol::{DeltaStream, Event, SotwStream, SyncStatus};
 pub use registry::{KeyState, NackInfo, Protocol, ProxySync, SyncRegistry, TypeSync, TypeTotals};
 pub use resource::{Dependency, Resource, ResourceType, content_hash};
-pub use server::{AdsServer, NodeResolver};
+pub use server::{AdsServer, AdsService, NodeResolver};
 pub use snapshot::{
     Snapshot, SnapshotCache, SnapshotWriter, Snapshots, Spare, TypeResources, snapshot_cache,
 };

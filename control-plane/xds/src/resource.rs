@@ -47,18 +47,29 @@ impl ResourceType {
 
     /// The type URL Envoy uses for this type.
     pub fn type_url(self) -> String {
+        self.type_url_str().to_string()
+    }
+
+    /// The type URL Envoy uses for this type, without allocating (every request names one).
+    pub fn type_url_str(self) -> &'static str {
         match self {
-            ResourceType::Cluster => Cluster::type_url(),
-            ResourceType::Endpoint => ClusterLoadAssignment::type_url(),
-            ResourceType::Secret => Secret::type_url(),
-            ResourceType::Listener => Listener::type_url(),
-            ResourceType::Route => RouteConfiguration::type_url(),
+            ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            ResourceType::Endpoint => {
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            ResourceType::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+            }
+            ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            ResourceType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         }
     }
 
     /// The type for a type URL, if Trellis serves it.
     pub fn from_type_url(url: &str) -> Option<ResourceType> {
-        ResourceType::ALL.into_iter().find(|t| t.type_url() == url)
+        ResourceType::ALL
+            .into_iter()
+            .find(|t| t.type_url_str() == url)
     }
 
     /// Whether a state-of-the-world response must carry every resource of the type (LDS, CDS):
@@ -163,4 +174,28 @@ pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
         hasher.update(part);
     }
     hex::encode(&hasher.finalize()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_urls_are_the_messages_type_urls() {
+        let expected = [
+            Cluster::type_url(),
+            ClusterLoadAssignment::type_url(),
+            Secret::type_url(),
+            Listener::type_url(),
+            RouteConfiguration::type_url(),
+        ];
+        for (t, url) in ResourceType::ALL.into_iter().zip(expected) {
+            assert_eq!(t.type_url(), url);
+            assert_eq!(ResourceType::from_type_url(&url), Some(t));
+        }
+        assert_eq!(
+            ResourceType::from_type_url("type.googleapis.com/other"),
+            None
+        );
+    }
 }

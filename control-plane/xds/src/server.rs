@@ -4,23 +4,31 @@
 //! notifications; all decisions are made by [`SotwStream`]/[`DeltaStream`]. The first request
 //! must carry the node; the [`NodeResolver`] turns it into the snapshot key the proxy is
 //! served from.
+//!
+//! The gRPC service ([`AdsService`]) is written here rather than generated, for one reason:
+//! message buffers. A stream lives as long as its proxy, and the generated service gives each
+//! one 8 KiB encode and decode buffers; ACKs are a few hundred bytes, so [`AdsService`] starts
+//! them at 1 KiB (they grow for larger messages), which is most of a connected proxy's memory
+//! saved per thousand proxies.
 
 use crate::protocol::{DeltaStream, Event, SotwStream, SyncStatus};
 use crate::registry::{Protocol, StreamHandle, SyncRegistry};
 use crate::snapshot::{Snapshot, SnapshotCache};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::codec::{BufferSettings, Codec};
+use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
+use tonic_prost::{ProstDecoder, ProstEncoder};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Maps a proxy's node to the key of the snapshot it is served, or explains why it cannot.
@@ -50,11 +58,11 @@ impl AdsServer {
         }
     }
 
-    /// The tonic service to add to a router.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<AdsServer> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(256 << 20)
+    /// The gRPC service to add to a tonic router.
+    pub fn into_service(self) -> AdsService {
+        AdsService {
+            server: Arc::new(self),
+        }
     }
 
     /// The snapshot for `key`: `None` until the first publish, then the key's snapshot or an
@@ -91,7 +99,9 @@ impl AdsServer {
         let handle = self
             .registry
             .connect(&node_id, &node_cluster, &key, M::PROTOCOL);
-        let (tx, rx) = mpsc::channel(16);
+        // Responses travel boxed: the channel's slots then take a pointer each, not a
+        // response (a block of 32 slots is allocated per stream).
+        let (tx, rx) = mpsc::channel::<Box<M::Resp>>(16);
         let protocol = match M::PROTOCOL {
             Protocol::Sotw => "sotw",
             Protocol::Delta => "delta",
@@ -114,7 +124,9 @@ impl AdsServer {
             }
             .instrument(span),
         );
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(Box::pin(
+            ReceiverStream::new(rx).map(|response| Ok(*response)),
+        ))
     }
 
     fn resolve(&self, node: Option<&Node>) -> Result<(String, String, String), Status> {
@@ -261,7 +273,7 @@ struct StreamTask<M: Machine> {
     current: Option<Arc<Snapshot>>,
     key: String,
     handle: StreamHandle,
-    tx: mpsc::Sender<Result<M::Resp, Status>>,
+    tx: mpsc::Sender<Box<M::Resp>>,
 }
 
 /// Runs one stream until the client or the cache goes away.
@@ -275,7 +287,7 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
         handle,
         tx,
     } = task;
-    let send = |tx: &mpsc::Sender<Result<M::Resp, Status>>,
+    let send = |tx: &mpsc::Sender<Box<M::Resp>>,
                 (responses, events): (Vec<M::Resp>, Vec<Event>),
                 (status, synced): (
         std::collections::BTreeMap<crate::ResourceType, SyncStatus>,
@@ -287,7 +299,7 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
         let tx = tx.clone();
         async move {
             for r in responses {
-                if tx.send(Ok(r)).await.is_err() {
+                if tx.send(Box::new(r)).await.is_err() {
                     return false;
                 }
             }
@@ -352,22 +364,107 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+/// The gRPC path of state-of-the-world ADS.
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+/// The gRPC path of incremental ADS.
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.open::<SotwStream>(request).await.map(Response::new)
+/// The initial size of a stream's encode and decode buffers (they grow for larger messages),
+/// and how much is encoded before yielding to the connection.
+fn buffers() -> BufferSettings {
+    BufferSettings::new(1024, 32 * 1024)
+}
+
+/// The ADS gRPC service (`envoy.service.discovery.v3.AggregatedDiscoveryService`), serving
+/// both variants from one [`AdsServer`].
+#[derive(Clone, Debug)]
+pub struct AdsService {
+    server: Arc<AdsServer>,
+}
+
+impl NamedService for AdsService {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+impl<B> Service<http::Request<B>> for AdsService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.open::<DeltaStream>(request).await.map(Response::new)
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let server = self.server.clone();
+        match request.uri().path() {
+            SOTW_PATH => Box::pin(async move {
+                let mut grpc = grpc::<DiscoveryResponse, DiscoveryRequest>();
+                Ok(grpc
+                    .streaming(Variant::<SotwStream>(server, PhantomData), request)
+                    .await)
+            }),
+            DELTA_PATH => Box::pin(async move {
+                let mut grpc = grpc::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>();
+                Ok(grpc
+                    .streaming(Variant::<DeltaStream>(server, PhantomData), request)
+                    .await)
+            }),
+            _ => {
+                Box::pin(async move { Ok(Status::unimplemented("not an ADS method").into_http()) })
+            }
+        }
+    }
+}
+
+/// A gRPC handler for one message pair, with ADS's message size limits.
+fn grpc<Resp, Req>() -> Grpc<SmallBuffers<Resp, Req>>
+where
+    Resp: prost::Message + Send + 'static,
+    Req: prost::Message + Default + Send + 'static,
+{
+    Grpc::new(SmallBuffers(PhantomData))
+        .apply_max_message_size_config(Some(64 << 20), Some(256 << 20))
+}
+
+/// One ADS variant as a streaming method.
+struct Variant<M>(Arc<AdsServer>, PhantomData<fn() -> M>);
+
+impl<M: Machine> StreamingService<M::Req> for Variant<M> {
+    type Response = M::Resp;
+    type ResponseStream = ResponseStream<M::Resp>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<M::Req>>) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move { server.open::<M>(request).await.map(Response::new) })
+    }
+}
+
+/// The protobuf codec with [`buffers`] instead of tonic's 8 KiB default.
+struct SmallBuffers<Resp, Req>(PhantomData<fn() -> (Resp, Req)>);
+
+impl<Resp, Req> Codec for SmallBuffers<Resp, Req>
+where
+    Resp: prost::Message + Send + 'static,
+    Req: prost::Message + Default + Send + 'static,
+{
+    type Encode = Resp;
+    type Decode = Req;
+    type Encoder = ProstEncoder<Resp>;
+    type Decoder = ProstDecoder<Req>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(buffers())
     }
 }

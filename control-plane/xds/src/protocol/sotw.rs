@@ -154,7 +154,14 @@ impl SotwStream {
         if wildcard != ts.wildcard || (!wildcard && names != ts.names) {
             ts.wildcard = wildcard;
             ts.names = if wildcard { BTreeSet::new() } else { names };
+            // A changed subscription is answered, even when what is left is what the client
+            // holds.
+            ts.force_response = true;
             if ts.forget_unsubscribed() {
+                // The client dropped what it no longer subscribes to: the version it holds is
+                // that of what is left (else resubscribing to a dropped name would look like
+                // the version it already has, and the name would never be sent).
+                ts.acked_version = held_version(&ts.client);
                 changed.held_names = true;
                 changed.resources = true;
             }
@@ -234,7 +241,10 @@ impl SotwStream {
                 return None;
             }
         }
+        self.state.state(t).settled = false;
         let wants = self.state.wants(t)?;
+        // Everything wanted is a resource (none kept for routes in use, none held back).
+        let all_resources = wants.values().all(|w| matches!(w, Want::Resource(_)));
         let ts = self.state.types.get(&t)?;
         let mut set: BTreeMap<String, Arc<Resource>> = BTreeMap::new();
         for (name, want) in wants {
@@ -264,6 +274,10 @@ impl SotwStream {
         if !ts.force_response
             && (version == ts.acked_version || ts.rejected_version.as_ref() == Some(&version))
         {
+            // Nothing due. When the client ACKed exactly the wanted set, remember it for the
+            // sync status.
+            let settled = all_resources && version == ts.acked_version && ts.acked_once;
+            self.state.state(t).settled = settled;
             return None;
         }
         let nonce = self.state.next_nonce();
@@ -294,4 +308,14 @@ impl SotwStream {
         });
         Some(response)
     }
+}
+
+/// The SotW version of what the client holds (as [`set_version`] of the same resources).
+fn held_version(client: &BTreeMap<String, ClientEntry>) -> String {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(client.len() * 2);
+    for (name, entry) in client {
+        parts.push(name.as_bytes());
+        parts.push(entry.version.as_bytes());
+    }
+    crate::resource::content_hash(parts)
 }

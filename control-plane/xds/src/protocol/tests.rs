@@ -301,6 +301,23 @@ fn sotw_named_subscription_gets_only_the_names_asked_for() {
 }
 
 #[test]
+fn sotw_resubscribing_to_a_name_dropped_earlier_sends_it_again() {
+    let mut s = SotwStream::new(snap(&[cla("a", 1), cla("b", 1)]));
+    let r = only(
+        s.on_request(&req(ResourceType::Endpoint, "", "", &["a", "b"]))
+            .0,
+    );
+    // The client drops "b" with its ACK, then takes it back while a NACK keeps "a" alone.
+    let r2 = only(ack(&mut s, &r, &["a"]));
+    assert_eq!(names_in(&r2), ["a"]);
+    let r3 = only(
+        s.on_request(&nack(ResourceType::Endpoint, "", &r2.nonce, &["a", "b"]))
+            .0,
+    );
+    assert_eq!(names_in(&r3), ["a", "b"], "b must be sent again");
+}
+
+#[test]
 fn sotw_wildcard_subscription_follows_additions_and_removals() {
     let mut s = SotwStream::new(snap(&[listener("l1")]));
     let r = only(s.on_request(&req(ResourceType::Listener, "", "", &[])).0);
