@@ -25,7 +25,9 @@
 //! - An object whose resourceVersion did not change is not read again, and one that reads the
 //!   same as before keeps its `Arc`: a status write, or a relist of unchanged objects, publishes
 //!   nothing.
-//! - Changes are gathered for `debounce` after the first one, then published together.
+//! - A change after at least `debounce` without a publish goes out after a short settle
+//!   ([`trellis_sources::SETTLE`]); changes arriving within `debounce` of the last publish are
+//!   gathered for `debounce` after the first of them, then published together.
 //! - Watch errors are counted, logged once per cause per watch, and retried with a backoff of
 //!   0.25 s doubling to 5 s; the last good configuration stays in force meanwhile. A 410 Gone
 //!   is no error: it is logged at info and counted as a relist.
@@ -57,7 +59,8 @@ pub struct ProviderConfig {
     /// Namespaces to watch; empty watches every namespace. GatewayClasses (cluster-scoped) are
     /// always watched; Namespace objects only for these namespaces.
     pub namespaces: Vec<String>,
-    /// How long changes are gathered after the first one before they are published.
+    /// How long changes arriving within this time of the last publish are gathered before
+    /// they are published (a change after a quiet period goes out after a short settle).
     pub debounce: Duration,
 }
 
@@ -168,6 +171,8 @@ pub async fn watch(client: Client, config: ProviderConfig, health: Arc<Health>) 
         observed: observed.clone(),
         debounce: config.debounce,
         dirty_since: None,
+        window: config.debounce,
+        last_publish: None,
         loads: None,
         first: Some(first_tx),
     };
@@ -332,6 +337,11 @@ struct Aggregator {
     debounce: Duration,
     /// When the first unpublished change arrived.
     dirty_since: Option<Instant>,
+    /// How long after `dirty_since` the change is published: the settle after a quiet period,
+    /// else the debounce window.
+    window: Duration,
+    /// When the last load was published.
+    last_publish: Option<Instant>,
     loads: Option<watch::Sender<Arc<Load>>>,
     first: Option<oneshot::Sender<watch::Receiver<Arc<Load>>>>,
 }
@@ -339,7 +349,7 @@ struct Aggregator {
 impl Aggregator {
     async fn run(mut self, mut events: mpsc::Receiver<WatchItem>) {
         loop {
-            let deadline = self.dirty_since.map(|since| since + self.debounce);
+            let deadline = self.dirty_since.map(|since| since + self.window);
             tokio::select! {
                 item = events.recv() => {
                     let Some((id, item)) = item else { return };
@@ -365,12 +375,14 @@ impl Aggregator {
                     let (tx, rx) = watch::channel(Arc::new(load));
                     self.loads = Some(tx);
                     self.dirty_since = None;
+                    self.last_publish = Some(Instant::now());
                     if let Some(first) = self.first.take() {
                         let _ = first.send(rx);
                     }
                 }
-                (Some(_), Some(since)) if since.elapsed() >= self.debounce => {
+                (Some(_), Some(since)) if since.elapsed() >= self.window => {
                     self.dirty_since = None;
+                    self.last_publish = Some(Instant::now());
                     let load = self.build();
                     if let Some(tx) = &self.loads {
                         let previous = tx.borrow().clone();
@@ -387,7 +399,17 @@ impl Aggregator {
     }
 
     fn mark_dirty(&mut self) {
-        self.dirty_since.get_or_insert_with(Instant::now);
+        if self.dirty_since.is_none() {
+            let quiet = self
+                .last_publish
+                .is_none_or(|at| at.elapsed() >= self.debounce);
+            self.window = if quiet {
+                trellis_sources::SETTLE.min(self.debounce)
+            } else {
+                self.debounce
+            };
+            self.dirty_since = Some(Instant::now());
+        }
     }
 
     fn handle(&mut self, id: usize, item: Result<Event<DynamicObject>, watcher::Error>) {

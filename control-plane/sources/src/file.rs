@@ -345,9 +345,18 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads `dir` and keeps reloading it when files change, publishing each new [`Load`]. Changes
-/// arriving within `debounce` of each other are applied together. Returns once the first load
-/// is published; the watcher runs until the receiver is dropped.
+/// How long a change arriving after a quiet period waits for the rest of its write (the
+/// events of one file write or rename come within microseconds of each other).
+pub const SETTLE: Duration = Duration::from_millis(10);
+
+/// Loads `dir` and keeps reloading it when files change, publishing each new [`Load`]. Returns
+/// once the first load is published; the watcher runs until the receiver is dropped.
+///
+/// A change arriving after at least `debounce` without one is applied once no other event
+/// came for [`SETTLE`] (or `debounce`, if shorter): a lone edit reaches the proxies without
+/// waiting out the window. Changes that keep coming within `debounce` of the last load are
+/// coalesced: applied once none came for `debounce`, and at the latest after ten windows (at
+/// least one second), so a burst costs at most two loads however long it is.
 pub fn watch(
     dir: PathBuf,
     debounce: Duration,
@@ -369,14 +378,22 @@ pub fn watch(
     tokio::spawn(async move {
         // The watcher lives as long as this task.
         let _watcher = watcher;
+        // When the last load was applied (none yet: quiet).
+        let mut last_load: Option<tokio::time::Instant> = None;
         while event_rx.recv().await.is_some() {
-            // Debounce: wait until no event arrived for `debounce`, but not forever while
-            // files keep changing.
+            let quiet = last_load.is_none_or(|at| at.elapsed() >= debounce);
+            let window = if quiet {
+                SETTLE.min(debounce)
+            } else {
+                debounce
+            };
+            // Wait until no event arrived for `window`, but not forever while files keep
+            // changing.
             let deadline =
                 tokio::time::Instant::now() + (debounce * 10).max(Duration::from_secs(1));
             loop {
                 let wait =
-                    debounce.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                    window.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
                 match tokio::time::timeout(wait, event_rx.recv()).await {
                     Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
                     Ok(None) => return,
@@ -385,6 +402,7 @@ pub fn watch(
             }
             let previous = tx.borrow().clone();
             let next = provider.load();
+            last_load = Some(tokio::time::Instant::now());
             if next == *previous {
                 continue;
             }

@@ -208,3 +208,31 @@ async fn watcher_publishes_changes_after_the_debounce() {
         .unwrap();
     assert!(rx.borrow().input.http_routes.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_change_is_applied_at_once_and_the_changes_after_it_wait_out_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("gw.yaml"), GATEWAY).unwrap();
+    let debounce = Duration::from_secs(3);
+    let mut rx = watch(dir.path().to_path_buf(), debounce).unwrap();
+    // After a quiet period, a change goes out after the settle, long before the window ends.
+    fs::write(dir.path().join("r.yaml"), ROUTE).unwrap();
+    tokio::time::timeout(Duration::from_millis(1500), rx.changed())
+        .await
+        .expect("a lone change waited for the debounce window")
+        .unwrap();
+    assert_eq!(rx.borrow().input.http_routes.len(), 1);
+    // A change right after that load belongs to a burst: it waits for the window.
+    fs::remove_file(dir.path().join("r.yaml")).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1000), rx.changed())
+            .await
+            .is_err(),
+        "a change within the window of the last load was applied before the window ended"
+    );
+    tokio::time::timeout(Duration::from_secs(10), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rx.borrow().input.http_routes.is_empty());
+}

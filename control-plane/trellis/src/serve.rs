@@ -60,8 +60,9 @@ pub struct ServeArgs {
     /// Write each object's status as YAML under this directory.
     #[arg(long, env = "TRELLIS_STATUS_DIR")]
     pub status_dir: Option<PathBuf>,
-    /// Wait this long (milliseconds) after a change (a file, an object in the API) for more
-    /// changes before applying.
+    /// The window (milliseconds) that coalesces bursts of changes (files, objects in the API).
+    /// A change after this long without one is applied after a 10 ms settle; changes that
+    /// follow within the window are gathered and applied together once it passes.
     #[arg(long, default_value_t = 100)]
     pub debounce_ms: u64,
     /// Give each Gateway without `spec.addresses` its own address from this range (for
