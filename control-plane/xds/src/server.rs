@@ -6,29 +6,29 @@
 //! served from.
 //!
 //! The gRPC service ([`AdsService`]) is written here rather than generated, for one reason:
-//! message buffers. A stream lives as long as its proxy, and the generated service gives each
-//! one 8 KiB encode and decode buffers; ACKs are a few hundred bytes, so [`AdsService`] starts
-//! them at 1 KiB (they grow for larger messages), which is most of a connected proxy's memory
-//! saved per thousand proxies.
+//! memory per connected proxy. A stream lives as long as its proxy. tonic's encoder keeps one
+//! buffer per stream that grows to the largest response ever sent (the first, complete
+//! configuration: hundreds of KiB with a thousand routes) and never shrinks; [`AdsService`]
+//! instead encodes each response into an allocation of its exact size, freed once written
+//! ([`ResponseBody`]). Requests (ACKs, a few hundred bytes) are decoded with 1 KiB buffers
+//! instead of 8 KiB.
 
 use crate::protocol::{DeltaStream, Event, SotwStream, SyncStatus};
 use crate::registry::{Protocol, StreamHandle, SyncRegistry};
 use crate::snapshot::{Snapshot, SnapshotCache};
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
-use tonic::codec::{BufferSettings, Codec};
+use tonic::codec::BufferSettings;
 use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
-use tonic::{Request, Response, Status, Streaming};
-use tonic_prost::{ProstDecoder, ProstEncoder};
+use tonic::server::NamedService;
+use tonic::{Request, Status, Streaming};
+use tonic_prost::ProstDecoder;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Maps a proxy's node to the key of the snapshot it is served, or explains why it cannot.
@@ -86,7 +86,7 @@ impl AdsServer {
     async fn open<M: Machine>(
         &self,
         request: Request<Streaming<M::Req>>,
-    ) -> Result<ResponseStream<M::Resp>, Status> {
+    ) -> Result<mpsc::Receiver<Box<M::Resp>>, Status> {
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -124,9 +124,7 @@ impl AdsServer {
             }
             .instrument(span),
         );
-        Ok(Box::pin(
-            ReceiverStream::new(rx).map(|response| Ok(*response)),
-        ))
+        Ok(rx)
     }
 
     fn resolve(&self, node: Option<&Node>) -> Result<(String, String, String), Status> {
@@ -142,12 +140,10 @@ impl AdsServer {
 /// CDS without them.
 const RECONNECT_HOLD: std::time::Duration = std::time::Duration::from_millis(500);
 
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 /// The two variants' state machines behind one interface, so one loop drives both.
 trait Machine: Send + Sized + 'static {
     type Req: Send + 'static + std::fmt::Debug + prost::Message + Default;
-    type Resp: Send + 'static;
+    type Resp: Send + 'static + prost::Message;
     const PROTOCOL: Protocol;
     fn new(snapshot: Option<Arc<Snapshot>>) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
@@ -371,9 +367,12 @@ const SOTW_PATH: &str =
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-/// The initial size of a stream's encode and decode buffers (they grow for larger messages),
-/// and how much is encoded before yielding to the connection.
-fn buffers() -> BufferSettings {
+/// The largest request accepted (Envoy's requests are small; its NACK details are bounded).
+const MAX_REQUEST: usize = 64 << 20;
+
+/// The request decoder's buffer: its initial size (it grows for larger messages) and how much
+/// is decoded before yielding.
+fn request_buffers() -> BufferSettings {
     BufferSettings::new(1024, 32 * 1024)
 }
 
@@ -390,7 +389,7 @@ impl NamedService for AdsService {
 
 impl<B> Service<http::Request<B>> for AdsService
 where
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -404,18 +403,10 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let server = self.server.clone();
         match request.uri().path() {
-            SOTW_PATH => Box::pin(async move {
-                let mut grpc = grpc::<DiscoveryResponse, DiscoveryRequest>();
-                Ok(grpc
-                    .streaming(Variant::<SotwStream>(server, PhantomData), request)
-                    .await)
-            }),
-            DELTA_PATH => Box::pin(async move {
-                let mut grpc = grpc::<DeltaDiscoveryResponse, DeltaDiscoveryRequest>();
-                Ok(grpc
-                    .streaming(Variant::<DeltaStream>(server, PhantomData), request)
-                    .await)
-            }),
+            SOTW_PATH => Box::pin(async move { Ok(serve::<SotwStream, B>(server, request).await) }),
+            DELTA_PATH => {
+                Box::pin(async move { Ok(serve::<DeltaStream, B>(server, request).await) })
+            }
             _ => {
                 Box::pin(async move { Ok(Status::unimplemented("not an ADS method").into_http()) })
             }
@@ -423,48 +414,90 @@ where
     }
 }
 
-/// A gRPC handler for one message pair, with ADS's message size limits.
-fn grpc<Resp, Req>() -> Grpc<SmallBuffers<Resp, Req>>
+/// Serves one ADS call: decodes the request stream, opens the stream's task, and answers with
+/// its responses. A compressed request stream is refused (Trellis offers no compression).
+async fn serve<M: Machine, B>(
+    server: Arc<AdsServer>,
+    request: http::Request<B>,
+) -> http::Response<tonic::body::Body>
 where
-    Resp: prost::Message + Send + 'static,
-    Req: prost::Message + Default + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
 {
-    Grpc::new(SmallBuffers(PhantomData))
-        .apply_max_message_size_config(Some(64 << 20), Some(256 << 20))
+    let encoding = request.headers().get("grpc-encoding");
+    if encoding.is_some_and(|e| e.as_bytes() != b"identity") {
+        return Status::unimplemented("compressed ADS requests are not supported").into_http();
+    }
+    let request = Request::from_http(request.map(|body| {
+        Streaming::new_request(
+            ProstDecoder::<M::Req>::new(request_buffers()),
+            body,
+            None,
+            Some(MAX_REQUEST),
+        )
+    }));
+    match server.open::<M>(request).await {
+        Ok(responses) => {
+            let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
+                responses,
+                done: false,
+            }));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            response
+        }
+        Err(status) => status.into_http(),
+    }
 }
 
-/// One ADS variant as a streaming method.
-struct Variant<M>(Arc<AdsServer>, PhantomData<fn() -> M>);
+/// A stream's responses as a gRPC response body: each message framed and encoded into an
+/// allocation of its exact size (freed once the connection wrote it), then the `OK` trailers
+/// when the stream's task ends.
+struct ResponseBody<T> {
+    responses: mpsc::Receiver<Box<T>>,
+    done: bool,
+}
 
-impl<M: Machine> StreamingService<M::Req> for Variant<M> {
-    type Response = M::Resp;
-    type ResponseStream = ResponseStream<M::Resp>;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+impl<T: prost::Message> Body for ResponseBody<T> {
+    type Data = Bytes;
+    type Error = Status;
 
-    fn call(&mut self, request: Request<Streaming<M::Req>>) -> Self::Future {
-        let server = self.0.clone();
-        Box::pin(async move { server.open::<M>(request).await.map(Response::new) })
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.responses.poll_recv(cx) {
+            Poll::Ready(Some(message)) => Poll::Ready(Some(frame(&*message))),
+            Poll::Ready(None) => {
+                self.done = true;
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
     }
 }
 
-/// The protobuf codec with [`buffers`] instead of tonic's 8 KiB default.
-struct SmallBuffers<Resp, Req>(PhantomData<fn() -> (Resp, Req)>);
-
-impl<Resp, Req> Codec for SmallBuffers<Resp, Req>
-where
-    Resp: prost::Message + Send + 'static,
-    Req: prost::Message + Default + Send + 'static,
-{
-    type Encode = Resp;
-    type Decode = Req;
-    type Encoder = ProstEncoder<Resp>;
-    type Decoder = ProstDecoder<Req>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(buffers())
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::new(buffers())
-    }
+/// One message as a gRPC frame: the uncompressed flag, the length (big-endian), the message.
+fn frame(message: &impl prost::Message) -> Result<http_body::Frame<Bytes>, Status> {
+    let len = message.encoded_len();
+    let len32 =
+        u32::try_from(len).map_err(|_| Status::resource_exhausted("response larger than 4 GiB"))?;
+    let mut buf = Vec::with_capacity(5 + len);
+    buf.push(0);
+    buf.extend_from_slice(&len32.to_be_bytes());
+    message
+        .encode(&mut buf)
+        .map_err(|e| Status::internal(format!("encoding a response: {e}")))?;
+    Ok(http_body::Frame::data(Bytes::from(buf)))
 }
