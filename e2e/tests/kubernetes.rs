@@ -195,6 +195,49 @@ impl Cluster {
 }
 
 /// A condition of a status object's `conditions` array.
+const POLICY_API: &str = "policy.trellis.dev/v1alpha1";
+const POLICY_KINDS: [&str; 3] = ["AuthorizationPolicy", "RateLimitPolicy", "WasmFilter"];
+
+/// One policy of each kind, naming a Gateway that does not exist.
+const POLICIES: &str = r#"
+apiVersion: policy.trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: elsewhere, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: not-here}]
+  rules: [{name: health, action: Allow, paths: [{type: Exact, value: /healthz}]}]
+---
+apiVersion: policy.trellis.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: {name: elsewhere, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: not-here}]
+  limits: [{name: per-client, key: {type: ClientIP}, requests: 10, per: Second}]
+---
+apiVersion: policy.trellis.dev/v1alpha1
+kind: WasmFilter
+metadata: {name: elsewhere, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: not-here}]
+  module:
+    path: /nonexistent/module.wasm
+    sha256: "1111111111111111111111111111111111111111111111111111111111111111"
+"#;
+
+/// Trellis's policy CRDs, as `kubectl apply -k deploy/crds` installs them.
+fn policy_crds() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+    [
+        "policy.trellis.dev_authorizationpolicies.yaml",
+        "policy.trellis.dev_ratelimitpolicies.yaml",
+        "policy.trellis.dev_wasmfilters.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
+    .collect::<Vec<_>>()
+    .join("\n---\n")
+}
+
 fn condition<'a>(conditions: &'a Value, type_: &str) -> Option<&'a Value> {
     conditions.as_array()?.iter().find(|c| c["type"] == type_)
 }
@@ -283,6 +326,10 @@ impl Scenario {
         cluster.apply(&yaml);
         cluster.apply(ROUTES);
         cluster.apply(&move_route("v1"));
+        // Trellis's policy CRDs, and one policy of each kind naming a Gateway that does not
+        // exist: read through the API, reported in their own status, without effect on traffic.
+        cluster.apply(&policy_crds());
+        cluster.apply(POLICIES);
 
         let first = start_replica(&cluster, &work, "replica-a", "127.0.0.1:0");
         eventually("replica-a to lead", Duration::from_secs(20), || {
@@ -410,6 +457,20 @@ impl Scenario {
             "GatewayClass supportedFeatures",
             &class,
         );
+
+        // Each policy reports the Gateway it names as not found, in its own status.
+        for kind in POLICY_KINDS {
+            let policy = self
+                .cluster
+                .get(POLICY_API, kind, Some(NAMESPACE), "elsewhere");
+            let ancestor = &policy["status"]["ancestors"][0];
+            check(
+                state(&ancestor["conditions"], "Accepted") == t("False", "TargetNotFound")
+                    && ancestor["controllerName"] == trellis_model::CONTROLLER_NAME,
+                &format!("{kind} Accepted=False TargetNotFound"),
+                &policy,
+            );
+        }
 
         // Another controller's GatewayClass: Trellis neither writes its status nor claims it.
         let foreign = self

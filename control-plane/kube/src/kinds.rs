@@ -26,6 +26,10 @@ pub struct WatchedKind {
     pub plural: &'static str,
     /// Whether objects live in namespaces.
     pub namespaced: bool,
+    /// Served by a CustomResourceDefinition a cluster may not have installed (Trellis's own
+    /// policy kinds): while the API answers 404, the kind reads as having no objects, and it
+    /// is read as soon as the definition is installed.
+    pub optional: bool,
 }
 
 impl WatchedKind {
@@ -57,15 +61,19 @@ impl WatchedKind {
 
 const GATEWAY_API: &str = trellis_model::gateway::GROUP;
 
+/// The group of Trellis's own kinds (`deploy/crds`).
+const TRELLIS_POLICY: &str = trellis_model::policy::GROUP;
+
 /// Every kind the provider watches. ConfigMaps are not read: nothing Trellis translates uses
 /// them yet, and every kind read is a permission granted.
-pub const WATCHED: [WatchedKind; 8] = [
+pub const WATCHED: [WatchedKind; 11] = [
     WatchedKind {
         kind: Kind::GatewayClass,
         group: GATEWAY_API,
         version: "v1",
         plural: "gatewayclasses",
         namespaced: false,
+        optional: false,
     },
     WatchedKind {
         kind: Kind::Gateway,
@@ -73,6 +81,7 @@ pub const WATCHED: [WatchedKind; 8] = [
         version: "v1",
         plural: "gateways",
         namespaced: true,
+        optional: false,
     },
     WatchedKind {
         kind: Kind::HttpRoute,
@@ -80,6 +89,7 @@ pub const WATCHED: [WatchedKind; 8] = [
         version: "v1",
         plural: "httproutes",
         namespaced: true,
+        optional: false,
     },
     WatchedKind {
         kind: Kind::ReferenceGrant,
@@ -87,6 +97,7 @@ pub const WATCHED: [WatchedKind; 8] = [
         version: "v1beta1",
         plural: "referencegrants",
         namespaced: true,
+        optional: false,
     },
     WatchedKind {
         kind: Kind::Service,
@@ -94,6 +105,7 @@ pub const WATCHED: [WatchedKind; 8] = [
         version: "v1",
         plural: "services",
         namespaced: true,
+        optional: false,
     },
     WatchedKind {
         kind: Kind::EndpointSlice,
@@ -101,6 +113,7 @@ pub const WATCHED: [WatchedKind; 8] = [
         version: "v1",
         plural: "endpointslices",
         namespaced: true,
+        optional: false,
     },
     WatchedKind {
         kind: Kind::Secret,
@@ -108,6 +121,7 @@ pub const WATCHED: [WatchedKind; 8] = [
         version: "v1",
         plural: "secrets",
         namespaced: true,
+        optional: false,
     },
     WatchedKind {
         kind: Kind::Namespace,
@@ -115,12 +129,45 @@ pub const WATCHED: [WatchedKind; 8] = [
         version: "v1",
         plural: "namespaces",
         namespaced: false,
+        optional: false,
+    },
+    WatchedKind {
+        kind: Kind::AuthorizationPolicy,
+        group: TRELLIS_POLICY,
+        version: "v1alpha1",
+        plural: "authorizationpolicies",
+        namespaced: true,
+        optional: true,
+    },
+    WatchedKind {
+        kind: Kind::RateLimitPolicy,
+        group: TRELLIS_POLICY,
+        version: "v1alpha1",
+        plural: "ratelimitpolicies",
+        namespaced: true,
+        optional: true,
+    },
+    WatchedKind {
+        kind: Kind::WasmFilter,
+        group: TRELLIS_POLICY,
+        version: "v1alpha1",
+        plural: "wasmfilters",
+        namespaced: true,
+        optional: true,
     },
 ];
 
 /// Kinds whose `/status` Trellis writes (GatewayClasses only when they name Trellis's
-/// controller; HTTPRoutes only in the `parents` entries carrying Trellis's controller name).
-pub const STATUS_KINDS: [Kind; 3] = [Kind::GatewayClass, Kind::Gateway, Kind::HttpRoute];
+/// controller; HTTPRoutes only in the `parents` entries carrying Trellis's controller name;
+/// the policy kinds are Trellis's own).
+pub const STATUS_KINDS: [Kind; 6] = [
+    Kind::GatewayClass,
+    Kind::Gateway,
+    Kind::HttpRoute,
+    Kind::AuthorizationPolicy,
+    Kind::RateLimitPolicy,
+    Kind::WasmFilter,
+];
 
 /// The `coordination.k8s.io` group of Leases.
 pub const LEASE_GROUP: &str = "coordination.k8s.io";

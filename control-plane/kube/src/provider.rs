@@ -330,6 +330,9 @@ impl WatchState {
     }
 }
 
+/// Why an optional kind's watch reads nothing: its definition is not installed.
+const NOT_INSTALLED: &str = "CustomResourceDefinition not installed";
+
 struct Aggregator {
     watches: Vec<WatchState>,
     health: Arc<Health>,
@@ -429,6 +432,9 @@ impl Aggregator {
         let health = &self.health;
         let w = &mut self.watches[id];
         match w.failing.take() {
+            Some(cause) if cause == NOT_INSTALLED => {
+                info!(watch = %w.spec.describe(), "the kind's CustomResourceDefinition is installed; reading it")
+            }
             // The end of an outage is logged once, by the probe.
             Some(cause) if cause == UNREACHABLE => {
                 debug!(watch = %w.spec.describe(), "watch resumed");
@@ -488,6 +494,28 @@ impl Aggregator {
 
     fn failed(&mut self, id: usize, error: &watcher::Error) {
         let w = &mut self.watches[id];
+        if w.spec.kind.optional && status_code(error) == Some(404) {
+            // The kind's CustomResourceDefinition is not installed (or was removed): it has no
+            // objects. The watch keeps retrying, and reads the kind once it is installed.
+            if w.failing.as_deref() != Some(NOT_INSTALLED) {
+                info!(
+                    watch = %w.spec.describe(),
+                    "the kind's CustomResourceDefinition is not installed (deploy/crds); read as empty until it is"
+                );
+                w.failing = Some(NOT_INSTALLED.to_string());
+            }
+            let removed = !w.store.is_empty();
+            for key in w.store.keys() {
+                self.observed.remove(w.spec.kind.kind, key);
+            }
+            w.store.clear();
+            w.relisting = None;
+            w.synced = true;
+            if removed {
+                self.mark_dirty();
+            }
+            return;
+        }
         if is_gone(error) {
             // Not a failure: the watch fell behind the server's history and relists (counted
             // as a relist when the list starts).

@@ -354,6 +354,48 @@ fn the_deployment_is_highly_available_locked_down_and_probed() {
 }
 
 #[test]
+fn trellis_crds_serve_what_the_provider_reads() {
+    let dir = deploy_dir().join("crds");
+    let mut objects = Vec::new();
+    let mut remote = Vec::new();
+    load_kustomization(&dir, &mut objects, &mut remote);
+    assert!(remote.is_empty(), "{remote:?}");
+    let crds = one(&objects, "CustomResourceDefinition");
+    let optional: Vec<_> = WATCHED.iter().filter(|w| w.optional).collect();
+    assert_eq!(crds.len(), optional.len(), "one CRD per optional kind");
+    for w in optional {
+        assert_eq!(w.group, trellis_model::policy::GROUP, "{:?}", w.kind);
+        let name = format!("{}.{}", w.plural, w.group);
+        let crd = crds
+            .iter()
+            .find(|c| c.name() == name)
+            .unwrap_or_else(|| panic!("no CRD {name}"));
+        let crd = &crd.object;
+        assert_eq!(crd["spec"]["names"]["kind"], w.kind.name(), "{name}");
+        let version = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == w.version)
+            .unwrap_or_else(|| panic!("{} does not serve {}", w.plural, w.version));
+        assert_eq!(version["served"], true, "{name}");
+        assert_eq!(
+            crd["spec"]["scope"],
+            if w.namespaced {
+                "Namespaced"
+            } else {
+                "Cluster"
+            },
+            "{name}"
+        );
+        assert!(
+            STATUS_KINDS.contains(&w.kind) && version["subresources"]["status"].is_object(),
+            "{name}: Trellis writes its status through the status subresource"
+        );
+    }
+}
+
+#[test]
 fn the_pinned_gateway_api_crds_serve_what_the_provider_reads() {
     let dir = deploy_dir().join("gateway-api");
     let mut objects = Vec::new();

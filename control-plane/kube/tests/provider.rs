@@ -318,3 +318,68 @@ async fn an_unreachable_api_server_at_start_is_waited_for_and_reported() {
     assert_eq!(provider.loads.borrow().input.gateways.len(), 1);
     assert!(health.readiness().is_ok());
 }
+
+/// Trellis's policy CRDs, as `kubectl apply -k deploy/crds` installs them.
+fn policy_crds() -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+    [
+        "policy.trellis.dev_authorizationpolicies.yaml",
+        "policy.trellis.dev_ratelimitpolicies.yaml",
+        "policy.trellis.dev_wasmfilters.yaml",
+    ]
+    .iter()
+    .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
+    .collect::<Vec<_>>()
+    .join("\n---\n")
+}
+
+const POLICY: &str = r#"
+apiVersion: policy.trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: gate, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: web}]
+  defaultAction: Deny
+  rules: [{name: health, action: Allow, paths: [{type: Exact, value: /healthz}]}]
+"#;
+
+#[tokio::test]
+async fn policy_kinds_read_as_empty_until_their_crds_are_installed_then_are_read() {
+    let server = FakeApiServer::new();
+    server.load_yaml(OBJECTS).unwrap();
+    // Without the CRDs the first load still goes out, and nothing is reported unhealthy.
+    let (mut provider, health) = start(&server, &[]).await;
+    let load = provider.loads.borrow().clone();
+    assert!(load.input.authorization_policies.is_empty());
+    assert_eq!(load.input.gateways.len(), 1);
+    assert!(health.synced());
+    assert_eq!(
+        health.snapshot().watch_errors.values().sum::<u64>(),
+        0,
+        "a CRD that is not installed is not an error"
+    );
+    // Installed later, with a policy: the watch finds the kind on its next try.
+    server.load_yaml(&policy_crds()).unwrap();
+    server.load_yaml(POLICY).unwrap();
+    let policy = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let load = next_load(&mut provider.loads).await;
+            if let Some(p) = load.input.authorization_policies.get(&key("shop", "gate")) {
+                return p.clone();
+            }
+        }
+    })
+    .await
+    .expect("the policy is read once its CRD is installed");
+    assert_eq!(policy.spec["rules"][0]["name"], "health");
+    assert!(
+        provider
+            .observed
+            .get(
+                trellis_model::Kind::AuthorizationPolicy,
+                &key("shop", "gate")
+            )
+            .is_some(),
+        "its status is followed, to be written back"
+    );
+}

@@ -248,3 +248,58 @@ async fn a_persistent_failure_backs_off_instead_of_looping_and_recovers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_policys_status_is_written_to_its_own_crd() {
+    let server = FakeApiServer::new();
+    let crd = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/crds/policy.trellis.dev_authorizationpolicies.yaml"),
+    )
+    .unwrap();
+    server.load_yaml(&crd).unwrap();
+    server.load_yaml(OBJECTS).unwrap();
+    server
+        .load_yaml(
+            "apiVersion: policy.trellis.dev/v1alpha1\nkind: AuthorizationPolicy\n\
+             metadata: {name: gate, namespace: shop}\n\
+             spec: {targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: web}]}\n",
+        )
+        .unwrap();
+    let health = Arc::new(Health::default());
+    let provider =
+        trellis_kube::watch(server.client(), ProviderConfig::default(), health.clone()).await;
+    let (_leader_tx, leader_rx) = watch::channel(true);
+    let status = json!({"ancestors": [{
+        "ancestorRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "web"},
+        "controllerName": CONTROLLER,
+        "conditions": [cond("Accepted", "True", "")],
+    }]});
+    let mut d = DesiredStatus::default();
+    d.objects.insert(
+        (Kind::AuthorizationPolicy, ObjectKey::new("shop", "gate")),
+        status.clone(),
+    );
+    let (_desired_tx, desired_rx) = watch::channel(Some(Arc::new(d)));
+    trellis_kube::status::spawn(
+        server.client(),
+        config(),
+        desired_rx,
+        provider.observed.clone(),
+        leader_rx,
+        health.clone(),
+    );
+    let k = server
+        .kind("policy.trellis.dev/v1alpha1", "AuthorizationPolicy")
+        .unwrap();
+    eventually("the policy's status", || {
+        server.store().get(&k, "shop", "gate").unwrap()["status"] == status
+    })
+    .await;
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path.ends_with("/authorizationpolicies/gate/status"))
+    );
+}
