@@ -205,6 +205,7 @@ kind: AuthorizationPolicy
 metadata: {name: elsewhere, namespace: shop}
 spec:
   targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: not-here}]
+  defaultAction: Allow
   rules: [{name: health, action: Allow, paths: [{type: Exact, value: /healthz}]}]
 ---
 apiVersion: policy.trellis.dev/v1alpha1
@@ -327,7 +328,8 @@ impl Scenario {
         cluster.apply(ROUTES);
         cluster.apply(&move_route("v1"));
         // Trellis's policy CRDs, and one policy of each kind naming a Gateway that does not
-        // exist: read through the API, reported in their own status, without effect on traffic.
+        // exist: read through the API and reported in their own status, with no effect on
+        // traffic.
         cluster.apply(&policy_crds());
         cluster.apply(POLICIES);
 
@@ -458,16 +460,19 @@ impl Scenario {
             &class,
         );
 
-        // Each policy reports the Gateway it names as not found, in its own status.
+        // Each policy is reported not applied, in its own status, for the Gateway it names
+        // (the replicas run without the policy filter module, and the WasmFilter's module
+        // does not exist).
         for kind in POLICY_KINDS {
             let policy = self
                 .cluster
                 .get(POLICY_API, kind, Some(NAMESPACE), "elsewhere");
             let ancestor = &policy["status"]["ancestors"][0];
             check(
-                state(&ancestor["conditions"], "Accepted") == t("False", "TargetNotFound")
+                state(&ancestor["conditions"], "Accepted").0 == "False"
+                    && ancestor["ancestorRef"]["name"] == "not-here"
                     && ancestor["controllerName"] == trellis_model::CONTROLLER_NAME,
-                &format!("{kind} Accepted=False TargetNotFound"),
+                &format!("{kind} Accepted=False for Gateway not-here"),
                 &policy,
             );
         }
