@@ -74,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let text = scenario::routes_yaml(args.routes, &[echo.http]);
         let cpu_before = cp_cpu(&cp);
         let t0 = Instant::now();
+        let wall0 = jiff::Timestamp::now();
         scenario::write_atomic(&routes_file, &text)?;
         let times = runtime.block_on(probe_from(
             t0,
@@ -88,13 +89,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let all = sorted.last().copied().unwrap_or_default();
         let first = sorted.first().copied().unwrap_or_default();
         let half = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+        let log = cp.log();
+        let logged = |message: &str| {
+            logged_after(&log, message, wall0).map_or("?".to_string(), |d| format!("{:.0}", ms(d)))
+        };
         println!(
             "  run {run}: first route answered 200 after {:>5.0} ms, half after {:>5.0} ms, all {} \
-             after {:>5.0} ms (control plane CPU {:.2} s)",
+             after {:>5.0} ms (control plane: read after {} ms, published after {} ms, CPU {:.2} \
+             s)",
             ms(first),
             ms(half),
             args.routes,
             ms(all),
+            logged("config directory reloaded"),
+            logged("configuration published"),
             cp_cpu(&cp) - cpu_before
         );
         results.push(all);
@@ -123,6 +131,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     drop(cp);
     drop(echo);
     Ok(())
+}
+
+/// How long after `since` the control plane first logged `message` (its text log lines start
+/// with an RFC 3339 timestamp).
+fn logged_after(log: &str, message: &str, since: jiff::Timestamp) -> Option<Duration> {
+    log.lines()
+        .filter(|line| line.contains(message))
+        .filter_map(|line| {
+            line.split_whitespace()
+                .next()?
+                .parse::<jiff::Timestamp>()
+                .ok()
+        })
+        .find(|at| *at >= since)
+        .and_then(|at| Duration::try_from(at.duration_since(since)).ok())
 }
 
 fn cp_cpu(cp: &ControlPlane) -> f64 {
