@@ -81,13 +81,8 @@ impl DeltaStream {
             // other types subscribe by name (or with an explicit "*").
             ts.wildcard = t.sotw_full_state() && request.resource_names_subscribe.is_empty();
             for (name, version) in &request.initial_resource_versions {
-                ts.client.insert(
-                    name.clone(),
-                    ClientEntry {
-                        version: version.clone(),
-                        resource: None,
-                    },
-                );
+                ts.client
+                    .insert(name.clone(), ClientEntry::Reported(version.as_str().into()));
             }
         }
         if !request.response_nonce.is_empty() {
@@ -101,10 +96,7 @@ impl DeltaStream {
                     None => {
                         for (name, r) in &pending.updates {
                             ts.rejected.remove(name);
-                            let entry = ClientEntry {
-                                version: r.version.clone(),
-                                resource: Some(r.clone()),
-                            };
+                            let entry = ClientEntry::Sent(r.clone());
                             changed.held_names |= ts.client.insert(name.clone(), entry).is_none();
                         }
                         for name in &pending.removed {
@@ -238,7 +230,7 @@ impl DeltaStream {
         for (name, want, held) in zip_by_name(&wants, &ts.client) {
             match want {
                 Some(Want::Resource(r)) => {
-                    let held = held.map(|e| e.version.as_str());
+                    let held = held.map(ClientEntry::version);
                     let rejected = ts.rejected.get(name).map(String::as_str);
                     if held != Some(r.version.as_str()) && rejected != Some(r.version.as_str()) {
                         updates.insert(name.clone(), r.clone());

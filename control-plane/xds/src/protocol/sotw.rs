@@ -109,10 +109,7 @@ impl SotwStream {
                         .updates
                         .iter()
                         .map(|(name, r)| {
-                            let entry = ClientEntry {
-                                version: r.version.clone(),
-                                resource: Some(r.clone()),
-                            };
+                            let entry = ClientEntry::Sent(r.clone());
                             (name.clone(), entry)
                         })
                         .collect();
@@ -253,7 +250,7 @@ impl SotwStream {
                     set.insert(name, r);
                 }
                 Want::Keep => {
-                    if let Some(r) = ts.client.get(&name).and_then(|e| e.resource.clone()) {
+                    if let Some(r) = ts.client.get(&name).and_then(|e| e.resource().cloned()) {
                         set.insert(name, r);
                     }
                 }
@@ -315,7 +312,7 @@ fn held_version(client: &BTreeMap<String, ClientEntry>) -> String {
     let mut parts: Vec<&[u8]> = Vec::with_capacity(client.len() * 2);
     for (name, entry) in client {
         parts.push(name.as_bytes());
-        parts.push(entry.version.as_bytes());
+        parts.push(entry.version().as_bytes());
     }
     crate::resource::content_hash(parts)
 }

@@ -7,14 +7,33 @@ use crate::snapshot::{Snapshot, TypeEdges};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// A resource as the client holds it.
+/// A resource as the client holds it: the resource this stream sent (its version is the
+/// resource's), or only a version (a Delta client's `initial_resource_versions` after a
+/// reconnect). Sixteen bytes, nothing copied from the resource.
 #[derive(Clone, Debug)]
-pub(crate) struct ClientEntry {
+pub(crate) enum ClientEntry {
+    /// Sent on this stream and ACKed.
+    Sent(Arc<Resource>),
+    /// Reported by the client; the resource behind it is not known.
+    Reported(Box<str>),
+}
+
+impl ClientEntry {
     /// The version the client holds.
-    pub version: String,
-    /// The resource itself when this stream sent it; `None` when only its version is known (a
-    /// Delta client's `initial_resource_versions` after a reconnect).
-    pub resource: Option<Arc<Resource>>,
+    pub fn version(&self) -> &str {
+        match self {
+            ClientEntry::Sent(r) => &r.version,
+            ClientEntry::Reported(v) => v,
+        }
+    }
+
+    /// The resource, when this stream sent it.
+    pub fn resource(&self) -> Option<&Arc<Resource>> {
+        match self {
+            ClientEntry::Sent(r) => Some(r),
+            ClientEntry::Reported(_) => None,
+        }
+    }
 }
 
 /// A response awaiting ACK or NACK.
@@ -270,7 +289,7 @@ impl StreamState {
     fn in_use(&self, t: ResourceType) -> BTreeSet<String> {
         let mut names = BTreeSet::new();
         for ts in self.types.values() {
-            let held = ts.client.values().filter_map(|e| e.resource.as_ref());
+            let held = ts.client.values().filter_map(ClientEntry::resource);
             let in_flight = ts.pending.iter().flat_map(|p| p.updates.values());
             for r in held.chain(in_flight) {
                 for dep in &r.dependencies {
@@ -340,7 +359,7 @@ impl StreamState {
                     continue;
                 }
                 let want = match (ts.client.get(name), snapshot.spare().get(t, name)) {
-                    (Some(e), _) if e.resource.is_some() => Some(Want::Keep),
+                    (Some(e), _) if e.resource().is_some() => Some(Want::Keep),
                     (_, Some(spare)) => Some(Want::Resource(spare.clone())),
                     (Some(_), None) => Some(Want::Keep),
                     (None, None) => None,
@@ -392,7 +411,7 @@ impl StreamState {
                         let synced =
                             zip_by_name(&wants, &ts.client).all(|(_, want, held)| {
                                 match (want, held) {
-                                    (Some(Want::Resource(r)), Some(e)) => e.version == r.version,
+                                    (Some(Want::Resource(r)), Some(e)) => e.version() == r.version,
                                     (Some(Want::Keep), Some(_)) => true,
                                     _ => false,
                                 }
