@@ -107,8 +107,10 @@ pub struct Dependency {
 /// One encoded, versioned resource.
 #[derive(Clone, PartialEq)]
 pub struct Resource {
-    /// The resource name (derived from Kubernetes identity, e.g. `service/default/echo/8080`).
-    pub name: String,
+    /// The resource name (derived from Kubernetes identity, e.g. `service/default/echo/8080`),
+    /// shared by every map that names the resource (snapshots, what each stream's client
+    /// holds) instead of copied into each.
+    pub name: Arc<str>,
     /// Content version: a hash of the encoded body.
     pub version: String,
     /// The packed message.
@@ -145,7 +147,7 @@ impl Resource {
         dependencies.sort();
         dependencies.dedup();
         Arc::new(Resource {
-            name: name.into(),
+            name: Arc::from(name.into()),
             version: content_hash([value.as_slice()]),
             body: Any {
                 type_url: M::type_url(),

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 /// The resources of one type in a snapshot, by name, with a version over all of them.
 #[derive(Clone, Debug, Default)]
 pub struct TypeResources {
-    items: BTreeMap<String, Arc<Resource>>,
+    items: BTreeMap<Arc<str>, Arc<Resource>>,
     /// A hash of every name and version, worked out on first use.
     version: std::sync::OnceLock<String>,
 }
@@ -30,7 +30,7 @@ impl PartialEq for TypeResources {
 
 impl TypeResources {
     /// The resources by name.
-    pub fn items(&self) -> &BTreeMap<String, Arc<Resource>> {
+    pub fn items(&self) -> &BTreeMap<Arc<str>, Arc<Resource>> {
         &self.items
     }
 

@@ -68,6 +68,13 @@ impl DeltaStream {
             // A reconnect: the client runs configuration from an earlier stream.
             self.state.reconnect = true;
         }
+        // Names subscribed, sharing the snapshot's strings where it has the resource.
+        let subscribe: Vec<Arc<str>> = request
+            .resource_names_subscribe
+            .iter()
+            .filter(|name| *name != "*")
+            .map(|name| StreamState::intern(self.state.snapshot.as_deref(), t, name))
+            .collect();
         // Subscribing to a type at all changes what depends on it.
         let mut changed = RequestChanged {
             held_names: first,
@@ -81,8 +88,8 @@ impl DeltaStream {
             // other types subscribe by name (or with an explicit "*").
             ts.wildcard = t.sotw_full_state() && request.resource_names_subscribe.is_empty();
             for (name, version) in &request.initial_resource_versions {
-                ts.client
-                    .insert(name.clone(), ClientEntry::Reported(version.as_str().into()));
+                let entry = ClientEntry::Reported(version.as_str().into());
+                ts.client.insert(Arc::from(name.as_str()), entry);
             }
         }
         if !request.response_nonce.is_empty() {
@@ -118,25 +125,26 @@ impl DeltaStream {
                             version: pending.version,
                             nonce: pending.nonce,
                             error: status.message.clone(),
-                            resources: pending.updates.keys().cloned().collect(),
+                            resources: pending.updates.keys().map(|n| n.to_string()).collect(),
                         });
                     }
                 }
             }
         }
-        for name in &request.resource_names_subscribe {
-            if name == "*" {
-                ts.wildcard = true;
-            } else {
-                ts.names.insert(name.clone());
-            }
+        if request
+            .resource_names_subscribe
+            .iter()
+            .any(|name| name == "*")
+        {
+            ts.wildcard = true;
         }
+        ts.names.extend(subscribe);
         for name in &request.resource_names_unsubscribe {
             if name == "*" {
                 ts.wildcard = false;
             } else {
-                ts.names.remove(name);
-                ts.reported_absent.remove(name);
+                ts.names.remove(name.as_str());
+                ts.reported_absent.remove(name.as_str());
             }
         }
         if (first || !request.resource_names_unsubscribe.is_empty()) && ts.forget_unsubscribed() {
@@ -226,7 +234,7 @@ impl DeltaStream {
         }
         let ts = self.state.types.get(&t)?;
         let mut updates = BTreeMap::new();
-        let mut removed: Vec<String> = Vec::new();
+        let mut removed: Vec<Arc<str>> = Vec::new();
         for (name, want, held) in zip_by_name(&wants, &ts.client) {
             match want {
                 Some(Want::Resource(r)) => {
@@ -243,7 +251,7 @@ impl DeltaStream {
         // Subscribed names that do not exist: say so once, so the client stops waiting.
         // Every name wanted is subscribed; when as many are wanted as subscribed, none is
         // absent.
-        let absent: Vec<String> = if ts.wildcard || wants.len() >= ts.names.len() {
+        let absent: Vec<Arc<str>> = if ts.wildcard || wants.len() >= ts.names.len() {
             Vec::new()
         } else {
             ts.names
@@ -280,14 +288,14 @@ impl DeltaStream {
             resources: updates
                 .values()
                 .map(|r| DeltaResource {
-                    name: r.name.clone(),
+                    name: r.name.to_string(),
                     version: r.version.clone(),
                     resource: Some(r.body.clone()),
                     ..Default::default()
                 })
                 .collect(),
             type_url: t.type_url(),
-            removed_resources: removed.clone(),
+            removed_resources: removed.iter().map(|n| n.to_string()).collect(),
             nonce: nonce.clone(),
             ..Default::default()
         };
@@ -295,8 +303,8 @@ impl DeltaStream {
             resource_type: t,
             version: system_version.clone(),
             nonce: nonce.clone(),
-            resources: updates.keys().cloned().collect(),
-            removed: removed.clone(),
+            resources: updates.keys().map(|n| n.to_string()).collect(),
+            removed: removed.iter().map(|n| n.to_string()).collect(),
             bytes,
         });
         ts.pending = Some(Pending {

@@ -80,6 +80,7 @@ impl SotwStream {
         // response silently, without a request: nothing is due, and nothing stays pending.
         let unsubscribed_all = !first && !t.sotw_full_state() && request.resource_names.is_empty();
         let mut changed = RequestChanged::default();
+        let snapshot = self.state.snapshot.clone();
         let ts = self.state.state(t);
         let nonce = request.response_nonce.as_str();
         if nonce.is_empty() {
@@ -129,7 +130,7 @@ impl SotwStream {
                         version: pending.version,
                         nonce: pending.nonce,
                         error: status.message.clone(),
-                        resources: pending.updates.keys().cloned().collect(),
+                        resources: pending.updates.keys().map(|n| n.to_string()).collect(),
                     });
                 }
             }
@@ -144,13 +145,24 @@ impl SotwStream {
             ts.forget_unsubscribed();
             return (Vec::new(), events);
         }
-        // The subscription as of this request.
-        let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
+        // The subscription as of this request, sorted and without repeats.
+        let mut names: Vec<&str> = request.resource_names.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
         // An empty name list is a wildcard only for the full-state types (LDS, CDS).
-        let wildcard = t.sotw_full_state() && (names.is_empty() || names.contains("*"));
-        if wildcard != ts.wildcard || (!wildcard && names != ts.names) {
+        let wildcard = t.sotw_full_state() && (names.is_empty() || names.contains(&"*"));
+        let same_names = || names.iter().copied().eq(ts.names.iter().map(|n| &**n));
+        if wildcard != ts.wildcard || (!wildcard && !same_names()) {
             ts.wildcard = wildcard;
-            ts.names = if wildcard { BTreeSet::new() } else { names };
+            ts.names = if wildcard {
+                BTreeSet::new()
+            } else {
+                // Shared with the snapshot's names where it has the resource.
+                names
+                    .iter()
+                    .map(|name| StreamState::intern(snapshot.as_deref(), t, name))
+                    .collect()
+            };
             // A changed subscription is answered, even when what is left is what the client
             // holds.
             ts.force_response = true;
@@ -243,7 +255,7 @@ impl SotwStream {
         // Everything wanted is a resource (none kept for routes in use, none held back).
         let all_resources = wants.values().all(|w| matches!(w, Want::Resource(_)));
         let ts = self.state.types.get(&t)?;
-        let mut set: BTreeMap<String, Arc<Resource>> = BTreeMap::new();
+        let mut set: BTreeMap<Arc<str>, Arc<Resource>> = BTreeMap::new();
         for (name, want) in wants {
             match want {
                 Want::Resource(r) => {
@@ -293,7 +305,7 @@ impl SotwStream {
             resource_type: t,
             version: version.clone(),
             nonce: nonce.clone(),
-            resources: set.keys().cloned().collect(),
+            resources: set.keys().map(|n| n.to_string()).collect(),
             removed: Vec::new(),
             bytes,
         });
@@ -308,7 +320,7 @@ impl SotwStream {
 }
 
 /// The SotW version of what the client holds (as [`set_version`] of the same resources).
-fn held_version(client: &BTreeMap<String, ClientEntry>) -> String {
+fn held_version(client: &BTreeMap<Arc<str>, ClientEntry>) -> String {
     let mut parts: Vec<&[u8]> = Vec::with_capacity(client.len() * 2);
     for (name, entry) in client {
         parts.push(name.as_bytes());

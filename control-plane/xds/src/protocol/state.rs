@@ -42,9 +42,9 @@ pub(crate) struct Pending {
     pub nonce: String,
     pub version: String,
     /// Resources sent (SotW: the whole set; Delta: additions and updates).
-    pub updates: BTreeMap<String, Arc<Resource>>,
+    pub updates: BTreeMap<Arc<str>, Arc<Resource>>,
     /// Names removed (Delta only).
-    pub removed: Vec<String>,
+    pub removed: Vec<Arc<str>>,
 }
 
 /// What the client should hold for one name.
@@ -67,9 +67,9 @@ pub(crate) struct TypeState {
     /// Wildcard subscription (every resource of the type).
     pub wildcard: bool,
     /// Names subscribed explicitly.
-    pub names: BTreeSet<String>,
+    pub names: BTreeSet<Arc<str>>,
     /// What the client holds (last ACKed state).
-    pub client: BTreeMap<String, ClientEntry>,
+    pub client: BTreeMap<Arc<str>, ClientEntry>,
     /// The response in flight.
     pub pending: Option<Pending>,
     /// SotW: the last version the client ACKed.
@@ -77,9 +77,9 @@ pub(crate) struct TypeState {
     /// SotW: the last version the client NACKed.
     pub rejected_version: Option<String>,
     /// Delta: versions the client NACKed, by name.
-    pub rejected: BTreeMap<String, String>,
+    pub rejected: BTreeMap<Arc<str>, String>,
     /// Delta: names reported absent (in `removed_resources`) that the client subscribed to.
-    pub reported_absent: BTreeSet<String>,
+    pub reported_absent: BTreeSet<Arc<str>>,
     /// SotW: a fresh request awaits a response even if nothing changed.
     pub force_response: bool,
     /// The nonce of the last response sent for this type.
@@ -148,6 +148,14 @@ impl StreamState {
     pub fn next_nonce(&mut self) -> String {
         self.nonce_counter += 1;
         self.nonce_counter.to_string()
+    }
+
+    /// `name` as a shared string: the snapshot's own when it holds a resource of type `t` by
+    /// that name (no copy per stream), else a new one.
+    pub fn intern(snapshot: Option<&Snapshot>, t: ResourceType, name: &str) -> Arc<str> {
+        snapshot
+            .and_then(|s| s.resources(t).items().get_key_value(name))
+            .map_or_else(|| Arc::from(name), |(k, _)| k.clone())
     }
 
     pub fn state(&mut self, t: ResourceType) -> &mut TypeState {
@@ -280,7 +288,7 @@ impl StreamState {
             .dependencies
             .iter()
             .all(|dep| match self.types.get(&dep.resource_type) {
-                Some(ts) if ts.subscribed => ts.client.contains_key(&dep.name),
+                Some(ts) if ts.subscribed => ts.client.contains_key(dep.name.as_str()),
                 _ => true,
             })
     }
@@ -304,11 +312,11 @@ impl StreamState {
 
     /// What the client should hold for type `t` now, by name. `None` before the first
     /// snapshot.
-    pub fn wants(&self, t: ResourceType) -> Option<BTreeMap<String, Want>> {
+    pub fn wants(&self, t: ResourceType) -> Option<BTreeMap<Arc<str>, Want>> {
         let snapshot = self.snapshot.as_ref()?;
         let ts = self.types.get(&t)?;
         let available = snapshot.resources(t);
-        let candidates: Box<dyn Iterator<Item = (&String, &Arc<Resource>)>> = if ts.wildcard {
+        let candidates: Box<dyn Iterator<Item = (&Arc<str>, &Arc<Resource>)>> = if ts.wildcard {
             Box::new(available.items().iter())
         } else {
             Box::new(
@@ -318,7 +326,7 @@ impl StreamState {
             )
         };
         // Candidates come in name order, so the map is built in one pass, without searching.
-        let mut wants: BTreeMap<String, Want> = candidates
+        let mut wants: BTreeMap<Arc<str>, Want> = candidates
             .map(|(name, resource)| {
                 let want = if self.dependencies_ready(resource) {
                     Want::Resource(resource.clone())
@@ -333,14 +341,14 @@ impl StreamState {
         // Keep what routes at the client still send traffic to, until they are replaced. Only
         // names the client holds beyond what it should can be such; usually there are none,
         // and the dependencies of everything held need not be walked.
-        let beyond: Vec<String> = zip_by_name(&wants, &ts.client)
+        let beyond: Vec<Arc<str>> = zip_by_name(&wants, &ts.client)
             .filter(|(name, want, held)| want.is_none() && held.is_some() && ts.in_scope(name))
             .map(|(name, _, _)| name.clone())
             .collect();
         if !beyond.is_empty() {
             let in_use = self.in_use(t);
             for name in beyond {
-                if in_use.contains(&name) {
+                if in_use.contains(&*name) {
                     wants.insert(name, Want::Keep);
                 }
             }
@@ -438,7 +446,7 @@ impl StreamState {
 }
 
 /// The SotW version of a set of resources: a hash of names and versions.
-pub(crate) fn set_version(resources: &BTreeMap<String, Arc<Resource>>) -> String {
+pub(crate) fn set_version(resources: &BTreeMap<Arc<str>, Arc<Resource>>) -> String {
     let mut parts: Vec<&[u8]> = Vec::with_capacity(resources.len() * 2);
     for (name, r) in resources {
         parts.push(name.as_bytes());
@@ -449,10 +457,10 @@ pub(crate) fn set_version(resources: &BTreeMap<String, Arc<Resource>>) -> String
 
 /// Walks two maps keyed by name together, in name order: each name of either map with its
 /// entry in each (one comparison per step, instead of a search per name).
-pub(crate) fn zip_by_name<'a, A, B>(
-    a: &'a BTreeMap<String, A>,
-    b: &'a BTreeMap<String, B>,
-) -> impl Iterator<Item = (&'a String, Option<&'a A>, Option<&'a B>)> {
+pub(crate) fn zip_by_name<'a, K: Ord, A, B>(
+    a: &'a BTreeMap<K, A>,
+    b: &'a BTreeMap<K, B>,
+) -> impl Iterator<Item = (&'a K, Option<&'a A>, Option<&'a B>)> {
     let mut a = a.iter().peekable();
     let mut b = b.iter().peekable();
     std::iter::from_fn(move || {
@@ -496,7 +504,7 @@ mod zip_tests {
             ]
         );
         assert_eq!(
-            zip_by_name::<u8, u8>(&BTreeMap::new(), &BTreeMap::new()).count(),
+            zip_by_name::<String, u8, u8>(&BTreeMap::new(), &BTreeMap::new()).count(),
             0
         );
     }
