@@ -117,6 +117,7 @@ impl AdsServer {
             handle,
             tx,
         };
+        let first = Box::new(first);
         tokio::spawn(
             async move {
                 drive(task, first).await;
@@ -273,7 +274,12 @@ struct StreamTask<M: Machine> {
 }
 
 /// Runs one stream until the client or the cache goes away.
-async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
+///
+/// The task lives as long as its proxy, so its future is kept small: each event's work is
+/// done synchronously inside the `select!`, and only the responses it produced are carried
+/// (boxed, one at a time) across the awaits that send them. Requests never live across an
+/// await (a request with its node is larger than everything else the task holds).
+async fn drive<M: Machine>(task: StreamTask<M>, first: Box<M::Req>) {
     let StreamTask {
         mut machine,
         mut inbound,
@@ -283,51 +289,36 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
         handle,
         tx,
     } = task;
-    let send = |tx: &mpsc::Sender<Box<M::Resp>>,
-                (responses, events): (Vec<M::Resp>, Vec<Event>),
-                (status, synced): (
-        std::collections::BTreeMap<crate::ResourceType, SyncStatus>,
-        Option<String>,
-    )| {
+    // Records what happened and returns the responses to send.
+    let settle = |machine: &M, (responses, events): (Vec<M::Resp>, Vec<Event>)| {
         log_events(&events);
         handle.record(&events);
+        let (status, synced) = machine.sync();
         handle.set_sync(&status, synced);
-        let tx = tx.clone();
-        async move {
-            for r in responses {
-                if tx.send(Box::new(r)).await.is_err() {
-                    return false;
-                }
-            }
-            true
-        }
+        responses
     };
-    if !{
-        let out = machine.on_request(&first);
-        send(&tx, out, machine.sync())
-    }
-    .await
-    {
-        return;
-    }
+    let out = machine.on_request(&first);
+    drop(first);
+    let mut due = settle(&machine, out);
     // Whatever a reconnect holds back waits at most this long for the client's other requests.
     let tick = tokio::time::sleep(RECONNECT_HOLD);
     tokio::pin!(tick);
     let mut ticked = false;
     loop {
-        tokio::select! {
+        for response in due.drain(..) {
+            if tx.send(Box::new(response)).await.is_err() {
+                return;
+            }
+        }
+        let out = tokio::select! {
             () = &mut tick, if !ticked => {
                 ticked = true;
-                if !{ let out = machine.on_tick(); send(&tx, out, machine.sync()) }.await {
-                    return;
-                }
+                machine.on_tick()
             }
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
                     tracing::trace!(?request, "request");
-                    if !{ let out = machine.on_request(&request); send(&tx, out, machine.sync()) }.await {
-                        return;
-                    }
+                    machine.on_request(&request)
                 }
                 Ok(None) => {
                     debug!("stream closed by the proxy");
@@ -349,14 +340,14 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: M::Req) {
                     (None, None) => true,
                     _ => false,
                 };
-                if !same {
-                    current = next.clone();
-                    if !{ let out = machine.on_snapshot(next); send(&tx, out, machine.sync()) }.await {
-                        return;
-                    }
+                if same {
+                    continue;
                 }
+                current = next.clone();
+                machine.on_snapshot(next)
             }
-        }
+        };
+        due = settle(&machine, out);
     }
 }
 
