@@ -163,6 +163,18 @@ impl Resource {
     }
 }
 
+/// A version over a set of named versions (names in order): equal sets, equal versions. Used
+/// for a snapshot type's resources, a SotW response's set and what a SotW client holds, which
+/// must agree with one another.
+pub fn named_versions_hash<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for (name, version) in entries {
+        parts.push(name.as_bytes());
+        parts.push(version.as_bytes());
+    }
+    content_hash(parts)
+}
+
 /// A short hex digest of the given parts (16 hex digits of SHA-256).
 pub fn content_hash<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
     let mut hasher = Sha256::new();

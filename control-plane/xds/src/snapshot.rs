@@ -9,7 +9,7 @@
 //! Snapshots share resources by `Arc`: publishing a new set that only changed one resource
 //! allocates that one resource, and streams hold pointers, not copies.
 
-use crate::resource::{Resource, ResourceType, content_hash};
+use crate::resource::{Resource, ResourceType, content_hash, named_versions_hash};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -53,12 +53,7 @@ impl TypeResources {
     /// Worked out once per published set and shared by every stream reading it.
     pub fn version(&self) -> &str {
         self.version.get_or_init(|| {
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(self.items.len() * 2);
-            for (name, r) in &self.items {
-                parts.push(name.as_bytes());
-                parts.push(r.version.as_bytes());
-            }
-            content_hash(parts)
+            named_versions_hash(self.items.iter().map(|(n, r)| (&**n, r.version.as_str())))
         })
     }
 }
@@ -79,7 +74,10 @@ pub struct Snapshot {
 
 /// Which types' resources depend on which types' resources: `edges[a][b]` when a resource of
 /// type `a` (by [`ResourceType::index`]) depends on one of type `b`.
-pub type TypeEdges = [[bool; ResourceType::ALL.len()]; ResourceType::ALL.len()];
+pub type TypeEdges = [TypeMask; ResourceType::ALL.len()];
+
+/// One flag per resource type, by [`ResourceType::index`].
+pub type TypeMask = [bool; ResourceType::ALL.len()];
 
 impl PartialEq for Snapshot {
     fn eq(&self, other: &Self) -> bool {

@@ -9,10 +9,11 @@
 
 use super::Event;
 use super::state::{
-    ClientEntry, Pending, RequestChanged, StreamState, SyncStatus, Want, zip_by_name,
+    ALL_TYPES, ClientEntry, Pending, RequestChanged, StreamState, SyncStatus, Want, respond_types,
+    zip_by_name,
 };
 use crate::resource::ResourceType;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, TypeMask};
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
 };
@@ -161,7 +162,7 @@ impl DeltaStream {
     pub fn on_tick(&mut self) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
         self.state.tick();
         let mut events = Vec::new();
-        let responses = self.respond(&mut events);
+        let responses = self.respond_to(ALL_TYPES, &mut events);
         (responses, events)
     }
 
@@ -170,37 +171,19 @@ impl DeltaStream {
         &mut self,
         snapshot: Option<Arc<Snapshot>>,
     ) -> (Vec<DeltaDiscoveryResponse>, Vec<Event>) {
-        let unchanged = self.state.replace_snapshot(snapshot);
-        let mut evaluate = [true; ResourceType::ALL.len()];
-        for t in unchanged {
-            evaluate[t.index()] = false;
-        }
+        let evaluate = self.state.replace_snapshot(snapshot);
         let mut events = Vec::new();
         let responses = self.respond_to(evaluate, &mut events);
         (responses, events)
     }
 
-    fn respond(&mut self, events: &mut Vec<Event>) -> Vec<DeltaDiscoveryResponse> {
-        self.respond_to([true; ResourceType::ALL.len()], events)
-    }
-
-    /// The responses due for the types marked in `evaluate` (by [`ResourceType::index`]),
-    /// in push order.
+    /// The responses due for the types marked in `evaluate`, in push order.
     fn respond_to(
         &mut self,
-        evaluate: [bool; ResourceType::ALL.len()],
+        evaluate: TypeMask,
         events: &mut Vec<Event>,
     ) -> Vec<DeltaDiscoveryResponse> {
-        let mut responses = Vec::new();
-        for t in ResourceType::ALL {
-            if !evaluate[t.index()] {
-                continue;
-            }
-            if let Some(response) = self.respond_type(t, events) {
-                responses.push(response);
-            }
-        }
-        responses
+        respond_types(evaluate, |t| self.respond_type(t, events))
     }
 
     fn respond_type(

@@ -9,10 +9,11 @@
 
 use super::Event;
 use super::state::{
-    ClientEntry, Pending, RequestChanged, StreamState, SyncStatus, Want, set_version,
+    ALL_TYPES, ClientEntry, Pending, RequestChanged, StreamState, SyncStatus, Want, respond_types,
+    set_version,
 };
 use crate::resource::{Resource, ResourceType};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, TypeMask};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -176,7 +177,7 @@ impl SotwStream {
             }
         }
         let affected = if was_holding {
-            [true; ResourceType::ALL.len()]
+            ALL_TYPES
         } else {
             self.state.affected_by_request(t, changed)
         };
@@ -189,7 +190,7 @@ impl SotwStream {
     pub fn on_tick(&mut self) -> (Vec<DiscoveryResponse>, Vec<Event>) {
         self.state.tick();
         let mut events = Vec::new();
-        let responses = self.respond(&mut events);
+        let responses = self.respond_to(ALL_TYPES, &mut events);
         (responses, events)
     }
 
@@ -198,38 +199,19 @@ impl SotwStream {
         &mut self,
         snapshot: Option<Arc<Snapshot>>,
     ) -> (Vec<DiscoveryResponse>, Vec<Event>) {
-        let unchanged = self.state.replace_snapshot(snapshot);
-        let mut evaluate = [true; ResourceType::ALL.len()];
-        for t in unchanged {
-            evaluate[t.index()] = false;
-        }
+        let evaluate = self.state.replace_snapshot(snapshot);
         let mut events = Vec::new();
         let responses = self.respond_to(evaluate, &mut events);
         (responses, events)
     }
 
-    /// Computes the responses due, in push order.
-    fn respond(&mut self, events: &mut Vec<Event>) -> Vec<DiscoveryResponse> {
-        self.respond_to([true; ResourceType::ALL.len()], events)
-    }
-
-    /// The responses due for the types marked in `evaluate` (by [`ResourceType::index`]),
-    /// in push order.
+    /// The responses due for the types marked in `evaluate`, in push order.
     fn respond_to(
         &mut self,
-        evaluate: [bool; ResourceType::ALL.len()],
+        evaluate: TypeMask,
         events: &mut Vec<Event>,
     ) -> Vec<DiscoveryResponse> {
-        let mut responses = Vec::new();
-        for t in ResourceType::ALL {
-            if !evaluate[t.index()] {
-                continue;
-            }
-            if let Some(response) = self.respond_type(t, events) {
-                responses.push(response);
-            }
-        }
-        responses
+        respond_types(evaluate, |t| self.respond_type(t, events))
     }
 
     fn respond_type(
@@ -321,10 +303,5 @@ impl SotwStream {
 
 /// The SotW version of what the client holds (as [`set_version`] of the same resources).
 fn held_version(client: &BTreeMap<Arc<str>, ClientEntry>) -> String {
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(client.len() * 2);
-    for (name, entry) in client {
-        parts.push(name.as_bytes());
-        parts.push(entry.version().as_bytes());
-    }
-    crate::resource::content_hash(parts)
+    crate::resource::named_versions_hash(client.iter().map(|(n, e)| (&**n, e.version())))
 }

@@ -2,8 +2,8 @@
 //! holds, the response in flight, and the rules deciding what the client should hold next
 //! (subscription scope, dependency gating, retention of clusters still in use).
 
-use crate::resource::{Resource, ResourceType, content_hash};
-use crate::snapshot::{Snapshot, TypeEdges};
+use crate::resource::{Resource, ResourceType, named_versions_hash};
+use crate::snapshot::{Snapshot, TypeEdges, TypeMask};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -162,8 +162,8 @@ impl StreamState {
         self.types.entry(t).or_default()
     }
 
-    /// Installs a new snapshot and returns the types whose evaluation it cannot change, so
-    /// they need not be evaluated again.
+    /// Installs a new snapshot and returns the types to evaluate: those whose evaluation it
+    /// can change.
     ///
     /// What a type should hold depends on the snapshot's resources of that type and on the
     /// stream's own state (subscriptions, what the client holds of every type). Every event
@@ -172,27 +172,26 @@ impl StreamState {
     /// again would find what the last evaluation found. Two exceptions are evaluated anyway: a
     /// fresh SotW request still awaiting its answer, and clusters and endpoints while a
     /// reconnected client's routes are unknown (which reads the snapshot's routes and spares).
-    pub fn replace_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> Vec<ResourceType> {
+    pub fn replace_snapshot(&mut self, snapshot: Option<Arc<Snapshot>>) -> TypeMask {
         let previous = std::mem::replace(&mut self.snapshot, snapshot);
         self.learn_dependency_types();
-        #[cfg(test)]
-        if self.evaluate_all {
-            return Vec::new();
-        }
+        let mut evaluate = ALL_TYPES;
         let (Some(previous), Some(current)) = (previous.as_ref(), self.snapshot.as_ref()) else {
-            return Vec::new();
+            return evaluate;
         };
-        ResourceType::ALL
-            .into_iter()
-            .filter(|t| {
-                self.types
-                    .get(t)
-                    .is_some_and(|ts| ts.subscribed && !ts.force_response)
-                    && !(self.reconnect
-                        && matches!(t, ResourceType::Cluster | ResourceType::Endpoint))
-                    && previous.resources(*t).version() == current.resources(*t).version()
-            })
-            .collect()
+        if self.evaluates_all() {
+            return evaluate;
+        }
+        for t in ResourceType::ALL {
+            let unchanged = self
+                .types
+                .get(&t)
+                .is_some_and(|ts| ts.subscribed && !ts.force_response)
+                && !(self.reconnect && matches!(t, ResourceType::Cluster | ResourceType::Endpoint))
+                && previous.resources(t).version() == current.resources(t).version();
+            evaluate[t.index()] = !unchanged;
+        }
+        evaluate
     }
 
     /// Whether this stream skips nothing (tests: it then also works out the sync status from
@@ -226,19 +225,11 @@ impl StreamState {
     /// A request changes only its own type's state (subscription, what the client holds, the
     /// response in flight); every other type was evaluated against everything else it reads
     /// at the end of an earlier event, and would be evaluated to the same result.
-    pub fn affected_by_request(
-        &self,
-        t: ResourceType,
-        changed: RequestChanged,
-    ) -> [bool; ResourceType::ALL.len()] {
-        let mut affected = [false; ResourceType::ALL.len()];
-        #[cfg(test)]
-        if self.evaluate_all {
-            return [true; ResourceType::ALL.len()];
+    pub fn affected_by_request(&self, t: ResourceType, changed: RequestChanged) -> TypeMask {
+        if self.evaluates_all() || self.reconnect || self.hold_clusters {
+            return ALL_TYPES;
         }
-        if self.reconnect || self.hold_clusters {
-            return [true; ResourceType::ALL.len()];
-        }
+        let mut affected = TypeMask::default();
         for u in ResourceType::ALL {
             affected[u.index()] = u == t
                 || (changed.held_names && self.dependency_types[u.index()][t.index()])
@@ -445,14 +436,25 @@ impl StreamState {
     }
 }
 
+/// Every type: what an event that may change anything evaluates.
+pub(crate) const ALL_TYPES: TypeMask = [true; ResourceType::ALL.len()];
+
+/// The responses of the types marked in `evaluate`, in push order, from `respond` (a stream's
+/// evaluation of one type).
+pub(crate) fn respond_types<R>(
+    evaluate: TypeMask,
+    mut respond: impl FnMut(ResourceType) -> Option<R>,
+) -> Vec<R> {
+    ResourceType::ALL
+        .into_iter()
+        .filter(|t| evaluate[t.index()])
+        .filter_map(&mut respond)
+        .collect()
+}
+
 /// The SotW version of a set of resources: a hash of names and versions.
 pub(crate) fn set_version(resources: &BTreeMap<Arc<str>, Arc<Resource>>) -> String {
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(resources.len() * 2);
-    for (name, r) in resources {
-        parts.push(name.as_bytes());
-        parts.push(r.version.as_bytes());
-    }
-    content_hash(parts)
+    named_versions_hash(resources.iter().map(|(n, r)| (&**n, r.version.as_str())))
 }
 
 /// Walks two maps keyed by name together, in name order: each name of either map with its
