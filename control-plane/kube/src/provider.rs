@@ -403,14 +403,7 @@ impl Aggregator {
 
     fn mark_dirty(&mut self) {
         if self.dirty_since.is_none() {
-            let quiet = self
-                .last_publish
-                .is_none_or(|at| at.elapsed() >= self.debounce);
-            self.window = if quiet {
-                trellis_sources::SETTLE.min(self.debounce)
-            } else {
-                self.debounce
-            };
+            self.window = trellis_sources::change_window(self.last_publish, self.debounce);
             self.dirty_since = Some(Instant::now());
         }
     }

@@ -349,6 +349,17 @@ fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// events of one file write or rename come within microseconds of each other).
 pub const SETTLE: Duration = Duration::from_millis(10);
 
+/// How long a change that arrives now waits before it is applied, given when the last load was
+/// applied (`None`: never): after at least `debounce` without one, the [`SETTLE`] (or
+/// `debounce`, if shorter); otherwise the change belongs to a burst and waits for `debounce`.
+pub fn change_window(last_load: Option<tokio::time::Instant>, debounce: Duration) -> Duration {
+    if last_load.is_none_or(|at| at.elapsed() >= debounce) {
+        SETTLE.min(debounce)
+    } else {
+        debounce
+    }
+}
+
 /// Loads `dir` and keeps reloading it when files change, publishing each new [`Load`]. Returns
 /// once the first load is published; the watcher runs until the receiver is dropped.
 ///
@@ -381,12 +392,7 @@ pub fn watch(
         // When the last load was applied (none yet: quiet).
         let mut last_load: Option<tokio::time::Instant> = None;
         while event_rx.recv().await.is_some() {
-            let quiet = last_load.is_none_or(|at| at.elapsed() >= debounce);
-            let window = if quiet {
-                SETTLE.min(debounce)
-            } else {
-                debounce
-            };
+            let window = change_window(last_load, debounce);
             // Wait until no event arrived for `window`, but not forever while files keep
             // changing.
             let deadline =

@@ -13,5 +13,5 @@
 pub mod file;
 mod parse;
 
-pub use file::{Diagnostic, FileProvider, Load, SETTLE, Severity, watch};
+pub use file::{Diagnostic, FileProvider, Load, SETTLE, Severity, change_window, watch};
 pub use parse::{ParsedDocument, parse_documents};
