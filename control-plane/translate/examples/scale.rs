@@ -22,7 +22,15 @@ fn main() {
         ));
     }
     let mut input = InputSet::default();
-    for doc in parse_documents(&yaml) {
+    let t0 = Instant::now();
+    let documents = parse_documents(&yaml);
+    println!(
+        "parse: {} documents, {} KB of YAML, {:?}",
+        documents.len(),
+        yaml.len() / 1024,
+        t0.elapsed()
+    );
+    for doc in documents {
         if let ParsedDocument::Object { object, .. } = doc {
             input.insert(*object);
         }
