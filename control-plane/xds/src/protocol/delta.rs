@@ -30,17 +30,14 @@ impl DeltaStream {
     /// Per subscribed type, whether the proxy holds what it should, and the snapshot version
     /// it is fully in sync with (if it is).
     pub fn sync(&self) -> (BTreeMap<ResourceType, SyncStatus>, Option<String>) {
-        let status = self.state.sync_status();
-        let version = self.state.synced_version(&status);
-        (status, version)
+        self.state.sync()
     }
 
     /// A new stream; `snapshot` is the proxy's current snapshot, `None` if none was published.
     pub fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
-        let mut stream = Self::default();
-        stream.state.snapshot = snapshot;
-        stream.state.learn_dependency_types();
-        stream
+        Self {
+            state: StreamState::new(snapshot),
+        }
     }
 
     /// A stream that evaluates every type on every event, skipping none: what the skipping

@@ -145,6 +145,17 @@ pub(crate) struct StreamState {
 }
 
 impl StreamState {
+    /// The state of a new stream; `snapshot` is the proxy's current snapshot, `None` if none
+    /// was published.
+    pub fn new(snapshot: Option<Arc<Snapshot>>) -> Self {
+        let mut state = Self {
+            snapshot,
+            ..Self::default()
+        };
+        state.learn_dependency_types();
+        state
+    }
+
     pub fn next_nonce(&mut self) -> String {
         self.nonce_counter += 1;
         self.nonce_counter.to_string()
@@ -205,7 +216,7 @@ impl StreamState {
     }
 
     /// Adds the current snapshot's dependencies between types to those already seen.
-    pub fn learn_dependency_types(&mut self) {
+    fn learn_dependency_types(&mut self) {
         if let Some(snapshot) = &self.snapshot {
             let edges = snapshot.dependency_types();
             for (seen, new) in self.dependency_types.iter_mut().zip(edges) {
@@ -389,8 +400,16 @@ pub enum SyncStatus {
 }
 
 impl StreamState {
+    /// Per subscribed type, whether the proxy holds what it should, and the snapshot version
+    /// it is fully in sync with (if it is).
+    pub fn sync(&self) -> (BTreeMap<ResourceType, SyncStatus>, Option<String>) {
+        let status = self.sync_status();
+        let version = self.synced_version(&status);
+        (status, version)
+    }
+
     /// Per subscribed type: whether the proxy holds what it should.
-    pub fn sync_status(&self) -> BTreeMap<ResourceType, SyncStatus> {
+    fn sync_status(&self) -> BTreeMap<ResourceType, SyncStatus> {
         let mut out = BTreeMap::new();
         for (t, ts) in &self.types {
             if !ts.subscribed {
@@ -429,7 +448,7 @@ impl StreamState {
     }
 
     /// The snapshot version the proxy is in sync with: every subscribed type Synced.
-    pub fn synced_version(&self, status: &BTreeMap<ResourceType, SyncStatus>) -> Option<String> {
+    fn synced_version(&self, status: &BTreeMap<ResourceType, SyncStatus>) -> Option<String> {
         let snapshot = self.snapshot.as_ref()?;
         (!status.is_empty() && status.values().all(|s| *s == SyncStatus::Synced))
             .then(|| snapshot.version())
