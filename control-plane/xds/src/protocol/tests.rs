@@ -670,11 +670,10 @@ fn snap_with_spare(resources: &[Arc<Resource>], spare: &[Arc<Resource>]) -> Opti
     ))
 }
 
-#[test]
-fn sotw_reconnect_keeps_clusters_the_proxy_holds_until_its_routes_are_replaced() {
-    // The control plane restarted; meanwhile the route moved from `a` to `b`. `a` is spare (its
-    // Service still exists) and the reconnecting proxy still routes to it.
-    let s2 = snap_with_spare(
+/// After a control-plane restart: route `r` now goes to `b`; `a` is spare (its Service still
+/// exists), and a reconnecting proxy may still route to it.
+fn route_moved_from_a_to_b() -> Option<Arc<Snapshot>> {
+    snap_with_spare(
         &[
             cluster("b", 1),
             cla("b", 1),
@@ -682,7 +681,14 @@ fn sotw_reconnect_keeps_clusters_the_proxy_holds_until_its_routes_are_replaced()
             route("r", &["b"]),
         ],
         &[cluster("a", 1), cla("a", 1)],
-    );
+    )
+}
+
+#[test]
+fn sotw_reconnect_keeps_clusters_the_proxy_holds_until_its_routes_are_replaced() {
+    // The control plane restarted; meanwhile the route moved from `a` to `b`. `a` is spare (its
+    // Service still exists) and the reconnecting proxy still routes to it.
+    let s2 = route_moved_from_a_to_b();
     let mut s = SotwStream::new(s2);
     // CDS waits for the proxy's other subscriptions.
     assert!(
@@ -731,15 +737,7 @@ fn sotw_reconnect_acking_an_rds_answer_without_its_route_does_not_make_the_route
     // As above, but the proxy asks for its route before the new cluster is ACKed: the route
     // is held back, the fresh request is answered without it, and that answer's ACK says
     // nothing about the route the proxy runs (SotW RDS keeps what a response leaves out).
-    let s2 = snap_with_spare(
-        &[
-            cluster("b", 1),
-            cla("b", 1),
-            listener("l"),
-            route("r", &["b"]),
-        ],
-        &[cluster("a", 1), cla("a", 1)],
-    );
+    let s2 = route_moved_from_a_to_b();
     let mut s = SotwStream::new(s2);
     assert!(
         s.on_request(&req(ResourceType::Cluster, "v-old", "", &[]))
@@ -785,15 +783,7 @@ fn sotw_reconnect_answers_cds_after_the_hold_even_without_other_requests() {
 #[test]
 fn delta_reconnect_keeps_clusters_the_proxy_holds_until_its_routes_are_replaced() {
     let a = cluster("a", 1);
-    let s2 = snap_with_spare(
-        &[
-            cluster("b", 1),
-            cla("b", 1),
-            listener("l"),
-            route("r", &["b"]),
-        ],
-        &[a.clone(), cla("a", 1)],
-    );
+    let s2 = route_moved_from_a_to_b();
     let mut s = DeltaStream::new(s2);
     let first = DeltaDiscoveryRequest {
         initial_resource_versions: [("a".to_string(), a.version.clone())].into(),
