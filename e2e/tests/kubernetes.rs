@@ -228,15 +228,7 @@ spec:
 /// Trellis's policy CRDs, as `kubectl apply -k deploy/crds` installs them.
 fn policy_crds() -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
-    [
-        "policy.trellis.dev_authorizationpolicies.yaml",
-        "policy.trellis.dev_ratelimitpolicies.yaml",
-        "policy.trellis.dev_wasmfilters.yaml",
-    ]
-    .iter()
-    .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
-    .collect::<Vec<_>>()
-    .join("\n---\n")
+    trellis_fake_apiserver::kustomization_yaml(&dir).unwrap()
 }
 
 fn condition<'a>(conditions: &'a Value, type_: &str) -> Option<&'a Value> {

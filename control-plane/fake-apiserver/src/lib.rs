@@ -59,6 +59,7 @@ use std::time::Duration;
 pub use error::{ApiError, Error};
 pub use faults::{Faults, Refusal};
 pub use kinds::{Registry, ResourceKind, builtin_kinds, split_api_version};
+pub use load::kustomization_yaml;
 pub use selector::{FieldSelector, LabelSelector};
 pub use serve::{RunningServer, kubeconfig_yaml};
 pub use service::{FakeService, RequestRecord, ResponseFuture};

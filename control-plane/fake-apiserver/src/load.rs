@@ -59,6 +59,43 @@ pub(crate) fn load_text(state: &State, text: &str) -> Result<usize, ApiError> {
     })
 }
 
+/// The files a `kustomization.yaml` in `dir` lists under `resources`, joined as one YAML stream
+/// in their order: what `kubectl apply -k dir` applies when the kustomization only lists local
+/// files. A listed directory or remote resource is an error, as are transformations this does
+/// not apply (anything but `apiVersion`, `kind` and `resources`).
+pub fn kustomization_yaml(dir: &Path) -> Result<String, Error> {
+    let path = dir.join("kustomization.yaml");
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let unsupported = |message: String| Error::Parse {
+        path: path.clone(),
+        message,
+    };
+    let k: Value = serde_saphyr::from_str(&read(&path)?).map_err(|e| unsupported(e.to_string()))?;
+    if let Some(other) = k.as_object().and_then(|o| {
+        o.keys()
+            .find(|key| !matches!(key.as_str(), "apiVersion" | "kind" | "resources"))
+    }) {
+        return Err(unsupported(format!("field {other} is not applied")));
+    }
+    let mut out = Vec::new();
+    for resource in k["resources"].as_array().into_iter().flatten() {
+        let Some(name) = resource.as_str() else {
+            return Err(unsupported(format!("resource {resource} is not a path")));
+        };
+        let file = dir.join(name);
+        if name.contains("://") || !file.is_file() {
+            return Err(unsupported(format!("resource {name} is not a local file")));
+        }
+        out.push(read(&file)?);
+    }
+    Ok(out.join("\n---\n"))
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Error> {
     let io = |source| Error::Io {
         path: dir.to_path_buf(),
@@ -132,4 +169,51 @@ fn store_all(state: &State, documents: Vec<(PathBuf, Value)>) -> Result<usize, L
         count += 1;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::kustomization_yaml;
+    use crate::error::Error;
+
+    fn dir_with(kustomization: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kustomization.yaml"), kustomization).unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "kind: A\n").unwrap();
+        std::fs::write(dir.path().join("b.yaml"), "kind: B\n").unwrap();
+        dir
+    }
+
+    fn refusal(kustomization: &str) -> String {
+        match kustomization_yaml(dir_with(kustomization).path()) {
+            Err(Error::Parse { message, .. }) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn listed_files_are_joined_in_their_order() {
+        let dir = dir_with("kind: Kustomization\nresources: [b.yaml, a.yaml]\n");
+        assert_eq!(
+            kustomization_yaml(dir.path()).unwrap(),
+            "kind: B\n\n---\nkind: A\n"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_local_file_or_not_applied_is_refused() {
+        assert_eq!(
+            refusal("resources: [a.yaml]\nnamespace: other\n"),
+            "field namespace is not applied"
+        );
+        assert_eq!(
+            refusal("resources: [https://example.com/x.yaml]\n"),
+            "resource https://example.com/x.yaml is not a local file"
+        );
+        assert_eq!(
+            refusal("resources: [missing.yaml]\n"),
+            "resource missing.yaml is not a local file"
+        );
+    }
 }

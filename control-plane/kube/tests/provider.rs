@@ -322,15 +322,7 @@ async fn an_unreachable_api_server_at_start_is_waited_for_and_reported() {
 /// Trellis's policy CRDs, as `kubectl apply -k deploy/crds` installs them.
 fn policy_crds() -> String {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
-    [
-        "policy.trellis.dev_authorizationpolicies.yaml",
-        "policy.trellis.dev_ratelimitpolicies.yaml",
-        "policy.trellis.dev_wasmfilters.yaml",
-    ]
-    .iter()
-    .map(|f| std::fs::read_to_string(dir.join(f)).unwrap())
-    .collect::<Vec<_>>()
-    .join("\n---\n")
+    trellis_fake_apiserver::kustomization_yaml(&dir).unwrap()
 }
 
 const POLICY: &str = r#"
