@@ -436,8 +436,9 @@ fn plan(
     work
 }
 
-/// GatewayClass and Gateway status are Trellis's alone: the target is the desired status with
-/// transition times carried over; fields the API holds that Trellis does not write are removed.
+/// GatewayClass, Gateway and policy status are Trellis's alone: the target is the desired
+/// status with transition times carried over; fields the API holds that Trellis does not write
+/// are removed.
 fn owned_target(observed: &Value, desired: &Value) -> (Value, Value) {
     let mut target = desired.clone();
     carry_times(&mut target, observed);
@@ -464,10 +465,8 @@ fn route_target(observed: &Value, desired: Option<&Value>, controller: &str) -> 
         .and_then(|d| d.get("parents"))
         .cloned()
         .unwrap_or_else(|| json!([]));
-    if let Some(list) = ours.as_array_mut() {
-        for p in list.iter_mut() {
-            carry_parent_times(p, observed);
-        }
+    carry_entry_times(Some(&mut ours), observed.get("parents"));
+    if let Some(list) = ours.as_array() {
         parents.extend(list.iter().cloned());
     }
     let mut target = match observed {
@@ -499,40 +498,33 @@ fn carry_conditions(target: Option<&mut Value>, observed: Option<&Value>) {
     }
 }
 
-/// Carries transition times of the object's conditions and of each listener's (matched by
-/// listener name).
+/// Carries transition times of the object's conditions and of those of each entry of its
+/// `listeners`, `parents` (routes) and `ancestors` (policies).
 fn carry_times(target: &mut Value, observed: &Value) {
     carry_conditions(target.get_mut("conditions"), observed.get("conditions"));
-    let seen_listeners = observed.get("listeners").and_then(Value::as_array);
-    if let (Some(Value::Array(listeners)), Some(seen)) =
-        (target.get_mut("listeners"), seen_listeners)
-    {
-        for l in listeners.iter_mut() {
-            let before = seen.iter().find(|s| s.get("name") == l.get("name"));
-            carry_conditions(
-                l.get_mut("conditions"),
-                before.and_then(|b| b.get("conditions")),
-            );
-        }
+    for list in ["listeners", "parents", "ancestors"] {
+        carry_entry_times(target.get_mut(list), observed.get(list));
     }
 }
 
-/// Carries transition times of one route parent entry (matched by parentRef and controller).
-fn carry_parent_times(parent: &mut Value, observed: &Value) {
-    let before = observed
-        .get("parents")
-        .and_then(Value::as_array)
-        .and_then(|ps| {
-            ps.iter().find(|p| {
-                p.get("parentRef") == parent.get("parentRef")
-                    && p.get("controllerName") == parent.get("controllerName")
-            })
-        })
-        .cloned();
-    carry_conditions(
-        parent.get_mut("conditions"),
-        before.as_ref().and_then(|b| b.get("conditions")),
-    );
+/// Carries transition times of each entry of a status list from the entry in `observed` it
+/// stands for: the same listener name, parentRef or ancestorRef, for the same controller.
+fn carry_entry_times(entries: Option<&mut Value>, observed: Option<&Value>) {
+    let (Some(Value::Array(entries)), Some(Value::Array(observed))) = (entries, observed) else {
+        return;
+    };
+    let same_entry = |a: &Value, b: &Value| {
+        ["name", "parentRef", "ancestorRef", "controllerName"]
+            .iter()
+            .all(|key| a.get(key) == b.get(key))
+    };
+    for entry in entries {
+        let before = observed.iter().find(|o| same_entry(o, entry));
+        carry_conditions(
+            entry.get_mut("conditions"),
+            before.and_then(|b| b.get("conditions")),
+        );
+    }
 }
 
 #[cfg(test)]
@@ -597,6 +589,26 @@ mod tests {
             target["listeners"][1]["conditions"][0]["lastTransitionTime"],
             "2020-01-01T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn a_policys_ancestor_conditions_keep_the_api_transition_time_so_nothing_is_written() {
+        // Another replica wrote this status at another time: a new leader writes nothing.
+        let ancestor = |time: &str| {
+            json!({"ancestorRef": {"name": "web"}, "controllerName": OURS,
+                   "conditions": [cond("Accepted", "False", time)]})
+        };
+        let id = (Kind::AuthorizationPolicy, ObjectKey::new("ns", "p"));
+        let mut d = DesiredStatus::default();
+        d.objects.insert(
+            id.clone(),
+            json!({"ancestors": [ancestor("2030-01-01T00:00:00Z")]}),
+        );
+        let obs = BTreeMap::from([(
+            id,
+            seen(json!({"ancestors": [ancestor("2020-01-01T00:00:00Z")]})),
+        )]);
+        assert!(plan(&d, &obs, OURS).is_empty());
     }
 
     #[test]
