@@ -99,10 +99,19 @@ impl Scenario {
             std::fs::write(config.join(file), yaml).unwrap();
         }
         let module_arg = module.to_string_lossy().to_string();
+        // The filters built for tests live beside the policy module: WasmFilters may name them.
+        let module_dir = module.parent().unwrap().to_string_lossy().to_string();
         let control_plane = ControlPlane::start(
             &config,
             &work,
-            &["--debounce-ms", "50", "--policy-module", &module_arg],
+            &[
+                "--debounce-ms",
+                "50",
+                "--policy-module",
+                &module_arg,
+                "--module-dir",
+                &module_dir,
+            ],
         )
         .unwrap();
         let bootstrap = control_plane

@@ -98,6 +98,36 @@ impl LastGood {
     }
 }
 
+/// The modules the configuration may use: those WasmFilters name in their current specs and
+/// in their last valid ones (which stay in force while a current spec is invalid).
+pub fn wanted_modules(input: &InputSet, last_good: &LastGood) -> BTreeSet<WasmModule> {
+    let module_of = |spec: &Value| {
+        spec.get("module")
+            .and_then(|m| serde_json::from_value::<WasmModule>(m.clone()).ok())
+    };
+    let current = input
+        .wasm_filters
+        .values()
+        .filter_map(|f| module_of(&f.spec));
+    let kept = last_good
+        .specs
+        .iter()
+        .filter(|((kind, _), _)| *kind == Kind::WasmFilter)
+        .filter_map(|(_, good)| module_of(&good.spec));
+    current.chain(kept).collect()
+}
+
+/// The digests of every module a translated configuration runs: what proxies may fetch.
+pub fn used_modules(ir: &Ir) -> BTreeSet<String> {
+    ir.proxies
+        .values()
+        .flat_map(|p| &p.listeners)
+        .flat_map(|l| &l.chains)
+        .flat_map(|c| &c.http_filters)
+        .map(|f| f.sha256.clone())
+        .collect()
+}
+
 /// Why a spec cannot be applied.
 #[derive(Clone, Debug)]
 struct Problem {
@@ -693,8 +723,11 @@ fn check_wasm_filter(
         (Some(_), Some(_)) | (None, None) => {
             return Err(invalid("spec.module", "set exactly one of path and url"));
         }
-        (Some(p), None) if !p.starts_with('/') => {
-            return Err(invalid("spec.module.path", "must be an absolute path"));
+        (Some(p), None) if p.is_empty() => {
+            return Err(invalid(
+                "spec.module.path",
+                "must name a file in the control plane's module directory",
+            ));
         }
         (None, Some(u)) if !(u.starts_with("http://") || u.starts_with("https://")) => {
             return Err(invalid(

@@ -7,7 +7,7 @@
 //! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations; with `--kubernetes` also the API server connection, watch errors, relists, status writes and leadership |
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz`  | 200 once the first configuration was translated and published (with `--kubernetes`: after the initial sync); the body notes an unreachable API server, which does not make the replica unready since it keeps serving the last good configuration |
-//! | `/wasm/<sha256>` | a verified Wasm module, for proxies (`application/wasm`) |
+//! | `/wasm/<sha256>` | a Wasm module the published configuration uses, for proxies (`application/wasm`); anything else is 404 |
 
 use crate::status::StatusReport;
 use anyhow::Context;
@@ -37,8 +37,9 @@ pub struct AdminState {
     pub translations: AtomicU64,
     /// Total time spent translating, in microseconds.
     pub translation_micros: AtomicU64,
-    /// Verified Wasm modules, served at `/wasm/<sha256>`.
-    pub modules: Arc<crate::modules::VerifiedModules>,
+    /// The module store: modules the published configuration uses are served at
+    /// `/wasm/<sha256>`.
+    pub modules: OnceLock<trellis_modules::ModuleStore>,
     /// With `--kubernetes`: the API server connection, watches, status writes, leadership.
     pub kubernetes: OnceLock<Arc<trellis_kube::Health>>,
 }
@@ -77,11 +78,11 @@ async fn module(
     State(state): State<Arc<AdminState>>,
     axum::extract::Path(sha256): axum::extract::Path<String>,
 ) -> Response {
-    match state.modules.get(&sha256) {
+    match state.modules.get().and_then(|m| m.served(&sha256)) {
         Some(bytes) => ([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            "no verified module with this sha256\n",
+            "no module with this sha256 is in use\n",
         )
             .into_response(),
     }

@@ -10,7 +10,6 @@ mod admin;
 mod bootstrap;
 mod kubernetes;
 mod memory;
-mod modules;
 mod proxy_status;
 mod serve;
 mod status;

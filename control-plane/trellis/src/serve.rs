@@ -15,7 +15,6 @@
 use crate::admin::{self, AdminState};
 use crate::bootstrap::GATEWAY_METADATA_KEY;
 use crate::kubernetes::{KubeArgs, Kubernetes, StatusHooks};
-use crate::modules::ModuleStore;
 use crate::status::{StatusTracker, StatusWriter};
 use anyhow::Context;
 use clap::Args;
@@ -30,9 +29,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 use trellis_model::{InputSet, ObjectKey};
+use trellis_modules::ModuleStore;
 use trellis_sources::Load;
 use trellis_translate::ir::EndpointIr;
-use trellis_translate::policy::{LastGood, ModuleOptions};
+use trellis_translate::policy::{LastGood, ModuleOptions, used_modules, wanted_modules};
 use trellis_translate::{Options, proxy_key, translate};
 use trellis_xds::{AdsServer, CsdsServer, NodeResolver, SnapshotWriter, snapshot_cache};
 
@@ -86,6 +86,72 @@ pub struct ServeArgs {
     /// wildcard address).
     #[arg(long, env = "TRELLIS_MODULE_ADDRESS")]
     pub module_address: Option<SocketAddr>,
+    /// Where WasmFilter modules may come from.
+    #[command(flatten)]
+    pub modules: ModuleArgs,
+}
+
+/// Where WasmFilter modules may come from, and the bounds on getting them. By default a
+/// WasmFilter can name neither a local path nor a URL: the operator opts in to each.
+#[derive(Debug, Args)]
+pub struct ModuleArgs {
+    /// The directory WasmFilters may name local modules in (`spec.module.path`, relative to it
+    /// or absolute under it). Without it, local paths are refused.
+    #[arg(long, env = "TRELLIS_MODULE_DIR")]
+    pub module_dir: Option<PathBuf>,
+    /// Hosts WasmFilters may name in `spec.module.url`, comma-separated: exact names or
+    /// addresses, or `*.example.com`. Without it, module URLs are refused.
+    #[arg(long, env = "TRELLIS_MODULE_URL_HOSTS", value_delimiter = ',')]
+    pub module_url_hosts: Vec<String>,
+    /// Allow plain `http://` module URLs (the default: HTTPS only).
+    #[arg(long)]
+    pub allow_http_module_urls: bool,
+    /// PEM certificates of authorities trusted for HTTPS module URLs besides the system's.
+    #[arg(long, env = "TRELLIS_MODULE_CA_FILE")]
+    pub module_ca_file: Option<PathBuf>,
+    /// The largest module accepted, in MiB.
+    #[arg(long, default_value_t = 64)]
+    pub max_module_mib: u64,
+    /// The most MiB of verified modules held in memory; modules no WasmFilter uses are evicted
+    /// first, and a module that does not fit is refused with a reason.
+    #[arg(long, default_value_t = 256)]
+    pub module_cache_mib: u64,
+}
+
+impl ModuleArgs {
+    /// The module store's configuration.
+    pub fn config(
+        &self,
+        disk_cache: Option<PathBuf>,
+    ) -> anyhow::Result<trellis_modules::ModuleConfig> {
+        let extra_roots = match &self.module_ca_file {
+            Some(path) => {
+                use rustls_pki_types::pem::PemObject;
+                let certs: Result<Vec<_>, _> =
+                    rustls_pki_types::CertificateDer::pem_file_iter(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                        .collect();
+                certs.with_context(|| {
+                    format!("{} holds no valid PEM certificates", path.display())
+                })?
+            }
+            None => Vec::new(),
+        };
+        Ok(trellis_modules::ModuleConfig {
+            module_dir: self.module_dir.clone(),
+            urls: trellis_modules::UrlPolicy {
+                hosts: self.module_url_hosts.clone(),
+                allow_http: self.allow_http_module_urls,
+                extra_roots,
+            },
+            limits: trellis_modules::Limits {
+                max_module_bytes: self.max_module_mib << 20,
+                cache_bytes: self.module_cache_mib << 20,
+                ..trellis_modules::Limits::default()
+            },
+            disk_cache,
+        })
+    }
 }
 
 /// Runs the control plane until SIGINT or SIGTERM.
@@ -187,12 +253,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
 
-    let store = ModuleStore::new(state.modules.clone());
+    let store = ModuleStore::start(args.modules.config(None)?).with_context(|| {
+        format!(
+            "cannot use --module-dir {}",
+            args.modules
+                .module_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        )
+    })?;
+    let _ = state.modules.set(store.clone());
     let policy_module = match &args.policy_module {
         Some(path) => {
-            let digest = store
-                .add_file(path)
-                .context("cannot load the policy filter module (--policy-module)")?;
+            let digest = store.pin_file(path).with_context(|| {
+                format!(
+                    "cannot load the policy filter module (--policy-module {})",
+                    path.display()
+                )
+            })?;
             info!(path = %path.display(), sha256 = %digest, "policy filter module loaded");
             Some(digest)
         }
@@ -345,9 +424,6 @@ struct Modules {
     options: ModuleOptions,
 }
 
-/// How often modules that could not be read, fetched or verified are tried again.
-const MODULE_RETRY: Duration = Duration::from_secs(5);
-
 async fn control_loop(
     mut loads: tokio::sync::watch::Receiver<Arc<Load>>,
     writer: SnapshotWriter,
@@ -369,12 +445,17 @@ async fn control_loop(
         assigned: BTreeMap::new(),
     });
     let mut sync_changes = state.registry.subscribe();
+    let mut module_changes = modules.store.changes();
     let mut resources = trellis_translate::xds::ResourceCache::default();
     // The last valid spec of every policy: an invalid change leaves the previous one in force.
     let mut last_good = LastGood::default();
     loop {
         let load = loads.borrow_and_update().clone();
-        modules.options.modules = modules.store.resolve(&load.input).await;
+        // Modules are read and fetched by the store's worker: a new one is reported as not
+        // fetched yet, and its arrival is a change of its own (below).
+        module_changes.borrow_and_update();
+        modules.store.want(wanted_modules(&load.input, &last_good));
+        modules.options.modules = modules.store.states();
         let started = Instant::now();
         let options = Options {
             assigned_addresses: pool
@@ -386,6 +467,14 @@ async fn control_loop(
         };
         let translation = translate(&load.input, &options);
         last_good = translation.last_good.clone();
+        // Modules the last valid specs keep in force are wanted too.
+        modules.store.want(wanted_modules(&load.input, &last_good));
+        modules.store.serve(
+            used_modules(&translation.ir)
+                .into_iter()
+                .chain(modules.options.policy_module.clone())
+                .collect(),
+        );
         let snapshots = trellis_translate::xds::snapshots_cached(&translation.ir, &mut resources);
         let versions: BTreeMap<String, String> = snapshots
             .iter()
@@ -430,9 +519,11 @@ async fn control_loop(
                     sync_changes.borrow_and_update();
                     status.publish(&published);
                 }
-                () = tokio::time::sleep(MODULE_RETRY), if modules.store.has_problems() => {
-                    let states = modules.store.resolve(&published.load.input).await;
-                    if states != modules.options.modules {
+                changed = module_changes.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if modules.store.states() != modules.options.modules {
                         info!("module availability changed; translating again");
                         break;
                     }
