@@ -12,6 +12,7 @@
 //! the dependencies that order their delivery.
 
 pub mod csds;
+pub mod limits;
 pub mod protocol;
 pub mod registry;
 pub mod resource;
@@ -19,10 +20,11 @@ pub mod server;
 pub mod snapshot;
 
 pub use csds::CsdsServer;
-pub use protocol::{DeltaStream, Event, SotwStream, SyncStatus};
+pub use limits::LimitHits;
+pub use protocol::{DeltaStream, Event, LimitExceeded, SotwStream, StreamLimits, SyncStatus};
 pub use registry::{KeyState, NackInfo, Protocol, ProxySync, SyncRegistry, TypeSync, TypeTotals};
 pub use resource::{Dependency, Resource, ResourceType, content_hash};
-pub use server::{AdsServer, AdsService, NodeResolver};
+pub use server::{AdsServer, AdsService, NodeResolver, ServerLimits};
 pub use snapshot::{
     Snapshot, SnapshotCache, SnapshotWriter, Snapshots, Spare, TypeResources, snapshot_cache,
 };

@@ -13,7 +13,10 @@
 //! ([`ResponseBody`]). Requests (ACKs, a few hundred bytes) are decoded with 1 KiB buffers
 //! instead of 8 KiB.
 
-use crate::protocol::{DeltaStream, Event, SotwStream, SyncStatus};
+use crate::limits::LimitHits;
+use crate::protocol::{
+    DeltaStream, Event, LimitExceeded, SotwStream, StreamLimits, SyncStatus, bounded_text,
+};
 use crate::registry::{Protocol, StreamHandle, SyncRegistry};
 use crate::snapshot::{Snapshot, SnapshotCache};
 use bytes::Bytes;
@@ -34,12 +37,38 @@ use tracing::{Instrument, debug, info, info_span, warn};
 /// Maps a proxy's node to the key of the snapshot it is served, or explains why it cannot.
 pub type NodeResolver = Arc<dyn Fn(&Node) -> Result<String, String> + Send + Sync>;
 
+/// Bounds on what a client can make the ADS server hold or wait for.
+#[derive(Clone, Debug)]
+pub struct ServerLimits {
+    /// How long a new stream may take to send its first request.
+    pub first_request: std::time::Duration,
+    /// The largest request message accepted.
+    pub max_request_bytes: usize,
+    /// The longest node id or node cluster accepted.
+    pub max_node_bytes: usize,
+    /// Bounds on each stream's subscriptions and NACK texts.
+    pub stream: StreamLimits,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            first_request: std::time::Duration::from_secs(10),
+            max_request_bytes: 4 << 20,
+            max_node_bytes: 1024,
+            stream: StreamLimits::default(),
+        }
+    }
+}
+
 /// The ADS service.
 #[derive(Clone)]
 pub struct AdsServer {
     cache: SnapshotCache,
     registry: Arc<SyncRegistry>,
     resolver: NodeResolver,
+    limits: ServerLimits,
+    hits: Arc<LimitHits>,
 }
 
 impl std::fmt::Debug for AdsServer {
@@ -55,7 +84,37 @@ impl AdsServer {
             cache,
             registry,
             resolver,
+            limits: ServerLimits::default(),
+            hits: Arc::default(),
         }
+    }
+
+    /// Sets the bounds, and where hits of them are counted.
+    pub fn with_limits(mut self, limits: ServerLimits, hits: Arc<LimitHits>) -> Self {
+        self.limits = limits;
+        self.hits = hits;
+        self
+    }
+
+    /// Counts a refused client and returns the status it gets.
+    fn refuse(&self, limit: &'static str, message: String) -> Status {
+        self.hits.hit("xds", limit, &message);
+        Status::resource_exhausted(message)
+    }
+
+    /// Turns a failed read of the request stream into the status to end it with, counting an
+    /// oversized message.
+    fn read_failure(&self, status: Status) -> Status {
+        if status.code() == tonic::Code::OutOfRange && status.message().contains("too large") {
+            return self.refuse(
+                "request_bytes",
+                format!(
+                    "request larger than {} bytes",
+                    self.limits.max_request_bytes
+                ),
+            );
+        }
+        status
     }
 
     /// The gRPC service to add to a tonic router.
@@ -84,13 +143,23 @@ impl AdsServer {
     /// Opens a stream of either variant: reads the first request, finds the proxy's snapshot
     /// key and spawns the stream's task.
     async fn open<M: Machine>(
-        &self,
+        self: &Arc<Self>,
         request: Request<Streaming<M::Req>>,
-    ) -> Result<mpsc::Receiver<Box<M::Resp>>, Status> {
+    ) -> Result<mpsc::Receiver<Outgoing<M::Resp>>, Status> {
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
+        let first =
+            match tokio::time::timeout(self.limits.first_request, inbound.message()).await {
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(self.refuse_text(
+                        "first_request",
+                        format!(
+                            "no request within {:?} of opening the stream",
+                            self.limits.first_request
+                        ),
+                    )));
+                }
+                Ok(read) => read.map_err(|s| self.read_failure(s))?,
+            }
             .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
         let (node_id, node_cluster, key) = self.resolve(M::node(&first))?;
         let mut cache = self.cache.clone();
@@ -101,7 +170,7 @@ impl AdsServer {
             .connect(&node_id, &node_cluster, &key, M::PROTOCOL);
         // Responses travel boxed: the channel's slots then take a pointer each, not a
         // response (a block of 32 slots is allocated per stream).
-        let (tx, rx) = mpsc::channel::<Box<M::Resp>>(16);
+        let (tx, rx) = mpsc::channel::<Outgoing<M::Resp>>(16);
         let protocol = match M::PROTOCOL {
             Protocol::Sotw => "sotw",
             Protocol::Delta => "delta",
@@ -116,6 +185,7 @@ impl AdsServer {
             key,
             handle,
             tx,
+            server: self.clone(),
         };
         let first = Box::new(first);
         tokio::spawn(
@@ -128,10 +198,25 @@ impl AdsServer {
         Ok(rx)
     }
 
+    /// Counts a refused client and returns the message.
+    fn refuse_text(&self, limit: &'static str, message: String) -> String {
+        self.hits.hit("xds", limit, &message);
+        message
+    }
+
     fn resolve(&self, node: Option<&Node>) -> Result<(String, String, String), Status> {
         let node = node.ok_or_else(|| {
             Status::invalid_argument("the first request of a stream must carry the node")
         })?;
+        let max = self.limits.max_node_bytes;
+        for (field, value) in [("node id", &node.id), ("node cluster", &node.cluster)] {
+            if value.len() > max {
+                return Err(Status::invalid_argument(self.refuse_text(
+                    "node_bytes",
+                    format!("a {field} of {} bytes (the limit is {max})", value.len()),
+                )));
+            }
+        }
         let key = (self.resolver)(node).map_err(Status::invalid_argument)?;
         Ok((node.id.clone(), node.cluster.clone(), key))
     }
@@ -148,6 +233,7 @@ trait Machine: Send + Sized + 'static {
     const PROTOCOL: Protocol;
     fn new(snapshot: Option<Arc<Snapshot>>) -> Self;
     fn node(req: &Self::Req) -> Option<&Node>;
+    fn check(&self, req: &Self::Req, limits: &StreamLimits) -> Result<(), LimitExceeded>;
     fn on_request(&mut self, req: &Self::Req) -> (Vec<Self::Resp>, Vec<Event>);
     fn on_snapshot(&mut self, s: Option<Arc<Snapshot>>) -> (Vec<Self::Resp>, Vec<Event>);
     fn on_tick(&mut self) -> (Vec<Self::Resp>, Vec<Event>);
@@ -168,6 +254,9 @@ impl Machine for SotwStream {
     }
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+    fn check(&self, req: &DiscoveryRequest, limits: &StreamLimits) -> Result<(), LimitExceeded> {
+        self.check_request(req, limits)
     }
     fn on_request(&mut self, req: &DiscoveryRequest) -> (Vec<DiscoveryResponse>, Vec<Event>) {
         SotwStream::on_request(self, req)
@@ -197,6 +286,13 @@ impl Machine for DeltaStream {
     }
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
+    }
+    fn check(
+        &self,
+        req: &DeltaDiscoveryRequest,
+        limits: &StreamLimits,
+    ) -> Result<(), LimitExceeded> {
+        self.check_request(req, limits)
     }
     fn on_request(
         &mut self,
@@ -262,6 +358,13 @@ fn log_events(events: &[Event]) {
     }
 }
 
+/// What a stream's task hands to its response body: a response, or the status that ends
+/// the stream.
+enum Outgoing<T> {
+    Message(Box<T>),
+    Close(Status),
+}
+
 /// One open stream: the proxy's requests in, the cache's snapshots, responses out.
 struct StreamTask<M: Machine> {
     machine: M,
@@ -270,7 +373,8 @@ struct StreamTask<M: Machine> {
     current: Option<Arc<Snapshot>>,
     key: String,
     handle: StreamHandle,
-    tx: mpsc::Sender<Box<M::Resp>>,
+    tx: mpsc::Sender<Outgoing<M::Resp>>,
+    server: Arc<AdsServer>,
 }
 
 /// Runs one stream until the client or the cache goes away.
@@ -288,15 +392,34 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: Box<M::Req>) {
         key,
         handle,
         tx,
+        server,
     } = task;
+    let max_error = server.limits.stream.max_error_bytes;
     // Records what happened and returns the responses to send.
-    let settle = |machine: &M, (responses, events): (Vec<M::Resp>, Vec<Event>)| {
+    let settle = |machine: &M, (responses, mut events): (Vec<M::Resp>, Vec<Event>)| {
+        for event in &mut events {
+            if let Event::Nacked { error, .. } = event
+                && error.len() > max_error
+            {
+                *error = bounded_text(error, max_error);
+            }
+        }
         log_events(&events);
         handle.record(&events);
         let (status, synced) = machine.sync();
         handle.set_sync(&status, synced);
         responses
     };
+    // Checks a request against the bounds; over one, the stream ends with the reason.
+    let admit = |machine: &M, request: &M::Req| -> Result<(), Status> {
+        machine
+            .check(request, &server.limits.stream)
+            .map_err(|e| server.refuse(e.limit, e.message))
+    };
+    if let Err(status) = admit(&machine, &first) {
+        let _ = tx.send(Outgoing::Close(status)).await;
+        return;
+    }
     let out = machine.on_request(&first);
     drop(first);
     let mut due = settle(&machine, out);
@@ -306,7 +429,11 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: Box<M::Req>) {
     let mut ticked = false;
     loop {
         for response in due.drain(..) {
-            if tx.send(Box::new(response)).await.is_err() {
+            if tx
+                .send(Outgoing::Message(Box::new(response)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -318,6 +445,10 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: Box<M::Req>) {
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
                     tracing::trace!(?request, "request");
+                    if let Err(status) = admit(&machine, &request) {
+                        let _ = tx.send(Outgoing::Close(status)).await;
+                        return;
+                    }
                     machine.on_request(&request)
                 }
                 Ok(None) => {
@@ -325,7 +456,11 @@ async fn drive<M: Machine>(task: StreamTask<M>, first: Box<M::Req>) {
                     return;
                 }
                 Err(status) => {
+                    let status = server.read_failure(status);
                     debug!(%status, "stream ended");
+                    if status.code() == tonic::Code::ResourceExhausted {
+                        let _ = tx.send(Outgoing::Close(status)).await;
+                    }
                     return;
                 }
             },
@@ -357,9 +492,6 @@ const SOTW_PATH: &str =
 /// The gRPC path of incremental ADS.
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-
-/// The largest request accepted (Envoy's requests are small; its NACK details are bounded).
-const MAX_REQUEST: usize = 64 << 20;
 
 /// The request decoder's buffer: its initial size (it grows for larger messages) and how much
 /// is decoded before yielding.
@@ -424,7 +556,7 @@ where
             ProstDecoder::<M::Req>::new(request_buffers()),
             body,
             None,
-            Some(MAX_REQUEST),
+            Some(server.limits.max_request_bytes),
         )
     }));
     match server.open::<M>(request).await {
@@ -444,10 +576,10 @@ where
 }
 
 /// A stream's responses as a gRPC response body: each message framed and encoded into an
-/// allocation of its exact size (freed once the connection wrote it), then the `OK` trailers
-/// when the stream's task ends.
+/// allocation of its exact size (freed once the connection wrote it), then the trailers when
+/// the stream's task ends: `OK`, or the status it ended with.
 struct ResponseBody<T> {
-    responses: mpsc::Receiver<Box<T>>,
+    responses: mpsc::Receiver<Outgoing<T>>,
     done: bool,
 }
 
@@ -463,7 +595,15 @@ impl<T: prost::Message> Body for ResponseBody<T> {
             return Poll::Ready(None);
         }
         match self.responses.poll_recv(cx) {
-            Poll::Ready(Some(message)) => Poll::Ready(Some(frame(&*message))),
+            Poll::Ready(Some(Outgoing::Message(message))) => Poll::Ready(Some(frame(&*message))),
+            Poll::Ready(Some(Outgoing::Close(status))) => {
+                self.done = true;
+                let mut trailers = http::HeaderMap::new();
+                match status.add_header(&mut trailers) {
+                    Ok(()) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
+                    Err(_) => Poll::Ready(Some(Err(status))),
+                }
+            }
             Poll::Ready(None) => {
                 self.done = true;
                 let mut trailers = http::HeaderMap::new();

@@ -49,6 +49,28 @@ impl DeltaStream {
         stream
     }
 
+    /// Checks a request against the stream's bounds before it is handled.
+    pub fn check_request(
+        &self,
+        request: &DeltaDiscoveryRequest,
+        limits: &super::StreamLimits,
+    ) -> Result<(), super::LimitExceeded> {
+        let Some(t) = ResourceType::from_type_url(&request.type_url) else {
+            return Ok(());
+        };
+        super::limits::check_names(
+            &self.state,
+            limits,
+            t,
+            request
+                .resource_names_subscribe
+                .iter()
+                .filter(|name| *name != "*"),
+            true,
+            request.initial_resource_versions.iter(),
+        )
+    }
+
     /// Handles a request from the client.
     pub fn on_request(
         &mut self,

@@ -19,10 +19,12 @@
 //!   proxy reconnecting to a restarting control plane keeps serving what it has.
 
 mod delta;
+mod limits;
 mod sotw;
 mod state;
 
 pub use delta::DeltaStream;
+pub use limits::{LimitExceeded, StreamLimits, bounded_text};
 pub use sotw::SotwStream;
 pub use state::SyncStatus;
 

@@ -47,6 +47,25 @@ impl SotwStream {
         stream
     }
 
+    /// Checks a request against the stream's bounds before it is handled.
+    pub fn check_request(
+        &self,
+        request: &DiscoveryRequest,
+        limits: &super::StreamLimits,
+    ) -> Result<(), super::LimitExceeded> {
+        let Some(t) = ResourceType::from_type_url(&request.type_url) else {
+            return Ok(());
+        };
+        super::limits::check_names(
+            &self.state,
+            limits,
+            t,
+            request.resource_names.iter(),
+            false,
+            std::iter::empty(),
+        )
+    }
+
     /// Handles a request from the client.
     pub fn on_request(
         &mut self,
