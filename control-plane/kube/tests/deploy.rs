@@ -4,8 +4,9 @@
 //!   type it claims to be (k8s-openapi's types reject unknown apiVersions and wrong fields);
 //! - the RBAC rules grant exactly [`required_permissions`]: the verbs and resources the
 //!   provider, the status writer and leader election use, nothing more;
-//! - the Deployment runs two non-root replicas with a read-only root filesystem, probes on the
-//!   admin port, resource requests and the identity the election needs;
+//! - the Deployment runs two non-root replicas with a read-only root filesystem, probes on a
+//!   port of their own, the admin endpoint on loopback and out of the Service, resource
+//!   requests and the identity the election needs;
 //! - the Gateway API CRDs are release v1.6.1's standard channel, serve every kind and version
 //!   the provider reads, and (when an upstream copy is beside the repository) are byte for
 //!   byte the upstream files;
@@ -323,22 +324,31 @@ fn the_deployment_is_highly_available_locked_down_and_probed() {
             .container_port
     };
     assert_eq!(named("xds"), port_of("--xds-address"));
-    assert_eq!(named("admin"), port_of("--admin-address"));
+    assert_eq!(named("probes"), port_of("--probe-address"));
+    assert_eq!(named("modules"), port_of("--module-server-address"));
+    let admin = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--admin-address="))
+        .expect("--admin-address is set");
+    assert!(
+        admin.starts_with("127.0.0.1:"),
+        "the admin endpoint stays on loopback: {admin}"
+    );
     let probe_path = |probe: Option<k8s_openapi::api::core::v1::Probe>| {
         let get = probe.unwrap().http_get.unwrap();
         let port = match get.port {
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s,
-            other => panic!("probe the named admin port, not {other:?}"),
+            other => panic!("probe the named probes port, not {other:?}"),
         };
         (get.path.unwrap(), port)
     };
     assert_eq!(
         probe_path(c.readiness_probe.clone()),
-        ("/readyz".to_string(), "admin".to_string())
+        ("/readyz".to_string(), "probes".to_string())
     );
     assert_eq!(
         probe_path(c.liveness_probe.clone()),
-        ("/healthz".to_string(), "admin".to_string())
+        ("/healthz".to_string(), "probes".to_string())
     );
     let env: Vec<String> = c.env.clone().unwrap().into_iter().map(|e| e.name).collect();
     assert!(env.contains(&"POD_NAME".to_string()) && env.contains(&"POD_UID".to_string()));
@@ -346,13 +356,17 @@ fn the_deployment_is_highly_available_locked_down_and_probed() {
     let service: Service = typed(one(&objects, "Service")[0]);
     let service = service.spec.unwrap();
     assert_eq!(service.selector, spec.selector.match_labels);
+    let mut exposed = Vec::new();
     for p in service.ports.unwrap() {
         let target = match p.target_port.unwrap() {
             k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s,
             other => panic!("{other:?}"),
         };
         named(&target);
+        exposed.push(target);
     }
+    // The Service carries what proxies need, never the admin endpoint.
+    assert_eq!(exposed, ["xds", "modules"]);
 }
 
 /// The CRD among `crds` that serves `w`: its kind, at the version read, with the kind's scope,

@@ -235,12 +235,16 @@ fn resources_with(proxy: &ProxyIr, round: &mut CacheRound<'_>) -> Vec<Arc<Resour
 /// The static cluster of the control plane's module server, from which proxies fetch Wasm
 /// modules (`GET /wasm/<sha256>`).
 pub fn module_cluster(server: &EndpointIr) -> Cluster {
+    // An address is used as it is; a name (the control plane's Service) is resolved by Envoy.
+    let discovery = if server.address.parse::<std::net::IpAddr>().is_ok() {
+        cluster::DiscoveryType::Static
+    } else {
+        cluster::DiscoveryType::LogicalDns
+    };
     Cluster {
         name: MODULE_CLUSTER.to_string(),
         alt_stat_name: MODULE_CLUSTER.replace('/', "_"),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        )),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
         connect_timeout: Some(duration_ms(5_000)),
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: MODULE_CLUSTER.to_string(),
@@ -264,6 +268,9 @@ pub fn module_cluster(server: &EndpointIr) -> Cluster {
 /// digest (Envoy checks the digest again), on the V8 runtime.
 pub fn wasm_filter(f: &WasmFilterIr, server: Option<&EndpointIr>) -> HttpFilter {
     let uri = match server {
+        Some(s) if s.address.contains(':') => {
+            format!("http://[{}]:{}/wasm/{}", s.address, s.port, f.sha256)
+        }
         Some(s) => format!("http://{}:{}/wasm/{}", s.address, s.port, f.sha256),
         None => format!("http://module-server.invalid/wasm/{}", f.sha256),
     };

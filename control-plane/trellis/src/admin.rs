@@ -42,6 +42,8 @@ pub struct AdminState {
     pub modules: OnceLock<trellis_modules::ModuleStore>,
     /// With `--kubernetes`: the API server connection, watches, status writes, leadership.
     pub kubernetes: OnceLock<Arc<trellis_kube::Health>>,
+    /// Clients refused by a limit, by server and limit.
+    pub limit_hits: Arc<trellis_xds::LimitHits>,
 }
 
 impl AdminState {
@@ -66,6 +68,22 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/metrics", route_get(metrics))
         .route("/healthz", route_get(|| async { "ok\n" }))
         .route("/readyz", route_get(ready))
+        .route("/wasm/{sha256}", route_get(module))
+        .with_state(state)
+}
+
+/// Probes and metrics on a listener of their own (`--probe-address`).
+pub fn probe_router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", route_get(metrics))
+        .route("/healthz", route_get(|| async { "ok\n" }))
+        .route("/readyz", route_get(ready))
+        .with_state(state)
+}
+
+/// The module server on a listener of its own: only `/wasm/<sha256>`.
+pub fn module_router(state: Arc<AdminState>) -> Router {
+    Router::new()
         .route("/wasm/{sha256}", route_get(module))
         .with_state(state)
 }
@@ -184,6 +202,25 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     );
     let _ = writeln!(out, "# TYPE trellis_config_errors gauge");
     let _ = writeln!(out, "trellis_config_errors {errors}");
+    let _ = writeln!(
+        out,
+        "# HELP trellis_limit_hits_total Clients refused by a limit (connections, request sizes, deadlines, subscriptions), by server."
+    );
+    let _ = writeln!(out, "# TYPE trellis_limit_hits_total counter");
+    for (server, limit, hits) in state.limit_hits.counts() {
+        let _ = writeln!(
+            out,
+            "trellis_limit_hits_total{{server=\"{server}\",limit=\"{limit}\"}} {hits}"
+        );
+    }
+    if let Some(modules) = state.modules.get() {
+        let _ = writeln!(
+            out,
+            "# HELP trellis_module_cache_bytes Bytes of verified Wasm modules held."
+        );
+        let _ = writeln!(out, "# TYPE trellis_module_cache_bytes gauge");
+        let _ = writeln!(out, "trellis_module_cache_bytes {}", modules.cached_bytes());
+    }
     if let Some(health) = state.kubernetes.get() {
         kubernetes_metrics(&mut out, &health.snapshot());
     }
@@ -272,29 +309,54 @@ fn kubernetes_metrics(out: &mut String, h: &trellis_kube::HealthSnapshot) {
     );
 }
 
-/// For the CLI commands: GETs `path` from the admin endpoint at `address` on a runtime of its
-/// own, saying which endpoint could not be reached.
-pub fn get_blocking(address: &str, path: &str) -> anyhow::Result<String> {
+/// How the CLI commands reach the admin endpoint.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminClient {
+    /// The control plane's admin address.
+    #[arg(long, default_value = "127.0.0.1:18001")]
+    pub admin_address: String,
+    /// A file holding the admin token, when the endpoint requires one.
+    #[arg(long, env = "TRELLIS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
+
+/// For the CLI commands: GETs `path` from the admin endpoint on a runtime of its own, saying
+/// which endpoint could not be reached.
+pub fn get_blocking(client: &AdminClient, path: &str) -> anyhow::Result<String> {
+    let token = match &client.admin_token_file {
+        Some(file) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let address = &client.admin_address;
     runtime
-        .block_on(get(address, path))
+        .block_on(get(address, path, token.as_deref()))
         .with_context(|| format!("cannot reach the control plane's admin endpoint at {address}"))
 }
 
-/// A plain HTTP GET to the admin endpoint, returning the body of a 200 response.
-pub async fn get(address: &str, path: &str) -> anyhow::Result<String> {
+/// A plain HTTP GET to the admin endpoint (with the bearer token, if given), returning the
+/// body of a 200 response.
+pub async fn get(address: &str, path: &str, token: Option<&str>) -> anyhow::Result<String> {
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .with_context(|| format!("cannot connect to {address}"))?;
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header(header::HOST, address)
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
+    let mut request = hyper::Request::get(path).header(header::HOST, address);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = sender
+        .send_request(request.body(Empty::<Bytes>::new())?)
+        .await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     let text = String::from_utf8_lossy(&body).to_string();

@@ -10,9 +10,9 @@ use trellis_xds::{ProxySync, ResourceType, SyncStatus};
 /// Arguments of `trellis proxy-status`.
 #[derive(Debug, Args)]
 pub struct ProxyStatusArgs {
-    /// The control plane's admin address.
-    #[arg(long, default_value = "127.0.0.1:18001")]
-    pub admin_address: String,
+    /// How to reach the control plane's admin endpoint.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminClient,
     /// Print the raw JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -20,7 +20,7 @@ pub struct ProxyStatusArgs {
 
 /// Fetches `/proxies` and prints it.
 pub fn run(args: &ProxyStatusArgs) -> anyhow::Result<()> {
-    let body = crate::admin::get_blocking(&args.admin_address, "/proxies")?;
+    let body = crate::admin::get_blocking(&args.admin, "/proxies")?;
     if args.json {
         println!("{body}");
         return Ok(());

@@ -81,11 +81,30 @@ pub struct ServeArgs {
     /// policies are reported as not applied.
     #[arg(long, env = "TRELLIS_POLICY_MODULE")]
     pub policy_module: Option<PathBuf>,
-    /// The address proxies reach the admin endpoint at to fetch Wasm modules
-    /// (`GET /wasm/<sha256>`). Defaults to the admin address (which must then not be a
-    /// wildcard address).
+    /// A file holding the admin endpoint's bearer token (at least 16 characters). Required
+    /// when `--admin-address` is not a loopback address; then every admin path but `/healthz`,
+    /// `/readyz`, `/metrics` and `/wasm/...` needs `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "TRELLIS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve `/healthz`, `/readyz` and `/metrics` (nothing else, no token) on a listener of
+    /// their own at this address too: for probes and scrapers while the admin endpoint stays
+    /// on loopback.
+    #[arg(long, env = "TRELLIS_PROBE_ADDRESS")]
+    pub probe_address: Option<SocketAddr>,
+    /// Serve Wasm modules (only `GET /wasm/<sha256>`) on a listener of their own at this
+    /// address, instead of on the admin endpoint.
+    #[arg(long, env = "TRELLIS_MODULE_SERVER_ADDRESS")]
+    pub module_server_address: Option<SocketAddr>,
+    /// Where proxies fetch Wasm modules, `HOST:PORT` (an address or a DNS name). Defaults to
+    /// where modules are served (which must then not be a wildcard address).
     #[arg(long, env = "TRELLIS_MODULE_ADDRESS")]
-    pub module_address: Option<SocketAddr>,
+    pub module_address: Option<String>,
+    /// Connections the xDS listener holds at once.
+    #[arg(long, default_value_t = 20_000)]
+    pub xds_max_connections: usize,
+    /// Connections the xDS listener holds at once from one peer address.
+    #[arg(long, default_value_t = 1_000)]
+    pub xds_max_connections_per_peer: usize,
     /// Where WasmFilter modules may come from.
     #[command(flatten)]
     pub modules: ModuleArgs,
@@ -207,6 +226,58 @@ pub fn resolve_node(node: &Node) -> Result<String, String> {
     }
 }
 
+/// ADS streams one xDS connection may carry at once.
+const XDS_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// The admin endpoint's authentication: a token from `--admin-token-file`, which a
+/// non-loopback admin address requires.
+fn admin_auth(args: &ServeArgs) -> anyhow::Result<trellis_runtime::AdminAuth> {
+    match &args.admin_token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --admin-token-file {}", path.display()))?;
+            trellis_runtime::AdminAuth::bearer(&token)
+                .map_err(|e| anyhow::anyhow!("--admin-token-file {}: {e}", path.display()))
+        }
+        None if args.admin_address.ip().is_loopback() => Ok(trellis_runtime::AdminAuth::none()),
+        None => anyhow::bail!(
+            "--admin-address {} is not a loopback address: give --admin-token-file (clients \
+             then send Authorization: Bearer TOKEN), or listen on 127.0.0.1",
+            args.admin_address
+        ),
+    }
+}
+
+/// Where proxies fetch modules: `--module-address HOST:PORT`, or the address modules are served
+/// on (which must then be one proxies can reach).
+fn module_endpoint(given: Option<&str>, serving: SocketAddr) -> anyhow::Result<EndpointIr> {
+    let Some(given) = given else {
+        if serving.ip().is_unspecified() {
+            warn!(
+                "modules are served on {serving}: set --module-address to an address proxies can reach"
+            );
+        }
+        return Ok(EndpointIr {
+            address: serving.ip().to_string(),
+            port: serving.port(),
+        });
+    };
+    let parsed = given
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+        .filter(|(host, _)| !host.is_empty());
+    let Some((host, port)) = parsed else {
+        anyhow::bail!("--module-address {given} is not HOST:PORT");
+    };
+    Ok(EndpointIr {
+        address: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    })
+}
+
 /// Checks what clap cannot: the Kubernetes flags only go with `--kubernetes`.
 pub fn check_source(args: &ServeArgs) -> anyhow::Result<()> {
     if !args.kube.kubernetes {
@@ -232,21 +303,42 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let resolver: NodeResolver = Arc::new(resolve_node);
     let ads = AdsServer::new(cache, state.registry.clone(), resolver);
 
+    let admin_auth = admin_auth(&args)?;
     let xds_listener = TcpListener::bind(args.xds_address)
         .await
         .with_context(|| format!("cannot listen for xDS on {}", args.xds_address))?;
     let admin_listener = TcpListener::bind(args.admin_address)
         .await
         .with_context(|| format!("cannot listen for admin on {}", args.admin_address))?;
+    let module_listener = match args.module_server_address {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for modules on {address}"))?,
+        ),
+        None => None,
+    };
+    let probe_listener = match args.probe_address {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for probes on {address}"))?,
+        ),
+        None => None,
+    };
     let xds_bound = xds_listener.local_addr()?;
     let admin_bound = admin_listener.local_addr()?;
+    let modules_bound = match &module_listener {
+        Some(l) => l.local_addr()?,
+        None => admin_bound,
+    };
     let source = match &args.config_dir {
         Some(dir) => dir.display().to_string(),
         None => "kubernetes".to_string(),
     };
     info!(xds = %xds_bound, admin = %admin_bound, source = %source, "trellis serving");
     if let Some(path) = &args.address_file {
-        let text = format!("xds={xds_bound}\nadmin={admin_bound}\n");
+        let text = format!("xds={xds_bound}\nadmin={admin_bound}\nmodules={modules_bound}\n");
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, path))
@@ -277,21 +369,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let module_address = args.module_address.unwrap_or(admin_bound);
-    if module_address.ip().is_unspecified() {
-        warn!(
-            "the admin endpoint listens on {admin_bound}: set --module-address to an address proxies can reach for Wasm modules"
-        );
-    }
+    let module_server = module_endpoint(args.module_address.as_deref(), modules_bound)?;
     let modules = Modules {
         store,
         options: ModuleOptions {
             policy_module,
             modules: BTreeMap::new(),
-            server: Some(EndpointIr {
-                address: module_address.ip().to_string(),
-                port: module_address.port(),
-            }),
+            server: Some(module_server),
         },
     };
 
@@ -313,12 +397,66 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         _ => None,
     };
 
+    let hits = state.limit_hits.clone();
+    let ads = ads.with_limits(trellis_xds::ServerLimits::default(), hits.clone());
+    let xds_connections = trellis_runtime::ConnectionLimits {
+        max_connections: args.xds_max_connections,
+        max_per_peer: args.xds_max_connections_per_peer,
+        ..trellis_runtime::ConnectionLimits::xds()
+    };
     let xds_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        // Envoy opens one ADS stream per connection; a few more leave room for CSDS.
+        .max_concurrent_streams(Some(XDS_STREAMS_PER_CONNECTION))
+        .http2_max_header_list_size(Some(16 * 1024))
         .add_service(ads.into_service())
         .add_service(CsdsServer::new(state.registry.clone()).into_service())
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(xds_listener));
-    let admin_server = axum::serve(admin_listener, admin::router(state.clone()));
+        .serve_with_incoming(trellis_runtime::guarded_incoming(
+            xds_listener,
+            xds_connections,
+            "xds",
+            hits.clone(),
+        ));
+    let admin_router = trellis_runtime::auth::protect(admin::router(state.clone()), admin_auth);
+    let admin_server = trellis_runtime::serve_http(
+        admin_listener,
+        admin_router,
+        trellis_runtime::HttpLimits::default(),
+        "admin",
+        hits.clone(),
+    );
+    let probe_server = async {
+        match probe_listener {
+            Some(listener) => {
+                trellis_runtime::serve_http(
+                    listener,
+                    admin::probe_router(state.clone()),
+                    trellis_runtime::HttpLimits::default(),
+                    "probes",
+                    hits.clone(),
+                )
+                .await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let module_server = async {
+        match module_listener {
+            Some(listener) => {
+                trellis_runtime::serve_http(
+                    listener,
+                    admin::module_router(state.clone()),
+                    trellis_runtime::HttpLimits::default(),
+                    "modules",
+                    hits.clone(),
+                )
+                .await
+            }
+            None => std::future::pending().await,
+        }
+    };
     let control = async {
         // The file provider has its first load already; the Kubernetes provider waits for its
         // initial sync (the xDS and admin servers answer meanwhile; /readyz says why not ready).
@@ -341,7 +479,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let result = tokio::select! {
         r = xds_server => r.context("xDS server failed"),
-        r = async { admin_server.await } => r.context("admin server failed"),
+        () = admin_server => Err(anyhow::anyhow!("the admin server stopped")),
+        () = module_server => Err(anyhow::anyhow!("the module server stopped")),
+        () = probe_server => Err(anyhow::anyhow!("the probe server stopped")),
         () = control => Ok(()),
         () = shutdown_signal() => {
             info!("shutting down");

@@ -271,9 +271,9 @@ fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Arguments of `trellis status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The control plane's admin address.
-    #[arg(long, default_value = "127.0.0.1:18001")]
-    pub admin_address: String,
+    /// How to reach the control plane's admin endpoint.
+    #[command(flatten)]
+    pub admin: crate::admin::AdminClient,
     /// Print the full report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -281,7 +281,7 @@ pub struct StatusArgs {
 
 /// Fetches `/status` from a running control plane and prints it.
 pub fn run_command(args: &StatusArgs) -> anyhow::Result<()> {
-    let body = crate::admin::get_blocking(&args.admin_address, "/status")?;
+    let body = crate::admin::get_blocking(&args.admin, "/status")?;
     if args.json {
         println!("{body}");
         return Ok(());

@@ -63,7 +63,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let config = work.join("config");
             std::fs::create_dir_all(&config)?;
             let debounce = args.debounce_ms.to_string();
-            let cp = ControlPlane::start(&config, &work, &["--debounce-ms", &debounce])?;
+            // Every simulated proxy connects from 127.0.0.1: lift the per-peer cap.
+            let cp = ControlPlane::start(
+                &config,
+                &work,
+                &[
+                    "--debounce-ms",
+                    &debounce,
+                    "--xds-max-connections-per-peer",
+                    "100000",
+                    "--xds-max-connections",
+                    "100000",
+                ],
+            )?;
             (config, cp.xds, cp.pid(), Some(cp))
         }
     };

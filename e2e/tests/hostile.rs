@@ -1,0 +1,419 @@
+//! Hostile input through the real binary and a real Envoy: what a namespace tenant can write
+//! and what any client on the network can send, each answered with a clear condition or a
+//! refusal, while the other tenants' traffic keeps flowing.
+//!
+//! `TRELLIS_E2E_KEEP=1` keeps the work directory; figures are printed (`--nocapture`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use trellis_e2e::harness::{
+    ControlPlane, Echo, Envoy, eventually, private_loopback, request, trellis_bin,
+};
+use trellis_e2e::scenario::{NAMESPACE, backend, backend_yaml, gateway_yaml, move_route};
+
+/// A Gateway with two backends (`v1`, `v2`) and the route `move` between them.
+struct Scenario {
+    _tmp: Option<tempfile::TempDir>,
+    work: PathBuf,
+    config: PathBuf,
+    gateway: SocketAddr,
+    _pods: Vec<Echo>,
+    control_plane: ControlPlane,
+    envoy: Envoy,
+}
+
+impl Scenario {
+    /// Starts the control plane with `args` (after `prepare` saw the work directory).
+    fn start(args: impl FnOnce(&Path) -> Vec<String>) -> Scenario {
+        let tmp = tempfile::tempdir().unwrap();
+        let work = tmp.path().to_path_buf();
+        if std::env::var_os("TRELLIS_E2E_KEEP").is_some() {
+            eprintln!("work directory: {}", work.display());
+        }
+        let config = work.join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        let (ip, port) = private_loopback();
+        let mut yaml = gateway_yaml(ip, port);
+        let mut pods = Vec::new();
+        for service in ["v1", "v2"] {
+            let pod = Echo::start(
+                &work,
+                Ipv4Addr::LOCALHOST,
+                &format!("{service}-5d8f7c9b4d-x7k2p"),
+                NAMESPACE,
+            )
+            .unwrap();
+            yaml.push_str("---\n");
+            yaml.push_str(&backend_yaml(service, &[&pod]));
+            pods.push(pod);
+        }
+        std::fs::write(config.join("gateway.yaml"), yaml).unwrap();
+        std::fs::write(config.join("move.yaml"), move_route("v1")).unwrap();
+        let mut extra = vec!["--debounce-ms".to_string(), "50".to_string()];
+        extra.extend(args(&work));
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let control_plane = ControlPlane::start(&config, &work, &extra).unwrap();
+        let bootstrap = control_plane
+            .bootstrap(&format!("{NAMESPACE}/web"), false, "hostile-proxy")
+            .unwrap();
+        let envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
+        let s = Scenario {
+            _tmp: if std::env::var_os("TRELLIS_E2E_KEEP").is_some() {
+                let _ = tmp.keep();
+                None
+            } else {
+                Some(tmp)
+            },
+            work,
+            config,
+            gateway: SocketAddr::from((ip, port)),
+            _pods: pods,
+            control_plane,
+            envoy,
+        };
+        eventually("the gateway to route", Duration::from_secs(20), || {
+            Ok(request(s.gateway, "GET", "move.example.com", "/", &[])?.status == 200)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
+        s
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        let tmp = self.config.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.config.join(file)).unwrap();
+    }
+
+    fn backend(&self) -> String {
+        backend(self.gateway, "GET", "move.example.com", "/", &[])
+    }
+
+    /// Moves the `move` route to `to` and returns how long until traffic followed.
+    fn move_to(&self, to: &str) -> Duration {
+        let written = Instant::now();
+        self.write("move.yaml", &move_route(to));
+        while written.elapsed() < Duration::from_secs(10) {
+            if self.backend() == to {
+                return written.elapsed();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("traffic did not move to {to}\n{}", self.debug());
+    }
+
+    /// The first ancestor's Accepted condition of a policy.
+    fn accepted(&self, kind: &str, name: &str) -> Option<serde_json::Value> {
+        let status = self
+            .control_plane
+            .object_status(kind, &format!("{NAMESPACE}/{name}"))
+            .ok()??;
+        status["status"]["ancestors"][0]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Accepted")
+            .cloned()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!(
+            "/proc/{}/status",
+            self.control_plane.pid().unwrap()
+        ))
+        .unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    }
+
+    fn debug(&self) -> String {
+        let tail = |t: String| {
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        format!(
+            "--- trellis log ---\n{}\n--- envoy log ---\n{}",
+            tail(self.control_plane.log()),
+            tail(self.envoy.log())
+        )
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn wasm_filter(name: &str, module: &str) -> String {
+    format!(
+        "apiVersion: policy.trellis.dev/v1alpha1\nkind: WasmFilter\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  targetRefs:\n  - {{group: gateway.networking.k8s.io, kind: Gateway, name: web}}\n  module: {module}\n"
+    )
+}
+
+/// A raw HTTP/1.1 GET, returning the status code.
+fn get_status(addr: SocketAddr, path: &str, token: Option<&str>) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn hostile_wasm_filters_neither_leak_files_nor_hold_up_other_tenants() {
+    // A host that accepts connections and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_port = hang.local_addr().unwrap().port();
+    let s = Scenario::start(|work| {
+        let modules = work.join("modules");
+        std::fs::create_dir_all(&modules).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(modules.join("fifo.wasm"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::write(work.join("token"), b"the service account token").unwrap();
+        vec![
+            "--module-dir".into(),
+            modules.display().to_string(),
+            "--module-url-hosts".into(),
+            "127.0.0.1".into(),
+            "--allow-http-module-urls".into(),
+        ]
+    });
+    let token = s.work.join("token").display().to_string();
+    let token_digest = sha256_hex(b"the service account token");
+    let zeros = "0".repeat(64);
+    let mut filters = vec![
+        (
+            "steal",
+            format!("{{path: \"{token}\", sha256: \"{zeros}\"}}"),
+        ),
+        (
+            "steal-exact",
+            format!("{{path: \"{token}\", sha256: \"{token_digest}\"}}"),
+        ),
+        (
+            "steal-up",
+            format!("{{path: \"../token\", sha256: \"{token_digest}\"}}"),
+        ),
+        ("zero", format!("{{path: /dev/zero, sha256: \"{zeros}\"}}")),
+        ("fifo", format!("{{path: fifo.wasm, sha256: \"{zeros}\"}}")),
+        (
+            "imds",
+            format!("{{url: \"http://169.254.169.254/latest/meta-data/\", sha256: \"{zeros}\"}}"),
+        ),
+    ];
+    for i in 0..10 {
+        filters.push((
+            Box::leak(format!("hang-{i}").into_boxed_str()),
+            format!("{{url: \"http://127.0.0.1:{hang_port}/m{i}.wasm\", sha256: \"{zeros}\"}}"),
+        ));
+    }
+    let rss_before = s.rss_kib();
+    let written = Instant::now();
+    let yaml: Vec<String> = filters.iter().map(|(n, m)| wasm_filter(n, m)).collect();
+    s.write("filters.yaml", &yaml.join("---\n"));
+    // Every refused module is reported at once; the hanging ones are still being fetched.
+    let refused = ["steal", "steal-exact", "steal-up", "zero", "fifo", "imds"];
+    eventually("every refusal reported", Duration::from_secs(10), || {
+        Ok(refused.iter().all(|name| {
+            s.accepted("WasmFilter", name).is_some_and(|a| {
+                a["status"] == "False" && a["message"] != "spec.module: not fetched yet"
+            })
+        }))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
+    println!("refusals reported {:?} after the write", written.elapsed());
+    for name in refused {
+        let a = s.accepted("WasmFilter", name).unwrap();
+        let message = a["message"].as_str().unwrap();
+        println!("  {name}: {} {}", a["reason"], message);
+        assert!(!message.contains(&token_digest), "{message}");
+        assert!(!message.contains("service account"), "{message}");
+    }
+    let message = |name| {
+        s.accepted("WasmFilter", name).unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(message("steal").contains("not inside"));
+    assert!(message("steal-exact").contains("not inside"));
+    assert!(message("steal-up").contains("not inside"));
+    assert!(message("zero").contains("not inside"));
+    assert!(message("fifo").contains("not a regular file"));
+    assert!(message("imds").contains("allow-list"));
+    for i in 0..10 {
+        let a = s.accepted("WasmFilter", &format!("hang-{i}")).unwrap();
+        assert_eq!(a["status"], "False");
+    }
+    // Nothing read is served, whatever digest is asked for.
+    assert_eq!(
+        get_status(
+            s.control_plane.admin,
+            &format!("/wasm/{token_digest}"),
+            None
+        ),
+        404
+    );
+    // Ten fetches hanging on a host that never answers hold up no one: a route edit is live
+    // within a second.
+    let moved = s.move_to("v2");
+    println!("with 10 module fetches hanging, a route edit moved traffic in {moved:?}");
+    assert!(moved < Duration::from_secs(1), "{moved:?}\n{}", s.debug());
+    let rss_after = s.rss_kib();
+    println!("control-plane RSS {rss_before} KiB before, {rss_after} KiB after");
+    assert!(rss_after < rss_before + 64 * 1024, "/dev/zero was not read");
+    drop(hang);
+}
+
+#[test]
+fn the_admin_endpoint_needs_a_token_off_loopback_and_drops_slow_clients() {
+    // Off loopback without a token: the control plane refuses to start, and says why.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("config")).unwrap();
+    let output = std::process::Command::new(trellis_bin().unwrap())
+        .args(["serve", "--config-dir"])
+        .arg(tmp.path().join("config"))
+        .args([
+            "--xds-address",
+            "127.0.0.1:0",
+            "--admin-address",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("off loopback without a token: {}", stderr.trim());
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+
+    let token = "e2e-admin-token-0123456789";
+    let s = Scenario::start(|work| {
+        std::fs::write(work.join("admin-token"), format!("{token}\n")).unwrap();
+        vec![
+            "--admin-token-file".into(),
+            work.join("admin-token").display().to_string(),
+        ]
+    });
+    let admin = s.control_plane.admin;
+    assert_eq!(get_status(admin, "/status", None), 401);
+    assert_eq!(
+        get_status(admin, "/proxies", Some("wrong-token-0123456789")),
+        401
+    );
+    assert_eq!(get_status(admin, "/status", Some(token)), 200);
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get_status(admin, open, None), 200, "{open}");
+    }
+    // The CLI sends the token from a file.
+    let cli = std::process::Command::new(trellis_bin().unwrap())
+        .args([
+            "proxy-status",
+            "--admin-address",
+            &admin.to_string(),
+            "--admin-token-file",
+        ])
+        .arg(s.work.join("admin-token"))
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(String::from_utf8_lossy(&cli.stdout).contains("hostile-proxy"));
+
+    // A client that never finishes its headers is disconnected after the header timeout.
+    let mut slow = TcpStream::connect(admin).unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let closed_after = started.elapsed();
+    println!("a client that never finished its headers was disconnected after {closed_after:?}");
+    assert!(closed_after < Duration::from_secs(15), "{closed_after:?}");
+
+    // Past the connection cap, new connections are closed at once; the others keep working.
+    let held: Vec<TcpStream> = (0..300)
+        .filter_map(|_| TcpStream::connect(admin).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = held
+        .iter()
+        .filter(|c| {
+            let mut c = *c;
+            c.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let mut buf = [0u8; 1];
+            matches!(c.read(&mut buf), Ok(0))
+        })
+        .count();
+    println!("300 idle connections to the admin endpoint: {refused} closed at once by the cap");
+    assert!(refused >= 300 - 256, "{refused}");
+    drop(held);
+    eventually("the cap counted", Duration::from_secs(5), || {
+        let metrics = request(admin, "GET", "x", "/metrics", &[])?.body;
+        Ok(metrics
+            .contains("trellis_limit_hits_total{server=\"admin\",limit=\"connections_per_peer\"}"))
+    })
+    .unwrap();
+    assert_eq!(s.backend(), "v1", "traffic unaffected");
+}
+
+#[test]
+fn an_xds_connection_flood_is_capped_and_real_proxies_keep_getting_config() {
+    let s = Scenario::start(|_| vec!["--xds-max-connections-per-peer".into(), "20".into()]);
+    let xds = s.control_plane.xds;
+    // Connections that never send a byte: past the cap they are closed at once, the rest after
+    // the first-bytes deadline (10 s).
+    let flood: Vec<TcpStream> = (0..100)
+        .filter_map(|_| TcpStream::connect(xds).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let hits = |limit: &str| {
+        s.control_plane
+            .metric(&format!(
+                "trellis_limit_hits_total{{server=\"xds\",limit=\"{limit}\"}}"
+            ))
+            .unwrap_or(0.0)
+    };
+    println!(
+        "100 silent connections from one address: {} refused by the per-peer cap",
+        hits("connections_per_peer")
+    );
+    assert!(hits("connections_per_peer") >= 80.0);
+    // The proxy already connected keeps getting configuration.
+    let moved = s.move_to("v2");
+    println!("meanwhile a route edit reached the connected proxy in {moved:?}");
+    eventually(
+        "the silent connections closed",
+        Duration::from_secs(20),
+        || Ok(hits("first_bytes_timeout") >= 19.0),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
+    drop(flood);
+    assert_eq!(s.backend(), "v2");
+}
