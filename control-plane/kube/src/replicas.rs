@@ -286,6 +286,48 @@ async fn keep_lease(
     }
 }
 
+/// The most bytes of proxy summary a replica Lease carries (annotations may total 256 KiB).
+pub const MAX_ANNOTATION_BYTES: usize = 128 * 1024;
+
+/// The summary as the annotation's JSON: with every NACK text when that fits in
+/// [`MAX_ANNOTATION_BYTES`], else with the texts left out (the counts always stay: they decide
+/// `Programmed`).
+pub fn annotation(summary: &SyncSummary) -> String {
+    let full = serde_json::to_string(summary).unwrap_or_else(|_| "{}".to_string());
+    if full.len() <= MAX_ANNOTATION_BYTES {
+        return full;
+    }
+    let counts: SyncSummary = summary
+        .iter()
+        .map(|(gateway, s)| {
+            let nacks = if s.nacks.is_empty() {
+                Vec::new()
+            } else {
+                vec![format!(
+                    "{} rejections (their texts are on the replica that holds the proxies)",
+                    s.nacks.len()
+                )]
+            };
+            (
+                gateway.clone(),
+                GatewaySync {
+                    connected: s.connected,
+                    synced: s.synced,
+                    nacks,
+                },
+            )
+        })
+        .collect();
+    let counts = serde_json::to_string(&counts).unwrap_or_else(|_| "{}".to_string());
+    if counts.len() > MAX_ANNOTATION_BYTES {
+        warn!(
+            bytes = counts.len(),
+            "the proxy summary is larger than a replica Lease should carry"
+        );
+    }
+    counts
+}
+
 async fn write_lease(
     api: &Api<Lease>,
     config: &ReplicaConfig,
@@ -295,7 +337,7 @@ async fn write_lease(
     release: bool,
 ) -> Result<(), kube::Error> {
     let now = MicroTime(Timestamp::now());
-    let annotation = serde_json::to_string(summary).unwrap_or_else(|_| "{}".to_string());
+    let annotation = annotation(summary);
     let current = match last.take() {
         Some(lease) => Some(lease),
         None => api.get_opt(name).await?,
@@ -461,6 +503,34 @@ fn peer_of(lease: &Lease, before: Option<&Peer>, stale_after: Duration) -> Peer 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replica_lease_annotation_is_bounded() {
+        let summary: SyncSummary = (0..500)
+            .map(|i| {
+                (
+                    format!("tenant-{i}/web"),
+                    GatewaySync {
+                        connected: 3,
+                        synced: 2,
+                        nacks: vec![format!("proxy-{i} rejected RDS: {}", "x".repeat(1000)); 3],
+                    },
+                )
+            })
+            .collect();
+        let text = annotation(&summary);
+        assert!(text.len() <= MAX_ANNOTATION_BYTES, "{} bytes", text.len());
+        let back: SyncSummary = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back.len(), 500, "every Gateway's counts stay");
+        assert_eq!(back["tenant-7/web"].synced, 2);
+        assert_eq!(back["tenant-7/web"].nacks.len(), 1);
+        // A small summary keeps its texts.
+        let small: SyncSummary = summary.into_iter().take(2).collect();
+        assert_eq!(
+            annotation(&small),
+            serde_json::to_string(&small).unwrap_or_default()
+        );
+    }
 
     #[test]
     fn lease_names_are_valid_object_names() {

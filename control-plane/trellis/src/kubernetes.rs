@@ -259,7 +259,9 @@ pub fn with_peers(mut state: KeyState, peers: Option<&GatewaySync>) -> KeyState 
     if let Some(p) = peers {
         state.connected += p.connected as usize;
         state.synced += p.synced as usize;
-        state.nacks.extend(p.nacks.iter().cloned());
+        let mine = std::mem::take(&mut state.nacks);
+        state.nacks =
+            trellis_xds::registry::summarize_nacks(mine.into_iter().chain(p.nacks.iter().cloned()));
     }
     state
 }

@@ -186,10 +186,12 @@ impl SyncRegistry {
     }
 
     /// For a snapshot key: whether some connected proxy holds `version` completely, and the
-    /// NACK errors of connected proxies (`node: error`).
+    /// NACKs of connected proxies, one line per distinct error (see [`KeyState::nacks`]).
     pub fn key_state(&self, key: &str, version: &str) -> KeyState {
         let inner = self.lock();
         let mut state = KeyState::default();
+        // (type, error) -> (proxies, first node id)
+        let mut distinct: BTreeMap<(ResourceType, &str), (usize, &str)> = BTreeMap::new();
         for p in inner.proxies.values().filter(|p| p.key == key) {
             state.connected += 1;
             if p.synced_version.as_deref() == Some(version) {
@@ -197,14 +199,54 @@ impl SyncRegistry {
             }
             for (t, ts) in &p.types {
                 if let Some(n) = &ts.nack {
-                    state
-                        .nacks
-                        .push(format!("{} rejected {t}: {}", p.node_id, n.error));
+                    let entry = distinct
+                        .entry((*t, n.error.as_str()))
+                        .or_insert((0, p.node_id.as_str()));
+                    entry.0 += 1;
                 }
             }
         }
+        // The most common rejections first.
+        let mut distinct: Vec<_> = distinct.into_iter().collect();
+        distinct.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
+        let lines = distinct.into_iter().map(|((t, error), (count, node))| {
+            if count == 1 {
+                format!("{node} rejected {t}: {error}")
+            } else {
+                format!("{count} proxies ({node} and others) rejected {t}: {error}")
+            }
+        });
+        state.nacks = summarize_nacks(lines);
         state
     }
+}
+
+/// The most NACK lines a summary keeps; the rest are counted.
+pub const MAX_NACK_LINES: usize = 3;
+
+/// At most [`MAX_NACK_LINES`] of `lines` (each already bounded), and a line counting the rest,
+/// so that a summary of any number of proxies stays small (a Gateway's status condition, a
+/// replica's Lease annotation).
+pub fn summarize_nacks(lines: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut more = 0usize;
+    for line in lines {
+        if let Some(rest) = line.strip_prefix("and ")
+            && let Some(n) = rest
+                .strip_suffix(" more different rejections")
+                .and_then(|n| n.parse::<usize>().ok())
+        {
+            more += n;
+        } else if out.len() < MAX_NACK_LINES {
+            out.push(line);
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        out.push(format!("and {more} more different rejections"));
+    }
+    out
 }
 
 /// What the proxies of one snapshot key report.
@@ -214,7 +256,8 @@ pub struct KeyState {
     pub connected: usize,
     /// Proxies holding the asked-for version completely.
     pub synced: usize,
-    /// NACKs reported by connected proxies.
+    /// NACKs reported by connected proxies: one line per distinct type and error (with how many
+    /// proxies sent it), at most [`MAX_NACK_LINES`] and a line counting the others.
     pub nacks: Vec<String>,
 }
 
@@ -310,5 +353,64 @@ impl Drop for StreamHandle {
         let mut inner = self.registry.lock();
         inner.proxies.remove(&self.id);
         self.registry.notify(&mut inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nacks_of_many_proxies_are_summarized_by_distinct_error() {
+        let registry = Arc::new(SyncRegistry::default());
+        let handles: Vec<StreamHandle> = (0..200)
+            .map(|i| {
+                let h = registry.connect(&format!("proxy-{i}"), "ns/web", "gw", Protocol::Sotw);
+                let error = if i < 150 {
+                    "the same error".to_string()
+                } else {
+                    format!("error {i}: {}", "x".repeat(1000))
+                };
+                h.record(&[Event::Nacked {
+                    resource_type: ResourceType::Route,
+                    version: "v1".into(),
+                    nonce: "1".into(),
+                    error,
+                    resources: Vec::new(),
+                }]);
+                h
+            })
+            .collect();
+        let state = registry.key_state("gw", "v2");
+        assert_eq!(state.connected, 200);
+        assert_eq!(state.nacks.len(), MAX_NACK_LINES + 1, "{:?}", state.nacks);
+        assert!(
+            state
+                .nacks
+                .iter()
+                .any(|l| l
+                    .starts_with("150 proxies (proxy-0 and others) rejected RDS: the same error")),
+            "{:?}",
+            state.nacks
+        );
+        assert_eq!(
+            state.nacks[MAX_NACK_LINES],
+            "and 48 more different rejections"
+        );
+        let total: usize = state.nacks.iter().map(String::len).sum();
+        assert!(total < 8 * 1024, "{total} bytes");
+        // Summaries merge: the counted rest adds up.
+        let merged = summarize_nacks(
+            state
+                .nacks
+                .iter()
+                .cloned()
+                .chain(state.nacks.iter().cloned()),
+        );
+        assert_eq!(
+            merged.last().map(String::as_str),
+            Some("and 99 more different rejections")
+        );
+        drop(handles);
     }
 }
