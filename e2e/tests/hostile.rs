@@ -144,6 +144,19 @@ impl Scenario {
     }
 }
 
+/// The sum of an RDS stat over every route configuration of an Envoy.
+fn rds_stat(envoy: &Envoy, stat: &str) -> u64 {
+    let stats = trellis_e2e::harness::http_get_text(envoy.admin, "/stats").unwrap_or_default();
+    stats
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            (name.contains(".rds.") && name.ends_with(&format!(".{stat}")))
+                .then(|| value.trim().parse::<u64>().ok())?
+        })
+        .sum()
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -416,4 +429,103 @@ fn an_xds_connection_flood_is_capped_and_real_proxies_keep_getting_config() {
     .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
     drop(flood);
     assert_eq!(s.backend(), "v2");
+}
+
+#[test]
+fn a_route_envoy_would_reject_is_reported_on_the_route_and_the_rest_flows() {
+    let s = Scenario::start(|_| Vec::new());
+    let route = |name: &str, rule: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\nspec:\n  parentRefs: [{{name: web}}]\n  hostnames: [{name}.example.com]\n  rules:\n{rule}"
+        )
+    };
+    // A UUID in a path pattern: over RE2's default program size (100), which the bootstrap
+    // raises; Envoy must serve it.
+    let uuid = route(
+        "uuid",
+        "  - matches: [{path: {type: RegularExpression, value: \"/api/v[0-9]+/users/[a-f0-9-]{36}/orders\"}}]\n    backendRefs: [{name: v1, port: 80}]\n",
+    );
+    // Two tenants' mistakes Envoy would reject: each must stay off the shared port.
+    let repeat = route(
+        "repeat",
+        "  - matches: [{path: {type: RegularExpression, value: \"/x{1001}\"}}]\n    backendRefs: [{name: v1, port: 80}]\n",
+    );
+    let newline = route(
+        "newline",
+        "  - filters:\n    - type: RequestHeaderModifier\n      requestHeaderModifier: {set: [{name: x-evil, value: \"a\\r\\nInjected: yes\"}]}\n    backendRefs: [{name: v1, port: 80}]\n",
+    );
+    s.write("tenants.yaml", &[uuid, repeat, newline].join("---\n"));
+    eventually("the UUID route", Duration::from_secs(10), || {
+        Ok(request(
+            s.gateway,
+            "GET",
+            "uuid.example.com",
+            "/api/v2/users/0b9f5c4e-2f1c-4b8e-9d7a-3c2e1f0a9b8c/orders",
+            &[],
+        )?
+        .status
+            == 200)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
+    for name in ["repeat", "newline"] {
+        let status = s
+            .control_plane
+            .object_status("HTTPRoute", &format!("{NAMESPACE}/{name}"))
+            .unwrap()
+            .unwrap();
+        let accepted = status["status"]["parents"][0]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Accepted")
+            .cloned()
+            .unwrap();
+        println!(
+            "{name}: Accepted={} {}: {}",
+            accepted["status"], accepted["reason"], accepted["message"]
+        );
+        assert_eq!(accepted["status"], "False");
+    }
+    assert_eq!(
+        rds_stat(&s.envoy, "update_rejected"),
+        0,
+        "Envoy rejected a route configuration"
+    );
+    // The other tenants' routes keep moving, at once.
+    let moved = s.move_to("v2");
+    println!("with two rejected routes on the port, a route edit moved traffic in {moved:?}");
+    assert!(moved < Duration::from_secs(1));
+    // A freshly started Envoy serves the port fully (no NACKed route configuration).
+    let bootstrap = s
+        .control_plane
+        .bootstrap(&format!("{NAMESPACE}/web"), true, "fresh-proxy")
+        .unwrap();
+    let fresh = Envoy::start(&bootstrap, &s.work, "fresh", 1).unwrap();
+    let held = eventually(
+        "the fresh proxy to hold its configuration",
+        Duration::from_secs(10),
+        || {
+            Ok(fresh
+                .stat("listener_manager.lds.update_success")?
+                .unwrap_or(0)
+                >= 1
+                && rds_stat(&fresh, "update_success") >= 1)
+        },
+    );
+    if let Err(e) = held {
+        let stats = trellis_e2e::harness::http_get_text(fresh.admin, "/stats").unwrap_or_default();
+        let relevant: Vec<&str> = stats
+            .lines()
+            .filter(|l| l.contains("lds.") || l.contains("rds.") || l.contains("listener_manager"))
+            .collect();
+        panic!("{e:#}\n{}\n{}", relevant.join("\n"), fresh.log());
+    }
+    assert_eq!(rds_stat(&fresh, "update_rejected"), 0);
+    assert_eq!(
+        fresh
+            .stat("listener_manager.lds.update_rejected")
+            .unwrap()
+            .unwrap_or(0),
+        0
+    );
 }

@@ -227,10 +227,14 @@ impl<'a> Backends<'a> {
                 if !ready {
                     continue;
                 }
-                // Addresses of one endpoint are fungible: use the first.
-                if let Some(address) = endpoint.addresses.first() {
+                // Addresses of one endpoint are fungible: use the first. One that is not an IP
+                // address (the API server would have refused it; a file may hold anything) is
+                // left out rather than sent for Envoy to refuse.
+                if let Some(address) = endpoint.addresses.first()
+                    && let Ok(ip) = address.parse::<std::net::IpAddr>()
+                {
                     out.push(EndpointIr {
-                        address: address.clone(),
+                        address: ip.to_string(),
                         port,
                     });
                 }

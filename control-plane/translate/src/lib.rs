@@ -18,6 +18,7 @@ pub mod hostname;
 pub mod ir;
 mod pem;
 pub mod policy;
+pub mod re2;
 mod route;
 pub mod status;
 pub mod xds;

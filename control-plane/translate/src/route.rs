@@ -615,6 +615,14 @@ fn translate_rule(
                 if let Some(p) = &r.path {
                     check_path_modifier(p, &matches, &at)?;
                 }
+                if let Some(h) = &r.hostname {
+                    hostname::validate(h).map_err(|e| {
+                        (
+                            reasons::UNSUPPORTED_VALUE,
+                            format!("{at}.requestRedirect.hostname: {e}"),
+                        )
+                    })?;
+                }
                 redirect = Some(r.clone());
             }
             HttpRouteFilterType::UrlRewrite => {
@@ -774,6 +782,15 @@ fn translate_rule(
                     None
                 }
             };
+            if b.weight > MAX_WEIGHT {
+                return Err((
+                    reasons::UNSUPPORTED_VALUE,
+                    format!(
+                        "{at}.backendRefs[{i}].weight: {} is over {MAX_WEIGHT}",
+                        b.weight
+                    ),
+                ));
+            }
             if b.weight <= 0 {
                 continue;
             }
@@ -826,6 +843,12 @@ fn check_path_modifier(
     matches: &[(MatchIr, Precedence)],
     at: &str,
 ) -> Result<(), (&'static str, String)> {
+    for text in [&modifier.replace_full_path, &modifier.replace_prefix_match]
+        .into_iter()
+        .flatten()
+    {
+        check_text(text, at, "path")?;
+    }
     match modifier.type_ {
         PathModifierType::ReplaceFullPath if modifier.replace_full_path.is_none() => Err((
             reasons::UNSUPPORTED_VALUE,
@@ -864,11 +887,13 @@ fn merge_headers(
     let m = modifier.ok_or_else(|| missing(at, "headerModifier"))?;
     for h in &m.set {
         check_header_name(&h.name, at)?;
+        check_header_value(&h.value, &format!("{at}.set[{}]", h.name))?;
         into.set
             .push((h.name.to_ascii_lowercase(), literal(&h.value)));
     }
     for h in &m.add {
         check_header_name(&h.name, at)?;
+        check_header_value(&h.value, &format!("{at}.add[{}]", h.name))?;
         into.add
             .push((h.name.to_ascii_lowercase(), literal(&h.value)));
     }
@@ -885,11 +910,21 @@ fn literal(value: &str) -> String {
     value.replace('%', "%%")
 }
 
-fn check_header_name(name: &str, at: &str) -> Result<(), (&'static str, String)> {
-    let valid = !name.is_empty()
+/// Whether `name` is an HTTP token (RFC 9110), as Gateway API's header names are.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 256
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The largest backend weight (Gateway API's own bound; 16 of them cannot overflow Envoy's
+/// 32-bit total).
+const MAX_WEIGHT: i32 = 1_000_000;
+
+fn check_header_name(name: &str, at: &str) -> Result<(), (&'static str, String)> {
+    let valid = is_token(name);
     let lower = name.to_ascii_lowercase();
     let reserved = lower == "host" || lower.starts_with(':');
     if !valid || reserved {
@@ -907,6 +942,7 @@ fn translate_match(
     at: &str,
 ) -> Result<(MatchIr, Precedence), (&'static str, String)> {
     let value = &m.path.value;
+    check_text(value, &format!("{at}.path.value"), "path")?;
     if !value.starts_with('/') && m.path.type_ != PathMatchType::RegularExpression {
         return Err((
             reasons::UNSUPPORTED_VALUE,
@@ -930,6 +966,12 @@ fn translate_match(
     let mut seen = BTreeSet::new();
     let mut headers = Vec::new();
     for (i, h) in m.headers.iter().enumerate() {
+        if !is_token(&h.name) {
+            return Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!("{at}.headers[{i}].name: {:?} is not a header name", h.name),
+            ));
+        }
         let name = h.name.to_ascii_lowercase();
         if !seen.insert(name.clone()) {
             continue;
@@ -942,6 +984,15 @@ fn translate_match(
     let mut seen = BTreeSet::new();
     let mut query_params = Vec::new();
     for (i, q) in m.query_params.iter().enumerate() {
+        if q.name.is_empty() || q.name.len() > 256 || q.name.bytes().any(|b| b.is_ascii_control()) {
+            return Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!(
+                    "{at}.queryParams[{i}].name: {:?} is not a query parameter name",
+                    q.name
+                ),
+            ));
+        }
         if !seen.insert(q.name.clone()) {
             continue;
         }
@@ -977,6 +1028,7 @@ fn value_match(
     value: &str,
     at: &str,
 ) -> Result<ValueMatchIr, (&'static str, String)> {
+    check_text(value, at, "value")?;
     Ok(match t {
         StringMatchType::Exact => ValueMatchIr::Exact(value.to_string()),
         StringMatchType::RegularExpression => {
@@ -986,27 +1038,45 @@ fn value_match(
     })
 }
 
-/// Rejects expressions Envoy's RE2 would reject, so a bad regex is a route condition instead of
-/// a NACKed configuration.
-/// Only the syntax is checked (parsing is far cheaper than compiling, and translation checks
-/// every expression of every route each time).
+/// Rejects expressions Envoy's RE2 would reject (or read differently), so a bad regex is a
+/// route condition instead of a NACKed configuration ([`crate::re2`]).
 fn check_regex(expression: &str, at: &str) -> Result<(), (&'static str, String)> {
-    regex_syntax::Parser::new()
-        .parse(expression)
-        .map(|_| ())
-        .map_err(|e| {
-            let text = e.to_string();
-            let reason = text
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim_start_matches("error: ");
-            (
-                reasons::UNSUPPORTED_VALUE,
-                format!("{at}: {expression:?} is not a valid regular expression: {reason}"),
-            )
-        })
+    crate::re2::check(expression).map_err(|reason| {
+        (
+            reasons::UNSUPPORTED_VALUE,
+            format!("{at}: {expression:?}: {reason}"),
+        )
+    })
 }
+
+/// Rejects a header value Envoy would reject: NUL, CR or LF, or longer than 16 KiB.
+fn check_header_value(value: &str, at: &str) -> Result<(), (&'static str, String)> {
+    check_text(value, at, "header value")
+}
+
+/// Rejects text Envoy's header-value rules refuse (header values, redirect and rewrite
+/// hostnames and paths): NUL, CR or LF, or longer than 16 KiB.
+fn check_text(value: &str, at: &str, what: &str) -> Result<(), (&'static str, String)> {
+    if value.len() > MAX_HEADER_VALUE {
+        return Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!(
+                "{at}: a {what} of {} bytes is longer than {MAX_HEADER_VALUE}",
+                value.len()
+            ),
+        ));
+    }
+    if value.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+        return Err((
+            reasons::UNSUPPORTED_VALUE,
+            format!("{at}: a {what} may not contain NUL, CR or LF"),
+        ));
+    }
+    Ok(())
+}
+
+/// The longest header value (and redirect or rewrite text) accepted: Envoy's limit.
+const MAX_HEADER_VALUE: usize = 16 * 1024;
 
 /// Parses a Gateway API duration (`1h30m`, `10s`, `500ms`, `0s`) to milliseconds.
 pub(crate) fn duration_ms(text: &str, at: &str) -> Result<u64, (&'static str, String)> {

@@ -2,7 +2,8 @@
 //!
 //! The bootstrap names the Gateway the proxy serves (node metadata `trellis.dev/gateway`, and
 //! the node cluster), points ADS at the control plane over HTTP/2 with a fast reconnect
-//! back-off, and keeps Envoy's admin interface on loopback.
+//! back-off, keeps Envoy's admin interface on loopback, raises RE2's program-size limit (the
+//! control plane bounds expressions itself) and caps downstream connections.
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -138,7 +139,21 @@ static_resources:
               timeout: 5s
 stats_config:
   stats_tags:
-{stats_tags}admin:
+{stats_tags}# RE2's default program-size limit (100) refuses common patterns, such as a UUID in a path.
+# The control plane bounds every expression it sends itself (docs/security.md), far below this.
+layered_runtime:
+  layers:
+  - name: trellis
+    static_layer:
+      {re2_key}: {re2_limit}
+# At most this many downstream connections across all listeners; past it, new ones are refused.
+overload_manager:
+  resource_monitors:
+  - name: envoy.resource_monitors.global_downstream_max_connections
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+      max_active_downstream_connections: 50000
+admin:
   address:
     socket_address:
       address: "{admin_address}"
@@ -146,6 +161,8 @@ stats_config:
 "#,
         admin_address = args.admin_address,
         admin_port = args.admin_port,
+        re2_key = trellis_translate::re2::ENVOY_PROGRAM_SIZE_KEY,
+        re2_limit = trellis_translate::re2::ENVOY_PROGRAM_SIZE_LIMIT,
     ))
 }
 
@@ -171,6 +188,7 @@ mod tests {
         assert!(yaml.contains("api_type: GRPC"));
         assert!(yaml.contains("type: STATIC"));
         assert!(yaml.contains("port_value: 18000"));
+        assert!(yaml.contains("re2.max_program_size.error_level: 100000"));
         // Labels for the policy filter's counters.
         for (tag, regex) in trellis_policy::metrics::STATS_TAGS {
             assert!(yaml.contains(&format!("tag_name: {tag}\n    regex: '{regex}'")));
