@@ -529,3 +529,118 @@ fn a_route_envoy_would_reject_is_reported_on_the_route_and_the_rest_flows() {
         0
     );
 }
+
+#[test]
+fn a_broken_file_and_an_invalid_policy_keep_serving_across_a_restart() {
+    let module = trellis_e2e::load::wasm_module("trellis-policy-wasm").unwrap();
+    let mut s = Scenario::start(|work| {
+        vec![
+            "--state-dir".into(),
+            work.join("state").display().to_string(),
+            "--policy-module".into(),
+            module.display().to_string(),
+        ]
+    });
+    let deny = |regex: &str| {
+        format!(
+            "apiVersion: policy.trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: no-admin, namespace: {NAMESPACE}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: move}}]\n  defaultAction: Allow\n  rules:\n  - {{name: admin, action: Deny, paths: [{{type: Prefix, value: /admin}}]}}\n  - {{name: raw, action: Deny, paths: [{{type: RegularExpression, value: \"{regex}\"}}]}}\n"
+        )
+    };
+    let status = |s: &Scenario, path: &str| {
+        request(s.gateway, "GET", "move.example.com", path, &[])
+            .map(|r| r.status)
+            .unwrap_or(0)
+    };
+    s.write("policy.yaml", &deny("/items/[0-9]+"));
+    eventually("the deny rule", Duration::from_secs(30), || {
+        Ok(status(&s, "/admin") == 403)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
+    // Both broken while the control plane runs: the last good versions stay in force.
+    s.write("policy.yaml", &deny("/items/[0-9+"));
+    s.write(
+        "move.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: [oops\n",
+    );
+    eventually("both reported", Duration::from_secs(10), || {
+        let report = s.control_plane.status()?;
+        let file = report["diagnostics"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["file"] == "move.yaml"));
+        let policy = s
+            .accepted("AuthorizationPolicy", "no-admin")
+            .is_some_and(|a| a["status"] == "False");
+        Ok(file && policy)
+    })
+    .unwrap();
+    assert_eq!(status(&s, "/admin"), 403);
+    assert_eq!(s.backend(), "v1");
+    // Restart the control plane while traffic flows.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let gateway = s.gateway;
+        std::thread::spawn(move || {
+            let (mut sent, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sent += 1;
+                match request(gateway, "GET", "move.example.com", "/", &[]) {
+                    Ok(r) if r.status == 200 => {}
+                    Ok(r) => failed.push(r.status.to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (sent, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    s.control_plane.restart().unwrap();
+    s.control_plane.wait_ready().unwrap();
+    // Past the restart and the resync: the proxy reconnected and holds the new snapshot.
+    eventually("the proxy resynced", Duration::from_secs(20), || {
+        let proxies = s.control_plane.proxies()?;
+        Ok(proxies
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| !p["synced_version"].is_null())))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = load.join().unwrap();
+    println!(
+        "across the restart: {sent} requests, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}\n{}", s.debug());
+    // The route from the broken file, and the deny rules of the invalid policy, still apply.
+    assert_eq!(s.backend(), "v1");
+    assert_eq!(
+        status(&s, "/admin"),
+        403,
+        "the deny rule fails open after a restart"
+    );
+    assert_eq!(status(&s, "/items/7"), 403);
+    let a = s.accepted("AuthorizationPolicy", "no-admin").unwrap();
+    println!(
+        "after the restart: Accepted={} {}",
+        a["status"], a["message"]
+    );
+    assert!(a["message"].as_str().unwrap().contains("stays in force"));
+    // A proxy started after the restart gets all of it too.
+    let bootstrap = s
+        .control_plane
+        .bootstrap(&format!("{NAMESPACE}/web"), false, "fresh-proxy")
+        .unwrap();
+    let fresh = Envoy::start(&bootstrap, &s.work, "fresh", 1).unwrap();
+    eventually("the fresh proxy's routes", Duration::from_secs(20), || {
+        Ok(rds_stat(&fresh, "update_success") >= 1)
+    })
+    .unwrap();
+    let dump = fresh.config_dump().unwrap().to_string();
+    assert!(
+        dump.contains("httproute/shop/move/"),
+        "the route from the broken file"
+    );
+    assert!(dump.contains("/items/[0-9]+"), "the last valid policy");
+}

@@ -15,7 +15,7 @@
 use crate::parse::{ParsedDocument, now, parse_documents};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,19 +92,33 @@ struct FileEntry {
 }
 
 /// Generation bookkeeping for one object.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 struct Tracked {
     spec_hash: [u8; 32],
     generation: i64,
     created: Time,
 }
 
-/// Reads a config directory, remembering each file's last good content.
+/// Bounds on what a config directory can make the provider read.
+pub mod limits {
+    /// Directory levels below the config directory that are read.
+    pub const MAX_DEPTH: usize = 16;
+    /// YAML files read; the rest (in path order) are reported and left out.
+    pub const MAX_FILES: usize = 10_000;
+    /// The largest file read.
+    pub const MAX_FILE_BYTES: u64 = 16 << 20;
+    /// Documents in one file.
+    pub const MAX_DOCUMENTS: usize = 10_000;
+}
+
+/// Reads a config directory, remembering each file's last good content (and, with a state
+/// directory, keeping it across restarts).
 #[derive(Debug)]
 pub struct FileProvider {
     dir: PathBuf,
     files: BTreeMap<PathBuf, FileEntry>,
     tracked: HashMap<(Kind, ObjectKey), Tracked>,
+    state: Option<crate::state::StateDir>,
 }
 
 impl FileProvider {
@@ -114,7 +128,35 @@ impl FileProvider {
             dir: dir.into(),
             files: BTreeMap::new(),
             tracked: HashMap::new(),
+            state: None,
         }
+    }
+
+    /// A provider that keeps each file's last good content, and each object's generation and
+    /// creation time, in `state_dir` too: after a restart, a file that does not parse still
+    /// contributes its last good content, and route precedence (by creation time) holds.
+    pub fn with_state_dir(dir: impl Into<PathBuf>, state_dir: &Path) -> std::io::Result<Self> {
+        let state = crate::state::StateDir::open(state_dir)?;
+        let tracked = state
+            .read_objects()
+            .into_iter()
+            .map(|(kind, key, generation, created, spec_hash)| {
+                (
+                    (kind, key),
+                    Tracked {
+                        spec_hash,
+                        generation,
+                        created,
+                    },
+                )
+            })
+            .collect();
+        Ok(Self {
+            dir: dir.into(),
+            files: BTreeMap::new(),
+            tracked,
+            state: Some(state),
+        })
     }
 
     /// The directory read.
@@ -125,58 +167,85 @@ impl FileProvider {
     /// Reads the directory (re-parsing only files whose content changed) and returns the
     /// objects in force.
     pub fn load(&mut self) -> Load {
+        self.load_deferring(&BTreeSet::new())
+    }
+
+    /// Like [`FileProvider::load`], except that the files in `deferred` (being written) keep
+    /// the content they had: a half-written file is never applied.
+    pub fn load_deferring(&mut self, deferred: &BTreeSet<PathBuf>) -> Load {
         let mut diagnostics = Vec::new();
-        let mut paths = Vec::new();
-        if let Err(e) = collect_yaml(&self.dir, &mut paths) {
-            diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                file: self.dir.display().to_string(),
-                document: None,
-                line: None,
-                object: None,
-                message: format!(
-                    "cannot read the config directory: {e}; keeping the last good configuration"
-                ),
-            });
-            // Keep everything as it was.
-            paths = self.files.keys().cloned().collect();
-        }
+        let mut paths = match collect_yaml(&self.dir, &mut diagnostics) {
+            Ok(paths) => paths,
+            Err(e) => {
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    file: self.dir.display().to_string(),
+                    document: None,
+                    line: None,
+                    object: None,
+                    message: format!(
+                        "cannot read the config directory: {e}; keeping the last good configuration"
+                    ),
+                });
+                // Keep everything as it was.
+                self.files.keys().cloned().collect()
+            }
+        };
         paths.sort();
         let mut seen = BTreeMap::new();
         for path in &paths {
-            let rel = path
-                .strip_prefix(&self.dir)
-                .unwrap_or(path)
-                .display()
-                .to_string();
-            let entry = self.files.remove(path).unwrap_or_default();
-            let entry = match std::fs::read(path) {
-                Ok(bytes) => refresh(entry, &rel, &bytes, &mut self.tracked),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => FileEntry {
-                    diagnostics: vec![Diagnostic {
-                        severity: Severity::Error,
-                        file: rel.clone(),
-                        document: None,
-                        line: None,
-                        object: None,
-                        message: format!("cannot read: {e}; keeping its last good content"),
-                    }],
-                    ..entry
-                },
+            let rel = self.relative(path);
+            let previous = self.files.remove(path);
+            if deferred.contains(path) {
+                // Being written: what it held stays (a new file contributes nothing yet).
+                if let Some(entry) = previous {
+                    seen.insert(path.clone(), entry);
+                }
+                continue;
+            }
+            let entry = previous.unwrap_or_default();
+            let entry = match read_capped(path) {
+                Ok(bytes) => {
+                    let fresh = entry.hash == [0; 32];
+                    let mut entry = refresh(entry, &rel, &bytes, &mut self.tracked);
+                    if let Some(state) = &self.state {
+                        keep_state(state, &rel, &bytes, fresh, &mut entry, &mut self.tracked);
+                    }
+                    entry
+                }
+                Err(ReadError::Gone) => continue,
+                Err(e) => {
+                    let mut entry = FileEntry {
+                        diagnostics: vec![Diagnostic {
+                            severity: Severity::Error,
+                            file: rel.clone(),
+                            document: None,
+                            line: None,
+                            object: None,
+                            message: format!("{e}; keeping its last good content"),
+                        }],
+                        ..entry
+                    };
+                    if entry.good.is_empty()
+                        && let Some(state) = &self.state
+                    {
+                        restore(state, &rel, &mut entry, &mut self.tracked);
+                    }
+                    entry
+                }
             };
             seen.insert(path.clone(), entry);
+        }
+        if let Some(state) = &self.state {
+            let kept: BTreeSet<String> = seen.keys().map(|p| self.relative(p)).collect();
+            state.forget_files_except(&kept);
         }
         self.files = seen;
         // Merge: first definition wins.
         let mut input = InputSet::default();
         let mut origin: HashMap<(Kind, ObjectKey), (String, usize)> = HashMap::new();
         for (path, entry) in &self.files {
-            let rel = path
-                .strip_prefix(&self.dir)
-                .unwrap_or(path)
-                .display()
-                .to_string();
+            let rel = self.relative(path);
             diagnostics.extend(entry.diagnostics.iter().cloned());
             for (document, object) in &entry.good {
                 let id = (object.kind(), object.key());
@@ -203,9 +272,159 @@ impl FileProvider {
         if self.tracked.capacity() > 4 * self.tracked.len().max(64) {
             self.tracked.shrink_to_fit();
         }
+        if let Some(state) = &self.state {
+            let mut objects: Vec<_> = self
+                .tracked
+                .iter()
+                .map(|((kind, key), t)| {
+                    (
+                        *kind,
+                        key.clone(),
+                        t.generation,
+                        t.created.clone(),
+                        t.spec_hash,
+                    )
+                })
+                .collect();
+            objects.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+            if let Err(e) = state.write_objects(&objects) {
+                tracing::warn!("cannot keep object generations in the state directory: {e}");
+            }
+        }
         diagnostics.sort();
         Load { input, diagnostics }
     }
+
+    fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.dir)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+}
+
+/// With a state directory: remembers content that parsed, or (the first time a file is read
+/// since start) brings back what it held before when it does not parse now.
+fn keep_state(
+    state: &crate::state::StateDir,
+    rel: &str,
+    bytes: &[u8],
+    fresh: bool,
+    entry: &mut FileEntry,
+    tracked: &mut HashMap<(Kind, ObjectKey), Tracked>,
+) {
+    let failed = entry
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == Severity::Error);
+    if !failed {
+        if let Err(e) = state.write_file(rel, bytes) {
+            tracing::warn!(
+                file = rel,
+                "cannot keep the file's content in the state directory: {e}"
+            );
+        }
+    } else if fresh && entry.good.is_empty() {
+        restore(state, rel, entry, tracked);
+    }
+}
+
+/// Brings back a file's last good content from the state directory (after a restart).
+fn restore(
+    state: &crate::state::StateDir,
+    rel: &str,
+    entry: &mut FileEntry,
+    tracked: &mut HashMap<(Kind, ObjectKey), Tracked>,
+) {
+    let Some(bytes) = state.read_file(rel) else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return;
+    };
+    let mut objects = Vec::new();
+    for doc in parse_documents(text) {
+        match doc {
+            ParsedDocument::Object {
+                document, object, ..
+            } => objects.push((document, *object)),
+            ParsedDocument::Skipped { .. } => {}
+            ParsedDocument::Invalid { .. } => return,
+        }
+    }
+    for (_, object) in &mut objects {
+        stamp(object, tracked);
+    }
+    entry.good = objects;
+    let count = entry.good.len();
+    let mut noted = false;
+    for d in &mut entry.diagnostics {
+        if d.message.starts_with("file not applied") {
+            d.message = format!(
+                "file not applied: its last good content from before the control plane restarted \
+                 ({count} objects) stays in force until it is fixed"
+            );
+            noted = true;
+        }
+    }
+    if !noted {
+        entry.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: rel.to_string(),
+            document: None,
+            line: None,
+            object: None,
+            message: format!(
+                "its last good content from before the control plane restarted ({count} objects) \
+                 stays in force"
+            ),
+        });
+    }
+}
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// It is gone (deleted between listing and reading).
+    #[error("gone")]
+    Gone,
+    /// A FIFO, socket or device named like a YAML file.
+    #[error("not a regular file")]
+    NotAFile,
+    /// Over [`limits::MAX_FILE_BYTES`].
+    #[error("larger than {} bytes", limits::MAX_FILE_BYTES)]
+    TooLarge,
+    /// The operating system's error.
+    #[error("cannot read: {0}")]
+    Io(std::io::Error),
+}
+
+/// Reads a regular file of at most [`limits::MAX_FILE_BYTES`].
+fn read_capped(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ReadError::Gone
+        } else {
+            ReadError::Io(e)
+        }
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(ReadError::NotAFile);
+    }
+    if meta.len() > limits::MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(limits::MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limits::MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
 }
 
 /// Fills `metadata.generation` and `metadata.creationTimestamp` where a file leaves them out,
@@ -260,7 +479,23 @@ fn refresh(
     };
     let mut objects = Vec::new();
     let mut failed = false;
-    for doc in parse_documents(text) {
+    let documents = parse_documents(text);
+    if documents.len() > limits::MAX_DOCUMENTS {
+        failed = true;
+        entry.diagnostics.push(Diagnostic {
+            severity: Severity::Error,
+            file: rel.to_string(),
+            document: None,
+            line: None,
+            object: None,
+            message: format!(
+                "{} documents, more than the {} a file may hold",
+                documents.len(),
+                limits::MAX_DOCUMENTS
+            ),
+        });
+    }
+    for doc in documents.into_iter().take(limits::MAX_DOCUMENTS) {
         match doc {
             ParsedDocument::Object {
                 document, object, ..
@@ -323,22 +558,124 @@ fn refresh(
     entry
 }
 
-/// Collects YAML files under `dir`, skipping hidden entries.
-fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+/// Collects YAML files under `dir` (hidden entries skipped), following directory symlinks
+/// once each: a directory reached again (a symlink loop) is reported and not read again, and
+/// so are levels below [`limits::MAX_DEPTH`] and files past [`limits::MAX_FILES`].
+fn collect_yaml(dir: &Path, diagnostics: &mut Vec<Diagnostic>) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut visited = BTreeSet::new();
+    if let Some(id) = dir_id(dir) {
+        visited.insert(id);
+    }
+    let mut capped = false;
+    walk(
+        dir,
+        dir,
+        0,
+        &mut visited,
+        &mut out,
+        &mut capped,
+        diagnostics,
+    )?;
+    Ok(out)
+}
+
+/// The identity of a directory (device and inode), whatever path reaches it.
+fn dir_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        path.canonicalize()
+            .ok()
+            .map(|p| (0, Sha256::digest(p.to_string_lossy().as_bytes())[0] as u64))
+    }
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    depth: usize,
+    visited: &mut BTreeSet<(u64, u64)>,
+    out: &mut Vec<PathBuf>,
+    capped: &mut bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> std::io::Result<()> {
+    let problem = |severity: Severity, path: &Path, message: String| Diagnostic {
+        severity,
+        file: path
+            .strip_prefix(root)
+            .unwrap_or(path)
+            .display()
+            .to_string(),
+        document: None,
+        line: None,
+        object: None,
+        message,
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
         let name = entry.file_name();
         if name.to_string_lossy().starts_with('.') {
             continue;
         }
         let path = entry.path();
         let file_type = entry.file_type()?;
-        if file_type.is_dir() || (file_type.is_symlink() && path.is_dir()) {
-            collect_yaml(&path, out)?;
+        let is_dir = file_type.is_dir() || (file_type.is_symlink() && path.is_dir());
+        if is_dir {
+            if depth + 1 > limits::MAX_DEPTH {
+                diagnostics.push(problem(
+                    Severity::Warning,
+                    &path,
+                    format!(
+                        "more than {} directory levels deep; not read",
+                        limits::MAX_DEPTH
+                    ),
+                ));
+                continue;
+            }
+            match dir_id(&path) {
+                Some(id) if !visited.insert(id) => {
+                    diagnostics.push(problem(
+                        Severity::Warning,
+                        &path,
+                        "a directory already read (a symlink loop or a second link to it); not read again".to_string(),
+                    ));
+                    continue;
+                }
+                None => continue,
+                Some(_) => {}
+            }
+            // A subdirectory that cannot be read is reported; the rest is read.
+            if let Err(e) = walk(root, &path, depth + 1, visited, out, capped, diagnostics) {
+                diagnostics.push(problem(
+                    Severity::Error,
+                    &path,
+                    format!("cannot read the directory: {e}"),
+                ));
+            }
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
             Some("yaml") | Some("yml")
         ) {
+            if out.len() >= limits::MAX_FILES {
+                if !*capped {
+                    *capped = true;
+                    diagnostics.push(problem(
+                        Severity::Error,
+                        &path,
+                        format!(
+                            "more than {} YAML files; this one and the rest are not read",
+                            limits::MAX_FILES
+                        ),
+                    ));
+                }
+                continue;
+            }
             out.push(path);
         }
     }
@@ -368,22 +705,64 @@ pub fn change_window(last_load: Option<tokio::time::Instant>, debounce: Duration
 /// waiting out the window. Changes that keep coming within `debounce` of the last load are
 /// coalesced: applied once none came for `debounce`, and at the latest after ten windows (at
 /// least one second), so a burst costs at most two loads however long it is.
+///
+/// A file being written (modified, and not closed since) keeps its previous content until the
+/// writer closes it, or until [`OPEN_WRITE_LIMIT`] passes without another change to it: a
+/// file written in pieces, or truncated before it is rewritten, is never applied half-written.
 pub fn watch(
     dir: PathBuf,
     debounce: Duration,
 ) -> Result<tokio_watch::Receiver<Arc<Load>>, notify::Error> {
+    watch_with(dir, debounce, None)
+}
+
+/// How long a file that was modified and not closed keeps its previous content.
+pub const OPEN_WRITE_LIMIT: Duration = Duration::from_secs(2);
+
+/// What a file-system event says about a path.
+enum Change {
+    /// Written to, and possibly still open for writing.
+    Written(Vec<PathBuf>),
+    /// Closed after writing, removed, or moved into place: complete.
+    Settled(Vec<PathBuf>),
+    /// A timer: nothing new, only time passed.
+    Tick,
+}
+
+/// [`watch`], keeping state in `state_dir` too (see [`FileProvider::with_state_dir`]).
+pub fn watch_with(
+    dir: PathBuf,
+    debounce: Duration,
+    state_dir: Option<PathBuf>,
+) -> Result<tokio_watch::Receiver<Arc<Load>>, notify::Error> {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
     use notify::{RecursiveMode, Watcher};
-    let mut provider = FileProvider::new(dir.clone());
+    // Paths reported by the watcher and paths read from the directory must agree.
+    let dir = dir.canonicalize().map_err(notify::Error::io)?;
+    let mut provider = match &state_dir {
+        Some(state) => {
+            FileProvider::with_state_dir(dir.clone(), state).map_err(notify::Error::io)?
+        }
+        None => FileProvider::new(dir.clone()),
+    };
     let first = provider.load();
     log_diagnostics(&first.diagnostics, &[]);
     let (tx, rx) = tokio_watch::channel(Arc::new(first));
-    let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<Change>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(e) = event
-            && !e.kind.is_access()
-        {
-            let _ = event_tx.send(());
-        }
+        let Ok(e) = event else {
+            let _ = event_tx.send(Change::Settled(Vec::new()));
+            return;
+        };
+        let change = match e.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Change::Settled(e.paths),
+            EventKind::Access(_) => return,
+            EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => {
+                Change::Written(e.paths)
+            }
+            _ => Change::Settled(e.paths),
+        };
+        let _ = event_tx.send(change);
     })?;
     watcher.watch(&dir, RecursiveMode::Recursive)?;
     tokio::spawn(async move {
@@ -391,7 +770,19 @@ pub fn watch(
         let _watcher = watcher;
         // When the last load was applied (none yet: quiet).
         let mut last_load: Option<tokio::time::Instant> = None;
-        while event_rx.recv().await.is_some() {
+        // Files being written, and when they last changed.
+        let mut writing: BTreeMap<PathBuf, tokio::time::Instant> = BTreeMap::new();
+        loop {
+            // The next event, or the moment a file being written is taken as it is.
+            let expiry = writing.values().min().map(|at| *at + OPEN_WRITE_LIMIT);
+            let change = tokio::select! {
+                change = event_rx.recv() => match change {
+                    Some(change) => change,
+                    None => return,
+                },
+                () = sleep_until(expiry) => Change::Tick,
+            };
+            note(&mut writing, change);
             let window = change_window(last_load, debounce);
             // Wait until no event arrived for `window`, but not forever while files keep
             // changing.
@@ -401,13 +792,23 @@ pub fn watch(
                 let wait =
                     window.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
                 match tokio::time::timeout(wait, event_rx.recv()).await {
-                    Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+                    Ok(Some(change)) if tokio::time::Instant::now() < deadline => {
+                        note(&mut writing, change);
+                        continue;
+                    }
+                    Ok(Some(change)) => {
+                        note(&mut writing, change);
+                        break;
+                    }
                     Ok(None) => return,
-                    _ => break,
+                    Err(_) => break,
                 }
             }
+            let now = tokio::time::Instant::now();
+            writing.retain(|_, at| now.duration_since(*at) < OPEN_WRITE_LIMIT);
+            let deferred: BTreeSet<PathBuf> = writing.keys().cloned().collect();
             let previous = tx.borrow().clone();
-            let next = provider.load();
+            let next = provider.load_deferring(&deferred);
             last_load = Some(tokio::time::Instant::now());
             if next == *previous {
                 continue;
@@ -420,6 +821,30 @@ pub fn watch(
         }
     });
     Ok(rx)
+}
+
+/// Records what an event says about the files being written.
+fn note(writing: &mut BTreeMap<PathBuf, tokio::time::Instant>, change: Change) {
+    match change {
+        Change::Written(paths) => {
+            for path in paths {
+                writing.insert(path, tokio::time::Instant::now());
+            }
+        }
+        Change::Settled(paths) => {
+            for path in paths {
+                writing.remove(&path);
+            }
+        }
+        Change::Tick => {}
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Logs diagnostics that are new since the previous load.

@@ -12,6 +12,9 @@
 
 pub mod file;
 mod parse;
+pub mod state;
 
-pub use file::{Diagnostic, FileProvider, Load, SETTLE, Severity, change_window, watch};
-pub use parse::{ParsedDocument, parse_documents};
+pub use file::{
+    Diagnostic, FileProvider, Load, SETTLE, Severity, change_window, watch, watch_with,
+};
+pub use parse::{ParsedDocument, is_dns_label, is_dns_subdomain, parse_documents};

@@ -222,6 +222,7 @@ fn parse_document(document: usize, line: usize, doc: &str) -> ParsedDocument {
         let mut failed_at = None;
         if let Ok(object) = typed(kind, doc, &mut failed_at)
             && !object.metadata().name.as_deref().unwrap_or("").is_empty()
+            && validate(&object).is_ok()
         {
             return ParsedDocument::Object {
                 document,
@@ -284,11 +285,96 @@ fn parse_document_slowly(document: usize, line: usize, doc: &str) -> ParsedDocum
             return invalid(error_line(&e, line), Some(described), message);
         }
     };
+    if let Err(message) = validate(&object) {
+        return invalid(line, Some(described), message);
+    }
     ParsedDocument::Object {
         document,
         line,
         object: Box::new(normalize(object)),
     }
+}
+
+/// What the API server would refuse that the types let through: names that are not DNS names
+/// (they also become parts of file paths and Envoy resource names), and endpoint addresses
+/// that are not IP addresses.
+fn validate(object: &Object) -> Result<(), String> {
+    let meta = object.metadata();
+    let name = meta.name.as_deref().unwrap_or_default();
+    let kind = object.kind();
+    let name_ok = match kind {
+        // Service and Namespace names are DNS labels (a Service's also starts with a letter).
+        Kind::Service => is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase()),
+        Kind::Namespace => is_dns_label(name),
+        _ => is_dns_subdomain(name),
+    };
+    if !name_ok {
+        return Err(format!(
+            "metadata.name: {name:?} is not a valid {} name ({})",
+            kind.name(),
+            if matches!(kind, Kind::Service | Kind::Namespace) {
+                "at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+            } else {
+                "at most 253 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+            }
+        ));
+    }
+    if let Some(namespace) = meta.namespace.as_deref()
+        && !namespace.is_empty()
+        && !is_dns_label(namespace)
+    {
+        return Err(format!(
+            "metadata.namespace: {namespace:?} is not a valid namespace name (at most 63 \
+             lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        ));
+    }
+    if let Object::EndpointSlice(slice) = object
+        && (slice.address_type == "IPv4" || slice.address_type == "IPv6")
+    {
+        for (i, endpoint) in slice.endpoints.iter().enumerate() {
+            for (j, address) in endpoint.addresses.iter().enumerate() {
+                let ip = address.parse::<std::net::IpAddr>();
+                let matches = match &ip {
+                    Ok(std::net::IpAddr::V4(_)) => slice.address_type == "IPv4",
+                    Ok(std::net::IpAddr::V6(_)) => slice.address_type == "IPv6",
+                    Err(_) => false,
+                };
+                if !matches {
+                    return Err(format!(
+                        "endpoints[{i}].addresses[{j}]: {address:?} is not an {} address",
+                        slice.address_type
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label: 1 to 63 lowercase letters, digits and '-', starting and ending with a
+/// letter or digit.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// A DNS-1123 subdomain: at most 253 characters of labels joined by dots (each label of
+/// lowercase letters, digits and '-', starting and ending with a letter or digit).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Deserializes a document, noting the path of the field that failed.
@@ -370,6 +456,71 @@ pub(crate) fn now() -> trellis_model::core::Time {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_are_not_dns_names_are_reported() {
+        let doc = |kind: &str, api: &str, name: &str, namespace: &str| {
+            format!(
+                "apiVersion: {api}\nkind: {kind}\nmetadata:\n  name: {name:?}\n  namespace: {namespace:?}\nspec: {{}}\n"
+            )
+        };
+        for (kind, api, name, namespace) in [
+            (
+                "HTTPRoute",
+                "gateway.networking.k8s.io/v1",
+                "web/rule/0",
+                "apps",
+            ),
+            (
+                "HTTPRoute",
+                "gateway.networking.k8s.io/v1",
+                "../../x",
+                "apps",
+            ),
+            ("HTTPRoute", "gateway.networking.k8s.io/v1", "Web", "apps"),
+            ("HTTPRoute", "gateway.networking.k8s.io/v1", "web", "/etc/x"),
+            ("HTTPRoute", "gateway.networking.k8s.io/v1", "web", "a.b"),
+            ("Service", "v1", "1st", "apps"),
+            ("Service", "v1", "a.b", "apps"),
+        ] {
+            let text = doc(kind, api, name, namespace);
+            let parsed = parse_documents(&text);
+            let [ParsedDocument::Invalid { message, .. }] = parsed.as_slice() else {
+                panic!("{kind} {namespace}/{name}: {parsed:?}");
+            };
+            assert!(message.contains("is not a valid"), "{message}");
+        }
+        let fine = doc(
+            "HTTPRoute",
+            "gateway.networking.k8s.io/v1",
+            "web.v2-1",
+            "apps",
+        );
+        assert!(matches!(
+            parse_documents(&fine).as_slice(),
+            [ParsedDocument::Object { .. }]
+        ));
+    }
+
+    #[test]
+    fn endpoint_addresses_must_be_addresses_of_the_slice_type() {
+        let slice = |address: &str| {
+            format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s, namespace: a}}\naddressType: IPv4\nendpoints: [{{addresses: [\"{address}\"]}}]\n"
+            )
+        };
+        assert!(matches!(
+            parse_documents(&slice("10.0.0.1")).as_slice(),
+            [ParsedDocument::Object { .. }]
+        ));
+        for bad in ["not-an-ip", "fd00::1", "10.0.0.256"] {
+            let parsed = parse_documents(&slice(bad));
+            let [ParsedDocument::Invalid { message, .. }] = parsed.as_slice() else {
+                panic!("{bad}: {parsed:?}");
+            };
+            assert!(message.contains("is not an IPv4 address"), "{message}");
+        }
+    }
 
     #[test]
     fn documents_keep_their_line_numbers() {

@@ -236,3 +236,196 @@ async fn a_lone_change_is_applied_at_once_and_the_changes_after_it_wait_out_the_
         .unwrap();
     assert!(rx.borrow().input.http_routes.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_two_chunks_is_applied_once_whole() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("gw.yaml"), GATEWAY).unwrap();
+    let mut rx = watch(dir.path().to_path_buf(), Duration::from_millis(20)).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = {
+        let seen = seen.clone();
+        let mut rx = rx.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let routes = rx.borrow_and_update().input.http_routes.len();
+                seen.lock().unwrap().push(routes);
+            }
+        })
+    };
+    // The first route, a pause far longer than the debounce with the file still open, then
+    // the second.
+    let second = ROUTE.replace("name: r\n", "name: r2\n");
+    let mut file = fs::File::create(dir.path().join("routes.yaml")).unwrap();
+    file.write_all(format!("{ROUTE}---\n").as_bytes()).unwrap();
+    file.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    file.write_all(second.as_bytes()).unwrap();
+    drop(file);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if rx.borrow_and_update().input.http_routes.len() == 2 {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+        }
+    })
+    .await
+    .expect("the whole file was applied");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        !seen.contains(&1),
+        "a load with only the first half of the file was published: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_file_is_not_applied_empty_while_it_is_rewritten() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("gw.yaml"), GATEWAY).unwrap();
+    fs::write(dir.path().join("r.yaml"), ROUTE).unwrap();
+    let mut rx = watch(dir.path().to_path_buf(), Duration::from_millis(20)).unwrap();
+    assert_eq!(rx.borrow_and_update().input.http_routes.len(), 1);
+    // `cat > r.yaml`: truncated at open, written a while later.
+    let mut file = fs::File::create(dir.path().join("r.yaml")).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        rx.borrow().input.http_routes.len(),
+        1,
+        "the truncated file was applied"
+    );
+    file.write_all(ROUTE.replace("a.example.com", "b.example.com").as_bytes())
+        .unwrap();
+    drop(file);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let hosts = rx.borrow_and_update().input.http_routes[&ObjectKey::new("apps", "r")]
+                .spec
+                .hostnames
+                .clone();
+            if hosts == ["b.example.com"] {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+        }
+    })
+    .await
+    .expect("the rewritten file was applied");
+}
+
+#[test]
+fn symlink_loops_are_reported_and_loading_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("sub")).unwrap();
+    fs::write(dir.path().join("sub/gw.yaml"), GATEWAY).unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("sub/loop-a")).unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("sub/loop-b")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("sub"), dir.path().join("again")).unwrap();
+    let started = std::time::Instant::now();
+    let load = FileProvider::new(dir.path()).load();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(load.input.gateways.len(), 1);
+    let loops: Vec<_> = load
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("already read"))
+        .collect();
+    assert_eq!(loops.len(), 3, "{:?}", load.diagnostics);
+    assert!(
+        !load
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("duplicate")),
+        "{:?}",
+        load.diagnostics
+    );
+}
+
+#[test]
+fn fifos_and_oversized_files_are_reported_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("gw.yaml"), GATEWAY).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("pipe.yaml"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let big = fs::File::create(dir.path().join("big.yaml")).unwrap();
+    big.set_len(trellis_sources::file::limits::MAX_FILE_BYTES + 1)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let load = FileProvider::new(dir.path()).load();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(load.input.gateways.len(), 1);
+    let about = |file: &str| {
+        load.diagnostics
+            .iter()
+            .find(|d| d.file == file)
+            .map(|d| d.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        about("pipe.yaml").contains("not a regular file"),
+        "{:?}",
+        load.diagnostics
+    );
+    assert!(
+        about("big.yaml").contains("larger than"),
+        "{:?}",
+        load.diagnostics
+    );
+}
+
+#[test]
+fn a_file_broken_before_a_restart_keeps_its_objects_and_their_age_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("gw.yaml"), GATEWAY).unwrap();
+    fs::write(dir.path().join("r.yaml"), ROUTE).unwrap();
+    let key = ObjectKey::new("apps", "r");
+    let before = FileProvider::with_state_dir(dir.path(), state.path())
+        .unwrap()
+        .load();
+    let created = before.input.http_routes[&key]
+        .metadata
+        .creation_timestamp
+        .clone();
+    // Broken while the control plane is down.
+    fs::write(
+        dir.path().join("r.yaml"),
+        ROUTE.replace("hostnames: [", "hostnames: [["),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let after = FileProvider::with_state_dir(dir.path(), state.path())
+        .unwrap()
+        .load();
+    let route = &after.input.http_routes[&key];
+    assert_eq!(route.spec.hostnames, ["a.example.com"]);
+    assert_eq!(route.metadata.creation_timestamp, created, "its age holds");
+    assert!(
+        after
+            .diagnostics
+            .iter()
+            .any(|d| d.file == "r.yaml" && d.message.contains("before the control plane restarted")),
+        "{:?}",
+        after.diagnostics
+    );
+    // Without the state directory, a restart loses it.
+    let forgetful = FileProvider::new(dir.path()).load();
+    assert!(forgetful.input.http_routes.is_empty());
+    // A file removed is forgotten.
+    fs::remove_file(dir.path().join("r.yaml")).unwrap();
+    FileProvider::with_state_dir(dir.path(), state.path())
+        .unwrap()
+        .load();
+    fs::write(dir.path().join("r.yaml"), "kind: [\n").unwrap();
+    let recreated = FileProvider::with_state_dir(dir.path(), state.path())
+        .unwrap()
+        .load();
+    assert!(recreated.input.http_routes.is_empty());
+}

@@ -96,6 +96,47 @@ impl LastGood {
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
     }
+
+    /// The remembered specs as JSON, to keep across restarts of the control plane:
+    /// `[{kind, namespace, name, generation, spec}]`, sorted.
+    pub fn to_json(&self) -> Value {
+        Value::Array(
+            self.specs
+                .iter()
+                .map(|((kind, key), good)| {
+                    json!({
+                        "kind": kind.name(),
+                        "namespace": key.namespace,
+                        "name": key.name,
+                        "generation": good.generation,
+                        "spec": good.spec,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Reads what [`LastGood::to_json`] wrote; entries that do not read are left out. The
+    /// specs are checked again before they are used, like any spec.
+    pub fn from_json(value: &Value) -> LastGood {
+        let specs = value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let kind = Kind::ALL
+                    .into_iter()
+                    .find(|k| Some(k.name()) == entry["kind"].as_str())?;
+                let key = ObjectKey::new(entry["namespace"].as_str()?, entry["name"].as_str()?);
+                let good = GoodSpec {
+                    generation: entry["generation"].as_i64(),
+                    spec: entry.get("spec")?.clone(),
+                };
+                Some(((kind, key), good))
+            })
+            .collect();
+        LastGood { specs }
+    }
 }
 
 /// The modules the configuration may use: those WasmFilters name in their current specs and
@@ -1047,6 +1088,11 @@ spec:
             accepted.message
         );
         assert_eq!(second.last_good, first.last_good);
+        // Kept across a restart: what was written reads back the same.
+        assert_eq!(
+            LastGood::from_json(&first.last_good.to_json()),
+            first.last_good
+        );
     }
 
     #[test]

@@ -60,6 +60,12 @@ pub struct ServeArgs {
     /// Write each object's status as YAML under this directory.
     #[arg(long, env = "TRELLIS_STATUS_DIR")]
     pub status_dir: Option<PathBuf>,
+    /// Keep what must survive a restart here: the last good content of every config file and
+    /// each object's generation and creation time (file mode), the last valid spec of every
+    /// policy, and verified Wasm modules. Without it, a restart forgets them: a broken file
+    /// then contributes nothing and an invalid policy is not applied.
+    #[arg(long, env = "TRELLIS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// The window (milliseconds) that coalesces bursts of changes (files, objects in the API).
     /// A change after this long without one is applied after a 10 ms settle; changes that
     /// follow within the window are gathered and applied together once it passes.
@@ -226,6 +232,45 @@ pub fn resolve_node(node: &Node) -> Result<String, String> {
     }
 }
 
+/// The state directory (`--state-dir`): what must survive a restart.
+///
+/// ```text
+///  STATE/config/     the file provider's last good files and object generations
+///  STATE/policies.json  the last valid spec of every policy
+///  STATE/modules/    verified Wasm modules, with the sources that delivered them
+/// ```
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    fn open(dir: &std::path::Path) -> std::io::Result<StateDir> {
+        std::fs::create_dir_all(dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(StateDir {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn read_policies(&self) -> LastGood {
+        std::fs::read(self.dir.join("policies.json"))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .map(|value| LastGood::from_json(&value))
+            .unwrap_or_default()
+    }
+
+    fn write_policies(&self, last_good: &LastGood) -> std::io::Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(&last_good.to_json()).map_err(std::io::Error::other)?;
+        trellis_sources::state::write_atomically(&self.dir.join("policies.json"), &bytes)
+    }
+}
+
 /// ADS streams one xDS connection may carry at once.
 const XDS_STREAMS_PER_CONNECTION: u32 = 16;
 
@@ -293,10 +338,28 @@ pub fn check_source(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     check_source(&args)?;
-    if let Some(dir) = &args.config_dir
-        && !dir.is_dir()
-    {
-        anyhow::bail!("--config-dir {} is not a directory", dir.display());
+    if let Some(dir) = &args.config_dir {
+        if !dir.is_dir() {
+            anyhow::bail!("--config-dir {} is not a directory", dir.display());
+        }
+        // Files written there would be read back as configuration.
+        let config = dir.canonicalize()?;
+        for (flag, other) in [
+            ("--status-dir", &args.status_dir),
+            ("--state-dir", &args.state_dir),
+        ] {
+            if let Some(other) = other {
+                std::fs::create_dir_all(other)
+                    .with_context(|| format!("cannot create {flag} {}", other.display()))?;
+                if other.canonicalize()?.starts_with(&config) {
+                    anyhow::bail!(
+                        "{flag} {} is inside --config-dir {}: give it a directory of its own",
+                        other.display(),
+                        dir.display()
+                    );
+                }
+            }
+        }
     }
     let (writer, cache) = snapshot_cache();
     let state = Arc::new(AdminState::default());
@@ -345,7 +408,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
 
-    let store = ModuleStore::start(args.modules.config(None)?).with_context(|| {
+    let state_dir = match &args.state_dir {
+        Some(dir) => Some(
+            StateDir::open(dir)
+                .with_context(|| format!("cannot use --state-dir {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let module_cache = state_dir.as_ref().map(|s| s.dir.join("modules"));
+    let store = ModuleStore::start(args.modules.config(module_cache)?).with_context(|| {
         format!(
             "cannot use --module-dir {}",
             args.modules
@@ -391,8 +462,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let file_loads = match (&args.config_dir, &kube) {
         (Some(dir), None) => Some(
-            trellis_sources::watch(dir.clone(), debounce)
-                .context("cannot watch the config directory")?,
+            trellis_sources::watch_with(
+                dir.clone(),
+                debounce,
+                state_dir.as_ref().map(|s| s.dir.join("config")),
+            )
+            .context("cannot watch the config directory")?,
         ),
         _ => None,
     };
@@ -469,7 +544,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             loads,
             writer,
             state.clone(),
-            args.status_dir.clone(),
+            Dirs {
+                status: args.status_dir.clone(),
+                state: state_dir,
+            },
             args.gateway_address_pool,
             hooks,
             modules,
@@ -564,11 +642,17 @@ struct Modules {
     options: ModuleOptions,
 }
 
+/// Where the control loop writes: status files, and the state that survives restarts.
+struct Dirs {
+    status: Option<PathBuf>,
+    state: Option<StateDir>,
+}
+
 async fn control_loop(
     mut loads: tokio::sync::watch::Receiver<Arc<Load>>,
     writer: SnapshotWriter,
     state: Arc<AdminState>,
-    status_dir: Option<PathBuf>,
+    dirs: Dirs,
     pool: Option<IpNet>,
     hooks: Option<StatusHooks>,
     mut modules: Modules,
@@ -576,7 +660,7 @@ async fn control_loop(
     let mut peer_changes = hooks.as_ref().map(StatusHooks::peer_changes);
     let mut status = StatusPublisher {
         tracker: StatusTracker::default(),
-        writer: status_dir.map(StatusWriter::new),
+        writer: dirs.status.map(StatusWriter::new),
         state: state.clone(),
         hooks,
     };
@@ -587,8 +671,19 @@ async fn control_loop(
     let mut sync_changes = state.registry.subscribe();
     let mut module_changes = modules.store.changes();
     let mut resources = trellis_translate::xds::ResourceCache::default();
-    // The last valid spec of every policy: an invalid change leaves the previous one in force.
-    let mut last_good = LastGood::default();
+    // The last valid spec of every policy: an invalid change leaves the previous one in force
+    // (across restarts too, with a state directory).
+    let state_dir = dirs.state;
+    let mut last_good = state_dir
+        .as_ref()
+        .map(StateDir::read_policies)
+        .unwrap_or_default();
+    if !last_good.is_empty() {
+        info!(
+            policies = last_good.len(),
+            "last valid policy specs read from the state directory"
+        );
+    }
     loop {
         let load = loads.borrow_and_update().clone();
         // Modules are read and fetched by the store's worker: a new one is reported as not
@@ -606,6 +701,12 @@ async fn control_loop(
             last_good: std::mem::take(&mut last_good),
         };
         let translation = translate(&load.input, &options);
+        if let Some(state) = &state_dir
+            && translation.last_good != options.last_good
+            && let Err(e) = state.write_policies(&translation.last_good)
+        {
+            warn!("cannot keep the last valid policy specs in the state directory: {e}");
+        }
         last_good = translation.last_good.clone();
         // Modules the last valid specs keep in force are wanted too.
         modules.store.want(wanted_modules(&load.input, &last_good));

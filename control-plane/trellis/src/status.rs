@@ -202,24 +202,34 @@ impl StatusWriter {
         }
     }
 
-    fn path(&self, o: &StatusObject) -> PathBuf {
+    /// Where an object's status goes: `DIR/<plural>/<namespace>/<name>.yaml`; `None` for names
+    /// that are not DNS names (the sources refuse those; this keeps every write inside `DIR`
+    /// whatever arrives).
+    fn path(&self, o: &StatusObject) -> Option<PathBuf> {
         let plural = Kind::ALL
             .into_iter()
             .find(|k| k.name() == o.kind)
-            .map(Kind::plural)
-            .unwrap_or("httproutes");
+            .map(Kind::plural)?;
         let mut p = self.dir.join(plural);
         if let Some(ns) = &o.metadata.namespace {
+            if !trellis_sources::is_dns_label(ns) {
+                return None;
+            }
             p = p.join(ns);
         }
-        p.join(format!("{}.yaml", o.metadata.name))
+        if !trellis_sources::is_dns_subdomain(&o.metadata.name) {
+            return None;
+        }
+        Some(p.join(format!("{}.yaml", o.metadata.name)))
     }
 
     /// Brings the directory in line with `report`.
     pub fn write(&mut self, report: &StatusReport) -> anyhow::Result<()> {
         let mut live = BTreeSet::new();
         for object in &report.objects {
-            let path = self.path(object);
+            let Some(path) = self.path(object) else {
+                continue;
+            };
             let text = serde_saphyr::to_string(object).with_context(|| {
                 format!(
                     "cannot render status of {} {}",
@@ -422,5 +432,55 @@ fn detail_ok(o: &StatusObject) -> String {
             format!("{n} parent(s)")
         }
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn object(namespace: &str, name: &str) -> StatusObject {
+        StatusObject {
+            api_version: "gateway.networking.k8s.io/v1".into(),
+            kind: "HTTPRoute".into(),
+            metadata: StatusMetadata {
+                name: name.into(),
+                namespace: Some(namespace.into()),
+                generation: Some(1),
+            },
+            status: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn status_writer_never_writes_outside_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("status");
+        let mut writer = StatusWriter::new(dir.clone());
+        let report = StatusReport {
+            objects: vec![
+                object(&tmp.path().join("outside").display().to_string(), "x"),
+                object("apps", "../../escaped"),
+                object("apps", "web/rule/0"),
+                object("apps", "fine"),
+            ],
+            ..StatusReport::default()
+        };
+        writer.write(&report).unwrap();
+        assert!(dir.join("httproutes/apps/fine.yaml").exists());
+        let mut everything = Vec::new();
+        let mut stack = vec![tmp.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    everything.push(p);
+                }
+            }
+        }
+        assert_eq!(everything, [dir.join("httproutes/apps/fine.yaml")]);
     }
 }

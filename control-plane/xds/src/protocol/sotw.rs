@@ -253,6 +253,16 @@ impl SotwStream {
         // Everything wanted is a resource (none kept for routes in use, none held back).
         let all_resources = wants.values().all(|w| matches!(w, Want::Resource(_)));
         let ts = self.state.types.get(&t)?;
+        // A full-state answer leaving a resource out removes it at the client. A client that
+        // came back with configuration from an earlier stream (and has not ACKed on this one)
+        // may hold what is held back here: answer once it can be sent.
+        let holdings_unknown = !ts.acked_once && !ts.acked_version.is_empty();
+        if t.sotw_full_state()
+            && holdings_unknown
+            && wants.values().any(|w| matches!(w, Want::Hold))
+        {
+            return None;
+        }
         let mut set: BTreeMap<Arc<str>, Arc<Resource>> = BTreeMap::new();
         for (name, want) in wants {
             match want {

@@ -769,6 +769,76 @@ fn sotw_reconnect_acking_an_rds_answer_without_its_route_does_not_make_the_route
 }
 
 #[test]
+fn sotw_reconnect_never_answers_lds_without_a_listener_whose_cluster_is_not_acked_yet() {
+    // A listener with a Wasm filter needs the cluster its module is fetched from. After a
+    // control-plane restart the proxy holds the listener; an LDS answer leaving it out (its
+    // cluster not ACKed on the new stream yet) would remove it, and the port would refuse
+    // connections until it came back.
+    let wasm = cluster("trellis/wasm", 1);
+    let l = Resource::with_dependencies(
+        "l",
+        &Listener {
+            name: "l".into(),
+            ..Default::default()
+        },
+        vec![Dependency {
+            resource_type: ResourceType::Cluster,
+            name: "trellis/wasm".into(),
+        }],
+    );
+    let mut s = SotwStream::new(snap(&[wasm, l]));
+    assert!(
+        s.on_request(&req(ResourceType::Cluster, "c-old", "", &[]))
+            .0
+            .is_empty()
+    );
+    // LDS arrives: CDS is released and answered, LDS waits for the cluster's ACK.
+    let responses = s
+        .on_request(&req(ResourceType::Listener, "l-old", "", &[]))
+        .0;
+    for response in &responses {
+        assert!(
+            response.type_url != ResourceType::Listener.type_url()
+                || !names_in(response).is_empty(),
+            "an LDS answer without the listener the proxy holds: {responses:?}"
+        );
+    }
+    let c = responses
+        .iter()
+        .find(|r| r.type_url == ResourceType::Cluster.type_url())
+        .cloned()
+        .unwrap();
+    let after = ack(&mut s, &c, &[]);
+    let l = after
+        .iter()
+        .find(|r| r.type_url == ResourceType::Listener.type_url())
+        .expect("LDS is answered once the cluster is ACKed");
+    assert_eq!(names_in(l), ["l"]);
+    // A fresh proxy (no version) is answered at once: it holds nothing to lose.
+    let wasm = cluster("trellis/wasm", 1);
+    let l = Resource::with_dependencies(
+        "l",
+        &Listener {
+            name: "l".into(),
+            ..Default::default()
+        },
+        vec![Dependency {
+            resource_type: ResourceType::Cluster,
+            name: "trellis/wasm".into(),
+        }],
+    );
+    let mut fresh = SotwStream::new(snap(&[wasm, l]));
+    let c = only(fresh.on_request(&req(ResourceType::Cluster, "", "", &[])).0);
+    let empty = only(
+        fresh
+            .on_request(&req(ResourceType::Listener, "", "", &[]))
+            .0,
+    );
+    assert!(names_in(&empty).is_empty());
+    let _ = c;
+}
+
+#[test]
 fn sotw_reconnect_answers_cds_after_the_hold_even_without_other_requests() {
     let mut s = SotwStream::new(snap(&[cluster("a", 1)]));
     assert!(
