@@ -134,7 +134,7 @@ impl Cluster {
 
     /// What the control planes did in the API, as RBAC sees it: `(group, resource, verb)` of
     /// every request but the test's own (its server-side applies, `fieldManager=e2e`, and its
-    /// reads of single objects other than Leases).
+    /// reads of single objects other than Leases and ConfigMaps).
     fn used_permissions(&self) -> BTreeSet<(String, String, String)> {
         let mut used = BTreeSet::new();
         for r in self.server.requests() {
@@ -174,8 +174,8 @@ impl Cluster {
                 ("DELETE", true) => "delete",
                 _ => continue,
             };
-            let test_own =
-                r.query.contains("fieldManager=e2e") || (verb == "get" && resource != "leases");
+            let test_own = r.query.contains("fieldManager=e2e")
+                || (verb == "get" && resource != "leases" && resource != "configmaps");
             if !test_own {
                 used.insert((group.to_string(), resource, verb.to_string()));
             }

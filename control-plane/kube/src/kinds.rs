@@ -193,6 +193,8 @@ pub struct Permission {
     pub resource: String,
     /// The verb.
     pub verb: String,
+    /// The one object it is needed on, when it is restricted to one (`resourceNames`).
+    pub name: Option<String>,
 }
 
 /// Every permission the provider, the status writer and leader election use, sorted. The
@@ -203,6 +205,7 @@ pub fn required_permissions() -> Vec<Permission> {
         group: group.to_string(),
         resource: resource.to_string(),
         verb: verb.to_string(),
+        name: None,
     };
     let mut out = Vec::new();
     for w in &WATCHED {
@@ -226,6 +229,14 @@ pub fn required_permissions() -> Vec<Permission> {
     // Leases: the same, plus list/watch to see the other replicas.
     for verb in ["get", "list", "watch", "create", "update"] {
         out.push(p(Scope::LeaseNamespace, LEASE_GROUP, "leases", verb));
+    }
+    // The ConfigMap keeping the last valid policy specs: read at start, written (server-side
+    // apply, which creates it) by the leader. Nothing else of the namespace's ConfigMaps.
+    for verb in ["get", "patch"] {
+        out.push(Permission {
+            name: Some(crate::last_good::CONFIG_MAP.to_string()),
+            ..p(Scope::LeaseNamespace, "", "configmaps", verb)
+        });
     }
     out.sort();
     out.dedup();

@@ -20,6 +20,8 @@
 //! - [`leader`] elects the replica that writes status with a `coordination.k8s.io/v1` Lease;
 //!   [`replicas`] shares each replica's proxy sync state so the leader's `Programmed` condition
 //!   counts every proxy.
+//! - [`last_good`] keeps the last valid spec of every policy in a ConfigMap, so that a
+//!   restarted replica applies what the others apply.
 //! - [`health`] counts what goes wrong, for logs, metrics and readiness.
 //!
 //! Nothing here panics on bad input: an object that does not read becomes a diagnostic and its
@@ -29,6 +31,7 @@
 pub mod convert;
 pub mod health;
 pub mod kinds;
+pub mod last_good;
 pub mod leader;
 pub mod provider;
 pub mod replicas;

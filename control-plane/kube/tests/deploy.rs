@@ -201,10 +201,11 @@ fn granted(objects: &[Loaded]) -> BTreeSet<Permission> {
     let mut out = BTreeSet::new();
     let mut add = |scope: Scope, rules: &[k8s_openapi::api::rbac::v1::PolicyRule]| {
         for rule in rules {
-            assert!(
-                rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
-                "{rule:?}"
-            );
+            assert!(rule.non_resource_urls.is_none(), "{rule:?}");
+            let names: Vec<Option<String>> = match &rule.resource_names {
+                Some(names) => names.iter().cloned().map(Some).collect(),
+                None => vec![None],
+            };
             for group in rule.api_groups.iter().flatten() {
                 for resource in rule.resources.iter().flatten() {
                     for verb in &rule.verbs {
@@ -212,12 +213,15 @@ fn granted(objects: &[Loaded]) -> BTreeSet<Permission> {
                             group != "*" && resource != "*" && verb != "*",
                             "no wildcards: {rule:?}"
                         );
-                        out.insert(Permission {
-                            scope,
-                            group: group.clone(),
-                            resource: resource.clone(),
-                            verb: verb.clone(),
-                        });
+                        for name in &names {
+                            out.insert(Permission {
+                                scope,
+                                group: group.clone(),
+                                resource: resource.clone(),
+                                verb: verb.clone(),
+                                name: name.clone(),
+                            });
+                        }
                     }
                 }
             }

@@ -68,6 +68,10 @@ pub struct Kubernetes {
     replicas: Arc<Replicas>,
     desired: Arc<watch::Sender<Option<Arc<DesiredStatus>>>>,
     namespaces: Vec<String>,
+    /// The control plane's namespace (the Leases', and the last-good ConfigMap's).
+    namespace: String,
+    /// The last valid policy specs as JSON, for the leader to keep in the ConfigMap.
+    last_good: Arc<watch::Sender<Option<Arc<String>>>>,
 }
 
 impl Kubernetes {
@@ -105,7 +109,7 @@ impl Kubernetes {
         let replicas = replicas::spawn(
             client.clone(),
             ReplicaConfig {
-                namespace,
+                namespace: namespace.clone(),
                 group: args.leader_election_lease.clone(),
                 identity: identity.clone(),
                 lease_duration,
@@ -123,7 +127,27 @@ impl Kubernetes {
             replicas,
             desired: Arc::new(watch::channel(None).0),
             namespaces: args.watch_namespaces.clone(),
+            namespace,
+            last_good: Arc::new(watch::channel(None).0),
         })
+    }
+
+    /// The last valid policy specs the replicas kept (ConfigMap `trellis-last-good`), if the
+    /// API server answers in time.
+    pub async fn read_last_good(&self) -> Option<serde_json::Value> {
+        let read = trellis_kube::last_good::read(&self.client, &self.namespace);
+        match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(Ok(Some(text))) => serde_json::from_str(&text).ok(),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot read the last valid policy specs: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("reading the last valid policy specs timed out");
+                None
+            }
+        }
     }
 
     /// Waits for the initial sync, starts the status writer, and returns the load stream.
@@ -146,6 +170,13 @@ impl Kubernetes {
                 election.subscribe(),
                 self.health.clone(),
             );
+            trellis_kube::last_good::spawn_writer(
+                self.client.clone(),
+                self.namespace.clone(),
+                self.last_good.subscribe(),
+                election.subscribe(),
+                self.health.clone(),
+            );
         }
         provider.loads
     }
@@ -155,6 +186,7 @@ impl Kubernetes {
         StatusHooks {
             replicas: self.replicas.clone(),
             desired: self.desired.clone(),
+            last_good: self.last_good.clone(),
         }
     }
 
@@ -205,6 +237,7 @@ fn pod_owner() -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerRe
 pub struct StatusHooks {
     replicas: Arc<Replicas>,
     desired: Arc<watch::Sender<Option<Arc<DesiredStatus>>>>,
+    last_good: Arc<watch::Sender<Option<Arc<String>>>>,
 }
 
 impl StatusHooks {
@@ -221,6 +254,16 @@ impl StatusHooks {
     /// Publishes this replica's proxy reports.
     pub fn publish_local(&self, local: SyncSummary) {
         self.replicas.publish(local);
+    }
+
+    /// Hands the last valid policy specs to the leader's ConfigMap writer.
+    pub fn publish_last_good(&self, specs: &serde_json::Value) {
+        let text = Some(Arc::new(specs.to_string()));
+        self.last_good.send_if_modified(|current| {
+            let changed = *current != text;
+            *current = text;
+            changed
+        });
     }
 
     /// Hands the status report to the status writer.

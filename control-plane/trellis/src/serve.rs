@@ -533,6 +533,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let control = async {
+        // The last valid policy specs from before this process: the state directory's, else
+        // (Kubernetes) what the replicas kept in their ConfigMap.
+        let mut kept = state_dir
+            .as_ref()
+            .map(StateDir::read_policies)
+            .unwrap_or_default();
+        if kept.is_empty()
+            && let Some(kube) = &kube
+            && let Some(json) = kube.read_last_good().await
+        {
+            kept = LastGood::from_json(&json);
+        }
         // The file provider has its first load already; the Kubernetes provider waits for its
         // initial sync (the xDS and admin servers answer meanwhile; /readyz says why not ready).
         let (loads, hooks) = match (file_loads, &kube) {
@@ -544,9 +556,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             loads,
             writer,
             state.clone(),
-            Dirs {
-                status: args.status_dir.clone(),
-                state: state_dir,
+            Kept {
+                status_dir: args.status_dir.clone(),
+                state_dir,
+                last_good: kept,
             },
             args.gateway_address_pool,
             hooks,
@@ -642,17 +655,19 @@ struct Modules {
     options: ModuleOptions,
 }
 
-/// Where the control loop writes: status files, and the state that survives restarts.
-struct Dirs {
-    status: Option<PathBuf>,
-    state: Option<StateDir>,
+/// What the control loop keeps outside itself: status files, the state that survives
+/// restarts, and the last valid policy specs from before this process.
+struct Kept {
+    status_dir: Option<PathBuf>,
+    state_dir: Option<StateDir>,
+    last_good: LastGood,
 }
 
 async fn control_loop(
     mut loads: tokio::sync::watch::Receiver<Arc<Load>>,
     writer: SnapshotWriter,
     state: Arc<AdminState>,
-    dirs: Dirs,
+    kept: Kept,
     pool: Option<IpNet>,
     hooks: Option<StatusHooks>,
     mut modules: Modules,
@@ -660,7 +675,7 @@ async fn control_loop(
     let mut peer_changes = hooks.as_ref().map(StatusHooks::peer_changes);
     let mut status = StatusPublisher {
         tracker: StatusTracker::default(),
-        writer: dirs.status.map(StatusWriter::new),
+        writer: kept.status_dir.map(StatusWriter::new),
         state: state.clone(),
         hooks,
     };
@@ -673,15 +688,15 @@ async fn control_loop(
     let mut resources = trellis_translate::xds::ResourceCache::default();
     // The last valid spec of every policy: an invalid change leaves the previous one in force
     // (across restarts too, with a state directory).
-    let state_dir = dirs.state;
-    let mut last_good = state_dir
-        .as_ref()
-        .map(StateDir::read_policies)
-        .unwrap_or_default();
+    let state_dir = kept.state_dir;
+    let mut last_good = kept.last_good;
+    // Whether the last valid specs were handed on since start (the first translation always
+    // does, so that the kept copy is the current one).
+    let mut kept_once = false;
     if !last_good.is_empty() {
         info!(
             policies = last_good.len(),
-            "last valid policy specs read from the state directory"
+            "last valid policy specs from before this process are in force where needed"
         );
     }
     loop {
@@ -701,11 +716,16 @@ async fn control_loop(
             last_good: std::mem::take(&mut last_good),
         };
         let translation = translate(&load.input, &options);
-        if let Some(state) = &state_dir
-            && translation.last_good != options.last_good
-            && let Err(e) = state.write_policies(&translation.last_good)
-        {
-            warn!("cannot keep the last valid policy specs in the state directory: {e}");
+        if translation.last_good != options.last_good || !kept_once {
+            kept_once = true;
+            if let Some(state) = &state_dir
+                && let Err(e) = state.write_policies(&translation.last_good)
+            {
+                warn!("cannot keep the last valid policy specs in the state directory: {e}");
+            }
+            if let Some(hooks) = &status.hooks {
+                hooks.publish_last_good(&translation.last_good.to_json());
+            }
         }
         last_good = translation.last_good.clone();
         // Modules the last valid specs keep in force are wanted too.

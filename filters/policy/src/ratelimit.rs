@@ -1,9 +1,10 @@
 //! Local rate limiting: token buckets in proxy shared data, updated with compare-and-swap.
 //!
 //! Each [`RateLimit`] keeps one bucket per key value (client IP, principal or header value).
-//! A bucket is a 16-byte shared data entry `tokens (micro-tokens, u64 LE) | last refill (ns, u64
-//! LE)` under `trellis.policy.rl.v1/<limit>/<key>`. Shared data is proxy-wide, so every Envoy
-//! worker (each runs its own Wasm VM) reads and writes the same bucket:
+//! A bucket is a 24-byte shared data entry `key fingerprint (u64 LE) | tokens (micro-tokens,
+//! u64 LE) | last refill (ns, u64 LE)` in one of the limit's slots,
+//! `trellis.policy.rl.v2/<limit>/<slot>`. Shared data is proxy-wide, so every Envoy worker
+//! (each runs its own Wasm VM) reads and writes the same bucket:
 //!
 //! ```text
 //! worker A ──get (value, cas)──► refill by elapsed time ──take 1──► set(value, cas) ──► ok
@@ -28,9 +29,20 @@
 //! the rate admitted there is as exact. Tokens of a lease not spent in time go back to the
 //! bucket (never above its capacity) with the worker's next write to it.
 //!
-//! Proxy-wasm has no way to delete shared data, so buckets live as long as the proxy. To bound
-//! that memory, a limit counts the keys it has created (another shared entry, `.../~keys`);
-//! once `max_keys` exist, new key values share one overflow bucket (`.../~overflow`).
+//! **Slots, and keys that expire.** Proxy-wasm has no way to delete shared data, so a limit
+//! has a fixed number of slots (`max_keys`, rounded up to a multiple of [`WAYS`]) that its
+//! buckets live in, in sets of [`WAYS`]: a key's fingerprint picks its set, and its bucket is
+//! in one of the set's slots. A new key takes a slot of its set that is empty or *idle*: one
+//! whose bucket has refilled to its full burst, which is exactly the state a new key starts
+//! in, so reusing the slot changes no client's allowance. Only when every slot of the set
+//! holds a key still using its bucket does a new key share the overflow bucket
+//! (`.../~overflow`), and only until one of them goes idle: a client rotating key values can
+//! fill the sets for a moment, not for the life of the proxy.
+//!
+//! ```text
+//!  key ──fingerprint──► set f % sets ──► slots s*4 .. s*4+3
+//!          ours? take from it │ else empty or idle? take it over │ else ~overflow
+//! ```
 
 use crate::authz::RequestFacts;
 use crate::config::{LimitKey, RateLimitConfig};
@@ -50,8 +62,14 @@ pub const CREATE_CAS: u32 = u32::MAX;
 /// Default for `max_keys`.
 pub const DEFAULT_MAX_KEYS: u32 = 10_000;
 
+/// The largest `max_keys` accepted (24 MB of buckets).
+pub const MAX_MAX_KEYS: u32 = 1_000_000;
+
 /// Key values longer than this are replaced by a hash, so entries stay small.
 const MAX_KEY_LEN: usize = 128;
+
+/// Slots per set: a new key may take any of its set's [`WAYS`] slots.
+pub const WAYS: u32 = 4;
 
 /// The most tokens a worker leases at once.
 pub const MAX_LEASE: u32 = 100;
@@ -76,7 +94,8 @@ pub struct RateLimit {
     period_nanos: u64,
     /// Bucket capacity in tokens.
     burst: u32,
-    max_keys: u32,
+    /// Sets of [`WAYS`] slots.
+    sets: u32,
     prefix: String,
     /// Tokens taken from the shared bucket at once (1: no lease).
     lease: u32,
@@ -109,26 +128,40 @@ pub enum Outcome {
 /// A bucket's state as stored in shared data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Bucket {
+    /// The fingerprint of the key the bucket is for (never 0).
+    fingerprint: u64,
     micro_tokens: u64,
     last_nanos: u64,
 }
 
 impl Bucket {
     fn decode(bytes: &[u8]) -> Option<Bucket> {
-        let tokens: [u8; 8] = bytes.get(0..8)?.try_into().ok()?;
-        let last: [u8; 8] = bytes.get(8..16)?.try_into().ok()?;
-        (bytes.len() == 16).then(|| Bucket {
-            micro_tokens: u64::from_le_bytes(tokens),
-            last_nanos: u64::from_le_bytes(last),
+        let word = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        (bytes.len() == 24).then_some(())?;
+        Some(Bucket {
+            fingerprint: word(0)?,
+            micro_tokens: word(8)?,
+            last_nanos: word(16)?,
         })
     }
 
-    fn encode(self) -> [u8; 16] {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.micro_tokens.to_le_bytes());
-        bytes[8..].copy_from_slice(&self.last_nanos.to_le_bytes());
+    fn encode(self) -> [u8; 24] {
+        let mut bytes = [0u8; 24];
+        bytes[..8].copy_from_slice(&self.fingerprint.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.micro_tokens.to_le_bytes());
+        bytes[16..].copy_from_slice(&self.last_nanos.to_le_bytes());
         bytes
     }
+}
+
+/// Where a key's bucket is: its slot (or the overflow bucket), what is stored there and the
+/// version to write against.
+struct Located {
+    slot: String,
+    bucket: Bucket,
+    cas: Option<u32>,
 }
 
 impl RateLimit {
@@ -162,6 +195,12 @@ impl RateLimit {
                 "must be at least 1",
             ));
         }
+        if config.max_keys.is_some_and(|k| k > MAX_MAX_KEYS) {
+            return Err(ConfigError::invalid(
+                format!("{field}.max_keys"),
+                format!("must be at most {MAX_MAX_KEYS}"),
+            ));
+        }
         let key = match &config.key {
             LimitKey::Header(name) => LimitKey::Header(name.to_ascii_lowercase()),
             other => other.clone(),
@@ -173,8 +212,12 @@ impl RateLimit {
             requests: config.requests,
             period_nanos: config.per.nanos(),
             burst: config.burst.unwrap_or(config.requests),
-            max_keys: config.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
-            prefix: format!("trellis.policy.rl.v1/{}/", config.name),
+            sets: config
+                .max_keys
+                .unwrap_or(DEFAULT_MAX_KEYS)
+                .div_ceil(WAYS)
+                .max(1),
+            prefix: format!("trellis.policy.rl.v2/{}/", config.name),
             lease: lease_size(
                 config.requests,
                 config.per.nanos(),
@@ -196,10 +239,10 @@ impl RateLimit {
         let host = facts.host();
         let now = host.now_nanos();
         if self.lease <= 1 {
-            return self.settle(host, self.take_from(host, &key, now, true, 1, 0));
+            return self.settle(host, self.take_from(host, &key, now, 1, 0));
         }
         let Ok(mut leases) = self.leases.lock() else {
-            return self.settle(host, self.take_from(host, &key, now, true, 1, 0));
+            return self.settle(host, self.take_from(host, &key, now, 1, 0));
         };
         // Spend a token of a live lease, or give back what is left of an expired one.
         let mut give_back = 0;
@@ -219,7 +262,7 @@ impl RateLimit {
         } else {
             1
         };
-        let result = self.take_from(host, &key, now, true, want, give_back);
+        let result = self.take_from(host, &key, now, want, give_back);
         match result {
             Ok((_, taken)) if taken > 1 => {
                 leases.insert(
@@ -275,7 +318,83 @@ impl RateLimit {
         }
     }
 
-    /// Takes a token from the bucket under `key`, or `want` tokens (a lease) while the bucket
+    /// The shared-data name of a slot.
+    fn slot_name(&self, slot: u32) -> String {
+        format!("{}{slot}", self.prefix)
+    }
+
+    /// The fingerprint of a key (never 0, which marks an empty slot).
+    fn fingerprint(key: &str) -> u64 {
+        fnv1a(key).max(1)
+    }
+
+    /// Finds the bucket of the key with `fingerprint`: its own slot, else an empty or idle
+    /// slot of its set (a fresh full bucket there), else the overflow bucket.
+    fn locate<H: Host + ?Sized>(
+        &self,
+        host: &H,
+        fingerprint: u64,
+        now: u64,
+    ) -> Result<Located, SharedDataError> {
+        let set = u32::try_from(fingerprint % u64::from(self.sets)).unwrap_or(0);
+        let mut free: Option<Located> = None;
+        for way in 0..WAYS {
+            let slot = self.slot_name(set * WAYS + way);
+            match host.get_shared_data(&slot)? {
+                None => {
+                    if free.is_none() {
+                        free = Some(Located {
+                            slot,
+                            bucket: self.full(fingerprint, now),
+                            cas: Some(CREATE_CAS),
+                        });
+                    }
+                }
+                Some(value) => match Bucket::decode(&value.data) {
+                    Some(stored) if stored.fingerprint == fingerprint => {
+                        return Ok(Located {
+                            slot,
+                            bucket: self.refill(stored, now),
+                            cas: Some(value.cas),
+                        });
+                    }
+                    stored => {
+                        // Unreadable, or another key's bucket that refilled completely: as
+                        // good as empty.
+                        let idle = stored
+                            .is_none_or(|b| self.refill(b, now).micro_tokens >= self.capacity());
+                        if idle && free.is_none() {
+                            free = Some(Located {
+                                slot,
+                                bucket: self.full(fingerprint, now),
+                                cas: Some(value.cas),
+                            });
+                        }
+                    }
+                },
+            }
+        }
+        if let Some(free) = free {
+            return Ok(free);
+        }
+        let slot = format!("{}~overflow", self.prefix);
+        Ok(match host.get_shared_data(&slot)? {
+            Some(value) => Located {
+                bucket: Bucket::decode(&value.data)
+                    .map(|b| self.refill(b, now))
+                    .unwrap_or_else(|| self.full(0, now)),
+                slot,
+                cas: Some(value.cas),
+            },
+            None => Located {
+                slot,
+                bucket: self.full(0, now),
+                cas: Some(CREATE_CAS),
+            },
+        })
+    }
+
+    /// Takes a token from the bucket of `key`, or `want` tokens (a lease) while the bucket
     /// stays at least half full after them; first adds `give_back` tokens of an expired lease
     /// (up to the capacity). Returns the outcome and how many tokens were taken.
     fn take_from<H: Host + ?Sized>(
@@ -283,25 +402,12 @@ impl RateLimit {
         host: &H,
         key: &str,
         now: u64,
-        may_create: bool,
         want: u32,
         give_back: u32,
     ) -> Result<(Outcome, u32), SharedDataError> {
+        let fingerprint = Self::fingerprint(key);
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let (bucket, cas) = match host.get_shared_data(key)? {
-                Some(value) => match Bucket::decode(&value.data) {
-                    Some(bucket) => (self.refill(bucket, now), Some(value.cas)),
-                    // Unreadable (never written by us): start over with a full bucket.
-                    None => (self.full(now), Some(value.cas)),
-                },
-                None => {
-                    if may_create && !self.reserve_key(host)? {
-                        let overflow = format!("{}~overflow", self.prefix);
-                        return self.take_from(host, &overflow, now, false, want, give_back);
-                    }
-                    (self.full(now), Some(CREATE_CAS))
-                }
-            };
+            let Located { slot, bucket, cas } = self.locate(host, fingerprint, now)?;
             let micro_tokens = bucket
                 .micro_tokens
                 .saturating_add(u64::from(give_back).saturating_mul(MICRO as u64))
@@ -326,7 +432,7 @@ impl RateLimit {
                 micro_tokens: micro_tokens - u64::from(taken) * MICRO as u64,
                 ..bucket
             };
-            match host.set_shared_data(key, &next.encode(), cas) {
+            match host.set_shared_data(&slot, &next.encode(), cas) {
                 Ok(()) => return Ok((Outcome::Allowed, taken)),
                 Err(SharedDataError::CasMismatch) => continue,
                 Err(error) => return Err(error),
@@ -337,41 +443,13 @@ impl RateLimit {
         )))
     }
 
-    /// Counts a new key in `.../~keys`; `false` when `max_keys` are already in use.
-    fn reserve_key<H: Host + ?Sized>(&self, host: &H) -> Result<bool, SharedDataError> {
-        let counter = format!("{}~keys", self.prefix);
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (count, cas) = match host.get_shared_data(&counter)? {
-                Some(value) => {
-                    let bytes: [u8; 4] = value
-                        .data
-                        .get(..4)
-                        .and_then(|b| b.try_into().ok())
-                        .unwrap_or_default();
-                    (u32::from_le_bytes(bytes), Some(value.cas))
-                }
-                None => (0, Some(CREATE_CAS)),
-            };
-            if count >= self.max_keys {
-                return Ok(false);
-            }
-            match host.set_shared_data(&counter, &(count + 1).to_le_bytes(), cas) {
-                Ok(()) => return Ok(true),
-                Err(SharedDataError::CasMismatch) => continue,
-                Err(error) => return Err(error),
-            }
-        }
-        Err(SharedDataError::Host(format!(
-            "{MAX_CAS_ATTEMPTS} compare-and-swap attempts on the key count lost to other workers"
-        )))
-    }
-
     fn capacity(&self) -> u64 {
         u64::from(self.burst) * MICRO as u64
     }
 
-    fn full(&self, now: u64) -> Bucket {
+    fn full(&self, fingerprint: u64, now: u64) -> Bucket {
         Bucket {
+            fingerprint,
             micro_tokens: self.capacity(),
             last_nanos: now,
         }
@@ -387,6 +465,7 @@ impl RateLimit {
         Bucket {
             micro_tokens: u64::try_from(tokens).unwrap_or(u64::MAX),
             last_nanos: now.max(bucket.last_nanos),
+            ..bucket
         }
     }
 
@@ -433,6 +512,17 @@ mod tests {
         RateLimit::compile(&config, "rate_limits[0]")
             .unwrap_err()
             .to_string()
+    }
+
+    /// The slot a key's bucket takes in an empty table (the first of its set).
+    fn slot(limit: &RateLimit, key_value: &str) -> String {
+        let fingerprint = RateLimit::fingerprint(&format!("{}{key_value}", limit.prefix));
+        let set = u32::try_from(fingerprint % u64::from(limit.sets)).unwrap();
+        limit.slot_name(set * WAYS)
+    }
+
+    fn fingerprint(limit: &RateLimit, key_value: &str) -> u64 {
+        RateLimit::fingerprint(&format!("{}{key_value}", limit.prefix))
     }
 
     fn allowed(limit: &RateLimit, host: &MockHost, n: usize) -> usize {
@@ -560,11 +650,15 @@ mod tests {
         let bob = alice.sibling().with_principal("spiffe://td/bob");
         assert_eq!(allowed(&p, &alice, 2), 1);
         assert_eq!(allowed(&p, &bob, 2), 1);
-        assert!(
-            alice
-                .shared_keys()
-                .iter()
-                .any(|k| k == "trellis.policy.rl.v1/p/principal:spiffe://td/alice")
+        let stored = Bucket::decode(
+            &alice
+                .shared(&slot(&p, "principal:spiffe://td/alice"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            stored.fingerprint,
+            fingerprint(&p, "principal:spiffe://td/alice")
         );
     }
 
@@ -581,11 +675,11 @@ mod tests {
         );
         let keys = host.shared_keys();
         assert!(keys.iter().all(|k| k.len() < 64), "{keys:?}");
-        assert!(
-            keys.iter()
-                .any(|k| k.starts_with("trellis.policy.rl.v1/l/hash:")),
-            "{keys:?}"
+        let hashed = format!(
+            "hash:{:016x}",
+            fnv1a(&format!("header:{}", "v".repeat(1000)))
         );
+        assert_eq!(keys, [slot(&l, &hashed)]);
     }
 
     #[test]
@@ -595,7 +689,7 @@ mod tests {
         let host = MockHost::get("/").with_source("10.0.0.1:1");
         assert_eq!(l.take(&host), Outcome::Allowed); // 2 tokens left
         // Another worker takes a token between our read and our write, twice in a row.
-        let key = "trellis.policy.rl.v1/l/ip:10.0.0.1";
+        let key = &slot(&l, "ip:10.0.0.1");
         let other_writer_took_one = |data: &[u8]| {
             let mut bucket = Bucket::decode(data).unwrap();
             bucket.micro_tokens -= 1_000_000;
@@ -624,12 +718,14 @@ mod tests {
         let l =
             limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "hour", "burst": 3}"#);
         let host = MockHost::get("/").with_source("10.0.0.1:1");
-        let key = "trellis.policy.rl.v1/l/ip:10.0.0.1";
+        let key = &slot(&l, "ip:10.0.0.1");
         let now = host.now_nanos();
+        let fingerprint = fingerprint(&l, "ip:10.0.0.1");
         // Between our read (no bucket) and our write, another worker creates the bucket and
         // takes a token from it.
         host.interfere_before_set(key, 1, move |_| {
             Bucket {
+                fingerprint,
                 micro_tokens: 2_000_000,
                 last_nanos: now,
             }
@@ -648,11 +744,7 @@ mod tests {
             limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "hour", "burst": 2}"#);
         let host = MockHost::get("/").with_source("10.0.0.1:1");
         assert_eq!(l.take(&host), Outcome::Allowed);
-        host.interfere_before_set(
-            "trellis.policy.rl.v1/l/ip:10.0.0.1",
-            usize::MAX,
-            |d: &[u8]| d.to_vec(),
-        );
+        host.interfere_before_set(&slot(&l, "ip:10.0.0.1"), usize::MAX, |d: &[u8]| d.to_vec());
         assert_eq!(l.take(&host), Outcome::Error);
         assert_eq!(host.cas_mismatches(), MAX_CAS_ATTEMPTS);
         assert!(
@@ -671,21 +763,23 @@ mod tests {
     }
 
     #[test]
-    fn new_keys_beyond_max_keys_share_an_overflow_bucket() {
+    fn new_keys_beyond_a_full_set_share_an_overflow_bucket() {
+        // One set of four slots.
         let l = limit(
-            r#"{"name": "l", "key": {"header": "k"}, "requests": 1, "per": "hour", "max_keys": 2}"#,
+            r#"{"name": "l", "key": {"header": "k"}, "requests": 1, "per": "hour", "max_keys": 4}"#,
         );
         let base = MockHost::get("/");
         let with = |v: &str| base.sibling().with_header("k", v);
-        assert_eq!(l.take(&with("a")), Outcome::Allowed);
-        assert_eq!(l.take(&with("b")), Outcome::Allowed);
+        for key in ["a", "b", "c", "d"] {
+            assert_eq!(l.take(&with(key)), Outcome::Allowed);
+        }
         assert_eq!(
-            l.take(&with("c")),
+            l.take(&with("e")),
             Outcome::Allowed,
             "first in the overflow bucket"
         );
         assert!(
-            matches!(l.take(&with("d")), Outcome::Limited { .. }),
+            matches!(l.take(&with("f")), Outcome::Limited { .. }),
             "overflow bucket is empty"
         );
         assert!(
@@ -693,14 +787,44 @@ mod tests {
             "existing keys keep their bucket"
         );
         let keys = base.shared_keys();
-        assert!(
-            keys.contains(&"trellis.policy.rl.v1/l/~overflow".to_string()),
-            "{keys:?}"
+        assert_eq!(
+            keys.len(),
+            5,
+            "four slots and the overflow bucket: {keys:?}"
         );
         assert!(
-            !keys.contains(&"trellis.policy.rl.v1/l/header:c".to_string()),
+            keys.contains(&"trellis.policy.rl.v2/l/~overflow".to_string()),
             "{keys:?}"
         );
+    }
+
+    #[test]
+    fn idle_keys_are_forgotten_and_a_new_client_gets_its_own_bucket() {
+        let l = limit(
+            r#"{"name": "l", "key": {"header": "k"}, "requests": 2, "per": "minute", "burst": 2, "max_keys": 4}"#,
+        );
+        let base = MockHost::get("/");
+        let with = |v: &str| base.sibling().with_header("k", v);
+        // An attacker rotating key values fills every slot and drains the overflow bucket.
+        for i in 0..20 {
+            let _ = l.take(&with(&format!("rotating-{i}")));
+        }
+        assert!(
+            matches!(l.take(&with("newcomer")), Outcome::Limited { .. }),
+            "while the slots are in use, a new client shares the drained overflow bucket"
+        );
+        // A minute later every rotated key's bucket is full again: idle, as good as empty.
+        base.advance(60 * SECOND);
+        assert_eq!(
+            allowed(&l, &with("newcomer"), 5),
+            2,
+            "a new client gets its own bucket, at its full burst"
+        );
+        // And keeps it: the next new client does not take its slot from it while it is in use.
+        assert_eq!(allowed(&l, &with("another"), 5), 2);
+        assert!(matches!(l.take(&with("newcomer")), Outcome::Limited { .. }));
+        // Memory stays bounded: four slots and the overflow bucket, whatever the number of keys.
+        assert_eq!(base.shared_keys().len(), 5, "{:?}", base.shared_keys());
     }
 
     #[test]
@@ -727,7 +851,7 @@ mod tests {
         let l =
             limit(r#"{"name": "l", "key": "client_ip", "requests": 1, "per": "hour", "burst": 2}"#);
         let host = MockHost::get("/").with_source("10.0.0.1:1");
-        host.set_shared("trellis.policy.rl.v1/l/ip:10.0.0.1", b"junk");
+        host.set_shared(&slot(&l, "ip:10.0.0.1"), b"junk");
         assert_eq!(allowed(&l, &host, 5), 2);
     }
 
@@ -821,7 +945,7 @@ mod tests {
             r#"{"name": "l", "key": "client_ip", "requests": 10000, "per": "second", "burst": 1000}"#,
         );
         let host = MockHost::get("/").with_source("10.0.0.1:1");
-        let key = "trellis.policy.rl.v1/l/ip:10.0.0.1";
+        let key = &slot(&l, "ip:10.0.0.1");
         assert_eq!(l.take(&host), Outcome::Allowed);
         let stored = Bucket::decode(&host.shared(key).unwrap()).unwrap();
         assert_eq!(
@@ -846,12 +970,13 @@ mod tests {
             r#"{"name": "l", "key": "client_ip", "requests": 10000, "per": "second", "burst": 1000}"#,
         );
         let host = MockHost::get("/").with_source("10.0.0.1:1");
-        let key = "trellis.policy.rl.v1/l/ip:10.0.0.1";
+        let key = &slot(&l, "ip:10.0.0.1");
         assert_eq!(l.take(&host), Outcome::Allowed); // leased 100, 99 left
         // Other workers empty the bucket meanwhile.
         host.set_shared(
             key,
             &Bucket {
+                fingerprint: fingerprint(&l, "ip:10.0.0.1"),
                 micro_tokens: 0,
                 last_nanos: host.now_nanos(),
             }
@@ -877,8 +1002,7 @@ mod tests {
         assert_eq!(l.take(&host), Outcome::Allowed); // leased 100, 99 left
         host.advance(SECOND);
         assert_eq!(l.take(&host), Outcome::Allowed);
-        let stored =
-            Bucket::decode(&host.shared("trellis.policy.rl.v1/l/ip:10.0.0.1").unwrap()).unwrap();
+        let stored = Bucket::decode(&host.shared(&slot(&l, "ip:10.0.0.1")).unwrap()).unwrap();
         assert_eq!(
             stored.micro_tokens,
             900 * 1_000_000,
@@ -934,8 +1058,7 @@ mod tests {
         let host = MockHost::get("/").with_source("10.0.0.1:1");
         let calls = host.shared_calls();
         assert_eq!(allowed(&l, &host, 10), 10);
-        let stored =
-            Bucket::decode(&host.shared("trellis.policy.rl.v1/l/ip:10.0.0.1").unwrap()).unwrap();
+        let stored = Bucket::decode(&host.shared(&slot(&l, "ip:10.0.0.1")).unwrap()).unwrap();
         assert_eq!(stored.micro_tokens, 90 * 1_000_000);
         assert!(
             host.shared_calls() - calls >= 20,
@@ -946,11 +1069,12 @@ mod tests {
     #[test]
     fn buckets_round_trip_through_bytes() {
         let bucket = Bucket {
+            fingerprint: 42,
             micro_tokens: 123_456_789,
             last_nanos: u64::MAX - 1,
         };
         assert_eq!(Bucket::decode(&bucket.encode()), Some(bucket));
-        assert_eq!(Bucket::decode(&[0; 15]), None);
-        assert_eq!(Bucket::decode(&[0; 17]), None);
+        assert_eq!(Bucket::decode(&[0; 23]), None);
+        assert_eq!(Bucket::decode(&[0; 25]), None);
     }
 }

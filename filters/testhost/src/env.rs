@@ -74,6 +74,12 @@ impl SharedData {
         self.entries.get(key).cloned()
     }
 
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.entries.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
     fn write(&mut self, key: &str, value: Vec<u8>) {
         self.next_cas = self.next_cas.wrapping_add(1).max(1);
         self.entries.insert(key.to_string(), (value, self.next_cas));

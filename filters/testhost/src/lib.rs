@@ -254,6 +254,11 @@ impl TestHost {
         lock(&self.env.shared).get(key)
     }
 
+    /// The names of every shared data entry, sorted.
+    pub fn shared_keys(&self) -> Vec<String> {
+        lock(&self.env.shared).keys()
+    }
+
     /// Writes a shared data entry unconditionally.
     pub fn set_shared_data(&self, key: &str, value: &[u8]) {
         lock(&self.env.shared).set(key, value.to_vec(), 0);

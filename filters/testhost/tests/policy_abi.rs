@@ -224,20 +224,27 @@ fn a_lost_compare_and_swap_is_retried() {
     let host = TestHost::new();
     let mut vm = host.start_configured(&module(), LIMIT).unwrap();
     assert_eq!(request(&mut vm, "GET", "/", "10.0.0.1:1", WEB).1, None);
-    let key = "trellis.policy.rl.v1/per-client/ip:10.0.0.1";
+    // The client's bucket: the one slot of the limit in use (fingerprint, tokens, refill).
+    let key = host
+        .shared_keys()
+        .into_iter()
+        .find(|k| k.starts_with("trellis.policy.rl.v2/per-client/") && !k.contains('~'))
+        .unwrap();
+    let key = key.as_str();
     let (before, _) = host.shared_data(key).unwrap();
     // Another worker takes a token between each of the next two reads and writes.
     host.interfere_with_cas_writes(key, 2, |bytes| {
-        let mut tokens = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+        let mut tokens = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
         tokens -= 1_000_000;
-        let mut out = tokens.to_le_bytes().to_vec();
-        out.extend_from_slice(&bytes[8..]);
+        let mut out = bytes[..8].to_vec();
+        out.extend_from_slice(&tokens.to_le_bytes());
+        out.extend_from_slice(&bytes[16..]);
         out
     });
     assert_eq!(request(&mut vm, "GET", "/", "10.0.0.1:1", WEB).1, None);
     assert_eq!(host.cas_mismatches(), 2);
     let (after, _) = host.shared_data(key).unwrap();
-    let tokens = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().unwrap());
+    let tokens = |b: &[u8]| u64::from_le_bytes(b[8..16].try_into().unwrap());
     assert_eq!(
         tokens(&before) - tokens(&after),
         3_000_000,
