@@ -644,3 +644,111 @@ fn a_broken_file_and_an_invalid_policy_keep_serving_across_a_restart() {
     );
     assert!(dump.contains("/items/[0-9]+"), "the last valid policy");
 }
+
+#[test]
+fn escaped_and_dotted_paths_do_not_bypass_a_prefix_deny() {
+    let module = trellis_e2e::load::wasm_module("trellis-policy-wasm").unwrap();
+    let s = Scenario::start(|_| vec!["--policy-module".into(), module.display().to_string()]);
+    s.write(
+        "policy.yaml",
+        &format!(
+            "apiVersion: policy.trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: no-admin, namespace: {NAMESPACE}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: move}}]\n  defaultAction: Allow\n  rules:\n  - {{name: admin, action: Deny, paths: [{{type: Prefix, value: /admin/}}]}}\n"
+        ),
+    );
+    let get = |path: &str| request(s.gateway, "GET", "move.example.com", path, &[]).unwrap();
+    eventually("the deny rule", Duration::from_secs(30), || {
+        Ok(get("/admin/x").status == 403)
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
+    assert_eq!(get("/public").status, 200);
+    for attempt in [
+        "/admin%2Fx",
+        "/admin%2fx",
+        "/admin%5Cx",
+        "//admin/x",
+        "/./admin/x",
+        "/x/../admin/x",
+        "/%61dmin/x",
+        "/admin/./x",
+    ] {
+        let reply = get(attempt);
+        let outcome = match reply.status {
+            403 => "403".to_string(),
+            301..=308 => {
+                let location = reply.header("location").unwrap_or_default().to_string();
+                let path = location
+                    .split_once("move.example.com")
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or(location.clone());
+                let followed = get(&path);
+                assert_eq!(followed.status, 403, "{attempt} -> {location}");
+                format!("{} to {path}, then 403", reply.status)
+            }
+            other => panic!("{attempt} got {other} past the deny rule\n{}", s.debug()),
+        };
+        println!("  {attempt:16} {outcome}");
+    }
+}
+
+#[test]
+fn a_wasm_filter_that_panics_is_reloaded_and_serves_again() {
+    let probe = trellis_e2e::load::wasm_module("trellis-wasm-host-probe").unwrap();
+    let s = Scenario::start(|_| {
+        vec![
+            "--module-dir".into(),
+            probe.parent().unwrap().display().to_string(),
+        ]
+    });
+    let sha = trellis_e2e::load::sha256_file(&probe).unwrap();
+    s.write(
+        "probe.yaml",
+        &format!(
+            "apiVersion: policy.trellis.dev/v1alpha1\nkind: WasmFilter\nmetadata: {{name: probe, namespace: {NAMESPACE}}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: move}}]\n  module: {{path: {}, sha256: \"{sha}\"}}\n  failurePolicy: FailClosed\n",
+            probe.file_name().unwrap().to_string_lossy()
+        ),
+    );
+    let get = |headers: &[(&str, &str)]| {
+        request(s.gateway, "GET", "move.example.com", "/", headers)
+            // The probe adds `x-probe-count` to the request; the echo backend shows it.
+            .map(|r| {
+                let counted = r.body.to_ascii_lowercase().contains("x-probe-count");
+                (r.status, counted.then_some(()))
+            })
+            .unwrap_or((0, None))
+    };
+    eventually("the probe filter", Duration::from_secs(30), || {
+        Ok(get(&[("x-probe", "pairs")]).1.is_some())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", s.debug()));
+    // Trap every worker's VM (Envoy runs two workers here).
+    for _ in 0..4 {
+        let (status, _) = get(&[("x-probe", "panic")]);
+        assert_ne!(status, 200, "a panicking filter let the request through");
+    }
+    // Requests fail until each trapped VM is reloaded (after Envoy's backoff); then every
+    // worker serves again, for good.
+    let trapped = Instant::now();
+    let (mut failed, mut in_a_row) = (0, 0);
+    let recovered = loop {
+        let (status, counted) = get(&[("x-probe", "pairs")]);
+        if status == 200 && counted.is_some() {
+            in_a_row += 1;
+            if in_a_row == 50 {
+                break trapped.elapsed();
+            }
+        } else {
+            in_a_row = 0;
+            failed += 1;
+        }
+        assert!(
+            trapped.elapsed() < Duration::from_secs(30),
+            "the filter stayed down: {status}\n{}",
+            s.debug()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // (Left down, as with FAIL_CLOSED, the trapped VM would answer 503 until Envoy restarts.)
+    println!(
+        "after the filter panicked four times, 50 requests in a row succeeded {recovered:?} later ({failed} answered 503 meanwhile)"
+    );
+}

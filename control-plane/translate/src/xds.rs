@@ -50,7 +50,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
 use envoy_types::pb::envoy::extensions::wasm::v3::{
-    FailurePolicy, PluginConfig, VmConfig, plugin_config,
+    FailurePolicy, PluginConfig, ReloadConfig, VmConfig, plugin_config,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
@@ -283,11 +283,19 @@ pub fn wasm_filter(f: &WasmFilterIr, server: Option<&EndpointIr>) -> HttpFilter 
         configuration: Some(pack_any(StringValue {
             value: configuration,
         })),
+        // A module that traps is reloaded (after a backoff), rather than left down until
+        // Envoy restarts; requests meanwhile get 503 (or skip it, when it fails open).
         failure_policy: if f.fail_open {
             FailurePolicy::FailOpen
         } else {
-            FailurePolicy::FailClosed
+            FailurePolicy::FailReload
         } as i32,
+        reload_config: (!f.fail_open).then(|| ReloadConfig {
+            backoff: Some(BackoffStrategy {
+                base_interval: Some(duration_ms(1_000)),
+                max_interval: Some(duration_ms(10_000)),
+            }),
+        }),
         vm: Some(plugin_config::Vm::VmConfig(VmConfig {
             vm_id: f.vm_id.clone(),
             runtime: "envoy.wasm.runtime.v8".to_string(),
@@ -479,9 +487,16 @@ fn http_connection_manager(
             route_config_name: chain.route_config.clone(),
         })),
         http_filters,
+        // Routes and filters match the path as Envoy normalizes it, so that `/./admin`,
+        // `/x/../admin`, `//admin` and `/admin%2Fx` cannot slip past a rule on `/admin/`:
+        // dot segments resolved, slashes merged, and escaped slashes (`%2F`, `%5C`) unescaped
+        // with a redirect to the plain path (Envoy Gateway's default).
         normalize_path: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
-        // Filters match the path Envoy hands them: `//admin` must not slip past `/admin`.
-        merge_slashes: !chain.http_filters.is_empty(),
+        merge_slashes: true,
+        path_with_escaped_slashes_action:
+            http_connection_manager::PathWithEscapedSlashesAction::UnescapeAndRedirect as i32,
+        // A client that never finishes its headers is disconnected.
+        request_headers_timeout: Some(duration_ms(10_000)),
         use_remote_address: Some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".to_string(),

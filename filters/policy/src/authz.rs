@@ -448,9 +448,16 @@ fn compile_path(path: &PathMatch, field: &str) -> Result<PathMatcher, ConfigErro
         }
         PathMatch::Exact(exact) => Ok(PathMatcher::Exact(exact.clone())),
         PathMatch::Prefix(prefix) => Ok(PathMatcher::Prefix(prefix.clone())),
-        PathMatch::Regex(pattern) => regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        // The pattern must be valid on its own before it is anchored: `/public)|(.*` would
+        // otherwise close the anchoring group and match every path.
+        PathMatch::Regex(pattern) => regex_lite::RegexBuilder::new(pattern)
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
+            .and_then(|_| {
+                regex_lite::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+            })
             .map(|regex| PathMatcher::Regex(regex, literal_prefix(pattern)))
             .map_err(|error| {
                 ConfigError::invalid(
@@ -718,6 +725,11 @@ mod tests {
         let cases = [
             (
                 r#""paths": [{"regex": "(unclosed"}]"#,
+                "policies[0].rules[0].paths[0].regex",
+            ),
+            // Unbalanced: anchored as written, it would match every path.
+            (
+                r#""paths": [{"regex": "/public)|(.*"}]"#,
                 "policies[0].rules[0].paths[0].regex",
             ),
             (
