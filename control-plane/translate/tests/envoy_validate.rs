@@ -12,7 +12,7 @@ mod support;
 use serde_json::Value;
 use support::envoy::{envoy_or_skip, validate_all, validation_bootstrap};
 use support::{load_text, options, render_xds, testdata};
-use trellis_testgen::{Seeded, generate};
+use trellis_testgen::{Bytes, Seeded, generate};
 use trellis_translate::translate;
 
 /// The golden Envoy resources, by case and proxy.
@@ -73,25 +73,16 @@ fn every_golden_output_is_accepted_by_envoy() {
     );
 }
 
-#[test]
-fn translations_of_generated_hostile_inputs_are_accepted_by_envoy() {
-    let Some(envoy) =
-        envoy_or_skip("translations_of_generated_hostile_inputs_are_accepted_by_envoy")
-    else {
-        return;
-    };
-    let count: u64 = std::env::var("TRELLIS_VALIDATE_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(60);
+/// Translates `inputs` (name, YAML) and has Envoy validate every proxy's configuration.
+fn validate_generated(envoy: &std::path::Path, inputs: Vec<(String, String)>, what: &str) {
     let mut cases = Vec::new();
-    let mut inputs = std::collections::BTreeMap::new();
     let mut resources = 0;
     let (mut accepted, mut refused_routes) = (0, 0);
     let mut why = std::collections::BTreeMap::<String, usize>::new();
-    for seed in 0..count {
-        let yaml = generate(&mut Seeded::new(seed));
-        let input = load_text(&yaml, &format!("seed {seed}"), false);
+    let count = inputs.len();
+    let by_name: std::collections::BTreeMap<String, String> = inputs.iter().cloned().collect();
+    for (name, yaml) in &inputs {
+        let input = load_text(yaml, name, false);
         let translation = translate(&input, &options(&input));
         for status in translation.status.http_routes.values() {
             for parent in &status.parents {
@@ -119,19 +110,15 @@ fn translations_of_generated_hostile_inputs_are_accepted_by_envoy() {
                         .sum::<usize>()
                 })
                 .unwrap_or(0);
-            cases.push((
-                format!("seed {seed} {proxy}"),
-                validation_bootstrap(by_type),
-            ));
+            cases.push((format!("{name} {proxy}"), validation_bootstrap(by_type)));
         }
-        inputs.insert(format!("seed {seed}"), yaml);
     }
     let configurations = cases.len();
-    let refused = validate_all(&envoy, cases);
+    let refused = validate_all(envoy, cases);
     println!(
-        "{count} generated inputs ({accepted} route attachments accepted, {refused_routes} \
-         refused by the translator): {configurations} proxy configurations ({resources} \
-         resources) validated by Envoy, {} refused",
+        "{count} {what} ({accepted} route attachments accepted, {refused_routes} refused by the \
+         translator): {configurations} proxy configurations ({resources} resources) validated \
+         by Envoy, {} refused",
         refused.len()
     );
     println!("  why the translator refused routes: {why:?}");
@@ -139,13 +126,15 @@ fn translations_of_generated_hostile_inputs_are_accepted_by_envoy() {
         let dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/validate-failures");
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, _) in &refused {
-            let seed = name.split(' ').take(2).collect::<Vec<_>>().join(" ");
-            std::fs::write(
-                dir.join(format!("{}.yaml", seed.replace(' ', "-"))),
-                &inputs[&seed],
-            )
-            .unwrap();
+        for (case, _) in &refused {
+            let input = case.rsplit_once(' ').map_or(case.as_str(), |(n, _)| n);
+            if let Some(yaml) = by_name.get(input) {
+                std::fs::write(
+                    dir.join(format!("{}.yaml", input.replace([' ', '/'], "-"))),
+                    yaml,
+                )
+                .unwrap();
+            }
         }
         panic!(
             "Envoy refuses what the translator accepted (inputs in {}):\n{}",
@@ -153,4 +142,41 @@ fn translations_of_generated_hostile_inputs_are_accepted_by_envoy() {
             report(&refused)
         );
     }
+}
+
+#[test]
+fn translations_of_a_fuzz_corpus_are_accepted_by_envoy() {
+    let Some(dir) = std::env::var_os("TRELLIS_VALIDATE_CORPUS") else {
+        eprintln!("skipped: set TRELLIS_VALIDATE_CORPUS to a corpus of the translate fuzz target");
+        return;
+    };
+    let Some(envoy) = envoy_or_skip("translations_of_a_fuzz_corpus_are_accepted_by_envoy") else {
+        return;
+    };
+    let mut inputs = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        inputs.push((name, generate(&mut Bytes::new(&data))));
+    }
+    inputs.sort();
+    validate_generated(&envoy, inputs, "fuzz corpus inputs");
+}
+
+#[test]
+fn translations_of_generated_hostile_inputs_are_accepted_by_envoy() {
+    let Some(envoy) =
+        envoy_or_skip("translations_of_generated_hostile_inputs_are_accepted_by_envoy")
+    else {
+        return;
+    };
+    let count: u64 = std::env::var("TRELLIS_VALIDATE_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(60);
+    let inputs = (0..count)
+        .map(|seed| (format!("seed-{seed}"), generate(&mut Seeded::new(seed))))
+        .collect();
+    validate_generated(&envoy, inputs, "generated inputs");
 }

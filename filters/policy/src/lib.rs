@@ -33,8 +33,10 @@ pub mod host;
 pub mod metrics;
 pub mod ratelimit;
 
-#[cfg(test)]
-mod mock;
+/// An in-memory host, for this crate's tests and for fuzzing (feature `mock`).
+#[cfg(any(test, feature = "mock"))]
+#[allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub mod mock;
 
 pub use filter::{PolicyFilter, RouteScope, Verdict};
 pub use host::{Host, LogLevel, SharedDataError, SharedValue};
