@@ -752,3 +752,78 @@ fn a_wasm_filter_that_panics_is_reloaded_and_serves_again() {
         "after the filter panicked four times, 50 requests in a row succeeded {recovered:?} later ({failed} answered 503 meanwhile)"
     );
 }
+
+#[test]
+fn hostile_config_files_are_reported_and_traffic_keeps_flowing() {
+    let s = Scenario::start(|_| Vec::new());
+    // Two symlink loops, a name that would be a path, a FIFO named like YAML, a file written
+    // in two pieces with a pause.
+    std::os::unix::fs::symlink(&s.config, s.config.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink(&s.config, s.config.join("loop-b")).unwrap();
+    let outside = s.work.join("outside");
+    s.write(
+        "escape.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: x, namespace: \"{}\"}}\nspec: {{parentRefs: [{{name: web}}]}}\n",
+            outside.display()
+        ),
+    );
+    let status = std::process::Command::new("mkfifo")
+        .arg(s.config.join("pipe.yaml"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let diagnostics = |s: &Scenario| -> Vec<String> {
+        s.control_plane.status().unwrap()["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}: {}",
+                    d["file"].as_str().unwrap_or(""),
+                    d["message"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    eventually("the problems reported", Duration::from_secs(10), || {
+        let d = diagnostics(&s);
+        Ok(d.iter().any(|m| m.contains("already read"))
+            && d.iter().any(|m| m.contains("not a valid namespace name"))
+            && d.iter().any(|m| m.contains("not a regular file")))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}\n{:?}\n{}", diagnostics(&s), s.debug()));
+    for d in diagnostics(&s) {
+        println!("  {d}");
+    }
+    assert!(
+        !outside.exists(),
+        "a status file was written outside the status directory"
+    );
+    // A route file written in two pieces, 300 ms apart, is applied once, whole.
+    use std::io::Write;
+    let mut file = std::fs::File::create(s.config.join("move.yaml")).unwrap();
+    let text = move_route("v2");
+    let (head, tail) = text.split_at(text.len() / 2);
+    file.write_all(head.as_bytes()).unwrap();
+    file.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(s.backend(), "v1", "the half-written file was applied");
+    file.write_all(tail.as_bytes()).unwrap();
+    drop(file);
+    eventually("the whole file", Duration::from_secs(5), || {
+        Ok(s.backend() == "v2")
+    })
+    .unwrap();
+    let report = s.control_plane.status().unwrap();
+    assert!(
+        !report["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["file"] == "move.yaml"),
+        "the file was read half-written: {}",
+        report["diagnostics"]
+    );
+}
