@@ -257,7 +257,7 @@ mod tests {
     }
 
     #[test]
-    fn permissions_cover_watching_status_and_leases_only() {
+    fn permissions_cover_watching_status_leases_and_one_configmap_only() {
         let perms = required_permissions();
         assert!(perms.iter().all(|p| p.verb != "delete" && p.verb != "*"));
         assert!(
@@ -266,12 +266,20 @@ mod tests {
                 .filter(|p| p.resource.ends_with("/status"))
                 .all(|p| p.verb == "patch")
         );
-        assert_eq!(
-            perms
+        let local: Vec<_> = perms
+            .iter()
+            .filter(|p| p.scope == Scope::LeaseNamespace)
+            .collect();
+        assert_eq!(local.iter().filter(|p| p.resource == "leases").count(), 5);
+        let configmaps: Vec<_> = local
+            .iter()
+            .filter(|p| p.resource == "configmaps")
+            .collect();
+        assert_eq!(configmaps.len(), 2);
+        assert!(
+            configmaps
                 .iter()
-                .filter(|p| p.scope == Scope::LeaseNamespace)
-                .count(),
-            5
+                .all(|p| p.name.as_deref() == Some(crate::last_good::CONFIG_MAP))
         );
     }
 }

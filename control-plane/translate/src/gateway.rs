@@ -200,6 +200,7 @@ pub(crate) fn gateways<'a>(
             let kind = requested.type_.as_deref().unwrap_or("IPAddress");
             match (kind, requested.value.as_deref()) {
                 ("IPAddress", Some(v)) if !v.is_empty() => match v.parse::<IpAddr>() {
+                    Ok(ip) if addresses.contains(&ip.to_string()) => {}
                     Ok(ip) => addresses.push(ip.to_string()),
                     Err(_) => {
                         unprogrammable = Some((
@@ -513,6 +514,8 @@ pub(crate) fn finish(
             proxy.listeners.push(ListenerIr {
                 name,
                 address: gw.addresses[0].clone(),
+                // Every requested address is bound (and so listed in status.addresses).
+                additional_addresses: gw.addresses[1..].to_vec(),
                 port: *port,
                 chains,
             });
@@ -736,6 +739,7 @@ fn https_chains(
                             body: "misdirected request: this host is served by another listener"
                                 .to_string(),
                         },
+                        cors: None,
                         enabled_filters: Vec::new(),
                     }],
                     enabled_filters: Vec::new(),

@@ -63,6 +63,9 @@ pub struct ListenerIr {
     pub name: String,
     /// IP address to bind.
     pub address: String,
+    /// More addresses bound on the same port (a Gateway's other `spec.addresses`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub additional_addresses: Vec<String>,
     /// Port to bind.
     pub port: u16,
     /// Filter chains: one for HTTP; for HTTPS one per Gateway listener, selected by SNI.
@@ -141,9 +144,46 @@ pub struct RouteIr {
     pub response_headers: HeaderModIr,
     /// What to do.
     pub action: ActionIr,
+    /// Cross-origin requests this route allows (the rule's CORS filter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsIr>,
     /// Filters disabled by default in the chain that run for this route.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub enabled_filters: Vec<String>,
+}
+
+/// A route's CORS policy: which origins may make cross-origin requests, and what the answers to
+/// their preflights say. Requests from other origins are left alone (no CORS headers).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CorsIr {
+    /// Origins allowed.
+    pub allow_origins: Vec<OriginIr>,
+    /// Methods allowed (`*` for any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// Request headers allowed (`*` for any).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// Response headers the browser may read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// How long a preflight answer may be cached, in seconds.
+    pub max_age_seconds: i64,
+    /// Whether requests may carry credentials.
+    #[serde(skip_serializing_if = "is_false")]
+    pub allow_credentials: bool,
+}
+
+/// An allowed origin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginIr {
+    /// Any origin (`*`).
+    Any,
+    /// Exactly this origin (`https://www.example.com`).
+    Exact(String),
+    /// An origin with `*` standing for any characters (`https://*.example.com`).
+    Wildcard(String),
 }
 
 /// Request conditions.

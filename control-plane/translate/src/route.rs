@@ -7,8 +7,9 @@ use crate::conditions::{condition, reasons, types};
 use crate::gateway::{Contribution, Entry, GatewayState, ListenerState, Precedence};
 use crate::hostname;
 use crate::ir::{
-    ActionIr, BackendIr, ClusterIr, ForwardIr, HeaderModIr, MatchIr, MirrorIr, PathMatchIr,
-    PathRewriteIr, RedirectIr, RetryIr, RewriteIr, RouteIr, StringMatchIr, ValueMatchIr,
+    ActionIr, BackendIr, ClusterIr, CorsIr, ForwardIr, HeaderModIr, MatchIr, MirrorIr, OriginIr,
+    PathMatchIr, PathRewriteIr, RedirectIr, RetryIr, RewriteIr, RouteIr, StringMatchIr,
+    ValueMatchIr,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::core::{LabelSelector, jiff};
@@ -323,14 +324,12 @@ impl Rules {
                         request_headers: rule.request_headers.clone(),
                         response_headers: rule.response_headers.clone(),
                         action,
+                        cors: rule.cors.as_ref().map(cors_ir),
                         enabled_filters: Vec::new(),
                     },
                     precedence: precedence.clone(),
                     clusters: rule.clusters.clone(),
                 };
-                if let Some(cors) = &rule.cors {
-                    out.extend(cors_entries(cors, &entry));
-                }
                 out.push(entry);
             }
         }
@@ -338,153 +337,28 @@ impl Rules {
     }
 }
 
-/// The route entries CORS adds in front of a rule's entry: a preflight from an allowed origin
-/// is answered directly with the CORS headers, and an actual request from an allowed origin is
-/// forwarded with them added to the response. Requests from other origins fall through to the
-/// plain entry and get no CORS headers.
-fn cors_entries(cors: &Cors, plain: &Entry) -> Vec<Entry> {
-    let origins: Vec<String> = cors
-        .allow_origins
-        .iter()
-        .map(|o| {
-            if o == "*" {
-                ".*".to_string()
-            } else {
-                regex::escape(o).replace("\\*", ".*")
-            }
-        })
-        .collect();
-    if origins.is_empty() {
-        return Vec::new();
-    }
-    let origin_match = StringMatchIr {
-        name: "origin".to_string(),
-        value: ValueMatchIr::Regex(format!("^(?:{})$", origins.join("|"))),
-    };
-    let any_origin = cors.allow_origins.iter().any(|o| o == "*");
-    let allow_origin = if any_origin && !cors.allow_credentials {
-        "*".to_string()
-    } else {
-        "%REQ(origin)%".to_string()
-    };
-    let wildcard_or_list = |values: &[String], requested: &str| -> Option<String> {
-        if values.iter().any(|v| v == "*") {
-            Some(if cors.allow_credentials {
-                format!("%REQ({requested})%")
-            } else {
-                "*".to_string()
+/// A rule's CORS filter as the route's CORS policy (Gateway API's default `maxAge` is 5 s).
+fn cors_ir(cors: &Cors) -> CorsIr {
+    CorsIr {
+        allow_origins: cors
+            .allow_origins
+            .iter()
+            .map(|o| {
+                if o == "*" {
+                    OriginIr::Any
+                } else if o.contains('*') {
+                    OriginIr::Wildcard(o.clone())
+                } else {
+                    OriginIr::Exact(o.clone())
+                }
             })
-        } else if values.is_empty() {
-            None
-        } else {
-            Some(values.join(", "))
-        }
-    };
-    let mut common = vec![("access-control-allow-origin".to_string(), allow_origin)];
-    if cors.allow_credentials {
-        common.push((
-            "access-control-allow-credentials".to_string(),
-            "true".to_string(),
-        ));
+            .collect(),
+        allow_methods: cors.allow_methods.clone(),
+        allow_headers: cors.allow_headers.clone(),
+        expose_headers: cors.expose_headers.clone(),
+        max_age_seconds: i64::from(cors.max_age.unwrap_or(5)),
+        allow_credentials: cors.allow_credentials,
     }
-    if !cors.expose_headers.is_empty() {
-        common.push((
-            "access-control-expose-headers".to_string(),
-            cors.expose_headers.join(", "),
-        ));
-    }
-    let mut preflight_headers = common.clone();
-    if let Some(methods) = wildcard_or_list(&cors.allow_methods, "access-control-request-method") {
-        preflight_headers.push(("access-control-allow-methods".to_string(), methods));
-    }
-    if let Some(headers) = wildcard_or_list(&cors.allow_headers, "access-control-request-headers") {
-        preflight_headers.push(("access-control-allow-headers".to_string(), headers));
-    }
-    preflight_headers.push((
-        "access-control-max-age".to_string(),
-        cors.max_age.unwrap_or(5).to_string(),
-    ));
-
-    let mut preflight_match = plain.route.matcher.clone();
-    preflight_match.method = Some("OPTIONS".to_string());
-    preflight_match.headers.retain(|h| h.name != "origin");
-    preflight_match.headers.push(origin_match.clone());
-    preflight_match.headers.push(StringMatchIr {
-        name: "access-control-request-method".to_string(),
-        value: ValueMatchIr::Regex(".+".to_string()),
-    });
-    let mut preflight_precedence = plain.precedence.clone();
-    preflight_precedence.method = 0;
-    preflight_precedence.headers -= 2;
-    let preflight = Entry {
-        route: RouteIr {
-            name: format!("{}/cors-preflight", plain.route.name),
-            matcher: preflight_match,
-            request_headers: HeaderModIr::default(),
-            response_headers: HeaderModIr {
-                set: preflight_headers,
-                ..Default::default()
-            },
-            action: ActionIr::Respond {
-                status: 200,
-                body: String::new(),
-            },
-            enabled_filters: Vec::new(),
-        },
-        precedence: preflight_precedence,
-        clusters: Vec::new(),
-    };
-
-    let mut actual_match = plain.route.matcher.clone();
-    actual_match.headers.retain(|h| h.name != "origin");
-    actual_match.headers.push(origin_match);
-    let mut actual_precedence = plain.precedence.clone();
-    actual_precedence.headers -= 1;
-    let mut response_headers = plain.route.response_headers.clone();
-    response_headers.set.extend(common);
-    let actual = Entry {
-        route: RouteIr {
-            name: format!("{}/cors", plain.route.name),
-            matcher: actual_match,
-            request_headers: plain.route.request_headers.clone(),
-            response_headers,
-            action: plain.route.action.clone(),
-            enabled_filters: Vec::new(),
-        },
-        precedence: actual_precedence,
-        clusters: plain.clusters.clone(),
-    };
-    // A preflight from any other origin is refused here, not forwarded to the backend.
-    let mut refused_match = plain.route.matcher.clone();
-    refused_match.method = Some("OPTIONS".to_string());
-    refused_match.headers.retain(|h| h.name != "origin");
-    refused_match.headers.push(StringMatchIr {
-        name: "origin".to_string(),
-        value: ValueMatchIr::Regex(".+".to_string()),
-    });
-    refused_match.headers.push(StringMatchIr {
-        name: "access-control-request-method".to_string(),
-        value: ValueMatchIr::Regex(".+".to_string()),
-    });
-    let mut refused_precedence = plain.precedence.clone();
-    refused_precedence.method = 0;
-    refused_precedence.headers -= 1;
-    let refused = Entry {
-        route: RouteIr {
-            name: format!("{}/cors-preflight-refused", plain.route.name),
-            matcher: refused_match,
-            request_headers: HeaderModIr::default(),
-            response_headers: HeaderModIr::default(),
-            action: ActionIr::Respond {
-                status: 403,
-                body: "CORS preflight from an origin this route does not allow".to_string(),
-            },
-            enabled_filters: Vec::new(),
-        },
-        precedence: refused_precedence,
-        clusters: Vec::new(),
-    };
-    vec![preflight, refused, actual]
 }
 
 /// A path modifier for one match: prefix replacement needs the match's prefix.
@@ -1120,6 +994,76 @@ pub(crate) fn duration_ms(text: &str, at: &str) -> Result<u64, (&'static str, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The routes of the only virtual host of the only proxy, in the order Envoy tries them.
+    fn route_order(yaml: &str) -> Vec<String> {
+        let mut input = trellis_model::InputSet::default();
+        for doc in trellis_sources::parse_documents(yaml) {
+            if let trellis_sources::ParsedDocument::Object {
+                document, object, ..
+            } = doc
+            {
+                let mut object = *object;
+                object.metadata_mut().creation_timestamp = Some(trellis_model::core::Time(
+                    jiff::Timestamp::from_second(1_700_000_000 + document as i64)
+                        .unwrap_or_default(),
+                ));
+                input.insert(object);
+            }
+        }
+        let t = crate::translate(&input, &crate::Options::default());
+        let proxy = t.ir.proxies.values().next().expect("a proxy");
+        proxy.listeners[0].chains[0].virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn cors_does_not_change_which_route_wins() {
+        // Route A (older) has CORS; route B, on the same path, also matches a header. B has the
+        // more specific match and wins for every request carrying the header, whatever its
+        // origin, and CORS adds no entries that could come before it.
+        let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis}
+spec: {controllerName: trellis.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: trellis
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    filters: [{type: CORS, cors: {allowOrigins: ["https://app.example.com"], allowMethods: [GET]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-env, value: prod}]}]
+"#;
+        assert_eq!(
+            route_order(yaml),
+            [
+                "httproute/ns/b/rule/0/match/0",
+                "httproute/ns/a/rule/0/match/0"
+            ]
+        );
+    }
 
     #[test]
     fn durations_parse_like_gateway_api() {

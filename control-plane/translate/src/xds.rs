@@ -7,9 +7,9 @@
 //! traffic to as dependencies, so the xDS server delivers clusters and endpoints first.
 
 use crate::ir::{
-    ActionIr, BackendIr, ClusterIr, EndpointIr, FilterChainIr, ForwardIr, HeaderModIr, Ir,
-    ListenerIr, MatchIr, PathMatchIr, PathRewriteIr, ProxyIr, RedirectIr, RouteIr, SecretIr,
-    UpstreamProtocol, ValueMatchIr, WasmFilterIr,
+    ActionIr, BackendIr, ClusterIr, CorsIr, EndpointIr, FilterChainIr, ForwardIr, HeaderModIr, Ir,
+    ListenerIr, MatchIr, OriginIr, PathMatchIr, PathRewriteIr, ProxyIr, RedirectIr, RouteIr,
+    SecretIr, UpstreamProtocol, ValueMatchIr, WasmFilterIr,
 };
 use crate::policy::MODULE_CLUSTER;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
@@ -26,7 +26,9 @@ use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::listener::v3::{
+    AdditionalAddress, Filter, FilterChain, Listener, filter,
+};
 use envoy_types::pb::envoy::config::listener::v3::{
     FilterChainMatch, ListenerFilter, listener_filter,
 };
@@ -37,6 +39,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     query_parameter_matcher, redirect_action, retry_policy, route, route_action, route_match,
     weighted_cluster,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::{Cors as CorsFilter, CorsPolicy};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -125,9 +128,9 @@ impl CacheRound<'_> {
             .filter(same)
         {
             Some((_, _, r)) => r.clone(),
-            None => Resource::with_dependencies(
+            None => Resource::from_encoded::<RouteConfiguration>(
                 &chain.route_config,
-                &route_configuration(chain),
+                canonical_route_configuration(&route_configuration(chain)),
                 dependencies.clone(),
             ),
         };
@@ -446,6 +449,14 @@ pub fn listener(l: &ListenerIr, module_server: Option<&EndpointIr>) -> Listener 
     Listener {
         name: l.name.clone(),
         address: Some(socket(&l.address, l.port)),
+        additional_addresses: l
+            .additional_addresses
+            .iter()
+            .map(|a| AdditionalAddress {
+                address: Some(socket(a, l.port)),
+                ..Default::default()
+            })
+            .collect(),
         filter_chains,
         listener_filters: if tls {
             vec![ListenerFilter {
@@ -467,11 +478,28 @@ fn http_connection_manager(
     chain: &FilterChainIr,
     module_server: Option<&EndpointIr>,
 ) -> HttpConnectionManager {
-    let mut http_filters: Vec<HttpFilter> = chain
-        .http_filters
+    // CORS first: a preflight is answered before any policy sees it.
+    let cors = chain
+        .virtual_hosts
         .iter()
-        .map(|f| wasm_filter(f, module_server))
-        .collect();
+        .flat_map(|vh| &vh.routes)
+        .any(|r| r.cors.is_some());
+    let mut http_filters: Vec<HttpFilter> = Vec::new();
+    if cors {
+        http_filters.push(HttpFilter {
+            name: CORS_FILTER.to_string(),
+            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+                CorsFilter {},
+            ))),
+            ..Default::default()
+        });
+    }
+    http_filters.extend(
+        chain
+            .http_filters
+            .iter()
+            .map(|f| wasm_filter(f, module_server)),
+    );
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".to_string(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
@@ -555,6 +583,52 @@ pub fn route_configuration(chain: &FilterChainIr) -> RouteConfiguration {
         ignore_port_in_host_matching: true,
         ..Default::default()
     }
+}
+
+/// A route configuration encoded with its `typed_per_filter_config` maps in key order: prost
+/// writes a map in its hash map's order, which differs between runs, and the resource's version
+/// is a hash of the bytes (an unchanged configuration must keep its version, or every proxy
+/// would be sent it again after each translation). A parser reads a message's fields in any
+/// order, so the maps are appended after the rest.
+pub fn canonical_route_configuration(rc: &RouteConfiguration) -> Vec<u8> {
+    use prost::Message;
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    fn map_entries(tag: u32, map: &HashMap<String, Any>, buf: &mut Vec<u8>) {
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        for (key, value) in entries {
+            let mut entry = Vec::new();
+            prost::encoding::string::encode(1, key, &mut entry);
+            prost::encoding::message::encode(2, value, &mut entry);
+            encode_key(tag, WireType::LengthDelimited, buf);
+            encode_varint(entry.len() as u64, buf);
+            buf.extend_from_slice(&entry);
+        }
+    }
+    fn nested(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(bytes.len() as u64, buf);
+        buf.extend_from_slice(bytes);
+    }
+    // RouteConfiguration.virtual_hosts = 2; VirtualHost.routes = 3 and its map = 15;
+    // Route's map = 13.
+    let mut top = rc.clone();
+    let hosts = std::mem::take(&mut top.virtual_hosts);
+    let mut buf = top.encode_to_vec();
+    for mut vh in hosts {
+        let routes = std::mem::take(&mut vh.routes);
+        let vh_map = std::mem::take(&mut vh.typed_per_filter_config);
+        let mut vh_buf = vh.encode_to_vec();
+        for mut r in routes {
+            let r_map = std::mem::take(&mut r.typed_per_filter_config);
+            let mut r_buf = r.encode_to_vec();
+            map_entries(13, &r_map, &mut r_buf);
+            nested(3, &r_buf, &mut vh_buf);
+        }
+        map_entries(15, &vh_map, &mut vh_buf);
+        nested(2, &vh_buf, &mut buf);
+    }
+    buf
 }
 
 fn string_matcher(v: &ValueMatchIr) -> StringMatcher {
@@ -668,7 +742,49 @@ fn route(r: &RouteIr) -> Route {
         request_headers_to_remove: r.request_headers.remove.clone(),
         response_headers_to_add: header_options(&r.response_headers),
         response_headers_to_remove: r.response_headers.remove.clone(),
-        typed_per_filter_config: enable_filters(&r.enabled_filters),
+        typed_per_filter_config: {
+            let mut configs = enable_filters(&r.enabled_filters);
+            if let Some(cors) = &r.cors {
+                configs.insert(CORS_FILTER.to_string(), pack_any(cors_policy(cors)));
+            }
+            configs
+        },
+        ..Default::default()
+    }
+}
+
+/// Envoy's CORS filter, in a chain whose routes have CORS policies.
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
+
+/// A route's CORS policy for Envoy's CORS filter. Origins outside it get no CORS headers; their
+/// preflights are answered by Envoy (without them) rather than passed to the backend.
+fn cors_policy(c: &CorsIr) -> CorsPolicy {
+    let origins = c
+        .allow_origins
+        .iter()
+        .map(|o| StringMatcher {
+            match_pattern: Some(match o {
+                OriginIr::Any => string_matcher::MatchPattern::SafeRegex(regex(".*")),
+                OriginIr::Exact(origin) => string_matcher::MatchPattern::Exact(origin.clone()),
+                OriginIr::Wildcard(pattern) => string_matcher::MatchPattern::SafeRegex(regex(
+                    &regex::escape(pattern).replace("\\*", ".*"),
+                )),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    CorsPolicy {
+        allow_origin_string_match: origins,
+        allow_methods: c.allow_methods.join(", "),
+        allow_headers: c.allow_headers.join(", "),
+        expose_headers: c.expose_headers.join(", "),
+        max_age: c.max_age_seconds.to_string(),
+        allow_credentials: c
+            .allow_credentials
+            .then_some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
+        forward_not_matching_preflights: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: false,
+        }),
         ..Default::default()
     }
 }
@@ -911,5 +1027,52 @@ pub fn load_assignment(c: &ClusterIr) -> ClusterLoadAssignment {
             ..Default::default()
         }],
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn with_maps() -> RouteConfiguration {
+        let configs = |n: usize| -> HashMap<String, Any> {
+            (0..n)
+                .map(|i| (format!("filter-{i}"), pack_any(FilterConfig::default())))
+                .collect()
+        };
+        RouteConfiguration {
+            name: "rc".into(),
+            virtual_hosts: (0..3)
+                .map(|v| VirtualHost {
+                    name: format!("vh-{v}"),
+                    domains: vec!["*".into()],
+                    routes: (0..4)
+                        .map(|r| Route {
+                            name: format!("r-{r}"),
+                            typed_per_filter_config: configs(6),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    typed_per_filter_config: configs(5),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn route_configurations_encode_the_same_bytes_every_time_and_decode_to_themselves() {
+        // Each HashMap has its own iteration order: prost's encoding differs between two
+        // equal configurations, the canonical one does not.
+        let first = canonical_route_configuration(&with_maps());
+        for _ in 0..20 {
+            assert_eq!(canonical_route_configuration(&with_maps()), first);
+        }
+        assert_eq!(
+            RouteConfiguration::decode(first.as_slice()).ok(),
+            Some(with_maps())
+        );
     }
 }

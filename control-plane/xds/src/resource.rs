@@ -157,6 +157,26 @@ impl Resource {
         })
     }
 
+    /// A resource of message type `M` from bytes already encoded (for an encoding of one's own,
+    /// such as one with its maps in a stable order), versioned by those bytes.
+    pub fn from_encoded<M: Name>(
+        name: impl Into<String>,
+        value: Vec<u8>,
+        mut dependencies: Vec<Dependency>,
+    ) -> Arc<Resource> {
+        dependencies.sort();
+        dependencies.dedup();
+        Arc::new(Resource {
+            name: Arc::from(name.into()),
+            version: content_hash([value.as_slice()]),
+            body: Any {
+                type_url: M::type_url(),
+                value,
+            },
+            dependencies,
+        })
+    }
+
     /// The resource type, from the body's type URL.
     pub fn resource_type(&self) -> Option<ResourceType> {
         ResourceType::from_type_url(&self.body.type_url)
