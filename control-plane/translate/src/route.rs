@@ -75,6 +75,9 @@ pub(crate) fn http_routes(
                     generation,
                 ),
             });
+            if accepted.is_ok() {
+                conditions.extend(rules.partially_invalid(generation));
+            }
             parent_statuses.push(RouteParentStatus {
                 parent_ref: parent.clone(),
                 controller_name: CONTROLLER_NAME.to_string(),
@@ -109,8 +112,8 @@ fn attach(
     gateway: &mut GatewayState<'_>,
     rules: &Rules,
 ) -> Result<(), (&'static str, String)> {
-    if let Some(problem) = &rules.not_accepted {
-        return Err(problem.clone());
+    if let Some(problem) = rules.not_accepted() {
+        return Err(problem);
     }
     let gateway_namespace = gateway.key.namespace.clone();
     let selected: Vec<usize> = gateway
@@ -245,11 +248,46 @@ pub(crate) fn selector_matches(
 
 /// A route's rules, translated once and specialised per listener.
 struct Rules {
+    /// The valid rules, which are served.
     rules: Vec<RuleIr>,
-    /// Why the whole route is not accepted, if it is not.
-    not_accepted: Option<(&'static str, String)>,
+    /// Invalid rules, dropped (Gateway API's GEP-1364): their index, reason and message. The
+    /// route stays accepted while any rule is valid, with `PartiallyInvalid` saying which were
+    /// dropped; with none valid, it is not accepted.
+    dropped: Vec<(usize, &'static str, String)>,
     /// References that did not resolve (the route is still accepted).
     ref_problems: Vec<RefProblem>,
+}
+
+impl Rules {
+    /// Why the whole route is not accepted: every rule is invalid.
+    fn not_accepted(&self) -> Option<(&'static str, String)> {
+        if !self.rules.is_empty() {
+            return None;
+        }
+        let (_, reason, _) = self.dropped.first()?;
+        let messages: Vec<&str> = self.dropped.iter().map(|(_, _, m)| m.as_str()).collect();
+        Some((reason, format!("No rule is valid: {}", messages.join("; "))))
+    }
+
+    /// `PartiallyInvalid`: the rules dropped while others are served.
+    fn partially_invalid(&self, generation: Option<i64>) -> Option<trellis_model::core::Condition> {
+        if self.rules.is_empty() || self.dropped.is_empty() {
+            return None;
+        }
+        let indexes: Vec<String> = self.dropped.iter().map(|(i, _, _)| i.to_string()).collect();
+        let messages: Vec<&str> = self.dropped.iter().map(|(_, _, m)| m.as_str()).collect();
+        Some(condition(
+            types::PARTIALLY_INVALID,
+            true,
+            reasons::UNSUPPORTED_VALUE,
+            format!(
+                "Dropped Rule(s) {}: {}",
+                indexes.join(", "),
+                messages.join("; ")
+            ),
+            generation,
+        ))
+    }
 }
 
 struct RuleIr {
@@ -416,7 +454,7 @@ fn redirect(r: &RequestRedirect, path: &PathMatchIr, listener: &ListenerState<'_
 /// Translates a route's rules once.
 fn translate_rules(key: &ObjectKey, route: &HttpRoute, backends: &Backends<'_>) -> Rules {
     let mut rules = Vec::new();
-    let mut not_accepted = None;
+    let mut dropped = Vec::new();
     let mut ref_problems = Vec::new();
     let created = route
         .metadata
@@ -426,16 +464,19 @@ fn translate_rules(key: &ObjectKey, route: &HttpRoute, backends: &Backends<'_>) 
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
         .to_string();
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
-        match translate_rule(key, rule, rule_index, &created, backends, &mut ref_problems) {
-            Ok(r) => rules.push(r),
-            Err(problem) => {
-                not_accepted.get_or_insert(problem);
+        // A dropped rule's unresolved references are not the route's.
+        let mut rule_refs = Vec::new();
+        match translate_rule(key, rule, rule_index, &created, backends, &mut rule_refs) {
+            Ok(r) => {
+                rules.push(r);
+                ref_problems.extend(rule_refs);
             }
+            Err((reason, message)) => dropped.push((rule_index, reason, message)),
         }
     }
     Rules {
         rules,
-        not_accepted,
+        dropped,
         ref_problems,
     }
 }
@@ -1018,6 +1059,52 @@ mod tests {
             .iter()
             .map(|r| r.name.clone())
             .collect()
+    }
+
+    #[test]
+    fn one_bad_regex_drops_its_rule_and_the_rest_of_the_route_keeps_serving() {
+        let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis}
+spec: {controllerName: trellis.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: trellis
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: ns}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /cart}}]
+  - matches: [{path: {type: RegularExpression, value: "/items/[0-9+"}}]
+"#;
+        assert_eq!(route_order(yaml), ["httproute/ns/shop/rule/0/match/0"]);
+        let mut input = trellis_model::InputSet::default();
+        for doc in trellis_sources::parse_documents(yaml) {
+            if let trellis_sources::ParsedDocument::Object { object, .. } = doc {
+                input.insert(*object);
+            }
+        }
+        let t = crate::translate(&input, &crate::Options::default());
+        let conditions = &t.status.http_routes[&ObjectKey::new("ns", "shop")].parents[0].conditions;
+        let find = |t: &str| conditions.iter().find(|c| c.type_ == t).cloned();
+        assert_eq!(find("Accepted").map(|c| c.status), Some("True".to_string()));
+        let partial = find("PartiallyInvalid").expect("PartiallyInvalid");
+        assert_eq!(partial.status, "True");
+        assert_eq!(partial.reason, "UnsupportedValue");
+        assert!(
+            partial.message.starts_with("Dropped Rule(s) 1: "),
+            "{}",
+            partial.message
+        );
     }
 
     #[test]
