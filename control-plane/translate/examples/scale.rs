@@ -35,11 +35,11 @@ fn main() {
             input.insert(*object);
         }
     }
-    let mut cache = trellis_translate::xds::ResourceCache::default();
+    let mut cache = trellis_translate::envoy::ResourceCache::default();
     let t0 = Instant::now();
     let translation = translate(&input, &Options::default());
     let t1 = Instant::now();
-    trellis_translate::xds::snapshots_cached(&translation.ir, &mut cache);
+    trellis_translate::envoy::snapshots_cached(&translation.ir, &mut cache);
     println!(
         "first translation: translate {:?}, encode {:?}",
         t1 - t0,
@@ -53,7 +53,7 @@ fn main() {
     let t0 = Instant::now();
     let translation = translate(&input, &Options::default());
     let t1 = Instant::now();
-    trellis_translate::xds::snapshots_cached(&translation.ir, &mut cache);
+    trellis_translate::envoy::snapshots_cached(&translation.ir, &mut cache);
     println!(
         "one route changed: translate {:?}, encode (cached) {:?}",
         t1 - t0,
@@ -63,7 +63,7 @@ fn main() {
         let t0 = Instant::now();
         let translation = translate(&input, &Options::default());
         let t1 = Instant::now();
-        let snapshots = trellis_translate::xds::snapshots(&translation.ir);
+        let snapshots = trellis_translate::envoy::snapshots(&translation.ir);
         let t2 = Instant::now();
         let bytes: usize = snapshots
             .values()

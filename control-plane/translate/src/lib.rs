@@ -3,7 +3,7 @@
 //! ```text
 //!  InputSet ──translate()──► Translation { ir: Ir, status: StatusSet, last_good }
 //!                                          │
-//!                          xds::snapshots()▼
+//!                        envoy::snapshots()▼
 //!                    { "gateway/<ns>/<name>" -> Snapshot }
 //! ```
 //!
@@ -13,6 +13,7 @@
 
 pub mod backend;
 pub mod conditions;
+pub mod envoy;
 mod gateway;
 pub mod hostname;
 pub mod ir;
@@ -21,7 +22,6 @@ pub mod policy;
 pub mod re2;
 mod route;
 pub mod status;
-pub mod xds;
 
 pub use gateway::SUPPORTED_FEATURES;
 pub use status::StatusSet;

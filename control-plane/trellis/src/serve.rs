@@ -685,7 +685,7 @@ async fn control_loop(
     });
     let mut sync_changes = state.registry.subscribe();
     let mut module_changes = modules.store.changes();
-    let mut resources = trellis_translate::xds::ResourceCache::default();
+    let mut resources = trellis_translate::envoy::ResourceCache::default();
     // The last valid spec of every policy: an invalid change leaves the previous one in force
     // (across restarts too, with a state directory).
     let state_dir = kept.state_dir;
@@ -736,7 +736,7 @@ async fn control_loop(
                 .chain(modules.options.policy_module.clone())
                 .collect(),
         );
-        let snapshots = trellis_translate::xds::snapshots_cached(&translation.ir, &mut resources);
+        let snapshots = trellis_translate::envoy::snapshots_cached(&translation.ir, &mut resources);
         let versions: BTreeMap<String, String> = snapshots
             .iter()
             .map(|(key, snapshot)| (key.clone(), snapshot.version()))

@@ -165,7 +165,7 @@ pub fn render_xds(ir: &Ir) -> BTreeMap<String, BTreeMap<&'static str, Vec<serde_
     let pool = descriptors();
     let options = SerializeOptions::new().skip_default_fields(true);
     let mut out = BTreeMap::new();
-    for (key, snapshot) in trellis_translate::xds::snapshots(ir) {
+    for (key, snapshot) in trellis_translate::envoy::snapshots(ir) {
         let mut by_type = BTreeMap::new();
         for t in ResourceType::ALL {
             let resources = snapshot.resources(t);
