@@ -11,12 +11,14 @@
 //! tests pin them down. A user's mistake never makes translation fail: it becomes a status
 //! condition with a standard reason, and the rest of the configuration is still produced.
 
+mod assemble;
 pub mod backend;
 pub mod conditions;
 pub mod envoy;
 mod gateway;
 pub mod hostname;
 pub mod ir;
+mod listener;
 mod pem;
 pub mod policy;
 pub mod re2;
@@ -62,10 +64,10 @@ pub fn proxy_key(gateway: &ObjectKey) -> String {
 pub fn translate(input: &InputSet, options: &Options) -> Translation {
     let mut status = StatusSet::default();
     let classes = gateway::gateway_classes(input, &mut status);
-    let mut gateways = gateway::gateways(input, options, &classes, &mut status);
     let backends = backend::Backends::new(input);
+    let mut gateways = gateway::gateways(input, options, &classes, &backends);
     route::http_routes(input, &backends, &mut gateways, &mut status);
-    let mut ir = gateway::finish(gateways, &mut status);
+    let mut ir = assemble::finish(gateways, &mut status);
     ir.spare_clusters = spare_clusters(input, &backends);
     let last_good = policy::attach(
         input,
