@@ -27,125 +27,135 @@ pub(crate) fn finish(
 ) -> Ir {
     let mut ir = Ir::default();
     for (key, gw) in gateways {
-        let mut proxy = ProxyIr::default();
-        let programmable_gateway = gw.unprogrammable.is_none();
-        // Envoy listeners: one per port, from the programmable listeners on it.
-        let mut ports: BTreeMap<u16, Vec<&ListenerState<'_>>> = BTreeMap::new();
-        if programmable_gateway {
-            for l in gw.listeners.iter().filter(|l| l.programmable) {
-                if let Ok(port) = u16::try_from(l.spec.port) {
-                    ports.entry(port).or_default().push(l);
-                }
-            }
-        }
-        for (port, listeners) in &ports {
-            let name = format!("gateway/{}/{}/port/{}", key.namespace, key.name, port);
-            let hosts = virtual_hosts(listeners, &mut proxy.clusters);
-            let https = listeners.iter().any(|l| l.spec.protocol == "HTTPS");
-            let chains = if https {
-                https_chains(&name, listeners, &hosts, &mut proxy.secrets)
-            } else {
-                vec![FilterChainIr {
-                    route_config: name.clone(),
-                    server_names: Vec::new(),
-                    certificates: Vec::new(),
-                    virtual_hosts: hosts.into_iter().map(|(_, vh)| vh).collect(),
-                    http_filters: Vec::new(),
-                }]
-            };
-            proxy.listeners.push(ListenerIr {
-                name,
-                address: gw.addresses[0].clone(),
-                // Every requested address is bound (and so listed in status.addresses).
-                additional_addresses: gw.addresses[1..].to_vec(),
-                port: *port,
-                chains,
-            });
-        }
-        // Status.
-        let generation = gw.generation;
-        let programmed_listeners = if programmable_gateway {
-            gw.listeners.iter().filter(|l| l.programmable).count()
-        } else {
-            0
-        };
-        let listener_status = gw
-            .listeners
-            .iter()
-            .map(|l| {
-                let mut conditions = l.conditions.clone();
-                let programmed = programmable_gateway && l.programmable;
-                conditions.push(if programmed {
-                    condition(
-                        types::PROGRAMMED,
-                        true,
-                        reasons::PROGRAMMED,
-                        "Listener programmed",
-                        generation,
-                    )
-                } else {
-                    condition(
-                        types::PROGRAMMED,
-                        false,
-                        reasons::INVALID,
-                        "Listener is not valid; see the other conditions",
-                        generation,
-                    )
-                });
-                ListenerStatus {
-                    name: l.spec.name.clone(),
-                    supported_kinds: l.supported_kinds.clone(),
-                    attached_routes: l.attached_routes.len() as i32,
-                    conditions,
-                }
-            })
-            .collect();
-        let programmed = match &gw.unprogrammable {
-            Some((reason, message)) => condition(
-                types::PROGRAMMED,
-                false,
-                reason,
-                message.clone(),
-                generation,
-            ),
-            None if programmed_listeners == 0 && !gw.listeners.is_empty() => condition(
-                types::PROGRAMMED,
-                false,
-                reasons::INVALID,
-                "No listener can be programmed",
-                generation,
-            ),
-            None => condition(
-                types::PROGRAMMED,
-                true,
-                reasons::PROGRAMMED,
-                "Gateway programmed",
-                generation,
-            ),
-        };
-        let addresses = if programmable_gateway {
-            gw.addresses
-                .iter()
-                .filter(|a| a.as_str() != "0.0.0.0" && a.as_str() != "::")
-                .map(|a| GatewayStatusAddress {
-                    type_: Some("IPAddress".to_string()),
-                    value: a.clone(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        status.gateways.insert(
-            key.clone(),
-            GatewayStatus {
-                addresses,
-                conditions: vec![gw.accepted.clone(), programmed],
-                listeners: listener_status,
-            },
-        );
+        let proxy = proxy(&key, &gw);
+        status.gateways.insert(key.clone(), gateway_status(&gw));
         ir.proxies.insert(proxy_key(&key), proxy);
     }
     ir
+}
+
+/// A Gateway's proxy: one Envoy listener per port, from the programmable listeners on it.
+fn proxy(key: &ObjectKey, gw: &GatewayState<'_>) -> ProxyIr {
+    let mut proxy = ProxyIr::default();
+    let programmable_gateway = gw.unprogrammable.is_none();
+    // Envoy listeners: one per port, from the programmable listeners on it.
+    let mut ports: BTreeMap<u16, Vec<&ListenerState<'_>>> = BTreeMap::new();
+    if programmable_gateway {
+        for l in gw.listeners.iter().filter(|l| l.programmable) {
+            if let Ok(port) = u16::try_from(l.spec.port) {
+                ports.entry(port).or_default().push(l);
+            }
+        }
+    }
+    for (port, listeners) in &ports {
+        let name = format!("gateway/{}/{}/port/{}", key.namespace, key.name, port);
+        let hosts = virtual_hosts(listeners, &mut proxy.clusters);
+        let https = listeners.iter().any(|l| l.spec.protocol == "HTTPS");
+        let chains = if https {
+            https_chains(&name, listeners, &hosts, &mut proxy.secrets)
+        } else {
+            vec![FilterChainIr {
+                route_config: name.clone(),
+                server_names: Vec::new(),
+                certificates: Vec::new(),
+                virtual_hosts: hosts.into_iter().map(|(_, vh)| vh).collect(),
+                http_filters: Vec::new(),
+            }]
+        };
+        proxy.listeners.push(ListenerIr {
+            name,
+            address: gw.addresses[0].clone(),
+            // Every requested address is bound (and so listed in status.addresses).
+            additional_addresses: gw.addresses[1..].to_vec(),
+            port: *port,
+            chains,
+        });
+    }
+    proxy
+}
+
+/// A Gateway's status: Accepted (decided before routes attached), Programmed, listeners with
+/// their attached routes, and the bound addresses.
+fn gateway_status(gw: &GatewayState<'_>) -> GatewayStatus {
+    let programmable_gateway = gw.unprogrammable.is_none();
+    // Status.
+    let generation = gw.generation;
+    let programmed_listeners = if programmable_gateway {
+        gw.listeners.iter().filter(|l| l.programmable).count()
+    } else {
+        0
+    };
+    let listener_status = gw
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut conditions = l.conditions.clone();
+            let programmed = programmable_gateway && l.programmable;
+            conditions.push(if programmed {
+                condition(
+                    types::PROGRAMMED,
+                    true,
+                    reasons::PROGRAMMED,
+                    "Listener programmed",
+                    generation,
+                )
+            } else {
+                condition(
+                    types::PROGRAMMED,
+                    false,
+                    reasons::INVALID,
+                    "Listener is not valid; see the other conditions",
+                    generation,
+                )
+            });
+            ListenerStatus {
+                name: l.spec.name.clone(),
+                supported_kinds: l.supported_kinds.clone(),
+                attached_routes: l.attached_routes.len() as i32,
+                conditions,
+            }
+        })
+        .collect();
+    let programmed = match &gw.unprogrammable {
+        Some((reason, message)) => condition(
+            types::PROGRAMMED,
+            false,
+            reason,
+            message.clone(),
+            generation,
+        ),
+        None if programmed_listeners == 0 && !gw.listeners.is_empty() => condition(
+            types::PROGRAMMED,
+            false,
+            reasons::INVALID,
+            "No listener can be programmed",
+            generation,
+        ),
+        None => condition(
+            types::PROGRAMMED,
+            true,
+            reasons::PROGRAMMED,
+            "Gateway programmed",
+            generation,
+        ),
+    };
+    let addresses = if programmable_gateway {
+        gw.addresses
+            .iter()
+            .filter(|a| a.as_str() != "0.0.0.0" && a.as_str() != "::")
+            .map(|a| GatewayStatusAddress {
+                type_: Some("IPAddress".to_string()),
+                value: a.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    GatewayStatus {
+        addresses,
+        conditions: vec![gw.accepted.clone(), programmed],
+        listeners: listener_status,
+    }
 }
 
 /// The virtual hosts of one port.

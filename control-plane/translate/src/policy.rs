@@ -230,64 +230,105 @@ pub(crate) fn attach(
     ir: &mut Ir,
     status: &mut StatusSet,
 ) -> LastGood {
-    let mut next = LastGood::default();
-    let mut attachments: BTreeMap<String, Vec<Attachment>> = BTreeMap::new();
-    let mut run = |kind: Kind,
-                   key: &ObjectKey,
-                   generation: Option<i64>,
-                   spec: &Value,
-                   check: &dyn Fn(&Value) -> Result<Checked, Problem>|
-     -> PolicyStatus {
-        let current = check(spec);
-        let (chosen, problem, kept) = match current {
-            Ok(c) => {
-                next.specs.insert(
-                    (kind, key.clone()),
-                    GoodSpec {
-                        generation,
-                        spec: spec.clone(),
-                    },
-                );
-                (Some(c), None, None)
-            }
-            Err(problem) => match last_good.specs.get(&(kind, key.clone())) {
-                Some(good) => match check(&good.spec) {
-                    Ok(c) => {
-                        next.specs.insert((kind, key.clone()), good.clone());
-                        (Some(c), Some(problem), Some(good.generation))
-                    }
-                    Err(_) => (None, Some(problem), None),
-                },
-                None => (None, Some(problem), None),
-            },
+    let mut run = Attacher {
+        input,
+        ir,
+        last_good,
+        next: LastGood::default(),
+        attachments: BTreeMap::new(),
+    };
+    for (key, object) in &input.authorization_policies {
+        let s = run.policy(
+            Kind::AuthorizationPolicy,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| check_authorization(key, spec, modules),
+        );
+        status.authorization_policies.insert(key.clone(), s);
+    }
+    for (key, object) in &input.rate_limit_policies {
+        let s = run.policy(
+            Kind::RateLimitPolicy,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| check_rate_limits(key, spec, modules),
+        );
+        status.rate_limit_policies.insert(key.clone(), s);
+    }
+    for (key, object) in &input.wasm_filters {
+        let s = run.policy(
+            Kind::WasmFilter,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| check_wasm_filter(key, spec, modules),
+        );
+        status.wasm_filters.insert(key.clone(), s);
+    }
+    let Attacher {
+        next, attachments, ..
+    } = run;
+    for (proxy_name, list) in attachments {
+        let Some(proxy) = ir.proxies.get_mut(&proxy_name) else {
+            continue;
         };
-        let targets = match &chosen {
+        let mut used = false;
+        for listener in &mut proxy.listeners {
+            for chain in &mut listener.chains {
+                used |= apply_to_chain(chain, &list, modules);
+            }
+        }
+        if used {
+            proxy.module_server = modules.server.clone();
+        }
+    }
+    next
+}
+
+/// Checks and resolves policies one by one, gathering what attaches to each proxy.
+struct Attacher<'a> {
+    input: &'a InputSet,
+    ir: &'a Ir,
+    last_good: &'a LastGood,
+    next: LastGood,
+    attachments: BTreeMap<String, Vec<Attachment>>,
+}
+
+/// The spec a policy is served with: the current one if valid, else its last valid one.
+struct Chosen {
+    checked: Option<Checked>,
+    problem: Option<Problem>,
+    /// `Some(generation)` when the last valid spec stands in for an invalid current one.
+    kept: Option<Option<i64>>,
+}
+
+impl Attacher<'_> {
+    /// One policy: its spec checked (or its last valid one), its targets resolved, its
+    /// attachments recorded, and its status.
+    fn policy(
+        &mut self,
+        kind: Kind,
+        key: &ObjectKey,
+        generation: Option<i64>,
+        spec: &Value,
+        check: &dyn Fn(&Value) -> Result<Checked, Problem>,
+    ) -> PolicyStatus {
+        let Chosen {
+            checked,
+            problem,
+            kept,
+        } = self.choose(kind, key, generation, spec, check);
+        let targets = match &checked {
             Some(c) => c.targets.clone(),
             None => lenient_targets(spec),
         };
-        let contribution = chosen.map(|c| std::rc::Rc::new(c.contribution));
-        let mut ancestors: BTreeMap<ParentReference, Result<(), String>> = BTreeMap::new();
-        let mut by_proxy: BTreeMap<String, Vec<Selector>> = BTreeMap::new();
-        for target in &targets {
-            match resolve(input, ir, &key.namespace, target) {
-                Ok(found) => {
-                    for (gateway, selector) in found {
-                        ancestors.insert(gateway_ref(&gateway, target), Ok(()));
-                        by_proxy
-                            .entry(proxy_key(&gateway))
-                            .or_default()
-                            .push(selector);
-                    }
-                }
-                Err(message) => {
-                    let r = target_ref(&key.namespace, target);
-                    ancestors.entry(r).or_insert(Err(message));
-                }
-            }
-        }
-        if let Some(contribution) = &contribution {
+        let (mut ancestors, by_proxy) = self.resolve_targets(key, &targets);
+        if let Some(c) = checked {
+            let contribution = std::rc::Rc::new(c.contribution);
             for (proxy, selectors) in by_proxy {
-                attachments.entry(proxy).or_default().push(Attachment {
+                self.attachments.entry(proxy).or_default().push(Attachment {
                     key: key.clone(),
                     selectors,
                     contribution: contribution.clone(),
@@ -318,54 +359,90 @@ pub(crate) fn attach(
                 })
                 .collect(),
         }
-    };
-
-    for (key, object) in &input.authorization_policies {
-        let s = run(
-            Kind::AuthorizationPolicy,
-            key,
-            object.metadata.generation,
-            &object.spec,
-            &|spec| check_authorization(key, spec, modules),
-        );
-        status.authorization_policies.insert(key.clone(), s);
-    }
-    for (key, object) in &input.rate_limit_policies {
-        let s = run(
-            Kind::RateLimitPolicy,
-            key,
-            object.metadata.generation,
-            &object.spec,
-            &|spec| check_rate_limits(key, spec, modules),
-        );
-        status.rate_limit_policies.insert(key.clone(), s);
-    }
-    for (key, object) in &input.wasm_filters {
-        let s = run(
-            Kind::WasmFilter,
-            key,
-            object.metadata.generation,
-            &object.spec,
-            &|spec| check_wasm_filter(key, spec, modules),
-        );
-        status.wasm_filters.insert(key.clone(), s);
     }
 
-    for (proxy_name, list) in attachments {
-        let Some(proxy) = ir.proxies.get_mut(&proxy_name) else {
-            continue;
-        };
-        let mut used = false;
-        for listener in &mut proxy.listeners {
-            for chain in &mut listener.chains {
-                used |= apply_to_chain(chain, &list, modules);
+    /// The current spec if it is valid (remembered as the last valid one), else the last
+    /// valid spec if there is one and it still checks.
+    fn choose(
+        &mut self,
+        kind: Kind,
+        key: &ObjectKey,
+        generation: Option<i64>,
+        spec: &Value,
+        check: &dyn Fn(&Value) -> Result<Checked, Problem>,
+    ) -> Chosen {
+        match check(spec) {
+            Ok(c) => {
+                self.next.specs.insert(
+                    (kind, key.clone()),
+                    GoodSpec {
+                        generation,
+                        spec: spec.clone(),
+                    },
+                );
+                Chosen {
+                    checked: Some(c),
+                    problem: None,
+                    kept: None,
+                }
+            }
+            Err(problem) => match self.last_good.specs.get(&(kind, key.clone())) {
+                Some(good) => match check(&good.spec) {
+                    Ok(c) => {
+                        self.next.specs.insert((kind, key.clone()), good.clone());
+                        Chosen {
+                            checked: Some(c),
+                            problem: Some(problem),
+                            kept: Some(good.generation),
+                        }
+                    }
+                    Err(_) => Chosen {
+                        checked: None,
+                        problem: Some(problem),
+                        kept: None,
+                    },
+                },
+                None => Chosen {
+                    checked: None,
+                    problem: Some(problem),
+                    kept: None,
+                },
+            },
+        }
+    }
+
+    /// Each target's ancestors (the Gateways it takes effect on, or why it does not resolve),
+    /// and the selectors by proxy.
+    #[allow(clippy::type_complexity)]
+    fn resolve_targets(
+        &self,
+        key: &ObjectKey,
+        targets: &[PolicyTargetReference],
+    ) -> (
+        BTreeMap<ParentReference, Result<(), String>>,
+        BTreeMap<String, Vec<Selector>>,
+    ) {
+        let mut ancestors: BTreeMap<ParentReference, Result<(), String>> = BTreeMap::new();
+        let mut by_proxy: BTreeMap<String, Vec<Selector>> = BTreeMap::new();
+        for target in targets {
+            match resolve(self.input, self.ir, &key.namespace, target) {
+                Ok(found) => {
+                    for (gateway, selector) in found {
+                        ancestors.insert(gateway_ref(&gateway, target), Ok(()));
+                        by_proxy
+                            .entry(proxy_key(&gateway))
+                            .or_default()
+                            .push(selector);
+                    }
+                }
+                Err(message) => {
+                    let r = target_ref(&key.namespace, target);
+                    ancestors.entry(r).or_insert(Err(message));
+                }
             }
         }
-        if used {
-            proxy.module_server = modules.server.clone();
-        }
+        (ancestors, by_proxy)
     }
-    next
 }
 
 fn conditions(

@@ -2,7 +2,7 @@
 //! to route entries (matches, filters, backends), and route status.
 
 use crate::StatusSet;
-use crate::backend::{BackendRef, Backends, RefProblem, http_route_referrer};
+use crate::backend::{BackendRef, Backends, RefProblem, Referrer, http_route_referrer};
 use crate::conditions::{condition, reasons, types};
 use crate::gateway::{Contribution, Entry, GatewayState, ListenerState, Precedence};
 use crate::hostname;
@@ -481,6 +481,22 @@ fn translate_rules(key: &ObjectKey, route: &HttpRoute, backends: &Backends<'_>) 
     }
 }
 
+/// What a rule's filters add up to.
+#[derive(Default)]
+struct RuleFilters {
+    request_headers: HeaderModIr,
+    response_headers: HeaderModIr,
+    redirect: Option<RequestRedirect>,
+    rewrite: Option<UrlRewrite>,
+    mirrors: Vec<MirrorIr>,
+    clusters: Vec<ClusterIr>,
+    /// A filter that cannot run: the rule answers 500 with this.
+    broken: Option<String>,
+    cors: Option<Cors>,
+}
+
+/// Translates one rule: its matches, its filters, then its action (a redirect, a 500 for a
+/// filter that cannot run, or forwarding to its backends).
 fn translate_rule(
     key: &ObjectKey,
     rule: &HttpRouteRule,
@@ -501,221 +517,43 @@ fn translate_rule(
         matches.push((matcher, precedence));
     }
     let referrer = http_route_referrer(&key.namespace);
-    let mut request_headers = HeaderModIr::default();
-    let mut response_headers = HeaderModIr::default();
-    let mut redirect = None;
-    let mut rewrite = None;
-    let mut mirrors = Vec::new();
-    let mut clusters = Vec::new();
-    let mut broken_filter = None;
-    let mut cors = None;
+    let mut filters = RuleFilters::default();
     for (i, filter) in rule.filters.iter().enumerate() {
         let at = format!("{at}.filters[{i}]");
-        match filter.type_ {
-            HttpRouteFilterType::RequestHeaderModifier => merge_headers(
-                &mut request_headers,
-                filter.request_header_modifier.as_ref(),
-                &at,
-            )?,
-            HttpRouteFilterType::ResponseHeaderModifier => merge_headers(
-                &mut response_headers,
-                filter.response_header_modifier.as_ref(),
-                &at,
-            )?,
-            HttpRouteFilterType::RequestRedirect => {
-                let r = filter
-                    .request_redirect
-                    .as_ref()
-                    .ok_or_else(|| missing(&at, "requestRedirect"))?;
-                if let Some(p) = &r.path {
-                    check_path_modifier(p, &matches, &at)?;
-                }
-                if let Some(h) = &r.hostname {
-                    hostname::validate(h).map_err(|e| {
-                        (
-                            reasons::UNSUPPORTED_VALUE,
-                            format!("{at}.requestRedirect.hostname: {e}"),
-                        )
-                    })?;
-                }
-                redirect = Some(r.clone());
-            }
-            HttpRouteFilterType::UrlRewrite => {
-                let r = filter
-                    .url_rewrite
-                    .as_ref()
-                    .ok_or_else(|| missing(&at, "urlRewrite"))?;
-                if let Some(p) = &r.path {
-                    check_path_modifier(p, &matches, &at)?;
-                }
-                if let Some(h) = &r.hostname {
-                    hostname::validate(h).map_err(|e| {
-                        (
-                            reasons::UNSUPPORTED_VALUE,
-                            format!("{at}.urlRewrite.hostname: {e}"),
-                        )
-                    })?;
-                }
-                rewrite = Some(r.clone());
-            }
-            HttpRouteFilterType::RequestMirror => {
-                let m = filter
-                    .request_mirror
-                    .as_ref()
-                    .ok_or_else(|| missing(&at, "requestMirror"))?;
-                let b = &m.backend_ref;
-                let target = BackendRef {
-                    group: &b.group,
-                    kind: &b.kind,
-                    name: &b.name,
-                    namespace: b.namespace.as_deref(),
-                    port: b.port,
-                };
-                match backends.resolve(referrer, target) {
-                    Ok(cluster) => {
-                        let per_million = match (&m.fraction, m.percent) {
-                            (Some(f), _) if f.denominator > 0 => {
-                                ((f.numerator.max(0) as u64 * 1_000_000) / f.denominator as u64)
-                                    .min(1_000_000) as u32
-                            }
-                            (_, Some(p)) => (p.clamp(0, 100) as u32) * 10_000,
-                            _ => 1_000_000,
-                        };
-                        mirrors.push(MirrorIr {
-                            cluster: cluster.name.clone(),
-                            per_million,
-                        });
-                        clusters.push(cluster);
-                    }
-                    Err(problem) => ref_problems.push(problem),
-                }
-            }
-            HttpRouteFilterType::ExtensionRef => {
-                let what = filter
-                    .extension_ref
-                    .as_ref()
-                    .map(|e| format!("{}/{} {}", e.group, e.kind, e.name))
-                    .unwrap_or_default();
-                ref_problems.push(RefProblem {
-                    reason: reasons::INVALID_KIND,
-                    message: format!("{at}: extensionRef {what} is not a filter Trellis knows"),
-                });
-                broken_filter = Some(format!("filter {what} is not available"));
-            }
-            HttpRouteFilterType::Cors => {
-                cors = Some(filter.cors.clone().ok_or_else(|| missing(&at, "cors"))?);
-            }
-            HttpRouteFilterType::ExternalAuth => {
-                return Err((
-                    reasons::UNSUPPORTED_VALUE,
-                    format!("{at}: filter type {:?} is not supported", filter.type_),
-                ));
-            }
-        }
+        rule_filter(
+            filter,
+            &at,
+            &matches,
+            backends,
+            referrer,
+            &mut filters,
+            ref_problems,
+        )?;
     }
-    if redirect.is_some() && rewrite.is_some() {
+    if filters.redirect.is_some() && filters.rewrite.is_some() {
         return Err((
             reasons::UNSUPPORTED_VALUE,
             format!("{at}: RequestRedirect and URLRewrite cannot be used together"),
         ));
     }
-    let (timeout_ms, backend_timeout_ms) = match &rule.timeouts {
-        Some(t) => (
-            t.request
-                .as_deref()
-                .map(|d| duration_ms(d, &format!("{at}.timeouts.request")))
-                .transpose()?,
-            t.backend_request
-                .as_deref()
-                .map(|d| duration_ms(d, &format!("{at}.timeouts.backendRequest")))
-                .transpose()?,
-        ),
-        None => (None, None),
-    };
-    let retry = match &rule.retry {
-        Some(r) => Some(RetryIr {
-            codes: r
-                .codes
-                .iter()
-                .filter_map(|c| u32::try_from(*c).ok())
-                .collect(),
-            attempts: r.attempts.map(|a| a.max(0) as u32).unwrap_or(1),
-            backoff_ms: r
-                .backoff
-                .as_deref()
-                .map(|d| duration_ms(d, &format!("{at}.retry.backoff")))
-                .transpose()?,
-        }),
-        None => None,
-    };
-    let action = if let Some(message) = broken_filter {
+    let RuleFilters {
+        request_headers,
+        response_headers,
+        redirect,
+        rewrite,
+        mirrors,
+        mut clusters,
+        broken,
+        cors,
+    } = filters;
+    let (timeout_ms, backend_timeout_ms) = rule_timeouts(rule, &at)?;
+    let retry = rule_retry(rule, &at)?;
+    let action = if let Some(message) = broken {
         RuleAction::Respond(500, message)
     } else if let Some(r) = redirect {
         RuleAction::Redirect(r)
     } else {
-        let mut weighted = Vec::new();
-        for (i, b) in rule.backend_refs.iter().enumerate() {
-            let target = BackendRef {
-                group: &b.group,
-                kind: &b.kind,
-                name: &b.name,
-                namespace: b.namespace.as_deref(),
-                port: b.port,
-            };
-            let resolved = backends.resolve(referrer, target);
-            let mut backend_request = HeaderModIr::default();
-            let mut backend_response = HeaderModIr::default();
-            for (j, f) in b.filters.iter().enumerate() {
-                let at = format!("{at}.backendRefs[{i}].filters[{j}]");
-                match f.type_ {
-                    HttpRouteFilterType::RequestHeaderModifier => merge_headers(
-                        &mut backend_request,
-                        f.request_header_modifier.as_ref(),
-                        &at,
-                    )?,
-                    HttpRouteFilterType::ResponseHeaderModifier => merge_headers(
-                        &mut backend_response,
-                        f.response_header_modifier.as_ref(),
-                        &at,
-                    )?,
-                    other => {
-                        return Err((
-                            reasons::UNSUPPORTED_VALUE,
-                            format!("{at}: filter type {other:?} is not supported on a backendRef"),
-                        ));
-                    }
-                }
-            }
-            let cluster = match resolved {
-                Ok(c) => {
-                    let name = c.name.clone();
-                    clusters.push(c);
-                    Some(name)
-                }
-                Err(problem) => {
-                    ref_problems.push(problem);
-                    None
-                }
-            };
-            if b.weight > MAX_WEIGHT {
-                return Err((
-                    reasons::UNSUPPORTED_VALUE,
-                    format!(
-                        "{at}.backendRefs[{i}].weight: {} is over {MAX_WEIGHT}",
-                        b.weight
-                    ),
-                ));
-            }
-            if b.weight <= 0 {
-                continue;
-            }
-            weighted.push(BackendIr {
-                cluster,
-                weight: b.weight as u32,
-                request_headers: backend_request,
-                response_headers: backend_response,
-            });
-        }
+        let weighted = rule_backends(rule, &at, backends, referrer, &mut clusters, ref_problems)?;
         if weighted.is_empty() || weighted.iter().all(|b| b.cluster.is_none()) {
             let reason = if rule.backend_refs.is_empty() {
                 "no backends"
@@ -744,6 +582,266 @@ fn translate_rule(
         clusters,
         cors,
     })
+}
+
+/// Adds one of a rule's filters to what the rule does.
+fn rule_filter(
+    filter: &trellis_model::gateway::HttpRouteFilter,
+    at: &str,
+    matches: &[(MatchIr, Precedence)],
+    backends: &Backends<'_>,
+    referrer: Referrer<'_>,
+    out: &mut RuleFilters,
+    ref_problems: &mut Vec<RefProblem>,
+) -> Result<(), (&'static str, String)> {
+    match filter.type_ {
+        HttpRouteFilterType::RequestHeaderModifier => merge_headers(
+            &mut out.request_headers,
+            filter.request_header_modifier.as_ref(),
+            at,
+        )?,
+        HttpRouteFilterType::ResponseHeaderModifier => merge_headers(
+            &mut out.response_headers,
+            filter.response_header_modifier.as_ref(),
+            at,
+        )?,
+        HttpRouteFilterType::RequestRedirect => {
+            out.redirect = Some(redirect_filter(filter, at, matches)?);
+        }
+        HttpRouteFilterType::UrlRewrite => {
+            out.rewrite = Some(rewrite_filter(filter, at, matches)?);
+        }
+        HttpRouteFilterType::RequestMirror => {
+            let m = filter
+                .request_mirror
+                .as_ref()
+                .ok_or_else(|| missing(at, "requestMirror"))?;
+            match mirror(m, backends, referrer) {
+                Ok((mirror, cluster)) => {
+                    out.mirrors.push(mirror);
+                    out.clusters.push(cluster);
+                }
+                Err(problem) => ref_problems.push(problem),
+            }
+        }
+        HttpRouteFilterType::ExtensionRef => {
+            let what = filter
+                .extension_ref
+                .as_ref()
+                .map(|e| format!("{}/{} {}", e.group, e.kind, e.name))
+                .unwrap_or_default();
+            ref_problems.push(RefProblem {
+                reason: reasons::INVALID_KIND,
+                message: format!("{at}: extensionRef {what} is not a filter Trellis knows"),
+            });
+            out.broken = Some(format!("filter {what} is not available"));
+        }
+        HttpRouteFilterType::Cors => {
+            out.cors = Some(filter.cors.clone().ok_or_else(|| missing(at, "cors"))?);
+        }
+        HttpRouteFilterType::ExternalAuth => {
+            return Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!("{at}: filter type {:?} is not supported", filter.type_),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A RequestRedirect filter, checked.
+fn redirect_filter(
+    filter: &trellis_model::gateway::HttpRouteFilter,
+    at: &str,
+    matches: &[(MatchIr, Precedence)],
+) -> Result<RequestRedirect, (&'static str, String)> {
+    let r = filter
+        .request_redirect
+        .as_ref()
+        .ok_or_else(|| missing(at, "requestRedirect"))?;
+    if let Some(p) = &r.path {
+        check_path_modifier(p, matches, at)?;
+    }
+    if let Some(h) = &r.hostname {
+        hostname::validate(h).map_err(|e| {
+            (
+                reasons::UNSUPPORTED_VALUE,
+                format!("{at}.requestRedirect.hostname: {e}"),
+            )
+        })?;
+    }
+    Ok(r.clone())
+}
+
+/// A URLRewrite filter, checked.
+fn rewrite_filter(
+    filter: &trellis_model::gateway::HttpRouteFilter,
+    at: &str,
+    matches: &[(MatchIr, Precedence)],
+) -> Result<UrlRewrite, (&'static str, String)> {
+    let r = filter
+        .url_rewrite
+        .as_ref()
+        .ok_or_else(|| missing(at, "urlRewrite"))?;
+    if let Some(p) = &r.path {
+        check_path_modifier(p, matches, at)?;
+    }
+    if let Some(h) = &r.hostname {
+        hostname::validate(h).map_err(|e| {
+            (
+                reasons::UNSUPPORTED_VALUE,
+                format!("{at}.urlRewrite.hostname: {e}"),
+            )
+        })?;
+    }
+    Ok(r.clone())
+}
+
+/// A RequestMirror filter: the mirror and the cluster it sends copies to.
+fn mirror(
+    m: &trellis_model::gateway::RequestMirror,
+    backends: &Backends<'_>,
+    referrer: Referrer<'_>,
+) -> Result<(MirrorIr, ClusterIr), RefProblem> {
+    let b = &m.backend_ref;
+    let target = BackendRef {
+        group: &b.group,
+        kind: &b.kind,
+        name: &b.name,
+        namespace: b.namespace.as_deref(),
+        port: b.port,
+    };
+    let cluster = backends.resolve(referrer, target)?;
+    let per_million = match (&m.fraction, m.percent) {
+        (Some(f), _) if f.denominator > 0 => {
+            ((f.numerator.max(0) as u64 * 1_000_000) / f.denominator as u64).min(1_000_000) as u32
+        }
+        (_, Some(p)) => (p.clamp(0, 100) as u32) * 10_000,
+        _ => 1_000_000,
+    };
+    Ok((
+        MirrorIr {
+            cluster: cluster.name.clone(),
+            per_million,
+        },
+        cluster,
+    ))
+}
+
+/// A rule's request and backend-request timeouts, in milliseconds.
+type Timeouts = (Option<u64>, Option<u64>);
+
+/// A rule's request and backend-request timeouts, in milliseconds.
+fn rule_timeouts(rule: &HttpRouteRule, at: &str) -> Result<Timeouts, (&'static str, String)> {
+    let Some(t) = &rule.timeouts else {
+        return Ok((None, None));
+    };
+    Ok((
+        t.request
+            .as_deref()
+            .map(|d| duration_ms(d, &format!("{at}.timeouts.request")))
+            .transpose()?,
+        t.backend_request
+            .as_deref()
+            .map(|d| duration_ms(d, &format!("{at}.timeouts.backendRequest")))
+            .transpose()?,
+    ))
+}
+
+/// A rule's retry policy.
+fn rule_retry(rule: &HttpRouteRule, at: &str) -> Result<Option<RetryIr>, (&'static str, String)> {
+    let Some(r) = &rule.retry else {
+        return Ok(None);
+    };
+    Ok(Some(RetryIr {
+        codes: r
+            .codes
+            .iter()
+            .filter_map(|c| u32::try_from(*c).ok())
+            .collect(),
+        attempts: r.attempts.map(|a| a.max(0) as u32).unwrap_or(1),
+        backoff_ms: r
+            .backoff
+            .as_deref()
+            .map(|d| duration_ms(d, &format!("{at}.retry.backoff")))
+            .transpose()?,
+    }))
+}
+
+/// A rule's weighted backends (with their filters); the clusters they resolve to are added to
+/// `clusters`, and references that do not resolve to `ref_problems` (their share answers 500).
+fn rule_backends(
+    rule: &HttpRouteRule,
+    at: &str,
+    backends: &Backends<'_>,
+    referrer: Referrer<'_>,
+    clusters: &mut Vec<ClusterIr>,
+    ref_problems: &mut Vec<RefProblem>,
+) -> Result<Vec<BackendIr>, (&'static str, String)> {
+    let mut weighted = Vec::new();
+    for (i, b) in rule.backend_refs.iter().enumerate() {
+        let target = BackendRef {
+            group: &b.group,
+            kind: &b.kind,
+            name: &b.name,
+            namespace: b.namespace.as_deref(),
+            port: b.port,
+        };
+        let resolved = backends.resolve(referrer, target);
+        let mut backend_request = HeaderModIr::default();
+        let mut backend_response = HeaderModIr::default();
+        for (j, f) in b.filters.iter().enumerate() {
+            let at = format!("{at}.backendRefs[{i}].filters[{j}]");
+            match f.type_ {
+                HttpRouteFilterType::RequestHeaderModifier => merge_headers(
+                    &mut backend_request,
+                    f.request_header_modifier.as_ref(),
+                    &at,
+                )?,
+                HttpRouteFilterType::ResponseHeaderModifier => merge_headers(
+                    &mut backend_response,
+                    f.response_header_modifier.as_ref(),
+                    &at,
+                )?,
+                other => {
+                    return Err((
+                        reasons::UNSUPPORTED_VALUE,
+                        format!("{at}: filter type {other:?} is not supported on a backendRef"),
+                    ));
+                }
+            }
+        }
+        let cluster = match resolved {
+            Ok(c) => {
+                let name = c.name.clone();
+                clusters.push(c);
+                Some(name)
+            }
+            Err(problem) => {
+                ref_problems.push(problem);
+                None
+            }
+        };
+        if b.weight > MAX_WEIGHT {
+            return Err((
+                reasons::UNSUPPORTED_VALUE,
+                format!(
+                    "{at}.backendRefs[{i}].weight: {} is over {MAX_WEIGHT}",
+                    b.weight
+                ),
+            ));
+        }
+        if b.weight <= 0 {
+            continue;
+        }
+        weighted.push(BackendIr {
+            cluster,
+            weight: b.weight as u32,
+            request_headers: backend_request,
+            response_headers: backend_response,
+        });
+    }
+    Ok(weighted)
 }
 
 fn missing(at: &str, field: &str) -> (&'static str, String) {
