@@ -15,7 +15,7 @@ use crate::kinds::WatchedKind;
 use kube::core::DynamicObject;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
-use trellis_model::{Kind, Object, ObjectKey};
+use trellis_model::{Object, ObjectKey};
 
 /// What an object's status is in the API now, with the version it was read at.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -67,20 +67,18 @@ pub fn convert(watched: &WatchedKind, object: &DynamicObject) -> Result<Object, 
             }
         }
     }
-    Ok(match watched.kind {
-        Kind::GatewayClass => Object::GatewayClass(typed(value)?),
-        Kind::Gateway => Object::Gateway(typed(value)?),
-        Kind::HttpRoute => Object::HttpRoute(typed(value)?),
-        Kind::ReferenceGrant => Object::ReferenceGrant(typed(value)?),
-        Kind::Service => Object::Service(typed(value)?),
-        Kind::EndpointSlice => Object::EndpointSlice(typed(value)?),
-        Kind::Secret => Object::Secret(typed(value)?),
-        Kind::ConfigMap => Object::ConfigMap(typed(value)?),
-        Kind::Namespace => Object::Namespace(typed(value)?),
-        Kind::AuthorizationPolicy => Object::AuthorizationPolicy(typed(value)?),
-        Kind::RateLimitPolicy => Object::RateLimitPolicy(typed(value)?),
-        Kind::WasmFilter => Object::WasmFilter(typed(value)?),
-    })
+    /// Deserializes the JSON as the kind's type.
+    struct Typed(serde_json::Value);
+    impl trellis_model::KindVisitor for Typed {
+        type Output = Result<Object, String>;
+        fn visit<T>(self, wrap: fn(Arc<T>) -> Object) -> Self::Output
+        where
+            T: DeserializeOwned + Clone + Send + Sync + 'static,
+        {
+            typed::<T>(self.0).map(wrap)
+        }
+    }
+    watched.kind.visit(Typed(value))
 }
 
 fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<Arc<T>, String> {
@@ -101,6 +99,7 @@ fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<Arc<T>, String
 mod tests {
     use super::*;
     use serde_json::json;
+    use trellis_model::Kind;
 
     fn dynamic(value: serde_json::Value) -> DynamicObject {
         serde_json::from_value(value).expect("a dynamic object")

@@ -59,115 +59,32 @@ impl WatchedKind {
     }
 }
 
-const GATEWAY_API: &str = trellis_model::gateway::GROUP;
-
-/// The group of Trellis's own kinds (`deploy/crds`).
-const TRELLIS_POLICY: &str = trellis_model::policy::GROUP;
-
-/// Every kind the provider watches. ConfigMaps are not read: nothing Trellis translates uses
-/// them yet, and every kind read is a permission granted.
-pub const WATCHED: [WatchedKind; 11] = [
-    WatchedKind {
-        kind: Kind::GatewayClass,
-        group: GATEWAY_API,
-        version: "v1",
-        plural: "gatewayclasses",
-        namespaced: false,
-        optional: false,
-    },
-    WatchedKind {
-        kind: Kind::Gateway,
-        group: GATEWAY_API,
-        version: "v1",
-        plural: "gateways",
-        namespaced: true,
-        optional: false,
-    },
-    WatchedKind {
-        kind: Kind::HttpRoute,
-        group: GATEWAY_API,
-        version: "v1",
-        plural: "httproutes",
-        namespaced: true,
-        optional: false,
-    },
-    WatchedKind {
-        kind: Kind::ReferenceGrant,
-        group: GATEWAY_API,
-        version: "v1beta1",
-        plural: "referencegrants",
-        namespaced: true,
-        optional: false,
-    },
-    WatchedKind {
-        kind: Kind::Service,
-        group: "",
-        version: "v1",
-        plural: "services",
-        namespaced: true,
-        optional: false,
-    },
-    WatchedKind {
-        kind: Kind::EndpointSlice,
-        group: "discovery.k8s.io",
-        version: "v1",
-        plural: "endpointslices",
-        namespaced: true,
-        optional: false,
-    },
-    WatchedKind {
-        kind: Kind::Secret,
-        group: "",
-        version: "v1",
-        plural: "secrets",
-        namespaced: true,
-        optional: false,
-    },
-    WatchedKind {
-        kind: Kind::Namespace,
-        group: "",
-        version: "v1",
-        plural: "namespaces",
-        namespaced: false,
-        optional: false,
-    },
-    WatchedKind {
-        kind: Kind::AuthorizationPolicy,
-        group: TRELLIS_POLICY,
-        version: "v1alpha1",
-        plural: "authorizationpolicies",
-        namespaced: true,
-        optional: true,
-    },
-    WatchedKind {
-        kind: Kind::RateLimitPolicy,
-        group: TRELLIS_POLICY,
-        version: "v1alpha1",
-        plural: "ratelimitpolicies",
-        namespaced: true,
-        optional: true,
-    },
-    WatchedKind {
-        kind: Kind::WasmFilter,
-        group: TRELLIS_POLICY,
-        version: "v1alpha1",
-        plural: "wasmfilters",
-        namespaced: true,
-        optional: true,
-    },
-];
+/// Every kind the provider watches: the model's kinds marked watched (ConfigMaps are not:
+/// nothing Trellis translates uses them yet, and every kind read is a permission granted).
+pub static WATCHED: std::sync::LazyLock<Vec<WatchedKind>> = std::sync::LazyLock::new(|| {
+    Kind::ALL
+        .into_iter()
+        .filter(|k| k.watched())
+        .map(|kind| WatchedKind {
+            kind,
+            group: kind.group(),
+            version: kind.version(),
+            plural: kind.plural(),
+            namespaced: kind.namespaced(),
+            optional: kind.optional(),
+        })
+        .collect()
+});
 
 /// Kinds whose `/status` Trellis writes (GatewayClasses only when they name Trellis's
 /// controller; HTTPRoutes only in the `parents` entries carrying Trellis's controller name;
 /// the policy kinds are Trellis's own).
-pub const STATUS_KINDS: [Kind; 6] = [
-    Kind::GatewayClass,
-    Kind::Gateway,
-    Kind::HttpRoute,
-    Kind::AuthorizationPolicy,
-    Kind::RateLimitPolicy,
-    Kind::WasmFilter,
-];
+pub static STATUS_KINDS: std::sync::LazyLock<Vec<Kind>> = std::sync::LazyLock::new(|| {
+    Kind::ALL
+        .into_iter()
+        .filter(|k| k.writes_status())
+        .collect()
+});
 
 /// The `coordination.k8s.io` group of Leases.
 pub const LEASE_GROUP: &str = "coordination.k8s.io";
@@ -208,14 +125,14 @@ pub fn required_permissions() -> Vec<Permission> {
         name: None,
     };
     let mut out = Vec::new();
-    for w in &WATCHED {
+    for w in WATCHED.iter() {
         // The watcher lists, then watches; it never GETs single objects.
         for verb in ["list", "watch"] {
             out.push(p(Scope::Cluster, w.group, w.plural, verb));
         }
     }
-    for kind in STATUS_KINDS {
-        if let Some(w) = WatchedKind::of(kind) {
+    for kind in STATUS_KINDS.iter() {
+        if let Some(w) = WatchedKind::of(*kind) {
             // Merge patches with a resourceVersion precondition; no GET, no PUT.
             out.push(p(
                 Scope::Cluster,
@@ -249,7 +166,7 @@ mod tests {
 
     #[test]
     fn every_watched_kind_is_a_model_kind_with_matching_scope() {
-        for w in &WATCHED {
+        for w in WATCHED.iter() {
             assert_eq!(w.namespaced, w.kind.namespaced(), "{:?}", w.kind);
             assert!(w.kind.accepts_api_version(&w.api_version()), "{:?}", w.kind);
             assert_eq!(w.plural, w.kind.plural());

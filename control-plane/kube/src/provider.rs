@@ -204,7 +204,7 @@ impl WatchSpec {
 
 fn watch_specs(namespaces: &[String]) -> Vec<WatchSpec> {
     let mut specs = Vec::new();
-    for kind in &WATCHED {
+    for kind in WATCHED.iter() {
         if namespaces.is_empty() || (!kind.namespaced && kind.kind != Kind::Namespace) {
             specs.push(WatchSpec {
                 kind,

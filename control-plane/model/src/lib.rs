@@ -16,7 +16,7 @@ pub mod gateway;
 mod input;
 pub mod policy;
 
-pub use input::{InputSet, Kind, Object, ObjectKey, Objects};
+pub use input::{InputSet, Kind, KindVisitor, Object, ObjectKey, Objects};
 
 /// Core Kubernetes types re-exported for sources and the translator.
 pub mod core {

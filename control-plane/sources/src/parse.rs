@@ -398,21 +398,21 @@ fn typed(
     doc: &str,
     failed_at: &mut Option<String>,
 ) -> Result<Object, serde_saphyr::Error> {
-    let f = failed_at;
-    Ok(match kind {
-        Kind::GatewayClass => Object::GatewayClass(Arc::new(from_str(doc, f)?)),
-        Kind::Gateway => Object::Gateway(Arc::new(from_str(doc, f)?)),
-        Kind::HttpRoute => Object::HttpRoute(Arc::new(from_str(doc, f)?)),
-        Kind::ReferenceGrant => Object::ReferenceGrant(Arc::new(from_str(doc, f)?)),
-        Kind::Service => Object::Service(Arc::new(from_str(doc, f)?)),
-        Kind::EndpointSlice => Object::EndpointSlice(Arc::new(from_str(doc, f)?)),
-        Kind::Secret => Object::Secret(Arc::new(from_str(doc, f)?)),
-        Kind::ConfigMap => Object::ConfigMap(Arc::new(from_str(doc, f)?)),
-        Kind::Namespace => Object::Namespace(Arc::new(from_str(doc, f)?)),
-        Kind::AuthorizationPolicy => Object::AuthorizationPolicy(Arc::new(from_str(doc, f)?)),
-        Kind::RateLimitPolicy => Object::RateLimitPolicy(Arc::new(from_str(doc, f)?)),
-        Kind::WasmFilter => Object::WasmFilter(Arc::new(from_str(doc, f)?)),
-    })
+    /// Deserializes a document as the kind's type.
+    struct Typed<'d, 'f> {
+        doc: &'d str,
+        failed_at: &'f mut Option<String>,
+    }
+    impl trellis_model::KindVisitor for Typed<'_, '_> {
+        type Output = Result<Object, serde_saphyr::Error>;
+        fn visit<T>(self, wrap: fn(Arc<T>) -> Object) -> Self::Output
+        where
+            T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+        {
+            from_str::<T>(self.doc, self.failed_at).map(|o| wrap(Arc::new(o)))
+        }
+    }
+    kind.visit(Typed { doc, failed_at })
 }
 
 /// What the API server would do on create: default the namespace, drop it from cluster-scoped

@@ -284,7 +284,7 @@ fn kubernetes_metrics(out: &mut String, h: &trellis_kube::HealthSnapshot) {
     ] {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
-        for kind in trellis_kube::kinds::WATCHED {
+        for kind in trellis_kube::kinds::WATCHED.iter() {
             let v = series.get(kind.kind.name()).copied().unwrap_or(0);
             let _ = writeln!(out, "{name}{{kind=\"{}\"}} {v}", kind.kind.name());
         }
