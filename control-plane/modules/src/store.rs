@@ -13,7 +13,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use trellis_model::policy::WasmModule;
-use trellis_translate::policy::{ModuleState, policy_reasons};
+use trellis_translate::conditions::Reason;
+use trellis_translate::policy::ModuleState;
 
 /// Hex SHA-256 of some bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -71,7 +72,7 @@ enum Entry {
     Verified,
     /// The last attempt failed; tried again at `retry_at`.
     Failed {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         failures: u32,
         retry_at: Instant,
@@ -174,8 +175,8 @@ impl ModuleStore {
             .entries
             .iter()
             .filter_map(|(module, entry)| {
-                let problem = |reason: &str, message: &str| ModuleState::Problem {
-                    reason: reason.to_string(),
+                let problem = |reason: Reason, message: &str| ModuleState::Problem {
+                    reason,
                     message: message.to_string(),
                 };
                 match entry {
@@ -183,10 +184,8 @@ impl ModuleStore {
                     Entry::Verified => Some(ModuleState::Verified),
                     Entry::Failed {
                         reason, message, ..
-                    } => Some(problem(reason, message)),
-                    Entry::Refused { message } => {
-                        Some(problem(policy_reasons::MODULE_NOT_FOUND, message))
-                    }
+                    } => Some(problem(*reason, message)),
+                    Entry::Refused { message } => Some(problem(Reason::ModuleNotFound, message)),
                 }
                 .map(|s| (module.clone(), s))
             })
@@ -341,7 +340,7 @@ fn finish(shared: &Shared, module: WasmModule, result: Result<Bytes, Failure>) {
         // No longer wanted (or wanted anew meanwhile): the outcome is not used.
         _ => return,
     };
-    let failed = |reason: &'static str, message: String, failures: u32| {
+    let failed = |reason: Reason, message: String, failures: u32| {
         let delay = backoff(&shared.limits, failures);
         tracing::warn!(
             sha256 = %module.sha256,
@@ -367,21 +366,15 @@ fn finish(shared: &Shared, module: WasmModule, result: Result<Bytes, Failure>) {
                     tracing::info!(sha256 = %module.sha256, bytes = size, "module verified");
                     Entry::Verified
                 }
-                Err(message) => failed(
-                    policy_reasons::MODULE_NOT_FOUND,
-                    message,
-                    previous_failures + 1,
-                ),
+                Err(message) => failed(Reason::ModuleNotFound, message, previous_failures + 1),
             }
         }
         Err(Failure::Refused(message)) => Entry::Refused { message },
-        Err(Failure::Unavailable(message)) => failed(
-            policy_reasons::MODULE_NOT_FOUND,
-            message,
-            previous_failures + 1,
-        ),
+        Err(Failure::Unavailable(message)) => {
+            failed(Reason::ModuleNotFound, message, previous_failures + 1)
+        }
         Err(Failure::Mismatch) => failed(
-            policy_reasons::CHECKSUM_MISMATCH,
+            Reason::ChecksumMismatch,
             "the module's content does not match spec.module.sha256".to_string(),
             previous_failures + 1,
         ),
@@ -595,7 +588,7 @@ mod tests {
     ) -> Option<(String, String)> {
         match states.get(m) {
             Some(ModuleState::Problem { reason, message }) => {
-                Some((reason.clone(), message.clone()))
+                Some((reason.to_string(), message.clone()))
             }
             _ => None,
         }

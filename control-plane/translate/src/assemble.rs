@@ -8,7 +8,7 @@
 //!     ──► ListenerIr, ProxyIr; Gateway and listener status (Programmed, addresses)
 //! ```
 
-use crate::conditions::{condition, reasons, types};
+use crate::conditions::{ConditionType, Reason, condition};
 use crate::gateway::{Entry, GatewayState, ListenerState};
 use crate::hostname;
 use crate::ir::{
@@ -93,17 +93,17 @@ fn gateway_status(gw: &GatewayState<'_>) -> GatewayStatus {
             let programmed = programmable_gateway && l.programmable;
             conditions.push(if programmed {
                 condition(
-                    types::PROGRAMMED,
+                    ConditionType::Programmed,
                     true,
-                    reasons::PROGRAMMED,
+                    Reason::Programmed,
                     "Listener programmed",
                     generation,
                 )
             } else {
                 condition(
-                    types::PROGRAMMED,
+                    ConditionType::Programmed,
                     false,
-                    reasons::INVALID,
+                    Reason::Invalid,
                     "Listener is not valid; see the other conditions",
                     generation,
                 )
@@ -117,24 +117,24 @@ fn gateway_status(gw: &GatewayState<'_>) -> GatewayStatus {
         })
         .collect();
     let programmed = match &gw.unprogrammable {
-        Some((reason, message)) => condition(
-            types::PROGRAMMED,
+        Some(p) => condition(
+            ConditionType::Programmed,
             false,
-            reason,
-            message.clone(),
+            p.reason,
+            p.message.clone(),
             generation,
         ),
         None if programmed_listeners == 0 && !gw.listeners.is_empty() => condition(
-            types::PROGRAMMED,
+            ConditionType::Programmed,
             false,
-            reasons::INVALID,
+            Reason::Invalid,
             "No listener can be programmed",
             generation,
         ),
         None => condition(
-            types::PROGRAMMED,
+            ConditionType::Programmed,
             true,
-            reasons::PROGRAMMED,
+            Reason::Programmed,
             "Gateway programmed",
             generation,
         ),

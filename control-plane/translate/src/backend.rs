@@ -1,30 +1,12 @@
 //! Backend resolution: a backendRef to a Service port, checked against ReferenceGrants, turned
 //! into a cluster with the endpoints the Service's EndpointSlices list.
 
-use crate::conditions::reasons;
+use crate::conditions::{Problem, Reason};
 use crate::ir::{ClusterIr, EndpointIr, UpstreamProtocol};
 use std::collections::BTreeMap;
 use trellis_model::core::{EndpointSlice, Service};
 use trellis_model::gateway::GROUP;
 use trellis_model::{InputSet, ObjectKey};
-
-/// Why a reference did not resolve: a standard reason and a message for status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RefProblem {
-    /// Standard reason (`BackendNotFound`, `InvalidKind`, `RefNotPermitted`, ...).
-    pub reason: &'static str,
-    /// Human-readable explanation naming the reference.
-    pub message: String,
-}
-
-impl RefProblem {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
 
 /// A reference to a backend, as written in a route.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +94,7 @@ impl<'a> Backends<'a> {
         &self,
         from: Referrer<'_>,
         backend: BackendRef<'_>,
-    ) -> Result<ClusterIr, RefProblem> {
+    ) -> Result<ClusterIr, Problem> {
         let namespace = backend.namespace.unwrap_or(from.namespace);
         let display = format!("{}/{}", namespace, backend.name);
         let is_service =
@@ -123,8 +105,8 @@ impl<'a> Backends<'a> {
             } else {
                 backend.group
             };
-            return Err(RefProblem::new(
-                reasons::INVALID_KIND,
+            return Err(Problem::unresolved(
+                Reason::InvalidKind,
                 format!(
                     "backendRef {display}: kind {} in group {group} is not supported; only core Services are",
                     backend.kind
@@ -132,8 +114,8 @@ impl<'a> Backends<'a> {
             ));
         }
         if !self.reference_allowed(from, "", "Service", namespace, backend.name) {
-            return Err(RefProblem::new(
-                reasons::REF_NOT_PERMITTED,
+            return Err(Problem::unresolved(
+                Reason::RefNotPermitted,
                 format!(
                     "backendRef to Service {display} in another namespace is not permitted by any \
                      ReferenceGrant in {namespace}"
@@ -142,21 +124,21 @@ impl<'a> Backends<'a> {
         }
         let key = ObjectKey::new(namespace, backend.name);
         let Some(service) = self.input.services.get(&key) else {
-            return Err(RefProblem::new(
-                reasons::BACKEND_NOT_FOUND,
+            return Err(Problem::unresolved(
+                Reason::BackendNotFound,
                 format!("Service {display} not found"),
             ));
         };
         let Some(port) = backend.port else {
-            return Err(RefProblem::new(
-                reasons::BACKEND_NOT_FOUND,
+            return Err(Problem::unresolved(
+                Reason::BackendNotFound,
                 format!("backendRef to Service {display} needs a port"),
             ));
         };
         let spec = service.spec.as_ref();
         if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
-            return Err(RefProblem::new(
-                reasons::INVALID_KIND,
+            return Err(Problem::unresolved(
+                Reason::InvalidKind,
                 format!("Service {display} is of type ExternalName, which is not supported"),
             ));
         }
@@ -164,8 +146,8 @@ impl<'a> Backends<'a> {
             .and_then(|s| s.ports.as_ref())
             .and_then(|ports| ports.iter().find(|p| p.port == port));
         let Some(service_port) = service_port else {
-            return Err(RefProblem::new(
-                reasons::BACKEND_NOT_FOUND,
+            return Err(Problem::unresolved(
+                Reason::BackendNotFound,
                 format!("Service {display} has no port {port}"),
             ));
         };
@@ -175,8 +157,8 @@ impl<'a> Backends<'a> {
             }
             Some("kubernetes.io/h2c") | Some("h2c") | Some("grpc") => UpstreamProtocol::H2c,
             Some(other) => {
-                return Err(RefProblem::new(
-                    reasons::UNSUPPORTED_PROTOCOL,
+                return Err(Problem::unresolved(
+                    Reason::UnsupportedProtocol,
                     format!(
                         "Service {display} port {port} has appProtocol {other:?}, which HTTPRoute \
                          backends do not support"

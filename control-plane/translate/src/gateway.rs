@@ -2,7 +2,7 @@
 //! validated listeners ([`crate::listener`]), the state routes attach to
 //! ([`crate::route`]) before [`crate::assemble`] builds the proxies.
 
-use crate::conditions::{condition, reasons, types};
+use crate::conditions::{ConditionType, Problem, Reason, condition};
 use crate::ir::{ClusterIr, RouteIr, SecretIr};
 use crate::{Options, StatusSet};
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,9 +56,9 @@ pub(crate) fn gateway_classes(input: &InputSet, status: &mut StatusSet) -> BTree
         let generation = class.metadata.generation;
         let condition = match &class.spec.parameters_ref {
             Some(p) => condition(
-                types::ACCEPTED,
+                ConditionType::Accepted,
                 false,
-                reasons::INVALID_PARAMETERS,
+                Reason::InvalidParameters,
                 format!(
                     "parametersRef to {} {}: Trellis GatewayClasses take no parameters",
                     p.kind, p.name
@@ -68,9 +68,9 @@ pub(crate) fn gateway_classes(input: &InputSet, status: &mut StatusSet) -> BTree
             None => {
                 accepted.insert(key.name.clone());
                 condition(
-                    types::ACCEPTED,
+                    ConditionType::Accepted,
                     true,
-                    reasons::ACCEPTED,
+                    Reason::Accepted,
                     "Handled by Trellis",
                     generation,
                 )
@@ -101,7 +101,7 @@ pub(crate) struct GatewayState<'a> {
     /// Gateway-level conditions decided before routes attach (Accepted).
     pub accepted: Condition,
     /// A problem preventing the Gateway from being programmed at all.
-    pub unprogrammable: Option<(&'static str, String)>,
+    pub unprogrammable: Option<Problem>,
     pub listeners: Vec<ListenerState<'a>>,
 }
 
@@ -181,16 +181,16 @@ pub(crate) fn gateways<'a>(
                     Ok(ip) if addresses.contains(&ip.to_string()) => {}
                     Ok(ip) => addresses.push(ip.to_string()),
                     Err(_) => {
-                        unprogrammable = Some((
-                            reasons::UNSUPPORTED_ADDRESS,
+                        unprogrammable = Some(Problem::not_accepted(
+                            Reason::UnsupportedAddress,
                             format!("spec.addresses: {v:?} is not an IP address"),
                         ))
                     }
                 },
                 ("IPAddress", _) => {}
                 (other, _) => {
-                    unprogrammable = Some((
-                        reasons::UNSUPPORTED_ADDRESS,
+                    unprogrammable = Some(Problem::not_accepted(
+                        Reason::UnsupportedAddress,
                         format!("spec.addresses: address type {other} is not supported"),
                     ))
                 }
@@ -204,8 +204,8 @@ pub(crate) fn gateways<'a>(
             .as_ref()
             .and_then(|i| i.parameters_ref.as_ref())
         {
-            unprogrammable = Some((
-                reasons::INVALID_PARAMETERS,
+            unprogrammable = Some(Problem::not_accepted(
+                Reason::InvalidParameters,
                 format!(
                     "spec.infrastructure.parametersRef to {}/{} {}: Trellis Gateways take no parameters",
                     if p.group.is_empty() { "core" } else { &p.group },
@@ -226,27 +226,25 @@ pub(crate) fn gateways<'a>(
         let listeners = crate::listener::listeners(input, backends, key, gateway, generation);
         let valid = listeners.iter().filter(|l| l.accepted).count();
         let accepted = match (&unprogrammable, valid) {
-            (Some((reason, message)), _) => {
-                condition(types::ACCEPTED, false, reason, message.clone(), generation)
-            }
+            (Some(p), _) => p.to_condition(generation),
             (None, 0) if !listeners.is_empty() => condition(
-                types::ACCEPTED,
+                ConditionType::Accepted,
                 false,
-                reasons::LISTENERS_NOT_VALID,
+                Reason::ListenersNotValid,
                 "No listener is valid",
                 generation,
             ),
             (None, n) if n < listeners.len() => condition(
-                types::ACCEPTED,
+                ConditionType::Accepted,
                 true,
-                reasons::LISTENERS_NOT_VALID,
+                Reason::ListenersNotValid,
                 "Some listeners are not valid; see their conditions",
                 generation,
             ),
             _ => condition(
-                types::ACCEPTED,
+                ConditionType::Accepted,
                 true,
-                reasons::ACCEPTED,
+                Reason::Accepted,
                 "Gateway accepted",
                 generation,
             ),

@@ -8,7 +8,7 @@
 //! ```
 
 use crate::backend::{Backends, Referrer};
-use crate::conditions::{condition, reasons, types};
+use crate::conditions::{ConditionType, Problem, Reason, condition};
 use crate::gateway::ListenerState;
 use crate::hostname;
 use crate::ir::SecretIr;
@@ -58,23 +58,23 @@ fn listener<'a>(
     spec: &'a Listener,
     generation: Option<i64>,
 ) -> ListenerState<'a> {
-    let mut problems: Vec<(&'static str, String)> = Vec::new();
+    let mut problems: Vec<Problem> = Vec::new();
     if !listener_protocol_supported(&spec.protocol) {
-        problems.push((
-            reasons::UNSUPPORTED_PROTOCOL,
+        problems.push(Problem::not_accepted(
+            Reason::UnsupportedProtocol,
             format!("protocol {} is not supported", spec.protocol),
         ));
     }
     if !(1..=65535).contains(&spec.port) {
-        problems.push((
-            reasons::UNSUPPORTED_VALUE,
+        problems.push(Problem::not_accepted(
+            Reason::UnsupportedValue,
             format!("port {} is out of range", spec.port),
         ));
     }
     if let Some(h) = &spec.hostname
         && let Err(e) = hostname::validate(h)
     {
-        problems.push((reasons::UNSUPPORTED_VALUE, e));
+        problems.push(Problem::not_accepted(Reason::UnsupportedValue, e));
     }
     // Route kinds.
     let defaults = default_kinds(&spec.protocol);
@@ -96,15 +96,13 @@ fn listener<'a>(
     let accepted = problems.is_empty();
     let mut conditions = vec![match problems.first() {
         None => condition(
-            types::ACCEPTED,
+            ConditionType::Accepted,
             true,
-            reasons::ACCEPTED,
+            Reason::Accepted,
             "Listener accepted",
             generation,
         ),
-        Some((reason, message)) => {
-            condition(types::ACCEPTED, false, reason, message.clone(), generation)
-        }
+        Some(p) => p.to_condition(generation),
     }];
     conditions.push(resolved_refs(
         spec,
@@ -125,22 +123,21 @@ fn listener<'a>(
 }
 
 /// An HTTPS listener's certificates, and the first reference that did not resolve.
-#[allow(clippy::type_complexity)]
 fn https_certificates(
     input: &InputSet,
     backends: &Backends<'_>,
     key: &ObjectKey,
     spec: &Listener,
-    problems: &mut Vec<(&'static str, String)>,
-) -> (Vec<SecretIr>, Option<(&'static str, String)>) {
+    problems: &mut Vec<Problem>,
+) -> (Vec<SecretIr>, Option<Problem>) {
     let tls = spec.tls.as_ref();
     if tls
         .and_then(|t| t.mode.as_deref())
         .is_some_and(|m| m != "Terminate")
     {
-        problems.push((
-            reasons::UNSUPPORTED_VALUE,
-            "HTTPS listeners terminate TLS; tls.mode Passthrough needs protocol TLS".into(),
+        problems.push(Problem::not_accepted(
+            Reason::UnsupportedValue,
+            "HTTPS listeners terminate TLS; tls.mode Passthrough needs protocol TLS",
         ));
     }
     let refs = tls
@@ -149,9 +146,9 @@ fn https_certificates(
     let mut certificates = Vec::new();
     let mut ref_problem = None;
     if refs.is_empty() {
-        ref_problem = Some((
-            reasons::INVALID_CERTIFICATE_REF,
-            "an HTTPS listener needs tls.certificateRefs".to_string(),
+        ref_problem = Some(Problem::unresolved(
+            Reason::InvalidCertificateRef,
+            "an HTTPS listener needs tls.certificateRefs",
         ));
     }
     for r in refs {
@@ -168,24 +165,18 @@ fn https_certificates(
 /// A listener's ResolvedRefs: its certificates, then its route kinds.
 fn resolved_refs(
     spec: &Listener,
-    ref_problem: Option<&(&'static str, String)>,
+    ref_problem: Option<&Problem>,
     invalid_kinds: &[RouteGroupKind],
     generation: Option<i64>,
 ) -> trellis_model::core::Condition {
-    if let Some((reason, message)) = ref_problem {
-        return condition(
-            types::RESOLVED_REFS,
-            false,
-            reason,
-            message.clone(),
-            generation,
-        );
+    if let Some(p) = ref_problem {
+        return p.to_condition(generation);
     }
     if invalid_kinds.is_empty() {
         return condition(
-            types::RESOLVED_REFS,
+            ConditionType::ResolvedRefs,
             true,
-            reasons::RESOLVED_REFS,
+            Reason::ResolvedRefs,
             "All references resolved",
             generation,
         );
@@ -195,9 +186,9 @@ fn resolved_refs(
         .map(|k| format!("{}/{}", k.group, k.kind))
         .collect();
     condition(
-        types::RESOLVED_REFS,
+        ConditionType::ResolvedRefs,
         false,
-        reasons::INVALID_ROUTE_KINDS,
+        Reason::InvalidRouteKinds,
         format!(
             "route kinds not supported on {}: {}",
             spec.protocol,
@@ -215,7 +206,7 @@ fn mark_conflicts(out: &mut [ListenerState<'_>], generation: Option<i64>) {
     for (i, l) in out.iter().enumerate() {
         by_port.entry(l.spec.port).or_default().push(i);
     }
-    let mut conflicts: Vec<Option<(&'static str, String)>> = vec![None; out.len()];
+    let mut conflicts: Vec<Option<Problem>> = vec![None; out.len()];
     for members in by_port.values() {
         // The first listener of each protocol, and of each (protocol, hostname).
         let mut first_of_protocol: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -250,16 +241,16 @@ fn mark_conflicts(out: &mut [ListenerState<'_>], generation: Option<i64>) {
             let Some(j) = first else { continue };
             let b = out[j].spec;
             conflicts[i] = Some(if b.protocol != spec.protocol {
-                (
-                    reasons::PROTOCOL_CONFLICT,
+                Problem::conflict(
+                    Reason::ProtocolConflict,
                     format!(
                         "listener {} uses port {} with protocol {}",
                         b.name, b.port, b.protocol
                     ),
                 )
             } else {
-                (
-                    reasons::HOSTNAME_CONFLICT,
+                Problem::conflict(
+                    Reason::HostnameConflict,
                     format!(
                         "listener {} uses the same port {} and hostname {}",
                         b.name,
@@ -272,20 +263,14 @@ fn mark_conflicts(out: &mut [ListenerState<'_>], generation: Option<i64>) {
     }
     for (listener, conflict) in out.iter_mut().zip(conflicts) {
         match conflict {
-            Some((reason, message)) => {
+            Some(p) => {
                 listener.programmable = false;
-                listener.conditions.push(condition(
-                    types::CONFLICTED,
-                    true,
-                    reason,
-                    message,
-                    generation,
-                ));
+                listener.conditions.push(p.to_condition(generation));
             }
             None => listener.conditions.push(condition(
-                types::CONFLICTED,
+                ConditionType::Conflicted,
                 false,
-                reasons::NO_CONFLICTS,
+                Reason::NoConflicts,
                 "No conflicts",
                 generation,
             )),
@@ -299,7 +284,7 @@ fn resolve_certificate(
     backends: &Backends<'_>,
     gateway: &ObjectKey,
     r: &SecretObjectReference,
-) -> Result<SecretIr, (&'static str, String)> {
+) -> Result<SecretIr, Problem> {
     let namespace = r
         .namespace
         .clone()
@@ -307,8 +292,8 @@ fn resolve_certificate(
     let display = format!("{namespace}/{}", r.name);
     if !(r.group.is_empty() || r.group == "core") || r.kind != "Secret" {
         let group = if r.group.is_empty() { "core" } else { &r.group };
-        return Err((
-            reasons::INVALID_CERTIFICATE_REF,
+        return Err(Problem::unresolved(
+            Reason::InvalidCertificateRef,
             format!(
                 "certificateRef {display}: {group}/{} is not supported; only core Secrets are",
                 r.kind
@@ -321,8 +306,8 @@ fn resolve_certificate(
         namespace: &gateway.namespace,
     };
     if !backends.reference_allowed(referrer, "", "Secret", &namespace, &r.name) {
-        return Err((
-            reasons::REF_NOT_PERMITTED,
+        return Err(Problem::unresolved(
+            Reason::RefNotPermitted,
             format!(
                 "certificateRef to Secret {display} in another namespace is not permitted by any ReferenceGrant in {namespace}"
             ),
@@ -332,8 +317,8 @@ fn resolve_certificate(
         .secrets
         .get(&ObjectKey::new(namespace.clone(), r.name.clone()))
     else {
-        return Err((
-            reasons::INVALID_CERTIFICATE_REF,
+        return Err(Problem::unresolved(
+            Reason::InvalidCertificateRef,
             format!("Secret {display} not found"),
         ));
     };
@@ -343,14 +328,14 @@ fn resolve_certificate(
             .map(|b| String::from_utf8_lossy(&b.0).to_string())
     };
     let (Some(chain), Some(key)) = (field("tls.crt"), field("tls.key")) else {
-        return Err((
-            reasons::INVALID_CERTIFICATE_REF,
+        return Err(Problem::unresolved(
+            Reason::InvalidCertificateRef,
             format!("Secret {display} needs tls.crt and tls.key"),
         ));
     };
     if let Err(e) = crate::pem::check_certificate_and_key(&chain, &key) {
-        return Err((
-            reasons::INVALID_CERTIFICATE_REF,
+        return Err(Problem::unresolved(
+            Reason::InvalidCertificateRef,
             format!("Secret {display}: {e}"),
         ));
     }

@@ -19,7 +19,7 @@
 //! their SHA-256) arrives in [`ModuleOptions`], and the last valid spec of every policy in
 //! [`LastGood`], which the translation hands back updated.
 
-use crate::conditions::{condition, reasons, types};
+use crate::conditions::{ConditionType, Problem, Reason, condition};
 use crate::ir::{EndpointIr, FilterChainIr, Ir, WasmFilterIr};
 use crate::proxy_key;
 use crate::status::StatusSet;
@@ -38,16 +38,6 @@ pub const POLICY_FILTER: &str = "trellis.policy";
 /// The cluster through which proxies fetch modules from the control plane.
 pub const MODULE_CLUSTER: &str = "trellis/wasm";
 
-/// Policy-specific condition reasons.
-pub mod policy_reasons {
-    /// A target does not exist, or is not served by Trellis.
-    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
-    /// The module could not be read or fetched.
-    pub const MODULE_NOT_FOUND: &str = "ModuleNotFound";
-    /// The module's SHA-256 is not the one the spec names.
-    pub const CHECKSUM_MISMATCH: &str = "ChecksumMismatch";
-}
-
 /// What the control plane knows of a module a WasmFilter names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModuleState {
@@ -56,7 +46,7 @@ pub enum ModuleState {
     /// Not available to proxies.
     Problem {
         /// `ModuleNotFound` or `ChecksumMismatch`.
-        reason: String,
+        reason: Reason,
         /// What went wrong.
         message: String,
     },
@@ -169,28 +159,13 @@ pub fn used_modules(ir: &Ir) -> BTreeSet<String> {
         .collect()
 }
 
-/// Why a spec cannot be applied.
-#[derive(Clone, Debug)]
-struct Problem {
-    message: String,
-    /// ResolvedRefs reason when the problem is the module.
-    module: Option<String>,
-}
-
-impl From<SpecError> for Problem {
-    fn from(e: SpecError) -> Self {
-        Problem {
-            message: e.to_string(),
-            module: None,
-        }
-    }
-}
-
+/// A spec's mistake: reported in `Accepted` (reason `Invalid`) with the field.
 fn invalid(field: impl std::fmt::Display, message: impl std::fmt::Display) -> Problem {
-    Problem {
-        message: format!("{field}: {message}"),
-        module: None,
-    }
+    Problem::not_accepted(Reason::Invalid, format!("{field}: {message}"))
+}
+
+fn spec_error(e: SpecError) -> Problem {
+    Problem::not_accepted(Reason::Invalid, e.to_string())
 }
 
 /// Where in a proxy an attachment applies.
@@ -462,40 +437,34 @@ fn conditions(
                 None => format!("{}; the policy is not applied", p.message),
             };
             condition(
-                types::ACCEPTED,
+                ConditionType::Accepted,
                 false,
-                reasons::INVALID,
+                Reason::Invalid,
                 message,
                 generation,
             )
         }
         (Err(message), None) => condition(
-            types::ACCEPTED,
+            ConditionType::Accepted,
             false,
-            policy_reasons::TARGET_NOT_FOUND,
+            Reason::TargetNotFound,
             message.clone(),
             generation,
         ),
         (Ok(()), None) => condition(
-            types::ACCEPTED,
+            ConditionType::Accepted,
             true,
-            reasons::ACCEPTED,
+            Reason::Accepted,
             "Policy accepted",
             generation,
         ),
     };
-    let resolved = match problem.and_then(|p| p.module.as_deref().map(|r| (r, p))) {
-        Some((reason, p)) => condition(
-            types::RESOLVED_REFS,
-            false,
-            reason,
-            p.message.clone(),
-            generation,
-        ),
+    let resolved = match problem.filter(|p| p.condition == ConditionType::ResolvedRefs) {
+        Some(p) => p.to_condition(generation),
         None => condition(
-            types::RESOLVED_REFS,
+            ConditionType::ResolvedRefs,
             true,
-            reasons::RESOLVED_REFS,
+            Reason::ResolvedRefs,
             "References resolved",
             generation,
         ),
@@ -639,12 +608,11 @@ fn check_targets(targets: &[PolicyTargetReference]) -> Result<(), Problem> {
 fn policy_module(modules: &ModuleOptions) -> Result<String, Problem> {
     match (&modules.policy_module, &modules.server) {
         (Some(sha), Some(_)) => Ok(sha.clone()),
-        _ => Err(Problem {
-            message: "the control plane has no policy filter module to serve (start it with \
-                      --policy-module)"
-                .to_string(),
-            module: Some(policy_reasons::MODULE_NOT_FOUND.to_string()),
-        }),
+        _ => Err(Problem::unresolved(
+            Reason::ModuleNotFound,
+            "the control plane has no policy filter module to serve (start it with \
+             --policy-module)",
+        )),
     }
 }
 
@@ -799,7 +767,7 @@ fn check_authorization(
     spec: &Value,
     modules: &ModuleOptions,
 ) -> Result<Checked, Problem> {
-    let spec: AuthorizationPolicySpec = parse_spec(spec)?;
+    let spec: AuthorizationPolicySpec = parse_spec(spec).map_err(spec_error)?;
     check_targets(&spec.target_refs)?;
     let policy = authorization_json(key, &spec);
     validate_policy_config(&json!({ "policies": [policy] }))?;
@@ -815,7 +783,7 @@ fn check_rate_limits(
     spec: &Value,
     modules: &ModuleOptions,
 ) -> Result<Checked, Problem> {
-    let spec: RateLimitPolicySpec = parse_spec(spec)?;
+    let spec: RateLimitPolicySpec = parse_spec(spec).map_err(spec_error)?;
     check_targets(&spec.target_refs)?;
     if spec.limits.is_empty() {
         return Err(invalid("spec.limits", "at least one limit is required"));
@@ -834,7 +802,7 @@ fn check_wasm_filter(
     spec: &Value,
     modules: &ModuleOptions,
 ) -> Result<Checked, Problem> {
-    let spec: WasmFilterSpec = parse_spec(spec)?;
+    let spec: WasmFilterSpec = parse_spec(spec).map_err(spec_error)?;
     check_targets(&spec.target_refs)?;
     let module = &spec.module;
     match (&module.path, &module.url) {
@@ -880,24 +848,24 @@ fn check_wasm_filter(
         }
     }
     if modules.server.is_none() {
-        return Err(Problem {
-            message: "the control plane serves no modules".to_string(),
-            module: Some(policy_reasons::MODULE_NOT_FOUND.to_string()),
-        });
+        return Err(Problem::unresolved(
+            Reason::ModuleNotFound,
+            "the control plane serves no modules",
+        ));
     }
     match modules.modules.get(module) {
         Some(ModuleState::Verified) => {}
         Some(ModuleState::Problem { reason, message }) => {
-            return Err(Problem {
-                message: format!("spec.module: {message}"),
-                module: Some(reason.clone()),
-            });
+            return Err(Problem::unresolved(
+                *reason,
+                format!("spec.module: {message}"),
+            ));
         }
         None => {
-            return Err(Problem {
-                message: "spec.module: not fetched yet".to_string(),
-                module: Some(policy_reasons::MODULE_NOT_FOUND.to_string()),
-            });
+            return Err(Problem::unresolved(
+                Reason::ModuleNotFound,
+                "spec.module: not fetched yet",
+            ));
         }
     }
     let name = format!("wasmfilter/{}/{}", key.namespace, key.name);

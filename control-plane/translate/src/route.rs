@@ -2,8 +2,8 @@
 //! to route entries (matches, filters, backends), and route status.
 
 use crate::StatusSet;
-use crate::backend::{BackendRef, Backends, RefProblem, Referrer, http_route_referrer};
-use crate::conditions::{condition, reasons, types};
+use crate::backend::{BackendRef, Backends, Referrer, http_route_referrer};
+use crate::conditions::{ConditionType, Problem, Reason, condition};
 use crate::gateway::{Contribution, Entry, GatewayState, ListenerState, Precedence};
 use crate::hostname;
 use crate::ir::{
@@ -49,31 +49,23 @@ pub(crate) fn http_routes(
             let accepted = attach(input, key, route, parent, gateway, &rules);
             let mut conditions = vec![match &accepted {
                 Ok(()) => condition(
-                    types::ACCEPTED,
+                    ConditionType::Accepted,
                     true,
-                    reasons::ACCEPTED,
+                    Reason::Accepted,
                     "Route accepted",
                     generation,
                 ),
-                Err((reason, message)) => {
-                    condition(types::ACCEPTED, false, reason, message.clone(), generation)
-                }
+                Err(p) => p.to_condition(generation),
             }];
             conditions.push(match rules.ref_problems.first() {
                 None => condition(
-                    types::RESOLVED_REFS,
+                    ConditionType::ResolvedRefs,
                     true,
-                    reasons::RESOLVED_REFS,
+                    Reason::ResolvedRefs,
                     "All references resolved",
                     generation,
                 ),
-                Some(p) => condition(
-                    types::RESOLVED_REFS,
-                    false,
-                    p.reason,
-                    p.message.clone(),
-                    generation,
-                ),
+                Some(p) => p.to_condition(generation),
             });
             if accepted.is_ok() {
                 conditions.extend(rules.partially_invalid(generation));
@@ -111,7 +103,7 @@ fn attach(
     parent: &ParentReference,
     gateway: &mut GatewayState<'_>,
     rules: &Rules,
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), Problem> {
     if let Some(problem) = rules.not_accepted() {
         return Err(problem);
     }
@@ -136,8 +128,8 @@ fn attach(
             (None, Some(p)) => format!("no listener on port {p}"),
             (None, None) => "the Gateway has no listeners".to_string(),
         };
-        return Err((
-            reasons::NO_MATCHING_PARENT,
+        return Err(Problem::not_accepted(
+            Reason::NoMatchingParent,
             format!("Gateway {}: {what}", gateway.key),
         ));
     }
@@ -153,8 +145,8 @@ fn attach(
         })
         .collect();
     if allowed.is_empty() {
-        return Err((
-            reasons::NOT_ALLOWED_BY_LISTENERS,
+        return Err(Problem::not_accepted(
+            Reason::NotAllowedByListeners,
             format!(
                 "no selected listener of Gateway {} allows HTTPRoutes from namespace {}",
                 gateway.key, key.namespace
@@ -173,8 +165,8 @@ fn attach(
         .filter(|(_, hosts)| !hosts.is_empty())
         .collect();
     if with_hosts.is_empty() {
-        return Err((
-            reasons::NO_MATCHING_LISTENER_HOSTNAME,
+        return Err(Problem::not_accepted(
+            Reason::NoMatchingListenerHostname,
             format!(
                 "none of the route's hostnames match a hostname of the selected listeners of Gateway {}",
                 gateway.key
@@ -253,20 +245,27 @@ struct Rules {
     /// Invalid rules, dropped (Gateway API's GEP-1364): their index, reason and message. The
     /// route stays accepted while any rule is valid, with `PartiallyInvalid` saying which were
     /// dropped; with none valid, it is not accepted.
-    dropped: Vec<(usize, &'static str, String)>,
+    dropped: Vec<(usize, Problem)>,
     /// References that did not resolve (the route is still accepted).
-    ref_problems: Vec<RefProblem>,
+    ref_problems: Vec<Problem>,
 }
 
 impl Rules {
     /// Why the whole route is not accepted: every rule is invalid.
-    fn not_accepted(&self) -> Option<(&'static str, String)> {
+    fn not_accepted(&self) -> Option<Problem> {
         if !self.rules.is_empty() {
             return None;
         }
-        let (_, reason, _) = self.dropped.first()?;
-        let messages: Vec<&str> = self.dropped.iter().map(|(_, _, m)| m.as_str()).collect();
-        Some((reason, format!("No rule is valid: {}", messages.join("; "))))
+        let (_, first) = self.dropped.first()?;
+        let messages: Vec<&str> = self
+            .dropped
+            .iter()
+            .map(|(_, p)| p.message.as_str())
+            .collect();
+        Some(Problem::not_accepted(
+            first.reason,
+            format!("No rule is valid: {}", messages.join("; ")),
+        ))
     }
 
     /// `PartiallyInvalid`: the rules dropped while others are served.
@@ -274,12 +273,16 @@ impl Rules {
         if self.rules.is_empty() || self.dropped.is_empty() {
             return None;
         }
-        let indexes: Vec<String> = self.dropped.iter().map(|(i, _, _)| i.to_string()).collect();
-        let messages: Vec<&str> = self.dropped.iter().map(|(_, _, m)| m.as_str()).collect();
+        let indexes: Vec<String> = self.dropped.iter().map(|(i, _)| i.to_string()).collect();
+        let messages: Vec<&str> = self
+            .dropped
+            .iter()
+            .map(|(_, p)| p.message.as_str())
+            .collect();
         Some(condition(
-            types::PARTIALLY_INVALID,
+            ConditionType::PartiallyInvalid,
             true,
-            reasons::UNSUPPORTED_VALUE,
+            Reason::UnsupportedValue,
             format!(
                 "Dropped Rule(s) {}: {}",
                 indexes.join(", "),
@@ -471,7 +474,7 @@ fn translate_rules(key: &ObjectKey, route: &HttpRoute, backends: &Backends<'_>) 
                 rules.push(r);
                 ref_problems.extend(rule_refs);
             }
-            Err((reason, message)) => dropped.push((rule_index, reason, message)),
+            Err(problem) => dropped.push((rule_index, problem)),
         }
     }
     Rules {
@@ -503,8 +506,8 @@ fn translate_rule(
     rule_index: usize,
     created: &str,
     backends: &Backends<'_>,
-    ref_problems: &mut Vec<RefProblem>,
-) -> Result<RuleIr, (&'static str, String)> {
+    ref_problems: &mut Vec<Problem>,
+) -> Result<RuleIr, Problem> {
     let at = format!("spec.rules[{rule_index}]");
     let mut matches = Vec::new();
     for (match_index, m) in rule.matches.iter().enumerate() {
@@ -531,8 +534,8 @@ fn translate_rule(
         )?;
     }
     if filters.redirect.is_some() && filters.rewrite.is_some() {
-        return Err((
-            reasons::UNSUPPORTED_VALUE,
+        return Err(Problem::not_accepted(
+            Reason::UnsupportedValue,
             format!("{at}: RequestRedirect and URLRewrite cannot be used together"),
         ));
     }
@@ -592,8 +595,8 @@ fn rule_filter(
     backends: &Backends<'_>,
     referrer: Referrer<'_>,
     out: &mut RuleFilters,
-    ref_problems: &mut Vec<RefProblem>,
-) -> Result<(), (&'static str, String)> {
+    ref_problems: &mut Vec<Problem>,
+) -> Result<(), Problem> {
     match filter.type_ {
         HttpRouteFilterType::RequestHeaderModifier => merge_headers(
             &mut out.request_headers,
@@ -630,18 +633,18 @@ fn rule_filter(
                 .as_ref()
                 .map(|e| format!("{}/{} {}", e.group, e.kind, e.name))
                 .unwrap_or_default();
-            ref_problems.push(RefProblem {
-                reason: reasons::INVALID_KIND,
-                message: format!("{at}: extensionRef {what} is not a filter Trellis knows"),
-            });
+            ref_problems.push(Problem::unresolved(
+                Reason::InvalidKind,
+                format!("{at}: extensionRef {what} is not a filter Trellis knows"),
+            ));
             out.broken = Some(format!("filter {what} is not available"));
         }
         HttpRouteFilterType::Cors => {
             out.cors = Some(filter.cors.clone().ok_or_else(|| missing(at, "cors"))?);
         }
         HttpRouteFilterType::ExternalAuth => {
-            return Err((
-                reasons::UNSUPPORTED_VALUE,
+            return Err(Problem::not_accepted(
+                Reason::UnsupportedValue,
                 format!("{at}: filter type {:?} is not supported", filter.type_),
             ));
         }
@@ -654,7 +657,7 @@ fn redirect_filter(
     filter: &trellis_model::gateway::HttpRouteFilter,
     at: &str,
     matches: &[(MatchIr, Precedence)],
-) -> Result<RequestRedirect, (&'static str, String)> {
+) -> Result<RequestRedirect, Problem> {
     let r = filter
         .request_redirect
         .as_ref()
@@ -664,8 +667,8 @@ fn redirect_filter(
     }
     if let Some(h) = &r.hostname {
         hostname::validate(h).map_err(|e| {
-            (
-                reasons::UNSUPPORTED_VALUE,
+            Problem::not_accepted(
+                Reason::UnsupportedValue,
                 format!("{at}.requestRedirect.hostname: {e}"),
             )
         })?;
@@ -678,7 +681,7 @@ fn rewrite_filter(
     filter: &trellis_model::gateway::HttpRouteFilter,
     at: &str,
     matches: &[(MatchIr, Precedence)],
-) -> Result<UrlRewrite, (&'static str, String)> {
+) -> Result<UrlRewrite, Problem> {
     let r = filter
         .url_rewrite
         .as_ref()
@@ -688,8 +691,8 @@ fn rewrite_filter(
     }
     if let Some(h) = &r.hostname {
         hostname::validate(h).map_err(|e| {
-            (
-                reasons::UNSUPPORTED_VALUE,
+            Problem::not_accepted(
+                Reason::UnsupportedValue,
                 format!("{at}.urlRewrite.hostname: {e}"),
             )
         })?;
@@ -702,7 +705,7 @@ fn mirror(
     m: &trellis_model::gateway::RequestMirror,
     backends: &Backends<'_>,
     referrer: Referrer<'_>,
-) -> Result<(MirrorIr, ClusterIr), RefProblem> {
+) -> Result<(MirrorIr, ClusterIr), Problem> {
     let b = &m.backend_ref;
     let target = BackendRef {
         group: &b.group,
@@ -732,7 +735,7 @@ fn mirror(
 type Timeouts = (Option<u64>, Option<u64>);
 
 /// A rule's request and backend-request timeouts, in milliseconds.
-fn rule_timeouts(rule: &HttpRouteRule, at: &str) -> Result<Timeouts, (&'static str, String)> {
+fn rule_timeouts(rule: &HttpRouteRule, at: &str) -> Result<Timeouts, Problem> {
     let Some(t) = &rule.timeouts else {
         return Ok((None, None));
     };
@@ -749,7 +752,7 @@ fn rule_timeouts(rule: &HttpRouteRule, at: &str) -> Result<Timeouts, (&'static s
 }
 
 /// A rule's retry policy.
-fn rule_retry(rule: &HttpRouteRule, at: &str) -> Result<Option<RetryIr>, (&'static str, String)> {
+fn rule_retry(rule: &HttpRouteRule, at: &str) -> Result<Option<RetryIr>, Problem> {
     let Some(r) = &rule.retry else {
         return Ok(None);
     };
@@ -776,8 +779,8 @@ fn rule_backends(
     backends: &Backends<'_>,
     referrer: Referrer<'_>,
     clusters: &mut Vec<ClusterIr>,
-    ref_problems: &mut Vec<RefProblem>,
-) -> Result<Vec<BackendIr>, (&'static str, String)> {
+    ref_problems: &mut Vec<Problem>,
+) -> Result<Vec<BackendIr>, Problem> {
     let mut weighted = Vec::new();
     for (i, b) in rule.backend_refs.iter().enumerate() {
         let target = BackendRef {
@@ -804,8 +807,8 @@ fn rule_backends(
                     &at,
                 )?,
                 other => {
-                    return Err((
-                        reasons::UNSUPPORTED_VALUE,
+                    return Err(Problem::not_accepted(
+                        Reason::UnsupportedValue,
                         format!("{at}: filter type {other:?} is not supported on a backendRef"),
                     ));
                 }
@@ -823,8 +826,8 @@ fn rule_backends(
             }
         };
         if b.weight > MAX_WEIGHT {
-            return Err((
-                reasons::UNSUPPORTED_VALUE,
+            return Err(Problem::not_accepted(
+                Reason::UnsupportedValue,
                 format!(
                     "{at}.backendRefs[{i}].weight: {} is over {MAX_WEIGHT}",
                     b.weight
@@ -844,9 +847,9 @@ fn rule_backends(
     Ok(weighted)
 }
 
-fn missing(at: &str, field: &str) -> (&'static str, String) {
-    (
-        reasons::UNSUPPORTED_VALUE,
+fn missing(at: &str, field: &str) -> Problem {
+    Problem::not_accepted(
+        Reason::UnsupportedValue,
         format!("{at}: the filter's {field} field is missing"),
     )
 }
@@ -855,7 +858,7 @@ fn check_path_modifier(
     modifier: &trellis_model::gateway::HttpPathModifier,
     matches: &[(MatchIr, Precedence)],
     at: &str,
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), Problem> {
     for text in [&modifier.replace_full_path, &modifier.replace_prefix_match]
         .into_iter()
         .flatten()
@@ -863,14 +866,16 @@ fn check_path_modifier(
         check_text(text, at, "path")?;
     }
     match modifier.type_ {
-        PathModifierType::ReplaceFullPath if modifier.replace_full_path.is_none() => Err((
-            reasons::UNSUPPORTED_VALUE,
-            format!("{at}: ReplaceFullPath needs replaceFullPath"),
-        )),
+        PathModifierType::ReplaceFullPath if modifier.replace_full_path.is_none() => {
+            Err(Problem::not_accepted(
+                Reason::UnsupportedValue,
+                format!("{at}: ReplaceFullPath needs replaceFullPath"),
+            ))
+        }
         PathModifierType::ReplacePrefixMatch => {
             if modifier.replace_prefix_match.is_none() {
-                return Err((
-                    reasons::UNSUPPORTED_VALUE,
+                return Err(Problem::not_accepted(
+                    Reason::UnsupportedValue,
                     format!("{at}: ReplacePrefixMatch needs replacePrefixMatch"),
                 ));
             }
@@ -878,8 +883,8 @@ fn check_path_modifier(
                 .iter()
                 .any(|(m, _)| !matches!(m.path, PathMatchIr::Prefix(_)))
             {
-                return Err((
-                    reasons::UNSUPPORTED_VALUE,
+                return Err(Problem::not_accepted(
+                    Reason::UnsupportedValue,
                     format!(
                         "{at}: ReplacePrefixMatch needs every match of the rule to be a PathPrefix match"
                     ),
@@ -896,7 +901,7 @@ fn merge_headers(
     into: &mut HeaderModIr,
     modifier: Option<&HeaderModifier>,
     at: &str,
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), Problem> {
     let m = modifier.ok_or_else(|| missing(at, "headerModifier"))?;
     for h in &m.set {
         check_header_name(&h.name, at)?;
@@ -936,13 +941,13 @@ fn is_token(name: &str) -> bool {
 /// 32-bit total).
 const MAX_WEIGHT: i32 = 1_000_000;
 
-fn check_header_name(name: &str, at: &str) -> Result<(), (&'static str, String)> {
+fn check_header_name(name: &str, at: &str) -> Result<(), Problem> {
     let valid = is_token(name);
     let lower = name.to_ascii_lowercase();
     let reserved = lower == "host" || lower.starts_with(':');
     if !valid || reserved {
-        return Err((
-            reasons::UNSUPPORTED_VALUE,
+        return Err(Problem::not_accepted(
+            Reason::UnsupportedValue,
             format!("{at}: {name:?} is not a header name a filter may change"),
         ));
     }
@@ -950,15 +955,12 @@ fn check_header_name(name: &str, at: &str) -> Result<(), (&'static str, String)>
 }
 
 /// A match in IR form, with its precedence (route-level fields filled by the caller).
-fn translate_match(
-    m: &HttpRouteMatch,
-    at: &str,
-) -> Result<(MatchIr, Precedence), (&'static str, String)> {
+fn translate_match(m: &HttpRouteMatch, at: &str) -> Result<(MatchIr, Precedence), Problem> {
     let value = &m.path.value;
     check_text(value, &format!("{at}.path.value"), "path")?;
     if !value.starts_with('/') && m.path.type_ != PathMatchType::RegularExpression {
-        return Err((
-            reasons::UNSUPPORTED_VALUE,
+        return Err(Problem::not_accepted(
+            Reason::UnsupportedValue,
             format!("{at}.path.value: {value:?} must start with '/'"),
         ));
     }
@@ -980,8 +982,8 @@ fn translate_match(
     let mut headers = Vec::new();
     for (i, h) in m.headers.iter().enumerate() {
         if !is_token(&h.name) {
-            return Err((
-                reasons::UNSUPPORTED_VALUE,
+            return Err(Problem::not_accepted(
+                Reason::UnsupportedValue,
                 format!("{at}.headers[{i}].name: {:?} is not a header name", h.name),
             ));
         }
@@ -998,8 +1000,8 @@ fn translate_match(
     let mut query_params = Vec::new();
     for (i, q) in m.query_params.iter().enumerate() {
         if q.name.is_empty() || q.name.len() > 256 || q.name.bytes().any(|b| b.is_ascii_control()) {
-            return Err((
-                reasons::UNSUPPORTED_VALUE,
+            return Err(Problem::not_accepted(
+                Reason::UnsupportedValue,
                 format!(
                     "{at}.queryParams[{i}].name: {:?} is not a query parameter name",
                     q.name
@@ -1036,11 +1038,7 @@ fn translate_match(
     ))
 }
 
-fn value_match(
-    t: StringMatchType,
-    value: &str,
-    at: &str,
-) -> Result<ValueMatchIr, (&'static str, String)> {
+fn value_match(t: StringMatchType, value: &str, at: &str) -> Result<ValueMatchIr, Problem> {
     check_text(value, at, "value")?;
     Ok(match t {
         StringMatchType::Exact => ValueMatchIr::Exact(value.to_string()),
@@ -1053,26 +1051,26 @@ fn value_match(
 
 /// Rejects expressions Envoy's RE2 would reject (or read differently), so a bad regex is a
 /// route condition instead of a NACKed configuration ([`crate::re2`]).
-fn check_regex(expression: &str, at: &str) -> Result<(), (&'static str, String)> {
+fn check_regex(expression: &str, at: &str) -> Result<(), Problem> {
     crate::re2::check(expression).map_err(|reason| {
-        (
-            reasons::UNSUPPORTED_VALUE,
+        Problem::not_accepted(
+            Reason::UnsupportedValue,
             format!("{at}: {expression:?}: {reason}"),
         )
     })
 }
 
 /// Rejects a header value Envoy would reject: NUL, CR or LF, or longer than 16 KiB.
-fn check_header_value(value: &str, at: &str) -> Result<(), (&'static str, String)> {
+fn check_header_value(value: &str, at: &str) -> Result<(), Problem> {
     check_text(value, at, "header value")
 }
 
 /// Rejects text Envoy's header-value rules refuse (header values, redirect and rewrite
 /// hostnames and paths): NUL, CR or LF, or longer than 16 KiB.
-fn check_text(value: &str, at: &str, what: &str) -> Result<(), (&'static str, String)> {
+fn check_text(value: &str, at: &str, what: &str) -> Result<(), Problem> {
     if value.len() > MAX_HEADER_VALUE {
-        return Err((
-            reasons::UNSUPPORTED_VALUE,
+        return Err(Problem::not_accepted(
+            Reason::UnsupportedValue,
             format!(
                 "{at}: a {what} of {} bytes is longer than {MAX_HEADER_VALUE}",
                 value.len()
@@ -1080,8 +1078,8 @@ fn check_text(value: &str, at: &str, what: &str) -> Result<(), (&'static str, St
         ));
     }
     if value.bytes().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
-        return Err((
-            reasons::UNSUPPORTED_VALUE,
+        return Err(Problem::not_accepted(
+            Reason::UnsupportedValue,
             format!("{at}: a {what} may not contain NUL, CR or LF"),
         ));
     }
@@ -1092,10 +1090,10 @@ fn check_text(value: &str, at: &str, what: &str) -> Result<(), (&'static str, St
 const MAX_HEADER_VALUE: usize = 16 * 1024;
 
 /// Parses a Gateway API duration (`1h30m`, `10s`, `500ms`, `0s`) to milliseconds.
-pub(crate) fn duration_ms(text: &str, at: &str) -> Result<u64, (&'static str, String)> {
+pub(crate) fn duration_ms(text: &str, at: &str) -> Result<u64, Problem> {
     let bad = || {
-        (
-            reasons::UNSUPPORTED_VALUE,
+        Problem::not_accepted(
+            Reason::UnsupportedValue,
             format!("{at}: {text:?} is not a duration like 10s, 500ms or 1h30m"),
         )
     };

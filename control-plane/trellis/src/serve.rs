@@ -876,20 +876,20 @@ impl StatusPublisher {
 /// A Gateway is Programmed once a proxy serving it holds its configuration; until then it is
 /// Pending, and a proxy's NACK makes it Invalid with the proxy's error.
 fn apply_proxy_sync(gw: &mut trellis_model::gateway::GatewayStatus, sync: &trellis_xds::KeyState) {
-    use trellis_translate::conditions::{condition, reasons, types};
+    use trellis_translate::conditions::{ConditionType, Reason, condition};
     let Some(programmed) = gw
         .conditions
         .iter_mut()
-        .find(|c| c.type_ == types::PROGRAMMED && c.status == "True")
+        .find(|c| c.type_ == ConditionType::Programmed && c.status == "True")
     else {
         return;
     };
     let generation = programmed.observed_generation;
     *programmed = if sync.synced > 0 {
         condition(
-            types::PROGRAMMED,
+            ConditionType::Programmed,
             true,
-            reasons::PROGRAMMED,
+            Reason::Programmed,
             if sync.nacks.is_empty() {
                 format!(
                     "Applied by {} of {} connected proxies",
@@ -908,9 +908,9 @@ fn apply_proxy_sync(gw: &mut trellis_model::gateway::GatewayStatus, sync: &trell
         )
     } else if !sync.nacks.is_empty() {
         condition(
-            types::PROGRAMMED,
+            ConditionType::Programmed,
             false,
-            reasons::INVALID,
+            Reason::Invalid,
             format!(
                 "The proxies rejected the configuration: {}",
                 sync.nacks.join("; ")
@@ -919,17 +919,17 @@ fn apply_proxy_sync(gw: &mut trellis_model::gateway::GatewayStatus, sync: &trell
         )
     } else if sync.connected == 0 {
         condition(
-            types::PROGRAMMED,
+            ConditionType::Programmed,
             false,
-            reasons::PENDING,
+            Reason::Pending,
             "No proxy serves this Gateway yet",
             generation,
         )
     } else {
         condition(
-            types::PROGRAMMED,
+            ConditionType::Programmed,
             false,
-            reasons::PENDING,
+            Reason::Pending,
             format!(
                 "Waiting for {} connected proxies to apply the configuration",
                 sync.connected

@@ -79,14 +79,14 @@ pub fn options(input: &InputSet) -> Options {
         };
         let state = if module.path.as_deref().unwrap_or("").contains("missing") {
             ModuleState::Problem {
-                reason: "ModuleNotFound".to_string(),
+                reason: trellis_translate::conditions::Reason::ModuleNotFound,
                 message:
                     "cannot read /var/lib/trellis/modules/missing.wasm: No such file or directory"
                         .to_string(),
             }
         } else if module.sha256.bytes().all(|b| b == b'f') {
             ModuleState::Problem {
-                reason: "ChecksumMismatch".to_string(),
+                reason: trellis_translate::conditions::Reason::ChecksumMismatch,
                 message: format!(
                     "the module's sha256 is {POLICY_MODULE_SHA256}, not {}",
                     module.sha256
