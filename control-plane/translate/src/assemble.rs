@@ -12,8 +12,8 @@ use crate::conditions::{ConditionType, Reason, condition};
 use crate::gateway::{Entry, GatewayState, ListenerState};
 use crate::hostname;
 use crate::ir::{
-    ActionIr, ClusterIr, FilterChainIr, Ir, ListenerIr, MatchIr, PathMatchIr, ProxyIr, RouteIr,
-    SecretIr, VirtualHostIr,
+    ActionIr, ClusterIr, FilterChainIr, Ir, ListenerIr, ListenerProtocol, MatchIr, PathMatchIr,
+    ProxyIr, RouteIr, RouteOrigin, SecretIr, VirtualHostIr,
 };
 use crate::{StatusSet, proxy_key};
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,12 +50,16 @@ fn proxy(key: &ObjectKey, gw: &GatewayState<'_>) -> ProxyIr {
     for (port, listeners) in &ports {
         let name = format!("gateway/{}/{}/port/{}", key.namespace, key.name, port);
         let hosts = virtual_hosts(listeners, &mut proxy.clusters);
-        let https = listeners.iter().any(|l| l.spec.protocol == "HTTPS");
+        let https = listeners
+            .iter()
+            .any(|l| l.protocol == Some(ListenerProtocol::Https));
         let chains = if https {
             https_chains(&name, listeners, &hosts, &mut proxy.secrets)
         } else {
             vec![FilterChainIr {
                 route_config: name.clone(),
+                listener: None,
+                protocol: ListenerProtocol::Http,
                 server_names: Vec::new(),
                 certificates: Vec::new(),
                 virtual_hosts: hosts.into_iter().map(|(_, vh)| vh).collect(),
@@ -277,7 +281,9 @@ fn https_chains(
                     domain: domain.clone(),
                     listener: l.spec.name.clone(),
                     routes: vec![RouteIr {
-                        name: format!("misdirected/{domain}"),
+                        origin: RouteOrigin::Misdirected {
+                            domain: domain.clone(),
+                        },
                         matcher: MatchIr {
                             path: PathMatchIr::Prefix("/".to_string()),
                             headers: Vec::new(),
@@ -306,6 +312,8 @@ fn https_chains(
         }
         chains.push(FilterChainIr {
             route_config: format!("{listener_name}/listener/{}", l.spec.name),
+            listener: Some(l.spec.name.clone()),
+            protocol: ListenerProtocol::Https,
             server_names: l.spec.hostname.iter().cloned().collect(),
             certificates: l.certificates.iter().map(|c| c.name.clone()).collect(),
             virtual_hosts: own.into_iter().map(|(_, vh)| vh).collect(),

@@ -3,11 +3,11 @@
 //! ([`crate::route`]) before [`crate::assemble`] builds the proxies.
 
 use crate::conditions::{ConditionType, Problem, Reason, condition};
-use crate::ir::{ClusterIr, RouteIr, SecretIr};
+use crate::ir::{ClusterIr, ListenerProtocol, RouteIr, SecretIr};
 use crate::{Options, StatusSet};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use trellis_model::core::Condition;
+use trellis_model::core::{Condition, jiff};
 use trellis_model::gateway::{GatewayClassStatus, Listener, RouteGroupKind, SupportedFeature};
 use trellis_model::{CONTROLLER_NAME, InputSet, ObjectKey};
 
@@ -108,6 +108,8 @@ pub(crate) struct GatewayState<'a> {
 /// A listener being translated.
 pub(crate) struct ListenerState<'a> {
     pub spec: &'a Listener,
+    /// The protocol, when Trellis serves it.
+    pub protocol: Option<ListenerProtocol>,
     /// The listener's configuration is acceptable.
     pub accepted: bool,
     /// The listener can be put on the data plane (accepted, no conflict, references resolved).
@@ -150,8 +152,8 @@ pub(crate) struct Precedence {
     pub headers: i64,
     /// Negated number of query parameter matches.
     pub query_params: i64,
-    /// Route creation time (older first), as RFC 3339 text.
-    pub created: String,
+    /// Route creation time (older first).
+    pub created: jiff::Timestamp,
     /// Route namespace/name.
     pub route: ObjectKey,
     pub rule: usize,

@@ -13,11 +13,17 @@
 //!     └─ SecretIr (certificates of HTTPS listeners)
 //! ```
 //!
-//! The IR is serializable so golden tests can show it; [`crate::xds`] turns it into Envoy
-//! resources without further decisions.
+//! The IR is Trellis's own: typed (methods, schemes, protocols, durations and header changes
+//! are types, not text), free of Envoy syntax (header values are literal; no `%` escaping), and
+//! every route knows where it came from ([`RouteOrigin`]), so policies attach to routes by
+//! reference. It is serializable so golden tests can show it; [`crate::envoy`] turns it into
+//! Envoy resources without further decisions.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+use trellis_model::ObjectKey;
 
 /// The IR of every proxy, by snapshot key (`gateway/<ns>/<name>`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -72,16 +78,42 @@ pub struct ListenerIr {
     pub chains: Vec<FilterChainIr>,
 }
 
+/// The protocol a filter chain speaks to clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ListenerProtocol {
+    /// HTTP over plain TCP.
+    Http,
+    /// HTTP over TLS, terminated by the proxy.
+    Https,
+}
+
+impl ListenerProtocol {
+    /// The URL scheme of requests on such a chain.
+    pub fn scheme(self) -> Scheme {
+        match self {
+            ListenerProtocol::Http => Scheme::Http,
+            ListenerProtocol::Https => Scheme::Https,
+        }
+    }
+}
+
 /// One filter chain: TLS (for HTTPS) and the routes of the requests it accepts.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FilterChainIr {
     /// The route configuration's name: the listener's for HTTP,
     /// `<listener>/listener/<section>` for an HTTPS Gateway listener.
     pub route_config: String,
+    /// The Gateway listener (section name) the chain is for, when it serves one alone (an
+    /// HTTPS listener, chosen by SNI); an HTTP chain serves every HTTP listener on its port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listener: Option<String>,
+    /// What clients speak to the chain.
+    pub protocol: ListenerProtocol,
     /// SNI names the chain accepts (`*.` wildcards allowed); every name when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub server_names: Vec<String>,
-    /// Certificates (secret names) for TLS termination; plaintext when empty.
+    /// Certificates (secret names) for TLS termination; present exactly for HTTPS.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
     /// Virtual hosts, most specific hostname first.
@@ -128,11 +160,59 @@ pub struct VirtualHostIr {
     pub enabled_filters: Vec<String>,
 }
 
+/// Where a route came from. Policies select routes by it, never by name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteOrigin {
+    /// A match of a rule of an HTTPRoute.
+    HttpRoute {
+        /// The HTTPRoute.
+        route: ObjectKey,
+        /// The rule's index in `spec.rules`.
+        rule: usize,
+        /// The match's index in the rule's `matches` (0 for a rule without matches).
+        #[serde(rename = "match")]
+        match_index: usize,
+    },
+    /// Trellis's own answer (421) to requests for a host that another HTTPS listener of the
+    /// Gateway serves, arriving on a connection whose SNI chose this one.
+    Misdirected {
+        /// The host.
+        domain: String,
+    },
+}
+
+impl RouteOrigin {
+    /// The Envoy route's name: `httproute/<ns>/<name>/rule/<i>/match/<j>`, or
+    /// `misdirected/<domain>`.
+    pub fn route_name(&self) -> String {
+        match self {
+            RouteOrigin::HttpRoute {
+                route,
+                rule,
+                match_index,
+            } => format!(
+                "httproute/{}/{}/rule/{rule}/match/{match_index}",
+                route.namespace, route.name
+            ),
+            RouteOrigin::Misdirected { domain } => format!("misdirected/{domain}"),
+        }
+    }
+
+    /// The HTTPRoute and rule index, for routes that come from one.
+    pub fn rule(&self) -> Option<(&ObjectKey, usize)> {
+        match self {
+            RouteOrigin::HttpRoute { route, rule, .. } => Some((route, *rule)),
+            RouteOrigin::Misdirected { .. } => None,
+        }
+    }
+}
+
 /// One match of one rule, with what to do for requests it matches.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RouteIr {
-    /// `httproute/<ns>/<name>/rule/<i>/match/<j>`.
-    pub name: String,
+    /// The rule and match this route is.
+    pub origin: RouteOrigin,
     /// The conditions a request must meet.
     #[serde(rename = "match")]
     pub matcher: MatchIr,
@@ -167,8 +247,9 @@ pub struct CorsIr {
     /// Response headers the browser may read.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expose_headers: Vec<String>,
-    /// How long a preflight answer may be cached, in seconds.
-    pub max_age_seconds: i64,
+    /// How long a preflight answer may be cached.
+    #[serde(serialize_with = "duration")]
+    pub max_age: Duration,
     /// Whether requests may carry credentials.
     #[serde(skip_serializing_if = "is_false")]
     pub allow_credentials: bool,
@@ -199,7 +280,68 @@ pub struct MatchIr {
     pub query_params: Vec<StringMatchIr>,
     /// The method, if constrained.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Method>,
+}
+
+/// An HTTP method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Connect,
+    Options,
+    Trace,
+    Patch,
+}
+
+impl Method {
+    /// The method as written in requests (`GET`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Connect => "CONNECT",
+            Method::Options => "OPTIONS",
+            Method::Trace => "TRACE",
+            Method::Patch => "PATCH",
+        }
+    }
+}
+
+/// A URL scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// `http`
+    Http,
+    /// `https`
+    Https,
+}
+
+impl Scheme {
+    /// The scheme as written in URLs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The port a URL of this scheme means when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
 }
 
 /// A path condition.
@@ -234,15 +376,25 @@ pub enum ValueMatchIr {
     Regex(String),
 }
 
+/// A header and its value, both literal (the value may contain `%` or anything else a header
+/// value may hold; the Envoy stage escapes what Envoy would read as a command).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeaderIr {
+    /// Lower-case header name.
+    pub name: String,
+    /// The value, as the client or backend will see it.
+    pub value: String,
+}
+
 /// Header changes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct HeaderModIr {
-    /// Overwrite (name, value).
+    /// Overwrite.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub set: Vec<(String, String)>,
-    /// Append (name, value).
+    pub set: Vec<HeaderIr>,
+    /// Append.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub add: Vec<(String, String)>,
+    pub add: Vec<HeaderIr>,
     /// Remove by name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
@@ -283,12 +435,18 @@ pub struct ForwardIr {
     /// Mirrors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorIr>,
-    /// Whole-request timeout in milliseconds (0 disables it); Envoy's default when unset.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
-    /// Per-attempt timeout in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backend_timeout_ms: Option<u64>,
+    /// Whole-request timeout (zero disables it); Envoy's default when unset.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_duration"
+    )]
+    pub timeout: Option<Duration>,
+    /// Per-attempt timeout.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_duration"
+    )]
+    pub backend_timeout: Option<Duration>,
     /// Retry policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryIr>,
@@ -341,7 +499,7 @@ pub enum PathRewriteIr {
 pub struct RedirectIr {
     /// New scheme.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scheme: Option<String>,
+    pub scheme: Option<Scheme>,
     /// New host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -371,9 +529,12 @@ pub struct RetryIr {
     pub codes: Vec<u32>,
     /// Maximum retries.
     pub attempts: u32,
-    /// Base back-off in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backoff_ms: Option<u64>,
+    /// Base back-off.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "optional_duration"
+    )]
+    pub backoff: Option<Duration>,
 }
 
 /// How to talk to a backend.
@@ -404,4 +565,60 @@ pub struct EndpointIr {
     pub address: String,
     /// Port.
     pub port: u16,
+}
+
+/// A duration as text: `10s`, `1.5s`, `250ms`.
+struct DurationText(Duration);
+
+impl fmt::Display for DurationText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms.is_multiple_of(1000) {
+            write!(f, "{}s", ms / 1000)
+        } else if ms < 1000 {
+            write!(f, "{ms}ms")
+        } else {
+            write!(f, "{}.{:03}s", ms / 1000, ms % 1000)
+        }
+    }
+}
+
+fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&DurationText(*d))
+}
+
+fn optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => duration(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let text = |ms| DurationText(Duration::from_millis(ms)).to_string();
+        assert_eq!(text(0), "0s");
+        assert_eq!(text(250), "250ms");
+        assert_eq!(text(10_000), "10s");
+        assert_eq!(text(1_500), "1.500s");
+    }
+
+    #[test]
+    fn a_route_is_named_for_its_origin() {
+        let origin = RouteOrigin::HttpRoute {
+            route: ObjectKey::new("default", "web"),
+            rule: 2,
+            match_index: 1,
+        };
+        assert_eq!(origin.route_name(), "httproute/default/web/rule/2/match/1");
+        assert_eq!(origin.rule(), Some((&ObjectKey::new("default", "web"), 2)));
+        let misdirected = RouteOrigin::Misdirected {
+            domain: "a.example.com".into(),
+        };
+        assert_eq!(misdirected.route_name(), "misdirected/a.example.com");
+    }
 }

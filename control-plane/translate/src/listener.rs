@@ -11,24 +11,28 @@ use crate::backend::{Backends, Referrer};
 use crate::conditions::{ConditionType, Problem, Reason, condition};
 use crate::gateway::ListenerState;
 use crate::hostname;
-use crate::ir::SecretIr;
+use crate::ir::{ListenerProtocol, SecretIr};
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::gateway::{GROUP, Gateway, Listener, RouteGroupKind, SecretObjectReference};
 use trellis_model::{InputSet, ObjectKey};
 
-/// HTTP-family protocols Trellis serves on a listener.
-fn listener_protocol_supported(protocol: &str) -> bool {
-    matches!(protocol, "HTTP" | "HTTPS")
+/// The protocol of a listener, if Trellis serves it.
+fn listener_protocol(protocol: &str) -> Option<ListenerProtocol> {
+    match protocol {
+        "HTTP" => Some(ListenerProtocol::Http),
+        "HTTPS" => Some(ListenerProtocol::Https),
+        _ => None,
+    }
 }
 
 /// Route kinds a listener of this protocol supports by default.
-fn default_kinds(protocol: &str) -> Vec<RouteGroupKind> {
+fn default_kinds(protocol: Option<ListenerProtocol>) -> Vec<RouteGroupKind> {
     match protocol {
-        "HTTP" | "HTTPS" => vec![RouteGroupKind {
+        Some(ListenerProtocol::Http | ListenerProtocol::Https) => vec![RouteGroupKind {
             group: GROUP.to_string(),
             kind: "HTTPRoute".to_string(),
         }],
-        _ => Vec::new(),
+        None => Vec::new(),
     }
 }
 
@@ -59,7 +63,8 @@ fn listener<'a>(
     generation: Option<i64>,
 ) -> ListenerState<'a> {
     let mut problems: Vec<Problem> = Vec::new();
-    if !listener_protocol_supported(&spec.protocol) {
+    let protocol = listener_protocol(&spec.protocol);
+    if protocol.is_none() {
         problems.push(Problem::not_accepted(
             Reason::UnsupportedProtocol,
             format!("protocol {} is not supported", spec.protocol),
@@ -77,7 +82,7 @@ fn listener<'a>(
         problems.push(Problem::not_accepted(Reason::UnsupportedValue, e));
     }
     // Route kinds.
-    let defaults = default_kinds(&spec.protocol);
+    let defaults = default_kinds(protocol);
     let requested = spec
         .allowed_routes
         .as_ref()
@@ -88,7 +93,7 @@ fn listener<'a>(
     } else {
         requested.into_iter().partition(|k| defaults.contains(k))
     };
-    let (certificates, ref_problem) = if spec.protocol == "HTTPS" {
+    let (certificates, ref_problem) = if protocol == Some(ListenerProtocol::Https) {
         https_certificates(input, backends, key, spec, &mut problems)
     } else {
         (Vec::new(), None)
@@ -112,6 +117,7 @@ fn listener<'a>(
     ));
     ListenerState {
         spec,
+        protocol,
         accepted,
         programmable: accepted && ref_problem.is_none(),
         supported_kinds,

@@ -10,17 +10,20 @@
 //!                                        │
 //!          per filter chain ◄────────────┘
 //!          ├─ trellis.policy: one filter, every AuthorizationPolicy/RateLimitPolicy of the
-//!          │  chain with a scope ("all", or the route-name prefixes of HTTPRoute targets)
+//!          │  chain with a scope ("all", or the names of the routes it selects)
 //!          └─ wasmfilter/<ns>/<name>: on for the chain, or off by default and enabled on the
 //!             virtual hosts (Gateway listener targets) and routes (HTTPRoute targets)
 //! ```
+//!
+//! An HTTPRoute target selects IR routes by their [`RouteOrigin`] (the route, and the rule when
+//! the target names a section), never by the text of their names.
 //!
 //! Nothing here does I/O: which modules the control plane holds (fetched and checked against
 //! their SHA-256) arrives in [`ModuleOptions`], and the last valid spec of every policy in
 //! [`LastGood`], which the translation hands back updated.
 
 use crate::conditions::{ConditionType, Problem, Reason, condition};
-use crate::ir::{EndpointIr, FilterChainIr, Ir, WasmFilterIr};
+use crate::ir::{EndpointIr, FilterChainIr, Ir, RouteIr, RouteOrigin, WasmFilterIr};
 use crate::proxy_key;
 use crate::status::StatusSet;
 use serde_json::{Map, Value, json};
@@ -173,8 +176,28 @@ fn spec_error(e: SpecError) -> Problem {
 enum Selector {
     /// A whole Gateway, or one of its listeners.
     Gateway(Option<String>),
-    /// Routes whose names start with this (`httproute/<ns>/<name>/`, or `.../rule/<i>/`).
-    Routes(String),
+    /// Routes of an HTTPRoute, or of one of its rules.
+    Routes(RouteTarget),
+}
+
+/// An HTTPRoute, or one rule of it, as a policy's target.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct RouteTarget {
+    route: ObjectKey,
+    rule: Option<usize>,
+}
+
+impl RouteTarget {
+    /// Whether a route came from this target.
+    fn selects(&self, origin: &RouteOrigin) -> bool {
+        origin.rule().is_some_and(|(route, rule)| {
+            *route == self.route && self.rule.is_none_or(|r| r == rule)
+        })
+    }
+
+    fn selects_any(targets: &[RouteTarget], route: &RouteIr) -> bool {
+        targets.iter().any(|t| t.selects(&route.origin))
+    }
 }
 
 /// What a checked spec contributes to filter chains.
@@ -538,7 +561,10 @@ fn resolve(
                 .http_routes
                 .get(&key)
                 .ok_or_else(|| format!("HTTPRoute {key} does not exist"))?;
-            let mut prefix = format!("httproute/{}/{}/", key.namespace, key.name);
+            let mut selected = RouteTarget {
+                route: key.clone(),
+                rule: None,
+            };
             if let Some(section) = &target.section_name {
                 let index = route
                     .spec
@@ -546,7 +572,7 @@ fn resolve(
                     .iter()
                     .position(|r| r.name.as_deref() == Some(section))
                     .ok_or_else(|| format!("HTTPRoute {key} has no rule named {section:?}"))?;
-                prefix.push_str(&format!("rule/{index}/"));
+                selected.rule = Some(index);
             }
             let found: Vec<(ObjectKey, Selector)> = input
                 .gateways
@@ -555,10 +581,10 @@ fn resolve(
                     ir.proxies.get(&proxy_key(g)).is_some_and(|p| {
                         p.listeners
                             .iter()
-                            .any(|l| l.chains.iter().any(|c| chain_has_route_prefix(c, &prefix)))
+                            .any(|l| l.chains.iter().any(|c| chain_has_route(c, &selected)))
                     })
                 })
-                .map(|g| (g.clone(), Selector::Routes(prefix.clone())))
+                .map(|g| (g.clone(), Selector::Routes(selected.clone())))
                 .collect();
             if found.is_empty() {
                 return Err(format!(
@@ -571,11 +597,11 @@ fn resolve(
     }
 }
 
-fn chain_has_route_prefix(chain: &FilterChainIr, prefix: &str) -> bool {
+fn chain_has_route(chain: &FilterChainIr, target: &RouteTarget) -> bool {
     chain
         .virtual_hosts
         .iter()
-        .any(|vh| vh.routes.iter().any(|r| r.name.starts_with(prefix)))
+        .any(|vh| vh.routes.iter().any(|r| target.selects(&r.origin)))
 }
 
 fn check_targets(targets: &[PolicyTargetReference]) -> Result<(), Problem> {
@@ -890,18 +916,18 @@ enum ChainScope {
     All,
     Parts {
         listeners: BTreeSet<String>,
-        prefixes: BTreeSet<String>,
+        routes: Vec<RouteTarget>,
     },
 }
 
 fn chain_scope(chain: &FilterChainIr, selectors: &[Selector]) -> Option<ChainScope> {
     let mut listeners = BTreeSet::new();
-    let mut prefixes = BTreeSet::new();
+    let mut routes = Vec::new();
     for selector in selectors {
         match selector {
             Selector::Gateway(None) => return Some(ChainScope::All),
             Selector::Gateway(Some(l)) => {
-                let own_chain = chain.route_config.ends_with(&format!("/listener/{l}"));
+                let own_chain = chain.listener.as_ref() == Some(l);
                 let all_vhosts = !chain.virtual_hosts.is_empty()
                     && chain.virtual_hosts.iter().all(|vh| &vh.listener == l);
                 if own_chain || all_vhosts {
@@ -911,34 +937,35 @@ fn chain_scope(chain: &FilterChainIr, selectors: &[Selector]) -> Option<ChainSco
                     listeners.insert(l.clone());
                 }
             }
-            Selector::Routes(prefix) => {
-                if chain_has_route_prefix(chain, prefix) {
-                    prefixes.insert(prefix.clone());
+            Selector::Routes(target) => {
+                if chain_has_route(chain, target) {
+                    routes.push(target.clone());
                 }
             }
         }
     }
-    (!listeners.is_empty() || !prefixes.is_empty()).then_some(ChainScope::Parts {
-        listeners,
-        prefixes,
-    })
+    (!listeners.is_empty() || !routes.is_empty()).then_some(ChainScope::Parts { listeners, routes })
 }
 
-/// The policy filter's scope for a chain scope: `"all"` or route-name prefixes.
+/// The policy filter's scope for a chain scope: `"all"`, or the names of the routes selected
+/// (every route of a selected Gateway listener's virtual hosts, and every route that came from
+/// a selected HTTPRoute or rule).
 fn policy_scope(chain: &FilterChainIr, scope: &ChainScope) -> Option<Value> {
     match scope {
         ChainScope::All => Some(json!("all")),
-        ChainScope::Parts {
-            listeners,
-            prefixes,
-        } => {
-            let mut all: BTreeSet<String> = prefixes.clone();
-            for vh in &chain.virtual_hosts {
-                if listeners.contains(&vh.listener) {
-                    all.extend(vh.routes.iter().map(|r| r.name.clone()));
-                }
-            }
-            (!all.is_empty()).then(|| json!({ "route_prefixes": all }))
+        ChainScope::Parts { listeners, routes } => {
+            let names: BTreeSet<String> = chain
+                .virtual_hosts
+                .iter()
+                .flat_map(|vh| {
+                    let whole = listeners.contains(&vh.listener);
+                    vh.routes
+                        .iter()
+                        .filter(move |r| whole || RouteTarget::selects_any(routes, r))
+                })
+                .map(|r| r.origin.route_name())
+                .collect();
+            (!names.is_empty()).then(|| json!({ "routes": names }))
         }
     }
 }
@@ -975,18 +1002,14 @@ fn apply_to_chain(
             }
             Contribution::Wasm { order, filter } => {
                 let mut filter = filter.clone();
-                if let ChainScope::Parts {
-                    listeners,
-                    prefixes,
-                } = &scope
-                {
+                if let ChainScope::Parts { listeners, routes } = &scope {
                     filter.disabled = true;
                     for vh in &mut chain.virtual_hosts {
                         if listeners.contains(&vh.listener) {
                             vh.enabled_filters.push(filter.name.clone());
                         }
                         for r in &mut vh.routes {
-                            if prefixes.iter().any(|p| r.name.starts_with(p.as_str())) {
+                            if RouteTarget::selects_any(routes, r) {
                                 r.enabled_filters.push(filter.name.clone());
                             }
                         }

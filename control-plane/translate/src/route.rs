@@ -7,11 +7,12 @@ use crate::conditions::{ConditionType, Problem, Reason, condition};
 use crate::gateway::{Contribution, Entry, GatewayState, ListenerState, Precedence};
 use crate::hostname;
 use crate::ir::{
-    ActionIr, BackendIr, ClusterIr, CorsIr, ForwardIr, HeaderModIr, MatchIr, MirrorIr, OriginIr,
-    PathMatchIr, PathRewriteIr, RedirectIr, RetryIr, RewriteIr, RouteIr, StringMatchIr,
-    ValueMatchIr,
+    ActionIr, BackendIr, ClusterIr, CorsIr, ForwardIr, HeaderIr, HeaderModIr, ListenerProtocol,
+    MatchIr, Method, MirrorIr, OriginIr, PathMatchIr, PathRewriteIr, RedirectIr, RetryIr,
+    RewriteIr, RouteIr, RouteOrigin, Scheme, StringMatchIr, ValueMatchIr,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 use trellis_model::core::{LabelSelector, jiff};
 use trellis_model::gateway::{
     Cors, FromNamespaces, GROUP, HeaderModifier, HttpRoute, HttpRouteFilterType, HttpRouteMatch,
@@ -307,8 +308,8 @@ enum RuleAction {
         backends: Vec<BackendIr>,
         rewrite: Option<UrlRewrite>,
         mirrors: Vec<MirrorIr>,
-        timeout_ms: Option<u64>,
-        backend_timeout_ms: Option<u64>,
+        timeout: Option<Duration>,
+        backend_timeout: Option<Duration>,
         retry: Option<RetryIr>,
     },
     Redirect(RequestRedirect),
@@ -326,8 +327,8 @@ impl Rules {
                         backends,
                         rewrite,
                         mirrors,
-                        timeout_ms,
-                        backend_timeout_ms,
+                        timeout,
+                        backend_timeout,
                         retry,
                     } => ActionIr::Forward(ForwardIr {
                         backends: backends.clone(),
@@ -339,8 +340,8 @@ impl Rules {
                                 .and_then(|p| path_modifier(p, &matcher.path)),
                         }),
                         mirrors: mirrors.clone(),
-                        timeout_ms: *timeout_ms,
-                        backend_timeout_ms: *backend_timeout_ms,
+                        timeout: *timeout,
+                        backend_timeout: *backend_timeout,
                         retry: retry.clone(),
                     }),
                     RuleAction::Redirect(r) => {
@@ -351,16 +352,13 @@ impl Rules {
                         body: body.clone(),
                     },
                 };
-                let name = format!(
-                    "httproute/{}/{}/rule/{}/match/{}",
-                    precedence.route.namespace,
-                    precedence.route.name,
-                    precedence.rule,
-                    precedence.match_index
-                );
                 let entry = Entry {
                     route: RouteIr {
-                        name,
+                        origin: RouteOrigin::HttpRoute {
+                            route: precedence.route.clone(),
+                            rule: precedence.rule,
+                            match_index: precedence.match_index,
+                        },
                         matcher: matcher.clone(),
                         request_headers: rule.request_headers.clone(),
                         response_headers: rule.response_headers.clone(),
@@ -397,7 +395,7 @@ fn cors_ir(cors: &Cors) -> CorsIr {
         allow_methods: cors.allow_methods.clone(),
         allow_headers: cors.allow_headers.clone(),
         expose_headers: cors.expose_headers.clone(),
-        max_age_seconds: i64::from(cors.max_age.unwrap_or(5)),
+        max_age: Duration::from_secs(cors.max_age.unwrap_or(5).max(0) as u64),
         allow_credentials: cors.allow_credentials,
     }
 }
@@ -425,25 +423,19 @@ fn path_modifier(
 /// kept unless it is the scheme's default; without one, a new scheme implies its default
 /// port, and an unchanged scheme keeps the listener's port unless that is the default.
 fn redirect(r: &RequestRedirect, path: &PathMatchIr, listener: &ListenerState<'_>) -> RedirectIr {
-    let listener_scheme = if listener.spec.protocol == "HTTPS" {
-        "https"
-    } else {
-        "http"
-    };
-    let scheme = r
-        .scheme
-        .clone()
-        .unwrap_or_else(|| listener_scheme.to_string());
-    let default_port = |scheme: &str| if scheme == "https" { 443 } else { 80 };
-    let port = match (r.port, &r.scheme) {
+    let listener_scheme = listener
+        .protocol
+        .map_or(Scheme::Http, ListenerProtocol::scheme);
+    let new_scheme = r.scheme.as_deref().and_then(scheme);
+    let port = match (r.port, new_scheme) {
         (Some(p), _) => Some(p),
         (None, Some(_)) => None,
         (None, None) => Some(listener.spec.port),
     }
-    .filter(|p| *p != default_port(&scheme))
-    .and_then(|p| u16::try_from(p).ok());
+    .and_then(|p| u16::try_from(p).ok())
+    .filter(|p| *p != new_scheme.unwrap_or(listener_scheme).default_port());
     RedirectIr {
-        scheme: r.scheme.clone(),
+        scheme: new_scheme,
         hostname: r.hostname.clone(),
         port,
         path: r.path.as_ref().and_then(|p| path_modifier(p, path)),
@@ -464,12 +456,11 @@ fn translate_rules(key: &ObjectKey, route: &HttpRoute, backends: &Backends<'_>) 
         .creation_timestamp
         .as_ref()
         .map(|t| t.0)
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-        .to_string();
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
         // A dropped rule's unresolved references are not the route's.
         let mut rule_refs = Vec::new();
-        match translate_rule(key, rule, rule_index, &created, backends, &mut rule_refs) {
+        match translate_rule(key, rule, rule_index, created, backends, &mut rule_refs) {
             Ok(r) => {
                 rules.push(r);
                 ref_problems.extend(rule_refs);
@@ -504,7 +495,7 @@ fn translate_rule(
     key: &ObjectKey,
     rule: &HttpRouteRule,
     rule_index: usize,
-    created: &str,
+    created: jiff::Timestamp,
     backends: &Backends<'_>,
     ref_problems: &mut Vec<Problem>,
 ) -> Result<RuleIr, Problem> {
@@ -513,7 +504,7 @@ fn translate_rule(
     for (match_index, m) in rule.matches.iter().enumerate() {
         let (matcher, mut precedence) =
             translate_match(m, &format!("{at}.matches[{match_index}]"))?;
-        precedence.created = created.to_string();
+        precedence.created = created;
         precedence.route = key.clone();
         precedence.rule = rule_index;
         precedence.match_index = match_index;
@@ -549,7 +540,7 @@ fn translate_rule(
         broken,
         cors,
     } = filters;
-    let (timeout_ms, backend_timeout_ms) = rule_timeouts(rule, &at)?;
+    let (timeout, backend_timeout) = rule_timeouts(rule, &at)?;
     let retry = rule_retry(rule, &at)?;
     let action = if let Some(message) = broken {
         RuleAction::Respond(500, message)
@@ -569,8 +560,8 @@ fn translate_rule(
                 backends: weighted,
                 rewrite,
                 mirrors,
-                timeout_ms,
-                backend_timeout_ms,
+                timeout,
+                backend_timeout,
                 retry,
             }
         }
@@ -673,6 +664,14 @@ fn redirect_filter(
             )
         })?;
     }
+    if let Some(s) = &r.scheme
+        && scheme(s).is_none()
+    {
+        return Err(Problem::unsupported(
+            format!("{at}.requestRedirect.scheme"),
+            format!("{s:?} is not http or https"),
+        ));
+    }
     Ok(r.clone())
 }
 
@@ -731,10 +730,10 @@ fn mirror(
     ))
 }
 
-/// A rule's request and backend-request timeouts, in milliseconds.
-type Timeouts = (Option<u64>, Option<u64>);
+/// A rule's request and backend-request timeouts.
+type Timeouts = (Option<Duration>, Option<Duration>);
 
-/// A rule's request and backend-request timeouts, in milliseconds.
+/// A rule's request and backend-request timeouts.
 fn rule_timeouts(rule: &HttpRouteRule, at: &str) -> Result<Timeouts, Problem> {
     let Some(t) = &rule.timeouts else {
         return Ok((None, None));
@@ -742,11 +741,11 @@ fn rule_timeouts(rule: &HttpRouteRule, at: &str) -> Result<Timeouts, Problem> {
     Ok((
         t.request
             .as_deref()
-            .map(|d| duration_ms(d, &format!("{at}.timeouts.request")))
+            .map(|d| duration(d, &format!("{at}.timeouts.request")))
             .transpose()?,
         t.backend_request
             .as_deref()
-            .map(|d| duration_ms(d, &format!("{at}.timeouts.backendRequest")))
+            .map(|d| duration(d, &format!("{at}.timeouts.backendRequest")))
             .transpose()?,
     ))
 }
@@ -763,10 +762,10 @@ fn rule_retry(rule: &HttpRouteRule, at: &str) -> Result<Option<RetryIr>, Problem
             .filter_map(|c| u32::try_from(*c).ok())
             .collect(),
         attempts: r.attempts.map(|a| a.max(0) as u32).unwrap_or(1),
-        backoff_ms: r
+        backoff: r
             .backoff
             .as_deref()
-            .map(|d| duration_ms(d, &format!("{at}.retry.backoff")))
+            .map(|d| duration(d, &format!("{at}.retry.backoff")))
             .transpose()?,
     }))
 }
@@ -906,14 +905,18 @@ fn merge_headers(
     for h in &m.set {
         check_header_name(&h.name, at)?;
         check_header_value(&h.value, &format!("{at}.set[{}]", h.name))?;
-        into.set
-            .push((h.name.to_ascii_lowercase(), literal(&h.value)));
+        into.set.push(HeaderIr {
+            name: h.name.to_ascii_lowercase(),
+            value: h.value.clone(),
+        });
     }
     for h in &m.add {
         check_header_name(&h.name, at)?;
         check_header_value(&h.value, &format!("{at}.add[{}]", h.name))?;
-        into.add
-            .push((h.name.to_ascii_lowercase(), literal(&h.value)));
+        into.add.push(HeaderIr {
+            name: h.name.to_ascii_lowercase(),
+            value: h.value.clone(),
+        });
     }
     for name in &m.remove {
         check_header_name(name, at)?;
@@ -922,10 +925,29 @@ fn merge_headers(
     Ok(())
 }
 
-/// A header value as Envoy's header formatter reads it: `%` starts a command, so a literal
-/// one is written `%%`.
-fn literal(value: &str) -> String {
-    value.replace('%', "%%")
+/// The scheme a redirect names, if Trellis can redirect to it.
+fn scheme(text: &str) -> Option<Scheme> {
+    match text {
+        "http" => Some(Scheme::Http),
+        "https" => Some(Scheme::Https),
+        _ => None,
+    }
+}
+
+/// The method of a match.
+fn method(m: trellis_model::gateway::HttpMethod) -> Method {
+    use trellis_model::gateway::HttpMethod as M;
+    match m {
+        M::GET => Method::Get,
+        M::HEAD => Method::Head,
+        M::POST => Method::Post,
+        M::PUT => Method::Put,
+        M::DELETE => Method::Delete,
+        M::CONNECT => Method::Connect,
+        M::OPTIONS => Method::Options,
+        M::TRACE => Method::Trace,
+        M::PATCH => Method::Patch,
+    }
 }
 
 /// Whether `name` is an HTTP token (RFC 9110), as Gateway API's header names are.
@@ -1022,7 +1044,7 @@ fn translate_match(m: &HttpRouteMatch, at: &str) -> Result<(MatchIr, Precedence)
         method: if m.method.is_some() { 0 } else { 1 },
         headers: -(headers.len() as i64),
         query_params: -(query_params.len() as i64),
-        created: String::new(),
+        created: jiff::Timestamp::UNIX_EPOCH,
         route: ObjectKey::default(),
         rule: 0,
         match_index: 0,
@@ -1032,7 +1054,7 @@ fn translate_match(m: &HttpRouteMatch, at: &str) -> Result<(MatchIr, Precedence)
             path,
             headers,
             query_params,
-            method: m.method.map(|m| m.as_str().to_string()),
+            method: m.method.map(method),
         },
         precedence,
     ))
@@ -1089,8 +1111,8 @@ fn check_text(value: &str, at: &str, what: &str) -> Result<(), Problem> {
 /// The longest header value (and redirect or rewrite text) accepted: Envoy's limit.
 const MAX_HEADER_VALUE: usize = 16 * 1024;
 
-/// Parses a Gateway API duration (`1h30m`, `10s`, `500ms`, `0s`) to milliseconds.
-pub(crate) fn duration_ms(text: &str, at: &str) -> Result<u64, Problem> {
+/// Parses a Gateway API duration (`1h30m`, `10s`, `500ms`, `0s`).
+pub(crate) fn duration(text: &str, at: &str) -> Result<Duration, Problem> {
     let bad = || {
         Problem::not_accepted(
             Reason::UnsupportedValue,
@@ -1125,7 +1147,7 @@ pub(crate) fn duration_ms(text: &str, at: &str) -> Result<u64, Problem> {
     if parts == 0 || parts > 4 {
         return Err(bad());
     }
-    Ok(total)
+    Ok(Duration::from_millis(total))
 }
 
 #[cfg(test)]
@@ -1153,8 +1175,60 @@ mod tests {
         proxy.listeners[0].chains[0].virtual_hosts[0]
             .routes
             .iter()
-            .map(|r| r.name.clone())
+            .map(|r| r.origin.route_name())
             .collect()
+    }
+
+    #[test]
+    fn the_older_route_wins_a_tie_even_when_one_creation_time_has_fractional_seconds() {
+        // As RFC 3339 text, "...:00.5Z" sorts before "...:00Z" although it is later.
+        let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: trellis}
+spec: {controllerName: trellis.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: ns}
+spec:
+  gatewayClassName: trellis
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: newer, namespace: ns, creationTimestamp: "2026-01-01T00:00:00.5Z"}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /api}}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: older, namespace: ns, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{matches: [{path: {type: PathPrefix, value: /api}}]}]
+"#;
+        let mut input = trellis_model::InputSet::default();
+        for doc in trellis_sources::parse_documents(yaml) {
+            if let trellis_sources::ParsedDocument::Object { object, .. } = doc {
+                input.insert(*object);
+            }
+        }
+        let t = crate::translate(&input, &crate::Options::default());
+        let proxy = t.ir.proxies.values().next().expect("a proxy");
+        let order: Vec<String> = proxy.listeners[0].chains[0].virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| r.origin.route_name())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "httproute/ns/older/rule/0/match/0",
+                "httproute/ns/newer/rule/0/match/0"
+            ]
+        );
     }
 
     #[test]
@@ -1250,13 +1324,13 @@ spec:
 
     #[test]
     fn durations_parse_like_gateway_api() {
-        assert_eq!(duration_ms("10s", "t"), Ok(10_000));
-        assert_eq!(duration_ms("500ms", "t"), Ok(500));
-        assert_eq!(duration_ms("1h30m", "t"), Ok(5_400_000));
-        assert_eq!(duration_ms("0s", "t"), Ok(0));
-        assert!(duration_ms("1.5s", "t").is_err());
-        assert!(duration_ms("", "t").is_err());
-        assert!(duration_ms("10", "t").is_err());
-        assert!(duration_ms("1d", "t").is_err());
+        assert_eq!(duration("10s", "t"), Ok(Duration::from_millis(10_000)));
+        assert_eq!(duration("500ms", "t"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("1h30m", "t"), Ok(Duration::from_millis(5_400_000)));
+        assert_eq!(duration("0s", "t"), Ok(Duration::from_millis(0)));
+        assert!(duration("1.5s", "t").is_err());
+        assert!(duration("", "t").is_err());
+        assert!(duration("10", "t").is_err());
+        assert!(duration("1d", "t").is_err());
     }
 }

@@ -63,7 +63,11 @@ pub enum Scope {
     /// Every route (`"all"`).
     #[default]
     All,
-    /// Routes whose Envoy route name (`xds.route_name`) starts with one of these prefixes, e.g.
+    /// Routes whose Envoy route name (`xds.route_name`) is one of these, e.g.
+    /// `httproute/default/web/rule/0/match/0` (`{"routes": [...]}`). The control plane writes
+    /// this form: the routes a policy's targets select, by name.
+    Routes(Vec<String>),
+    /// Routes whose Envoy route name starts with one of these prefixes, e.g.
     /// `httproute/default/web/` (`{"route_prefixes": [...]}`).
     RoutePrefixes(Vec<String>),
 }

@@ -35,6 +35,8 @@ pub enum Verdict {
 pub enum RouteScope {
     /// Every request.
     All,
+    /// Requests on one of these routes (by name).
+    Routes(std::collections::BTreeSet<String>),
     /// Requests whose route name starts with one of these.
     RoutePrefixes(Vec<String>),
 }
@@ -44,6 +46,21 @@ impl RouteScope {
     pub fn compile(scope: &Scope, field: &str) -> Result<RouteScope, ConfigError> {
         match scope {
             Scope::All => Ok(RouteScope::All),
+            Scope::Routes(names) => {
+                if names.is_empty() {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.routes"),
+                        "must not be empty (use \"all\" for every route)",
+                    ));
+                }
+                if let Some(index) = names.iter().position(String::is_empty) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.routes[{index}]"),
+                        "must not be empty",
+                    ));
+                }
+                Ok(RouteScope::Routes(names.iter().cloned().collect()))
+            }
             Scope::RoutePrefixes(prefixes) => {
                 if prefixes.is_empty() {
                     return Err(ConfigError::invalid(
@@ -67,6 +84,7 @@ impl RouteScope {
     pub fn applies(&self, route: Option<&str>) -> bool {
         match self {
             RouteScope::All => true,
+            RouteScope::Routes(names) => route.is_some_and(|route| names.contains(route)),
             RouteScope::RoutePrefixes(prefixes) => route.is_some_and(|route| {
                 prefixes
                     .iter()
@@ -534,6 +552,35 @@ mod tests {
             everywhere.on_request_headers(&MockHost::get("/")),
             Verdict::Responded
         );
+    }
+
+    #[test]
+    fn policies_scoped_to_routes_apply_to_exactly_those_routes() {
+        let f = filter(
+            r#"{"policies": [{"name": "one-rule", "default_action": "deny",
+                "scope": {"routes": ["httproute/default/web/rule/1/match/0"]}}]}"#,
+        );
+        let on = |route: &str| MockHost::get("/").with_route(route);
+        assert_eq!(
+            f.on_request_headers(&on("httproute/default/web/rule/1/match/0")),
+            Verdict::Responded
+        );
+        for other in [
+            "httproute/default/web/rule/10/match/0",
+            "httproute/default/web/rule/1/match/01",
+            "httproute/default/web/rule/0/match/0",
+        ] {
+            assert_eq!(
+                f.on_request_headers(&on(other)),
+                Verdict::Continue,
+                "{other}"
+            );
+        }
+        assert_eq!(f.on_request_headers(&MockHost::get("/")), Verdict::Continue);
+        let empty = PolicyFilter::from_json(
+            br#"{"policies": [{"name": "p", "default_action": "allow", "scope": {"routes": []}}]}"#,
+        );
+        assert!(empty.is_err());
     }
 
     #[test]

@@ -229,9 +229,13 @@ pub(super) fn ads() -> ConfigSource {
 }
 
 pub(super) fn duration_ms(ms: u64) -> Duration {
+    duration(std::time::Duration::from_millis(ms))
+}
+
+pub(super) fn duration(d: std::time::Duration) -> Duration {
     Duration {
-        seconds: (ms / 1000) as i64,
-        nanos: ((ms % 1000) * 1_000_000) as i32,
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: d.subsec_nanos() as i32,
     }
 }
 

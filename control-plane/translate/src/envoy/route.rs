@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::ir::{
-    ActionIr, BackendIr, CorsIr, FilterChainIr, ForwardIr, HeaderModIr, MatchIr, OriginIr,
-    PathMatchIr, PathRewriteIr, ProxyIr, RedirectIr, RouteIr, ValueMatchIr,
+    ActionIr, BackendIr, CorsIr, FilterChainIr, ForwardIr, HeaderIr, HeaderModIr, MatchIr,
+    OriginIr, PathMatchIr, PathRewriteIr, ProxyIr, RedirectIr, RouteIr, ValueMatchIr,
 };
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -182,7 +182,7 @@ pub(super) fn route_match(m: &MatchIr) -> RouteMatch {
         headers.push(HeaderMatcher {
             name: ":method".to_string(),
             header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
-                string_matcher(&ValueMatchIr::Exact(method.clone())),
+                string_matcher(&ValueMatchIr::Exact(method.as_str().to_string())),
             )),
             ..Default::default()
         });
@@ -207,10 +207,10 @@ pub(super) fn route_match(m: &MatchIr) -> RouteMatch {
 }
 
 pub(super) fn header_options(m: &HeaderModIr) -> Vec<HeaderValueOption> {
-    let option = |(name, value): &(String, String), action| HeaderValueOption {
+    let option = |h: &HeaderIr, action| HeaderValueOption {
         header: Some(HeaderValue {
-            key: name.clone(),
-            value: value.clone(),
+            key: h.name.clone(),
+            value: formatter_literal(&h.value),
             ..Default::default()
         }),
         append_action: action as i32,
@@ -233,6 +233,12 @@ pub(super) fn header_options(m: &HeaderModIr) -> Vec<HeaderValueOption> {
         .collect()
 }
 
+/// A literal header value as Envoy's header formatter reads values: `%` starts a command
+/// (`%REQ(...)%`), so a literal one is written `%%`.
+fn formatter_literal(value: &str) -> String {
+    value.replace('%', "%%")
+}
+
 pub(super) fn route(r: &RouteIr) -> Route {
     let action = match &r.action {
         ActionIr::Forward(f) => route::Action::Route(route_action(f)),
@@ -247,7 +253,7 @@ pub(super) fn route(r: &RouteIr) -> Route {
         }),
     };
     Route {
-        name: r.name.clone(),
+        name: r.origin.route_name(),
         r#match: Some(route_match(&r.matcher)),
         action: Some(action),
         request_headers_to_add: header_options(&r.request_headers),
@@ -290,7 +296,7 @@ pub(super) fn cors_policy(c: &CorsIr) -> CorsPolicy {
         allow_methods: c.allow_methods.join(", "),
         allow_headers: c.allow_headers.join(", "),
         expose_headers: c.expose_headers.join(", "),
-        max_age: c.max_age_seconds.to_string(),
+        max_age: c.max_age.as_secs().to_string(),
         allow_credentials: c
             .allow_credentials
             .then_some(envoy_types::pb::google::protobuf::BoolValue { value: true }),
@@ -337,7 +343,7 @@ pub(super) fn route_action(f: &ForwardIr) -> RouteAction {
         cluster_specifier: Some(cluster_specifier),
         cluster_not_found_response_code:
             route_action::ClusterNotFoundResponseCode::InternalServerError as i32,
-        timeout: f.timeout_ms.map(duration_ms),
+        timeout: f.timeout.map(duration),
         request_mirror_policies: f
             .mirrors
             .iter()
@@ -380,7 +386,7 @@ pub(super) fn route_action(f: &ForwardIr) -> RouteAction {
             None => {}
         }
     }
-    let backend_timeout = f.backend_timeout_ms.map(duration_ms);
+    let backend_timeout = f.backend_timeout.map(duration);
     if let Some(retry) = &f.retry {
         action.retry_policy = Some(RetryPolicy {
             retry_on: "connect-failure,refused-stream,reset,retriable-status-codes".to_string(),
@@ -389,8 +395,8 @@ pub(super) fn route_action(f: &ForwardIr) -> RouteAction {
                 value: retry.attempts,
             }),
             per_try_timeout: backend_timeout,
-            retry_back_off: retry.backoff_ms.map(|ms| retry_policy::RetryBackOff {
-                base_interval: Some(duration_ms(ms.max(1))),
+            retry_back_off: retry.backoff.map(|b| retry_policy::RetryBackOff {
+                base_interval: Some(duration(b.max(std::time::Duration::from_millis(1)))),
                 ..Default::default()
             }),
             ..Default::default()
@@ -449,7 +455,7 @@ pub(super) fn redirect_action(r: &RedirectIr) -> RedirectAction {
         scheme_rewrite_specifier: r
             .scheme
             .as_ref()
-            .map(|s| redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s.clone())),
+            .map(|s| redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s.as_str().into())),
         ..Default::default()
     };
     match &r.path {
