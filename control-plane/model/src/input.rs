@@ -47,6 +47,17 @@ impl serde::Serialize for ObjectKey {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ObjectKey {
+    /// Reads `ns/name` (or `name` for a cluster-scoped object), as [`ObjectKey`] serializes.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(match text.split_once('/') {
+            Some((namespace, name)) => ObjectKey::new(namespace, name),
+            None => ObjectKey::cluster(text),
+        })
+    }
+}
+
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.namespace.is_empty() {

@@ -19,14 +19,14 @@
 //! reference. It is serializable so golden tests can show it; [`crate::envoy`] turns it into
 //! Envoy resources without further decisions.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 use trellis_model::ObjectKey;
 
 /// The IR of every proxy, by snapshot key (`gateway/<ns>/<name>`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ir {
     /// Proxies by snapshot key.
     pub proxies: BTreeMap<String, ProxyIr>,
@@ -36,7 +36,7 @@ pub struct Ir {
 }
 
 /// What the proxies of one Gateway serve.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyIr {
     /// Listeners, sorted by address and port.
     pub listeners: Vec<ListenerIr>,
@@ -46,31 +46,31 @@ pub struct ProxyIr {
     pub secrets: BTreeMap<String, SecretIr>,
     /// Where the proxies fetch Wasm modules (the control plane's module server), when a
     /// filter chain runs one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_server: Option<EndpointIr>,
 }
 
 /// A certificate and its private key.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SecretIr {
     /// `secret/<ns>/<name>`.
     pub name: String,
     /// PEM certificate chain.
     pub certificate_chain: String,
-    /// PEM private key (not shown in golden output).
-    #[serde(skip)]
+    /// PEM private key (not shown in golden output, and empty when read from one).
+    #[serde(skip_serializing, default)]
     pub private_key: String,
 }
 
 /// One Envoy listener: every Gateway listener sharing an address and port.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ListenerIr {
     /// Envoy listener name, `gateway/<ns>/<name>/port/<port>`.
     pub name: String,
     /// IP address to bind.
     pub address: String,
     /// More addresses bound on the same port (a Gateway's other `spec.addresses`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub additional_addresses: Vec<String>,
     /// Port to bind.
     pub port: u16,
@@ -79,7 +79,7 @@ pub struct ListenerIr {
 }
 
 /// The protocol a filter chain speaks to clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ListenerProtocol {
     /// HTTP over plain TCP.
@@ -99,33 +99,33 @@ impl ListenerProtocol {
 }
 
 /// One filter chain: TLS (for HTTPS) and the routes of the requests it accepts.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FilterChainIr {
     /// The route configuration's name: the listener's for HTTP,
     /// `<listener>/listener/<section>` for an HTTPS Gateway listener.
     pub route_config: String,
     /// The Gateway listener (section name) the chain is for, when it serves one alone (an
     /// HTTPS listener, chosen by SNI); an HTTP chain serves every HTTP listener on its port.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener: Option<String>,
     /// What clients speak to the chain.
     pub protocol: ListenerProtocol,
     /// SNI names the chain accepts (`*.` wildcards allowed); every name when empty.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_names: Vec<String>,
     /// Certificates (secret names) for TLS termination; present exactly for HTTPS.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
     /// Virtual hosts, most specific hostname first.
     pub virtual_hosts: Vec<VirtualHostIr>,
     /// Wasm HTTP filters, in order, before the router.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_filters: Vec<WasmFilterIr>,
 }
 
 /// A proxy-wasm HTTP filter: a verified module (fetched from the control plane by its digest)
 /// and its configuration.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WasmFilterIr {
     /// The HTTP filter's name: `trellis.policy` or `wasmfilter/<ns>/<name>`.
     pub name: String,
@@ -138,7 +138,7 @@ pub struct WasmFilterIr {
     /// Whether requests skip the filter when its VM fails (else they get 503).
     pub fail_open: bool,
     /// Off unless a virtual host or route enables it (filters attached to some routes only).
-    #[serde(skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub disabled: bool,
 }
 
@@ -147,7 +147,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// One virtual host: the routes for requests whose Host matches `domain`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VirtualHostIr {
     /// `example.com`, `*.example.com`, or `*`.
     pub domain: String,
@@ -156,12 +156,12 @@ pub struct VirtualHostIr {
     /// Routes in precedence order; the first match wins.
     pub routes: Vec<RouteIr>,
     /// Filters disabled by default in the chain that run for this virtual host.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enabled_filters: Vec<String>,
 }
 
 /// Where a route came from. Policies select routes by it, never by name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteOrigin {
     /// A match of a rule of an HTTPRoute.
@@ -209,7 +209,7 @@ impl RouteOrigin {
 }
 
 /// One match of one rule, with what to do for requests it matches.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouteIr {
     /// The rule and match this route is.
     pub origin: RouteOrigin,
@@ -217,46 +217,46 @@ pub struct RouteIr {
     #[serde(rename = "match")]
     pub matcher: MatchIr,
     /// Header changes on the request before forwarding.
-    #[serde(skip_serializing_if = "HeaderModIr::is_empty")]
+    #[serde(default, skip_serializing_if = "HeaderModIr::is_empty")]
     pub request_headers: HeaderModIr,
     /// Header changes on the response.
-    #[serde(skip_serializing_if = "HeaderModIr::is_empty")]
+    #[serde(default, skip_serializing_if = "HeaderModIr::is_empty")]
     pub response_headers: HeaderModIr,
     /// What to do.
     pub action: ActionIr,
     /// Cross-origin requests this route allows (the rule's CORS filter).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsIr>,
     /// Filters disabled by default in the chain that run for this route.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enabled_filters: Vec<String>,
 }
 
 /// A route's CORS policy: which origins may make cross-origin requests, and what the answers to
 /// their preflights say. Requests from other origins are left alone (no CORS headers).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CorsIr {
     /// Origins allowed.
     pub allow_origins: Vec<OriginIr>,
     /// Methods allowed (`*` for any).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_methods: Vec<String>,
     /// Request headers allowed (`*` for any).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_headers: Vec<String>,
     /// Response headers the browser may read.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expose_headers: Vec<String>,
     /// How long a preflight answer may be cached.
-    #[serde(serialize_with = "duration")]
+    #[serde(serialize_with = "duration", deserialize_with = "parse_duration")]
     pub max_age: Duration,
     /// Whether requests may carry credentials.
-    #[serde(skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub allow_credentials: bool,
 }
 
 /// An allowed origin.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OriginIr {
     /// Any origin (`*`).
@@ -268,23 +268,23 @@ pub enum OriginIr {
 }
 
 /// Request conditions.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MatchIr {
     /// The path condition.
     pub path: PathMatchIr,
     /// Header conditions (names lower-case).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<StringMatchIr>,
     /// Query parameter conditions.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query_params: Vec<StringMatchIr>,
     /// The method, if constrained.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<Method>,
 }
 
 /// An HTTP method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 #[allow(missing_docs)]
 pub enum Method {
@@ -317,7 +317,7 @@ impl Method {
 }
 
 /// A URL scheme.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     /// `http`
@@ -345,7 +345,7 @@ impl Scheme {
 }
 
 /// A path condition.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathMatchIr {
     /// The path equals the value.
@@ -357,7 +357,7 @@ pub enum PathMatchIr {
 }
 
 /// A header or query parameter condition.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StringMatchIr {
     /// Header (lower-case) or parameter name.
     pub name: String,
@@ -367,7 +367,7 @@ pub struct StringMatchIr {
 }
 
 /// How a value is compared.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueMatchIr {
     /// Equal.
@@ -378,7 +378,7 @@ pub enum ValueMatchIr {
 
 /// A header and its value, both literal (the value may contain `%` or anything else a header
 /// value may hold; the Envoy stage escapes what Envoy would read as a command).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeaderIr {
     /// Lower-case header name.
     pub name: String,
@@ -387,16 +387,16 @@ pub struct HeaderIr {
 }
 
 /// Header changes.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HeaderModIr {
     /// Overwrite.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub set: Vec<HeaderIr>,
     /// Append.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub add: Vec<HeaderIr>,
     /// Remove by name.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
 }
 
@@ -408,7 +408,7 @@ impl HeaderModIr {
 }
 
 /// What a route does.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionIr {
     /// Forward to weighted backends.
@@ -425,35 +425,39 @@ pub enum ActionIr {
 }
 
 /// Forwarding to backends.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForwardIr {
     /// Weighted backends; weights are > 0.
     pub backends: Vec<BackendIr>,
     /// Rewrite before forwarding.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<RewriteIr>,
     /// Mirrors.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<MirrorIr>,
     /// Whole-request timeout (zero disables it); Envoy's default when unset.
     #[serde(
+        default,
         skip_serializing_if = "Option::is_none",
-        serialize_with = "optional_duration"
+        serialize_with = "optional_duration",
+        deserialize_with = "parse_optional_duration"
     )]
     pub timeout: Option<Duration>,
     /// Per-attempt timeout.
     #[serde(
+        default,
         skip_serializing_if = "Option::is_none",
-        serialize_with = "optional_duration"
+        serialize_with = "optional_duration",
+        deserialize_with = "parse_optional_duration"
     )]
     pub backend_timeout: Option<Duration>,
     /// Retry policy.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryIr>,
 }
 
 /// One weighted backend.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BackendIr {
     /// The cluster, or `None` when the backendRef does not resolve: its share of requests is
     /// answered with 500.
@@ -461,26 +465,26 @@ pub struct BackendIr {
     /// Relative weight (> 0).
     pub weight: u32,
     /// Header changes for requests to this backend only.
-    #[serde(skip_serializing_if = "HeaderModIr::is_empty")]
+    #[serde(default, skip_serializing_if = "HeaderModIr::is_empty")]
     pub request_headers: HeaderModIr,
     /// Header changes for responses from this backend only.
-    #[serde(skip_serializing_if = "HeaderModIr::is_empty")]
+    #[serde(default, skip_serializing_if = "HeaderModIr::is_empty")]
     pub response_headers: HeaderModIr,
 }
 
 /// Host and path rewriting.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RewriteIr {
     /// New Host header.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// New path.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathRewriteIr>,
 }
 
 /// How the path is rewritten or redirected.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathRewriteIr {
     /// Replace the whole path.
@@ -495,26 +499,26 @@ pub enum PathRewriteIr {
 }
 
 /// A redirect answer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RedirectIr {
     /// New scheme.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<Scheme>,
     /// New host.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
     /// New port; `None` leaves the port out of Location (the scheme's default).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// New path.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathRewriteIr>,
     /// 301, 302, 303, 307 or 308.
     pub status: u16,
 }
 
 /// A request mirror.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MirrorIr {
     /// Cluster receiving copies.
     pub cluster: String,
@@ -523,7 +527,7 @@ pub struct MirrorIr {
 }
 
 /// Retry policy.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RetryIr {
     /// Status codes retried.
     pub codes: Vec<u32>,
@@ -531,14 +535,16 @@ pub struct RetryIr {
     pub attempts: u32,
     /// Base back-off.
     #[serde(
+        default,
         skip_serializing_if = "Option::is_none",
-        serialize_with = "optional_duration"
+        serialize_with = "optional_duration",
+        deserialize_with = "parse_optional_duration"
     )]
     pub backoff: Option<Duration>,
 }
 
 /// How to talk to a backend.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 (and WebSocket upgrades).
@@ -548,7 +554,7 @@ pub enum UpstreamProtocol {
 }
 
 /// One upstream cluster: a Service port.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterIr {
     /// `service/<ns>/<name>/<port>`.
     pub name: String,
@@ -559,7 +565,7 @@ pub struct ClusterIr {
 }
 
 /// One endpoint address.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct EndpointIr {
     /// IP address.
     pub address: String,
@@ -587,6 +593,37 @@ fn duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&DurationText(*d))
 }
 
+/// Reads what [`DurationText`] writes (and plain `500ms`, `2s`).
+fn duration_from_text(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    let seconds = text.strip_suffix('s')?;
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, ""));
+    if fraction.len() > 3 {
+        return None;
+    }
+    let ms: u64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<3}").parse().ok()?
+    };
+    let whole: u64 = whole.parse().ok()?;
+    Some(Duration::from_millis(
+        whole.checked_mul(1000)?.checked_add(ms)?,
+    ))
+}
+
+fn parse_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    duration_from_text(&text)
+        .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a duration like 10s")))
+}
+
+fn parse_optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    parse_duration(d).map(Some)
+}
+
 fn optional_duration<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
     match d {
         Some(d) => duration(d, s),
@@ -605,6 +642,18 @@ mod tests {
         assert_eq!(text(250), "250ms");
         assert_eq!(text(10_000), "10s");
         assert_eq!(text(1_500), "1.500s");
+        for ms in [0, 1, 250, 999, 1_000, 1_500, 90_000, 86_400_123] {
+            assert_eq!(
+                duration_from_text(&text(ms)),
+                Some(Duration::from_millis(ms))
+            );
+        }
+        assert_eq!(
+            duration_from_text("1.5s"),
+            Some(Duration::from_millis(1_500))
+        );
+        assert_eq!(duration_from_text("1.5"), None);
+        assert_eq!(duration_from_text("1.0001s"), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The Envoy-validate gate: every golden output, and translations of generated inputs full of
-//! hostile values, must be accepted by `envoy --mode validate` (Envoy 1.40, as CI installs it).
+//! The Envoy-validate gate: every golden output (both stages), and translations of generated
+//! inputs full of hostile values, must be accepted by `envoy --mode validate` (Envoy 1.40, as CI installs it).
 //! Whatever Envoy would reject must have been refused by the translator with a condition.
 //!
 //! Needs Envoy (`ENVOY_BIN`, or `./dev setup`); skipped with a message without it, except in CI.
@@ -11,29 +11,44 @@ mod support;
 
 use serde_json::Value;
 use support::envoy::{envoy_or_skip, validate_all, validation_bootstrap};
-use support::{load_text, options, render_xds, testdata};
+use support::{IR_OUTPUTS, gateway_api_cases, ir_cases, load, load_text, options, render_xds};
 use trellis_testgen::{Bytes, Seeded, generate};
 use trellis_translate::translate;
 
-/// The golden Envoy resources, by case and proxy.
+/// Every golden output as Envoy would get it: the rendered IR cases (read back from their
+/// output files), and every proxy of every Gateway API case, translated and rendered.
 fn golden_cases() -> Vec<(String, Value)> {
-    let mut files: Vec<_> = std::fs::read_dir(testdata())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".xds.yaml"))
-        .collect();
-    files.sort();
     let mut cases = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let proxies: Value = serde_saphyr::from_str(&text).unwrap();
-        let case = file
+    for case in ir_cases() {
+        let base = case.to_string_lossy().trim_end_matches(".yaml").to_string();
+        let mut resources = serde_json::Map::new();
+        for (kind, short) in IR_OUTPUTS {
+            let path = format!("{base}.{kind}.yaml");
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let list: Value = serde_saphyr::from_str(&text).unwrap();
+                resources.insert(short.to_string(), list);
+            }
+        }
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        cases.push((
+            format!("ir/{name}"),
+            validation_bootstrap(&Value::Object(resources)),
+        ));
+    }
+    for (input_path, _) in gateway_api_cases() {
+        let input = load(&input_path);
+        let translation = translate(&input, &options(&input));
+        let name = input_path
             .file_name()
             .unwrap()
             .to_string_lossy()
-            .replace(".xds.yaml", "");
-        for (proxy, resources) in proxies.as_object().unwrap() {
-            cases.push((format!("{case} {proxy}"), validation_bootstrap(resources)));
+            .to_string();
+        for (proxy, resources) in render_xds(&translation.ir) {
+            let resources = serde_json::to_value(resources).unwrap();
+            cases.push((
+                format!("gatewayapi/{name} {proxy}"),
+                validation_bootstrap(&resources),
+            ));
         }
     }
     cases
@@ -63,7 +78,7 @@ fn every_golden_output_is_accepted_by_envoy() {
     let count = cases.len();
     let refused = validate_all(&envoy, cases);
     println!(
-        "{count} golden proxy configurations validated by Envoy, {} refused",
+        "{count} golden configurations (IR cases and Gateway API proxies) validated by Envoy, {} refused",
         refused.len()
     );
     assert!(

@@ -1,23 +1,25 @@
-//! Golden translator tests: `testdata/<name>.in.yaml` (Kubernetes objects) is translated and
-//! compared with
-//! - `testdata/<name>.out.yaml`: the status of every managed object and the IR, and
-//! - `testdata/<name>.xds.yaml`: the Envoy resources of every proxy, as Envoy's JSON mapping.
+//! Golden translator tests, one directory per stage:
 //!
-//! Regenerate after an intended change with:
+//! - `testdata/gatewayapi/<case>.in.yaml` (Kubernetes objects) is translated, and the status
+//!   of every managed object and the IR are compared with `<case>.out.yaml`;
+//! - `testdata/ir/<case>.yaml` (the IR of one proxy) is rendered, and its Envoy resources, as
+//!   Envoy's JSON mapping, are compared with `<case>.listeners.yaml`, `.routes.yaml`,
+//!   `.clusters.yaml`, `.endpoints.yaml` and `.secrets.yaml` (a file per type it has).
 //!
-//! ```sh
-//! TRELLIS_UPDATE_GOLDEN=1 cargo test -p trellis-translate --test golden
-//! ```
-//!
-//! and review the diff. Without the variable, any difference fails the test (and CI).
+//! Every output of both stages also goes through `envoy --mode validate` (`envoy_validate.rs`).
+//! Regenerate after an intended change with `./dev golden` (that is,
+//! `TRELLIS_UPDATE_GOLDEN=1 cargo test -p trellis-translate --test golden`) and review the diff.
+//! Without the variable, any difference, missing output or output without an input fails the
+//! test (and CI).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use support::{load, options, render_xds, testdata};
+use support::{IR_OUTPUTS, gateway_api_cases, ir_cases, load, options, read_ir, render_proxy};
 use trellis_translate::{StatusSet, ir::Ir, translate};
 
 #[derive(Serialize)]
@@ -26,49 +28,77 @@ struct Golden<'a> {
     ir: &'a Ir,
 }
 
-fn check(path: &Path, actual: &str, update: bool, failures: &mut Vec<String>) {
-    if update {
-        std::fs::write(path, actual).unwrap();
-        return;
+struct Check {
+    update: bool,
+    failures: Vec<String>,
+    written: BTreeSet<PathBuf>,
+}
+
+impl Check {
+    fn new() -> Check {
+        Check {
+            update: std::env::var_os("TRELLIS_UPDATE_GOLDEN").is_some(),
+            failures: Vec::new(),
+            written: BTreeSet::new(),
+        }
     }
-    let expected = std::fs::read_to_string(path).unwrap_or_default();
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        failures.push(format!(
-            "{} differs from the translation, first at line {}:\n  expected: {:?}\n  actual:   {:?}",
-            path.display(),
-            first + 1,
-            expected.lines().nth(first).unwrap_or("<end>"),
-            actual.lines().nth(first).unwrap_or("<end>"),
-        ));
+
+    fn compare(&mut self, path: &Path, actual: &str) {
+        self.written.insert(path.to_path_buf());
+        if self.update {
+            std::fs::write(path, actual).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(path).unwrap_or_default();
+        if expected != actual {
+            let first = expected
+                .lines()
+                .zip(actual.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(expected.lines().count().min(actual.lines().count()));
+            self.failures.push(format!(
+                "{} differs from the translation, first at line {}:\n  expected: {:?}\n  actual:   {:?}",
+                path.display(),
+                first + 1,
+                expected.lines().nth(first).unwrap_or("<end>"),
+                actual.lines().nth(first).unwrap_or("<end>"),
+            ));
+        }
+    }
+
+    /// Outputs in `dir` (files ending in one of `suffixes`) that no input produced: stale.
+    fn stale(&mut self, dir: &Path, suffixes: &[&str]) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let output = suffixes.iter().any(|s| name.ends_with(s));
+            if output && !self.written.contains(&path) {
+                if self.update {
+                    std::fs::remove_file(&path).unwrap();
+                } else {
+                    self.failures
+                        .push(format!("{} has no input (stale output)", path.display()));
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.failures.is_empty(),
+            "{}\n\nIf the change is intended, regenerate with\n  ./dev golden\nand review the diff.",
+            self.failures.join("\n\n")
+        );
     }
 }
 
 #[test]
-fn translations_match_the_golden_files() {
-    let update = std::env::var_os("TRELLIS_UPDATE_GOLDEN").is_some();
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(testdata())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().ends_with(".in.yaml"))
-        .collect();
-    cases.sort();
-    assert!(
-        !cases.is_empty(),
-        "no golden inputs in {}",
-        testdata().display()
-    );
-    let mut failures = Vec::new();
-    for input_path in cases {
-        let base = input_path
-            .to_string_lossy()
-            .trim_end_matches(".in.yaml")
-            .to_string();
-        let input = load(&input_path);
+fn gateway_api_objects_translate_to_the_golden_status_and_ir() {
+    let mut check = Check::new();
+    let cases = gateway_api_cases();
+    assert!(cases.len() >= 60, "{} Gateway API cases", cases.len());
+    for (input_path, out_path) in &cases {
+        let input = load(input_path);
         let options = options(&input);
         let translation = translate(&input, &options);
         // Translation is deterministic.
@@ -78,23 +108,39 @@ fn translations_match_the_golden_files() {
             ir: &translation.ir,
         })
         .unwrap();
-        check(
-            Path::new(&format!("{base}.out.yaml")),
-            &golden,
-            update,
-            &mut failures,
-        );
-        let xds = serde_saphyr::to_string(&render_xds(&translation.ir)).unwrap();
-        check(
-            Path::new(&format!("{base}.xds.yaml")),
-            &xds,
-            update,
-            &mut failures,
-        );
+        check.compare(out_path, &golden);
     }
-    assert!(
-        failures.is_empty(),
-        "{}\n\nIf the change is intended, regenerate with\n  TRELLIS_UPDATE_GOLDEN=1 cargo test -p trellis-translate --test golden\nand review the diff.",
-        failures.join("\n\n")
-    );
+    println!("{} Gateway API cases", cases.len());
+    check.stale(&support::testdata().join("gatewayapi"), &[".out.yaml"]);
+    check.finish();
+}
+
+#[test]
+fn ir_renders_to_the_golden_envoy_resources() {
+    let mut check = Check::new();
+    let cases = ir_cases();
+    assert!(cases.len() >= 15, "{} IR cases", cases.len());
+    for case in &cases {
+        let proxy = read_ir(case);
+        // The IR reads back as written.
+        let text = serde_saphyr::to_string(&proxy).unwrap();
+        let again: trellis_translate::ir::ProxyIr = serde_saphyr::from_str(&text).unwrap();
+        assert_eq!(again, proxy, "{} reads back", case.display());
+        let rendered = render_proxy(&proxy);
+        let base = case.to_string_lossy().trim_end_matches(".yaml").to_string();
+        for (kind, short) in IR_OUTPUTS {
+            if let Some(resources) = rendered.get(short) {
+                let text = serde_saphyr::to_string(resources).unwrap();
+                check.compare(Path::new(&format!("{base}.{kind}.yaml")), &text);
+            }
+        }
+    }
+    println!("{} IR cases", cases.len());
+    let suffixes: Vec<String> = IR_OUTPUTS
+        .iter()
+        .map(|(kind, _)| format!(".{kind}.yaml"))
+        .collect();
+    let suffixes: Vec<&str> = suffixes.iter().map(String::as_str).collect();
+    check.stale(&support::testdata().join("ir"), &suffixes);
+    check.finish();
 }

@@ -34,7 +34,7 @@ pub fn envoy_or_skip(test: &str) -> Option<PathBuf> {
 
 /// A certificate and its key for static secrets: the test pair of the `https` golden case.
 fn test_pair() -> (String, String) {
-    let text = std::fs::read_to_string(super::testdata().join("https.in.yaml")).unwrap();
+    let text = std::fs::read_to_string(super::testdata().join("gatewayapi/https.in.yaml")).unwrap();
     let cert = section(&text, "tls.crt: |");
     let key = section(&text, "tls.key: |");
     (cert, key)

@@ -17,9 +17,68 @@ use trellis_translate::ir::{EndpointIr, Ir};
 use trellis_translate::policy::{ModuleOptions, ModuleState};
 use trellis_xds::ResourceType;
 
-/// The translator's golden cases.
+/// The translator's golden cases: `gatewayapi/` and `ir/`.
 pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// The Gateway API stage's cases: (`<case>.in.yaml`, `<case>.out.yaml`), sorted.
+pub fn gateway_api_cases() -> Vec<(PathBuf, PathBuf)> {
+    let dir = testdata().join("gatewayapi");
+    let mut cases: Vec<(PathBuf, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_string_lossy().to_string();
+            let case = name.strip_suffix(".in.yaml")?;
+            Some((p.clone(), dir.join(format!("{case}.out.yaml"))))
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// The IR stage's inputs: `ir/<case>.yaml` (not the outputs beside them), sorted.
+pub fn ir_cases() -> Vec<PathBuf> {
+    let dir = testdata().join("ir");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.ends_with(".yaml")
+                && !IR_OUTPUTS
+                    .iter()
+                    .any(|(kind, _)| name.ends_with(&format!(".{kind}.yaml")))
+        })
+        .collect();
+    cases.sort();
+    cases
+}
+
+/// The IR stage's outputs: file suffix and the resource type's short name.
+pub const IR_OUTPUTS: [(&str, &str); 5] = [
+    ("listeners", "LDS"),
+    ("routes", "RDS"),
+    ("clusters", "CDS"),
+    ("endpoints", "EDS"),
+    ("secrets", "SDS"),
+];
+
+/// Reads an IR case: the IR of one proxy.
+pub fn read_ir(path: &Path) -> trellis_translate::ir::ProxyIr {
+    let text = std::fs::read_to_string(path).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The Envoy resources of one proxy's IR, by type short name.
+pub fn render_proxy(
+    proxy: &trellis_translate::ir::ProxyIr,
+) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
+    let mut ir = Ir::default();
+    ir.proxies
+        .insert("gateway/golden/proxy".into(), proxy.clone());
+    render_xds(&ir).into_values().next().unwrap_or_default()
 }
 
 /// Reads an input file like the file provider would, with generation 1 and creation times in
