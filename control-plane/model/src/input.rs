@@ -243,6 +243,11 @@ macro_rules! kinds {
                 match kind { $(Kind::$variant => self.$field.contains_key(key),)+ }
             }
 
+            /// The metadata of the object of this kind and key, if present.
+            pub fn metadata(&self, kind: Kind, key: &ObjectKey) -> Option<&ObjectMeta> {
+                match kind { $(Kind::$variant => self.$field.get(key).map(|o| &o.metadata),)+ }
+            }
+
             /// Number of objects of every kind together.
             pub fn len(&self) -> usize {
                 0 $(+ self.$field.len())+

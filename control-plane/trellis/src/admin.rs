@@ -2,14 +2,13 @@
 //!
 //! | path       | what |
 //! |------------|------|
-//! | `/status`  | [`StatusReport`](crate::status::StatusReport) as JSON |
+//! | `/status`  | [`StatusReport`](trellis_controller::StatusReport) as JSON |
 //! | `/proxies` | connected proxies and their per-type sync state (JSON) |
 //! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations; with `--kubernetes` also the API server connection, watch errors, relists, status writes and leadership |
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz`  | 200 once the first configuration was translated and published (with `--kubernetes`: after the initial sync); the body notes an unreachable API server, which does not make the replica unready since it keeps serving the last good configuration |
 //! | `/wasm/<sha256>` | a Wasm module the published configuration uses, for proxies (`application/wasm`); anything else is 404 |
 
-use crate::status::StatusReport;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
@@ -21,6 +20,7 @@ use hyper::body::Bytes;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use trellis_controller::StatusReport;
 use trellis_sources::Severity;
 use trellis_xds::SyncRegistry;
 

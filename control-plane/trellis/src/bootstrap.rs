@@ -9,8 +9,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use std::net::IpAddr;
 
-/// Node metadata key naming the Gateway a proxy serves (`<namespace>/<name>`).
-pub const GATEWAY_METADATA_KEY: &str = "trellis.dev/gateway";
+pub use trellis_controller::node::GATEWAY_METADATA_KEY;
 
 /// Arguments of `trellis bootstrap`.
 #[derive(Debug, Args)]

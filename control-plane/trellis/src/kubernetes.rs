@@ -12,7 +12,6 @@
 //!  shutdown(): release the election Lease and this replica's Lease
 //! ```
 
-use crate::status::StatusReport;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -20,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::info;
+use trellis_controller::StatusReport;
 use trellis_kube::leader::{self, Election, ElectionConfig};
 use trellis_kube::replicas::{self, GatewaySync, ReplicaConfig, Replicas, SyncSummary};
 use trellis_kube::{DesiredStatus, Health, ProviderConfig, StatusWriterConfig};

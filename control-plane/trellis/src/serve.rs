@@ -13,12 +13,9 @@
 //! Exactly one source: `--config-dir` or `--kubernetes` (see [`crate::kubernetes`]).
 
 use crate::admin::{self, AdminState};
-use crate::bootstrap::GATEWAY_METADATA_KEY;
 use crate::kubernetes::{KubeArgs, Kubernetes, StatusHooks};
-use crate::status::{StatusTracker, StatusWriter};
 use anyhow::Context;
 use clap::Args;
-use envoy_types::pb::envoy::config::core::v3::Node;
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,7 +25,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
-use trellis_model::{InputSet, ObjectKey};
+use trellis_controller::{
+    AddressPool, StateDir, StatusTracker, StatusWriter, apply_proxy_sync, resolve_node,
+};
 use trellis_modules::ModuleStore;
 use trellis_sources::Load;
 use trellis_translate::ir::EndpointIr;
@@ -207,70 +206,6 @@ fn init_logging(format: &str) {
     }
 }
 
-/// The snapshot key of a proxy, from its node: metadata `trellis.dev/gateway` or the node
-/// cluster, either `<namespace>/<name>` of the Gateway it serves.
-pub fn resolve_node(node: &Node) -> Result<String, String> {
-    use envoy_types::pb::google::protobuf::value::Kind;
-    let from_metadata = node
-        .metadata
-        .as_ref()
-        .and_then(|m| m.fields.get(GATEWAY_METADATA_KEY))
-        .and_then(|v| match &v.kind {
-            Some(Kind::StringValue(s)) => Some(s.clone()),
-            _ => None,
-        });
-    let gateway = from_metadata.unwrap_or_else(|| node.cluster.clone());
-    match gateway.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok(proxy_key(&ObjectKey::new(ns, name)))
-        }
-        _ => Err(format!(
-            "node {:?} does not name a Gateway: set node metadata {GATEWAY_METADATA_KEY} (or the node \
-             cluster) to NAMESPACE/NAME, as `trellis bootstrap` does",
-            node.id
-        )),
-    }
-}
-
-/// The state directory (`--state-dir`): what must survive a restart.
-///
-/// ```text
-///  STATE/config/     the file provider's last good files and object generations
-///  STATE/policies.json  the last valid spec of every policy
-///  STATE/modules/    verified Wasm modules, with the sources that delivered them
-/// ```
-pub struct StateDir {
-    dir: PathBuf,
-}
-
-impl StateDir {
-    fn open(dir: &std::path::Path) -> std::io::Result<StateDir> {
-        std::fs::create_dir_all(dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        Ok(StateDir {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn read_policies(&self) -> LastGood {
-        std::fs::read(self.dir.join("policies.json"))
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .map(|value| LastGood::from_json(&value))
-            .unwrap_or_default()
-    }
-
-    fn write_policies(&self, last_good: &LastGood) -> std::io::Result<()> {
-        let bytes =
-            serde_json::to_vec_pretty(&last_good.to_json()).map_err(std::io::Error::other)?;
-        trellis_sources::state::write_atomically(&self.dir.join("policies.json"), &bytes)
-    }
-}
-
 /// ADS streams one xDS connection may carry at once.
 const XDS_STREAMS_PER_CONNECTION: u32 = 16;
 
@@ -415,7 +350,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let module_cache = state_dir.as_ref().map(|s| s.dir.join("modules"));
+    let module_cache = state_dir.as_ref().map(StateDir::modules_dir);
     let store = ModuleStore::start(args.modules.config(module_cache)?).with_context(|| {
         format!(
             "cannot use --module-dir {}",
@@ -465,7 +400,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             trellis_sources::watch_with(
                 dir.clone(),
                 debounce,
-                state_dir.as_ref().map(|s| s.dir.join("config")),
+                state_dir.as_ref().map(StateDir::config_dir),
             )
             .context("cannot watch the config directory")?,
         ),
@@ -606,49 +541,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Stable address assignment from a pool: a Gateway keeps its address while it exists.
-#[derive(Debug)]
-struct AddressPool {
-    pool: IpNet,
-    assigned: BTreeMap<ObjectKey, String>,
-}
-
-impl AddressPool {
-    fn assign(&mut self, input: &InputSet) -> BTreeMap<ObjectKey, String> {
-        let wanting: Vec<&ObjectKey> = input
-            .gateways
-            .iter()
-            .filter(|(_, g)| {
-                g.spec
-                    .addresses
-                    .iter()
-                    .all(|a| a.value.as_deref().unwrap_or("").is_empty())
-            })
-            .map(|(k, _)| k)
-            .collect();
-        self.assigned.retain(|k, _| wanting.contains(&k));
-        for key in wanting {
-            if self.assigned.contains_key(key) {
-                continue;
-            }
-            let used: std::collections::BTreeSet<&String> = self.assigned.values().collect();
-            let free = self
-                .pool
-                .hosts()
-                .map(|ip| ip.to_string())
-                .find(|ip| !used.contains(ip));
-            match free {
-                Some(ip) => {
-                    info!(gateway = %key, address = %ip, "address assigned from the pool");
-                    self.assigned.insert(key.clone(), ip);
-                }
-                None => warn!(gateway = %key, pool = %self.pool, "address pool exhausted"),
-            }
-        }
-        self.assigned.clone()
-    }
-}
-
 /// The module store and what the translator is told of it.
 struct Modules {
     store: ModuleStore,
@@ -679,10 +571,7 @@ async fn control_loop(
         state: state.clone(),
         hooks,
     };
-    let mut pool = pool.map(|pool| AddressPool {
-        pool,
-        assigned: BTreeMap::new(),
-    });
+    let mut pool = pool.map(AddressPool::new);
     let mut sync_changes = state.registry.subscribe();
     let mut module_changes = modules.store.changes();
     let mut resources = trellis_translate::envoy::ResourceCache::default();
@@ -871,72 +760,6 @@ impl StatusPublisher {
         }
         self.state.set_report(report);
     }
-}
-
-/// A Gateway is Programmed once a proxy serving it holds its configuration; until then it is
-/// Pending, and a proxy's NACK makes it Invalid with the proxy's error.
-fn apply_proxy_sync(gw: &mut trellis_model::gateway::GatewayStatus, sync: &trellis_xds::KeyState) {
-    use trellis_translate::conditions::{ConditionType, Reason, condition};
-    let Some(programmed) = gw
-        .conditions
-        .iter_mut()
-        .find(|c| c.type_ == ConditionType::Programmed && c.status == "True")
-    else {
-        return;
-    };
-    let generation = programmed.observed_generation;
-    *programmed = if sync.synced > 0 {
-        condition(
-            ConditionType::Programmed,
-            true,
-            Reason::Programmed,
-            if sync.nacks.is_empty() {
-                format!(
-                    "Applied by {} of {} connected proxies",
-                    sync.synced, sync.connected
-                )
-            } else {
-                format!(
-                    "Applied by {} of {} connected proxies; {} rejected it: {}",
-                    sync.synced,
-                    sync.connected,
-                    sync.nacks.len(),
-                    sync.nacks.join("; ")
-                )
-            },
-            generation,
-        )
-    } else if !sync.nacks.is_empty() {
-        condition(
-            ConditionType::Programmed,
-            false,
-            Reason::Invalid,
-            format!(
-                "The proxies rejected the configuration: {}",
-                sync.nacks.join("; ")
-            ),
-            generation,
-        )
-    } else if sync.connected == 0 {
-        condition(
-            ConditionType::Programmed,
-            false,
-            Reason::Pending,
-            "No proxy serves this Gateway yet",
-            generation,
-        )
-    } else {
-        condition(
-            ConditionType::Programmed,
-            false,
-            Reason::Pending,
-            format!(
-                "Waiting for {} connected proxies to apply the configuration",
-                sync.connected
-            ),
-            generation,
-        )
-    };
 }
 
 fn now_timestamp() -> trellis_model::core::jiff::Timestamp {
