@@ -1,14 +1,4 @@
-//! End-to-end testing with real processes: Trellis, a real Envoy and echo backends on loopback.
-//!
-//! The library holds what the tests (`e2e/tests/`) and the binaries share: the process
-//! [`harness`] (ephemeral ports, start and stop), the [`echo`] backend, a simulated xDS client
-//! ([`xds_client`]) for protocol and scale tests, a request [`load`] generator, and the Gateway
-//! API [`conformance`] runner. The binaries: `trellis-echo`, `trellis-quickstart` (`./dev up`),
-//! `conformance`, `trellis-bench` and `policy-bench` (see `docs/benchmarks.md`, `docs/policy.md`).
-
-pub mod conformance;
-pub mod echo;
-pub mod harness;
-pub mod load;
-pub mod scenario;
-pub mod xds_client;
+//! End-to-end tests with real processes: the `trellis` binary, a real Envoy and echo backends on
+//! loopback (`tests/`). What they share lives in `trellis-harness`; the echo backend, the
+//! conformance runner, the benchmarks and the quickstart are crates of their own beside this
+//! one (`e2e/echo`, `e2e/conformance`, `e2e/bench`, `e2e/quickstart`).

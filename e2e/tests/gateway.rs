@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use trellis_e2e::harness::{ControlPlane, Echo, Envoy, eventually, private_loopback, request};
-use trellis_e2e::scenario::{
+use trellis_harness::scenario::{
     self, BACKENDS, NAMESPACE, ROUTES, backend_yaml, gateway_yaml, move_route,
 };
+use trellis_harness::{ControlPlane, Echo, Envoy, eventually, private_loopback, request};
 
 struct Scenario {
     _tmp: Option<tempfile::TempDir>,
@@ -84,7 +84,7 @@ impl Scenario {
         scenario
     }
 
-    fn get(&self, host: &str, path: &str) -> anyhow::Result<trellis_e2e::harness::Reply> {
+    fn get(&self, host: &str, path: &str) -> anyhow::Result<trellis_harness::Reply> {
         request(self.gateway, "GET", host, path, &[])
     }
 
@@ -502,7 +502,7 @@ fn bad_input_is_reported_and_everything_else_keeps_serving() {
 
     // The control plane is still up; the status command prints it all.
     assert!(s.control_plane.metric("trellis_config_errors").unwrap() >= 2.0);
-    let out = std::process::Command::new(trellis_e2e::harness::trellis_bin().unwrap())
+    let out = std::process::Command::new(trellis_harness::trellis_bin().unwrap())
         .args([
             "status",
             "--admin-address",

@@ -10,10 +10,10 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use trellis_e2e::harness::{
+use trellis_harness::scenario::{NAMESPACE, backend, backend_yaml, gateway_yaml, move_route};
+use trellis_harness::{
     ControlPlane, Echo, Envoy, eventually, private_loopback, request, trellis_bin,
 };
-use trellis_e2e::scenario::{NAMESPACE, backend, backend_yaml, gateway_yaml, move_route};
 
 /// A Gateway with two backends (`v1`, `v2`) and the route `move` between them.
 struct Scenario {
@@ -146,7 +146,7 @@ impl Scenario {
 
 /// The sum of an RDS stat over every route configuration of an Envoy.
 fn rds_stat(envoy: &Envoy, stat: &str) -> u64 {
-    let stats = trellis_e2e::harness::http_get_text(envoy.admin, "/stats").unwrap_or_default();
+    let stats = trellis_harness::http_get_text(envoy.admin, "/stats").unwrap_or_default();
     stats
         .lines()
         .filter_map(|l| {
@@ -513,7 +513,7 @@ fn a_route_envoy_would_reject_is_reported_on_the_route_and_the_rest_flows() {
         },
     );
     if let Err(e) = held {
-        let stats = trellis_e2e::harness::http_get_text(fresh.admin, "/stats").unwrap_or_default();
+        let stats = trellis_harness::http_get_text(fresh.admin, "/stats").unwrap_or_default();
         let relevant: Vec<&str> = stats
             .lines()
             .filter(|l| l.contains("lds.") || l.contains("rds.") || l.contains("listener_manager"))
@@ -532,7 +532,7 @@ fn a_route_envoy_would_reject_is_reported_on_the_route_and_the_rest_flows() {
 
 #[test]
 fn a_broken_file_and_an_invalid_policy_keep_serving_across_a_restart() {
-    let module = trellis_e2e::load::wasm_module("trellis-policy-wasm").unwrap();
+    let module = trellis_harness::load::wasm_module("trellis-policy-wasm").unwrap();
     let mut s = Scenario::start(|work| {
         vec![
             "--state-dir".into(),
@@ -647,7 +647,7 @@ fn a_broken_file_and_an_invalid_policy_keep_serving_across_a_restart() {
 
 #[test]
 fn escaped_and_dotted_paths_do_not_bypass_a_prefix_deny() {
-    let module = trellis_e2e::load::wasm_module("trellis-policy-wasm").unwrap();
+    let module = trellis_harness::load::wasm_module("trellis-policy-wasm").unwrap();
     let s = Scenario::start(|_| vec!["--policy-module".into(), module.display().to_string()]);
     s.write(
         "policy.yaml",
@@ -692,14 +692,14 @@ fn escaped_and_dotted_paths_do_not_bypass_a_prefix_deny() {
 
 #[test]
 fn a_wasm_filter_that_panics_is_reloaded_and_serves_again() {
-    let probe = trellis_e2e::load::wasm_module("trellis-wasm-host-probe").unwrap();
+    let probe = trellis_harness::load::wasm_module("trellis-wasm-host-probe").unwrap();
     let s = Scenario::start(|_| {
         vec![
             "--module-dir".into(),
             probe.parent().unwrap().display().to_string(),
         ]
     });
-    let sha = trellis_e2e::load::sha256_file(&probe).unwrap();
+    let sha = trellis_harness::load::sha256_file(&probe).unwrap();
     s.write(
         "probe.yaml",
         &format!(

@@ -20,12 +20,12 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use trellis_e2e::harness::{
+use trellis_fake_apiserver::{FakeApiServer, Refusal, RunningServer};
+use trellis_harness::scenario::{self, BACKENDS, NAMESPACE, ROUTES, backend_yaml, move_route};
+use trellis_harness::{
     self, ControlPlane, Echo, Envoy, RequestLoop, eventually, http_get_text, private_loopback,
     request,
 };
-use trellis_e2e::scenario::{self, BACKENDS, NAMESPACE, ROUTES, backend_yaml, move_route};
-use trellis_fake_apiserver::{FakeApiServer, Refusal, RunningServer};
 
 const CONTROLLER: &str = "trellis.dev/gateway-controller";
 const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
@@ -341,7 +341,8 @@ impl Scenario {
         let mut xds = vec![first.xds];
         xds.extend(second);
         let bootstrap =
-            harness::bootstrap(&xds, &format!("{NAMESPACE}/web"), false, "e2e-proxy").unwrap();
+            trellis_harness::bootstrap(&xds, &format!("{NAMESPACE}/web"), false, "e2e-proxy")
+                .unwrap();
         let envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
         let mut replicas = vec![first];
         let scenario_gateway = SocketAddr::from((ip, port));

@@ -15,10 +15,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use trellis_e2e::harness::{
+use trellis_harness::load::{KeepAlive, prometheus_value, sha256_file, wasm_module};
+use trellis_harness::{
     ControlPlane, Echo, Envoy, eventually, http_get_text, private_loopback, request,
 };
-use trellis_e2e::load::{KeepAlive, prometheus_value, sha256_file, wasm_module};
 
 const NS: &str = "shop";
 

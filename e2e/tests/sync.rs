@@ -9,8 +9,8 @@ use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use trellis_e2e::harness::ControlPlane;
-use trellis_e2e::xds_client::{self, Client, ClientConfig, types};
+use trellis_harness::ControlPlane;
+use trellis_harness::xds_client::{self, Client, ClientConfig, types};
 
 const GATEWAY: &str = r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -269,7 +269,7 @@ async fn fleet_with_one_nacking_proxy_shows_in_proxy_status_csds_and_gateway_sta
     );
 
     // proxy-status.
-    let out = std::process::Command::new(trellis_e2e::harness::trellis_bin().unwrap())
+    let out = std::process::Command::new(trellis_harness::trellis_bin().unwrap())
         .args(["proxy-status", "--admin-address", &s.cp.admin.to_string()])
         .output()
         .unwrap();
