@@ -22,10 +22,12 @@ mod gateway;
 pub mod hostname;
 pub mod ir;
 mod listener;
+mod matches;
 mod pem;
 pub mod policy;
 pub mod re2;
 mod route;
+mod rule;
 pub mod status;
 
 pub use gateway::SUPPORTED_FEATURES;
