@@ -7,6 +7,10 @@
 //!                    { "gateway/<ns>/<name>" -> Snapshot }
 //! ```
 //!
+//! One HTTPRoute passes through `route.rs` (attachment, status), `rule.rs` (filters,
+//! backends), `matches.rs` (matches, value checks), `assemble.rs` (virtual hosts in precedence
+//! order) and `envoy/route.rs` (the Envoy route); docs/translation.md walks it.
+//!
 //! Both stages are deterministic functions of their input (everything is sorted), so golden
 //! tests pin them down. A user's mistake never makes translation fail: it becomes a status
 //! condition with a standard reason, and the rest of the configuration is still produced.
