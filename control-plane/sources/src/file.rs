@@ -55,6 +55,20 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// An error about a whole file (or directory): no document, line or object.
+    pub fn file_error(file: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Error,
+            file: file.into(),
+            document: None,
+            line: None,
+            object: None,
+            message: message.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.file)?;
@@ -177,16 +191,13 @@ impl FileProvider {
         let mut paths = match collect_yaml(&self.dir, &mut diagnostics) {
             Ok(paths) => paths,
             Err(e) => {
-                diagnostics.push(Diagnostic {
-                    severity: Severity::Error,
-                    file: self.dir.display().to_string(),
-                    document: None,
-                    line: None,
-                    object: None,
-                    message: format!(
-                        "cannot read the config directory: {e}; keeping the last good configuration"
-                    ),
-                });
+                let message = format!(
+                    "cannot read the config directory: {e}; keeping the last good configuration"
+                );
+                diagnostics.push(Diagnostic::file_error(
+                    self.dir.display().to_string(),
+                    message,
+                ));
                 // Keep everything as it was.
                 self.files.keys().cloned().collect()
             }
@@ -216,14 +227,10 @@ impl FileProvider {
                 Err(ReadError::Gone) => continue,
                 Err(e) => {
                     let mut entry = FileEntry {
-                        diagnostics: vec![Diagnostic {
-                            severity: Severity::Error,
-                            file: rel.clone(),
-                            document: None,
-                            line: None,
-                            object: None,
-                            message: format!("{e}; keeping its last good content"),
-                        }],
+                        diagnostics: vec![Diagnostic::file_error(
+                            rel.clone(),
+                            format!("{e}; keeping its last good content"),
+                        )],
                         ..entry
                     };
                     if entry.good.is_empty()
@@ -368,17 +375,13 @@ fn restore(
         }
     }
     if !noted {
-        entry.diagnostics.push(Diagnostic {
-            severity: Severity::Error,
-            file: rel.to_string(),
-            document: None,
-            line: None,
-            object: None,
-            message: format!(
+        entry.diagnostics.push(Diagnostic::file_error(
+            rel.to_string(),
+            format!(
                 "its last good content from before the control plane restarted ({count} objects) \
                  stays in force"
             ),
-        });
+        ));
     }
 }
 
@@ -466,14 +469,10 @@ fn refresh(
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            entry.diagnostics.push(Diagnostic {
-                severity: Severity::Error,
-                file: rel.to_string(),
-                document: None,
-                line: None,
-                object: None,
-                message: format!("not UTF-8 text ({e}); keeping its last good content"),
-            });
+            entry.diagnostics.push(Diagnostic::file_error(
+                rel.to_string(),
+                format!("not UTF-8 text ({e}); keeping its last good content"),
+            ));
             return entry;
         }
     };
@@ -482,18 +481,14 @@ fn refresh(
     let documents = parse_documents(text);
     if documents.len() > limits::MAX_DOCUMENTS {
         failed = true;
-        entry.diagnostics.push(Diagnostic {
-            severity: Severity::Error,
-            file: rel.to_string(),
-            document: None,
-            line: None,
-            object: None,
-            message: format!(
+        entry.diagnostics.push(Diagnostic::file_error(
+            rel.to_string(),
+            format!(
                 "{} documents, more than the {} a file may hold",
                 documents.len(),
                 limits::MAX_DOCUMENTS
             ),
-        });
+        ));
     }
     for doc in documents.into_iter().take(limits::MAX_DOCUMENTS) {
         match doc {
@@ -541,14 +536,10 @@ fn refresh(
                 entry.good.len()
             )
         };
-        entry.diagnostics.push(Diagnostic {
-            severity: Severity::Error,
-            file: rel.to_string(),
-            document: None,
-            line: None,
-            object: None,
-            message: format!("file not applied: {kept}"),
-        });
+        entry.diagnostics.push(Diagnostic::file_error(
+            rel.to_string(),
+            format!("file not applied: {kept}"),
+        ));
     } else {
         for (_, object) in &mut objects {
             stamp(object, tracked);

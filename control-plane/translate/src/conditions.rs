@@ -79,14 +79,8 @@ names! {
         UnsupportedProtocol = "UnsupportedProtocol",
         /// A Gateway address of a type Trellis does not support.
         UnsupportedAddress = "UnsupportedAddress",
-        /// No address could be assigned to the Gateway.
-        AddressNotAssigned = "AddressNotAssigned",
-        /// A requested address cannot be used.
-        AddressNotUsable = "AddressNotUsable",
         /// No listener of the Gateway is valid.
         ListenersNotValid = "ListenersNotValid",
-        /// The listener's port cannot be used.
-        PortUnavailable = "PortUnavailable",
         /// Listeners on one port share a hostname.
         HostnameConflict = "HostnameConflict",
         /// Listeners on one port use different protocols.

@@ -236,38 +236,8 @@ pub(crate) fn selector_matches(
 mod tests {
     use super::*;
 
-    /// The routes of the only virtual host of the only proxy, in the order Envoy tries them.
-    fn route_order(yaml: &str) -> Vec<String> {
-        let mut input = trellis_model::InputSet::default();
-        for doc in trellis_sources::parse_documents(yaml) {
-            if let trellis_sources::ParsedDocument::Object {
-                document, object, ..
-            } = doc
-            {
-                let mut object = *object;
-                object.metadata_mut().creation_timestamp = Some(trellis_model::core::Time(
-                    trellis_model::core::jiff::Timestamp::from_second(
-                        1_700_000_000 + document as i64,
-                    )
-                    .unwrap_or_default(),
-                ));
-                input.insert(object);
-            }
-        }
-        let t = crate::translate(&input, &crate::Options::default());
-        let proxy = t.ir.proxies.values().next().expect("a proxy");
-        proxy.listeners[0].chains[0].virtual_hosts[0]
-            .routes
-            .iter()
-            .map(|r| r.origin.route_name())
-            .collect()
-    }
-
-    #[test]
-    fn the_older_route_wins_a_tie_even_when_one_creation_time_has_fractional_seconds() {
-        // As RFC 3339 text, "...:00.5Z" sorts before "...:00Z" although it is later.
-        let yaml = r#"
-apiVersion: gateway.networking.k8s.io/v1
+    /// A GatewayClass and a Gateway `ns/gw` with one HTTP listener, for routes to attach to.
+    const GATEWAY: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: trellis}
 spec: {controllerName: trellis.dev/gateway-controller}
@@ -277,8 +247,57 @@ kind: Gateway
 metadata: {name: gw, namespace: ns}
 spec:
   gatewayClassName: trellis
+  addresses: [{type: IPAddress, value: 127.0.0.1}]
   listeners: [{name: http, port: 8080, protocol: HTTP}]
----
+---";
+
+    /// The objects of a YAML stream, with creation times from `created` (document index in,
+    /// time out) where given, else as written.
+    fn input(yaml: &str, created: Option<fn(usize) -> i64>) -> InputSet {
+        let mut input = InputSet::default();
+        for doc in trellis_sources::parse_documents(yaml) {
+            if let trellis_sources::ParsedDocument::Object {
+                document, object, ..
+            } = doc
+            {
+                let mut object = *object;
+                if let Some(created) = created {
+                    object.metadata_mut().creation_timestamp = Some(trellis_model::core::Time(
+                        trellis_model::core::jiff::Timestamp::from_second(created(document))
+                            .unwrap_or_default(),
+                    ));
+                }
+                input.insert(object);
+            }
+        }
+        input
+    }
+
+    /// The routes of the only virtual host of the only proxy, in the order Envoy tries them.
+    fn order(input: &InputSet) -> Vec<String> {
+        let t = crate::translate(input, &crate::Options::default());
+        let proxy = t.ir.proxies.values().next().expect("a proxy");
+        proxy.listeners[0].chains[0].virtual_hosts[0]
+            .routes
+            .iter()
+            .map(|r| r.origin.route_name())
+            .collect()
+    }
+
+    /// [`order`], with routes created in document order.
+    fn route_order(yaml: &str) -> Vec<String> {
+        order(&input(
+            yaml,
+            Some(|document| 1_700_000_000 + document as i64),
+        ))
+    }
+
+    #[test]
+    fn the_older_route_wins_a_tie_even_when_one_creation_time_has_fractional_seconds() {
+        // As RFC 3339 text, "...:00.5Z" sorts before "...:00Z" although it is later.
+        let yaml = &format!(
+            "{GATEWAY}{}",
+            r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: newer, namespace: ns, creationTimestamp: "2026-01-01T00:00:00.5Z"}
@@ -292,20 +311,9 @@ metadata: {name: older, namespace: ns, creationTimestamp: "2026-01-01T00:00:00Z"
 spec:
   parentRefs: [{name: gw}]
   rules: [{matches: [{path: {type: PathPrefix, value: /api}}]}]
-"#;
-        let mut input = trellis_model::InputSet::default();
-        for doc in trellis_sources::parse_documents(yaml) {
-            if let trellis_sources::ParsedDocument::Object { object, .. } = doc {
-                input.insert(*object);
-            }
-        }
-        let t = crate::translate(&input, &crate::Options::default());
-        let proxy = t.ir.proxies.values().next().expect("a proxy");
-        let order: Vec<String> = proxy.listeners[0].chains[0].virtual_hosts[0]
-            .routes
-            .iter()
-            .map(|r| r.origin.route_name())
-            .collect();
+"#
+        );
+        let order = order(&input(yaml, None));
         assert_eq!(
             order,
             [
@@ -317,20 +325,9 @@ spec:
 
     #[test]
     fn one_bad_regex_drops_its_rule_and_the_rest_of_the_route_keeps_serving() {
-        let yaml = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ns}
-spec:
-  gatewayClassName: trellis
-  addresses: [{type: IPAddress, value: 127.0.0.1}]
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
+        let yaml = &format!(
+            "{GATEWAY}{}",
+            r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop, namespace: ns}
@@ -339,15 +336,10 @@ spec:
   rules:
   - matches: [{path: {type: PathPrefix, value: /cart}}]
   - matches: [{path: {type: RegularExpression, value: "/items/[0-9+"}}]
-"#;
+"#
+        );
         assert_eq!(route_order(yaml), ["httproute/ns/shop/rule/0/match/0"]);
-        let mut input = trellis_model::InputSet::default();
-        for doc in trellis_sources::parse_documents(yaml) {
-            if let trellis_sources::ParsedDocument::Object { object, .. } = doc {
-                input.insert(*object);
-            }
-        }
-        let t = crate::translate(&input, &crate::Options::default());
+        let t = crate::translate(&input(yaml, None), &crate::Options::default());
         let conditions = &t.status.http_routes[&ObjectKey::new("ns", "shop")].parents[0].conditions;
         let find = |t: &str| conditions.iter().find(|c| c.type_ == t).cloned();
         assert_eq!(find("Accepted").map(|c| c.status), Some("True".to_string()));
@@ -366,20 +358,9 @@ spec:
         // Route A (older) has CORS; route B, on the same path, also matches a header. B has the
         // more specific match and wins for every request carrying the header, whatever its
         // origin, and CORS adds no entries that could come before it.
-        let yaml = r#"
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: trellis}
-spec: {controllerName: trellis.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: ns}
-spec:
-  gatewayClassName: trellis
-  addresses: [{type: IPAddress, value: 127.0.0.1}]
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
+        let yaml = &format!(
+            "{GATEWAY}{}",
+            r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: a, namespace: ns}
@@ -396,7 +377,8 @@ spec:
   parentRefs: [{name: gw}]
   rules:
   - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-env, value: prod}]}]
-"#;
+"#
+        );
         assert_eq!(
             route_order(yaml),
             [

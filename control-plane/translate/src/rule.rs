@@ -448,22 +448,13 @@ fn redirect_filter(
         .request_redirect
         .as_ref()
         .ok_or_else(|| missing(at, "requestRedirect"))?;
-    if let Some(p) = &r.path {
-        check_path_modifier(p, matches, at)?;
-    }
-    if let Some(h) = &r.hostname {
-        hostname::validate(h).map_err(|e| {
-            Problem::not_accepted(
-                Reason::UnsupportedValue,
-                format!("{at}.requestRedirect.hostname: {e}"),
-            )
-        })?;
-    }
+    let at = format!("{at}.requestRedirect");
+    check_path_and_hostname(r.path.as_ref(), r.hostname.as_deref(), matches, &at)?;
     if let Some(s) = &r.scheme
         && scheme(s).is_none()
     {
         return Err(Problem::unsupported(
-            format!("{at}.requestRedirect.scheme"),
+            format!("{at}.scheme"),
             format!("{s:?} is not http or https"),
         ));
     }
@@ -480,18 +471,25 @@ fn rewrite_filter(
         .url_rewrite
         .as_ref()
         .ok_or_else(|| missing(at, "urlRewrite"))?;
-    if let Some(p) = &r.path {
-        check_path_modifier(p, matches, at)?;
-    }
-    if let Some(h) = &r.hostname {
-        hostname::validate(h).map_err(|e| {
-            Problem::not_accepted(
-                Reason::UnsupportedValue,
-                format!("{at}.urlRewrite.hostname: {e}"),
-            )
-        })?;
-    }
+    let at = format!("{at}.urlRewrite");
+    check_path_and_hostname(r.path.as_ref(), r.hostname.as_deref(), matches, &at)?;
     Ok(r.clone())
+}
+
+/// What redirects and rewrites share: a path modifier the rule's matches allow, and a hostname.
+fn check_path_and_hostname(
+    path: Option<&trellis_model::gateway::HttpPathModifier>,
+    hostname: Option<&str>,
+    matches: &[(MatchIr, Precedence)],
+    at: &str,
+) -> Result<(), Problem> {
+    if let Some(p) = path {
+        check_path_modifier(p, matches, &format!("{at}.path"))?;
+    }
+    if let Some(h) = hostname {
+        hostname::validate(h).map_err(|e| Problem::unsupported(format!("{at}.hostname"), e))?;
+    }
+    Ok(())
 }
 
 /// A RequestMirror filter: the mirror and the cluster it sends copies to.
