@@ -67,6 +67,18 @@ pub fn apply_proxy_sync(gw: &mut GatewayStatus, sync: &KeyState) {
     );
 }
 
+/// The sync state of a Gateway's proxies across replicas: this replica's and what the other
+/// replicas reported (their connected and synced proxies added, their NACK lines merged and
+/// summarized like the registry's).
+pub fn with_peers(mut state: KeyState, peers: &KeyState) -> KeyState {
+    state.connected += peers.connected;
+    state.synced += peers.synced;
+    let mine = std::mem::take(&mut state.nacks);
+    state.nacks =
+        trellis_xds::registry::summarize_nacks(mine.into_iter().chain(peers.nacks.iter().cloned()));
+    state
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +149,25 @@ mod tests {
         let (status, _, message) = after(sync(3, 2, &["RDS: invalid regex (1 proxy)"]));
         assert_eq!(status, "True", "another proxy applied it");
         assert!(message.contains("1 rejected it"), "{message}");
+    }
+
+    #[test]
+    fn a_gateway_is_programmed_when_a_proxy_of_any_replica_applied_it() {
+        let here = sync(1, 0, &["RDS: a (1 proxy)", "CDS: b (1 proxy)"]);
+        let peers = sync(2, 1, &["RDS: c (1 proxy)", "LDS: d (1 proxy)"]);
+        let merged = with_peers(here, &peers);
+        assert_eq!((merged.connected, merged.synced), (3, 1));
+        // Still a bounded summary: three lines and a count of the rest.
+        assert_eq!(
+            merged.nacks,
+            [
+                "RDS: a (1 proxy)",
+                "CDS: b (1 proxy)",
+                "RDS: c (1 proxy)",
+                "and 1 more different rejections"
+            ]
+        );
+        assert_eq!(after(merged).0, "True");
     }
 
     #[test]

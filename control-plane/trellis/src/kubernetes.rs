@@ -298,13 +298,16 @@ pub fn summary_of(state: &KeyState) -> GatewaySync {
 }
 
 /// A key state with the peers' report added.
-pub fn with_peers(mut state: KeyState, peers: Option<&GatewaySync>) -> KeyState {
-    if let Some(p) = peers {
-        state.connected += p.connected as usize;
-        state.synced += p.synced as usize;
-        let mine = std::mem::take(&mut state.nacks);
-        state.nacks =
-            trellis_xds::registry::summarize_nacks(mine.into_iter().chain(p.nacks.iter().cloned()));
+pub fn with_peers(state: KeyState, peers: Option<&GatewaySync>) -> KeyState {
+    match peers {
+        Some(p) => trellis_controller::with_peers(
+            state,
+            &KeyState {
+                connected: p.connected as usize,
+                synced: p.synced as usize,
+                nacks: p.nacks.clone(),
+            },
+        ),
+        None => state,
     }
-    state
 }
