@@ -78,7 +78,9 @@ pub fn convert(watched: &WatchedKind, object: &DynamicObject) -> Result<Object, 
             typed::<T>(self.0).map(wrap)
         }
     }
-    watched.kind.visit(Typed(value))
+    let mut object = watched.kind.visit(Typed(value))?;
+    object.trim();
+    Ok(object)
 }
 
 fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<Arc<T>, String> {

@@ -1,7 +1,7 @@
 //! Object identity ([`ObjectKey`], [`Kind`]), the tagged [`Object`] union, and the [`InputSet`]
 //! that holds one consistent view of everything a source knows.
 
-use crate::core::{ConfigMap, EndpointSlice, Namespace, ObjectMeta, Secret, Service};
+use crate::core::{ConfigMap, EndpointSlice, Namespace, ObjectMeta, Pod, Secret, Service};
 use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::policy::{AuthorizationPolicy, RateLimitPolicy, WasmFilter};
 use std::collections::BTreeMap;
@@ -319,6 +319,12 @@ kinds! {
         group: "discovery.k8s.io", version: "v1", also: [], namespaced: true, spec: false,
         watched: true, optional: false, status: false,
     },
+    /// `v1` Pod: the mesh's workloads, kept trimmed to what Trellis reads ([`Object::trim`]).
+    Pod(Pod) {
+        field: pods, kind: "Pod", plural: "pods",
+        group: "", version: "v1", also: [], namespaced: true, spec: false,
+        watched: true, optional: false, status: false,
+    },
     /// `v1` Secret.
     Secret(Secret) {
         field: secrets, kind: "Secret", plural: "secrets",
@@ -356,6 +362,18 @@ kinds! {
         group: TRELLIS_POLICY, version: "v1alpha1", also: [], namespaced: true, spec: true,
         watched: true, optional: true, status: true,
     },
+}
+
+impl Object {
+    /// Drops what Trellis never reads, so that large objects cost little memory: of a Pod, only
+    /// its identity, labels, annotations and owners, its service account and container ports,
+    /// and its IPs and readiness are kept (not environment variables, volumes or images).
+    pub fn trim(&mut self) {
+        if let Object::Pod(pod) = self {
+            let pod = Arc::make_mut(pod);
+            crate::mesh::trim_pod(pod);
+        }
+    }
 }
 
 impl fmt::Display for Kind {

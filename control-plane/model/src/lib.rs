@@ -9,18 +9,23 @@
 //! ```
 //!
 //! Gateway API kinds are Trellis's own serde types ([`gateway`]); core kinds (Service,
-//! EndpointSlice, Secret, Namespace, ConfigMap) are `k8s-openapi`'s. Trellis's own policy kinds
+//! EndpointSlice, Pod, Secret, Namespace, ConfigMap) are `k8s-openapi`'s. Which pods are in the
+//! mesh, and how a Service port is spoken, is decided in [`mesh`]. Trellis's own policy kinds
 //! (`policy.trellis.dev`) are in [`policy`].
 
 pub mod gateway;
 mod input;
+pub mod mesh;
 pub mod policy;
 
 pub use input::{InputSet, Kind, KindVisitor, Object, ObjectKey, Objects};
 
 /// Core Kubernetes types re-exported for sources and the translator.
 pub mod core {
-    pub use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServicePort};
+    pub use k8s_openapi::api::core::v1::{
+        ConfigMap, Container, ContainerPort, Namespace, Pod, PodCondition, PodIP, PodSpec,
+        PodStatus, Secret, Service, ServicePort,
+    };
     pub use k8s_openapi::api::discovery::v1::{Endpoint, EndpointPort, EndpointSlice};
     pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         Condition, LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,

@@ -416,8 +416,10 @@ fn typed(
 }
 
 /// What the API server would do on create: default the namespace, drop it from cluster-scoped
-/// kinds, fold a Secret's `stringData` into `data`.
+/// kinds, fold a Secret's `stringData` into `data`; and what Trellis never reads is dropped
+/// ([`Object::trim`]).
 fn normalize(mut object: Object) -> Object {
+    object.trim();
     let kind = object.kind();
     let meta = object.metadata_mut();
     if kind.namespaced() {
