@@ -3,11 +3,14 @@
 //! - `trellis serve` runs the control plane: sources (a config directory, or the Kubernetes API
 //!   with `--kubernetes`) -> translate -> snapshots -> ADS, and status back.
 //! - `trellis bootstrap` prints the Envoy bootstrap a gateway proxy starts with.
+//! - `trellis capture` installs (or prints) the rules that send a pod's traffic through its
+//!   sidecar.
 //! - `trellis status` prints the status the control plane reports.
 //! - `trellis proxy-status` prints each proxy's sync state (SYNCED / STALE / NACKED per type).
 
 mod admin;
 mod bootstrap;
+mod capture;
 mod kubernetes;
 mod memory;
 mod proxy_status;
@@ -30,6 +33,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Print an Envoy bootstrap for a proxy serving one Gateway.
     Bootstrap(bootstrap::BootstrapArgs),
+    /// Install (or print, or remove) the rules that send a pod's traffic through its sidecar,
+    /// in the current network namespace.
+    Capture(capture::CaptureArgs),
     /// Print the status of Gateway API objects as the control plane reports it.
     Status(status::StatusArgs),
     /// Print every connected proxy's sync state per resource type.
@@ -41,6 +47,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Bootstrap(args) => bootstrap::run(&args),
+        Command::Capture(args) => capture::run(&args),
         Command::Status(args) => status::run_command(&args),
         Command::ProxyStatus(args) => proxy_status::run(&args),
     };
