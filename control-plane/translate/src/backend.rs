@@ -32,6 +32,9 @@ pub struct Referrer<'a> {
     pub kind: &'a str,
     /// Namespace of the referring object.
     pub namespace: &'a str,
+    /// Whether a reference to another namespace needs a ReferenceGrant there (not for the
+    /// backends of mesh routes: GEP-1294).
+    pub needs_grant: bool,
 }
 
 /// Resolves backends against one input set, with an index of EndpointSlices by Service.
@@ -69,7 +72,7 @@ impl<'a> Backends<'a> {
         to_namespace: &str,
         to_name: &str,
     ) -> bool {
-        if from.namespace == to_namespace {
+        if from.namespace == to_namespace || !from.needs_grant {
             return true;
         }
         self.input
@@ -239,5 +242,15 @@ pub fn http_route_referrer(namespace: &str) -> Referrer<'_> {
         group: GROUP,
         kind: "HTTPRoute",
         namespace,
+        needs_grant: true,
+    }
+}
+
+/// The referrer for an HTTPRoute's backends when its parent is a Service (a mesh route): its
+/// backends in other namespaces need no ReferenceGrant (GEP-1294).
+pub fn mesh_route_referrer(namespace: &str) -> Referrer<'_> {
+    Referrer {
+        needs_grant: false,
+        ..http_route_referrer(namespace)
     }
 }

@@ -310,6 +310,7 @@ fn resolve_certificate(
         group: GROUP,
         kind: "Gateway",
         namespace: &gateway.namespace,
+        needs_grant: true,
     };
     if !backends.reference_allowed(referrer, "", "Secret", &namespace, &r.name) {
         return Err(Problem::unresolved(

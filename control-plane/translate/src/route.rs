@@ -2,10 +2,11 @@
 //! status; the rules are translated in [`crate::rule`], their matches in [`crate::matches`].
 
 use crate::StatusSet;
-use crate::backend::Backends;
+use crate::backend::{Backends, http_route_referrer};
 use crate::conditions::{ConditionType, Problem, Reason, condition};
 use crate::gateway::{Contribution, GatewayState, ListenerState};
 use crate::hostname;
+use crate::ir::{ListenerProtocol, Scheme};
 use crate::rule::{Rules, translate_rules};
 use std::collections::BTreeMap;
 use trellis_model::core::LabelSelector;
@@ -33,7 +34,7 @@ pub(crate) fn http_routes(
             continue;
         }
         let generation = route.metadata.generation;
-        let rules = translate_rules(key, route, backends);
+        let rules = translate_rules(key, route, backends, http_route_referrer(&key.namespace));
         let mut parent_statuses = Vec::new();
         for parent in parents {
             let gateway_key = parent_key(key, parent);
@@ -171,7 +172,10 @@ fn attach(
     for (i, hostnames) in with_hosts {
         gateway.listeners[i].attached_routes.insert(key.clone());
         let listener = &mut gateway.listeners[i];
-        let entries = rules.entries_for(listener);
+        let scheme = listener
+            .protocol
+            .map_or(Scheme::Http, ListenerProtocol::scheme);
+        let entries = rules.entries_for(scheme, listener.spec.port);
         listener
             .contributions
             .push(Contribution { hostnames, entries });

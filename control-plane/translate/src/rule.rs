@@ -7,14 +7,14 @@
 //!                                      └─ Rules::entries_for(listener) ──► Entry { RouteIr, precedence }
 //! ```
 
-use crate::backend::{BackendRef, Backends, Referrer, http_route_referrer};
+use crate::backend::{BackendRef, Backends, Referrer};
 use crate::conditions::{ConditionType, Problem, Reason, condition};
-use crate::gateway::{Entry, ListenerState, Precedence};
+use crate::gateway::{Entry, Precedence};
 use crate::hostname;
 use crate::ir::{
-    ActionIr, BackendIr, ClusterIr, CorsIr, ForwardIr, HeaderIr, HeaderModIr, ListenerProtocol,
-    MatchIr, MirrorIr, OriginIr, PathMatchIr, PathRewriteIr, RedirectIr, RetryIr, RewriteIr,
-    RouteIr, RouteOrigin, Scheme,
+    ActionIr, BackendIr, ClusterIr, CorsIr, ForwardIr, HeaderIr, HeaderModIr, MatchIr, MirrorIr,
+    OriginIr, PathMatchIr, PathRewriteIr, RedirectIr, RetryIr, RewriteIr, RouteIr, RouteOrigin,
+    Scheme,
 };
 use crate::matches::{
     check_header_name, check_header_value, check_text, duration, translate_match,
@@ -109,7 +109,9 @@ enum RuleAction {
 
 impl Rules {
     /// Route entries for one listener (redirect ports depend on the listener's).
-    pub(crate) fn entries_for(&self, listener: &ListenerState<'_>) -> Vec<Entry> {
+    /// Route entries for requests arriving with `scheme` on `port` (a redirect keeps that
+    /// port unless it is the scheme's default).
+    pub(crate) fn entries_for(&self, scheme: Scheme, port: i32) -> Vec<Entry> {
         let mut out = Vec::new();
         for rule in &self.rules {
             for (matcher, precedence) in &rule.matches {
@@ -136,7 +138,7 @@ impl Rules {
                         retry: retry.clone(),
                     }),
                     RuleAction::Redirect(r) => {
-                        ActionIr::Redirect(redirect(r, &matcher.path, listener))
+                        ActionIr::Redirect(redirect(r, &matcher.path, scheme, port))
                     }
                     RuleAction::Respond(status, body) => ActionIr::Respond {
                         status: *status,
@@ -213,15 +215,17 @@ fn path_modifier(
 /// A redirect for a match on a listener, with Gateway API's port rules: an explicit port is
 /// kept unless it is the scheme's default; without one, a new scheme implies its default
 /// port, and an unchanged scheme keeps the listener's port unless that is the default.
-fn redirect(r: &RequestRedirect, path: &PathMatchIr, listener: &ListenerState<'_>) -> RedirectIr {
-    let listener_scheme = listener
-        .protocol
-        .map_or(Scheme::Http, ListenerProtocol::scheme);
+fn redirect(
+    r: &RequestRedirect,
+    path: &PathMatchIr,
+    listener_scheme: Scheme,
+    listener_port: i32,
+) -> RedirectIr {
     let new_scheme = r.scheme.as_deref().and_then(scheme);
     let port = match (r.port, new_scheme) {
         (Some(p), _) => Some(p),
         (None, Some(_)) => None,
-        (None, None) => Some(listener.spec.port),
+        (None, None) => Some(listener_port),
     }
     .and_then(|p| u16::try_from(p).ok())
     .filter(|p| *p != new_scheme.unwrap_or(listener_scheme).default_port());
@@ -242,6 +246,7 @@ pub(crate) fn translate_rules(
     key: &ObjectKey,
     route: &HttpRoute,
     backends: &Backends<'_>,
+    referrer: Referrer<'_>,
 ) -> Rules {
     let mut rules = Vec::new();
     let mut dropped = Vec::new();
@@ -255,7 +260,12 @@ pub(crate) fn translate_rules(
     for (rule_index, rule) in route.spec.rules.iter().enumerate() {
         // A dropped rule's unresolved references are not the route's.
         let mut rule_refs = Vec::new();
-        match translate_rule(key, rule, rule_index, created, backends, &mut rule_refs) {
+        let at = RuleAt {
+            route: key,
+            index: rule_index,
+            created,
+        };
+        match translate_rule(&at, rule, backends, referrer, &mut rule_refs) {
             Ok(r) => {
                 rules.push(r);
                 ref_problems.extend(rule_refs);
@@ -268,6 +278,14 @@ pub(crate) fn translate_rules(
         dropped,
         ref_problems,
     }
+}
+
+/// Which rule of which route, and when the route was created (for precedence).
+#[derive(Clone, Copy)]
+struct RuleAt<'a> {
+    route: &'a ObjectKey,
+    index: usize,
+    created: jiff::Timestamp,
 }
 
 /// What a rule's filters add up to.
@@ -287,13 +305,17 @@ struct RuleFilters {
 /// Translates one rule: its matches, its filters, then its action (a redirect, a 500 for a
 /// filter that cannot run, or forwarding to its backends).
 fn translate_rule(
-    key: &ObjectKey,
+    rule_at: &RuleAt<'_>,
     rule: &HttpRouteRule,
-    rule_index: usize,
-    created: jiff::Timestamp,
     backends: &Backends<'_>,
+    referrer: Referrer<'_>,
     ref_problems: &mut Vec<Problem>,
 ) -> Result<RuleIr, Problem> {
+    let RuleAt {
+        route: key,
+        index: rule_index,
+        created,
+    } = *rule_at;
     let at = format!("spec.rules[{rule_index}]");
     let mut matches = Vec::new();
     for (match_index, m) in rule.matches.iter().enumerate() {
@@ -305,7 +327,6 @@ fn translate_rule(
         precedence.match_index = match_index;
         matches.push((matcher, precedence));
     }
-    let referrer = http_route_referrer(&key.namespace);
     let mut filters = RuleFilters::default();
     for (i, filter) in rule.filters.iter().enumerate() {
         let at = format!("{at}.filters[{i}]");
