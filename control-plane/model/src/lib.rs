@@ -30,8 +30,13 @@ pub mod core {
     pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         Condition, LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
     };
+    pub use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     pub use k8s_openapi::jiff;
 }
 
 /// The controller name Trellis answers to in `GatewayClass.spec.controllerName`.
 pub const CONTROLLER_NAME: &str = "trellis.dev/gateway-controller";
+
+/// The controller name of Trellis's mesh, in the status of HTTPRoutes whose parent is a
+/// Service.
+pub const MESH_CONTROLLER_NAME: &str = "trellis.dev/mesh-controller";

@@ -30,6 +30,13 @@ use trellis_model::ObjectKey;
 pub struct Ir {
     /// Proxies by snapshot key.
     pub proxies: BTreeMap<String, ProxyIr>,
+    /// Sidecar classes by snapshot key (`sidecar/<ns>/<class>`): the pods of one namespace with
+    /// the same inbound ports share one configuration.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sidecars: BTreeMap<String, SidecarIr>,
+    /// The sidecar class of every pod in the mesh, by pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pods: BTreeMap<ObjectKey, String>,
     /// A cluster for every Service port, for proxies that may keep one they already have
     /// (after a control-plane restart) while no route of theirs uses it any more.
     pub spare_clusters: BTreeMap<String, ClusterIr>,
@@ -180,6 +187,13 @@ pub enum RouteOrigin {
         /// The host.
         domain: String,
     },
+    /// The route to a Service port of the mesh when no HTTPRoute is attached to it.
+    ServiceDefault {
+        /// The Service.
+        service: ObjectKey,
+        /// Its port.
+        port: u16,
+    },
 }
 
 impl RouteOrigin {
@@ -196,6 +210,12 @@ impl RouteOrigin {
                 route.namespace, route.name
             ),
             RouteOrigin::Misdirected { domain } => format!("misdirected/{domain}"),
+            RouteOrigin::ServiceDefault { service, port } => {
+                format!(
+                    "service/{}/{}/{port}/default",
+                    service.namespace, service.name
+                )
+            }
         }
     }
 
@@ -203,7 +223,7 @@ impl RouteOrigin {
     pub fn rule(&self) -> Option<(&ObjectKey, usize)> {
         match self {
             RouteOrigin::HttpRoute { route, rule, .. } => Some((route, *rule)),
-            RouteOrigin::Misdirected { .. } => None,
+            RouteOrigin::Misdirected { .. } | RouteOrigin::ServiceDefault { .. } => None,
         }
     }
 }
@@ -562,6 +582,83 @@ pub struct ClusterIr {
     pub protocol: UpstreamProtocol,
     /// Endpoints, sorted.
     pub endpoints: Vec<EndpointIr>,
+}
+
+/// What the sidecars of one class serve: for the pods of one namespace with the same inbound
+/// ports, every Service port of the mesh (routed by destination ClusterIP and port), and their
+/// own ports.
+///
+/// ```text
+///  SidecarIr
+///  ├─ outbound: one ServiceListenerIr per Service ClusterIP and port (HTTP: a route
+///  │  configuration; TCP: a cluster); other destinations pass through (or are blocked)
+///  ├─ inbound: the pod's HTTP ports (an HTTP connection manager each); other ports as TCP
+///  ├─ route_configs: by name, the routes of each HTTP Service port for this namespace
+///  └─ clusters: the Services' ports and the routes' backends
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SidecarIr {
+    /// The pods' namespace.
+    pub namespace: String,
+    /// Service ports of the mesh, by ClusterIP and port.
+    pub outbound: Vec<ServiceListenerIr>,
+    /// What happens to connections to any other destination.
+    pub unknown_destinations: UnknownDestinations,
+    /// The pods' ports that speak HTTP, and how; connections to other ports are passed to the
+    /// app as TCP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound: Vec<InboundPortIr>,
+    /// Route configurations by name.
+    pub route_configs: BTreeMap<String, MeshRoutesIr>,
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, ClusterIr>,
+}
+
+/// What a sidecar does with a connection to a destination that is no Service port of the mesh.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownDestinations {
+    /// Forward it to where it was going.
+    #[default]
+    PassThrough,
+    /// Close it.
+    Block,
+}
+
+/// A Service port as the sidecars see it: connections to its ClusterIP and port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServiceListenerIr {
+    /// The Service.
+    pub service: ObjectKey,
+    /// Its ClusterIP.
+    pub address: String,
+    /// Its port.
+    pub port: u16,
+    /// HTTP ports: the route configuration requests go through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_config: Option<String>,
+    /// TCP ports: the cluster connections go to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// A pod port that speaks HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InboundPortIr {
+    /// The container port.
+    pub port: u16,
+    /// HTTP/2 with prior knowledge rather than HTTP/1.1.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub http2: bool,
+}
+
+/// The routes of one Service port, for the clients of one namespace (consumer routes) or of
+/// every namespace (producer routes, or the default route).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeshRoutesIr {
+    /// Routes in precedence order; the first match wins, and a request no route matches gets
+    /// 404.
+    pub routes: Vec<RouteIr>,
 }
 
 /// One endpoint address.

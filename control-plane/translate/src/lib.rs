@@ -27,6 +27,7 @@ pub mod hostname;
 pub mod ir;
 mod listener;
 mod matches;
+mod mesh;
 mod pem;
 pub mod policy;
 pub mod re2;
@@ -76,7 +77,10 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
     let backends = backend::Backends::new(input);
     let mut gateways = gateway::gateways(input, options, &classes, &backends);
     route::http_routes(input, &backends, &mut gateways, &mut status);
+    let mesh = mesh::mesh(input, &backends, &mut status);
     let mut ir = assemble::finish(gateways, &mut status);
+    ir.sidecars = mesh.sidecars;
+    ir.pods = mesh.pods;
     ir.spare_clusters = spare_clusters(input, &backends);
     let last_good = policy::attach(
         input,

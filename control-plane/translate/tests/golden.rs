@@ -2,7 +2,8 @@
 //!
 //! - `testdata/gatewayapi/<case>.in.yaml` (Kubernetes objects) is translated, and the status
 //!   of every managed object and the IR are compared with `<case>.out.yaml`;
-//! - `testdata/ir/<case>.yaml` (the IR of one proxy) is rendered, and its Envoy resources, as
+//! - `testdata/ir/<case>.yaml` (the IR of one gateway proxy, or of one sidecar class for
+//!   `sidecar*.yaml`) is rendered, and its Envoy resources, as
 //!   Envoy's JSON mapping, are compared with `<case>.listeners.yaml`, `.routes.yaml`,
 //!   `.clusters.yaml`, `.endpoints.yaml` and `.secrets.yaml` (a file per type it has).
 //!
@@ -124,8 +125,7 @@ fn ir_renders_to_the_golden_envoy_resources() {
         let proxy = read_ir(case);
         // The IR reads back as written.
         let text = serde_saphyr::to_string(&proxy).unwrap();
-        let again: trellis_translate::ir::ProxyIr = serde_saphyr::from_str(&text).unwrap();
-        assert_eq!(again, proxy, "{} reads back", case.display());
+        assert_eq!(proxy.reread(&text), proxy, "{} reads back", case.display());
         let rendered = render_proxy(&proxy);
         let base = case.to_string_lossy().trim_end_matches(".yaml").to_string();
         for (kind, short) in IR_OUTPUTS {

@@ -19,6 +19,7 @@ mod cluster;
 mod listener;
 mod route;
 mod secret;
+mod sidecar;
 mod wasm;
 
 pub use cluster::{cluster, load_assignment, module_cluster};
@@ -26,9 +27,16 @@ pub use listener::listener;
 use route::*;
 pub use route::{CORS_FILTER, canonical_route_configuration, route_configuration};
 pub use secret::secret;
+pub use sidecar::{
+    BLACKHOLE_CLUSTER, INBOUND_CLUSTER, INBOUND_LISTENER, OUTBOUND_LISTENER, PASSTHROUGH_CLUSTER,
+    blackhole_cluster, inbound_listener, mesh_route_configuration, original_dst_cluster,
+    outbound_listener, service_listener, service_listener_name,
+};
 pub use wasm::wasm_filter;
 
-use crate::ir::{ClusterIr, FilterChainIr, Ir, ProxyIr, SecretIr};
+use crate::ir::{
+    ClusterIr, FilterChainIr, Ir, MeshRoutesIr, ProxyIr, SecretIr, ServiceListenerIr, SidecarIr,
+};
 use crate::policy::MODULE_CLUSTER;
 use envoy_types::pb::envoy::config::core::v3::{
     Address, AggregatedConfigSource, ApiVersion, ConfigSource, DataSource, SocketAddress, address,
@@ -57,6 +65,8 @@ pub struct ResourceCache {
     clusters: HashMap<String, (ClusterIr, Arc<Resource>, Arc<Resource>)>,
     routes: HashMap<String, (FilterChainIr, Vec<Dependency>, Arc<Resource>)>,
     secrets: HashMap<String, (SecretIr, Arc<Resource>)>,
+    mesh_routes: HashMap<String, (MeshRoutesIr, Vec<Dependency>, Arc<Resource>)>,
+    service_listeners: HashMap<ServiceListenerIr, Arc<Resource>>,
     spare: Option<(BTreeMap<String, ClusterIr>, Arc<Spare>)>,
 }
 
@@ -115,6 +125,67 @@ impl CacheRound<'_> {
         r
     }
 
+    fn mesh_routes(
+        &mut self,
+        name: &str,
+        routes: &MeshRoutesIr,
+        dependencies: Vec<Dependency>,
+    ) -> Arc<Resource> {
+        let same = |(ir, deps, _): &&(MeshRoutesIr, Vec<Dependency>, Arc<Resource>)| {
+            ir == routes && *deps == dependencies
+        };
+        let found = self
+            .new
+            .mesh_routes
+            .get(name)
+            .filter(same)
+            .or_else(|| self.old.and_then(|o| o.mesh_routes.get(name)).filter(same))
+            .map(|(_, _, r)| r.clone());
+        let r = found.unwrap_or_else(|| {
+            Resource::from_encoded::<RouteConfiguration>(
+                name,
+                canonical_route_configuration(&mesh_route_configuration(name, routes)),
+                dependencies.clone(),
+            )
+        });
+        self.new
+            .mesh_routes
+            .insert(name.to_string(), (routes.clone(), dependencies, r.clone()));
+        r
+    }
+
+    fn service_listener(&mut self, l: &ServiceListenerIr, s: &SidecarIr) -> Arc<Resource> {
+        let found = self
+            .new
+            .service_listeners
+            .get(l)
+            .or_else(|| self.old.and_then(|o| o.service_listeners.get(l)))
+            .cloned();
+        let r = found.unwrap_or_else(|| {
+            // A TCP port's listener names its cluster: the cluster first.
+            let dependencies = l
+                .cluster
+                .iter()
+                .filter(|c| s.clusters.contains_key(*c))
+                .flat_map(|c| {
+                    [ResourceType::Cluster, ResourceType::Endpoint].map(|resource_type| {
+                        Dependency {
+                            resource_type,
+                            name: c.clone(),
+                        }
+                    })
+                })
+                .collect();
+            Resource::with_dependencies(
+                service_listener_name(l),
+                &service_listener(l),
+                dependencies,
+            )
+        });
+        self.new.service_listeners.insert(l.clone(), r.clone());
+        r
+    }
+
     fn secret(&mut self, s: &SecretIr) -> Arc<Resource> {
         let found = self
             .new
@@ -152,7 +223,7 @@ pub fn snapshots_cached(ir: &Ir, cache: &mut ResourceCache) -> BTreeMap<String, 
         }
     };
     round.new.spare = Some((ir.spare_clusters.clone(), spare.clone()));
-    let out = ir
+    let mut out: BTreeMap<String, Snapshot> = ir
         .proxies
         .iter()
         .map(|(key, proxy)| {
@@ -161,6 +232,11 @@ pub fn snapshots_cached(ir: &Ir, cache: &mut ResourceCache) -> BTreeMap<String, 
             (key.clone(), snapshot)
         })
         .collect();
+    for (key, sidecar) in &ir.sidecars {
+        let snapshot = Snapshot::from_resources(sidecar::sidecar_resources(sidecar, &mut round))
+            .with_spare(spare.clone());
+        out.insert(key.clone(), snapshot);
+    }
     *cache = round.new;
     out
 }

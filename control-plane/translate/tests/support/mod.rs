@@ -65,19 +65,51 @@ pub const IR_OUTPUTS: [(&str, &str); 5] = [
     ("secrets", "SDS"),
 ];
 
-/// Reads an IR case: the IR of one proxy.
-pub fn read_ir(path: &Path) -> trellis_translate::ir::ProxyIr {
-    let text = std::fs::read_to_string(path).unwrap();
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+/// An IR case: a gateway proxy's IR, or (files named `sidecar*.yaml`) a sidecar class's.
+#[derive(Debug, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum IrCase {
+    /// A gateway proxy.
+    Proxy(trellis_translate::ir::ProxyIr),
+    /// A sidecar class.
+    Sidecar(trellis_translate::ir::SidecarIr),
 }
 
-/// The Envoy resources of one proxy's IR, by type short name.
-pub fn render_proxy(
-    proxy: &trellis_translate::ir::ProxyIr,
-) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
+/// Reads an IR case.
+pub fn read_ir(path: &Path) -> IrCase {
+    let text = std::fs::read_to_string(path).unwrap();
+    let sidecar = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("sidecar"));
+    let fail = |e: serde_saphyr::Error| -> IrCase { panic!("{}: {e}", path.display()) };
+    if sidecar {
+        serde_saphyr::from_str(&text).map_or_else(fail, IrCase::Sidecar)
+    } else {
+        serde_saphyr::from_str(&text).map_or_else(fail, IrCase::Proxy)
+    }
+}
+
+impl IrCase {
+    /// Reads back what [`IrCase`] serialized, as the same variant.
+    pub fn reread(&self, text: &str) -> IrCase {
+        match self {
+            IrCase::Proxy(_) => IrCase::Proxy(serde_saphyr::from_str(text).unwrap()),
+            IrCase::Sidecar(_) => IrCase::Sidecar(serde_saphyr::from_str(text).unwrap()),
+        }
+    }
+}
+
+/// The Envoy resources of one IR case, by type short name.
+pub fn render_proxy(case: &IrCase) -> BTreeMap<&'static str, Vec<serde_json::Value>> {
     let mut ir = Ir::default();
-    ir.proxies
-        .insert("gateway/golden/proxy".into(), proxy.clone());
+    match case {
+        IrCase::Proxy(p) => {
+            ir.proxies.insert("gateway/golden/proxy".into(), p.clone());
+        }
+        IrCase::Sidecar(s) => {
+            ir.sidecars.insert("sidecar/golden/class".into(), s.clone());
+        }
+    }
     render_xds(&ir).into_values().next().unwrap_or_default()
 }
 
@@ -192,6 +224,8 @@ pub fn descriptors() -> &'static DescriptorPool {
             "envoy/extensions/transport_sockets/tls/v3/secret.proto",
             "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
             "envoy/extensions/filters/http/wasm/v3/wasm.proto",
+            "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
+            "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
             "google/protobuf/wrappers.proto",
             "google/protobuf/empty.proto",
         ];

@@ -1,0 +1,393 @@
+//! A sidecar class's resources: the outbound listener that receives the app's captured
+//! connections and hands each to the listener of its destination, a listener per Service
+//! ClusterIP and port, the inbound listener in front of the app, their route configurations and
+//! clusters.
+//!
+//! ```text
+//!  app ─connect(ClusterIP:port)─► :15001 outbound (use_original_dst)
+//!        ├─► outbound/<ns>/<svc>/<port> (bound to nothing; matched by ClusterIP:port)
+//!        │     HTTP: connection manager, RDS mesh/… ─► service/<ns>/<svc>/<port> (EDS)
+//!        │     TCP:  tcp_proxy ─► service/<ns>/<svc>/<port>
+//!        └─► default: tcp_proxy ─► passthrough (ORIGINAL_DST), or blackhole
+//!  peer ─► :15006 inbound (original_dst)
+//!        ├─► HTTP ports: connection manager ─► inbound-passthrough
+//!        └─► default: tcp_proxy ─► inbound-passthrough (ORIGINAL_DST, from 127.0.0.6)
+//! ```
+
+use super::*;
+use crate::ir::{
+    ActionIr, InboundPortIr, MeshRoutesIr, ServiceListenerIr, SidecarIr, UnknownDestinations,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    BindConfig, Http1ProtocolOptions, TrafficDirection, socket_address,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteMatch, VirtualHost, route, route_action, route_match,
+};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors as CorsFilter;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options,
+};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use envoy_types::util::pack_any;
+
+/// The listener the capture rules send the app's outbound connections to.
+pub const OUTBOUND_LISTENER: &str = "virtual-outbound";
+/// The listener the capture rules send inbound connections to.
+pub const INBOUND_LISTENER: &str = "virtual-inbound";
+/// Connections to destinations that are no Service port of the mesh, forwarded as they were.
+pub const PASSTHROUGH_CLUSTER: &str = "passthrough";
+/// Connections to destinations that are no Service port of the mesh, when they are blocked.
+pub const BLACKHOLE_CLUSTER: &str = "blackhole";
+/// The app behind the sidecar, reached at the connection's original destination from
+/// 127.0.0.6 (which the capture rules leave alone).
+pub const INBOUND_CLUSTER: &str = "inbound-passthrough";
+
+/// Every resource of one sidecar class.
+pub(super) fn sidecar_resources(s: &SidecarIr, round: &mut CacheRound<'_>) -> Vec<Arc<Resource>> {
+    let mut out = Vec::new();
+    for c in s.clusters.values() {
+        let (a, b) = round.cluster(c);
+        out.push(a);
+        out.push(b);
+    }
+    for (name, routes) in &s.route_configs {
+        out.push(round.mesh_routes(name, routes, dependencies(routes, s)));
+    }
+    for l in &s.outbound {
+        out.push(round.service_listener(l, s));
+    }
+    let passthrough = match s.unknown_destinations {
+        UnknownDestinations::PassThrough => PASSTHROUGH_CLUSTER,
+        UnknownDestinations::Block => BLACKHOLE_CLUSTER,
+    };
+    out.push(Resource::new(
+        PASSTHROUGH_CLUSTER,
+        &original_dst_cluster(PASSTHROUGH_CLUSTER, None),
+    ));
+    out.push(Resource::new(BLACKHOLE_CLUSTER, &blackhole_cluster()));
+    out.push(Resource::new(
+        INBOUND_CLUSTER,
+        &original_dst_cluster(INBOUND_CLUSTER, Some(trellis_capture_source())),
+    ));
+    out.push(Resource::with_dependencies(
+        OUTBOUND_LISTENER,
+        &outbound_listener(passthrough),
+        cluster_dependency(passthrough),
+    ));
+    out.push(Resource::with_dependencies(
+        INBOUND_LISTENER,
+        &inbound_listener(&s.inbound),
+        cluster_dependency(INBOUND_CLUSTER),
+    ));
+    out
+}
+
+/// The address Envoy connects to the app from (`127.0.0.6`).
+fn trellis_capture_source() -> &'static str {
+    "127.0.0.6"
+}
+
+fn cluster_dependency(name: &str) -> Vec<Dependency> {
+    vec![Dependency {
+        resource_type: ResourceType::Cluster,
+        name: name.to_string(),
+    }]
+}
+
+/// The clusters (and their endpoints) a route configuration sends to, so they reach the
+/// sidecar first.
+fn dependencies(routes: &MeshRoutesIr, s: &SidecarIr) -> Vec<Dependency> {
+    let mut deps = Vec::new();
+    for r in &routes.routes {
+        if let ActionIr::Forward(f) = &r.action {
+            let names = f
+                .backends
+                .iter()
+                .filter_map(|b| b.cluster.as_ref())
+                .chain(f.mirrors.iter().map(|m| &m.cluster));
+            for name in names {
+                if s.clusters.contains_key(name) {
+                    for resource_type in [ResourceType::Cluster, ResourceType::Endpoint] {
+                        deps.push(Dependency {
+                            resource_type,
+                            name: name.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    deps.sort_by(|a, b| (a.resource_type, &a.name).cmp(&(b.resource_type, &b.name)));
+    deps.dedup();
+    deps
+}
+
+/// A mesh route configuration: one virtual host for every Host (GAMMA ignores hostnames; the
+/// destination ClusterIP chose the Service).
+pub fn mesh_route_configuration(name: &str, routes: &MeshRoutesIr) -> RouteConfiguration {
+    RouteConfiguration {
+        name: name.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: "*".to_string(),
+            domains: vec!["*".to_string()],
+            routes: routes.routes.iter().map(super::route::route).collect(),
+            ..Default::default()
+        }],
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    }
+}
+
+/// The listener of one Service ClusterIP and port: not bound (the outbound listener hands it
+/// the connections whose original destination it is).
+pub fn service_listener(l: &ServiceListenerIr) -> Listener {
+    let name = service_listener_name(l);
+    let filter = match (&l.route_config, &l.cluster) {
+        (Some(route_config), _) => hcm_filter(outbound_hcm(&name, route_config)),
+        (None, cluster) => tcp_proxy_filter(&name, cluster.as_deref().unwrap_or(BLACKHOLE_CLUSTER)),
+    };
+    Listener {
+        name,
+        address: Some(socket(&l.address, l.port)),
+        bind_to_port: Some(BoolValue { value: false }),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        filter_chains: vec![FilterChain {
+            filters: vec![filter],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// `outbound/<ns>/<service>/<port>`.
+pub fn service_listener_name(l: &ServiceListenerIr) -> String {
+    format!(
+        "outbound/{}/{}/{}",
+        l.service.namespace, l.service.name, l.port
+    )
+}
+
+fn outbound_hcm(name: &str, route_config: &str) -> HttpConnectionManager {
+    HttpConnectionManager {
+        stat_prefix: name.replace('/', "_"),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: route_config.to_string(),
+        })),
+        http_filters: vec![cors_filter(), router_filter()],
+        normalize_path: Some(BoolValue { value: true }),
+        merge_slashes: true,
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_string(),
+            ..Default::default()
+        }],
+        http_protocol_options: Some(Http1ProtocolOptions::default()),
+        ..Default::default()
+    }
+}
+
+fn cors_filter() -> HttpFilter {
+    HttpFilter {
+        name: CORS_FILTER.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            CorsFilter {},
+        ))),
+        ..Default::default()
+    }
+}
+
+fn router_filter() -> HttpFilter {
+    HttpFilter {
+        name: "envoy.filters.http.router".to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
+            Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+fn hcm_filter(hcm: HttpConnectionManager) -> Filter {
+    Filter {
+        name: "envoy.filters.network.http_connection_manager".to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
+    }
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+    Filter {
+        name: "envoy.filters.network.tcp_proxy".to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(TcpProxy {
+            stat_prefix: stat_prefix.replace('/', "_"),
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+            ..Default::default()
+        }))),
+    }
+}
+
+/// `0.0.0.0:15001`: every captured outbound connection arrives here and is handed to the
+/// listener of its original destination; others go to `unknown` (pass through or block).
+pub fn outbound_listener(unknown: &str) -> Listener {
+    Listener {
+        name: OUTBOUND_LISTENER.to_string(),
+        address: Some(socket("0.0.0.0", trellis_capture::OUTBOUND_PORT)),
+        use_original_dst: Some(BoolValue { value: true }),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        default_filter_chain: Some(FilterChain {
+            name: "unknown-destination".to_string(),
+            filters: vec![tcp_proxy_filter("outbound_unknown", unknown)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `0.0.0.0:15006`: every captured inbound connection arrives here; HTTP ports go through a
+/// connection manager (where mesh policy and telemetry will run), the rest straight to the app.
+pub fn inbound_listener(ports: &[InboundPortIr]) -> Listener {
+    let filter_chains = ports
+        .iter()
+        .map(|p| FilterChain {
+            name: format!("inbound/{}", p.port),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(UInt32Value {
+                    value: u32::from(p.port),
+                }),
+                ..Default::default()
+            }),
+            filters: vec![hcm_filter(inbound_hcm(p))],
+            ..Default::default()
+        })
+        .collect();
+    Listener {
+        name: INBOUND_LISTENER.to_string(),
+        address: Some(socket("0.0.0.0", trellis_capture::INBOUND_PORT)),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        listener_filters: vec![ListenerFilter {
+            name: "envoy.filters.listener.original_dst".to_string(),
+            config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                OriginalDst::default(),
+            ))),
+            ..Default::default()
+        }],
+        filter_chains,
+        default_filter_chain: Some(FilterChain {
+            name: "inbound/tcp".to_string(),
+            filters: vec![tcp_proxy_filter("inbound_tcp", INBOUND_CLUSTER)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn inbound_hcm(p: &InboundPortIr) -> HttpConnectionManager {
+    let name = format!("inbound/{}", p.port);
+    HttpConnectionManager {
+        stat_prefix: name.replace('/', "_"),
+        codec_type: http_connection_manager::CodecType::Auto as i32,
+        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
+            RouteConfiguration {
+                name: name.clone(),
+                virtual_hosts: vec![VirtualHost {
+                    name: "inbound".to_string(),
+                    domains: vec!["*".to_string()],
+                    routes: vec![Route {
+                        name: name.clone(),
+                        r#match: Some(RouteMatch {
+                            path_specifier: Some(route_match::PathSpecifier::Prefix(
+                                "/".to_string(),
+                            )),
+                            ..Default::default()
+                        }),
+                        action: Some(route::Action::Route(RouteAction {
+                            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                                INBOUND_CLUSTER.to_string(),
+                            )),
+                            // The caller's sidecar already bounds the request; the app may
+                            // stream for as long as it likes.
+                            timeout: Some(duration_ms(0)),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        )),
+        http_filters: vec![router_filter()],
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".to_string(),
+            ..Default::default()
+        }],
+        http_protocol_options: Some(Http1ProtocolOptions::default()),
+        ..Default::default()
+    }
+}
+
+/// A cluster that connects to each connection's (or request's) original destination; with a
+/// `source`, from that address. It speaks to the upstream the protocol the downstream spoke.
+pub fn original_dst_cluster(name: &str, source: Option<&str>) -> Cluster {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                http_protocol_options::UseDownstreamHttpConfig {
+                    http_protocol_options: Some(Http1ProtocolOptions::default()),
+                    http2_protocol_options: Some(Default::default()),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+        connect_timeout: Some(duration_ms(10_000)),
+        upstream_bind_config: source.map(|address| BindConfig {
+            source_address: Some(SocketAddress {
+                address: address.to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        typed_extension_protocol_options: [(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+            pack_any(options),
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// A cluster with no endpoints: connections to it are closed.
+pub fn blackhole_cluster() -> Cluster {
+    Cluster {
+        name: BLACKHOLE_CLUSTER.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        connect_timeout: Some(duration_ms(1_000)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: BLACKHOLE_CLUSTER.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
