@@ -54,8 +54,9 @@ pub struct DesiredStatus {
 /// How the writer behaves.
 #[derive(Clone, Debug)]
 pub struct StatusWriterConfig {
-    /// The controller name in route parent entries that are Trellis's.
-    pub controller_name: String,
+    /// The controller names in route parent entries that are Trellis's (its Gateways' and its
+    /// mesh's).
+    pub controller_names: Vec<String>,
     /// `fieldManager` of the writes.
     pub field_manager: String,
     /// How long changes are gathered before writing (a proxy's ACK usually arrives within it,
@@ -68,7 +69,10 @@ pub struct StatusWriterConfig {
 impl Default for StatusWriterConfig {
     fn default() -> Self {
         Self {
-            controller_name: trellis_model::CONTROLLER_NAME.to_string(),
+            controller_names: vec![
+                trellis_model::CONTROLLER_NAME.to_string(),
+                trellis_model::MESH_CONTROLLER_NAME.to_string(),
+            ],
             field_manager: "trellis".to_string(),
             settle: Duration::from_millis(250),
             request_timeout: Duration::from_secs(10),
@@ -197,7 +201,7 @@ impl Writer {
         leader: &watch::Receiver<bool>,
     ) -> Option<Instant> {
         let observed = self.observed.snapshot();
-        let work = plan(desired, &observed, &self.config.controller_name);
+        let work = plan(desired, &observed, &self.config.controller_names);
         // Failures of objects that no longer need writing are over.
         self.failures
             .retain(|id, _| work.iter().any(|w| &w.id == id));
@@ -388,7 +392,7 @@ async fn sleep_until(at: Option<Instant>) {
 fn plan(
     desired: &DesiredStatus,
     observed: &BTreeMap<Id, ObservedObject>,
-    controller: &str,
+    controllers: &[String],
 ) -> Vec<Work> {
     let mut work = Vec::new();
     for (id, status) in &desired.objects {
@@ -397,7 +401,7 @@ fn plan(
             continue;
         };
         let (target, patch) = match id.0 {
-            Kind::HttpRoute => route_target(&seen.status, Some(status), controller),
+            Kind::HttpRoute => route_target(&seen.status, Some(status), controllers),
             _ => owned_target(&seen.status, status),
         };
         if target != seen.status {
@@ -414,16 +418,13 @@ fn plan(
         status
             .get("parents")
             .and_then(Value::as_array)
-            .is_some_and(|ps| {
-                ps.iter()
-                    .any(|p| p.get("controllerName").and_then(Value::as_str) == Some(controller))
-            })
+            .is_some_and(|ps| ps.iter().any(|p| is_ours(p, controllers)))
     };
     for (id, seen) in observed {
         if id.0 != Kind::HttpRoute || desired.objects.contains_key(id) || !has_ours(&seen.status) {
             continue;
         }
-        let (target, patch) = route_target(&seen.status, None, controller);
+        let (target, patch) = route_target(&seen.status, None, controllers);
         if target != seen.status {
             work.push(Work {
                 id: id.clone(),
@@ -453,13 +454,29 @@ fn owned_target(observed: &Value, desired: &Value) -> (Value, Value) {
     (target, patch)
 }
 
+/// Whether a route parent entry is written by one of Trellis's controllers.
+fn is_ours(parent: &Value, controllers: &[String]) -> bool {
+    parent
+        .get("controllerName")
+        .and_then(Value::as_str)
+        .is_some_and(|c| controllers.iter().any(|ours| ours == c))
+}
+
 /// HTTPRoute status: other controllers' parent entries as read, then Trellis's.
-fn route_target(observed: &Value, desired: Option<&Value>, controller: &str) -> (Value, Value) {
-    let is_ours = |p: &Value| p.get("controllerName").and_then(Value::as_str) == Some(controller);
+fn route_target(
+    observed: &Value,
+    desired: Option<&Value>,
+    controllers: &[String],
+) -> (Value, Value) {
     let mut parents: Vec<Value> = observed
         .get("parents")
         .and_then(Value::as_array)
-        .map(|ps| ps.iter().filter(|p| !is_ours(p)).cloned().collect())
+        .map(|ps| {
+            ps.iter()
+                .filter(|p| !is_ours(p, controllers))
+                .cloned()
+                .collect()
+        })
         .unwrap_or_default();
     let mut ours = desired
         .and_then(|d| d.get("parents"))
@@ -533,6 +550,10 @@ mod tests {
 
     const OURS: &str = "trellis.dev/gateway-controller";
 
+    fn our_controllers() -> Vec<String> {
+        StatusWriterConfig::default().controller_names
+    }
+
     fn cond(t: &str, s: &str, time: &str) -> Value {
         json!({"type": t, "status": s, "reason": t, "message": "", "observedGeneration": 1,
                "lastTransitionTime": time})
@@ -554,7 +575,7 @@ mod tests {
         let id = (Kind::GatewayClass, ObjectKey::cluster("trellis"));
         d.objects.insert(id.clone(), desired);
         let obs = BTreeMap::from([(id, seen(observed))]);
-        assert!(plan(&d, &obs, OURS).is_empty());
+        assert!(plan(&d, &obs, &our_controllers()).is_empty());
     }
 
     #[test]
@@ -608,7 +629,7 @@ mod tests {
             id,
             seen(json!({"ancestors": [ancestor("2020-01-01T00:00:00Z")]})),
         )]);
-        assert!(plan(&d, &obs, OURS).is_empty());
+        assert!(plan(&d, &obs, &our_controllers()).is_empty());
     }
 
     #[test]
@@ -620,11 +641,15 @@ mod tests {
         let observed = json!({"parents": [theirs.clone(), old_ours]});
         let new_ours = json!({"parentRef": {"name": "web"}, "controllerName": OURS,
                               "conditions": [cond("Accepted", "True", "2030-01-01T00:00:00Z")]});
-        let (target, patch) = route_target(&observed, Some(&json!({"parents": [new_ours]})), OURS);
+        let (target, patch) = route_target(
+            &observed,
+            Some(&json!({"parents": [new_ours]})),
+            &our_controllers(),
+        );
         assert_eq!(target, observed, "same conditions: nothing to write");
         assert_eq!(patch["parents"][0], theirs);
         // A route that no longer names a Trellis Gateway loses only Trellis's entry.
-        let (target, _) = route_target(&observed, None, OURS);
+        let (target, _) = route_target(&observed, None, &our_controllers());
         assert_eq!(target, json!({"parents": [theirs]}));
     }
 
@@ -636,7 +661,7 @@ mod tests {
         let mut d = DesiredStatus::default();
         d.objects.insert(gone, json!({"conditions": []}));
         let obs = BTreeMap::from([(route.clone(), seen(json!({"parents": [ours]})))]);
-        let work = plan(&d, &obs, OURS);
+        let work = plan(&d, &obs, &our_controllers());
         assert_eq!(work.len(), 1);
         assert_eq!(work[0].id, route);
         assert_eq!(work[0].patch, json!({"parents": []}));
@@ -648,5 +673,19 @@ mod tests {
         assert_eq!(b(1), Duration::from_secs(1));
         assert_eq!(b(3), Duration::from_secs(4));
         assert_eq!(b(30), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn mesh_parent_entries_are_trellis_s_too_and_other_controllers_entries_stay() {
+        let observed = json!({"parents": [
+            {"parentRef": {"name": "echo", "kind": "Service", "group": ""},
+             "controllerName": "trellis.dev/mesh-controller", "conditions": []},
+            {"parentRef": {"name": "echo", "kind": "Service", "group": ""},
+             "controllerName": "istio.io/gateway-controller", "conditions": []},
+        ]});
+        let (target, _) = route_target(&observed, None, &our_controllers());
+        let parents = target["parents"].as_array().unwrap();
+        assert_eq!(parents.len(), 1);
+        assert_eq!(parents[0]["controllerName"], "istio.io/gateway-controller");
     }
 }
