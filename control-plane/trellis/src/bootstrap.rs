@@ -1,22 +1,28 @@
-//! `trellis bootstrap`: the Envoy bootstrap for a gateway proxy.
+//! `trellis bootstrap`: the Envoy bootstrap for a gateway proxy, or (`--pod`) for a sidecar.
 //!
 //! The bootstrap names the Gateway the proxy serves (node metadata `trellis.dev/gateway`, and
-//! the node cluster), points ADS at the control plane over HTTP/2 with a fast reconnect
-//! back-off, keeps Envoy's admin interface on loopback, raises RE2's program-size limit (the
-//! control plane bounds expressions itself) and caps downstream connections.
+//! the node cluster) or the pod a sidecar serves (`trellis.dev/pod`), points ADS at the control
+//! plane over HTTP/2 with a fast reconnect back-off, keeps Envoy's admin interface on loopback,
+//! raises RE2's program-size limit (the control plane bounds expressions itself) and caps
+//! downstream connections. A sidecar's bootstrap also answers readiness on 15021
+//! (`/healthz/ready`: ready once Envoy has applied its configuration from the control plane)
+//! and Prometheus stats on 15090 (`/stats/prometheus`), with admin on `127.0.0.1:15000`.
 
 use anyhow::{Context, bail};
 use clap::Args;
 use std::net::IpAddr;
 
-pub use trellis_controller::node::GATEWAY_METADATA_KEY;
+pub use trellis_controller::node::{GATEWAY_METADATA_KEY, POD_METADATA_KEY};
 
 /// Arguments of `trellis bootstrap`.
 #[derive(Debug, Args)]
 pub struct BootstrapArgs {
     /// The Gateway this proxy serves, as NAMESPACE/NAME.
+    #[arg(long, required_unless_present = "pod", conflicts_with = "pod")]
+    pub gateway: Option<String>,
+    /// The pod this sidecar serves, as NAMESPACE/NAME.
     #[arg(long)]
-    pub gateway: String,
+    pub pod: Option<String>,
     /// The control plane's xDS address, HOST:PORT. Several (repeated or comma-separated) make
     /// one ADS cluster with an endpoint each: the proxy connects to one and fails over to
     /// another, as it would through a Service in front of control-plane replicas.
@@ -25,16 +31,90 @@ pub struct BootstrapArgs {
     /// Use incremental (Delta) ADS instead of state-of-the-world.
     #[arg(long)]
     pub delta: bool,
-    /// The proxy's node id; defaults to `<namespace>.<name>.<hostname>`.
+    /// The proxy's node id; defaults to `<namespace>.<name>.<hostname>` for a gateway proxy,
+    /// `<name>.<namespace>` for a sidecar.
     #[arg(long)]
     pub node_id: Option<String>,
     /// Address of Envoy's admin interface.
     #[arg(long, default_value = "127.0.0.1")]
     pub admin_address: String,
     /// Port of Envoy's admin interface (0 picks a free port; read it with
-    /// `envoy --admin-address-path`).
-    #[arg(long, default_value_t = 19000)]
-    pub admin_port: u16,
+    /// `envoy --admin-address-path`); 19000 for a gateway proxy and 15000 for a sidecar when
+    /// not given.
+    #[arg(long)]
+    pub admin_port: Option<u16>,
+}
+
+/// `NAMESPACE/NAME` of a flag.
+fn namespaced<'a>(flag: &str, value: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
+    match value.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns, name))
+        }
+        _ => bail!("--{flag} must be NAMESPACE/NAME, got {value:?}"),
+    }
+}
+
+/// The cluster of Envoy's own admin interface, for the sidecar's static listeners.
+fn admin_cluster(admin_port: u16) -> String {
+    format!(
+        r#"  - name: trellis-admin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: trellis-admin
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
+"#
+    )
+}
+
+/// The sidecar's static listeners: readiness on 15021 and Prometheus stats on 15090, both
+/// answered from Envoy's admin interface (which stays on loopback).
+fn sidecar_listeners() -> String {
+    let listener = |name: &str, port: u16, path: &str, rewrite: &str| {
+        format!(
+            r#"  - name: {name}
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+          route_config:
+            virtual_hosts:
+            - name: {name}
+              domains: ["*"]
+              routes:
+              - match: {{ path: "{path}" }}
+                route: {{ cluster: trellis-admin, prefix_rewrite: "{rewrite}" }}
+"#
+        )
+    };
+    format!(
+        "  listeners:\n{}{}",
+        listener(
+            "readiness",
+            trellis_capture::READINESS_PORT,
+            "/healthz/ready",
+            "/ready"
+        ),
+        listener(
+            "prometheus",
+            trellis_capture::STATS_PORT,
+            "/stats/prometheus",
+            "/stats/prometheus"
+        ),
+    )
 }
 
 /// Prints the bootstrap.
@@ -45,12 +125,17 @@ pub fn run(args: &BootstrapArgs) -> anyhow::Result<()> {
 
 /// Renders the bootstrap YAML.
 pub fn render(args: &BootstrapArgs) -> anyhow::Result<String> {
-    let Some((namespace, name)) = args.gateway.split_once('/') else {
-        bail!("--gateway must be NAMESPACE/NAME, got {:?}", args.gateway);
+    let (sidecar, namespace, name) = match (&args.gateway, &args.pod) {
+        (Some(g), None) => {
+            let (ns, name) = namespaced("gateway", g)?;
+            (false, ns, name)
+        }
+        (None, Some(p)) => {
+            let (ns, name) = namespaced("pod", p)?;
+            (true, ns, name)
+        }
+        _ => bail!("give exactly one of --gateway and --pod"),
     };
-    if namespace.is_empty() || name.is_empty() || name.contains('/') {
-        bail!("--gateway must be NAMESPACE/NAME, got {:?}", args.gateway);
-    }
     if args.xds_address.is_empty() {
         bail!("--xds-address must name at least one HOST:PORT");
     }
@@ -77,6 +162,7 @@ pub fn render(args: &BootstrapArgs) -> anyhow::Result<String> {
     let discovery = if all_ips { "STATIC" } else { "STRICT_DNS" };
     let node_id = match &args.node_id {
         Some(id) => id.clone(),
+        None if sidecar => format!("{name}.{namespace}"),
         None => {
             let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
@@ -90,13 +176,26 @@ pub fn render(args: &BootstrapArgs) -> anyhow::Result<String> {
     for (tag, regex) in trellis_policy::metrics::STATS_TAGS {
         stats_tags.push_str(&format!("  - tag_name: {tag}\n    regex: '{regex}'\n"));
     }
+    let admin_port = args
+        .admin_port
+        .unwrap_or(if sidecar { trellis_capture::ADMIN_PORT } else { 19000 });
+    let (what, metadata_key, listeners, admin) = if sidecar {
+        (
+            "sidecar",
+            POD_METADATA_KEY,
+            sidecar_listeners(),
+            admin_cluster(admin_port),
+        )
+    } else {
+        ("gateway proxy", GATEWAY_METADATA_KEY, String::new(), String::new())
+    };
     Ok(format!(
-        r#"# Envoy bootstrap for a Trellis gateway proxy (generated by `trellis bootstrap`).
+        r#"# Envoy bootstrap for a Trellis {what} (generated by `trellis bootstrap`).
 node:
   id: "{node_id}"
   cluster: "{namespace}/{name}"
   metadata:
-    {GATEWAY_METADATA_KEY}: "{namespace}/{name}"
+    {metadata_key}: "{namespace}/{name}"
 dynamic_resources:
   ads_config:
     api_type: {api_type}
@@ -120,8 +219,8 @@ dynamic_resources:
 deferred_stat_options:
   enable_deferred_creation_stats: true
 static_resources:
-  clusters:
-  - name: trellis-xds
+{listeners}  clusters:
+{admin}  - name: trellis-xds
     type: {discovery}
     connect_timeout: 1s
     load_assignment:
@@ -159,7 +258,6 @@ admin:
       port_value: {admin_port}
 "#,
         admin_address = args.admin_address,
-        admin_port = args.admin_port,
         re2_key = trellis_translate::re2::ENVOY_PROGRAM_SIZE_KEY,
         re2_limit = trellis_translate::re2::ENVOY_PROGRAM_SIZE_LIMIT,
     ))
@@ -171,13 +269,38 @@ mod tests {
 
     fn args(gateway: &str, xds: &str) -> BootstrapArgs {
         BootstrapArgs {
-            gateway: gateway.into(),
+            gateway: Some(gateway.into()),
+            pod: None,
             xds_address: vec![xds.into()],
             delta: false,
             node_id: Some("n1".into()),
             admin_address: "127.0.0.1".into(),
-            admin_port: 0,
+            admin_port: Some(0),
         }
+    }
+
+    #[test]
+    fn a_sidecar_bootstrap_names_its_pod_and_answers_readiness_and_stats() {
+        let yaml = render(&BootstrapArgs {
+            gateway: None,
+            pod: Some("shop/web-1".into()),
+            node_id: None,
+            admin_port: None,
+            ..args("unused/x", "10.244.0.1:18000")
+        })
+        .unwrap();
+        assert!(yaml.contains("trellis.dev/pod: \"shop/web-1\""), "{yaml}");
+        assert!(yaml.contains("id: \"web-1.shop\""));
+        assert!(yaml.contains("port_value: 15021") && yaml.contains("port_value: 15090"));
+        assert!(yaml.contains("port_value: 15000"), "admin");
+        assert!(!yaml.contains("trellis.dev/gateway"));
+        let e = render(&BootstrapArgs {
+            gateway: None,
+            pod: Some("web-1".into()),
+            ..args("unused/x", "10.244.0.1:18000")
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--pod must be NAMESPACE/NAME"));
     }
 
     #[test]

@@ -630,7 +630,14 @@ async fn control_loop(
             .iter()
             .map(|(key, snapshot)| (key.clone(), snapshot.version()))
             .collect();
-        writer.publish(snapshots);
+        // A sidecar's key is its pod's, an alias of its class's snapshot.
+        let aliases = translation
+            .ir
+            .pods
+            .iter()
+            .map(|(pod, class)| (trellis_controller::node::pod_proxy_key(pod), class.clone()))
+            .collect();
+        writer.publish_aliased(snapshots, &aliases);
         let elapsed = started.elapsed();
         let count = state.translations.fetch_add(1, Ordering::Relaxed) + 1;
         state

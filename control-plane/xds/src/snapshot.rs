@@ -239,9 +239,21 @@ impl SnapshotWriter {
     /// Replaces the whole set of snapshots. Snapshots equal to the ones already published are
     /// kept as the same `Arc`, so streams of unaffected proxies see no change.
     pub fn publish(&self, snapshots: BTreeMap<String, Snapshot>) {
+        self.publish_aliased(snapshots, &BTreeMap::new());
+    }
+
+    /// Like [`SnapshotWriter::publish`], and each alias key (a sidecar's pod) serves the
+    /// snapshot of its target key (the pod's class): the same `Arc`, so an alias costs a map
+    /// entry, and a proxy whose alias moves to another target sees that snapshot next. An alias
+    /// whose target is not published is left out.
+    pub fn publish_aliased(
+        &self,
+        snapshots: BTreeMap<String, Snapshot>,
+        aliases: &BTreeMap<String, String>,
+    ) {
         let current = self.tx.borrow().clone();
         let mut by_key = BTreeMap::new();
-        let mut changed = current.by_key.len() != snapshots.len();
+        let mut changed = false;
         for (key, snapshot) in snapshots {
             match current.by_key.get(&key) {
                 Some(old) if **old == snapshot => {
@@ -253,6 +265,15 @@ impl SnapshotWriter {
                 }
             }
         }
+        for (alias, target) in aliases {
+            if let Some(snapshot) = by_key.get(target).cloned() {
+                by_key.insert(alias.clone(), snapshot);
+            }
+        }
+        changed |= by_key.len() != current.by_key.len()
+            || by_key
+                .iter()
+                .any(|(k, v)| current.by_key.get(k).is_none_or(|old| !Arc::ptr_eq(old, v)));
         if !changed {
             return;
         }
@@ -290,5 +311,58 @@ impl SnapshotCache {
     /// Marks the current value as seen and returns it.
     pub fn seen(&mut self) -> Arc<Snapshots> {
         self.rx.borrow_and_update().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::Resource;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+
+    fn snapshot(cluster: &str) -> Snapshot {
+        Snapshot::from_resources(vec![Resource::new(
+            cluster,
+            &Cluster {
+                name: cluster.to_string(),
+                ..Default::default()
+            },
+        )])
+    }
+
+    #[test]
+    fn an_alias_serves_its_targets_snapshot_and_follows_it_when_it_moves() {
+        let (writer, cache) = snapshot_cache();
+        let snapshots = || {
+            BTreeMap::from([
+                ("sidecar/ns/a".to_string(), snapshot("a")),
+                ("sidecar/ns/b".to_string(), snapshot("b")),
+            ])
+        };
+        let aliases = |target: &str| {
+            BTreeMap::from([
+                ("pod/ns/web-1".to_string(), target.to_string()),
+                ("pod/ns/gone".to_string(), "sidecar/ns/none".to_string()),
+            ])
+        };
+        writer.publish_aliased(snapshots(), &aliases("sidecar/ns/a"));
+        let first = cache.current();
+        assert!(Arc::ptr_eq(
+            &first.by_key["pod/ns/web-1"],
+            &first.by_key["sidecar/ns/a"]
+        ));
+        assert!(!first.by_key.contains_key("pod/ns/gone"), "no such target");
+        // The same again: nothing changes.
+        writer.publish_aliased(snapshots(), &aliases("sidecar/ns/a"));
+        assert_eq!(cache.current().generation, first.generation);
+        // The pod's class changes: a new generation, the alias on the other snapshot.
+        writer.publish_aliased(snapshots(), &aliases("sidecar/ns/b"));
+        let moved = cache.current();
+        assert_eq!(moved.generation, first.generation + 1);
+        assert!(Arc::ptr_eq(
+            &moved.by_key["pod/ns/web-1"],
+            &moved.by_key["sidecar/ns/b"]
+        ));
     }
 }
