@@ -10,6 +10,7 @@
 //! The binary (`src/bin/trellis-echo.rs`) only parses the command line and calls
 //! [`EchoServer::bind`], [`EchoServer::announce`] and [`EchoServer::serve`].
 
+pub mod client;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Write as _;

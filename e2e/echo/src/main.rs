@@ -19,10 +19,68 @@ struct Args {
     /// The IP address every listener binds.
     #[arg(long, env = "ECHO_ADDRESS", default_value = "127.0.0.1")]
     address: IpAddr,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Make HTTP requests and print what came back as the conformance suite's echo client
+    /// does (`StatusCode=`, `Hostname=`, `RequestHeader=`, ...).
+    Client {
+        /// `http://host[:port]/path`.
+        url: String,
+        /// A request header, `Name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// The method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// How many requests.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Seconds each request may take.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::Client {
+        url,
+        headers,
+        method,
+        count,
+        timeout,
+    }) = args.command
+    {
+        let headers = headers
+            .iter()
+            .map(|h| {
+                let (k, v) = h
+                    .split_once(':')
+                    .with_context(|| format!("header {h:?} is not Name: value"))?;
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        print!(
+            "{}",
+            trellis_echo::client::run(&trellis_echo::client::ClientRequest {
+                url,
+                headers,
+                method,
+                count,
+                timeout: std::time::Duration::from_secs(timeout),
+            })
+        );
+        return Ok(());
+    }
+    serve(args.address)
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn serve(address: IpAddr) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -30,8 +88,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let args = Args::parse();
-    let config = Config::from_env(args.address)?;
+    let config = Config::from_env(address)?;
     let server = EchoServer::bind(config).await?;
     server
         .announce()

@@ -16,6 +16,8 @@
 //! [`load`], request load and Prometheus figures; [`scenario`], the objects several tests share.
 
 pub mod load;
+pub mod mesh;
+pub mod netns;
 pub mod scenario;
 pub mod xds_client;
 
@@ -265,6 +267,19 @@ impl ControlPlane {
         let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let source = vec!["--config-dir".to_string(), config_dir.display().to_string()];
         Self::start_on(source, work, "127.0.0.1:0", "127.0.0.1:0", extra)
+    }
+
+    /// Like [`ControlPlane::start`], with the xDS server on `xds` (`10.N.0.1:0` on a pod
+    /// network's bridge, so sidecars reach it).
+    pub fn start_with_xds(
+        config_dir: &Path,
+        work: &Path,
+        xds: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let source = vec!["--config-dir".to_string(), config_dir.display().to_string()];
+        Self::start_on(source, work, xds, "127.0.0.1:0", extra)
     }
 
     /// Starts `trellis serve --kubernetes --kubeconfig KUBECONFIG` with its xDS server on

@@ -1,0 +1,170 @@
+//! `trellis-echo client`: one or more HTTP/1.1 requests, and what came back in the lines the
+//! Gateway API conformance suite's echo client prints (`StatusCode=`, `Hostname=`,
+//! `RequestHeader=`, `ResponseHeader=`, `URL=`), so a mesh test runs it inside a pod and reads
+//! the answer as upstream's suite would.
+//!
+//! It never follows redirects, sends each request on a new connection (so each goes through the
+//! sidecar's routing afresh), and resolves names with the pod's hosts file.
+
+use anyhow::{Context, bail};
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// One request to make, `count` times.
+#[derive(Clone, Debug)]
+pub struct ClientRequest {
+    /// `http://host[:port]/path?query`.
+    pub url: String,
+    /// Request headers, `Name: value`.
+    pub headers: Vec<(String, String)>,
+    /// The method.
+    pub method: String,
+    /// How many times.
+    pub count: usize,
+    /// Per request.
+    pub timeout: Duration,
+}
+
+/// The parts of `http://host[:port]/path`.
+fn split_url(url: &str) -> anyhow::Result<(String, u16, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url:?}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || p.parse::<u16>().is_ok() => (
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            p.parse::<u16>()
+                .with_context(|| format!("bad port in {url:?}"))?,
+        ),
+        _ => (authority.to_string(), 80),
+    };
+    if host.is_empty() {
+        bail!("{url:?} has no host");
+    }
+    Ok((host, port, path.to_string()))
+}
+
+/// What one exchange printed.
+fn exchange(req: &ClientRequest, index: usize) -> anyhow::Result<String> {
+    let (host, port, path) = split_url(&req.url)?;
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, req.timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(req.timeout))?;
+    stream.set_write_timeout(Some(req.timeout))?;
+    let has_host = req
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("host"));
+    let mut head = format!("{} {path} HTTP/1.1\r\n", req.method);
+    if !has_host {
+        let authority = if port == 80 {
+            host.clone()
+        } else {
+            format!("{host}:{port}")
+        };
+        let _ = write!(head, "Host: {authority}\r\n");
+    }
+    for (k, v) in &req.headers {
+        let _ = write!(head, "{k}: {v}\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
+    let mut raw = Vec::new();
+    // A bound on what is read: an echo answer is small.
+    stream
+        .take(1 << 20)
+        .read_to_end(&mut raw)
+        .context("reading the response")?;
+    render(&raw, &req.url, index)
+}
+
+/// The lines for one raw response.
+fn render(raw: &[u8], url: &str, index: usize) -> anyhow::Result<String> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("the response has no end of headers")?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .context("no status line")?;
+    let mut out = format!("[{index}] URL={url}\n[{index}] StatusCode={status}\n");
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            let _ = writeln!(out, "[{index}] ResponseHeader={}:{}", k.trim(), v.trim());
+        }
+    }
+    // The echo server answers with JSON naming its pod and the request it saw.
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(body.trim()) {
+        if let Some(pod) = json.get("pod").and_then(|p| p.as_str()) {
+            let _ = writeln!(out, "[{index}] Hostname={pod}");
+        }
+        if let Some(path) = json.get("path").and_then(|p| p.as_str()) {
+            let _ = writeln!(out, "[{index}] Path={path}");
+        }
+        if let Some(headers) = json.get("headers").and_then(|h| h.as_object()) {
+            for (name, values) in headers {
+                for v in values.as_array().into_iter().flatten() {
+                    if let Some(v) = v.as_str() {
+                        let _ = writeln!(out, "[{index}] RequestHeader={name}:{v}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes the requests and returns what they printed; a failed request prints `Error=`.
+pub fn run(req: &ClientRequest) -> String {
+    let mut out = String::new();
+    for i in 0..req.count.max(1) {
+        match exchange(req, i) {
+            Ok(text) => out.push_str(&text),
+            Err(e) => {
+                let _ = writeln!(out, "[{i}] Error={e:#}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_host_port_and_path() {
+        assert_eq!(
+            split_url("http://echo/v2?x=1").unwrap(),
+            ("echo".into(), 80, "/v2?x=1".into())
+        );
+        assert_eq!(
+            split_url("http://10.96.0.1:8080").unwrap(),
+            ("10.96.0.1".into(), 8080, "/".into())
+        );
+        assert!(split_url("https://echo/").is_err());
+    }
+
+    #[test]
+    fn a_response_prints_like_the_conformance_echo_client() {
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"pod\":\"echo-v1\",\"path\":\"/x\",\"headers\":{\"X-Header-Set\":[\"set\"]}}";
+        let out = render(raw, "http://echo/x", 0).unwrap();
+        assert!(out.contains("[0] StatusCode=200\n"), "{out}");
+        assert!(out.contains("[0] Hostname=echo-v1\n"));
+        assert!(out.contains("[0] RequestHeader=X-Header-Set:set\n"));
+        assert!(out.contains("[0] ResponseHeader=content-type:application/json\n"));
+    }
+}

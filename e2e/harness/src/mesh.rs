@@ -1,0 +1,225 @@
+//! Mesh pods on [`crate::netns`]: an echo app as an ordinary uid, and (when the pod is in the
+//! mesh) the capture rules and an Envoy sidecar as uid 1337, bootstrapped by
+//! `trellis bootstrap --pod` against a control plane on the network's bridge.
+//!
+//! The test writes the pod's `v1` Pod object (with its IP) into the config directory, as a
+//! cluster would ([`MeshPod::pod_yaml`]).
+
+use crate::netns::{Netns, Network, envoy_executable};
+use crate::{Process, Reply, echo_bin, http_get_text, request, trellis_bin, wait_for};
+use anyhow::{Context, anyhow};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+/// The uid the app runs as (anything but the proxy's).
+pub const APP_UID: u32 = 1000;
+/// The proxy's uid (and gid), which the capture rules leave alone.
+pub const PROXY_UID: u32 = 1337;
+/// The port the echo app listens on in every pod.
+pub const APP_PORT: u16 = 8080;
+
+/// What runs in a pod.
+#[derive(Clone, Debug)]
+pub struct PodSpec<'a> {
+    /// Kubernetes namespace.
+    pub namespace: &'a str,
+    /// Pod name.
+    pub name: &'a str,
+    /// Labels (`app`, `version`, ...).
+    pub labels: &'a [(&'a str, &'a str)],
+    /// Whether the pod gets the capture rules and a sidecar.
+    pub sidecar: bool,
+}
+
+/// A running pod.
+#[derive(Debug)]
+pub struct MeshPod {
+    /// Its Kubernetes namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    labels: Vec<(String, String)>,
+    /// Whether it has a sidecar.
+    pub sidecar: bool,
+    // Processes stop before the namespace goes.
+    envoy: Option<Process>,
+    _app: Process,
+    /// Its network namespace (and IP).
+    pub netns: Netns,
+}
+
+impl MeshPod {
+    /// Starts the pod: its namespace, the echo app on [`APP_PORT`], and with a sidecar the
+    /// capture rules and Envoy (which then waits for its configuration from `xds`).
+    pub fn start(
+        net: &Network,
+        work: &Path,
+        spec: &PodSpec<'_>,
+        xds: SocketAddr,
+    ) -> anyhow::Result<MeshPod> {
+        let netns = net.pod(&format!("{}-{}", spec.namespace, spec.name))?;
+        let log = work.join(format!("app-{}-{}.log", spec.namespace, spec.name));
+        let mut cmd = netns.command(Some(APP_UID), &echo_bin()?);
+        cmd.arg("--address")
+            .arg("0.0.0.0")
+            .env("HTTP_PORT", APP_PORT.to_string())
+            .env("H2C_PORT", "0")
+            .env("POD_NAME", spec.name)
+            .env("NAMESPACE", spec.namespace);
+        let app = Process::spawn(cmd, &log)?;
+        let envoy = if spec.sidecar {
+            let trellis = trellis_bin()?;
+            netns.capture(&trellis, &[])?;
+            let out = std::process::Command::new(&trellis)
+                .arg("bootstrap")
+                .arg("--pod")
+                .arg(format!("{}/{}", spec.namespace, spec.name))
+                .arg("--xds-address")
+                .arg(xds.to_string())
+                .output()
+                .context("running trellis bootstrap")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "trellis bootstrap failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bootstrap = String::from_utf8(out.stdout)?;
+            let mut cmd = netns.command(Some(PROXY_UID), &envoy_executable()?);
+            cmd.arg("--config-yaml").arg(bootstrap).args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warn",
+            ]);
+            Some(Process::spawn(
+                cmd,
+                &work.join(format!("sidecar-{}-{}.log", spec.namespace, spec.name)),
+            )?)
+        } else {
+            None
+        };
+        Ok(MeshPod {
+            namespace: spec.namespace.to_string(),
+            name: spec.name.to_string(),
+            labels: spec
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            sidecar: spec.sidecar,
+            envoy,
+            _app: app,
+            netns,
+        })
+    }
+
+    /// The pod's IP.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.netns.ip
+    }
+
+    /// The `v1` Pod object a cluster would hold for this pod (ready, with its IP).
+    pub fn pod_yaml(&self) -> String {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}: \"{v}\""))
+            .collect();
+        let annotations = if self.sidecar {
+            String::new()
+        } else {
+            "\n  annotations: {trellis.dev/sidecar: \"false\"}".to_string()
+        };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {{{}}}{annotations}\nspec:\n  containers: [{{name: app, ports: [{{name: http, containerPort: {APP_PORT}}}]}}]\nstatus:\n  podIP: {}\n  conditions: [{{type: Ready, status: \"True\"}}]\n",
+            self.name,
+            self.namespace,
+            labels.join(", "),
+            self.ip()
+        )
+    }
+
+    /// A request from inside the pod (captured like the app's own).
+    pub fn request(
+        &self,
+        to: SocketAddr,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
+        let host = host.to_string();
+        let path = path.to_string();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.netns.run(move || {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            request(to, "GET", &host, &path, &headers)
+        })?
+    }
+
+    /// A stat of the sidecar's Envoy (read from its admin port inside the pod).
+    pub fn sidecar_stat(&self, name: &str) -> anyhow::Result<u64> {
+        let text = self.admin("/stats")?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// `GET path` on the sidecar's admin interface.
+    pub fn admin(&self, path: &str) -> anyhow::Result<String> {
+        let path = path.to_string();
+        self.netns.run(move || {
+            http_get_text(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, trellis_capture_admin())),
+                &path,
+            )
+        })?
+    }
+
+    /// Waits until the sidecar answers ready on 15021 (it applied its configuration).
+    pub fn wait_sidecar_ready(&mut self) -> anyhow::Result<()> {
+        let envoy = self
+            .envoy
+            .as_mut()
+            .ok_or_else(|| anyhow!("{} has no sidecar", self.name))?;
+        let netns = &self.netns;
+        wait_for("the sidecar to be ready", Duration::from_secs(30), || {
+            if !envoy.running() {
+                return Some(Err(anyhow!("the sidecar exited:\n{}", envoy.tail(20))));
+            }
+            let ready = netns
+                .run(|| {
+                    request(
+                        SocketAddr::from((Ipv4Addr::LOCALHOST, 15021)),
+                        "GET",
+                        "localhost",
+                        "/healthz/ready",
+                        &[],
+                    )
+                })
+                .ok()?
+                .ok()?;
+            (ready.status == 200).then_some(Ok(()))
+        })?
+        .context("sidecar readiness")
+    }
+
+    /// The sidecar's log so far.
+    pub fn sidecar_log(&self) -> String {
+        self.envoy.as_ref().map(|e| e.tail(40)).unwrap_or_default()
+    }
+}
+
+/// The sidecar's admin port.
+fn trellis_capture_admin() -> u16 {
+    15000
+}
