@@ -292,6 +292,83 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
     assert_eq!(r.pod(), "echo-v2");
     assert_eq!(r.json()["headers"]["X-Route"][0], "producer");
 
+    // trellis proxy-status lists each sidecar with its pod, class and sync state per type.
+    let out = std::process::Command::new(trellis_harness::trellis_bin().unwrap())
+        .args([
+            "proxy-status",
+            "--admin-address",
+            &mesh.cp.admin.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("trellis proxy-status:\n{table}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("pod/team/client"))
+        .unwrap_or_else(|| panic!("no row for pod/team/client:\n{table}"));
+    assert!(row.contains("sidecar/team/"), "{row}");
+    assert!(row.matches("SYNCED").count() >= 4, "{row}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains(" pod/")).count(),
+        4,
+        "{table}"
+    );
+
+    // Bad input, each with a clear condition, while traffic keeps flowing.
+    mesh.write("bad.yaml", BAD_INPUT);
+    let expect = [
+        ("shop/to-outside", "namespace plain is not in the mesh"),
+        ("shop/to-missing-port", "port 8443"),
+        ("shop/to-unallocated", "spec.clusterIP is empty"),
+    ];
+    for (route, text) in expect {
+        eventually(&format!("{route} is reported"), || {
+            let status = mesh
+                .cp
+                .object_status("HTTPRoute", route)
+                .map_err(|e| e.to_string())?
+                .ok_or("no status yet")?;
+            let condition = &status["status"]["parents"][0]["conditions"][0];
+            println!("{route}: {} {}", condition["reason"], condition["message"]);
+            (condition["status"] == "False"
+                && condition["message"].as_str().unwrap_or("").contains(text))
+            .then_some(())
+            .ok_or(format!("{condition}"))
+        });
+    }
+    let status = mesh.cp.status().unwrap();
+    let pending = status["sidecars"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["pod"] == "shop/pending"))
+        .cloned()
+        .unwrap_or_default();
+    println!("shop/pending: {}", pending["problem"]);
+    assert!(
+        pending["problem"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no IP yet"),
+        "{status}"
+    );
+    let out = std::process::Command::new(trellis_harness::trellis_bin().unwrap())
+        .args([
+            "proxy-status",
+            "--admin-address",
+            &mesh.cp.admin.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        table.contains("shop/pending") && table.contains("no IP yet"),
+        "{table}"
+    );
+    let r = mesh.pods[client]
+        .request(echo, "echo.shop", "/v2/items", &[])
+        .unwrap();
+    assert_eq!((r.status, r.pod().as_str()), (200, "echo-v2"));
+
     // The opted-out pod has no sidecar and is reached as it is.
     let r = mesh.pods[client]
         .request(legacy_svc, "legacy.shop", "/", &[])
@@ -323,3 +400,53 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
     assert!(ok > 20);
     let _ = Path::new(&mesh.work);
 }
+
+/// A pod without an IP, and routes that cannot attach: to a namespace outside the mesh, to a
+/// port the Service does not have, to a Service without a clusterIP.
+const BAD_INPUT: &str = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside, namespace: plain}
+spec:
+  clusterIP: 10.96.200.1
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: unallocated, namespace: shop}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending, namespace: shop, labels: {app: echo}}
+spec:
+  containers: [{name: echo}]
+status:
+  phase: Pending
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-outside, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: outside, namespace: plain}]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-missing-port, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 8443}]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: to-unallocated, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: unallocated}]
+  rules: [{backendRefs: [{name: echo, port: 80}]}]
+"#;

@@ -23,6 +23,8 @@ pub mod status_files;
 pub use address_pool::AddressPool;
 pub use node::resolve_node;
 pub use programmed::{apply_proxy_sync, with_peers};
-pub use report::{StatusMetadata, StatusObject, StatusReport, StatusTracker, render_table};
+pub use report::{
+    SidecarReport, StatusMetadata, StatusObject, StatusReport, StatusTracker, render_table,
+};
 pub use state_dir::StateDir;
 pub use status_files::StatusWriter;

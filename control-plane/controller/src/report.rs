@@ -51,6 +51,19 @@ pub struct StatusReport {
     pub objects: Vec<StatusObject>,
     /// Problems with the inputs (files that do not parse, duplicates, skipped kinds).
     pub diagnostics: Vec<Diagnostic>,
+    /// Every pod in the mesh, sorted by namespace and name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<SidecarReport>,
+}
+
+/// A pod in the mesh and its sidecar class, in `GET /status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidecarReport {
+    /// The pod, `namespace/name`.
+    pub pod: String,
+    /// Its class, IPs, readiness and problem.
+    #[serde(flatten)]
+    pub status: trellis_translate::status::SidecarStatus,
 }
 
 /// A status with condition lists: each with a key naming what it is about.
@@ -216,6 +229,14 @@ impl StatusTracker {
             translations,
             objects,
             diagnostics: diagnostics.to_vec(),
+            sidecars: status
+                .sidecars
+                .iter()
+                .map(|(key, s)| SidecarReport {
+                    pod: format!("{}/{}", key.namespace, key.name),
+                    status: s.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -276,6 +297,33 @@ pub fn render_table(report: &StatusReport) -> String {
         for d in &report.diagnostics {
             out.push_str(&format!("  {d}\n"));
         }
+    }
+    if report.sidecars.is_empty() {
+        return out;
+    }
+    let waiting: Vec<&SidecarReport> = report
+        .sidecars
+        .iter()
+        .filter(|s| s.status.problem.is_some())
+        .collect();
+    out.push_str(&format!(
+        "\nPods in the mesh: {} in {} sidecar classes; {} cannot take traffic{}\n",
+        report.sidecars.len(),
+        report
+            .sidecars
+            .iter()
+            .map(|s| &s.status.class)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        waiting.len(),
+        if waiting.is_empty() { "" } else { ":" }
+    ));
+    for s in waiting {
+        out.push_str(&format!(
+            "  Pod {}: {}\n",
+            s.pod,
+            s.status.problem.as_deref().unwrap_or_default()
+        ));
     }
     out
 }

@@ -21,12 +21,13 @@ use crate::ir::{
     PathMatchIr, RouteIr, RouteOrigin, Scheme, ServiceListenerIr, SidecarIr, UnknownDestinations,
 };
 use crate::rule::{Rules, translate_rules};
+use crate::status::SidecarStatus;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::core::{Pod, Service, ServicePort};
 use trellis_model::gateway::{ParentReference, RouteParentStatus, RouteStatus};
 use trellis_model::mesh::{
-    PortProtocol, cluster_ip, namespace_in_mesh, pod_in_mesh, port_protocol,
+    PortProtocol, cluster_ip, namespace_in_mesh, pod_in_mesh, pod_ips, pod_ready, port_protocol,
 };
 use trellis_model::{InputSet, MESH_CONTROLLER_NAME, ObjectKey};
 
@@ -124,7 +125,26 @@ pub(crate) fn mesh(input: &InputSet, backends: &Backends<'_>, status: &mut Statu
             .parents
             .extend(parents);
     }
-    sidecars(input, backends, &services, &attachments)
+    let mesh = sidecars(input, backends, &services, &attachments);
+    for (key, class) in &mesh.pods {
+        let pod = &input.pods[key];
+        let ips = pod_ips(pod);
+        let problem = ips.is_empty().then(|| {
+            "status.podIP is empty: the pod has no IP yet, so no Service sends it traffic \
+             (its sidecar is configured all the same)"
+                .to_string()
+        });
+        status.sidecars.insert(
+            key.clone(),
+            SidecarStatus {
+                class: class.clone(),
+                ips,
+                ready: pod_ready(pod),
+                problem,
+            },
+        );
+    }
+    mesh
 }
 
 fn is_service_parent(p: &ParentReference) -> bool {
@@ -195,21 +215,23 @@ fn attach(
         ));
     }
     let Some(mesh) = services.get(service) else {
-        let kind = s
-            .spec
-            .as_ref()
-            .and_then(|s| s.type_.clone())
+        let spec = s.spec.as_ref();
+        let kind = spec.and_then(|s| s.type_.as_deref()).unwrap_or_default();
+        let cluster_ip = spec
+            .and_then(|s| s.cluster_ip.as_deref())
             .unwrap_or_default();
+        let why = if kind == "ExternalName" {
+            " (it is an ExternalName Service)"
+        } else if cluster_ip == "None" {
+            " (it is headless: spec.clusterIP is None)"
+        } else {
+            " (spec.clusterIP is empty)"
+        };
         return Err(Problem::not_accepted(
             Reason::UnsupportedValue,
             format!(
-                "Service {service} has no ClusterIP{}: mesh routes apply to connections to a \
-                 Service's ClusterIP",
-                if kind == "ExternalName" {
-                    " (it is an ExternalName Service)"
-                } else {
-                    " (it is headless)"
-                }
+                "Service {service} has no ClusterIP{why}: mesh routes apply to connections to \
+                 a Service's ClusterIP"
             ),
         ));
     };

@@ -26,4 +26,24 @@ pub struct StatusSet {
     /// Every WasmFilter.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub wasm_filters: BTreeMap<ObjectKey, PolicyStatus>,
+    /// Every pod in the mesh: its sidecar class, and what keeps it from serving (Pods' status
+    /// belongs to the kubelet, so this is reported here rather than written to the Pod).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sidecars: BTreeMap<ObjectKey, SidecarStatus>,
+}
+
+/// A pod in the mesh, as the control plane sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarStatus {
+    /// The sidecar class whose configuration the pod's sidecar is served
+    /// (`sidecar/<namespace>/<hash of its inbound ports>`).
+    pub class: String,
+    /// The pod's IPs (`status.podIPs`).
+    pub ips: Vec<String>,
+    /// The pod's Ready condition.
+    pub ready: bool,
+    /// Why the pod cannot take traffic yet, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }

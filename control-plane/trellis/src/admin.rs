@@ -107,7 +107,17 @@ async fn module(
 }
 
 async fn proxies(State(state): State<Arc<AdminState>>) -> Response {
-    axum::Json(state.registry.proxies()).into_response()
+    let report = state.report();
+    let classes: std::collections::HashMap<String, &str> = report
+        .sidecars
+        .iter()
+        .map(|s| (format!("pod/{}", s.pod), s.status.class.as_str()))
+        .collect();
+    let mut proxies = state.registry.proxies();
+    for p in &mut proxies {
+        p.class = classes.get(&p.key).map(|c| c.to_string());
+    }
+    axum::Json(proxies).into_response()
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> Response {

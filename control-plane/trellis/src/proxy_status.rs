@@ -2,9 +2,12 @@
 //! should (SYNCED), is behind (STALE), has not asked (NOT SENT) or rejected the last
 //! configuration (NACKED, with the proxy's error) — like `istioctl proxy-status`. The data comes
 //! from the admin endpoint's `/proxies`; the same data is served over CSDS on the xDS port.
+//! Sidecars show their pod and class; pods in the mesh with no sidecar connected follow the
+//! table, with what keeps them from taking traffic (from `/status`).
 
 use anyhow::Context;
 use clap::Args;
+use trellis_controller::SidecarReport;
 use trellis_xds::{ProxySync, ResourceType, SyncStatus};
 
 /// Arguments of `trellis proxy-status`.
@@ -27,8 +30,38 @@ pub fn run(args: &ProxyStatusArgs) -> anyhow::Result<()> {
     }
     let proxies: Vec<ProxySync> =
         serde_json::from_str(&body).context("unexpected /proxies response")?;
+    let status = crate::admin::get_blocking(&args.admin, "/status")?;
+    let report: trellis_controller::StatusReport =
+        serde_json::from_str(&status).context("unexpected /status response")?;
     print!("{}", render(&proxies));
+    print!("{}", render_unconnected(&proxies, &report.sidecars));
     Ok(())
+}
+
+/// Pods in the mesh whose sidecar is not connected, with their problem when they have one.
+pub fn render_unconnected(proxies: &[ProxySync], sidecars: &[SidecarReport]) -> String {
+    let connected: std::collections::BTreeSet<&str> =
+        proxies.iter().map(|p| p.key.as_str()).collect();
+    let missing: Vec<&SidecarReport> = sidecars
+        .iter()
+        .filter(|s| !connected.contains(format!("pod/{}", s.pod).as_str()))
+        .collect();
+    if missing.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nPods in the mesh without a connected sidecar ({} of {}):\n",
+        missing.len(),
+        sidecars.len()
+    );
+    for s in missing {
+        out.push_str(&format!("  {}  {}", s.pod, s.status.class));
+        if let Some(problem) = &s.status.problem {
+            out.push_str(&format!("  ({problem})"));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn label(status: Option<SyncStatus>) -> &'static str {
@@ -50,15 +83,18 @@ pub fn render(proxies: &[ProxySync]) -> String {
         ResourceType::Secret,
     ];
     let mut rows = vec![
-        ["NODE", "GATEWAY", "ADS", "CDS", "LDS", "EDS", "RDS", "SDS"]
-            .map(str::to_string)
-            .to_vec(),
+        [
+            "NODE", "PROXY", "CLASS", "ADS", "CDS", "LDS", "EDS", "RDS", "SDS",
+        ]
+        .map(str::to_string)
+        .to_vec(),
     ];
     let mut nacks = Vec::new();
     for p in proxies {
         let mut row = vec![
             p.node_id.clone(),
-            p.key.trim_start_matches("gateway/").to_string(),
+            p.key.clone(),
+            p.class.clone().unwrap_or_else(|| "-".to_string()),
             match p.protocol {
                 trellis_xds::Protocol::Sotw => "SotW".to_string(),
                 trellis_xds::Protocol::Delta => "Delta".to_string(),

@@ -67,6 +67,10 @@ pub struct ProxySync {
     pub types: BTreeMap<ResourceType, TypeSync>,
     /// The snapshot version the proxy holds completely (every type Synced), if any.
     pub synced_version: Option<String>,
+    /// For a sidecar (key `pod/<ns>/<name>`): the class whose snapshot it is served. The
+    /// registry leaves it empty; the admin endpoint fills it in from the latest translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 /// Totals across every stream since start, by type.
@@ -146,6 +150,7 @@ impl SyncRegistry {
                 connected_at,
                 types: BTreeMap::new(),
                 synced_version: None,
+                class: None,
             },
         );
         StreamHandle {
