@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trellis_harness::ControlPlane;
-use trellis_harness::mesh::{APP_PORT, MeshPod, PodSpec};
+use trellis_harness::mesh::{MeshPod, PodSpec, namespace_yaml, service_yaml};
 use trellis_harness::netns::{Network, unavailable};
 
 /// `None` (and why, printed) when pods cannot be made here; a failure in CI.
@@ -50,14 +50,7 @@ impl Mesh {
         std::fs::create_dir_all(&config).unwrap();
         let mut yaml = String::new();
         for (ns, meshed) in namespaces {
-            let labels = if *meshed {
-                "{trellis.dev/mesh: enabled}"
-            } else {
-                "{}"
-            };
-            yaml.push_str(&format!(
-                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {labels}}}\n---\n"
-            ));
+            yaml.push_str(&namespace_yaml(ns, *meshed));
         }
         std::fs::write(config.join("namespaces.yaml"), yaml).unwrap();
         let xds = format!("{}:{XDS_PORT}", net.gateway);
@@ -101,28 +94,13 @@ impl Mesh {
         selector: &[(&str, &str)],
     ) -> SocketAddr {
         let cluster_ip = self.net.service_ip(ip);
-        let sel: Vec<String> = selector.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let endpoints: Vec<String> = self
+        let endpoints: Vec<(std::net::Ipv4Addr, &str)> = self
             .pods
             .iter()
-            .filter(|p| p.namespace == ns && selector.iter().all(|(k, v)| p.pod_yaml().contains(&format!("{k}: \"{v}\""))))
-            .map(|p| {
-                format!(
-                    "- {{addresses: [{}], conditions: {{ready: true}}, targetRef: {{kind: Pod, name: {}, namespace: {ns}}}}}",
-                    p.ip(),
-                    p.name
-                )
-            })
+            .filter(|p| p.namespace == ns && p.has_labels(selector))
+            .map(|p| (p.ip(), p.name.as_str()))
             .collect();
-        let yaml = format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  clusterIP: {cluster_ip}\n  selector: {{{}}}\n  ports: [{{name: http, port: {port}, targetPort: {APP_PORT}, appProtocol: http}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: {ns}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {APP_PORT}}}]\nendpoints:\n{}\n",
-            sel.join(", "),
-            if endpoints.is_empty() {
-                "[]".to_string()
-            } else {
-                endpoints.join("\n")
-            }
-        );
+        let yaml = service_yaml(ns, name, cluster_ip, port, selector, &endpoints);
         std::fs::write(self.config.join(format!("svc-{ns}-{name}.yaml")), yaml).unwrap();
         SocketAddr::from((cluster_ip, port))
     }

@@ -81,6 +81,7 @@ fn config(node: &str, delta: bool, nack: &[&str]) -> ClientConfig {
         gateway: "apps/web".to_string(),
         delta,
         nack: nack.iter().map(|s| s.to_string()).collect(),
+        pod: None,
     }
 }
 

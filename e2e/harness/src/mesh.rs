@@ -115,6 +115,18 @@ impl MeshPod {
         })
     }
 
+    /// Whether the pod carries every label of `selector`.
+    pub fn has_labels(&self, selector: &[(&str, &str)]) -> bool {
+        selector
+            .iter()
+            .all(|(k, v)| self.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+    }
+
+    /// The sidecar's process id (Envoy itself: `ip netns exec` and `setpriv` exec it).
+    pub fn sidecar_pid(&self) -> Option<u32> {
+        self.envoy.as_ref().and_then(Process::id)
+    }
+
     /// The pod's IP.
     pub fn ip(&self) -> Ipv4Addr {
         self.netns.ip
@@ -222,4 +234,50 @@ impl MeshPod {
 /// The sidecar's admin port.
 fn trellis_capture_admin() -> u16 {
     15000
+}
+
+/// A `v1` Namespace, labelled into the mesh when `meshed`.
+pub fn namespace_yaml(name: &str, meshed: bool) -> String {
+    let labels = if meshed {
+        "{trellis.dev/mesh: enabled}"
+    } else {
+        "{}"
+    };
+    format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n---\n")
+}
+
+/// A Service (`clusterIP`, one HTTP `port` to the app's [`APP_PORT`]) selecting `selector`, and
+/// the EndpointSlice a cluster would derive for it from `endpoints` (pod IP and name).
+pub fn service_yaml(
+    namespace: &str,
+    name: &str,
+    cluster_ip: Ipv4Addr,
+    port: u16,
+    selector: &[(&str, &str)],
+    endpoints: &[(Ipv4Addr, &str)],
+) -> String {
+    let selector: Vec<String> = selector.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let endpoints: Vec<String> = endpoints
+        .iter()
+        .map(|(ip, pod)| {
+            format!(
+                "- {{addresses: [{ip}], conditions: {{ready: true}}, targetRef: {{kind: Pod, \
+                 name: {pod}, namespace: {namespace}}}}}"
+            )
+        })
+        .collect();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\n\
+         spec:\n  clusterIP: {cluster_ip}\n  selector: {{{}}}\n  ports: [{{name: http, port: \
+         {port}, targetPort: {APP_PORT}, appProtocol: http}}]\n---\napiVersion: discovery.k8s.io/v1\n\
+         kind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: {namespace}, labels: \
+         {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: \
+         {APP_PORT}}}]\nendpoints:{}\n",
+        selector.join(", "),
+        if endpoints.is_empty() {
+            " []".to_string()
+        } else {
+            format!("\n{}", endpoints.join("\n"))
+        }
+    )
 }

@@ -44,6 +44,8 @@ pub struct ClientConfig {
     pub delta: bool,
     /// Type URLs whose responses it rejects.
     pub nack: BTreeSet<String>,
+    /// A sidecar's pod, `ns/name`: sent as `trellis.dev/pod` instead of the Gateway.
+    pub pod: Option<String>,
 }
 
 /// One response as the client saw it.
@@ -78,14 +80,18 @@ pub struct Client {
 }
 
 fn node(config: &ClientConfig) -> Node {
+    let (key, value) = match &config.pod {
+        Some(pod) => ("trellis.dev/pod", pod.clone()),
+        None => ("trellis.dev/gateway", config.gateway.clone()),
+    };
     Node {
         id: config.node_id.clone(),
         cluster: config.gateway.clone(),
         metadata: Some(Struct {
             fields: [(
-                "trellis.dev/gateway".to_string(),
+                key.to_string(),
                 Value {
-                    kind: Some(value::Kind::StringValue(config.gateway.clone())),
+                    kind: Some(value::Kind::StringValue(value)),
                 },
             )]
             .into(),

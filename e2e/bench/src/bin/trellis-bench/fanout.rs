@@ -152,6 +152,7 @@ async fn measure(
             gateway: GATEWAY.to_string(),
             delta,
             nack: Default::default(),
+            pod: None,
         };
         let channel = channel
             .clone()
@@ -269,7 +270,7 @@ async fn measure(
     Ok(())
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "MET" } else { "MISSED" }
 }
 
@@ -283,12 +284,12 @@ fn short(type_url: &str) -> &'static str {
     }
 }
 
-fn holds_endpoints(client: &Client) -> usize {
+pub(crate) fn holds_endpoints(client: &Client) -> usize {
     let log = client.log.lock().unwrap_or_else(|e| e.into_inner());
     log.held.get(types::ENDPOINT).map_or(0, |h| h.len())
 }
 
-fn first_after(client: &Client, type_url: &str, t0: Instant) -> Option<Instant> {
+pub(crate) fn first_after(client: &Client, type_url: &str, t0: Instant) -> Option<Instant> {
     let log = client.log.lock().unwrap_or_else(|e| e.into_inner());
     log.received
         .iter()
@@ -299,7 +300,10 @@ fn first_after(client: &Client, type_url: &str, t0: Instant) -> Option<Instant> 
         .min()
 }
 
-async fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<(), ()> {
+pub(crate) async fn wait_until(
+    timeout: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), ()> {
     let deadline = Instant::now() + timeout;
     while !done() {
         if Instant::now() > deadline {
@@ -314,7 +318,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn percentile(values: &mut [Duration], p: f64) -> Duration {
+pub(crate) fn percentile(values: &mut [Duration], p: f64) -> Duration {
     if values.is_empty() {
         return Duration::ZERO;
     }
@@ -323,7 +327,7 @@ fn percentile(values: &mut [Duration], p: f64) -> Duration {
     values[i]
 }
 
-fn summary(values: &mut [Duration]) -> String {
+pub(crate) fn summary(values: &mut [Duration]) -> String {
     if values.is_empty() {
         return "none".into();
     }

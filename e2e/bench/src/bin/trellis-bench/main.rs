@@ -5,10 +5,14 @@
 //! cargo run --release -p trellis-e2e --bin trellis-bench -- route-scale
 //! cargo run --release -p trellis-e2e --bin trellis-bench -- fanout
 //! cargo run --release -p trellis-e2e --bin trellis-bench -- memory
+//! cargo run --release -p trellis-e2e --bin trellis-bench -- sidecar-latency
+//! cargo run --release -p trellis-e2e --bin trellis-bench -- sidecar-memory
+//! cargo run --release -p trellis-e2e --bin trellis-bench -- mesh-fanout
 //! ```
 
 mod fanout;
 mod memory;
+mod mesh;
 mod procfs;
 mod route_scale;
 mod scenario;
@@ -32,6 +36,14 @@ enum Command {
     Fanout(fanout::Args),
     /// Control plane RSS at a small, a large and the small configuration again.
     Memory(memory::Args),
+    /// Latency a pair of sidecars adds: pods as network namespaces (root), direct and through
+    /// both sidecars, p50/p99 side by side.
+    SidecarLatency(mesh::LatencyArgs),
+    /// One sidecar's RSS with 10, 100 and 1000 Services in the mesh (root).
+    SidecarMemory(mesh::MemoryArgs),
+    /// Simulated sidecars of many classes; one EndpointSlice change: convergence p50/p99 and
+    /// control-plane memory per sidecar.
+    MeshFanout(mesh::FanoutArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +51,8 @@ fn main() -> anyhow::Result<()> {
         Command::RouteScale(args) => route_scale::run(args),
         Command::Fanout(args) => fanout::run(args),
         Command::Memory(args) => memory::run(args),
+        Command::SidecarLatency(args) => mesh::latency(args),
+        Command::SidecarMemory(args) => mesh::memory(args),
+        Command::MeshFanout(args) => mesh::fanout(args),
     }
 }

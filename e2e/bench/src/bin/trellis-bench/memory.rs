@@ -57,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 gateway: GATEWAY.into(),
                 delta: true,
                 nack: Default::default(),
+                pod: None,
             },
         )
         .await
