@@ -109,10 +109,18 @@ impl Mesh {
         std::fs::write(self.config.join(file), yaml).unwrap();
     }
 
+    /// Waits until every sidecar is ready and holds the latest configuration.
     fn ready(&mut self) {
+        let mut keys = Vec::new();
         for pod in self.pods.iter_mut().filter(|p| p.sidecar) {
             pod.wait_sidecar_ready()
                 .unwrap_or_else(|e| panic!("{e:#}\n{}", pod.sidecar_log()));
+            keys.push(format!("pod/{}/{}", pod.namespace, pod.name));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        self.cp.wait_synced(&keys, Duration::from_secs(30)).unwrap();
+        for pod in self.pods.iter().filter(|p| p.sidecar) {
+            pod.wait_settled().unwrap();
         }
     }
 }

@@ -106,7 +106,7 @@ pub struct Cluster {
 }
 
 /// Alphanumeric suffix derived from a seed (Kubernetes-like pod name parts).
-fn alnum(seed: &str, len: usize) -> String {
+pub(crate) fn alnum(seed: &str, len: usize) -> String {
     use sha2::{Digest, Sha256};
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let digest = Sha256::digest(seed.as_bytes());

@@ -18,6 +18,8 @@ pub mod checks;
 pub mod cluster;
 pub mod dsl;
 pub mod http;
+pub mod mesh;
+pub mod mesh_tests;
 pub mod report;
 pub mod subtests;
 pub mod tests;

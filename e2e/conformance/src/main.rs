@@ -1,9 +1,11 @@
-//! `conformance`: runs the upstream Gateway API conformance suite (GATEWAY-HTTP) against
-//! Trellis and a real Envoy, without a cluster, and writes a report in the upstream shape.
+//! `conformance`: runs the upstream Gateway API conformance suite against Trellis without a
+//! cluster — GATEWAY-HTTP with a real Envoy per Gateway, MESH-HTTP with pods as network
+//! namespaces and Envoy sidecars (root) — and writes a report in the upstream shape.
 //!
 //! ```sh
 //! cargo run --release -p trellis-e2e --bin conformance -- --report conformance-report.yaml
 //! cargo run --release -p trellis-e2e --bin conformance -- --report r.yaml --run-test HTTPRouteWeight
+//! cargo run --release -p trellis-e2e --bin conformance -- --report mesh.yaml --profile MESH-HTTP
 //! ```
 
 use anyhow::{Context, bail};
@@ -16,19 +18,22 @@ use trellis_conformance::tests::{SUPPORTED_FEATURES, all, catalog::CATALOG};
 use trellis_conformance::{CORE_FEATURES, Suite};
 use trellis_harness::workspace_root;
 
+mod mesh_run;
+use mesh_run::run_mesh;
+
 /// Command line.
 #[derive(Debug, Parser)]
 #[command(name = "conformance", about)]
-struct Args {
+pub(crate) struct Args {
     /// Where to write the report (YAML).
     #[arg(long)]
-    report: PathBuf,
+    pub(crate) report: PathBuf,
     /// The conformance profile.
     #[arg(long, default_value = "GATEWAY-HTTP")]
-    profile: String,
+    pub(crate) profile: String,
     /// Run only this test (by ShortName); the others are reported as skipped.
     #[arg(long)]
-    run_test: Option<String>,
+    pub(crate) run_test: Option<String>,
     /// The upstream conformance directory (manifests), unmodified.
     #[arg(long, env = "TRELLIS_CONFORMANCE_DIR")]
     upstream: Option<PathBuf>,
@@ -45,9 +50,9 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.profile != "GATEWAY-HTTP" {
+    if !["GATEWAY-HTTP", "MESH-HTTP"].contains(&args.profile.as_str()) {
         bail!(
-            "only the GATEWAY-HTTP profile is implemented, not {}",
+            "the GATEWAY-HTTP and MESH-HTTP profiles are implemented, not {}",
             args.profile
         );
     }
@@ -71,6 +76,9 @@ fn main() -> anyhow::Result<()> {
             p
         }
     };
+    if args.profile == "MESH-HTTP" {
+        return run_mesh(&args, &upstream, &work);
+    }
     let started = Instant::now();
     println!(
         "Setting up: base manifests, certificates, echo pods, Gateways ({})",

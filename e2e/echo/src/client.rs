@@ -80,13 +80,53 @@ fn exchange(req: &ClientRequest, index: usize) -> anyhow::Result<String> {
     }
     head.push_str("Connection: close\r\n\r\n");
     stream.write_all(head.as_bytes())?;
-    let mut raw = Vec::new();
-    // A bound on what is read: an echo answer is small.
-    stream
-        .take(1 << 20)
-        .read_to_end(&mut raw)
-        .context("reading the response")?;
+    let raw = read_response(&mut stream).context("reading the response")?;
     render(&raw, &req.url, index)
+}
+
+/// Reads one response: its head, then a body of `Content-Length` bytes, else up to the end of
+/// the connection. Waiting for the end when the length is known would cost a proxy's delayed
+/// close (Envoy waits a second for the client to close after a local reply).
+fn read_response(stream: &mut impl Read) -> anyhow::Result<Vec<u8>> {
+    // A bound on what is read: an echo answer is small.
+    const LIMIT: usize = 1 << 20;
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 || raw.len() > LIMIT {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    };
+    let length = String::from_utf8_lossy(&raw[..head_end])
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        });
+    match length {
+        Some(length) => {
+            let total = head_end.saturating_add(length).min(LIMIT);
+            while raw.len() < total {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&chunk[..n]);
+            }
+            raw.truncate(total);
+        }
+        None => {
+            stream.take(LIMIT as u64).read_to_end(&mut raw)?;
+        }
+    }
+    Ok(raw)
 }
 
 /// The lines for one raw response.
@@ -144,6 +184,22 @@ pub fn run(req: &ClientRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_response_with_a_length_is_read_without_waiting_for_the_end() {
+        // The reader would fail if asked for more than the response.
+        struct Once(Option<Vec<u8>>);
+        impl Read for Once {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let data = self.0.take().ok_or(std::io::ErrorKind::WouldBlock)?;
+                buf[..data.len()].copy_from_slice(&data);
+                Ok(data.len())
+            }
+        }
+        let text = b"HTTP/1.1 302 Found\r\nlocation: http://x/\r\ncontent-length: 0\r\n\r\n";
+        let raw = read_response(&mut Once(Some(text.to_vec()))).unwrap();
+        assert_eq!(raw, text);
+    }
 
     #[test]
     fn urls_split_into_host_port_and_path() {

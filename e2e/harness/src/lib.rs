@@ -415,6 +415,47 @@ impl ControlPlane {
         )?)?)
     }
 
+    /// Waits until a proxy of each snapshot key (`pod/<ns>/<name>` for a sidecar) is
+    /// connected and holds exactly what it should: every type it asked for SYNCED. A sidecar
+    /// is ready (Envoy's `/ready`) once its first configuration arrived; this waits for the
+    /// latest. Give the control plane a moment to translate a change first.
+    pub fn wait_synced(&self, keys: &[String], timeout: Duration) -> anyhow::Result<()> {
+        let mut last = String::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let proxies = self.proxies()?;
+            let pending: Vec<&String> = keys
+                .iter()
+                .filter(|key| {
+                    let Some(p) = proxies
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|p| p["key"] == key.as_str())
+                    else {
+                        return true;
+                    };
+                    let states: Vec<&str> = p["types"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(_, t)| t["status"].as_str())
+                        .collect();
+                    states.iter().filter(|s| **s == "SYNCED").count() < 3
+                        || states.iter().any(|s| *s == "STALE" || *s == "NACKED")
+                })
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("proxies not in sync after {timeout:?}: {pending:?}; {last}");
+            }
+            last = proxies.to_string();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `GET /metrics` as text.
     pub fn metrics(&self) -> anyhow::Result<String> {
         http_get_text(self.admin, "/metrics")

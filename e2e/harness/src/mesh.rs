@@ -186,6 +186,23 @@ impl MeshPod {
             .unwrap_or(0))
     }
 
+    /// Waits until the sidecar has no listener or cluster warming: the control plane counts a
+    /// listener update as synced once it is ACKed, while Envoy still waits for the new
+    /// listeners' routes before it hands them connections.
+    pub fn wait_settled(&self) -> anyhow::Result<()> {
+        wait_for(
+            "the sidecar's listeners and clusters to warm",
+            Duration::from_secs(30),
+            || {
+                let warming = self
+                    .sidecar_stat("listener_manager.total_listeners_warming")
+                    .ok()?
+                    + self.sidecar_stat("cluster_manager.warming_clusters").ok()?;
+                (warming == 0).then_some(())
+            },
+        )
+    }
+
     /// `GET path` on the sidecar's admin interface.
     pub fn admin(&self, path: &str) -> anyhow::Result<String> {
         let path = path.to_string();
