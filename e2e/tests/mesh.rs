@@ -184,30 +184,35 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
         name: "echo-v1",
         labels: &[("app", "echo"), ("version", "v1")],
         sidecar: true,
+        ip: None,
     });
     let v2 = mesh.pod(PodSpec {
         namespace: "shop",
         name: "echo-v2",
         labels: &[("app", "echo"), ("version", "v2")],
         sidecar: true,
+        ip: None,
     });
     let client = mesh.pod(PodSpec {
         namespace: "shop",
         name: "client",
         labels: &[("app", "client")],
         sidecar: true,
+        ip: None,
     });
     let consumer = mesh.pod(PodSpec {
         namespace: "team",
         name: "client",
         labels: &[("app", "client")],
         sidecar: true,
+        ip: None,
     });
     let legacy = mesh.pod(PodSpec {
         namespace: "shop",
         name: "legacy",
         labels: &[("app", "legacy")],
         sidecar: false,
+        ip: None,
     });
     let echo = mesh.service("shop", "echo", 10, 80, &[("app", "echo")]);
     mesh.service(

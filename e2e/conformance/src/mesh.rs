@@ -196,6 +196,7 @@ impl MeshCluster {
                 name: &name,
                 labels: &labels,
                 sidecar: true,
+                ip: None,
             };
             let pod = MeshPod::start(&self.net, &self.work, &spec, self.control_plane.xds)
                 .with_context(|| format!("starting pod {}/{name}", id.namespace))?;

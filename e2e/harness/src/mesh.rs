@@ -30,6 +30,8 @@ pub struct PodSpec<'a> {
     pub labels: &'a [(&'a str, &'a str)],
     /// Whether the pod gets the capture rules and a sidecar.
     pub sidecar: bool,
+    /// Its address; the network's next one when `None`.
+    pub ip: Option<Ipv4Addr>,
 }
 
 /// A running pod.
@@ -58,7 +60,11 @@ impl MeshPod {
         spec: &PodSpec<'_>,
         xds: SocketAddr,
     ) -> anyhow::Result<MeshPod> {
-        let netns = net.pod(&format!("{}-{}", spec.namespace, spec.name))?;
+        let name = format!("{}-{}", spec.namespace, spec.name);
+        let netns = match spec.ip {
+            Some(ip) => net.pod_at(&name, ip)?,
+            None => net.pod(&name)?,
+        };
         let log = work.join(format!("app-{}-{}.log", spec.namespace, spec.name));
         let mut cmd = netns.command(Some(APP_UID), &echo_bin()?);
         cmd.arg("--address")

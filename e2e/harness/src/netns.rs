@@ -59,6 +59,18 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host's IPv4 addresses (`ip -o -4 addr show`).
+fn used_addresses() -> anyhow::Result<String> {
+    Ok(String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .context("cannot list addresses")?
+            .stdout,
+    )
+    .to_string())
+}
+
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     run(Command::new("ip").args(args))
 }
@@ -81,38 +93,43 @@ static NETWORKS: AtomicU32 = AtomicU32::new(0);
 impl Network {
     /// A new bridge on a /16 of 10.0.0.0/8 that no interface of the host uses.
     pub fn create() -> anyhow::Result<Network> {
-        let used = String::from_utf8_lossy(
-            &Command::new("ip")
-                .args(["-o", "-4", "addr", "show"])
-                .output()
-                .context("cannot list addresses")?
-                .stdout,
-        )
-        .to_string();
+        let used = used_addresses()?;
         let seed = std::process::id() * 31 + NETWORKS.fetch_add(1, Ordering::Relaxed) * 7;
         for attempt in 0..150 {
             let second = 100 + ((seed + attempt) % 150) as u8;
             if used.contains(&format!(" 10.{second}.")) {
                 continue;
             }
-            let tag = format!("t{}", (seed + attempt) % 100_000);
-            let bridge = format!("{tag}br");
-            let gateway = Ipv4Addr::new(10, second, 0, 1);
-            if ip(&["link", "add", &bridge, "type", "bridge"]).is_err() {
-                continue;
+            if let Ok(net) = Network::bridge(second, format!("t{}", (seed + attempt) % 100_000)) {
+                return Ok(net);
             }
-            let net = Network {
-                bridge: bridge.clone(),
-                gateway,
-                tag,
-                second,
-                next: AtomicU32::new(2),
-            };
-            ip(&["addr", "add", &format!("{gateway}/16"), "dev", &bridge])?;
-            ip(&["link", "set", &bridge, "up"])?;
-            return Ok(net);
         }
         bail!("no free /16 in 10.100-249.0.0 for a test bridge")
+    }
+
+    /// A bridge on 10.`second`.0.0/16 (the quickstart's pods are written at fixed addresses),
+    /// its links named after `tag`; fails when an interface of the host uses that range.
+    pub fn create_on(second: u8, tag: &str) -> anyhow::Result<Network> {
+        if used_addresses()?.contains(&format!(" 10.{second}.")) {
+            bail!("10.{second}.0.0/16 is in use on this machine");
+        }
+        Network::bridge(second, tag.to_string())
+    }
+
+    fn bridge(second: u8, tag: String) -> anyhow::Result<Network> {
+        let bridge = format!("{tag}br");
+        let gateway = Ipv4Addr::new(10, second, 0, 1);
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        let net = Network {
+            bridge: bridge.clone(),
+            gateway,
+            tag,
+            second,
+            next: AtomicU32::new(2),
+        };
+        ip(&["addr", "add", &format!("{gateway}/16"), "dev", &bridge])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        Ok(net)
     }
 
     /// The next pod address.
@@ -129,6 +146,17 @@ impl Network {
     /// A new pod namespace on this network.
     pub fn pod(&self, name: &str) -> anyhow::Result<Netns> {
         Netns::create(self, name, self.allocate())
+    }
+
+    /// A new pod namespace with the address `ip` (in this network's /16).
+    pub fn pod_at(&self, name: &str, ip: Ipv4Addr) -> anyhow::Result<Netns> {
+        anyhow::ensure!(
+            ip.octets()[..2] == [10, self.second],
+            "{ip} is not in this network's 10.{}.0.0/16",
+            self.second
+        );
+        self.next.fetch_add(1, Ordering::Relaxed);
+        Netns::create(self, name, ip)
     }
 }
 

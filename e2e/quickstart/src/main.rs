@@ -2,8 +2,13 @@
 //!
 //! Runs the Trellis control plane on a config directory (by default `deploy/quickstart`), a
 //! real Envoy for every Gateway in it, and an echo backend for every endpoint its
-//! EndpointSlices list, then prints the requests that reach them. Everything stops on Ctrl-C.
-//! With `--check` it sends those requests itself, reports, and exits (non-zero on failure).
+//! EndpointSlices list, then prints the requests that reach them. As root it also runs the
+//! mesh: every Pod of the directory as a network namespace, with an Envoy sidecar when the pod
+//! is in the mesh ([`mesh`]), and prints a request from one pod to another's Service that a
+//! GAMMA HTTPRoute routes. Everything stops on Ctrl-C. With `--check` it sends those requests
+//! itself, reports, and exits (non-zero on failure).
+
+mod mesh;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -28,6 +33,10 @@ struct Args {
     /// Send the sample requests, report, and exit instead of running until Ctrl-C.
     #[arg(long)]
     check: bool,
+    /// The second octet of the pods' network (10.N.0.0/16): the Pods' IPs in the config
+    /// directory must be in it.
+    #[arg(long, default_value_t = mesh::POD_NETWORK)]
+    pod_network: u8,
     /// Keep logs and status under this directory (a temporary one by default).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -102,6 +111,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
+    // Pods of the mesh run in network namespaces (root), not as loopback echo backends.
+    let mesh_pods = mesh::pods_with_ips(&input, args.pod_network);
+    let mesh_ips: std::collections::BTreeSet<Ipv4Addr> =
+        mesh_pods.iter().map(|(_, ip)| *ip).collect();
+    let network = if mesh_pods.is_empty() {
+        Err("the config directory has no Pods".to_string())
+    } else {
+        mesh::network(args.pod_network)
+    };
+
     println!("Starting the sample backends...");
     let mut pods = Vec::new();
     for (key, slice) in &input.endpoint_slices {
@@ -119,6 +138,9 @@ fn main() -> anyhow::Result<()> {
             else {
                 continue;
             };
+            if mesh_ips.contains(&ip) {
+                continue;
+            }
             let pod = endpoint
                 .target_ref
                 .as_ref()
@@ -134,7 +156,13 @@ fn main() -> anyhow::Result<()> {
     println!("  {} echo pods", pods.len());
 
     println!("Starting the control plane on {}...", config_dir.display());
-    let control_plane = ControlPlane::start(&config_dir, &work, &[])?;
+    // With the pods' network, xDS listens on its bridge so sidecars reach it (Gateways too).
+    let control_plane = match &network {
+        Ok(net) => {
+            ControlPlane::start_with_xds(&config_dir, &work, &format!("{}:0", net.gateway), &[])?
+        }
+        Err(_) => ControlPlane::start(&config_dir, &work, &[])?,
+    };
     println!(
         "  xDS on {}, admin on {}",
         control_plane.xds, control_plane.admin
@@ -153,7 +181,51 @@ fn main() -> anyhow::Result<()> {
         envoys.push(envoy);
     }
 
-    let samples = samples(&input, &gateways);
+    let mesh = match network {
+        Ok(net) => {
+            println!(
+                "Starting the mesh's pods (network namespaces on {})...",
+                net.bridge
+            );
+            let mesh = mesh::start(net, &input, &work, &control_plane)?;
+            println!(
+                "  {} pods, {} with a sidecar",
+                mesh.pods.len(),
+                mesh.pods.iter().filter(|p| p.sidecar).count()
+            );
+            Some(mesh)
+        }
+        Err(why) => {
+            if !mesh_pods.is_empty() {
+                println!(
+                    "The mesh's {} pods are not started: {why}. Run `sudo ./dev up` to see \
+                     requests between pods go through their sidecars.",
+                    mesh_pods.len()
+                );
+            }
+            None
+        }
+    };
+    let mesh_samples = mesh
+        .as_ref()
+        .map(|m| mesh::samples(&input, m))
+        .unwrap_or_default();
+    if let Some(m) = &mesh {
+        for s in &mesh_samples {
+            eventually(
+                &format!("{} to answer", s.command(m)),
+                Duration::from_secs(20),
+                || Ok(s.send(m)?.0 < 400),
+            )?;
+        }
+    }
+
+    let missing_pods = if mesh.is_some() {
+        Default::default()
+    } else {
+        mesh_ips.clone()
+    };
+    let samples = samples(&input, &gateways, &missing_pods);
     // Wait until every sample answers as it should.
     for s in &samples {
         eventually(
@@ -176,6 +248,20 @@ fn main() -> anyhow::Result<()> {
     println!();
     for s in &samples {
         println!("  {}", s.curl());
+    }
+    if let Some(m) = &mesh {
+        println!();
+        println!("Inside the mesh, from one pod to another's Service (GAMMA HTTPRoutes):");
+        println!();
+        for s in &mesh_samples {
+            println!("  {}", s.command(m));
+        }
+        println!();
+        println!("Each sidecar, its class and its sync state:");
+        println!(
+            "  cargo run -q -p trellis -- proxy-status --admin-address {}",
+            control_plane.admin
+        );
     }
     println!();
     println!("Status of every object:");
@@ -216,10 +302,32 @@ fn main() -> anyhow::Result<()> {
                 failed += 1;
             }
         }
+        if let Some(m) = &mesh {
+            for s in &mesh_samples {
+                let (status, pod, route) = s.send(m)?;
+                let headers: Vec<String> = s
+                    .headers
+                    .iter()
+                    .map(|(k, v)| format!(" -H '{k}: {v}'"))
+                    .collect();
+                println!(
+                    "check: {}{} -> {status} {pod} (x-mesh-route: {})",
+                    s.url,
+                    headers.concat(),
+                    route.as_deref().unwrap_or("-")
+                );
+                if status >= 400 {
+                    failed += 1;
+                }
+            }
+        }
         if failed > 0 {
             bail!("{failed} sample requests failed");
         }
-        println!("check: all {} sample requests answered", samples.len());
+        println!(
+            "check: all {} sample requests answered",
+            samples.len() + mesh_samples.len()
+        );
         return Ok(());
     }
 
@@ -230,6 +338,7 @@ fn main() -> anyhow::Result<()> {
     let _ = rx.recv();
     println!("Stopping.");
     drop(envoys);
+    drop(mesh);
     drop(control_plane);
     drop(pods);
     Ok(())
@@ -264,10 +373,18 @@ fn gateway_addresses(input: &InputSet) -> std::collections::BTreeMap<ObjectKey, 
 fn samples(
     input: &InputSet,
     gateways: &std::collections::BTreeMap<ObjectKey, Vec<SocketAddr>>,
+    missing_pods: &std::collections::BTreeSet<Ipv4Addr>,
 ) -> Vec<Sample> {
     let mut out = Vec::new();
     for (key, route) in &input.http_routes {
         let HttpRoute { spec, .. } = &**route;
+        if !missing_pods.is_empty() && only_reaches(input, key, route, missing_pods) {
+            println!(
+                "HTTPRoute {key} routes to pods of the mesh, which are not running: no sample \
+                 request"
+            );
+            continue;
+        }
         let Some(gateway) = spec.parent_refs.first().and_then(|p| {
             let ns = p.namespace.clone().unwrap_or_else(|| key.namespace.clone());
             gateways
@@ -310,6 +427,39 @@ fn samples(
         }
     }
     out
+}
+
+/// Whether every endpoint of every backend of the route is one of `ips`.
+fn only_reaches(
+    input: &InputSet,
+    key: &ObjectKey,
+    route: &HttpRoute,
+    ips: &std::collections::BTreeSet<Ipv4Addr>,
+) -> bool {
+    let mut endpoints = input
+        .endpoint_slices
+        .iter()
+        .filter(|(slice_key, slice)| {
+            route
+                .spec
+                .rules
+                .iter()
+                .flat_map(|r| &r.backend_refs)
+                .any(|b| {
+                    let ns = b.namespace.as_deref().unwrap_or(&key.namespace);
+                    slice_key.namespace == ns
+                        && slice
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("kubernetes.io/service-name"))
+                            == Some(&b.name)
+                })
+        })
+        .flat_map(|(_, slice)| slice.endpoints.iter().flat_map(|e| &e.addresses))
+        .peekable();
+    endpoints.peek().is_some()
+        && endpoints.all(|a| a.parse::<Ipv4Addr>().is_ok_and(|ip| ips.contains(&ip)))
 }
 
 /// Sends on `tx` when SIGINT or SIGTERM arrives.

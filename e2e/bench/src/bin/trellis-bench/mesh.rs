@@ -102,6 +102,7 @@ impl Bed {
             name,
             labels: &[("app", name)],
             sidecar,
+            ip: None,
         };
         let pod = MeshPod::start(&self.net, &self.work, &spec, self.cp.xds)?;
         std::fs::write(self.config.join(format!("pod-{name}.yaml")), pod.pod_yaml())?;
