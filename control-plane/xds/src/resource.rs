@@ -117,6 +117,11 @@ pub struct Resource {
     pub body: Any,
     /// Resources that must be at the client first.
     pub dependencies: Vec<Dependency>,
+    /// Resources the client asks for once it holds this one: the route configurations a
+    /// listener's HTTP connection managers load over RDS, the endpoints of an EDS cluster.
+    /// Until the client holds them, this resource is not in force (Envoy keeps such a listener
+    /// or cluster warming), so their type is not in sync.
+    pub references: Vec<Dependency>,
 }
 
 impl fmt::Debug for Resource {
@@ -146,9 +151,12 @@ impl Resource {
         let value = message.encode_to_vec();
         dependencies.sort();
         dependencies.dedup();
+        let name: Arc<str> = Arc::from(name.into());
+        let references = references(&M::type_url(), &name, &value);
         Arc::new(Resource {
-            name: Arc::from(name.into()),
+            name,
             version: content_hash([value.as_slice()]),
+            references,
             body: Any {
                 type_url: M::type_url(),
                 value,
@@ -166,9 +174,12 @@ impl Resource {
     ) -> Arc<Resource> {
         dependencies.sort();
         dependencies.dedup();
+        let name: Arc<str> = Arc::from(name.into());
+        let references = references(&M::type_url(), &name, &value);
         Arc::new(Resource {
-            name: Arc::from(name.into()),
+            name,
             version: content_hash([value.as_slice()]),
+            references,
             body: Any {
                 type_url: M::type_url(),
                 value,
@@ -181,6 +192,71 @@ impl Resource {
     pub fn resource_type(&self) -> Option<ResourceType> {
         ResourceType::from_type_url(&self.body.type_url)
     }
+}
+
+/// What a client asks for once it holds the resource `name` of `type_url` encoded as `value`
+/// (see [`Resource::references`]). Bodies that do not decode refer to nothing.
+fn references(type_url: &str, name: &str, value: &[u8]) -> Vec<Dependency> {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+        ClusterDiscoveryType, DiscoveryType,
+    };
+    use envoy_types::pb::envoy::config::listener::v3::{Listener, filter::ConfigType};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, http_connection_manager::RouteSpecifier,
+    };
+    let mut out = Vec::new();
+    match ResourceType::from_type_url(type_url) {
+        Some(ResourceType::Listener) => {
+            let Ok(listener) = Listener::decode(value) else {
+                return out;
+            };
+            let chains = listener
+                .filter_chains
+                .iter()
+                .chain(listener.default_filter_chain.as_ref());
+            for filter in chains.flat_map(|c| &c.filters) {
+                let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+                    continue;
+                };
+                if any.type_url != HttpConnectionManager::type_url() {
+                    continue;
+                }
+                if let Ok(hcm) = HttpConnectionManager::decode(any.value.as_slice())
+                    && let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier
+                {
+                    out.push(Dependency {
+                        resource_type: ResourceType::Route,
+                        name: rds.route_config_name,
+                    });
+                }
+            }
+        }
+        Some(ResourceType::Cluster) => {
+            let Ok(cluster) = Cluster::decode(value) else {
+                return out;
+            };
+            let eds = matches!(
+                cluster.cluster_discovery_type,
+                Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32
+            );
+            if eds {
+                let service = cluster
+                    .eds_cluster_config
+                    .map(|c| c.service_name)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| name.to_string());
+                out.push(Dependency {
+                    resource_type: ResourceType::Endpoint,
+                    name: service,
+                });
+            }
+        }
+        _ => {}
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// A version over a set of named versions (names in order): equal sets, equal versions. Used

@@ -419,6 +419,9 @@ impl StreamState {
                 SyncStatus::Nacked
             } else if ts.pending.is_some() {
                 SyncStatus::Stale
+            } else if !self.references_held(*t) {
+                // A listener or cluster the client holds waits for this type's resources.
+                SyncStatus::Stale
             } else if ts.settled && !self.evaluates_all() {
                 SyncStatus::Synced
             } else {
@@ -445,6 +448,25 @@ impl StreamState {
             out.insert(*t, status);
         }
         out
+    }
+
+    /// Whether the client holds every resource of type `t` that the resources it holds refer
+    /// to ([`Resource::references`]) and the snapshot has: after a new listener is ACKed, its
+    /// routes are not in force until the client has asked for and ACKed them too.
+    fn references_held(&self, t: ResourceType) -> bool {
+        if !matches!(t, ResourceType::Route | ResourceType::Endpoint) {
+            return true;
+        }
+        let (Some(ts), Some(snapshot)) = (self.types.get(&t), self.snapshot.as_ref()) else {
+            return true;
+        };
+        let available = snapshot.resources(t);
+        self.types
+            .values()
+            .flat_map(|other| other.client.values().filter_map(ClientEntry::resource))
+            .flat_map(|r| &r.references)
+            .filter(|d| d.resource_type == t)
+            .all(|d| ts.client.contains_key(d.name.as_str()) || available.get(&d.name).is_none())
     }
 
     /// The snapshot version the proxy is in sync with: every subscribed type Synced.

@@ -982,6 +982,85 @@ fn delta_sync_status_is_synced_only_when_everything_wanted_is_held() {
     assert!(s.sync().0.values().all(|x| *x == SyncStatus::Synced));
 }
 
+/// A listener whose HTTP connection manager loads `routes` over RDS.
+fn rds_listener(name: &str, routes: &str) -> Arc<Resource> {
+    use envoy_types::pb::envoy::config::core::v3::{ConfigSource, config_source};
+    use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, filter};
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpConnectionManager, Rds, http_connection_manager::RouteSpecifier,
+    };
+    use prost::Name;
+    let hcm = HttpConnectionManager {
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            route_config_name: routes.into(),
+            config_source: Some(ConfigSource {
+                config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
+                    Default::default(),
+                )),
+                ..Default::default()
+            }),
+        })),
+        ..Default::default()
+    };
+    Resource::new(
+        name,
+        &Listener {
+            name: name.into(),
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter {
+                    name: "hcm".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(
+                        envoy_types::pb::google::protobuf::Any {
+                            type_url: HttpConnectionManager::type_url(),
+                            value: prost::Message::encode_to_vec(&hcm),
+                        },
+                    )),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+}
+
+#[test]
+fn sotw_routes_of_a_new_listener_are_not_in_sync_until_the_proxy_asked_for_and_acked_them() {
+    let first = snap(&[rds_listener("l1", "r1"), route("r1", &[])]);
+    let mut s = SotwStream::new(first);
+    let l = only(s.on_request(&req(ResourceType::Listener, "", "", &[])).0);
+    let r = only(s.on_request(&req(ResourceType::Route, "", "", &["r1"])).0);
+    ack(&mut s, &l, &[]);
+    ack(&mut s, &r, &["r1"]);
+    assert!(s.sync().0.values().all(|x| *x == SyncStatus::Synced));
+    // A second listener with routes of its own: once its listener is ACKed, and before the
+    // proxy asks for r2, every name it asked for is held, yet r2 is not: routes are behind.
+    let l = only(
+        s.on_snapshot(snap(&[
+            rds_listener("l1", "r1"),
+            rds_listener("l2", "r2"),
+            route("r1", &[]),
+            route("r2", &[]),
+        ]))
+        .0,
+    );
+    ack(&mut s, &l, &[]);
+    let status = s.sync().0;
+    assert_eq!(status[&ResourceType::Listener], SyncStatus::Synced);
+    assert_eq!(status[&ResourceType::Route], SyncStatus::Stale);
+    let r = only(
+        s.on_request(&req(
+            ResourceType::Route,
+            &r.version_info,
+            &r.nonce,
+            &["r1", "r2"],
+        ))
+        .0,
+    );
+    assert_eq!(s.sync().0[&ResourceType::Route], SyncStatus::Stale);
+    ack(&mut s, &r, &["r1", "r2"]);
+    assert!(s.sync().0.values().all(|x| *x == SyncStatus::Synced));
+}
+
 #[test]
 fn sync_status_follows_acks_nacks_and_pending_responses() {
     let snapshot = snap(&[cluster("a", 1), listener("l")]);
