@@ -454,16 +454,22 @@ impl StreamState {
     /// to ([`Resource::references`]) and the snapshot has: after a new listener is ACKed, its
     /// routes are not in force until the client has asked for and ACKed them too.
     fn references_held(&self, t: ResourceType) -> bool {
-        if !matches!(t, ResourceType::Route | ResourceType::Endpoint) {
-            return true;
-        }
-        let (Some(ts), Some(snapshot)) = (self.types.get(&t), self.snapshot.as_ref()) else {
+        let referring = match t {
+            ResourceType::Route => ResourceType::Listener,
+            ResourceType::Endpoint => ResourceType::Cluster,
+            _ => return true,
+        };
+        let (Some(ts), Some(by), Some(snapshot)) = (
+            self.types.get(&t),
+            self.types.get(&referring),
+            self.snapshot.as_ref(),
+        ) else {
             return true;
         };
         let available = snapshot.resources(t);
-        self.types
+        by.client
             .values()
-            .flat_map(|other| other.client.values().filter_map(ClientEntry::resource))
+            .filter_map(ClientEntry::resource)
             .flat_map(|r| &r.references)
             .filter(|d| d.resource_type == t)
             .all(|d| ts.client.contains_key(d.name.as_str()) || available.get(&d.name).is_none())
