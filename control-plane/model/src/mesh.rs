@@ -14,6 +14,20 @@ pub const MESH_ENABLED: &str = "enabled";
 /// The pod annotation that keeps one pod out of the mesh (`"false"`).
 pub const SIDECAR_ANNOTATION: &str = "trellis.dev/sidecar";
 
+/// The namespace label that chooses where its sidecars send connections to destinations that
+/// are no Service of the mesh: `allow-any` (the default: as they were addressed) or
+/// `registry-only` (nowhere: the connection is closed), Istio's outbound traffic modes.
+pub const OUTBOUND_TRAFFIC_LABEL: &str = "trellis.dev/outbound-traffic";
+
+/// Whether a namespace's sidecars block destinations outside the mesh
+/// ([`OUTBOUND_TRAFFIC_LABEL`]` = registry-only`).
+pub fn outbound_registry_only(input: &InputSet, namespace: &str) -> bool {
+    input
+        .namespace_labels(namespace)
+        .get(OUTBOUND_TRAFFIC_LABEL)
+        .is_some_and(|v| v == "registry-only")
+}
+
 /// Whether a namespace's pods are in the mesh.
 pub fn namespace_in_mesh(input: &InputSet, namespace: &str) -> bool {
     input

@@ -6,6 +6,7 @@ use crate::ir::{ClusterIr, EndpointIr, UpstreamProtocol};
 use std::collections::BTreeMap;
 use trellis_model::core::{EndpointSlice, Service};
 use trellis_model::gateway::GROUP;
+use trellis_model::mesh::{PortProtocol, port_protocol};
 use trellis_model::{InputSet, ObjectKey};
 
 /// A reference to a backend, as written in a route.
@@ -155,10 +156,16 @@ impl<'a> Backends<'a> {
             ));
         };
         let protocol = match service_port.app_protocol.as_deref() {
-            None | Some("http") | Some("HTTP") | Some("kubernetes.io/ws") => {
-                UpstreamProtocol::Http1
+            // Without appProtocol, the port's name says (`grpc-*`, `http2-*`, `h2c-*`: HTTP/2),
+            // as the mesh reads it.
+            None => match port_protocol(service_port) {
+                Some(PortProtocol::Http2) => UpstreamProtocol::H2c,
+                _ => UpstreamProtocol::Http1,
+            },
+            Some("http") | Some("HTTP") | Some("kubernetes.io/ws") => UpstreamProtocol::Http1,
+            Some("kubernetes.io/h2c") | Some("h2c") | Some("http2") | Some("grpc") => {
+                UpstreamProtocol::H2c
             }
-            Some("kubernetes.io/h2c") | Some("h2c") | Some("grpc") => UpstreamProtocol::H2c,
             Some(other) => {
                 return Err(Problem::unresolved(
                     Reason::UnsupportedProtocol,
@@ -173,6 +180,33 @@ impl<'a> Backends<'a> {
             name: cluster_name(&key, port),
             protocol,
             endpoints: self.endpoints(&key, service, service_port),
+        })
+    }
+
+    /// The cluster of a Service port as the mesh's outbound listeners use it: any TCP port,
+    /// whatever its `appProtocol` (a TCP port's connections are proxied as they are), HTTP/2
+    /// upstream when the port speaks it. `None` when the Service or the port does not exist.
+    pub fn service_port_cluster(
+        &self,
+        key: &ObjectKey,
+        port: u16,
+        protocol: PortProtocol,
+    ) -> Option<ClusterIr> {
+        let service = self.input.services.get(key)?;
+        let service_port = service
+            .spec
+            .as_ref()?
+            .ports
+            .as_ref()?
+            .iter()
+            .find(|p| p.port == i32::from(port))?;
+        Some(ClusterIr {
+            name: cluster_name(key, i32::from(port)),
+            protocol: match protocol {
+                PortProtocol::Http2 => UpstreamProtocol::H2c,
+                PortProtocol::Http | PortProtocol::Tcp => UpstreamProtocol::Http1,
+            },
+            endpoints: self.endpoints(key, service, service_port),
         })
     }
 

@@ -13,7 +13,7 @@
 //! ClusterIP) uses no route. Mesh routes' backends need no ReferenceGrant (GEP-1294).
 
 use crate::StatusSet;
-use crate::backend::{BackendRef, Backends, mesh_route_referrer};
+use crate::backend::{Backends, mesh_route_referrer};
 use crate::conditions::{ConditionType, Problem, Reason, condition};
 use crate::gateway::Entry;
 use crate::ir::{
@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::core::{Pod, Service, ServicePort};
 use trellis_model::gateway::{ParentReference, RouteParentStatus, RouteStatus};
 use trellis_model::mesh::{
-    PortProtocol, cluster_ip, namespace_in_mesh, pod_in_mesh, pod_ips, pod_ready, port_protocol,
+    PortProtocol, cluster_ip, namespace_in_mesh, outbound_registry_only, pod_in_mesh, pod_ips,
+    pod_ready, port_protocol,
 };
 use trellis_model::{InputSet, MESH_CONTROLLER_NAME, ObjectKey};
 
@@ -285,9 +286,13 @@ fn sidecars(
         if out.sidecars.contains_key(&class) {
             continue;
         }
-        let base = outbound
-            .entry(key.namespace.clone())
-            .or_insert_with(|| outbound_for(&key.namespace, backends, services, attachments));
+        let base = outbound.entry(key.namespace.clone()).or_insert_with(|| {
+            let mut sidecar = outbound_for(&key.namespace, backends, services, attachments);
+            if outbound_registry_only(input, &key.namespace) {
+                sidecar.unknown_destinations = UnknownDestinations::Block;
+            }
+            sidecar
+        });
         let mut sidecar = base.clone();
         sidecar.inbound = inbound;
         out.sidecars.insert(class, sidecar);
@@ -381,7 +386,7 @@ fn outbound_for(
             let Ok(number) = u16::try_from(port.port) else {
                 continue;
             };
-            let own = service_cluster(backends, key, number);
+            let own = backends.service_port_cluster(key, number, *protocol);
             let mut listener = ServiceListenerIr {
                 service: key.clone(),
                 address: s.address.clone(),
@@ -407,22 +412,6 @@ fn outbound_for(
         }
     }
     sidecar
-}
-
-/// The cluster of a Service port.
-fn service_cluster(backends: &Backends<'_>, key: &ObjectKey, port: u16) -> Option<ClusterIr> {
-    backends
-        .resolve(
-            mesh_route_referrer(&key.namespace),
-            BackendRef {
-                group: "",
-                kind: "Service",
-                name: &key.name,
-                namespace: Some(&key.namespace),
-                port: Some(i32::from(port)),
-            },
-        )
-        .ok()
 }
 
 /// The routes of one HTTP Service port for the clients of `client`: the name of their route
