@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trellis_harness::ControlPlane;
-use trellis_harness::mesh::{MeshPod, PodSpec, namespace_yaml, service_yaml};
+use trellis_harness::mesh::{APP_PORT, MeshPod, PodSpec, namespace_yaml, service_yaml};
 use trellis_harness::netns::{Network, unavailable};
 
 /// `None` (and why, printed) when pods cannot be made here; a failure in CI.
@@ -366,6 +366,33 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
         .unwrap();
     assert_eq!((r.status, r.pod().as_str()), (200, "legacy"));
     assert!(!mesh.pods[legacy].sidecar);
+
+    // Egress control: team's sidecars close connections to destinations outside the mesh (a
+    // pod IP is no Service's), shop's pass them on.
+    let legacy_pod = SocketAddr::from((mesh.pods[legacy].ip(), APP_PORT));
+    let r = mesh.pods[consumer]
+        .request(legacy_pod, "legacy", "/", &[])
+        .unwrap();
+    assert_eq!(r.status, 200, "passed on before the label");
+    let registry_only = namespace_yaml("team", true).replace(
+        "{trellis.dev/mesh: enabled}",
+        "{trellis.dev/mesh: enabled, trellis.dev/outbound-traffic: registry-only}",
+    );
+    mesh.write(
+        "namespaces.yaml",
+        &format!("{}{registry_only}", namespace_yaml("shop", true)),
+    );
+    eventually(
+        "team's sidecar blocks an address outside the mesh",
+        || match mesh.pods[consumer].request(legacy_pod, "legacy", "/", &[]) {
+            Err(_) => Ok(()),
+            Ok(r) => Err(format!("answered {} from {}", r.status, r.pod())),
+        },
+    );
+    let r = mesh.pods[client]
+        .request(legacy_pod, "legacy", "/", &[])
+        .unwrap();
+    assert_eq!((r.status, r.pod().as_str()), (200, "legacy"));
 
     // Requests keep flowing while the control plane restarts.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
