@@ -94,7 +94,8 @@ fn from_echo_v1(cluster: &MeshCluster, cases: &[MeshCase]) -> anyhow::Result<()>
 const MESH: &[&str] = &["Mesh"];
 const MESH_HTTP: &[&str] = &["Mesh", "HTTPRoute"];
 
-/// Every mesh test of upstream's MESH-HTTP profile, and the four in no profile.
+/// Every mesh test of upstream's MESH-HTTP profile, and the seven in no profile (the four
+/// mesh-only ones and the 303/307/308 redirects).
 pub fn all() -> Vec<MeshTest> {
     vec![
         MeshTest {
