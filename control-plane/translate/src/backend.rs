@@ -3,7 +3,7 @@
 
 use crate::conditions::{Problem, Reason};
 use crate::ir::{ClusterIr, EndpointIr, UpstreamProtocol};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::core::{EndpointSlice, Service};
 use trellis_model::gateway::GROUP;
 use trellis_model::mesh::{PortProtocol, port_protocol};
@@ -208,6 +208,23 @@ impl<'a> Backends<'a> {
             },
             endpoints: self.endpoints(key, service, service_port),
         })
+    }
+
+    /// The pods (names, in the Service's namespace) that the Service's EndpointSlices name by
+    /// `targetRef`: how a Service without a selector reaches its pods.
+    pub fn endpoint_pods(&self, key: &ObjectKey) -> BTreeSet<&'a str> {
+        self.slices
+            .get(key)
+            .into_iter()
+            .flatten()
+            .flat_map(|slice| &slice.endpoints)
+            .filter_map(|e| e.target_ref.as_ref())
+            .filter(|t| {
+                t.kind.as_deref() == Some("Pod")
+                    && t.namespace.as_deref().is_none_or(|ns| ns == key.namespace)
+            })
+            .filter_map(|t| t.name.as_deref())
+            .collect()
     }
 
     /// The ready endpoints of a Service port, from its EndpointSlices.

@@ -6,7 +6,8 @@
 //!  HTTPRoutes with a Service parent ──► per (client namespace, Service port):
 //!      the consumer routes of that namespace, else the producer routes (the Service's own
 //!      namespace), else a default route to the Service; hostnames ignored; status per parent
-//!  Pods in the mesh ──► a class: (namespace, HTTP ports of the Services selecting them)
+//!  Pods in the mesh ──► a class: (namespace, HTTP ports of the Services selecting them or
+//!      naming them by targetRef in their EndpointSlices)
 //! ```
 //!
 //! A request no attached route matches gets 404; a request to a pod IP (not a Service's
@@ -43,6 +44,9 @@ pub(crate) struct Mesh {
 struct MeshService<'a> {
     address: String,
     service: &'a Service,
+    /// Pods its EndpointSlices name by `targetRef` (a Service without a selector has no other
+    /// way to say which pods it sends to).
+    pods: BTreeSet<&'a str>,
     /// Its TCP ports and how each is spoken.
     ports: Vec<(&'a ServicePort, PortProtocol)>,
 }
@@ -59,7 +63,7 @@ struct Attachment<'r> {
 /// Translates the mesh: Service parents of HTTPRoutes (with their status) and every sidecar
 /// class.
 pub(crate) fn mesh(input: &InputSet, backends: &Backends<'_>, status: &mut StatusSet) -> Mesh {
-    let services = mesh_services(input);
+    let services = mesh_services(input, backends);
     let mut translated: BTreeMap<ObjectKey, Rules> = BTreeMap::new();
     for (key, route) in &input.http_routes {
         if route.spec.parent_refs.iter().any(is_service_parent) {
@@ -163,7 +167,10 @@ fn parent_key(route: &ObjectKey, parent: &ParentReference) -> ObjectKey {
 }
 
 /// Every Service of a meshed namespace that has a ClusterIP, with its TCP ports.
-fn mesh_services(input: &InputSet) -> BTreeMap<ObjectKey, MeshService<'_>> {
+fn mesh_services<'a>(
+    input: &'a InputSet,
+    backends: &Backends<'a>,
+) -> BTreeMap<ObjectKey, MeshService<'a>> {
     input
         .services
         .iter()
@@ -184,6 +191,7 @@ fn mesh_services(input: &InputSet) -> BTreeMap<ObjectKey, MeshService<'_>> {
                 MeshService {
                     address,
                     service,
+                    pods: backends.endpoint_pods(key),
                     ports,
                 },
             ))
@@ -330,7 +338,14 @@ fn inbound_ports(
             .as_ref()
             .and_then(|spec| spec.selector.clone())
             .unwrap_or_default();
-        if selector.is_empty() || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        let selected =
+            !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+        let named = pod
+            .metadata
+            .name
+            .as_deref()
+            .is_some_and(|name| s.pods.contains(name));
+        if !selected && !named {
             continue;
         }
         for (port, protocol) in &s.ports {
