@@ -6,6 +6,7 @@
 
 use crate::core::{Pod, PodSpec, PodStatus, Service, ServicePort};
 use crate::{InputSet, ObjectKey};
+use std::collections::BTreeSet;
 
 /// The namespace label that puts a namespace's pods in the mesh.
 pub const MESH_LABEL: &str = "trellis.dev/mesh";
@@ -26,6 +27,34 @@ pub fn outbound_registry_only(input: &InputSet, namespace: &str) -> bool {
         .namespace_labels(namespace)
         .get(OUTBOUND_TRAFFIC_LABEL)
         .is_some_and(|v| v == "registry-only")
+}
+
+/// The namespace annotation that limits which Services its sidecars hold, like the egress
+/// hosts of Istio's `Sidecar`: a comma-separated list of namespaces (the sidecar's own is
+/// always included; `*`, or no annotation, for every namespace of the mesh).
+pub const EGRESS_NAMESPACES_ANNOTATION: &str = "trellis.dev/egress-namespaces";
+
+/// The namespaces whose Services a namespace's sidecars hold
+/// ([`EGRESS_NAMESPACES_ANNOTATION`]); `None` for all of them.
+pub fn egress_namespaces(input: &InputSet, namespace: &str) -> Option<BTreeSet<String>> {
+    let value = input
+        .namespaces
+        .get(&ObjectKey::cluster(namespace))?
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(EGRESS_NAMESPACES_ANNOTATION)?;
+    let mut out: BTreeSet<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if out.contains("*") {
+        return None;
+    }
+    out.insert(namespace.to_string());
+    Some(out)
 }
 
 /// Whether a namespace's pods are in the mesh.

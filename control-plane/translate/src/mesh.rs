@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::core::{Pod, Service, ServicePort};
 use trellis_model::gateway::{ParentReference, RouteParentStatus, RouteStatus};
 use trellis_model::mesh::{
-    PortProtocol, cluster_ip, namespace_in_mesh, outbound_registry_only, pod_in_mesh, pod_ips,
-    pod_ready, port_protocol,
+    PortProtocol, cluster_ip, egress_namespaces, namespace_in_mesh, outbound_registry_only,
+    pod_in_mesh, pod_ips, pod_ready, port_protocol,
 };
 use trellis_model::{InputSet, MESH_CONTROLLER_NAME, ObjectKey};
 
@@ -295,7 +295,14 @@ fn sidecars(
             continue;
         }
         let base = outbound.entry(key.namespace.clone()).or_insert_with(|| {
-            let mut sidecar = outbound_for(&key.namespace, backends, services, attachments);
+            let scope = egress_namespaces(input, &key.namespace);
+            let mut sidecar = outbound_for(
+                &key.namespace,
+                backends,
+                services,
+                attachments,
+                scope.as_ref(),
+            );
             if outbound_registry_only(input, &key.namespace) {
                 sidecar.unknown_destinations = UnknownDestinations::Block;
             }
@@ -383,13 +390,15 @@ fn target_port(pod: &Pod, port: &ServicePort) -> Option<u16> {
     u16::try_from(number).ok().filter(|p| *p > 0)
 }
 
-/// What every sidecar of a namespace sends where: a listener per Service port of the mesh, the
-/// routes of its HTTP ports as this namespace's clients see them, and the clusters.
+/// What every sidecar of a namespace sends where: a listener per Service port of the mesh (of
+/// the namespaces in `scope`, when it is limited), the routes of its HTTP ports as this
+/// namespace's clients see them, and the clusters.
 fn outbound_for(
     namespace: &str,
     backends: &Backends<'_>,
     services: &BTreeMap<ObjectKey, MeshService<'_>>,
     attachments: &[Attachment<'_>],
+    scope: Option<&BTreeSet<String>>,
 ) -> SidecarIr {
     let mut sidecar = SidecarIr {
         namespace: namespace.to_string(),
@@ -397,6 +406,9 @@ fn outbound_for(
         ..Default::default()
     };
     for (key, s) in services {
+        if scope.is_some_and(|scope| !scope.contains(&key.namespace)) {
+            continue;
+        }
         for (port, protocol) in &s.ports {
             let Ok(number) = u16::try_from(port.port) else {
                 continue;

@@ -58,6 +58,25 @@ pub struct FanoutArgs {
     /// EndpointSlice changes to measure, one after another.
     #[arg(long, default_value_t = 5)]
     pub changes: usize,
+    /// Limit each namespace's sidecars to the Services of this many namespaces (its own and
+    /// the next ones, by the annotation trellis.dev/egress-namespaces); 0 for every Service.
+    #[arg(long, default_value_t = 0)]
+    pub egress_namespaces: usize,
+}
+
+impl FanoutArgs {
+    /// How many Services (namespaces) each sidecar holds.
+    fn holds(&self) -> usize {
+        match self.egress_namespaces {
+            0 => self.classes,
+            n => n.min(self.classes),
+        }
+    }
+
+    /// Whether the sidecars of namespace `c` hold the Service of namespace `target`.
+    fn in_scope(&self, c: usize, target: usize) -> bool {
+        (0..self.holds()).any(|k| (c + k) % self.classes == target)
+    }
 }
 
 /// A pod network with a control plane on its bridge and a meshed namespace `bench`.
@@ -452,7 +471,19 @@ pub fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let mut yaml = String::new();
     for c in 0..args.classes {
         let ns = format!("mesh-{c}");
-        yaml.push_str(&namespace_yaml(&ns, true));
+        if args.egress_namespaces > 0 {
+            let scope: Vec<String> = (1..args.holds())
+                .map(|k| format!("mesh-{}", (c + k) % args.classes))
+                .collect();
+            yaml.push_str(&format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: \
+                 {{trellis.dev/mesh: enabled}}\n  annotations: {{trellis.dev/egress-namespaces: \
+                 \"{}\"}}\n---\n",
+                scope.join(",")
+            ));
+        } else {
+            yaml.push_str(&namespace_yaml(&ns, true));
+        }
         yaml.push_str(&service_yaml(
             &ns,
             "svc",
@@ -490,9 +521,20 @@ async fn fanout_measure(args: &FanoutArgs, cp: &ControlPlane, config: &Path) -> 
     let cpu = || pid.and_then(|p| procfs::cpu_seconds(p).ok());
     println!(
         "mesh-fanout: {sidecars} simulated sidecars (Delta ADS) in {} namespaces, so {} sidecar \
-         classes; every sidecar holds every Service's listener, cluster and endpoints ({} each)",
-        args.classes, args.classes, args.classes
+         classes; each sidecar holds the listener, cluster and endpoints of {} Services{}",
+        args.classes,
+        args.classes,
+        args.holds(),
+        if args.egress_namespaces > 0 {
+            " (trellis.dev/egress-namespaces)"
+        } else {
+            " (every Service)"
+        }
     );
+    let expected: Vec<bool> = (0..args.classes)
+        .flat_map(|c| std::iter::repeat_n(args.in_scope(c, 0), args.sidecars_per_class))
+        .collect();
+    let expected_count = expected.iter().filter(|e| **e).count();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let status = cp.status()?;
     let classes: std::collections::BTreeSet<String> = status["sidecars"]
@@ -517,7 +559,7 @@ async fn fanout_measure(args: &FanoutArgs, cp: &ControlPlane, config: &Path) -> 
             clients.push(xds_client::start(channel, config).await?);
         }
     }
-    let wanted = args.classes;
+    let wanted = args.holds();
     wait_until(Duration::from_secs(600), || {
         clients.iter().all(|c| holds_endpoints(c) >= wanted)
     })
@@ -572,27 +614,41 @@ async fn fanout_measure(args: &FanoutArgs, cp: &ControlPlane, config: &Path) -> 
             .unwrap_or_default()
             .replace("name: svc-1,", "name: svc-extra,");
         std::fs::write(&slice, yaml)?;
+        // The sidecars that hold mesh-0's Service must get the change; the others must not.
         let converged = wait_until(Duration::from_secs(60), || {
             clients
                 .iter()
-                .all(|c| first_after(c, types::ENDPOINT, t0).is_some())
+                .zip(&expected)
+                .filter(|(_, e)| **e)
+                .all(|(c, _)| first_after(c, types::ENDPOINT, t0).is_some())
         })
         .await;
         let got = clients
             .iter()
-            .filter(|c| first_after(c, types::ENDPOINT, t0).is_some())
+            .zip(&expected)
+            .filter(|(c, e)| **e && first_after(c, types::ENDPOINT, t0).is_some())
             .count();
         anyhow::ensure!(
             converged.is_ok(),
-            "change {change}: only {got} of {sidecars} sidecars got it within 60 s"
+            "change {change}: only {got} of {expected_count} sidecars got it within 60 s"
         );
         let mut times: Vec<Duration> = clients
             .iter()
-            .map(|c| first_after(c, types::ENDPOINT, t0).unwrap_or(t0) - t0)
+            .zip(&expected)
+            .filter(|(_, e)| **e)
+            .map(|(c, _)| first_after(c, types::ENDPOINT, t0).unwrap_or(t0) - t0)
             .collect();
         let spent = cpu().zip(cpu_before).map(|(a, b)| a - b);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let others = clients
+            .iter()
+            .zip(&expected)
+            .filter(|(c, e)| !**e && first_after(c, types::ENDPOINT, t0).is_some())
+            .count();
         println!(
-            "  change {change}: {got} sidecars updated: {}; control plane CPU {}",
+            "  change {change}: {got} sidecars updated (all that hold the Service; {others} of \
+             the other {} got anything): {}; control plane CPU {}",
+            sidecars - expected_count,
             summary(&mut times),
             spent.map_or("?".into(), |c| format!("{c:.2} s"))
         );
@@ -600,7 +656,8 @@ async fn fanout_measure(args: &FanoutArgs, cp: &ControlPlane, config: &Path) -> 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!(
-        "mesh-fanout result over {} changes to {sidecars} sidecars of {} classes: {}",
+        "mesh-fanout result over {} changes reaching {expected_count} of {sidecars} sidecars ({} \
+         classes): {}",
         args.changes,
         classes.len(),
         summary(&mut all)
