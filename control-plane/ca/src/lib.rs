@@ -14,8 +14,10 @@
 //! sidecar build on this crate.
 
 mod identity;
+pub mod token;
 
 pub use identity::{DEFAULT_TRUST_DOMAIN, IdentityError, SpiffeId};
+pub use token::{TokenError, TokenKey};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
@@ -38,11 +40,12 @@ const BACKDATE: Duration = Duration::from_secs(5 * 60);
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     /// The CA directory or one of its files cannot be read or written.
-    #[error("CA directory {path}: {source}")]
+    #[error("CA directory {path}")]
     Io {
         /// The path.
         path: PathBuf,
         /// The error.
+        #[source]
         source: std::io::Error,
     },
     /// The CA directory or a key file may be read by others than its owner.
@@ -100,6 +103,53 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
     }
 }
 
+/// Refuses a path that others than its owner may read, write or enter.
+fn owner_only(path: &Path) -> Result<(), CaError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(io(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CaError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// The CA directory, created (0700) when missing; refused when others may use it.
+fn ensure_dir(dir: &Path) -> Result<(), CaError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
+    }
+    owner_only(dir)
+}
+
+/// Writes a file only its owner may read (0600), atomically.
+fn write_owner_only(path: &Path, data: &[u8]) -> Result<(), CaError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(data).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
 fn offset(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(t)
 }
@@ -135,29 +185,7 @@ impl Ca {
     /// The root stored in `dir`, or a new one written there (the directory 0700, the files
     /// 0600). A directory or key that others may read is refused rather than used.
     pub fn load_or_create(dir: &Path, trust_domain: &str, now: SystemTime) -> Result<Ca, CaError> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io(dir))?;
-        }
-        let owner_only = |path: &Path| -> Result<(), CaError> {
-            let mode = std::fs::metadata(path)
-                .map_err(io(path))?
-                .permissions()
-                .mode()
-                & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(CaError::Permissions {
-                    path: path.to_path_buf(),
-                    mode,
-                });
-            }
-            Ok(())
-        };
-        owner_only(dir)?;
+        ensure_dir(dir)?;
         let cert_path = dir.join(CERT_FILE);
         let key_path = dir.join(KEY_FILE);
         if key_path.exists() {
@@ -167,20 +195,7 @@ impl Ca {
             return Ca::from_pem(&cert_pem, &key_pem);
         }
         let ca = Ca::generate(trust_domain, now)?;
-        let write = |path: &Path, text: &str| -> Result<(), CaError> {
-            use std::io::Write;
-            let tmp = path.with_extension("tmp");
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io(&tmp))?;
-            file.write_all(text.as_bytes()).map_err(io(&tmp))?;
-            file.sync_all().map_err(io(&tmp))?;
-            std::fs::rename(&tmp, path).map_err(io(path))
-        };
+        let write = |path: &Path, text: &str| write_owner_only(path, text.as_bytes());
         write(&key_path, &ca.issuer.key().serialize_pem())?;
         write(&cert_path, &ca.cert_pem)?;
         Ok(ca)

@@ -16,6 +16,7 @@ mod memory;
 mod proxy_status;
 mod serve;
 mod status;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Print every connected proxy's sync state per resource type.
     ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// Print a token saying which pod its holder is, for the certificate service (file mode).
+    Token(token::TokenArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Capture(args) => capture::run(&args),
         Command::Status(args) => status::run_command(&args),
         Command::ProxyStatus(args) => proxy_status::run(&args),
+        Command::Token(args) => token::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
