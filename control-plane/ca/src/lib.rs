@@ -14,6 +14,7 @@
 //! sidecar build on this crate.
 
 mod identity;
+pub mod service;
 pub mod token;
 
 pub use identity::{DEFAULT_TRUST_DOMAIN, IdentityError, SpiffeId};

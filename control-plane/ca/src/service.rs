@@ -1,0 +1,240 @@
+//! The certificate service (`trellis.ca.v1.CertificateService`, `proto/`): a caller sends a CSR
+//! with a token in its `authorization` metadata (`Bearer <token>`); the token decides the
+//! identity ([`crate::TokenKey::authenticate`]); the CA signs the CSR's public key for it.
+//!
+//! Errors are gRPC statuses: `UNAUTHENTICATED` without a valid token (or for a pod that is
+//! gone), `INVALID_ARGUMENT` for a CSR the CA refuses.
+
+use crate::{Ca, DEFAULT_LEAF_LIFETIME, TokenKey};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tonic::{Request, Response, Status};
+use trellis_proto::ca::v1::certificate_service_server::{
+    CertificateService, CertificateServiceServer,
+};
+use trellis_proto::ca::v1::{CreateCertificateRequest, CreateCertificateResponse};
+
+/// Looks a pod up by namespace and name: its service account, while it exists.
+pub type PodLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+
+/// The service's state.
+pub struct Certificates {
+    ca: Arc<Ca>,
+    tokens: Arc<TokenKey>,
+    pods: PodLookup,
+    lifetime: Duration,
+}
+
+impl Certificates {
+    /// A service signing with `ca` for callers `tokens` authenticates, whose pods `pods`
+    /// finds, for at most `lifetime` ([`DEFAULT_LEAF_LIFETIME`] when `None`).
+    pub fn new(
+        ca: Arc<Ca>,
+        tokens: Arc<TokenKey>,
+        pods: PodLookup,
+        lifetime: Option<Duration>,
+    ) -> Certificates {
+        Certificates {
+            ca,
+            tokens,
+            pods,
+            lifetime: lifetime.unwrap_or(DEFAULT_LEAF_LIFETIME),
+        }
+    }
+
+    /// The tonic service, to add to a server.
+    pub fn into_server(self) -> CertificateServiceServer<Certificates> {
+        CertificateServiceServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl CertificateService for Certificates {
+    async fn create_certificate(
+        &self,
+        request: Request<CreateCertificateRequest>,
+    ) -> Result<Response<CreateCertificateResponse>, Status> {
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("no bearer token in authorization"))?;
+        let now = SystemTime::now();
+        let identity = self
+            .tokens
+            .authenticate(token, now, |ns, name| (self.pods)(ns, name))
+            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let asked = request.get_ref().validity_duration;
+        let lifetime = match u64::try_from(asked) {
+            Ok(secs) if secs > 0 => Duration::from_secs(secs).min(self.lifetime),
+            _ => self.lifetime,
+        };
+        let issued = self
+            .ca
+            .sign(&request.get_ref().csr, &identity, lifetime, now)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert_chain = issued
+            .chain_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .map(str::to_string)
+            .collect();
+        Ok(Response::new(CreateCertificateResponse { cert_chain }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SpiffeId;
+    use rcgen::{CertificateParams, KeyPair, SanType};
+    use tonic::transport::{Channel, Server};
+    use trellis_proto::ca::v1::certificate_service_client::CertificateServiceClient;
+
+    struct Bed {
+        _tmp: tempfile::TempDir,
+        tokens: Arc<TokenKey>,
+        client: CertificateServiceClient<Channel>,
+    }
+
+    async fn bed() -> Bed {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ca");
+        let ca = Arc::new(Ca::load_or_create(&dir, "cluster.local", SystemTime::now()).unwrap());
+        let tokens = Arc::new(TokenKey::load_or_create(&dir).unwrap());
+        let pods: PodLookup =
+            Arc::new(|ns, name| (ns == "shop" && name == "orders-1").then(|| "orders".to_string()));
+        let service = Certificates::new(ca, tokens.clone(), pods, None).into_server();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let client = CertificateServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        Bed {
+            _tmp: tmp,
+            tokens,
+            client,
+        }
+    }
+
+    fn csr_for(san: &str) -> String {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(san.try_into().unwrap())];
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    fn with_token(csr: String, token: Option<&str>) -> Request<CreateCertificateRequest> {
+        let mut request = Request::new(CreateCertificateRequest {
+            csr,
+            validity_duration: 0,
+        });
+        if let Some(t) = token {
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn a_caller_gets_a_certificate_for_its_own_identity_only() {
+        let mut b = bed().await;
+        let me = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/orders").unwrap();
+        let token = b
+            .tokens
+            .issue(
+                &me,
+                "shop/orders-1",
+                Duration::from_secs(600),
+                SystemTime::now(),
+            )
+            .unwrap();
+        // The CSR asks for another identity: the certificate names the caller's.
+        let response = b
+            .client
+            .create_certificate(with_token(
+                csr_for("spiffe://cluster.local/ns/kube-system/sa/admin"),
+                Some(&token),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.cert_chain.len(), 2, "leaf and root");
+        use x509_parser::prelude::*;
+        let (_, pem) = parse_x509_pem(response.cert_chain[0].as_bytes()).unwrap();
+        let (_, leaf) = X509Certificate::from_der(&pem.contents).unwrap();
+        let sans: Vec<String> = leaf
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(sans, [format!("URI({me})")]);
+    }
+
+    #[tokio::test]
+    async fn callers_without_a_valid_token_are_refused() {
+        let mut b = bed().await;
+        let csr = csr_for("spiffe://cluster.local/ns/shop/sa/orders");
+        let status = b
+            .client
+            .create_certificate(with_token(csr.clone(), None))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let status = b
+            .client
+            .create_certificate(with_token(csr.clone(), Some("not.a-token")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        // A token for a pod that is gone.
+        let gone = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/orders").unwrap();
+        let token = b
+            .tokens
+            .issue(
+                &gone,
+                "shop/orders-2",
+                Duration::from_secs(600),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let status = b
+            .client
+            .create_certificate(with_token(csr, Some(&token)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(
+            status.message().contains("does not exist"),
+            "{}",
+            status.message()
+        );
+        // A valid token with a garbled CSR.
+        let me = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/orders").unwrap();
+        let token = b
+            .tokens
+            .issue(
+                &me,
+                "shop/orders-1",
+                Duration::from_secs(600),
+                SystemTime::now(),
+            )
+            .unwrap();
+        let status = b
+            .client
+            .create_certificate(with_token("garbage".into(), Some(&token)))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+}
