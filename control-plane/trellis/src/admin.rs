@@ -44,12 +44,40 @@ pub struct AdminState {
     pub kubernetes: OnceLock<Arc<trellis_kube::Health>>,
     /// Clients refused by a limit, by server and limit.
     pub limit_hits: Arc<trellis_xds::LimitHits>,
+    /// Every pod's service account, by namespace and name, from the latest input (the
+    /// certificate service authenticates callers against it).
+    pub pod_accounts: RwLock<Arc<std::collections::BTreeMap<(String, String), String>>>,
 }
 
 impl AdminState {
     /// The latest report.
     pub fn report(&self) -> Arc<StatusReport> {
         self.report.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Records every pod's service account from an input set.
+    pub fn set_pod_accounts(&self, input: &trellis_model::InputSet) {
+        let accounts = input
+            .pods
+            .iter()
+            .map(|(key, pod)| {
+                (
+                    (key.namespace.clone(), key.name.clone()),
+                    trellis_model::mesh::pod_service_account(pod),
+                )
+            })
+            .collect();
+        if let Ok(mut a) = self.pod_accounts.write() {
+            *a = Arc::new(accounts);
+        }
+    }
+
+    /// A pod's service account, while the pod exists.
+    pub fn pod_service_account(&self, namespace: &str, name: &str) -> Option<String> {
+        let accounts = self.pod_accounts.read().ok()?.clone();
+        accounts
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
     }
 
     /// Replaces the report.

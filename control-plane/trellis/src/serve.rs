@@ -91,6 +91,14 @@ pub struct ServeArgs {
     /// `/readyz`, `/metrics` and `/wasm/...` needs `Authorization: Bearer TOKEN`.
     #[arg(long, env = "TRELLIS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// The certificate authority's directory (its root and token key; created 0700 when
+    /// missing). With it, the xDS port also serves `trellis.ca.v1.CertificateService`, which
+    /// signs workload certificates for callers holding a `trellis token`.
+    #[arg(long, env = "TRELLIS_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// The trust domain of workload identities (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`).
+    #[arg(long, default_value = trellis_ca::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
     /// Serve `/healthz`, `/readyz` and `/metrics` (nothing else, no token) on a listener of
     /// their own at this address too: for probes and scrapers while the admin endpoint stays
     /// on loopback.
@@ -414,6 +422,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_per_peer: args.xds_max_connections_per_peer,
         ..trellis_runtime::ConnectionLimits::xds()
     };
+    let certificates = match &args.ca_dir {
+        Some(dir) => {
+            let now = std::time::SystemTime::now();
+            let ca = trellis_ca::Ca::load_or_create(dir, &args.trust_domain, now)
+                .context("loading the certificate authority")?;
+            let tokens =
+                trellis_ca::TokenKey::load_or_create(dir).context("loading the token key")?;
+            info!(dir = %dir.display(), trust_domain = %args.trust_domain, "certificate service on the xDS port");
+            let pods = state.clone();
+            let lookup: trellis_ca::service::PodLookup =
+                Arc::new(move |ns: &str, name: &str| pods.pod_service_account(ns, name));
+            Some(
+                trellis_ca::service::Certificates::new(
+                    Arc::new(ca),
+                    Arc::new(tokens),
+                    lookup,
+                    None,
+                )
+                .into_server(),
+            )
+        }
+        None => None,
+    };
     let xds_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -423,6 +454,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .http2_max_header_list_size(Some(16 * 1024))
         .add_service(ads.into_service())
         .add_service(CsdsServer::new(state.registry.clone()).into_service())
+        .add_optional_service(certificates)
         .serve_with_incoming(trellis_runtime::guarded_incoming(
             xds_listener,
             xds_connections,
@@ -590,6 +622,7 @@ async fn control_loop(
     }
     loop {
         let load = loads.borrow_and_update().clone();
+        state.set_pod_accounts(&load.input);
         // Modules are read and fetched by the store's worker: a new one is reported as not
         // fetched yet, and its arrival is a change of its own (below).
         module_changes.borrow_and_update();
