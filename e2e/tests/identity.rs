@@ -1,6 +1,7 @@
 //! Workload identity through the real binary: `trellis serve --ca-dir` serves the certificate
 //! service on its xDS port; a token from `trellis token` gets a certificate naming the pod's
-//! identity (never what the CSR asks for); once the pod is gone, the same token is refused.
+//! identity (never what the CSR asks for); `trellis agent` with that token serves its
+//! certificate over SDS on a Unix socket; once the pod is gone, the same token is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -92,6 +93,30 @@ async fn a_pods_token_buys_a_certificate_of_its_own_identity_until_the_pod_is_go
     );
     assert_eq!(sans, ["URI(spiffe://cluster.local/ns/shop/sa/orders)"]);
 
+    // `trellis agent` with the same token: a key of its own, a certificate for it, served over
+    // SDS on a Unix socket.
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let socket = tmp.path().join("sds.sock");
+    let mut agent = std::process::Command::new(trellis_bin().unwrap())
+        .args(["agent", "--ca-address", &cp.xds.to_string(), "--token-file"])
+        .arg(&token_file)
+        .arg("--sds-socket")
+        .arg(&socket)
+        .spawn()
+        .unwrap();
+    let secrets = fetch_secrets(&socket).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    println!(
+        "agent served over SDS: {:?}",
+        secrets.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["default", "ROOTCA"]
+    );
+
     // The pod is deleted: its token no longer buys anything.
     std::fs::remove_file(config.join("pod.yaml")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -114,4 +139,52 @@ async fn a_pods_token_buys_a_certificate_of_its_own_identity_until_the_pod_is_go
     );
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert!(status.message().contains("does not exist"));
+}
+
+/// Asks the agent's SDS socket for `default` and `ROOTCA` until it has them (10 s at most).
+async fn fetch_secrets(
+    socket: &std::path::Path,
+) -> Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret> {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+    use prost::Message;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = socket.to_path_buf();
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await;
+        if let Ok(channel) = channel {
+            let response = SecretDiscoveryServiceClient::new(channel)
+                .fetch_secrets(DiscoveryRequest {
+                    resource_names: vec!["default".into(), "ROOTCA".into()],
+                    ..Default::default()
+                })
+                .await;
+            if let Ok(r) = response {
+                return r
+                    .into_inner()
+                    .resources
+                    .iter()
+                    .map(|a| {
+                        envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret::decode(
+                            a.value.as_slice(),
+                        )
+                        .unwrap()
+                    })
+                    .collect();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent served no secrets within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

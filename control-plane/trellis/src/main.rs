@@ -9,6 +9,7 @@
 //! - `trellis proxy-status` prints each proxy's sync state (SYNCED / STALE / NACKED per type).
 
 mod admin;
+mod agent;
 mod bootstrap;
 mod capture;
 mod kubernetes;
@@ -43,6 +44,8 @@ enum Command {
     ProxyStatus(proxy_status::ProxyStatusArgs),
     /// Print a token saying which pod its holder is, for the certificate service (file mode).
     Token(token::TokenArgs),
+    /// Beside an Envoy: obtain and renew the workload's certificate, serve it over SDS.
+    Agent(agent::AgentArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => status::run_command(&args),
         Command::ProxyStatus(args) => proxy_status::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Agent(args) => agent::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
