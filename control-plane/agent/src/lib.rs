@@ -102,13 +102,8 @@ pub async fn obtain(
         root_pem,
         not_before,
         not_after,
-        version: format!(
-            "{}",
-            not_before
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        ),
+        // Each certificate differs (its key does), so its hash is a version no other has.
+        version: format!("{:016x}", fnv(chain.concat().as_bytes())),
     })
 }
 
@@ -135,16 +130,20 @@ pub async fn rotate(
 ) {
     let mut backoff = Duration::from_secs(1);
     loop {
+        // Half of what is left from now, not from `not_before`: the CA backdates certificates
+        // a little, which would make a short lifetime's half-life already past.
+        let asked_at = SystemTime::now();
         match obtain(channel.clone(), &token, lifetime).await {
             Ok(credentials) => {
                 backoff = Duration::from_secs(1);
                 let unit = jitter_unit(&credentials.version);
                 let at = trellis_ca::rotate_at(
-                    credentials.not_before,
+                    credentials.not_before.max(asked_at),
                     credentials.not_after,
                     0.01,
                     unit,
-                );
+                )
+                .max(asked_at + Duration::from_secs(1));
                 tracing::info!(not_after = ?credentials.not_after, "certificate obtained");
                 if tx.send(Some(Arc::new(credentials))).is_err() {
                     return;
@@ -163,10 +162,14 @@ pub async fn rotate(
 
 /// A number in [-1, 1] derived from `seed`, to place a rotation within its jitter window.
 fn jitter_unit(seed: &str) -> f64 {
-    let h = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (h % 2001) as f64 / 1000.0 - 1.0
+    (fnv(seed.as_bytes()) % 2001) as f64 / 1000.0 - 1.0
+}
+
+/// FNV-1a, 64 bits.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// The two secrets Envoy asks for, from the current credentials.

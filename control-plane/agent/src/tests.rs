@@ -157,3 +157,37 @@ async fn a_refused_token_gets_no_certificate() {
         .unwrap_err();
     assert!(format!("{err:#}").contains("refused"), "{err:#}");
 }
+
+#[tokio::test]
+async fn certificates_are_renewed_at_half_life() {
+    let b = bed().await;
+    let (tx, mut rx) = watch::channel(None);
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(rotate(
+        b.channel.clone(),
+        b.token.clone(),
+        Duration::from_secs(4),
+        tx,
+    ));
+    let mut versions = Vec::new();
+    while versions.len() < 3 {
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .expect("a renewal within 10 s")
+            .unwrap();
+        let c = rx.borrow().clone().unwrap();
+        versions.push((started.elapsed(), c.version.clone()));
+    }
+    task.abort();
+    // Obtained at once, then at half of what is left (certificate times are whole seconds,
+    // so 1.5–2 s for 4 s), each a new version; never in a tight loop.
+    let (first, _) = versions[0];
+    let (third, _) = versions[2];
+    assert!(first < Duration::from_secs(1), "{versions:?}");
+    let between = third - first;
+    assert!(
+        between > Duration::from_millis(2500) && between < Duration::from_millis(5000),
+        "{versions:?}"
+    );
+    assert!(versions[0].1 != versions[1].1 && versions[1].1 != versions[2].1);
+}
