@@ -117,6 +117,13 @@ async fn a_pods_token_buys_a_certificate_of_its_own_identity_until_the_pod_is_go
         ["default", "ROOTCA"]
     );
 
+    // The CA's series: the root's expiry and what was issued.
+    let metrics = cp.metrics().unwrap();
+    let issued = cp.metric("trellis_ca_certificates_issued_total").unwrap();
+    println!("trellis_ca_certificates_issued_total {issued}");
+    assert!(issued >= 2.0, "the test's and the agent's");
+    assert!(metrics.contains("trellis_ca_root_expiry_timestamp_seconds "));
+
     // The pod is deleted: its token no longer buys anything.
     std::fs::remove_file(config.join("pod.yaml")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

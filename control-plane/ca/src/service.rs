@@ -7,6 +7,7 @@
 
 use crate::{Ca, DEFAULT_LEAF_LIFETIME, TokenKey};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tonic::{Request, Response, Status};
 use trellis_proto::ca::v1::certificate_service_server::{
@@ -17,12 +18,24 @@ use trellis_proto::ca::v1::{CreateCertificateRequest, CreateCertificateResponse}
 /// Looks a pod up by namespace and name: its service account, while it exists.
 pub type PodLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
 
+/// What the service did since start, for metrics.
+#[derive(Debug, Default)]
+pub struct CaStats {
+    /// Certificates issued.
+    pub issued: AtomicU64,
+    /// Requests refused for want of a valid token (or for a pod that is gone).
+    pub unauthenticated: AtomicU64,
+    /// Requests refused for their CSR.
+    pub bad_csr: AtomicU64,
+}
+
 /// The service's state.
 pub struct Certificates {
     ca: Arc<Ca>,
     tokens: Arc<TokenKey>,
     pods: PodLookup,
     lifetime: Duration,
+    stats: Arc<CaStats>,
 }
 
 impl Certificates {
@@ -39,7 +52,13 @@ impl Certificates {
             tokens,
             pods,
             lifetime: lifetime.unwrap_or(DEFAULT_LEAF_LIFETIME),
+            stats: Arc::default(),
         }
+    }
+
+    /// Its counters, shared with whoever reports them.
+    pub fn stats(&self) -> Arc<CaStats> {
+        self.stats.clone()
     }
 
     /// The tonic service, to add to a server.
@@ -59,12 +78,18 @@ impl CertificateService for Certificates {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("no bearer token in authorization"))?;
+            .ok_or_else(|| {
+                self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                Status::unauthenticated("no bearer token in authorization")
+            })?;
         let now = SystemTime::now();
         let identity = self
             .tokens
             .authenticate(token, now, |ns, name| (self.pods)(ns, name))
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
+            .map_err(|e| {
+                self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+                Status::unauthenticated(e.to_string())
+            })?;
         let asked = request.get_ref().validity_duration;
         let lifetime = match u64::try_from(asked) {
             Ok(secs) if secs > 0 => Duration::from_secs(secs).min(self.lifetime),
@@ -73,7 +98,11 @@ impl CertificateService for Certificates {
         let issued = self
             .ca
             .sign(&request.get_ref().csr, &identity, lifetime, now)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            .map_err(|e| {
+                self.stats.bad_csr.fetch_add(1, Ordering::Relaxed);
+                Status::invalid_argument(e.to_string())
+            })?;
+        self.stats.issued.fetch_add(1, Ordering::Relaxed);
         let cert_chain = issued
             .chain_pem
             .split_inclusive("-----END CERTIFICATE-----\n")
@@ -95,6 +124,7 @@ mod tests {
         _tmp: tempfile::TempDir,
         tokens: Arc<TokenKey>,
         client: CertificateServiceClient<Channel>,
+        stats: Arc<CaStats>,
     }
 
     async fn bed() -> Bed {
@@ -104,7 +134,9 @@ mod tests {
         let tokens = Arc::new(TokenKey::load_or_create(&dir).unwrap());
         let pods: PodLookup =
             Arc::new(|ns, name| (ns == "shop" && name == "orders-1").then(|| "orders".to_string()));
-        let service = Certificates::new(ca, tokens.clone(), pods, None).into_server();
+        let certificates = Certificates::new(ca, tokens.clone(), pods, None);
+        let stats = certificates.stats();
+        let service = certificates.into_server();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(
@@ -119,6 +151,7 @@ mod tests {
             _tmp: tmp,
             tokens,
             client,
+            stats,
         }
     }
 
@@ -236,5 +269,9 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let stats = &b.stats;
+        assert_eq!(stats.unauthenticated.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.bad_csr.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.issued.load(Ordering::Relaxed), 0);
     }
 }

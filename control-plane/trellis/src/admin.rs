@@ -44,6 +44,8 @@ pub struct AdminState {
     pub kubernetes: OnceLock<Arc<trellis_kube::Health>>,
     /// Clients refused by a limit, by server and limit.
     pub limit_hits: Arc<trellis_xds::LimitHits>,
+    /// With `--ca-dir`: the root's expiry and the certificate service's counters.
+    pub ca: OnceLock<(std::time::SystemTime, Arc<trellis_ca::service::CaStats>)>,
     /// Every pod's service account, by namespace and name, from the latest input (the
     /// certificate service authenticates callers against it).
     pub pod_accounts: RwLock<Arc<std::collections::BTreeMap<(String, String), String>>>,
@@ -262,7 +264,54 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     if let Some(health) = state.kubernetes.get() {
         kubernetes_metrics(&mut out, &health.snapshot());
     }
+    if let Some((root_expiry, stats)) = state.ca.get() {
+        ca_metrics(&mut out, *root_expiry, stats);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The certificate authority's series.
+fn ca_metrics(
+    out: &mut String,
+    root_expiry: std::time::SystemTime,
+    stats: &trellis_ca::service::CaStats,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let expiry = root_expiry
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "# HELP trellis_ca_root_expiry_timestamp_seconds When the CA's root certificate expires."
+    );
+    let _ = writeln!(out, "# TYPE trellis_ca_root_expiry_timestamp_seconds gauge");
+    let _ = writeln!(out, "trellis_ca_root_expiry_timestamp_seconds {expiry}");
+    let _ = writeln!(
+        out,
+        "# HELP trellis_ca_certificates_issued_total Workload certificates signed."
+    );
+    let _ = writeln!(out, "# TYPE trellis_ca_certificates_issued_total counter");
+    let _ = writeln!(
+        out,
+        "trellis_ca_certificates_issued_total {}",
+        stats.issued.load(Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP trellis_ca_requests_refused_total Certificate requests refused, by reason."
+    );
+    let _ = writeln!(out, "# TYPE trellis_ca_requests_refused_total counter");
+    for (reason, n) in [
+        ("unauthenticated", &stats.unauthenticated),
+        ("bad_csr", &stats.bad_csr),
+    ] {
+        let _ = writeln!(
+            out,
+            "trellis_ca_requests_refused_total{{reason=\"{reason}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
 }
 
 /// The Kubernetes provider's series.

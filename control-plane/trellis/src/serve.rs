@@ -430,18 +430,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let tokens =
                 trellis_ca::TokenKey::load_or_create(dir).context("loading the token key")?;
             info!(dir = %dir.display(), trust_domain = %args.trust_domain, "certificate service on the xDS port");
+            // Warn well ahead of the root's expiry: every workload certificate depends on it.
+            let left = ca.not_after().duration_since(now).unwrap_or_default();
+            if left < Duration::from_secs(90 * 24 * 3600) {
+                warn!(
+                    days_left = left.as_secs() / 86400,
+                    "the CA's root certificate expires soon: rotate it before workload certificates stop verifying"
+                );
+            }
+            let root_expiry = ca.not_after();
             let pods = state.clone();
             let lookup: trellis_ca::service::PodLookup =
                 Arc::new(move |ns: &str, name: &str| pods.pod_service_account(ns, name));
-            Some(
-                trellis_ca::service::Certificates::new(
-                    Arc::new(ca),
-                    Arc::new(tokens),
-                    lookup,
-                    None,
-                )
-                .into_server(),
-            )
+            let certificates = trellis_ca::service::Certificates::new(
+                Arc::new(ca),
+                Arc::new(tokens),
+                lookup,
+                None,
+            );
+            let _ = state.ca.set((root_expiry, certificates.stats()));
+            Some(certificates.into_server())
         }
         None => None,
     };
