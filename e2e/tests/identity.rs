@@ -195,3 +195,46 @@ async fn fetch_secrets(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn a_sidecar_bootstrap_with_the_agents_sds_socket_is_accepted_by_envoy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(trellis_bin().unwrap())
+        .args([
+            "bootstrap",
+            "--pod",
+            "shop/web-1",
+            "--xds-address",
+            "127.0.0.1:18000",
+            "--sds-socket",
+        ])
+        .arg(tmp.path().join("sds.sock"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bootstrap = tmp.path().join("bootstrap.yaml");
+    std::fs::write(&bootstrap, &out.stdout).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("name: trellis-sds"));
+    let validate = std::process::Command::new(trellis_harness::envoy_bin().unwrap())
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "error",
+            "-c",
+        ])
+        .arg(&bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
+}
