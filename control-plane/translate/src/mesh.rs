@@ -15,7 +15,7 @@
 
 use crate::StatusSet;
 use crate::backend::{Backends, mesh_route_referrer};
-use crate::conditions::{ConditionType, Problem, Reason, condition};
+use crate::conditions::{Problem, Reason};
 use crate::gateway::Entry;
 use crate::ir::{
     ActionIr, BackendIr, ClusterIr, ForwardIr, HeaderModIr, InboundPortIr, MatchIr, MeshRoutesIr,
@@ -86,28 +86,8 @@ pub(crate) fn mesh(input: &InputSet, backends: &Backends<'_>, status: &mut Statu
             let accepted = rules
                 .not_accepted()
                 .map_or_else(|| attach(input, &services, &service, parent), Err);
-            let mut conditions = vec![match &accepted {
-                Ok(()) => condition(
-                    ConditionType::Accepted,
-                    true,
-                    Reason::Accepted,
-                    "Route accepted",
-                    generation,
-                ),
-                Err(p) => p.to_condition(generation),
-            }];
-            conditions.push(match rules.ref_problems.first() {
-                None => condition(
-                    ConditionType::ResolvedRefs,
-                    true,
-                    Reason::ResolvedRefs,
-                    "All references resolved",
-                    generation,
-                ),
-                Some(p) => p.to_condition(generation),
-            });
+            let conditions = rules.parent_conditions(&accepted, generation);
             if accepted.is_ok() {
-                conditions.extend(rules.partially_invalid(generation));
                 attachments.push(Attachment {
                     consumer: (service.namespace != key.namespace).then(|| key.namespace.clone()),
                     service: service.clone(),

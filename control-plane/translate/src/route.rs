@@ -3,7 +3,7 @@
 
 use crate::StatusSet;
 use crate::backend::{Backends, http_route_referrer};
-use crate::conditions::{ConditionType, Problem, Reason, condition};
+use crate::conditions::{Problem, Reason};
 use crate::gateway::{Contribution, GatewayState, ListenerState};
 use crate::hostname;
 use crate::ir::{ListenerProtocol, Scheme};
@@ -42,29 +42,7 @@ pub(crate) fn http_routes(
                 continue;
             };
             let accepted = attach(input, key, route, parent, gateway, &rules);
-            let mut conditions = vec![match &accepted {
-                Ok(()) => condition(
-                    ConditionType::Accepted,
-                    true,
-                    Reason::Accepted,
-                    "Route accepted",
-                    generation,
-                ),
-                Err(p) => p.to_condition(generation),
-            }];
-            conditions.push(match rules.ref_problems.first() {
-                None => condition(
-                    ConditionType::ResolvedRefs,
-                    true,
-                    Reason::ResolvedRefs,
-                    "All references resolved",
-                    generation,
-                ),
-                Some(p) => p.to_condition(generation),
-            });
-            if accepted.is_ok() {
-                conditions.extend(rules.partially_invalid(generation));
-            }
+            let conditions = rules.parent_conditions(&accepted, generation);
             parent_statuses.push(RouteParentStatus {
                 parent_ref: parent.clone(),
                 controller_name: CONTROLLER_NAME.to_string(),

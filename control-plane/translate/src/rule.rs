@@ -57,6 +57,39 @@ impl Rules {
         ))
     }
 
+    /// A route parent's conditions: `Accepted` (from whether the route attached to it),
+    /// `ResolvedRefs`, and `PartiallyInvalid` when it attached and some rules were dropped.
+    pub(crate) fn parent_conditions(
+        &self,
+        accepted: &Result<(), Problem>,
+        generation: Option<i64>,
+    ) -> Vec<trellis_model::core::Condition> {
+        let mut conditions = vec![match accepted {
+            Ok(()) => condition(
+                ConditionType::Accepted,
+                true,
+                Reason::Accepted,
+                "Route accepted",
+                generation,
+            ),
+            Err(p) => p.to_condition(generation),
+        }];
+        conditions.push(match self.ref_problems.first() {
+            None => condition(
+                ConditionType::ResolvedRefs,
+                true,
+                Reason::ResolvedRefs,
+                "All references resolved",
+                generation,
+            ),
+            Some(p) => p.to_condition(generation),
+        });
+        if accepted.is_ok() {
+            conditions.extend(self.partially_invalid(generation));
+        }
+        conditions
+    }
+
     /// `PartiallyInvalid`: the rules dropped while others are served.
     pub(crate) fn partially_invalid(
         &self,
