@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trellis_harness::ControlPlane;
-use trellis_harness::mesh::{APP_PORT, MeshPod, PodSpec, namespace_yaml, service_yaml};
+use trellis_harness::mesh::{
+    APP_PORT, MeshPod, PodSpec, namespace_yaml, service_yaml, wait_sidecars,
+};
 use trellis_harness::netns::{Network, unavailable};
 
 /// `None` (and why, printed) when pods cannot be made here; a failure in CI.
@@ -111,17 +113,7 @@ impl Mesh {
 
     /// Waits until every sidecar is ready and holds the latest configuration.
     fn ready(&mut self) {
-        let mut keys = Vec::new();
-        for pod in self.pods.iter_mut().filter(|p| p.sidecar) {
-            pod.wait_sidecar_ready()
-                .unwrap_or_else(|e| panic!("{e:#}\n{}", pod.sidecar_log()));
-            keys.push(format!("pod/{}/{}", pod.namespace, pod.name));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        self.cp.wait_synced(&keys, Duration::from_secs(30)).unwrap();
-        for pod in self.pods.iter().filter(|p| p.sidecar) {
-            pod.wait_settled().unwrap();
-        }
+        wait_sidecars(&self.cp, self.pods.iter_mut()).unwrap();
     }
 }
 

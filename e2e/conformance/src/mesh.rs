@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trellis_harness::ControlPlane;
-use trellis_harness::mesh::{APP_UID, MeshPod, PodSpec};
+use trellis_harness::mesh::{APP_UID, MeshPod, PodSpec, service_hostnames, wait_sidecars};
 use trellis_harness::netns::{Network, unavailable};
 
 /// Namespace of the mesh's echo pods and Services.
@@ -282,16 +282,7 @@ impl MeshCluster {
         for pod in self.pods.values().flatten() {
             let entries: Vec<(Ipv4Addr, Vec<String>)> = hosts
                 .iter()
-                .map(|(ip, ns, name)| {
-                    let mut names = Vec::new();
-                    if *ns == pod.namespace {
-                        names.push(name.clone());
-                    }
-                    names.push(format!("{name}.{ns}"));
-                    names.push(format!("{name}.{ns}.svc"));
-                    names.push(format!("{name}.{ns}.svc.cluster.local"));
-                    (*ip, names)
-                })
+                .map(|(ip, ns, name)| (*ip, service_hostnames(ns, name, &pod.namespace)))
                 .collect();
             pod.netns.write_hosts(&entries)?;
         }
@@ -314,21 +305,7 @@ impl MeshCluster {
 
     /// Waits until every sidecar applied its configuration.
     pub fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let mut keys = Vec::new();
-        for pod in self.pods.values_mut().flatten() {
-            pod.wait_sidecar_ready().with_context(|| {
-                format!("{}/{}: {}", pod.namespace, pod.name, pod.sidecar_log())
-            })?;
-            keys.push(format!("pod/{}/{}", pod.namespace, pod.name));
-        }
-        // The last files written reach the control plane after its debounce window.
-        std::thread::sleep(Duration::from_millis(300));
-        self.control_plane
-            .wait_synced(&keys, Duration::from_secs(30))?;
-        for pod in self.pods.values().flatten() {
-            pod.wait_settled()?;
-        }
-        Ok(())
+        wait_sidecars(&self.control_plane, self.pods.values_mut().flatten())
     }
 }
 

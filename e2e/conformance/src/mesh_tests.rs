@@ -386,100 +386,22 @@ pub fn all() -> Vec<MeshTest> {
     ]
 }
 
-/// The request header modifier cases (`httproute-request-header-modifier*.yaml`).
+/// The request header modifier cases (`httproute-request-header-modifier*.yaml`): the same
+/// as the Gateway tests', sent from a pod.
 fn header_cases() -> Vec<MeshCase> {
-    let c =
-        |path: &str, sent: &[(&str, &str)], expected: &[(&str, &str)], absent: &[&str]| MeshCase {
-            path: path.into(),
+    use crate::tests::common::{CASE_INSENSITIVITY, MULTIPLE, SET_ADD_REMOVE};
+    SET_ADD_REMOVE
+        .iter()
+        .chain([&MULTIPLE, &CASE_INSENSITIVITY])
+        .map(|(path, sent, expected, absent)| MeshCase {
+            path: path.to_string(),
             headers: pairs(sent),
             backend: "echo-v1".into(),
             request_headers: pairs(expected),
             absent_request_headers: absent.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
-        };
-    vec![
-        c(
-            "/set",
-            &[("Some-Other-Header", "val")],
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Set", "set-overwrites-values"),
-            ],
-            &[],
-        ),
-        c(
-            "/set",
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Set", "some-other-value"),
-            ],
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Set", "set-overwrites-values"),
-            ],
-            &[],
-        ),
-        c(
-            "/add",
-            &[("Some-Other-Header", "val")],
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Add", "add-appends-values"),
-            ],
-            &[],
-        ),
-        c(
-            "/add",
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Add", "some-other-value"),
-            ],
-            &[
-                ("Some-Other-Header", "val"),
-                ("X-Header-Add", "some-other-value,add-appends-values"),
-            ],
-            &[],
-        ),
-        c(
-            "/remove",
-            &[("X-Header-Remove", "val")],
-            &[],
-            &["X-Header-Remove"],
-        ),
-        c(
-            "/multiple",
-            &[
-                ("X-Header-Set-2", "set-val-2"),
-                ("X-Header-Add-2", "add-val-2"),
-                ("X-Header-Remove-2", "remove-val-2"),
-                ("Another-Header", "another-header-val"),
-            ],
-            &[
-                ("X-Header-Set-1", "header-set-1"),
-                ("X-Header-Set-2", "header-set-2"),
-                ("X-Header-Add-1", "header-add-1"),
-                ("X-Header-Add-2", "add-val-2,header-add-2"),
-                ("X-Header-Add-3", "header-add-3"),
-                ("Another-Header", "another-header-val"),
-            ],
-            &["X-Header-Remove-1", "X-Header-Remove-2"],
-        ),
-        c(
-            "/case-insensitivity",
-            &[
-                ("x-header-set", "original-val-set"),
-                ("x-header-add", "original-val-add"),
-                ("x-header-remove", "original-val-remove"),
-                ("Another-Header", "another-header-val"),
-            ],
-            &[
-                ("X-Header-Set", "header-set"),
-                ("X-Header-Add", "original-val-add,header-add"),
-                ("Another-Header", "another-header-val"),
-            ],
-            &["x-header-remove", "X-Header-Remove"],
-        ),
-    ]
+        })
+        .collect()
 }
 
 fn rewrite_path(cluster: &MeshCluster) -> anyhow::Result<()> {

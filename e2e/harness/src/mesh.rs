@@ -6,7 +6,9 @@
 //! cluster would ([`MeshPod::pod_yaml`]).
 
 use crate::netns::{Netns, Network, envoy_executable};
-use crate::{Process, Reply, echo_bin, http_get_text, request, trellis_bin, wait_for};
+use crate::{
+    ControlPlane, Process, Reply, echo_bin, http_get_text, request, trellis_bin, wait_for,
+};
 use anyhow::{Context, anyhow};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -303,4 +305,45 @@ pub fn service_yaml(
             format!("\n{}", endpoints.join("\n"))
         }
     )
+}
+
+/// Waits until every pod's sidecar is ready, the control plane reports each one SYNCED with
+/// its latest configuration, and none has a listener or cluster warming: the state in which a
+/// request through the mesh goes where the configuration says. Call it after writing the
+/// objects the pods need.
+pub fn wait_sidecars<'a>(
+    control_plane: &ControlPlane,
+    pods: impl IntoIterator<Item = &'a mut MeshPod>,
+) -> anyhow::Result<()> {
+    let mut sidecars = Vec::new();
+    for pod in pods.into_iter().filter(|p| p.sidecar) {
+        pod.wait_sidecar_ready()
+            .with_context(|| format!("{}/{}: {}", pod.namespace, pod.name, pod.sidecar_log()))?;
+        sidecars.push(&*pod);
+    }
+    // The last files written reach the control plane after its debounce window.
+    std::thread::sleep(Duration::from_millis(300));
+    let keys: Vec<String> = sidecars
+        .iter()
+        .map(|p| format!("pod/{}/{}", p.namespace, p.name))
+        .collect();
+    control_plane.wait_synced(&keys, Duration::from_secs(30))?;
+    for pod in sidecars {
+        pod.wait_settled()?;
+    }
+    Ok(())
+}
+
+/// The names a pod of `pod_namespace` resolves Service `namespace/name` by, as its DNS search
+/// path would: the short name in its own namespace, then `name.namespace`,
+/// `name.namespace.svc` and the full name.
+pub fn service_hostnames(namespace: &str, name: &str, pod_namespace: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    if namespace == pod_namespace {
+        names.push(name.to_string());
+    }
+    names.push(format!("{name}.{namespace}"));
+    names.push(format!("{name}.{namespace}.svc"));
+    names.push(format!("{name}.{namespace}.svc.cluster.local"));
+    names
 }

@@ -6,9 +6,8 @@
 use anyhow::Context;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::Duration;
 use trellis_harness::ControlPlane;
-use trellis_harness::mesh::{MeshPod, PodSpec};
+use trellis_harness::mesh::{MeshPod, PodSpec, service_hostnames, wait_sidecars};
 use trellis_harness::netns::{Network, unavailable};
 use trellis_model::gateway::PathMatchType;
 use trellis_model::mesh::{cluster_ip, pod_in_mesh, pod_ips};
@@ -86,13 +85,10 @@ pub fn start(
             .iter()
             .filter_map(|(key, service)| {
                 let ip = cluster_ip(service)?.parse().ok()?;
-                let mut names = Vec::new();
-                if key.namespace == pod.namespace {
-                    names.push(key.name.clone());
-                }
-                names.push(format!("{}.{}", key.name, key.namespace));
-                names.push(format!("{}.{}.svc.cluster.local", key.name, key.namespace));
-                Some((ip, names))
+                Some((
+                    ip,
+                    service_hostnames(&key.namespace, &key.name, &pod.namespace),
+                ))
             })
             .collect();
         pod.netns.write_hosts(&entries)?;
@@ -101,18 +97,7 @@ pub fn start(
         pods,
         _network: network,
     };
-    // Every sidecar ready, holding the latest configuration, nothing warming.
-    let mut keys = Vec::new();
-    for pod in mesh.pods.iter_mut().filter(|p| p.sidecar) {
-        pod.wait_sidecar_ready()
-            .with_context(|| pod.sidecar_log())?;
-        keys.push(format!("pod/{}/{}", pod.namespace, pod.name));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    control_plane.wait_synced(&keys, Duration::from_secs(30))?;
-    for pod in mesh.pods.iter().filter(|p| p.sidecar) {
-        pod.wait_settled()?;
-    }
+    wait_sidecars(control_plane, mesh.pods.iter_mut())?;
     Ok(mesh)
 }
 

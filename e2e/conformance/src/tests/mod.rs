@@ -5,7 +5,7 @@
 
 mod backends;
 pub mod catalog;
-mod common;
+pub(crate) mod common;
 mod filters;
 mod gateway;
 mod matching;
