@@ -95,7 +95,8 @@ pub async fn obtain(
         .cert_chain;
     let root_pem = chain.last().context("an empty certificate chain")?.clone();
     let leaf = chain.first().context("an empty certificate chain")?;
-    let (not_before, not_after) = validity(leaf)?;
+    let (not_before, not_after) = trellis_ca::certificate_validity(leaf)
+        .map_err(|e| anyhow::anyhow!("the certificate does not parse: {e}"))?;
     Ok(Credentials {
         key_pem: key.serialize_pem(),
         chain_pem: chain.concat(),
@@ -105,19 +106,6 @@ pub async fn obtain(
         // Each certificate differs (its key does), so its hash is a version no other has.
         version: format!("{:016x}", fnv(chain.concat().as_bytes())),
     })
-}
-
-/// A leaf's validity, read from its PEM.
-fn validity(leaf_pem: &str) -> anyhow::Result<(SystemTime, SystemTime)> {
-    use x509_parser::prelude::{FromDer, X509Certificate, parse_x509_pem};
-    let (_, pem) = parse_x509_pem(leaf_pem.as_bytes()).context("the certificate is not PEM")?;
-    let (_, cert) =
-        X509Certificate::from_der(&pem.contents).context("the certificate does not parse")?;
-    let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
-    Ok((
-        at(cert.validity().not_before.timestamp()),
-        at(cert.validity().not_after.timestamp()),
-    ))
 }
 
 /// Keeps credentials fresh: obtains them now and again at half-life (± 1 % jitter), retrying

@@ -207,7 +207,7 @@ impl Ca {
         let key = KeyPair::from_pem(key_pem).map_err(|e| CaError::BadRoot(e.to_string()))?;
         let issuer =
             Issuer::from_ca_cert_pem(cert_pem, key).map_err(|e| CaError::BadRoot(e.to_string()))?;
-        let not_after = x509_not_after(cert_pem)?;
+        let (_, not_after) = certificate_validity(cert_pem).map_err(CaError::BadRoot)?;
         Ok(Ca {
             cert_pem: cert_pem.to_string(),
             issuer,
@@ -274,15 +274,16 @@ impl Ca {
     }
 }
 
-/// The `notAfter` of a PEM certificate.
-fn x509_not_after(cert_pem: &str) -> Result<SystemTime, CaError> {
+/// A PEM certificate's validity: `notBefore` and `notAfter` (times before 1970 read as 1970).
+pub fn certificate_validity(cert_pem: &str) -> Result<(SystemTime, SystemTime), String> {
     use x509_parser::prelude::{FromDer, X509Certificate, parse_x509_pem};
-    let bad = |e: String| CaError::BadRoot(e);
-    let (_, pem) = parse_x509_pem(cert_pem.as_bytes()).map_err(|e| bad(e.to_string()))?;
-    let (_, cert) = X509Certificate::from_der(&pem.contents).map_err(|e| bad(e.to_string()))?;
-    let seconds = u64::try_from(cert.validity().not_after.timestamp())
-        .map_err(|_| bad("it expired before 1970".into()))?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds))
+    let (_, pem) = parse_x509_pem(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
+    let (_, cert) = X509Certificate::from_der(&pem.contents).map_err(|e| e.to_string())?;
+    let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
+    Ok((
+        at(cert.validity().not_before.timestamp()),
+        at(cert.validity().not_after.timestamp()),
+    ))
 }
 
 /// When to renew a certificate valid from `not_before` to `not_after`: at half its lifetime,
