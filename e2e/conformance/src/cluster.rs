@@ -177,20 +177,10 @@ impl Cluster {
 
     /// Reads a manifest (multi-document YAML), substituting the suite's placeholders.
     pub fn read_manifest(&self, path: &Path) -> anyhow::Result<Vec<Value>> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .replace("{GATEWAY_CLASS_NAME}", GATEWAY_CLASS)
-            .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER);
-        let mut out = Vec::new();
-        for doc in serde_saphyr::from_multiple::<Value>(&text)
-            .with_context(|| format!("parsing {}", path.display()))?
-        {
-            if doc.is_null() {
-                continue;
-            }
-            out.push(doc);
-        }
-        Ok(out)
+        read_manifest(path, |text| {
+            text.replace("{GATEWAY_CLASS_NAME}", GATEWAY_CLASS)
+                .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER)
+        })
     }
 
     /// Applies objects (create or replace), like `kubectl apply` of the upstream applier.
@@ -656,4 +646,20 @@ pub fn fresh_dir(dir: &Path) -> anyhow::Result<()> {
         bail!("cannot create {}", dir.display());
     }
     Ok(())
+}
+
+/// Reads a manifest (multi-document YAML) after `substitute` rewrote its text; empty
+/// documents are left out.
+pub fn read_manifest(
+    path: &Path,
+    substitute: impl FnOnce(String) -> String,
+) -> anyhow::Result<Vec<Value>> {
+    let text = substitute(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    Ok(serde_saphyr::from_multiple::<Value>(&text)
+        .with_context(|| format!("parsing {}", path.display()))?
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect())
 }

@@ -309,17 +309,6 @@ impl MeshCluster {
     }
 }
 
-/// Reads a manifest (multi-document YAML).
-pub fn read_manifest(path: &Path) -> anyhow::Result<Vec<Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_saphyr::from_multiple::<Value>(&text)
-        .with_context(|| format!("parsing {}", path.display()))?
-        .into_iter()
-        .filter(|d| !d.is_null())
-        .collect())
-}
-
 /// One request from a pod, as upstream's `echo.ExpectedResponse` describes it.
 #[derive(Clone, Debug, Default)]
 pub struct MeshCase {

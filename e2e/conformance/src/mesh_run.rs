@@ -7,7 +7,8 @@ use anyhow::{Context, bail};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
-use trellis_conformance::mesh::{MeshCluster, read_manifest};
+use trellis_conformance::cluster::read_manifest;
+use trellis_conformance::mesh::MeshCluster;
 use trellis_conformance::mesh_tests::{
     MESH_CORE_FEATURES, MESH_EXTENDED_FEATURES, OTHER_SUPPORTED_FEATURES, all,
 };
@@ -21,7 +22,7 @@ pub fn run_mesh(args: &Args, upstream: &Path, work: &Path) -> anyhow::Result<()>
         work.display()
     );
     let mut cluster = MeshCluster::start(work).context("mesh setup")?;
-    cluster.apply(read_manifest(&upstream.join("mesh/manifests.yaml"))?)?;
+    cluster.apply(read_manifest(&upstream.join("mesh/manifests.yaml"), |t| t)?)?;
     cluster.wait_ready()?;
     println!("Setup done in {:.1}s", started.elapsed().as_secs_f64());
 
@@ -70,7 +71,7 @@ pub fn run_mesh(args: &Args, upstream: &Path, work: &Path) -> anyhow::Result<()>
             let before: BTreeSet<_> = cluster.ids().into_iter().collect();
             let outcome = (|| {
                 for m in test.manifests {
-                    cluster.apply(read_manifest(&upstream.join(m))?)?;
+                    cluster.apply(read_manifest(&upstream.join(m), |t| t)?)?;
                 }
                 (test.run)(&cluster)
             })();
