@@ -630,7 +630,10 @@ async fn control_loop(
     }
     loop {
         let load = loads.borrow_and_update().clone();
-        state.set_pod_accounts(&load.input);
+        // Only the certificate service (`--ca-dir`) asks which service account a pod has.
+        if state.ca.get().is_some() {
+            state.set_pod_accounts(&load.input);
+        }
         // Modules are read and fetched by the store's worker: a new one is reported as not
         // fetched yet, and its arrival is a change of its own (below).
         module_changes.borrow_and_update();
