@@ -135,6 +135,12 @@ impl ConditionLists for PolicyStatus {
     }
 }
 
+impl ConditionLists for trellis_model::security::PeerAuthenticationStatus {
+    fn condition_lists(&mut self) -> Vec<(String, &mut Vec<Condition>)> {
+        vec![(String::new(), &mut self.conditions)]
+    }
+}
+
 /// Builds status reports, keeping condition transition times stable across translations.
 #[derive(Debug, Default)]
 pub struct StatusTracker {
@@ -222,6 +228,10 @@ impl StatusTracker {
             for (key, s) in policies {
                 b.push(kind, key, generation(kind, key), s);
             }
+        }
+        for (key, s) in &status.peer_authentications {
+            let kind = Kind::PeerAuthentication;
+            b.push(kind, key, generation(kind, key), s);
         }
         let Building { next, objects, .. } = b;
         self.previous = next;

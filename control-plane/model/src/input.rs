@@ -4,6 +4,7 @@
 use crate::core::{ConfigMap, EndpointSlice, Namespace, ObjectMeta, Pod, Secret, Service};
 use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::policy::{AuthorizationPolicy, RateLimitPolicy, WasmFilter};
+use crate::security::PeerAuthentication;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -280,6 +281,7 @@ pub type Objects<T> = BTreeMap<ObjectKey, Arc<T>>;
 
 const GATEWAY_API: &str = crate::gateway::GROUP;
 const TRELLIS_POLICY: &str = crate::policy::GROUP;
+const TRELLIS_SECURITY: &str = crate::security::GROUP;
 
 kinds! {
     /// `gateway.networking.k8s.io/v1` GatewayClass (cluster-scoped).
@@ -354,6 +356,12 @@ kinds! {
     RateLimitPolicy(RateLimitPolicy) {
         field: rate_limit_policies, kind: "RateLimitPolicy", plural: "ratelimitpolicies",
         group: TRELLIS_POLICY, version: "v1alpha1", also: [], namespaced: true, spec: true,
+        watched: true, optional: true, status: true,
+    },
+    /// `security.trellis.dev/v1alpha1` PeerAuthentication.
+    PeerAuthentication(PeerAuthentication) {
+        field: peer_authentications, kind: "PeerAuthentication", plural: "peerauthentications",
+        group: TRELLIS_SECURITY, version: "v1alpha1", also: [], namespaced: true, spec: true,
         watched: true, optional: true, status: true,
     },
     /// `policy.trellis.dev/v1alpha1` WasmFilter.

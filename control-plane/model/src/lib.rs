@@ -11,12 +11,14 @@
 //! Gateway API kinds are Trellis's own serde types ([`gateway`]); core kinds (Service,
 //! EndpointSlice, Pod, Secret, Namespace, ConfigMap) are `k8s-openapi`'s. Which pods are in the
 //! mesh, and how a Service port is spoken, is decided in [`mesh`]. Trellis's own policy kinds
-//! (`policy.trellis.dev`) are in [`policy`].
+//! (`policy.trellis.dev`) are in [`policy`], PeerAuthentication (`security.trellis.dev`) in
+//! [`security`].
 
 pub mod gateway;
 mod input;
 pub mod mesh;
 pub mod policy;
+pub mod security;
 
 pub use input::{InputSet, Kind, KindVisitor, Object, ObjectKey, Objects};
 

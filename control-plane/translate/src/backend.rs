@@ -180,6 +180,7 @@ impl<'a> Backends<'a> {
             name: cluster_name(&key, port),
             protocol,
             endpoints: self.endpoints(&key, service, service_port),
+            peer_identities: Vec::new(),
         })
     }
 
@@ -207,6 +208,7 @@ impl<'a> Backends<'a> {
                 PortProtocol::Http | PortProtocol::Tcp => UpstreamProtocol::Http1,
             },
             endpoints: self.endpoints(key, service, service_port),
+            peer_identities: Vec::new(),
         })
     }
 
@@ -272,6 +274,7 @@ impl<'a> Backends<'a> {
                     out.push(EndpointIr {
                         address: ip.to_string(),
                         port,
+                        mtls: false,
                     });
                 }
             }

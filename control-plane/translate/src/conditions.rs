@@ -109,6 +109,8 @@ names! {
         ModuleNotFound = "ModuleNotFound",
         /// A WasmFilter's module does not have the SHA-256 its spec names.
         ChecksumMismatch = "ChecksumMismatch",
+        /// Another policy of the same scope takes precedence.
+        Conflicted = "Conflicted",
     }
 }
 

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 use trellis_model::ObjectKey;
+pub use trellis_model::security::MtlsMode;
 
 /// The IR of every proxy, by snapshot key (`gateway/<ns>/<name>`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -582,6 +583,11 @@ pub struct ClusterIr {
     pub protocol: UpstreamProtocol,
     /// Endpoints, sorted.
     pub endpoints: Vec<EndpointIr>,
+    /// Sidecars only: the SPIFFE IDs the endpoints marked [`EndpointIr::mtls`] may present
+    /// (the service accounts of the Service's pods: "secure naming"); empty when no endpoint
+    /// takes mutual TLS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_identities: Vec<String>,
 }
 
 /// What the sidecars of one class serve: for the pods of one namespace with the same inbound
@@ -608,6 +614,10 @@ pub struct SidecarIr {
     /// app as TCP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound: Vec<InboundPortIr>,
+    /// The mutual-TLS modes of the pods' ports; `None` when the mesh has no mutual TLS (the
+    /// control plane runs without a certificate authority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<InboundMtlsIr>,
     /// Route configurations by name.
     pub route_configs: BTreeMap<String, MeshRoutesIr>,
     /// Clusters by name.
@@ -652,6 +662,24 @@ pub struct InboundPortIr {
     pub http2: bool,
 }
 
+/// Which connections a sidecar accepts on its pod's ports: mutual TLS from other sidecars,
+/// plaintext, or both.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InboundMtlsIr {
+    /// The mode of every port without its own (never UNSET).
+    pub mode: MtlsMode,
+    /// Ports whose mode differs from `mode`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<u16, MtlsMode>,
+}
+
+impl InboundMtlsIr {
+    /// The mode of one port.
+    pub fn port_mode(&self, port: u16) -> MtlsMode {
+        self.ports.get(&port).copied().unwrap_or(self.mode)
+    }
+}
+
 /// The routes of one Service port, for the clients of one namespace (consumer routes) or of
 /// every namespace (producer routes, or the default route).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -668,6 +696,9 @@ pub struct EndpointIr {
     pub address: String,
     /// Port.
     pub port: u16,
+    /// Sidecars only: a meshed pod's sidecar that takes mutual TLS on this port.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub mtls: bool,
 }
 
 /// A duration as text: `10s`, `1.5s`, `250ms`.

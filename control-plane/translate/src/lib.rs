@@ -33,6 +33,7 @@ pub mod policy;
 pub mod re2;
 mod route;
 mod rule;
+pub mod security;
 pub mod status;
 
 pub use gateway::SUPPORTED_FEATURES;
@@ -51,6 +52,9 @@ pub struct Options {
     pub modules: policy::ModuleOptions,
     /// The last valid spec of every policy object, from the previous translation.
     pub last_good: policy::LastGood,
+    /// Workload identity: with it, sidecars speak mutual TLS to each other as
+    /// PeerAuthentications say; without it (no certificate authority), plaintext.
+    pub mesh_identity: Option<security::MeshIdentity>,
 }
 
 /// The result of translating one input set.
@@ -77,7 +81,8 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
     let backends = backend::Backends::new(input);
     let mut gateways = gateway::gateways(input, options, &classes, &backends);
     route::http_routes(input, &backends, &mut gateways, &mut status);
-    let mesh = mesh::mesh(input, &backends, &mut status);
+    let security = security::security(input, options.mesh_identity.as_ref(), &mut status);
+    let mesh = mesh::mesh(input, &backends, security.as_ref(), &mut status);
     let mut ir = assemble::finish(gateways, &mut status);
     ir.sidecars = mesh.sidecars;
     ir.pods = mesh.pods;

@@ -18,10 +18,12 @@ use crate::backend::{Backends, mesh_route_referrer};
 use crate::conditions::{Problem, Reason};
 use crate::gateway::Entry;
 use crate::ir::{
-    ActionIr, BackendIr, ClusterIr, ForwardIr, HeaderModIr, InboundPortIr, MatchIr, MeshRoutesIr,
-    PathMatchIr, RouteIr, RouteOrigin, Scheme, ServiceListenerIr, SidecarIr, UnknownDestinations,
+    ActionIr, BackendIr, ClusterIr, ForwardIr, HeaderModIr, InboundMtlsIr, InboundPortIr, MatchIr,
+    MeshRoutesIr, PathMatchIr, RouteIr, RouteOrigin, Scheme, ServiceListenerIr, SidecarIr,
+    UnknownDestinations,
 };
 use crate::rule::{Rules, translate_rules};
+use crate::security::Security;
 use crate::status::SidecarStatus;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,7 +64,12 @@ struct Attachment<'r> {
 
 /// Translates the mesh: Service parents of HTTPRoutes (with their status) and every sidecar
 /// class.
-pub(crate) fn mesh(input: &InputSet, backends: &Backends<'_>, status: &mut StatusSet) -> Mesh {
+pub(crate) fn mesh(
+    input: &InputSet,
+    backends: &Backends<'_>,
+    security: Option<&Security>,
+    status: &mut StatusSet,
+) -> Mesh {
     let services = mesh_services(input, backends);
     let mut translated: BTreeMap<ObjectKey, Rules> = BTreeMap::new();
     for (key, route) in &input.http_routes {
@@ -110,7 +117,7 @@ pub(crate) fn mesh(input: &InputSet, backends: &Backends<'_>, status: &mut Statu
             .parents
             .extend(parents);
     }
-    let mesh = sidecars(input, backends, &services, &attachments);
+    let mesh = sidecars(input, backends, security, &services, &attachments);
     for (key, class) in &mesh.pods {
         let pod = &input.pods[key];
         let ips = pod_ips(pod);
@@ -259,6 +266,7 @@ fn attach(
 fn sidecars(
     input: &InputSet,
     backends: &Backends<'_>,
+    security: Option<&Security>,
     services: &BTreeMap<ObjectKey, MeshService<'_>>,
     attachments: &[Attachment<'_>],
 ) -> Mesh {
@@ -269,7 +277,10 @@ fn sidecars(
             continue;
         }
         let inbound = inbound_ports(pod, &key.namespace, services);
-        let class = class_key(&key.namespace, &inbound);
+        let mtls = security
+            .and_then(|s| s.pods.get(key))
+            .map(|p| p.mtls.clone());
+        let class = class_key(&key.namespace, &inbound, mtls.as_ref());
         out.pods.insert(key.clone(), class.clone());
         if out.sidecars.contains_key(&class) {
             continue;
@@ -286,21 +297,47 @@ fn sidecars(
             if outbound_registry_only(input, &key.namespace) {
                 sidecar.unknown_destinations = UnknownDestinations::Block;
             }
+            if let Some(security) = security {
+                for cluster in sidecar.clusters.values_mut() {
+                    mark_mtls_endpoints(cluster, security);
+                }
+            }
             sidecar
         });
         let mut sidecar = base.clone();
         sidecar.inbound = inbound;
+        sidecar.mtls = mtls;
         out.sidecars.insert(class, sidecar);
     }
     out
 }
 
-/// The snapshot key of a class: the namespace and a digest of its inbound ports, so the
-/// replicas of a workload (and any pods alike) share one configuration.
-fn class_key(namespace: &str, inbound: &[InboundPortIr]) -> String {
+/// Marks the endpoints whose sidecars take mutual TLS on their port, and gathers the
+/// identities they may present.
+fn mark_mtls_endpoints(cluster: &mut ClusterIr, security: &Security) {
+    let mut identities = BTreeSet::new();
+    for e in &mut cluster.endpoints {
+        if let Some(identity) = security.mtls_peer(&e.address, e.port) {
+            e.mtls = true;
+            identities.insert(identity.to_string());
+        }
+    }
+    cluster.peer_identities = identities.into_iter().collect();
+}
+
+/// The snapshot key of a class: the namespace and a digest of its inbound ports (and their
+/// mutual-TLS modes), so the replicas of a workload (and any pods alike) share one
+/// configuration.
+fn class_key(namespace: &str, inbound: &[InboundPortIr], mtls: Option<&InboundMtlsIr>) -> String {
     let mut hasher = Sha256::new();
     for p in inbound {
         hasher.update(format!("{}/{};", p.port, p.http2));
+    }
+    if let Some(m) = mtls {
+        hasher.update(format!("mtls {};", m.mode.as_str()));
+        for (port, mode) in &m.ports {
+            hasher.update(format!("{port}/{};", mode.as_str()));
+        }
     }
     let digest = hex::encode(hasher.finalize());
     format!("sidecar/{namespace}/{}", &digest[..12])

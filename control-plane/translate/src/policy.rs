@@ -1107,6 +1107,7 @@ spec:
                 server: Some(EndpointIr {
                     address: "127.0.0.1".into(),
                     port: 1,
+                    mtls: false,
                 }),
                 ..Default::default()
             },

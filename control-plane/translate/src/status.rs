@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use trellis_model::ObjectKey;
 use trellis_model::gateway::{GatewayClassStatus, GatewayStatus, RouteStatus};
 use trellis_model::policy::PolicyStatus;
+use trellis_model::security::PeerAuthenticationStatus;
 
 /// Status of every managed object, by key. Objects Trellis does not manage (another
 /// controller's GatewayClass, Gateways of such classes, routes not attached to Trellis
@@ -26,6 +27,9 @@ pub struct StatusSet {
     /// Every WasmFilter.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub wasm_filters: BTreeMap<ObjectKey, PolicyStatus>,
+    /// Every PeerAuthentication.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub peer_authentications: BTreeMap<ObjectKey, PeerAuthenticationStatus>,
     /// Every pod in the mesh: its sidecar class, and what keeps it from serving (Pods' status
     /// belongs to the kubelet, so this is reported here rather than written to the Pod).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -99,6 +99,10 @@ pub struct ServeArgs {
     /// The trust domain of workload identities (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`).
     #[arg(long, default_value = trellis_ca::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
+    /// The mesh's root namespace: a PeerAuthentication there without a selector sets the
+    /// mutual-TLS mode of the whole mesh (Istio's `rootNamespace`).
+    #[arg(long, default_value = "trellis-system")]
+    pub root_namespace: String,
     /// Serve `/healthz`, `/readyz` and `/metrics` (nothing else, no token) on a listener of
     /// their own at this address too: for probes and scrapers while the admin endpoint stays
     /// on loopback.
@@ -248,6 +252,7 @@ fn module_endpoint(given: Option<&str>, serving: SocketAddr) -> anyhow::Result<E
         return Ok(EndpointIr {
             address: serving.ip().to_string(),
             port: serving.port(),
+            mtls: false,
         });
     };
     let parsed = given
@@ -263,6 +268,7 @@ fn module_endpoint(given: Option<&str>, serving: SocketAddr) -> anyhow::Result<E
             .trim_end_matches(']')
             .to_string(),
         port,
+        mtls: false,
     })
 }
 
@@ -535,6 +541,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 status_dir: args.status_dir.clone(),
                 state_dir,
                 last_good: kept,
+                mesh_identity: args.ca_dir.as_ref().map(|_| {
+                    trellis_translate::security::MeshIdentity {
+                        trust_domain: args.trust_domain.clone(),
+                        root_namespace: args.root_namespace.clone(),
+                    }
+                }),
             },
             args.gateway_address_pool,
             hooks,
@@ -593,6 +605,8 @@ struct Kept {
     status_dir: Option<PathBuf>,
     state_dir: Option<StateDir>,
     last_good: LastGood,
+    /// Workload identity for the mesh's mutual TLS (with `--ca-dir`).
+    mesh_identity: Option<trellis_translate::security::MeshIdentity>,
 }
 
 async fn control_loop(
@@ -647,6 +661,7 @@ async fn control_loop(
                 .unwrap_or_default(),
             modules: modules.options.clone(),
             last_good: std::mem::take(&mut last_good),
+            mesh_identity: kept.mesh_identity.clone(),
         };
         let translation = translate(&load.input, &options);
         if translation.last_good != options.last_good || !kept_once {

@@ -36,6 +36,21 @@ pub struct PodSpec<'a> {
     pub ip: Option<Ipv4Addr>,
 }
 
+/// A pod's workload identity: its sidecar runs beside `trellis agent`, which obtains the
+/// pod's certificate with a `trellis token` and serves it to Envoy over SDS.
+#[derive(Clone, Debug)]
+pub struct Workload<'a> {
+    /// The pod's service account.
+    pub service_account: &'a str,
+    /// The control plane's config directory: the Pod object is written there before its token
+    /// is issued.
+    pub config_dir: &'a Path,
+    /// The control plane's CA directory (`trellis serve --ca-dir`).
+    pub ca_dir: &'a Path,
+    /// The certificate lifetime the agent asks for, in seconds.
+    pub lifetime_secs: u64,
+}
+
 /// A running pod.
 #[derive(Debug)]
 pub struct MeshPod {
@@ -46,8 +61,10 @@ pub struct MeshPod {
     labels: Vec<(String, String)>,
     /// Whether it has a sidecar.
     pub sidecar: bool,
+    service_account: Option<String>,
     // Processes stop before the namespace goes.
     envoy: Option<Process>,
+    agent: Option<Process>,
     _app: Process,
     /// Its network namespace (and IP).
     pub netns: Netns,
@@ -61,6 +78,19 @@ impl MeshPod {
         work: &Path,
         spec: &PodSpec<'_>,
         xds: SocketAddr,
+    ) -> anyhow::Result<MeshPod> {
+        Self::start_with(net, work, spec, xds, None)
+    }
+
+    /// [`MeshPod::start`], and with a `workload` identity: the Pod object is written to the
+    /// config directory, a token issued for it, and `trellis agent` started beside the sidecar
+    /// (both as the proxy's uid), which loads its certificate from the agent.
+    pub fn start_with(
+        net: &Network,
+        work: &Path,
+        spec: &PodSpec<'_>,
+        xds: SocketAddr,
+        workload: Option<&Workload<'_>>,
     ) -> anyhow::Result<MeshPod> {
         let name = format!("{}-{}", spec.namespace, spec.name);
         let netns = match spec.ip {
@@ -76,39 +106,7 @@ impl MeshPod {
             .env("POD_NAME", spec.name)
             .env("NAMESPACE", spec.namespace);
         let app = Process::spawn(cmd, &log)?;
-        let envoy = if spec.sidecar {
-            let trellis = trellis_bin()?;
-            netns.capture(&trellis, &[])?;
-            let out = std::process::Command::new(&trellis)
-                .arg("bootstrap")
-                .arg("--pod")
-                .arg(format!("{}/{}", spec.namespace, spec.name))
-                .arg("--xds-address")
-                .arg(xds.to_string())
-                .output()
-                .context("running trellis bootstrap")?;
-            anyhow::ensure!(
-                out.status.success(),
-                "trellis bootstrap failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let bootstrap = String::from_utf8(out.stdout)?;
-            let mut cmd = netns.command(Some(PROXY_UID), &envoy_executable()?);
-            cmd.arg("--config-yaml").arg(bootstrap).args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "-l",
-                "warn",
-            ]);
-            Some(Process::spawn(
-                cmd,
-                &work.join(format!("sidecar-{}-{}.log", spec.namespace, spec.name)),
-            )?)
-        } else {
-            None
-        };
-        Ok(MeshPod {
+        let mut pod = MeshPod {
             namespace: spec.namespace.to_string(),
             name: spec.name.to_string(),
             labels: spec
@@ -117,10 +115,121 @@ impl MeshPod {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             sidecar: spec.sidecar,
-            envoy,
+            service_account: workload.map(|w| w.service_account.to_string()),
+            envoy: None,
+            agent: None,
             _app: app,
             netns,
-        })
+        };
+        let mut sds_socket = None;
+        if let (true, Some(w)) = (spec.sidecar, workload) {
+            let (agent, socket) = pod.start_agent(work, w, xds)?;
+            pod.agent = Some(agent);
+            sds_socket = Some(socket);
+        }
+        if spec.sidecar {
+            let trellis = trellis_bin()?;
+            pod.netns.capture(&trellis, &[])?;
+            let mut bootstrap = std::process::Command::new(&trellis);
+            bootstrap
+                .arg("bootstrap")
+                .arg("--pod")
+                .arg(format!("{}/{}", spec.namespace, spec.name))
+                .arg("--xds-address")
+                .arg(xds.to_string());
+            if let Some(socket) = &sds_socket {
+                bootstrap.arg("--sds-socket").arg(socket);
+            }
+            let out = bootstrap.output().context("running trellis bootstrap")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "trellis bootstrap failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bootstrap = String::from_utf8(out.stdout)?;
+            let mut cmd = pod.netns.command(Some(PROXY_UID), &envoy_executable()?);
+            cmd.arg("--config-yaml").arg(bootstrap).args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "-l",
+                "warn",
+            ]);
+            pod.envoy = Some(Process::spawn(
+                cmd,
+                &work.join(format!("sidecar-{}-{}.log", spec.namespace, spec.name)),
+            )?);
+        }
+        Ok(pod)
+    }
+
+    /// Writes the Pod object, issues its token and starts `trellis agent` in the pod as the
+    /// proxy's uid; returns the agent and its SDS socket once the socket is there.
+    fn start_agent(
+        &self,
+        work: &Path,
+        w: &Workload<'_>,
+        xds: SocketAddr,
+    ) -> anyhow::Result<(Process, std::path::PathBuf)> {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        std::fs::write(
+            w.config_dir
+                .join(format!("pod-{}-{}.yaml", self.namespace, self.name)),
+            self.pod_yaml(),
+        )?;
+        let trellis = trellis_bin()?;
+        let out = std::process::Command::new(&trellis)
+            .arg("token")
+            .arg("--pod")
+            .arg(format!("{}/{}", self.namespace, self.name))
+            .arg("--config-dir")
+            .arg(w.config_dir)
+            .arg("--ca-dir")
+            .arg(w.ca_dir)
+            .output()
+            .context("running trellis token")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "trellis token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The proxy's uid reaches its own directory (and nothing else of the work directory).
+        std::fs::set_permissions(work, std::fs::Permissions::from_mode(0o711))?;
+        let dir = work.join(format!("identity-{}-{}", self.namespace, self.name));
+        std::fs::create_dir_all(&dir)?;
+        chown(&dir, Some(PROXY_UID), Some(PROXY_UID))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let token = dir.join("token");
+        std::fs::write(&token, &out.stdout)?;
+        chown(&token, Some(PROXY_UID), Some(PROXY_UID))?;
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+        let socket = dir.join("sds.sock");
+        let mut cmd = self.netns.command(Some(PROXY_UID), &trellis);
+        cmd.arg("agent")
+            .arg("--ca-address")
+            .arg(xds.to_string())
+            .arg("--token-file")
+            .arg(&token)
+            .arg("--sds-socket")
+            .arg(&socket)
+            .arg("--lifetime-secs")
+            .arg(w.lifetime_secs.to_string());
+        let mut agent = Process::spawn(
+            cmd,
+            &work.join(format!("agent-{}-{}.log", self.namespace, self.name)),
+        )?;
+        wait_for("the agent's SDS socket", Duration::from_secs(10), || {
+            if !agent.running() {
+                return Some(Err(anyhow!("the agent exited:\n{}", agent.tail(20))));
+            }
+            socket.exists().then_some(Ok(()))
+        })??;
+        Ok((agent, socket))
+    }
+
+    /// The agent's log so far.
+    pub fn agent_log(&self) -> String {
+        self.agent.as_ref().map(|a| a.tail(40)).unwrap_or_default()
     }
 
     /// Whether the pod carries every label of `selector`.
@@ -147,13 +256,18 @@ impl MeshPod {
             .iter()
             .map(|(k, v)| format!("{k}: \"{v}\""))
             .collect();
+        let account = self
+            .service_account
+            .as_deref()
+            .map(|sa| format!("\n  serviceAccountName: {sa}"))
+            .unwrap_or_default();
         let annotations = if self.sidecar {
             String::new()
         } else {
             "\n  annotations: {trellis.dev/sidecar: \"false\"}".to_string()
         };
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {{{}}}{annotations}\nspec:\n  containers: [{{name: app, ports: [{{name: http, containerPort: {APP_PORT}}}]}}]\nstatus:\n  podIP: {}\n  conditions: [{{type: Ready, status: \"True\"}}]\n",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {{{}}}{annotations}\nspec:{account}\n  containers: [{{name: app, ports: [{{name: http, containerPort: {APP_PORT}}}]}}]\nstatus:\n  podIP: {}\n  conditions: [{{type: Ready, status: \"True\"}}]\n",
             self.name,
             self.namespace,
             labels.join(", "),

@@ -86,6 +86,17 @@ pub fn cluster(c: &ClusterIr) -> Cluster {
             pack_any(options),
         )]
         .into(),
+        // Meshed endpoints get mutual TLS (verified against the Service's identities); the
+        // rest plaintext.
+        transport_socket_matches: if c.peer_identities.is_empty() {
+            Vec::new()
+        } else {
+            vec![cluster::TransportSocketMatch {
+                name: super::mtls::mesh_match_name().to_string(),
+                r#match: Some(super::mtls::mesh_match_criteria()),
+                transport_socket: Some(super::mtls::upstream_mtls(&c.peer_identities)),
+            }]
+        },
         ..Default::default()
     }
 }
@@ -103,6 +114,7 @@ pub fn load_assignment(c: &ClusterIr) -> ClusterLoadAssignment {
                         address: Some(socket(&e.address, e.port)),
                         ..Default::default()
                     })),
+                    metadata: e.mtls.then(super::mtls::mesh_endpoint_metadata),
                     ..Default::default()
                 })
                 .collect(),

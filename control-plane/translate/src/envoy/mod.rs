@@ -17,6 +17,7 @@
 
 mod cluster;
 mod listener;
+pub mod mtls;
 mod route;
 mod secret;
 mod sidecar;

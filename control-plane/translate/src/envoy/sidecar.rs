@@ -16,7 +16,8 @@
 
 use super::*;
 use crate::ir::{
-    ActionIr, InboundPortIr, MeshRoutesIr, ServiceListenerIr, SidecarIr, UnknownDestinations,
+    ActionIr, InboundMtlsIr, InboundPortIr, MeshRoutesIr, MtlsMode, ServiceListenerIr, SidecarIr,
+    UnknownDestinations,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -32,6 +33,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors as CorsFilter;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
@@ -88,7 +90,7 @@ pub(super) fn sidecar_resources(s: &SidecarIr, round: &mut CacheRound<'_>) -> Ve
     ));
     out.push(Resource::with_dependencies(
         INBOUND_LISTENER,
-        &inbound_listener(&s.inbound),
+        &inbound_listener(&s.inbound, s.mtls.as_ref()),
         cluster_dependency(INBOUND_CLUSTER),
     ));
     out
@@ -256,7 +258,12 @@ pub fn outbound_listener(unknown: &str) -> Listener {
 
 /// `0.0.0.0:15006`: every captured inbound connection arrives here; HTTP ports go through a
 /// connection manager (where mesh policy and telemetry will run), the rest straight to the app.
-pub fn inbound_listener(ports: &[InboundPortIr]) -> Listener {
+/// With `mtls`, each port takes mutual TLS from other sidecars, plaintext, or both, as its
+/// mode says.
+pub fn inbound_listener(ports: &[InboundPortIr], mtls: Option<&InboundMtlsIr>) -> Listener {
+    if let Some(mtls) = mtls {
+        return mtls_inbound_listener(ports, mtls);
+    }
     let filter_chains = ports
         .iter()
         .map(|p| FilterChain {
@@ -290,6 +297,111 @@ pub fn inbound_listener(ports: &[InboundPortIr]) -> Listener {
         }),
         ..Default::default()
     }
+}
+
+/// What a connection to one port (or, without a port, to any other) is handed to.
+#[derive(Clone, Copy)]
+enum InboundKind {
+    Http(InboundPortIr),
+    Tcp,
+}
+
+/// The inbound listener with mutual TLS: for every port with HTTP or a mode of its own, and for
+/// all other ports together, a chain for the mesh's TLS (unless DISABLE) and one for plaintext
+/// (unless STRICT). A connection no chain takes is closed (Envoy counts it in
+/// `no_filter_chain_match`).
+fn mtls_inbound_listener(ports: &[InboundPortIr], mtls: &InboundMtlsIr) -> Listener {
+    let mut scopes: BTreeMap<u16, InboundKind> =
+        mtls.ports.keys().map(|p| (*p, InboundKind::Tcp)).collect();
+    for p in ports {
+        scopes.insert(p.port, InboundKind::Http(*p));
+    }
+    let mut filter_chains = Vec::new();
+    for (port, kind) in &scopes {
+        filter_chains.extend(mode_chains(Some(*port), *kind, mtls.port_mode(*port)));
+    }
+    filter_chains.extend(mode_chains(None, InboundKind::Tcp, mtls.mode));
+    Listener {
+        name: INBOUND_LISTENER.to_string(),
+        address: Some(socket("0.0.0.0", trellis_capture::INBOUND_PORT)),
+        traffic_direction: TrafficDirection::Inbound as i32,
+        listener_filters: vec![
+            ListenerFilter {
+                name: "envoy.filters.listener.original_dst".to_string(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                    OriginalDst::default(),
+                ))),
+                ..Default::default()
+            },
+            ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".to_string(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(pack_any(
+                    TlsInspector::default(),
+                ))),
+                ..Default::default()
+            },
+        ],
+        // A protocol whose server speaks first sends the inspector nothing: go on without it.
+        continue_on_listener_filters_timeout: true,
+        listener_filters_timeout: Some(duration_ms(5_000)),
+        filter_chains,
+        ..Default::default()
+    }
+}
+
+/// The chains of one port (or of every other port) in one mode.
+fn mode_chains(port: Option<u16>, kind: InboundKind, mode: MtlsMode) -> Vec<FilterChain> {
+    let base = match port {
+        Some(p) => format!("inbound/{p}"),
+        None => "inbound/tcp".to_string(),
+    };
+    let filter = |mtls: bool| match kind {
+        InboundKind::Http(p) => {
+            let mut hcm = inbound_hcm(&p);
+            if mtls {
+                // The app sees the caller's identity; a caller's own header is replaced.
+                hcm.forward_client_cert_details =
+                    http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32;
+                hcm.set_current_client_cert_details =
+                    Some(http_connection_manager::SetCurrentClientCertDetails {
+                        uri: true,
+                        ..Default::default()
+                    });
+            }
+            hcm_filter(hcm)
+        }
+        InboundKind::Tcp => tcp_proxy_filter(&base, INBOUND_CLUSTER),
+    };
+    let destination_port = port.map(|p| UInt32Value {
+        value: u32::from(p),
+    });
+    let mut chains = Vec::new();
+    if mode != MtlsMode::Disable {
+        chains.push(FilterChain {
+            name: format!("{base}/mtls"),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: destination_port.clone(),
+                transport_protocol: "tls".to_string(),
+                application_protocols: vec![super::mtls::MESH_ALPN.to_string()],
+                ..Default::default()
+            }),
+            filters: vec![filter(true)],
+            transport_socket: Some(super::mtls::downstream_mtls()),
+            ..Default::default()
+        });
+    }
+    if mode != MtlsMode::Strict {
+        chains.push(FilterChain {
+            name: base.clone(),
+            filter_chain_match: destination_port.map(|destination_port| FilterChainMatch {
+                destination_port: Some(destination_port),
+                ..Default::default()
+            }),
+            filters: vec![filter(false)],
+            ..Default::default()
+        });
+    }
+    chains
 }
 
 fn inbound_hcm(p: &InboundPortIr) -> HttpConnectionManager {

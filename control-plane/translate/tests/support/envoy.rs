@@ -110,7 +110,26 @@ pub fn validation_bootstrap(resources: &Value) -> Value {
                 "privateKey": {"inlineString": key}}})
         })
         .collect();
+    // Sidecars with mutual TLS load their certificate from the pod agent, whose cluster
+    // `trellis bootstrap --sds-socket` defines.
+    if resources
+        .to_string()
+        .contains(trellis_translate::envoy::mtls::AGENT_SDS_CLUSTER)
+    {
+        clusters.push(json!({
+            "name": trellis_translate::envoy::mtls::AGENT_SDS_CLUSTER,
+            "type": "STATIC",
+            "connectTimeout": "1s",
+            "loadAssignment": {"clusterName": trellis_translate::envoy::mtls::AGENT_SDS_CLUSTER,
+                "endpoints": [{"lbEndpoints": [{"endpoint": {"address": {"pipe": {"path": "/var/run/trellis/sds.sock"}}}}]}]},
+            "typedExtensionProtocolOptions": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicitHttpConfig": {"http2ProtocolOptions": {}}}},
+        }));
+    }
     json!({
+        // SDS from another cluster needs the node named, as every real bootstrap does.
+        "node": {"id": "validate", "cluster": "validate"},
         "staticResources": {"listeners": listeners, "clusters": clusters, "secrets": secrets},
         "layeredRuntime": {"layers": [{"name": "trellis", "staticLayer": {
             trellis_translate::re2::ENVOY_PROGRAM_SIZE_KEY: trellis_translate::re2::ENVOY_PROGRAM_SIZE_LIMIT
@@ -147,7 +166,11 @@ fn inline(value: &mut Value, routes: &BTreeMap<String, Value>) {
             }
             if let Some(Value::Array(configs)) = object.get_mut("tlsCertificateSdsSecretConfigs") {
                 for config in configs {
-                    if let Some(c) = config.as_object_mut() {
+                    // The control plane's secrets become static ones; the pod agent's (mutual
+                    // TLS) stay, fetched from the agent's cluster.
+                    if let Some(c) = config.as_object_mut()
+                        && c.get("sdsConfig").is_some_and(|s| s.get("ads").is_some())
+                    {
                         c.remove("sdsConfig");
                     }
                 }

@@ -15,6 +15,7 @@ use trellis_sources::{ParsedDocument, parse_documents};
 use trellis_translate::Options;
 use trellis_translate::ir::{EndpointIr, Ir};
 use trellis_translate::policy::{ModuleOptions, ModuleState};
+use trellis_translate::security::MeshIdentity;
 use trellis_xds::ResourceType;
 
 /// The translator's golden cases: `gatewayapi/` and `ir/`.
@@ -152,13 +153,16 @@ pub const POLICY_MODULE_SHA256: &str =
 
 /// Options as the control plane would pass them: it serves the policy module at
 /// 127.0.0.1:18001, and holds every module WasmFilters name, except those whose path says
-/// `missing` (not found) or whose sha256 is all `f` (checksum mismatch).
+/// `missing` (not found) or whose sha256 is all `f` (checksum mismatch). A case holding a
+/// PeerAuthentication gets workload identity (trust domain `cluster.local`, root namespace
+/// `trellis-system`), so its sidecars speak mutual TLS.
 pub fn options(input: &InputSet) -> Options {
     let mut modules = ModuleOptions {
         policy_module: Some(POLICY_MODULE_SHA256.to_string()),
         server: Some(EndpointIr {
             address: "127.0.0.1".to_string(),
             port: 18001,
+            mtls: false,
         }),
         ..Default::default()
     };
@@ -190,6 +194,10 @@ pub fn options(input: &InputSet) -> Options {
     }
     Options {
         modules,
+        mesh_identity: (!input.peer_authentications.is_empty()).then(|| MeshIdentity {
+            trust_domain: "cluster.local".to_string(),
+            root_namespace: "trellis-system".to_string(),
+        }),
         ..Default::default()
     }
 }
