@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trellis_harness::ControlPlane;
 use trellis_harness::mesh::{
-    APP_PORT, MeshPod, PodSpec, namespace_yaml, service_yaml, wait_sidecars,
+    APP_PORT, MeshPod, PodSpec, Workload, namespace_yaml, service_yaml, wait_sidecars,
 };
 use trellis_harness::netns::{Network, unavailable};
 
@@ -32,10 +32,12 @@ fn network_or_skip(test: &str) -> Option<Network> {
 const XDS_PORT: u16 = 15010;
 
 struct Mesh {
-    _tmp: tempfile::TempDir,
+    _tmp: Option<tempfile::TempDir>,
     work: PathBuf,
     config: PathBuf,
     cp: ControlPlane,
+    /// The certificate authority's directory, when the control plane runs one.
+    ca_dir: Option<PathBuf>,
     pods: Vec<MeshPod>,
     // Dropped last: pods first, then the bridge.
     net: Network,
@@ -43,6 +45,12 @@ struct Mesh {
 
 impl Mesh {
     fn start(net: Network, namespaces: &[(&str, bool)]) -> Mesh {
+        Self::start_with(net, namespaces, false, &[])
+    }
+
+    /// With `ca`, the control plane runs a certificate authority: sidecars get identities and
+    /// speak mutual TLS.
+    fn start_with(net: Network, namespaces: &[(&str, bool)], ca: bool, args: &[&str]) -> Mesh {
         let tmp = tempfile::tempdir().unwrap();
         let work = tmp.path().to_path_buf();
         if std::env::var_os("TRELLIS_E2E_KEEP").is_some() {
@@ -56,13 +64,26 @@ impl Mesh {
         }
         std::fs::write(config.join("namespaces.yaml"), yaml).unwrap();
         let xds = format!("{}:{XDS_PORT}", net.gateway);
-        let cp =
-            ControlPlane::start_with_xds(&config, &work, &xds, &["--debounce-ms", "50"]).unwrap();
+        let ca_dir = ca.then(|| work.join("ca"));
+        let ca_arg = ca_dir.as_ref().map(|d| d.display().to_string());
+        let mut all_args = vec!["--debounce-ms", "50"];
+        if let Some(dir) = &ca_arg {
+            all_args.extend(["--ca-dir", dir.as_str()]);
+        }
+        all_args.extend(args);
+        let cp = ControlPlane::start_with_xds(&config, &work, &xds, &all_args).unwrap();
         Mesh {
-            _tmp: tmp,
+            // Kept for a look afterwards with TRELLIS_E2E_KEEP.
+            _tmp: if std::env::var_os("TRELLIS_E2E_KEEP").is_some() {
+                let _ = tmp.keep();
+                None
+            } else {
+                Some(tmp)
+            },
             work,
             config,
             cp,
+            ca_dir,
             pods: Vec::new(),
             net,
         }
@@ -74,7 +95,25 @@ impl Mesh {
 
     /// Starts a pod and writes its Pod object.
     fn pod(&mut self, spec: PodSpec<'_>) -> usize {
-        let pod = MeshPod::start(&self.net, &self.work, &spec, self.xds()).unwrap();
+        self.pod_as(spec, "default")
+    }
+
+    /// Starts a pod running as `service_account` (with the CA: beside `trellis agent`).
+    fn pod_as(&mut self, spec: PodSpec<'_>, service_account: &str) -> usize {
+        let workload = self.ca_dir.as_ref().map(|ca_dir| Workload {
+            service_account,
+            config_dir: &self.config,
+            ca_dir,
+            lifetime_secs: 3600,
+        });
+        let pod = MeshPod::start_with(
+            &self.net,
+            &self.work,
+            &spec,
+            self.xds(),
+            workload.as_ref().filter(|_| spec.sidecar),
+        )
+        .unwrap();
         std::fs::write(
             self.config
                 .join(format!("pod-{}-{}.yaml", spec.namespace, spec.name)),
@@ -460,3 +499,203 @@ spec:
   parentRefs: [{group: "", kind: Service, name: unallocated}]
   rules: [{backendRefs: [{name: echo, port: 80}]}]
 "#;
+
+/// A PeerAuthentication for namespace `shop` in `mode`.
+fn peer_authentication(mode: &str) -> String {
+    format!(
+        "apiVersion: security.trellis.dev/v1alpha1\nkind: PeerAuthentication\nmetadata: {{name: \
+         default, namespace: shop}}\nspec:\n  mtls: {{mode: {mode}}}\n"
+    )
+}
+
+/// Runs `openssl s_client` in `pod` against `to` offering the mesh's ALPN (with a client
+/// certificate when given), sends a request, and returns what it printed.
+fn tls_attempt(pod: &MeshPod, to: SocketAddr, cert: Option<(&Path, &Path)>) -> String {
+    let mut cmd = pod.netns.command(None, Path::new("openssl"));
+    cmd.args(["s_client", "-connect", &to.to_string(), "-alpn", "trellis"])
+        .args(["-servername", "b.shop", "-ign_eof"]);
+    if let Some((c, k)) = cert {
+        cmd.arg("-cert").arg(c).arg("-key").arg(k);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n");
+    }
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Mutual TLS between sidecars: identities both ways (the app sees its caller's SPIFFE ID),
+/// PERMISSIVE by default, STRICT refusing plaintext and TLS without a mesh certificate, back to
+/// PERMISSIVE by a file edit, and a server presenting the wrong identity refused by the client.
+#[test]
+fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
+    let Some(net) = network_or_skip("sidecars_speak_mutual_tls_as_peer_authentication_says") else {
+        return;
+    };
+    let mut mesh = Mesh::start_with(net, &[("shop", true), ("outside", false)], true, &[]);
+    let spec = |name, sidecar| PodSpec {
+        namespace: if sidecar { "shop" } else { "outside" },
+        name,
+        labels: &[],
+        sidecar,
+        ip: None,
+    };
+    let b = mesh.pod_as(
+        PodSpec {
+            labels: &[("app", "b")],
+            ..spec("b", true)
+        },
+        "b",
+    );
+    let a = mesh.pod_as(spec("a", true), "a");
+    let plain = mesh.pod(spec("plain", false));
+    let d = mesh.pod_as(
+        PodSpec {
+            labels: &[("app", "d")],
+            ..spec("d", true)
+        },
+        "evil",
+    );
+    let b_svc = mesh.service("shop", "b", 10, 80, &[("app", "b")]);
+    let d_svc = mesh.service("shop", "d", 11, 80, &[("app", "d")]);
+    mesh.ready();
+
+    // Pod a (service account a) to Service b: mutual TLS, and b's app sees a's identity.
+    let r = mesh.pods[a].request(b_svc, "b.shop", "/", &[]).unwrap();
+    let xfcc = r.json()["headers"]["X-Forwarded-Client-Cert"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!("a -> b: {} x-forwarded-client-cert: {xfcc}", r.status);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        xfcc.contains("URI=spiffe://cluster.local/ns/shop/sa/a"),
+        "{xfcc}"
+    );
+    let handshakes = mesh.pods[a]
+        .sidecar_stat("cluster.service_shop_b_80.ssl.handshake")
+        .unwrap();
+    assert!(handshakes >= 1, "a's sidecar made no TLS handshake to b");
+
+    // PERMISSIVE (the default): plaintext from a pod outside the mesh gets through.
+    let b_pod = SocketAddr::from((mesh.pods[b].ip(), APP_PORT));
+    let r = mesh.pods[plain].request(b_pod, "b", "/", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    println!(
+        "PERMISSIVE: plaintext from outside the mesh -> {}",
+        r.status
+    );
+
+    // STRICT: plaintext is closed without a response; the mesh still gets through.
+    let no_chain = "listener.0.0.0.0_15006.no_filter_chain_match";
+    let before = mesh.pods[b].sidecar_stat(no_chain).unwrap();
+    mesh.write("peer-authentication.yaml", &peer_authentication("STRICT"));
+    eventually("STRICT closes plaintext", || {
+        match mesh.pods[plain].request(b_pod, "b", "/", &[]) {
+            Err(e) => {
+                println!("STRICT: plaintext from outside the mesh -> {e:#}");
+                Ok(())
+            }
+            Ok(r) => Err(format!("answered {}", r.status)),
+        }
+    });
+    let after = mesh.pods[b].sidecar_stat(no_chain).unwrap();
+    println!("b's sidecar {no_chain}: {before} -> {after}");
+    assert!(after > before);
+    let status = mesh
+        .cp
+        .object_status("PeerAuthentication", "shop/default")
+        .unwrap()
+        .unwrap();
+    println!(
+        "PeerAuthentication shop/default status: {}",
+        status["status"]
+    );
+    assert_eq!(status["status"]["mode"], "STRICT");
+    assert!(status["status"]["pods"].as_u64().unwrap() >= 3);
+    let r = mesh.pods[a].request(b_svc, "b.shop", "/", &[]).unwrap();
+    assert_eq!(r.status, 200, "the mesh still gets through under STRICT");
+
+    // TLS without a client certificate, and with one from another CA: the handshake fails.
+    let no_cert = tls_attempt(&mesh.pods[plain], b_pod, None);
+    let stranger = rcgen::generate_simple_self_signed(vec!["a.shop".to_string()]).unwrap();
+    let cert = mesh.work.join("stranger.pem");
+    let key = mesh.work.join("stranger.key");
+    std::fs::write(&cert, stranger.cert.pem()).unwrap();
+    std::fs::write(&key, stranger.signing_key.serialize_pem()).unwrap();
+    let other_ca = tls_attempt(&mesh.pods[plain], b_pod, Some((&cert, &key)));
+    for (what, out) in [
+        ("no client certificate", &no_cert),
+        ("another CA", &other_ca),
+    ] {
+        let alert = out
+            .lines()
+            .find(|l| l.contains("alert"))
+            .unwrap_or("(no alert line)");
+        println!("TLS with {what}: {alert}");
+        assert!(!out.contains("HTTP/1.1 200"), "{what}: {out}");
+        assert!(out.contains("alert"), "{what}: {out}");
+    }
+    let fail_no_cert = mesh.pods[b]
+        .sidecar_stat("listener.0.0.0.0_15006.ssl.fail_verify_no_cert")
+        .unwrap()
+        + mesh.pods[b]
+            .sidecar_stat("listener.0.0.0.0_15006.ssl.connection_error")
+            .unwrap();
+    let fail_verify = mesh.pods[b]
+        .sidecar_stat("listener.0.0.0.0_15006.ssl.fail_verify_error")
+        .unwrap();
+    println!("b's sidecar: no-certificate failures {fail_no_cert}, verify failures {fail_verify}");
+    assert!(fail_verify >= 1);
+
+    // Back to PERMISSIVE by a file edit: the same plaintext request gets 200.
+    mesh.write(
+        "peer-authentication.yaml",
+        &peer_authentication("PERMISSIVE"),
+    );
+    eventually("PERMISSIVE takes plaintext again", || {
+        let r = mesh.pods[plain]
+            .request(b_pod, "b", "/", &[])
+            .map_err(|e| format!("{e:#}"))?;
+        (r.status == 200)
+            .then(|| println!("PERMISSIVE again: plaintext -> {}", r.status))
+            .ok_or(format!("answered {}", r.status))
+    });
+
+    // A server presenting a valid certificate of the wrong identity: pod d holds a certificate
+    // for service account `evil`, while its Pod object now says `d`. The client refuses it.
+    mesh.pods[d].set_service_account("d");
+    mesh.write("pod-shop-d.yaml", &mesh.pods[d].pod_yaml());
+    eventually("the client refuses d's certificate", || {
+        let r = mesh.pods[a]
+            .request(d_svc, "d.shop", "/", &[])
+            .map_err(|e| format!("{e:#}"))?;
+        let log = mesh.pods[a].sidecar_log();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("upstream_tls_failure=TLS_error"))
+            .unwrap_or_default()
+            .to_string();
+        (r.status == 503 && line.contains("SAN"))
+            .then(|| println!("a -> d (a certificate of sa evil where sa d is expected): {}\na's access log: {line}", r.status))
+            .ok_or(format!("{} {}; log: {line}", r.status, r.body))
+    });
+    let san = mesh.pods[a]
+        .sidecar_stat("cluster.service_shop_d_80.ssl.fail_verify_san")
+        .unwrap();
+    println!("a's sidecar cluster.service_shop_d_80.ssl.fail_verify_san: {san}");
+    assert!(san >= 1);
+}

@@ -109,21 +109,23 @@ pub async fn obtain(
 }
 
 /// Keeps credentials fresh: obtains them now and again at half-life (± 1 % jitter), retrying
-/// failures after 1 s, doubling up to 30 s. Runs until the receivers are gone.
+/// failures after 250 ms, doubling up to 30 s. Runs until the receivers are gone.
 pub async fn rotate(
     channel: Channel,
     token: String,
     lifetime: Duration,
     tx: watch::Sender<Option<Arc<Credentials>>>,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    // The first attempts come quickly: a new pod's token is refused until the control plane
+    // has seen the pod.
+    let mut backoff = Duration::from_millis(250);
     loop {
         // Half of what is left from now, not from `not_before`: the CA backdates certificates
         // a little, which would make a short lifetime's half-life already past.
         let asked_at = SystemTime::now();
         match obtain(channel.clone(), &token, lifetime).await {
             Ok(credentials) => {
-                backoff = Duration::from_secs(1);
+                backoff = Duration::from_millis(250);
                 let unit = jitter_unit(&credentials.version);
                 let at = trellis_ca::rotate_at(
                     credentials.not_before.max(asked_at),

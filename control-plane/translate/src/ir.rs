@@ -650,6 +650,9 @@ pub struct ServiceListenerIr {
     /// TCP ports: the cluster connections go to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Whether requests (HTTP) or connections (TCP) are logged with their peers' identities.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub access_log: bool,
 }
 
 /// A pod port that speaks HTTP.

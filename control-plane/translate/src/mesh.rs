@@ -301,6 +301,10 @@ fn sidecars(
                 for cluster in sidecar.clusters.values_mut() {
                     mark_mtls_endpoints(cluster, security);
                 }
+                // With identities, each request is logged with its peers (and why TLS failed).
+                for listener in &mut sidecar.outbound {
+                    listener.access_log = true;
+                }
             }
             sidecar
         });
@@ -437,6 +441,7 @@ fn outbound_for(
                 port: number,
                 route_config: None,
                 cluster: None,
+                access_log: false,
             };
             if protocol.is_http() {
                 let (name, routes, clusters) =

@@ -262,6 +262,30 @@ fn resolve(
             },
         );
     }
+    write_status(input, identity, valid, &namespace_policy, &tallies, status);
+    out
+}
+
+/// Each valid policy's status: the mode it puts in force and what it decides, or why another
+/// policy of its scope takes precedence.
+fn write_status(
+    input: &InputSet,
+    identity: &MeshIdentity,
+    valid: &[Valid<'_>],
+    namespace_policy: &BTreeMap<&str, usize>,
+    tallies: &[Tally],
+    status: &mut StatusSet,
+) {
+    let mesh_mode = namespace_policy
+        .get(identity.root_namespace.as_str())
+        .map_or(MtlsMode::Unset, |i| mode_of(&valid[*i].spec))
+        .or(MtlsMode::Permissive);
+    let namespace_mode = |ns: &str| {
+        namespace_policy
+            .get(ns)
+            .map_or(MtlsMode::Unset, |i| mode_of(&valid[*i].spec))
+            .or(mesh_mode)
+    };
     for (i, v) in valid.iter().enumerate() {
         let ns_mode = namespace_mode(&v.key.namespace);
         let in_force = if is_workload(&v.spec) {
@@ -312,7 +336,6 @@ fn resolve(
             },
         );
     }
-    out
 }
 
 fn container_ports(pod: &Pod) -> Vec<u16> {

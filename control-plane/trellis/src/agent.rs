@@ -29,6 +29,11 @@ pub struct AgentArgs {
 /// Runs the agent until interrupted.
 #[tokio::main(flavor = "current_thread")]
 pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading {}", args.token_file.display()))?;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.ca_address))

@@ -218,13 +218,20 @@ impl MeshPod {
             cmd,
             &work.join(format!("agent-{}-{}.log", self.namespace, self.name)),
         )?;
-        wait_for("the agent's SDS socket", Duration::from_secs(10), || {
+        // Envoy starts once the agent holds the certificate, as a pod's would.
+        wait_for("the agent's certificate", Duration::from_secs(20), || {
             if !agent.running() {
                 return Some(Err(anyhow!("the agent exited:\n{}", agent.tail(20))));
             }
-            socket.exists().then_some(Ok(()))
+            (socket.exists() && agent.tail(50).contains("certificate obtained")).then_some(Ok(()))
         })??;
         Ok((agent, socket))
+    }
+
+    /// Changes the service account [`MeshPod::pod_yaml`] writes (the certificate the agent
+    /// holds keeps the identity it was issued for).
+    pub fn set_service_account(&mut self, service_account: &str) {
+        self.service_account = Some(service_account.to_string());
     }
 
     /// The agent's log so far.

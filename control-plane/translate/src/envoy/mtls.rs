@@ -11,9 +11,16 @@
 //! ```
 
 use super::*;
+use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
 use envoy_types::pb::envoy::config::core::v3::{
     ApiConfigSource, GrpcService, Metadata, TransportSocket, api_config_source, grpc_service,
     transport_socket,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    SubstitutionFormatString, substitution_format_string,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
+    StdoutAccessLog, stdout_access_log,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
@@ -68,6 +75,8 @@ fn agent_secret(name: &str) -> SdsSecretConfig {
 fn tls13() -> TlsParameters {
     TlsParameters {
         tls_minimum_protocol_version: tls_parameters::TlsProtocol::TlSv13 as i32,
+        // Envoy's clients stop at TLS 1.2 unless told otherwise.
+        tls_maximum_protocol_version: tls_parameters::TlsProtocol::TlSv13 as i32,
         ..Default::default()
     }
 }
@@ -158,6 +167,37 @@ pub fn mesh_match_criteria() -> Struct {
 pub fn mesh_endpoint_metadata() -> Metadata {
     Metadata {
         filter_metadata: [(MATCH_NAMESPACE.to_string(), mesh_match_criteria())].into(),
+        ..Default::default()
+    }
+}
+
+/// The access log of a sidecar with identities: one line per request (HTTP) or connection
+/// (TCP) on Envoy's standard output, with the peers' SPIFFE IDs and why upstream TLS failed.
+pub fn access_log(direction: &str) -> AccessLog {
+    let format = format!(
+        "[%START_TIME%] {direction} \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% \
+         %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION%ms \
+         downstream_peer=%DOWNSTREAM_PEER_URI_SAN% upstream=%UPSTREAM_HOST% \
+         upstream_peer=%UPSTREAM_PEER_URI_SAN% \
+         upstream_tls_failure=%UPSTREAM_TRANSPORT_FAILURE_REASON%\n"
+    );
+    AccessLog {
+        name: "envoy.access_loggers.stdout".to_string(),
+        config_type: Some(access_log::ConfigType::TypedConfig(pack_any(
+            StdoutAccessLog {
+                access_log_format: Some(stdout_access_log::AccessLogFormat::LogFormat(
+                    SubstitutionFormatString {
+                        format: Some(substitution_format_string::Format::TextFormatSource(
+                            DataSource {
+                                specifier: Some(data_source::Specifier::InlineString(format)),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    },
+                )),
+            },
+        ))),
         ..Default::default()
     }
 }

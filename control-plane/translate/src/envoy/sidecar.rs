@@ -156,9 +156,22 @@ pub fn mesh_route_configuration(name: &str, routes: &MeshRoutesIr) -> RouteConfi
 /// the connections whose original destination it is).
 pub fn service_listener(l: &ServiceListenerIr) -> Listener {
     let name = service_listener_name(l);
+    let access_log: Vec<_> = l
+        .access_log
+        .then(|| super::mtls::access_log("outbound"))
+        .into_iter()
+        .collect();
     let filter = match (&l.route_config, &l.cluster) {
-        (Some(route_config), _) => hcm_filter(outbound_hcm(&name, route_config)),
-        (None, cluster) => tcp_proxy_filter(&name, cluster.as_deref().unwrap_or(BLACKHOLE_CLUSTER)),
+        (Some(route_config), _) => {
+            let mut hcm = outbound_hcm(&name, route_config);
+            hcm.access_log = access_log;
+            hcm_filter(hcm)
+        }
+        (None, cluster) => {
+            let mut tcp = tcp_proxy(&name, cluster.as_deref().unwrap_or(BLACKHOLE_CLUSTER));
+            tcp.access_log = access_log;
+            tcp_filter(tcp)
+        }
     };
     Listener {
         name,
@@ -228,15 +241,23 @@ fn hcm_filter(hcm: HttpConnectionManager) -> Filter {
     }
 }
 
-fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+fn tcp_proxy(stat_prefix: &str, cluster: &str) -> TcpProxy {
+    TcpProxy {
+        stat_prefix: stat_prefix.replace('/', "_"),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+        ..Default::default()
+    }
+}
+
+fn tcp_filter(tcp: TcpProxy) -> Filter {
     Filter {
         name: "envoy.filters.network.tcp_proxy".to_string(),
-        config_type: Some(filter::ConfigType::TypedConfig(pack_any(TcpProxy {
-            stat_prefix: stat_prefix.replace('/', "_"),
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
-            ..Default::default()
-        }))),
+        config_type: Some(filter::ConfigType::TypedConfig(pack_any(tcp))),
     }
+}
+
+fn tcp_proxy_filter(stat_prefix: &str, cluster: &str) -> Filter {
+    tcp_filter(tcp_proxy(stat_prefix, cluster))
 }
 
 /// `0.0.0.0:15001`: every captured outbound connection arrives here and is handed to the
@@ -358,6 +379,7 @@ fn mode_chains(port: Option<u16>, kind: InboundKind, mode: MtlsMode) -> Vec<Filt
     let filter = |mtls: bool| match kind {
         InboundKind::Http(p) => {
             let mut hcm = inbound_hcm(&p);
+            hcm.access_log = vec![super::mtls::access_log("inbound")];
             if mtls {
                 // The app sees the caller's identity; a caller's own header is replaced.
                 hcm.forward_client_cert_details =
@@ -370,7 +392,11 @@ fn mode_chains(port: Option<u16>, kind: InboundKind, mode: MtlsMode) -> Vec<Filt
             }
             hcm_filter(hcm)
         }
-        InboundKind::Tcp => tcp_proxy_filter(&base, INBOUND_CLUSTER),
+        InboundKind::Tcp => {
+            let mut tcp = tcp_proxy(&base, INBOUND_CLUSTER);
+            tcp.access_log = vec![super::mtls::access_log("inbound")];
+            tcp_filter(tcp)
+        }
     };
     let destination_port = port.map(|p| UInt32Value {
         value: u32::from(p),
@@ -380,7 +406,7 @@ fn mode_chains(port: Option<u16>, kind: InboundKind, mode: MtlsMode) -> Vec<Filt
         chains.push(FilterChain {
             name: format!("{base}/mtls"),
             filter_chain_match: Some(FilterChainMatch {
-                destination_port: destination_port.clone(),
+                destination_port,
                 transport_protocol: "tls".to_string(),
                 application_protocols: vec![super::mtls::MESH_ALPN.to_string()],
                 ..Default::default()

@@ -234,6 +234,7 @@ pub fn descriptors() -> &'static DescriptorPool {
             "envoy/extensions/filters/http/wasm/v3/wasm.proto",
             "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
             "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
+            "envoy/extensions/access_loggers/stream/v3/stream.proto",
             "google/protobuf/wrappers.proto",
             "google/protobuf/empty.proto",
         ];
