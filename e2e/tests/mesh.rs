@@ -544,7 +544,20 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
     let Some(net) = network_or_skip("sidecars_speak_mutual_tls_as_peer_authentication_says") else {
         return;
     };
-    let mut mesh = Mesh::start_with(net, &[("shop", true), ("outside", false)], true, &[]);
+    let module = trellis_harness::load::wasm_module("trellis-policy-wasm").unwrap();
+    let module = module.display().to_string();
+    let modules_on_bridge = format!("{}:0", net.gateway);
+    let mut mesh = Mesh::start_with(
+        net,
+        &[("shop", true), ("outside", false)],
+        true,
+        &[
+            "--policy-module",
+            &module,
+            "--module-server-address",
+            &modules_on_bridge,
+        ],
+    );
     let spec = |name, sidecar| PodSpec {
         namespace: if sidecar { "shop" } else { "outside" },
         name,
@@ -560,6 +573,7 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
         "b",
     );
     let a = mesh.pod_as(spec("a", true), "a");
+    let c = mesh.pod_as(spec("c", true), "c");
     let plain = mesh.pod(spec("plain", false));
     let d = mesh.pod_as(
         PodSpec {
@@ -698,4 +712,52 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
         .unwrap();
     println!("a's sidecar cluster.service_shop_d_80.ssl.fail_verify_san: {san}");
     assert!(san >= 1);
+
+    // Authorization by identity: a policy on Service b lets only service account a in; c gets
+    // 403 from b's sidecar, a still 200. A rule by namespace lets c's namespace in too.
+    mesh.write("authz.yaml", &only_a(false));
+    eventually("c is refused by b's sidecar", || {
+        let r = mesh.pods[c]
+            .request(b_svc, "b.shop", "/", &[])
+            .map_err(|e| format!("{e:#}"))?;
+        (r.status == 403)
+            .then(|| println!("only sa a allowed: c -> b {}", r.status))
+            .ok_or(format!("answered {}", r.status))
+    });
+    let r = mesh.pods[a].request(b_svc, "b.shop", "/", &[]).unwrap();
+    println!("only sa a allowed: a -> b {}", r.status);
+    assert_eq!(r.status, 200);
+    let status = mesh
+        .cp
+        .object_status("AuthorizationPolicy", "shop/only-a")
+        .unwrap()
+        .unwrap();
+    let ancestor = &status["status"]["ancestors"][0];
+    assert_eq!(ancestor["ancestorRef"]["kind"], "Service", "{status}");
+    assert_eq!(ancestor["conditions"][0]["status"], "True", "{status}");
+    mesh.write("authz.yaml", &only_a(true));
+    eventually("namespace shop is let in", || {
+        let r = mesh.pods[c]
+            .request(b_svc, "b.shop", "/", &[])
+            .map_err(|e| format!("{e:#}"))?;
+        (r.status == 200)
+            .then(|| println!("namespace shop allowed: c -> b {}", r.status))
+            .ok_or(format!("answered {}", r.status))
+    });
+}
+
+/// An AuthorizationPolicy on Service b: deny unless the caller is service account a (or, with
+/// `namespace`, any caller of namespace shop).
+fn only_a(namespace: bool) -> String {
+    let extra = if namespace {
+        "\n  - {name: shop, action: Allow, namespaces: [shop]}"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: policy.trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {{name: \
+         only-a, namespace: shop}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: b}}]\n  \
+         defaultAction: Deny\n  rules:\n  - {{name: a, action: Allow, principals: \
+         [\"spiffe://cluster.local/ns/shop/sa/a\"]}}{extra}\n"
+    )
 }

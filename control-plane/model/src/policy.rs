@@ -130,13 +130,16 @@ pub type WasmFilter = PolicyObject<WasmFilterSpec>;
 
 /// A reference from a policy to what it applies to (Gateway API's
 /// `LocalPolicyTargetReferenceWithSectionName`): a Gateway or an HTTPRoute in the policy's
-/// namespace, optionally one listener (Gateway) or one named rule (HTTPRoute).
+/// namespace, optionally one listener (Gateway) or one named rule (HTTPRoute); or (for
+/// AuthorizationPolicy and RateLimitPolicy) a Service of the mesh, applied where its pods'
+/// sidecars receive requests.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetReference {
-    /// `gateway.networking.k8s.io`.
+    /// `gateway.networking.k8s.io`, or `""` (core) for a Service.
+    #[serde(default)]
     pub group: String,
-    /// `Gateway` or `HTTPRoute`.
+    /// `Gateway`, `HTTPRoute` or `Service`.
     pub kind: String,
     /// Name of the target, in the policy's namespace.
     pub name: String,
@@ -201,6 +204,9 @@ pub struct AuthorizationRule {
     /// The peer's SPIFFE ID is one of these (`*` suffix: prefix match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principals: Option<Vec<String>>,
+    /// The peer's namespace (from its SPIFFE ID, `.../ns/<ns>/sa/<sa>`) is one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
     /// The client address is one of these IPs or in one of these CIDRs.
     #[serde(default, rename = "sourceIPs", skip_serializing_if = "Option::is_none")]
     pub source_ips: Option<Vec<String>>,

@@ -618,6 +618,16 @@ pub struct SidecarIr {
     /// control plane runs without a certificate authority).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<InboundMtlsIr>,
+    /// The Services that send to the pods, and the pod ports each reaches (HTTP ports only):
+    /// what policies targeting a Service apply to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inbound_services: BTreeMap<ObjectKey, Vec<u16>>,
+    /// Wasm HTTP filters (the policy filter) of inbound HTTP ports, by port.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inbound_filters: BTreeMap<u16, Vec<WasmFilterIr>>,
+    /// Where the sidecars fetch the modules of their filters (the control plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_server: Option<EndpointIr>,
     /// Route configurations by name.
     pub route_configs: BTreeMap<String, MeshRoutesIr>,
     /// Clusters by name.

@@ -276,11 +276,11 @@ fn sidecars(
         if !pod_in_mesh(input, pod) {
             continue;
         }
-        let inbound = inbound_ports(pod, &key.namespace, services);
+        let (inbound, inbound_services) = inbound_ports(pod, &key.namespace, services);
         let mtls = security
             .and_then(|s| s.pods.get(key))
             .map(|p| p.mtls.clone());
-        let class = class_key(&key.namespace, &inbound, mtls.as_ref());
+        let class = class_key(&key.namespace, &inbound, &inbound_services, mtls.as_ref());
         out.pods.insert(key.clone(), class.clone());
         if out.sidecars.contains_key(&class) {
             continue;
@@ -310,6 +310,7 @@ fn sidecars(
         });
         let mut sidecar = base.clone();
         sidecar.inbound = inbound;
+        sidecar.inbound_services = inbound_services;
         sidecar.mtls = mtls;
         out.sidecars.insert(class, sidecar);
     }
@@ -329,13 +330,22 @@ fn mark_mtls_endpoints(cluster: &mut ClusterIr, security: &Security) {
     cluster.peer_identities = identities.into_iter().collect();
 }
 
-/// The snapshot key of a class: the namespace and a digest of its inbound ports (and their
-/// mutual-TLS modes), so the replicas of a workload (and any pods alike) share one
+/// The snapshot key of a class: the namespace and a digest of its inbound ports (the Services
+/// reaching them, and their mutual-TLS modes), so the replicas of a workload (and any pods alike) share one
 /// configuration.
-fn class_key(namespace: &str, inbound: &[InboundPortIr], mtls: Option<&InboundMtlsIr>) -> String {
+fn class_key(
+    namespace: &str,
+    inbound: &[InboundPortIr],
+    services: &BTreeMap<ObjectKey, Vec<u16>>,
+    mtls: Option<&InboundMtlsIr>,
+) -> String {
     let mut hasher = Sha256::new();
     for p in inbound {
         hasher.update(format!("{}/{};", p.port, p.http2));
+    }
+    // Policies may target a Service: pods reached by different Services differ.
+    for (service, ports) in services {
+        hasher.update(format!("svc {service} {ports:?};"));
     }
     if let Some(m) = mtls {
         hasher.update(format!("mtls {};", m.mode.as_str()));
@@ -349,13 +359,17 @@ fn class_key(namespace: &str, inbound: &[InboundPortIr], mtls: Option<&InboundMt
 
 /// The pod's ports that speak HTTP: the target ports of the HTTP ports of the mesh Services
 /// that select it.
+/// The pod's HTTP ports, and the Services that reach each.
+type Inbound = (Vec<InboundPortIr>, BTreeMap<ObjectKey, Vec<u16>>);
+
 fn inbound_ports(
     pod: &Pod,
     namespace: &str,
     services: &BTreeMap<ObjectKey, MeshService<'_>>,
-) -> Vec<InboundPortIr> {
+) -> Inbound {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let mut ports = BTreeSet::new();
+    let mut by_service: BTreeMap<ObjectKey, Vec<u16>> = BTreeMap::new();
     for (key, s) in services.range(ObjectKey::new(namespace, "")..) {
         if key.namespace != namespace {
             break;
@@ -385,10 +399,15 @@ fn inbound_ports(
                     port: target,
                     http2: *protocol == PortProtocol::Http2,
                 });
+                let reached = by_service.entry(key.clone()).or_default();
+                if !reached.contains(&target) {
+                    reached.push(target);
+                    reached.sort_unstable();
+                }
             }
         }
     }
-    ports.into_iter().collect()
+    (ports.into_iter().collect(), by_service)
 }
 
 /// The container port a Service port sends to on this pod: `targetPort` as a number, or the

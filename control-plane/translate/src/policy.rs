@@ -178,6 +178,8 @@ enum Selector {
     Gateway(Option<String>),
     /// Routes of an HTTPRoute, or of one of its rules.
     Routes(RouteTarget),
+    /// A sidecar class's inbound HTTP ports that a Service reaches.
+    Ports(Vec<u16>),
 }
 
 /// An HTTPRoute, or one rule of it, as a policy's target.
@@ -269,6 +271,10 @@ pub(crate) fn attach(
         next, attachments, ..
     } = run;
     for (proxy_name, list) in attachments {
+        if let Some(sidecar) = ir.sidecars.get_mut(&proxy_name) {
+            apply_to_sidecar(sidecar, &list, modules);
+            continue;
+        }
         let Some(proxy) = ir.proxies.get_mut(&proxy_name) else {
             continue;
         };
@@ -425,12 +431,9 @@ impl Attacher<'_> {
         for target in targets {
             match resolve(self.input, self.ir, &key.namespace, target) {
                 Ok(found) => {
-                    for (gateway, selector) in found {
-                        ancestors.insert(gateway_ref(&gateway, target), Ok(()));
-                        by_proxy
-                            .entry(proxy_key(&gateway))
-                            .or_default()
-                            .push(selector);
+                    for (ancestor, proxy, selector) in found {
+                        ancestors.insert(ancestor, Ok(()));
+                        by_proxy.entry(proxy).or_default().push(selector);
                     }
                 }
                 Err(message) => {
@@ -532,15 +535,20 @@ fn target_ref(namespace: &str, target: &PolicyTargetReference) -> ParentReferenc
     }
 }
 
-/// The Gateways a target is on and where in them it applies.
+/// Where a target applies: each ancestor (a Gateway, or for a Service the Service itself), the
+/// proxy (or sidecar class) snapshot key, and where in it.
 fn resolve(
     input: &InputSet,
     ir: &Ir,
     namespace: &str,
     target: &PolicyTargetReference,
-) -> Result<Vec<(ObjectKey, Selector)>, String> {
+) -> Result<Vec<(ParentReference, String, Selector)>, String> {
     let key = ObjectKey::new(namespace, &target.name);
+    let on_gateway = |(gateway, selector): (ObjectKey, Selector)| {
+        (gateway_ref(&gateway, target), proxy_key(&gateway), selector)
+    };
     match target.kind.as_str() {
+        "Service" => resolve_service(input, ir, &key),
         "Gateway" => {
             let gateway = input
                 .gateways
@@ -554,7 +562,10 @@ fn resolve(
             {
                 return Err(format!("Gateway {key} has no listener {section:?}"));
             }
-            Ok(vec![(key, Selector::Gateway(target.section_name.clone()))])
+            Ok(vec![on_gateway((
+                key,
+                Selector::Gateway(target.section_name.clone()),
+            ))])
         }
         "HTTPRoute" => {
             let route = input
@@ -574,7 +585,7 @@ fn resolve(
                     .ok_or_else(|| format!("HTTPRoute {key} has no rule named {section:?}"))?;
                 selected.rule = Some(index);
             }
-            let found: Vec<(ObjectKey, Selector)> = input
+            let found: Vec<(ParentReference, String, Selector)> = input
                 .gateways
                 .keys()
                 .filter(|g| {
@@ -584,7 +595,7 @@ fn resolve(
                             .any(|l| l.chains.iter().any(|c| chain_has_route(c, &selected)))
                     })
                 })
-                .map(|g| (g.clone(), Selector::Routes(selected.clone())))
+                .map(|g| on_gateway((g.clone(), Selector::Routes(selected.clone()))))
                 .collect();
             if found.is_empty() {
                 return Err(format!(
@@ -597,6 +608,44 @@ fn resolve(
     }
 }
 
+/// A Service target: the sidecar classes of the pods it sends to, and the ports it reaches.
+fn resolve_service(
+    input: &InputSet,
+    ir: &Ir,
+    key: &ObjectKey,
+) -> Result<Vec<(ParentReference, String, Selector)>, String> {
+    if !input.services.contains_key(key) {
+        return Err(format!("Service {key} does not exist"));
+    }
+    let ancestor = ParentReference {
+        group: String::new(),
+        kind: "Service".to_string(),
+        namespace: Some(key.namespace.clone()),
+        name: key.name.clone(),
+        section_name: None,
+        port: None,
+    };
+    let found: Vec<_> = ir
+        .sidecars
+        .iter()
+        .filter_map(|(class, sidecar)| {
+            let ports = sidecar.inbound_services.get(key)?;
+            Some((
+                ancestor.clone(),
+                class.clone(),
+                Selector::Ports(ports.clone()),
+            ))
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(format!(
+            "Service {key} sends to no HTTP port of a pod in the mesh (policies on a Service \
+             apply in its pods' sidecars)"
+        ));
+    }
+    Ok(found)
+}
+
 fn chain_has_route(chain: &FilterChainIr, target: &RouteTarget) -> bool {
     chain
         .virtual_hosts
@@ -604,7 +653,9 @@ fn chain_has_route(chain: &FilterChainIr, target: &RouteTarget) -> bool {
         .any(|vh| vh.routes.iter().any(|r| target.selects(&r.origin)))
 }
 
-fn check_targets(targets: &[PolicyTargetReference]) -> Result<(), Problem> {
+/// Checks a policy's targets; `services`: whether it may target Services (the policy filter's
+/// policies may; WasmFilters not yet).
+fn check_targets(targets: &[PolicyTargetReference], services: bool) -> Result<(), Problem> {
     if targets.is_empty() {
         return Err(invalid(
             "spec.targetRefs",
@@ -615,6 +666,22 @@ fn check_targets(targets: &[PolicyTargetReference]) -> Result<(), Problem> {
         return Err(invalid("spec.targetRefs", "at most 16 targets"));
     }
     for (i, t) in targets.iter().enumerate() {
+        if t.kind == "Service" && services {
+            if !t.group.is_empty() && t.group != "core" {
+                return Err(invalid(
+                    format!("spec.targetRefs[{i}].group"),
+                    "a Service's group is \"\" (core)",
+                ));
+            }
+            if t.section_name.is_some() {
+                return Err(invalid(
+                    format!("spec.targetRefs[{i}].sectionName"),
+                    "is not supported for a Service (the policy applies to every HTTP port it \
+                     reaches)",
+                ));
+            }
+            continue;
+        }
         if t.group != GATEWAY_GROUP {
             return Err(invalid(
                 format!("spec.targetRefs[{i}].group"),
@@ -622,9 +689,14 @@ fn check_targets(targets: &[PolicyTargetReference]) -> Result<(), Problem> {
             ));
         }
         if t.kind != "Gateway" && t.kind != "HTTPRoute" {
+            let kinds = if services {
+                "Gateway, HTTPRoute or Service"
+            } else {
+                "Gateway or HTTPRoute"
+            };
             return Err(invalid(
                 format!("spec.targetRefs[{i}].kind"),
-                format!("{:?} is not supported (Gateway or HTTPRoute)", t.kind),
+                format!("{:?} is not supported ({kinds})", t.kind),
             ));
         }
     }
@@ -682,6 +754,9 @@ fn authorization_json(key: &ObjectKey, spec: &AuthorizationPolicySpec) -> Value 
             }
             if let Some(principals) = &r.principals {
                 m.insert("principals".into(), json!(principals));
+            }
+            if let Some(namespaces) = &r.namespaces {
+                m.insert("namespaces".into(), json!(namespaces));
             }
             if let Some(ips) = &r.source_ips {
                 m.insert("source_ips".into(), json!(ips));
@@ -794,7 +869,7 @@ fn check_authorization(
     modules: &ModuleOptions,
 ) -> Result<Checked, Problem> {
     let spec: AuthorizationPolicySpec = parse_spec(spec).map_err(spec_error)?;
-    check_targets(&spec.target_refs)?;
+    check_targets(&spec.target_refs, true)?;
     let policy = authorization_json(key, &spec);
     validate_policy_config(&json!({ "policies": [policy] }))?;
     policy_module(modules)?;
@@ -810,7 +885,7 @@ fn check_rate_limits(
     modules: &ModuleOptions,
 ) -> Result<Checked, Problem> {
     let spec: RateLimitPolicySpec = parse_spec(spec).map_err(spec_error)?;
-    check_targets(&spec.target_refs)?;
+    check_targets(&spec.target_refs, true)?;
     if spec.limits.is_empty() {
         return Err(invalid("spec.limits", "at least one limit is required"));
     }
@@ -829,7 +904,7 @@ fn check_wasm_filter(
     modules: &ModuleOptions,
 ) -> Result<Checked, Problem> {
     let spec: WasmFilterSpec = parse_spec(spec).map_err(spec_error)?;
-    check_targets(&spec.target_refs)?;
+    check_targets(&spec.target_refs, false)?;
     let module = &spec.module;
     match (&module.path, &module.url) {
         (Some(_), Some(_)) | (None, None) => {
@@ -942,6 +1017,7 @@ fn chain_scope(chain: &FilterChainIr, selectors: &[Selector]) -> Option<ChainSco
                     routes.push(target.clone());
                 }
             }
+            Selector::Ports(_) => {}
         }
     }
     (!listeners.is_empty() || !routes.is_empty()).then_some(ChainScope::Parts { listeners, routes })
@@ -967,6 +1043,72 @@ fn policy_scope(chain: &FilterChainIr, scope: &ChainScope) -> Option<Value> {
                 .collect();
             (!names.is_empty()).then(|| json!({ "routes": names }))
         }
+    }
+}
+
+/// Adds the policy filter to the inbound HTTP ports of a sidecar class that its attachments'
+/// Services reach: the callers are the mesh's, so their principals come from the mutual-TLS
+/// handshake, and their address from the connection.
+fn apply_to_sidecar(
+    sidecar: &mut crate::ir::SidecarIr,
+    attachments: &[Attachment],
+    modules: &ModuleOptions,
+) {
+    let Some(sha256) = &modules.policy_module else {
+        return;
+    };
+    sidecar.inbound_filters.clear();
+    for port in sidecar.inbound.iter().map(|p| p.port) {
+        let mut policies = Vec::new();
+        let mut limits = Vec::new();
+        for a in attachments {
+            let reaches = a.selectors.iter().any(|s| match s {
+                Selector::Ports(ports) => ports.contains(&port),
+                _ => false,
+            });
+            if !reaches {
+                continue;
+            }
+            match &*a.contribution {
+                Contribution::Authorization(policy) => {
+                    let mut p = policy.clone();
+                    p["scope"] = json!("all");
+                    policies.push(p);
+                }
+                Contribution::RateLimits(list) => {
+                    for l in list {
+                        let mut l = l.clone();
+                        l["scope"] = json!("all");
+                        limits.push(l);
+                    }
+                }
+                Contribution::Wasm { .. } => {}
+            }
+        }
+        if policies.is_empty() && limits.is_empty() {
+            continue;
+        }
+        let mut configuration = Map::new();
+        if !policies.is_empty() {
+            configuration.insert("policies".into(), Value::Array(policies));
+        }
+        if !limits.is_empty() {
+            configuration.insert("rate_limits".into(), Value::Array(limits));
+        }
+        sidecar.inbound_filters.insert(
+            port,
+            vec![WasmFilterIr {
+                name: POLICY_FILTER.to_string(),
+                sha256: sha256.clone(),
+                vm_id: POLICY_FILTER.to_string(),
+                configuration: Value::Object(configuration),
+                fail_open: false,
+                disabled: false,
+            }],
+        );
+    }
+    if !sidecar.inbound_filters.is_empty() {
+        sidecar.module_server = modules.server.clone();
     }
 }
 

@@ -49,6 +49,7 @@ struct Rule {
     methods: Option<Vec<String>>,
     headers: Option<Vec<HeaderMatch>>,
     principals: Option<Vec<PrincipalMatcher>>,
+    namespaces: Option<Vec<String>>,
     source_ips: Option<Vec<IpNet>>,
 }
 
@@ -311,6 +312,19 @@ impl Rule {
                 })
             },
         )?;
+        let namespaces = compile_list(
+            config.namespaces.as_deref(),
+            &format!("{field}.namespaces"),
+            |namespace, at| {
+                if namespace.is_empty() || namespace.contains('/') {
+                    return Err(ConfigError::invalid(
+                        at,
+                        "must be a namespace name (not empty, no `/`)",
+                    ));
+                }
+                Ok(namespace.clone())
+            },
+        )?;
         let source_ips = compile_list(
             config.source_ips.as_deref(),
             &format!("{field}.source_ips"),
@@ -334,6 +348,7 @@ impl Rule {
             methods,
             headers,
             principals,
+            namespaces,
             source_ips,
         })
     }
@@ -373,6 +388,14 @@ impl Rule {
                 return false;
             }
         }
+        if let Some(namespaces) = &self.namespaces {
+            let Some(namespace) = request.principal().and_then(spiffe_namespace) else {
+                return false;
+            };
+            if !namespaces.iter().any(|n| n == namespace) {
+                return false;
+            }
+        }
         if let Some(nets) = &self.source_ips {
             let Some(ip) = request.source_ip() else {
                 return false;
@@ -383,6 +406,15 @@ impl Rule {
         }
         true
     }
+}
+
+/// The namespace of a SPIFFE ID of the Kubernetes form, `spiffe://<td>/ns/<ns>/sa/<sa>`.
+fn spiffe_namespace(principal: &str) -> Option<&str> {
+    let path = principal.strip_prefix("spiffe://")?;
+    let (_, rest) = path.split_once('/')?;
+    let rest = rest.strip_prefix("ns/")?;
+    let (namespace, rest) = rest.split_once('/')?;
+    (rest.starts_with("sa/") && !namespace.is_empty()).then_some(namespace)
 }
 
 impl PathMatcher {
@@ -637,6 +669,23 @@ mod tests {
         assert!(!denied(&p, &with("spiffe://td/ns/prod/sa/web2")));
         assert!(!denied(&p, &with("spiffe://td/ns/prod/sa/api")));
         assert!(!denied(&p, &MockHost::get("/")), "no mTLS, no principal");
+    }
+
+    #[test]
+    fn namespaces_match_the_namespace_of_the_principal() {
+        let p = deny_rule(r#""namespaces": ["prod", "ops"]"#);
+        let with = |principal: &str| MockHost::get("/").with_principal(principal);
+        assert!(denied(&p, &with("spiffe://td/ns/prod/sa/web")));
+        assert!(denied(&p, &with("spiffe://cluster.local/ns/ops/sa/x")));
+        assert!(!denied(&p, &with("spiffe://td/ns/production/sa/web")));
+        assert!(
+            !denied(&p, &with("spiffe://td/ns/prod")),
+            "not of the Kubernetes form"
+        );
+        assert!(!denied(&p, &with("spiffe://td/sa/x/ns/prod/sa/y")));
+        assert!(!denied(&p, &MockHost::get("/")), "no mTLS, no namespace");
+        assert_eq!(spiffe_namespace("spiffe://td/ns/a/sa/b"), Some("a"));
+        assert_eq!(spiffe_namespace("spiffe://td/ns//sa/b"), None);
     }
 
     #[test]

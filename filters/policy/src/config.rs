@@ -111,6 +111,9 @@ pub struct RuleConfig {
     /// The peer's SPIFFE principal (first URI SAN of its certificate) is one of these; an entry
     /// ending in `*` matches by prefix, and `*` alone matches any authenticated peer.
     pub principals: Option<Vec<String>>,
+    /// The peer's namespace (the `ns` segment of its SPIFFE principal,
+    /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`) is one of these.
+    pub namespaces: Option<Vec<String>>,
     /// The client address is one of these IPs or inside one of these CIDRs.
     pub source_ips: Option<Vec<String>>,
 }

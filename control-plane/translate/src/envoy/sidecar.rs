@@ -88,10 +88,15 @@ pub(super) fn sidecar_resources(s: &SidecarIr, round: &mut CacheRound<'_>) -> Ve
         &outbound_listener(passthrough),
         cluster_dependency(passthrough),
     ));
+    let mut inbound_dependencies = cluster_dependency(INBOUND_CLUSTER);
+    if let (false, Some(server)) = (s.inbound_filters.is_empty(), &s.module_server) {
+        out.push(Resource::new(MODULE_CLUSTER, &module_cluster(server)));
+        inbound_dependencies.extend(cluster_dependency(MODULE_CLUSTER));
+    }
     out.push(Resource::with_dependencies(
         INBOUND_LISTENER,
-        &inbound_listener(&s.inbound, s.mtls.as_ref()),
-        cluster_dependency(INBOUND_CLUSTER),
+        &inbound_listener(s),
+        inbound_dependencies,
     ));
     out
 }
@@ -281,11 +286,12 @@ pub fn outbound_listener(unknown: &str) -> Listener {
 /// connection manager (where mesh policy and telemetry will run), the rest straight to the app.
 /// With `mtls`, each port takes mutual TLS from other sidecars, plaintext, or both, as its
 /// mode says.
-pub fn inbound_listener(ports: &[InboundPortIr], mtls: Option<&InboundMtlsIr>) -> Listener {
-    if let Some(mtls) = mtls {
-        return mtls_inbound_listener(ports, mtls);
+pub fn inbound_listener(s: &SidecarIr) -> Listener {
+    if let Some(mtls) = &s.mtls {
+        return mtls_inbound_listener(s, mtls);
     }
-    let filter_chains = ports
+    let filter_chains = s
+        .inbound
         .iter()
         .map(|p| FilterChain {
             name: format!("inbound/{}", p.port),
@@ -295,7 +301,7 @@ pub fn inbound_listener(ports: &[InboundPortIr], mtls: Option<&InboundMtlsIr>) -
                 }),
                 ..Default::default()
             }),
-            filters: vec![hcm_filter(inbound_hcm(p))],
+            filters: vec![hcm_filter(inbound_hcm(p, s))],
             ..Default::default()
         })
         .collect();
@@ -331,17 +337,17 @@ enum InboundKind {
 /// all other ports together, a chain for the mesh's TLS (unless DISABLE) and one for plaintext
 /// (unless STRICT). A connection no chain takes is closed (Envoy counts it in
 /// `no_filter_chain_match`).
-fn mtls_inbound_listener(ports: &[InboundPortIr], mtls: &InboundMtlsIr) -> Listener {
+fn mtls_inbound_listener(s: &SidecarIr, mtls: &InboundMtlsIr) -> Listener {
     let mut scopes: BTreeMap<u16, InboundKind> =
         mtls.ports.keys().map(|p| (*p, InboundKind::Tcp)).collect();
-    for p in ports {
+    for p in &s.inbound {
         scopes.insert(p.port, InboundKind::Http(*p));
     }
     let mut filter_chains = Vec::new();
     for (port, kind) in &scopes {
-        filter_chains.extend(mode_chains(Some(*port), *kind, mtls.port_mode(*port)));
+        filter_chains.extend(mode_chains(s, Some(*port), *kind, mtls.port_mode(*port)));
     }
-    filter_chains.extend(mode_chains(None, InboundKind::Tcp, mtls.mode));
+    filter_chains.extend(mode_chains(s, None, InboundKind::Tcp, mtls.mode));
     Listener {
         name: INBOUND_LISTENER.to_string(),
         address: Some(socket("0.0.0.0", trellis_capture::INBOUND_PORT)),
@@ -371,14 +377,19 @@ fn mtls_inbound_listener(ports: &[InboundPortIr], mtls: &InboundMtlsIr) -> Liste
 }
 
 /// The chains of one port (or of every other port) in one mode.
-fn mode_chains(port: Option<u16>, kind: InboundKind, mode: MtlsMode) -> Vec<FilterChain> {
+fn mode_chains(
+    s: &SidecarIr,
+    port: Option<u16>,
+    kind: InboundKind,
+    mode: MtlsMode,
+) -> Vec<FilterChain> {
     let base = match port {
         Some(p) => format!("inbound/{p}"),
         None => "inbound/tcp".to_string(),
     };
     let filter = |mtls: bool| match kind {
         InboundKind::Http(p) => {
-            let mut hcm = inbound_hcm(&p);
+            let mut hcm = inbound_hcm(&p, s);
             hcm.access_log = vec![super::mtls::access_log("inbound")];
             if mtls {
                 // The app sees the caller's identity; a caller's own header is replaced.
@@ -430,8 +441,18 @@ fn mode_chains(port: Option<u16>, kind: InboundKind, mode: MtlsMode) -> Vec<Filt
     chains
 }
 
-fn inbound_hcm(p: &InboundPortIr) -> HttpConnectionManager {
+/// The connection manager of one inbound HTTP port: its filters (the policy filter, when a
+/// policy targets a Service reaching the port), then the router to the app.
+fn inbound_hcm(p: &InboundPortIr, s: &SidecarIr) -> HttpConnectionManager {
     let name = format!("inbound/{}", p.port);
+    let mut http_filters: Vec<HttpFilter> = s
+        .inbound_filters
+        .get(&p.port)
+        .into_iter()
+        .flatten()
+        .map(|f| super::wasm_filter(f, s.module_server.as_ref()))
+        .collect();
+    http_filters.push(router_filter());
     HttpConnectionManager {
         stat_prefix: name.replace('/', "_"),
         codec_type: http_connection_manager::CodecType::Auto as i32,
@@ -465,7 +486,7 @@ fn inbound_hcm(p: &InboundPortIr) -> HttpConnectionManager {
                 ..Default::default()
             },
         )),
-        http_filters: vec![router_filter()],
+        http_filters,
         upgrade_configs: vec![http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".to_string(),
             ..Default::default()
