@@ -29,8 +29,13 @@ async fn bed() -> Bed {
             SystemTime::now(),
         )
         .unwrap();
-    let pods: PodLookup =
-        Arc::new(|ns, name| (ns == "shop" && name == "orders-1").then(|| "orders".to_string()));
+    let pods: PodLookup = Arc::new(|w| {
+        (w == trellis_ca::token::Workload::Pod {
+            namespace: "shop",
+            name: "orders-1",
+        })
+        .then(|| "orders".to_string())
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(

@@ -66,6 +66,9 @@ pub enum CaError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(#[from] rcgen::Error),
+    /// A workload named for a token is not a valid identity.
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
 }
 
 /// The root: its certificate (PEM) and key.
@@ -272,6 +275,81 @@ impl Ca {
             not_after,
         })
     }
+}
+
+/// A certificate and key the CA issues to the control plane itself (its xDS serving
+/// certificate).
+#[derive(Clone, Debug)]
+pub struct ServingCertificate {
+    /// The certificate then the root, PEM.
+    pub chain_pem: String,
+    /// Its private key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// When it stops being valid.
+    pub not_after: SystemTime,
+}
+
+impl Ca {
+    /// A key and a certificate for the control plane: `identity` as its URI SAN and
+    /// `dns_names` as DNS SANs (what clients connect by), both server and client use.
+    pub fn issue_serving(
+        &self,
+        identity: &SpiffeId,
+        dns_names: &[String],
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<ServingCertificate, CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut sans = vec![SanType::URI(
+            identity
+                .to_string()
+                .try_into()
+                .map_err(|e: rcgen::Error| CaError::BadCsr(e.to_string()))?,
+        )];
+        for name in dns_names {
+            sans.push(SanType::DnsName(
+                name.clone()
+                    .try_into()
+                    .map_err(|e: rcgen::Error| CaError::BadCsr(e.to_string()))?,
+            ));
+        }
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let not_after = (now + lifetime).min(self.not_after);
+        params.not_before = offset(now - BACKDATE);
+        params.not_after = offset(not_after);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(ServingCertificate {
+            chain_pem: format!("{}{}", cert.pem(), self.cert_pem),
+            key_pem: key.serialize_pem(),
+            not_after,
+        })
+    }
+}
+
+/// The first URI SAN of a DER certificate (a workload's SPIFFE ID), if it has one.
+pub fn uri_san(cert_der: &[u8]) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    let sans = cert.subject_alternative_name().ok()??;
+    sans.value.general_names.iter().find_map(|n| match n {
+        GeneralName::URI(uri) => Some((*uri).to_string()),
+        _ => None,
+    })
+}
+
+/// The service account a Gateway's proxies run as: `<gateway>-gateway`, in the Gateway's
+/// namespace (the identity the control plane expects of them on xDS).
+pub fn gateway_service_account(gateway: &str) -> String {
+    format!("{gateway}-gateway")
 }
 
 /// A PEM certificate's validity: `notBefore` and `notAfter` (times before 1970 read as 1970).

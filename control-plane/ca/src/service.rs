@@ -5,6 +5,7 @@
 //! Errors are gRPC statuses: `UNAUTHENTICATED` without a valid token (or for a pod that is
 //! gone), `INVALID_ARGUMENT` for a CSR the CA refuses.
 
+use crate::token::Workload;
 use crate::{Ca, DEFAULT_LEAF_LIFETIME, TokenKey};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +16,8 @@ use trellis_proto::ca::v1::certificate_service_server::{
 };
 use trellis_proto::ca::v1::{CreateCertificateRequest, CreateCertificateResponse};
 
-/// Looks a pod up by namespace and name: its service account, while it exists.
-pub type PodLookup = Arc<dyn Fn(&str, &str) -> Option<String> + Send + Sync>;
+/// Looks a workload up (a pod, or a Gateway's proxies): its service account, while it exists.
+pub type PodLookup = Arc<dyn Fn(Workload<'_>) -> Option<String> + Send + Sync>;
 
 /// What the service did since start, for metrics.
 #[derive(Debug, Default)]
@@ -85,7 +86,7 @@ impl CertificateService for Certificates {
         let now = SystemTime::now();
         let identity = self
             .tokens
-            .authenticate(token, now, |ns, name| (self.pods)(ns, name))
+            .authenticate(token, now, |w| (self.pods)(w))
             .map_err(|e| {
                 self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
                 Status::unauthenticated(e.to_string())
@@ -132,8 +133,13 @@ mod tests {
         let dir = tmp.path().join("ca");
         let ca = Arc::new(Ca::load_or_create(&dir, "cluster.local", SystemTime::now()).unwrap());
         let tokens = Arc::new(TokenKey::load_or_create(&dir).unwrap());
-        let pods: PodLookup =
-            Arc::new(|ns, name| (ns == "shop" && name == "orders-1").then(|| "orders".to_string()));
+        let pods: PodLookup = Arc::new(|w| {
+            (w == Workload::Pod {
+                namespace: "shop",
+                name: "orders-1",
+            })
+            .then(|| "orders".to_string())
+        });
         let certificates = Certificates::new(ca, tokens.clone(), pods, None);
         let stats = certificates.stats();
         let service = certificates.into_server();

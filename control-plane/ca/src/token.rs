@@ -32,14 +32,36 @@ const KEY_FILE: &str = "token-key.pk8";
 pub struct Claims {
     /// The identity, `spiffe://…/ns/<ns>/sa/<sa>`.
     pub sub: String,
-    /// The pod, `namespace/name`.
+    /// The pod, `namespace/name` (empty in a Gateway proxy's token).
     pub pod: String,
+    /// A Gateway proxy's token: the Gateway, `namespace/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
     /// The audience, [`AUDIENCE`].
     pub aud: String,
     /// Issued at (seconds since the epoch).
     pub iat: u64,
     /// Expires at (seconds since the epoch).
     pub exp: u64,
+}
+
+/// What a token names: a pod, or the proxies of a Gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload<'a> {
+    /// A pod (its sidecar).
+    Pod {
+        /// Its namespace.
+        namespace: &'a str,
+        /// Its name.
+        name: &'a str,
+    },
+    /// A Gateway (its proxies).
+    Gateway {
+        /// Its namespace.
+        namespace: &'a str,
+        /// Its name.
+        name: &'a str,
+    },
 }
 
 /// Why a token is refused.
@@ -60,6 +82,9 @@ pub enum TokenError {
     /// The pod it names does not exist (any more).
     #[error("pod {0} does not exist")]
     NoSuchPod(String),
+    /// The Gateway it names does not exist (any more).
+    #[error("Gateway {0} does not exist")]
+    NoSuchGateway(String),
     /// The pod runs as another service account than the token says.
     #[error("pod {pod} runs as service account {actual}, not the token's {claimed}")]
     ServiceAccountMismatch {
@@ -125,12 +150,45 @@ impl TokenKey {
         let claims = Claims {
             sub: identity.to_string(),
             pod: pod.to_string(),
+            gateway: None,
             aud: AUDIENCE.to_string(),
             iat: secs(now),
             exp: secs(now + lifetime),
         };
+        self.sign_claims(&claims)
+    }
+
+    /// A token for the proxies of Gateway `gateway` (`namespace/name`), whose identity is
+    /// [`crate::gateway_service_account`] in the Gateway's namespace.
+    pub fn issue_gateway(
+        &self,
+        trust_domain: &str,
+        gateway: &str,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<String, CaError> {
+        let (namespace, name) = gateway
+            .split_once('/')
+            .ok_or_else(|| CaError::BadCsr(format!("{gateway:?} is not namespace/name")))?;
+        let identity = SpiffeId::new(
+            trust_domain,
+            namespace,
+            &crate::gateway_service_account(name),
+        )?;
+        let claims = Claims {
+            sub: identity.to_string(),
+            pod: String::new(),
+            gateway: Some(gateway.to_string()),
+            aud: AUDIENCE.to_string(),
+            iat: secs(now),
+            exp: secs(now + lifetime),
+        };
+        self.sign_claims(&claims)
+    }
+
+    fn sign_claims(&self, claims: &Claims) -> Result<String, CaError> {
         let body = URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(&claims).map_err(|e| CaError::BadRoot(e.to_string()))?);
+            .encode(serde_json::to_vec(claims).map_err(|e| CaError::BadRoot(e.to_string()))?);
         let signature = self
             .key
             .sign(&self.rng, body.as_bytes())
@@ -148,24 +206,30 @@ impl TokenKey {
         &self,
         token: &str,
         now: SystemTime,
-        pod_service_account: impl Fn(&str, &str) -> Option<String>,
+        service_account: impl Fn(Workload<'_>) -> Option<String>,
     ) -> Result<SpiffeId, TokenError> {
         let claims = self.verify(token, now)?;
         let identity = SpiffeId::parse(&claims.sub)?;
-        let (namespace, name) = claims
-            .pod
+        let named = claims.gateway.as_deref().unwrap_or(&claims.pod);
+        let (namespace, name) = named
             .split_once('/')
-            .ok_or(TokenError::Malformed("the pod is not namespace/name"))?;
+            .ok_or(TokenError::Malformed("the workload is not namespace/name"))?;
         if namespace != identity.namespace() {
             return Err(TokenError::Malformed(
-                "the pod's namespace is not the identity's",
+                "the workload's namespace is not the identity's",
             ));
         }
-        let actual = pod_service_account(namespace, name)
-            .ok_or_else(|| TokenError::NoSuchPod(claims.pod.clone()))?;
+        let workload = match claims.gateway {
+            Some(_) => Workload::Gateway { namespace, name },
+            None => Workload::Pod { namespace, name },
+        };
+        let actual = service_account(workload).ok_or_else(|| match workload {
+            Workload::Gateway { .. } => TokenError::NoSuchGateway(named.to_string()),
+            Workload::Pod { .. } => TokenError::NoSuchPod(named.to_string()),
+        })?;
         if actual != identity.service_account() {
             return Err(TokenError::ServiceAccountMismatch {
-                pod: claims.pod,
+                pod: named.to_string(),
                 claimed: identity.service_account().to_string(),
                 actual,
             });
@@ -217,11 +281,38 @@ mod tests {
         (tmp, key)
     }
 
-    fn pods(ns: &str, name: &str) -> Option<String> {
-        match (ns, name) {
-            ("shop", "orders-1") => Some("orders".into()),
+    fn pods(workload: Workload<'_>) -> Option<String> {
+        match workload {
+            Workload::Pod {
+                namespace: "shop",
+                name: "orders-1",
+            } => Some("orders".into()),
+            Workload::Gateway {
+                namespace: "edge",
+                name: "web",
+            } => Some(crate::gateway_service_account("web")),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_gateway_token_names_the_gateways_proxies_while_it_exists() {
+        let (_tmp, key) = key();
+        let now = SystemTime::now();
+        let token = key
+            .issue_gateway("cluster.local", "edge/web", Duration::from_secs(3600), now)
+            .unwrap();
+        assert_eq!(
+            key.authenticate(&token, now, pods).unwrap().to_string(),
+            "spiffe://cluster.local/ns/edge/sa/web-gateway"
+        );
+        let gone = key
+            .issue_gateway("cluster.local", "edge/api", Duration::from_secs(3600), now)
+            .unwrap();
+        assert_eq!(
+            key.authenticate(&gone, now, pods).unwrap_err(),
+            TokenError::NoSuchGateway("edge/api".into())
+        );
     }
 
     #[test]
@@ -235,12 +326,12 @@ mod tests {
         assert_eq!(key.authenticate(&token, now, pods).unwrap(), id);
         // The pod is gone: refused.
         assert_eq!(
-            key.authenticate(&token, now, |_, _| None).unwrap_err(),
+            key.authenticate(&token, now, |_| None).unwrap_err(),
             TokenError::NoSuchPod("shop/orders-1".into())
         );
         // It now runs as another service account: refused.
         assert!(matches!(
-            key.authenticate(&token, now, |_, _| Some("admin".into())),
+            key.authenticate(&token, now, |_| Some("admin".into())),
             Err(TokenError::ServiceAccountMismatch { .. })
         ));
         // Expired.

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod http;
 pub mod incoming;
+pub mod tls;
 
 pub use auth::AdminAuth;
 pub use http::{HttpLimits, serve_http};

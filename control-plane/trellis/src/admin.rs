@@ -49,6 +49,8 @@ pub struct AdminState {
     /// Every pod's service account, by namespace and name, from the latest input (the
     /// certificate service authenticates callers against it).
     pub pod_accounts: RwLock<Arc<std::collections::BTreeMap<(String, String), String>>>,
+    /// Every Gateway, by namespace and name (their proxies' tokens are checked against it).
+    pub gateway_names: RwLock<Arc<std::collections::BTreeSet<(String, String)>>>,
 }
 
 impl AdminState {
@@ -57,7 +59,7 @@ impl AdminState {
         self.report.read().map(|r| r.clone()).unwrap_or_default()
     }
 
-    /// Records every pod's service account from an input set.
+    /// Records every pod's service account (and every Gateway) from an input set.
     pub fn set_pod_accounts(&self, input: &trellis_model::InputSet) {
         let accounts = input
             .pods
@@ -71,6 +73,32 @@ impl AdminState {
             .collect();
         if let Ok(mut a) = self.pod_accounts.write() {
             *a = Arc::new(accounts);
+        }
+        let gateways = input
+            .gateways
+            .keys()
+            .map(|k| (k.namespace.clone(), k.name.clone()))
+            .collect();
+        if let Ok(mut g) = self.gateway_names.write() {
+            *g = Arc::new(gateways);
+        }
+    }
+
+    /// The service account of a workload the certificate service is asked about: a pod's, or
+    /// for a Gateway that exists, its proxies' ([`trellis_ca::gateway_service_account`]).
+    pub fn workload_service_account(
+        &self,
+        workload: trellis_ca::token::Workload<'_>,
+    ) -> Option<String> {
+        use trellis_ca::token::Workload;
+        match workload {
+            Workload::Pod { namespace, name } => self.pod_service_account(namespace, name),
+            Workload::Gateway { namespace, name } => {
+                let gateways = self.gateway_names.read().ok()?.clone();
+                gateways
+                    .contains(&(namespace.to_string(), name.to_string()))
+                    .then(|| trellis_ca::gateway_service_account(name))
+            }
         }
     }
 

@@ -21,6 +21,15 @@ pub struct AgentArgs {
     /// Where to serve SDS to Envoy (a Unix socket, created 0600).
     #[arg(long)]
     pub sds_socket: PathBuf,
+    /// The mesh's root certificate (PEM; `root-cert.pem` in the CA directory): the control
+    /// plane's certificate service is then reached over TLS and verified against it, as
+    /// `--control-plane-name`. Without it, plaintext (a control plane run with
+    /// `--insecure-xds`).
+    #[arg(long)]
+    pub root_cert: Option<PathBuf>,
+    /// The name the control plane's certificate carries (`trellis.<root-namespace>.svc`).
+    #[arg(long, default_value = "trellis.trellis-system.svc")]
+    pub control_plane_name: String,
     /// The certificate lifetime to ask for, in seconds (the control plane may shorten it).
     #[arg(long, default_value_t = 24 * 3600)]
     pub lifetime_secs: u64,
@@ -36,9 +45,23 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
         .init();
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading {}", args.token_file.display()))?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.ca_address))
-        .context("--ca-address")?
-        .connect_lazy();
+    let channel = match &args.root_cert {
+        Some(path) => {
+            let root = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(root))
+                .domain_name(args.control_plane_name.clone());
+            tonic::transport::Endpoint::from_shared(format!("https://{}", args.ca_address))
+                .context("--ca-address")?
+                .tls_config(tls)
+                .context("--root-cert")?
+                .connect_lazy()
+        }
+        None => tonic::transport::Endpoint::from_shared(format!("http://{}", args.ca_address))
+            .context("--ca-address")?
+            .connect_lazy(),
+    };
     let (tx, rx) = watch::channel(None);
     let rotation = tokio::spawn(trellis_agent::rotate(
         channel,

@@ -99,6 +99,12 @@ pub struct ServeArgs {
     /// The trust domain of workload identities (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`).
     #[arg(long, default_value = trellis_ca::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
+    /// Serve xDS in plaintext even with `--ca-dir` (development only: refused unless
+    /// `--xds-address` is a loopback address). With `--ca-dir` and without this flag, the xDS
+    /// port takes mutual TLS: every ADS stream must present the workload certificate of the
+    /// proxy it claims to be.
+    #[arg(long)]
+    pub insecure_xds: bool,
     /// The mesh's root namespace: a PeerAuthentication there without a selector sets the
     /// mutual-TLS mode of the whole mesh (Istio's `rootNamespace`).
     #[arg(long, default_value = "trellis-system")]
@@ -216,6 +222,93 @@ fn init_logging(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// The control plane's own identity (`spiffe://<td>/ns/<root-namespace>/sa/trellis`) and the
+/// DNS name clients verify it by (`trellis.<root-namespace>.svc`).
+pub fn control_plane_identity(trust_domain: &str, root_namespace: &str) -> (String, String) {
+    (
+        format!("spiffe://{trust_domain}/ns/{root_namespace}/sa/trellis"),
+        format!("trellis.{root_namespace}.svc"),
+    )
+}
+
+/// How long the control plane's xDS serving certificate lives; it is renewed at half-life.
+const SERVING_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Mutual TLS for the xDS port: a serving certificate from the CA (renewed at half-life, in
+/// place), and client certificates verified against the CA's root.
+fn xds_tls(args: &ServeArgs, ca: Arc<trellis_ca::Ca>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (id, dns) = control_plane_identity(&args.trust_domain, &args.root_namespace);
+    let identity = trellis_ca::SpiffeId::parse(&id).context("the control plane's identity")?;
+    let issue = {
+        let ca = ca.clone();
+        move || {
+            ca.issue_serving(
+                &identity,
+                std::slice::from_ref(&dns),
+                SERVING_LIFETIME,
+                std::time::SystemTime::now(),
+            )
+        }
+    };
+    let first = issue().context("issuing the xDS serving certificate")?;
+    let certificate =
+        trellis_runtime::tls::ServerCertificate::new(&first.chain_pem, &first.key_pem)
+            .map_err(|e| anyhow::anyhow!("the xDS serving certificate: {e}"))?;
+    let config = trellis_runtime::tls::server_config(certificate.clone(), ca.root_pem())
+        .map_err(|e| anyhow::anyhow!("xDS TLS: {e}"))?;
+    info!(identity = %id, "xDS takes mutual TLS: proxies authenticate with their workload certificates");
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SERVING_LIFETIME / 2).await;
+            match issue() {
+                Ok(next) => {
+                    if let Err(e) = certificate.replace(&next.chain_pem, &next.key_pem) {
+                        warn!("cannot renew the xDS serving certificate: {e}");
+                    }
+                }
+                Err(e) => warn!("cannot renew the xDS serving certificate: {e}"),
+            }
+        }
+    });
+    Ok(config)
+}
+
+/// Which proxy a client certificate may be: a sidecar's stream (`pod/<ns>/<name>`) needs the
+/// pod's identity, a gateway proxy's (`gateway/<ns>/<name>`) the Gateway's proxies'; anything
+/// else, or no certificate, is refused.
+fn stream_authorizer(state: Arc<AdminState>, args: &ServeArgs) -> trellis_xds::StreamAuthorizer {
+    let trust_domain = args.trust_domain.clone();
+    Arc::new(move |identity: Option<&str>, key: &str| {
+        let Some(identity) = identity else {
+            return Err(
+                "no client certificate: with mutual TLS on the xDS port, a proxy \
+                        presents its workload certificate (run trellis agent beside Envoy)"
+                    .to_string(),
+            );
+        };
+        let expected = match key.split('/').collect::<Vec<_>>().as_slice() {
+            ["pod", ns, name] => {
+                let account = state.pod_service_account(ns, name).ok_or_else(|| {
+                    format!("{identity} claims pod {ns}/{name}, which does not exist")
+                })?;
+                format!("spiffe://{trust_domain}/ns/{ns}/sa/{account}")
+            }
+            ["gateway", ns, name] => format!(
+                "spiffe://{trust_domain}/ns/{ns}/sa/{}",
+                trellis_ca::gateway_service_account(name)
+            ),
+            _ => return Err(format!("{identity} asks for {key}, which is no proxy's")),
+        };
+        if identity == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "the client certificate says {identity}, but {key} is served to {expected} only"
+            ))
+        }
+    })
 }
 
 /// ADS streams one xDS connection may carry at once.
@@ -428,11 +521,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_per_peer: args.xds_max_connections_per_peer,
         ..trellis_runtime::ConnectionLimits::xds()
     };
-    let certificates = match &args.ca_dir {
+    let (certificates, xds_tls) = match &args.ca_dir {
         Some(dir) => {
             let now = std::time::SystemTime::now();
-            let ca = trellis_ca::Ca::load_or_create(dir, &args.trust_domain, now)
-                .context("loading the certificate authority")?;
+            let ca = Arc::new(
+                trellis_ca::Ca::load_or_create(dir, &args.trust_domain, now)
+                    .context("loading the certificate authority")?,
+            );
             let tokens =
                 trellis_ca::TokenKey::load_or_create(dir).context("loading the token key")?;
             info!(dir = %dir.display(), trust_domain = %args.trust_domain, "certificate service on the xDS port");
@@ -447,34 +542,68 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let root_expiry = ca.not_after();
             let pods = state.clone();
             let lookup: trellis_ca::service::PodLookup =
-                Arc::new(move |ns: &str, name: &str| pods.pod_service_account(ns, name));
-            let certificates = trellis_ca::service::Certificates::new(
-                Arc::new(ca),
-                Arc::new(tokens),
-                lookup,
-                None,
-            );
+                Arc::new(move |w| pods.workload_service_account(w));
+            let certificates =
+                trellis_ca::service::Certificates::new(ca.clone(), Arc::new(tokens), lookup, None);
             let _ = state.ca.set((root_expiry, certificates.stats()));
-            Some(certificates.into_server())
+            let tls = if args.insecure_xds {
+                None
+            } else {
+                Some(xds_tls(&args, ca)?)
+            };
+            (Some(certificates.into_server()), tls)
         }
-        None => None,
+        None => (None, None),
     };
-    let xds_server = tonic::transport::Server::builder()
+    if xds_tls.is_none() {
+        let loopback = args.xds_address.ip().is_loopback();
+        if args.insecure_xds && !loopback {
+            anyhow::bail!(
+                "--insecure-xds: --xds-address {} is not a loopback address (plaintext xDS is \
+                 for development on one machine; give --ca-dir for mutual TLS)",
+                args.xds_address
+            );
+        }
+        warn!(
+            address = %args.xds_address,
+            "xDS is plaintext and unauthenticated: anything that reaches it can claim to be any \
+             proxy (and fetch Gateway keys); give --ca-dir for mutual TLS"
+        );
+    }
+    let xds_incoming =
+        trellis_runtime::guarded_incoming(xds_listener, xds_connections, "xds", hits.clone());
+    let mut xds_builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .tcp_keepalive(Some(Duration::from_secs(60)))
         // Envoy opens one ADS stream per connection; a few more leave room for CSDS.
         .max_concurrent_streams(Some(XDS_STREAMS_PER_CONNECTION))
-        .http2_max_header_list_size(Some(16 * 1024))
-        .add_service(ads.into_service())
-        .add_service(CsdsServer::new(state.registry.clone()).into_service())
-        .add_optional_service(certificates)
-        .serve_with_incoming(trellis_runtime::guarded_incoming(
-            xds_listener,
-            xds_connections,
-            "xds",
-            hits.clone(),
-        ));
+        .http2_max_header_list_size(Some(16 * 1024));
+    let xds_server: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match xds_tls {
+        Some(tls) => {
+            // Every stream is checked against the proxy it claims to be; CSDS (every proxy's
+            // configuration status) stays off this port: `trellis proxy-status` reads it from
+            // the admin endpoint.
+            let ads = ads.with_authorizer(stream_authorizer(state.clone(), &args));
+            let incoming =
+                trellis_runtime::tls::tls_incoming(xds_incoming, tls, trellis_ca::uri_san);
+            Box::pin(
+                xds_builder
+                    .add_service(ads.into_service())
+                    .add_optional_service(certificates)
+                    .serve_with_incoming(incoming),
+            )
+        }
+        None => Box::pin(
+            xds_builder
+                .add_service(ads.into_service())
+                .add_service(CsdsServer::new(state.registry.clone()).into_service())
+                .add_optional_service(certificates)
+                .serve_with_incoming(xds_incoming),
+        ),
+    };
     let admin_router = trellis_runtime::auth::protect(admin::router(state.clone()), admin_auth);
     let admin_server = trellis_runtime::serve_http(
         admin_listener,

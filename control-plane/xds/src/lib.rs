@@ -24,7 +24,7 @@ pub use limits::LimitHits;
 pub use protocol::{DeltaStream, Event, LimitExceeded, SotwStream, StreamLimits, SyncStatus};
 pub use registry::{KeyState, NackInfo, Protocol, ProxySync, SyncRegistry, TypeSync, TypeTotals};
 pub use resource::{Dependency, Resource, ResourceType, content_hash};
-pub use server::{AdsServer, AdsService, NodeResolver, ServerLimits};
+pub use server::{AdsServer, AdsService, NodeResolver, PeerInfo, ServerLimits, StreamAuthorizer};
 pub use snapshot::{
     Snapshot, SnapshotCache, SnapshotWriter, Snapshots, Spare, TypeResources, snapshot_cache,
 };

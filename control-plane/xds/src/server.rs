@@ -61,12 +61,28 @@ impl Default for ServerLimits {
     }
 }
 
+/// Who is at the other end of an xDS connection, as the transport knows it: its address, and
+/// with mutual TLS the identity (SPIFFE ID) of its verified client certificate. The transport
+/// puts it in each request's extensions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The client's address.
+    pub remote: Option<std::net::SocketAddr>,
+    /// The first URI SAN of its verified client certificate, if it presented one.
+    pub identity: Option<String>,
+}
+
+/// Decides whether a stream may receive a snapshot key's configuration, given the identity of
+/// its client certificate (`None`: it presented none); `Err` says why not.
+pub type StreamAuthorizer = Arc<dyn Fn(Option<&str>, &str) -> Result<(), String> + Send + Sync>;
+
 /// The ADS service.
 #[derive(Clone)]
 pub struct AdsServer {
     cache: SnapshotCache,
     registry: Arc<SyncRegistry>,
     resolver: NodeResolver,
+    authorizer: Option<StreamAuthorizer>,
     limits: ServerLimits,
     hits: Arc<LimitHits>,
 }
@@ -84,6 +100,7 @@ impl AdsServer {
             cache,
             registry,
             resolver,
+            authorizer: None,
             limits: ServerLimits::default(),
             hits: Arc::default(),
         }
@@ -93,6 +110,13 @@ impl AdsServer {
     pub fn with_limits(mut self, limits: ServerLimits, hits: Arc<LimitHits>) -> Self {
         self.limits = limits;
         self.hits = hits;
+        self
+    }
+
+    /// Checks every stream's client identity against the proxy it claims to be (mutual TLS);
+    /// a stream `authorizer` refuses ends with PERMISSION_DENIED.
+    pub fn with_authorizer(mut self, authorizer: StreamAuthorizer) -> Self {
+        self.authorizer = Some(authorizer);
         self
     }
 
@@ -146,6 +170,7 @@ impl AdsServer {
         self: &Arc<Self>,
         request: Request<Streaming<M::Req>>,
     ) -> Result<mpsc::Receiver<Outgoing<M::Resp>>, Status> {
+        let peer = request.extensions().get::<PeerInfo>().cloned();
         let mut inbound = request.into_inner();
         let first =
             match tokio::time::timeout(self.limits.first_request, inbound.message()).await {
@@ -162,6 +187,15 @@ impl AdsServer {
             }
             .ok_or_else(|| Status::cancelled("stream closed before the first request"))?;
         let (node_id, node_cluster, key) = self.resolve(M::node(&first))?;
+        if let Some(authorize) = &self.authorizer {
+            let identity = peer.as_ref().and_then(|p| p.identity.as_deref());
+            if let Err(why) = authorize(identity, &key) {
+                let remote = peer.and_then(|p| p.remote);
+                warn!(node = %node_id, %key, ?remote, "stream refused: {why}");
+                self.hits.hit("xds", "unauthorized", &why);
+                return Err(Status::permission_denied(why));
+            }
+        }
         let mut cache = self.cache.clone();
         cache.seen();
         let current = Self::snapshot_for(&cache, &key);

@@ -203,6 +203,10 @@ impl MeshPod {
         std::fs::write(&token, &out.stdout)?;
         chown(&token, Some(PROXY_UID), Some(PROXY_UID))?;
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+        // The mesh's root, to verify the control plane by (the CA directory is root's alone).
+        let root = dir.join("root-cert.pem");
+        std::fs::copy(w.ca_dir.join("root-cert.pem"), &root)?;
+        chown(&root, Some(PROXY_UID), Some(PROXY_UID))?;
         let socket = dir.join("sds.sock");
         let mut cmd = self.netns.command(Some(PROXY_UID), &trellis);
         cmd.arg("agent")
@@ -213,7 +217,9 @@ impl MeshPod {
             .arg("--sds-socket")
             .arg(&socket)
             .arg("--lifetime-secs")
-            .arg(w.lifetime_secs.to_string());
+            .arg(w.lifetime_secs.to_string())
+            .arg("--root-cert")
+            .arg(&root);
         let mut agent = Process::spawn(
             cmd,
             &work.join(format!("agent-{}-{}.log", self.namespace, self.name)),
