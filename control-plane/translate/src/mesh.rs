@@ -133,6 +133,12 @@ pub(crate) fn mesh(
                 ips,
                 ready: pod_ready(pod),
                 problem,
+                identity: security
+                    .and_then(|s| s.pods.get(key))
+                    .map(|p| p.identity.clone()),
+                mtls: security
+                    .and_then(|s| s.pods.get(key))
+                    .map(|p| p.mtls.clone()),
             },
         );
     }

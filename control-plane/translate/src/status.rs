@@ -50,4 +50,10 @@ pub struct SidecarStatus {
     /// Why the pod cannot take traffic yet, if it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// With workload identity: the SPIFFE ID its sidecar presents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// With workload identity: the mutual-TLS mode of its ports (PeerAuthentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<crate::ir::InboundMtlsIr>,
 }

@@ -7,6 +7,9 @@
 //!   sidecar.
 //! - `trellis status` prints the status the control plane reports.
 //! - `trellis proxy-status` prints each proxy's sync state (SYNCED / STALE / NACKED per type).
+//! - `trellis mtls-status` prints each pod's identity and mutual-TLS mode, with the
+//!   handshakes its sidecar saw.
+//! - `trellis token` and `trellis agent`: workload identity (see their modules).
 
 mod admin;
 mod agent;
@@ -14,6 +17,7 @@ mod bootstrap;
 mod capture;
 mod kubernetes;
 mod memory;
+mod mtls_status;
 mod proxy_status;
 mod serve;
 mod status;
@@ -42,6 +46,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Print every connected proxy's sync state per resource type.
     ProxyStatus(proxy_status::ProxyStatusArgs),
+    /// Print each pod's identity and mutual-TLS mode, with the handshakes its sidecar saw.
+    MtlsStatus(mtls_status::MtlsStatusArgs),
     /// Print a token saying which pod its holder is, for the certificate service (file mode).
     Token(token::TokenArgs),
     /// Beside an Envoy: obtain and renew the workload's certificate, serve it over SDS.
@@ -56,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Capture(args) => capture::run(&args),
         Command::Status(args) => status::run_command(&args),
         Command::ProxyStatus(args) => proxy_status::run(&args),
+        Command::MtlsStatus(args) => mtls_status::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Agent(args) => agent::run(&args),
     };

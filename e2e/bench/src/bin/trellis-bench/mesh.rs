@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trellis_harness::ControlPlane;
-use trellis_harness::mesh::{APP_PORT, MeshPod, PodSpec, namespace_yaml, service_yaml};
+use trellis_harness::mesh::{APP_PORT, MeshPod, PodSpec, Workload, namespace_yaml, service_yaml};
 use trellis_harness::netns::{Netns, Network, unavailable};
 use trellis_harness::xds_client::{self, ClientConfig, types};
 
@@ -36,6 +36,11 @@ pub struct LatencyArgs {
     /// Rounds: each runs the direct path, then the path through both sidecars.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Run the control plane with a CA (every sidecar beside `trellis agent`) and measure a
+    /// third path: through both sidecars with mutual TLS, beside the plaintext pair (its server
+    /// opted out by a PeerAuthentication with mode DISABLE), with Envoy CPU per request of each.
+    #[arg(long)]
+    pub mtls: bool,
 }
 
 /// Options of `trellis-bench sidecar-memory`.
@@ -83,6 +88,7 @@ impl FanoutArgs {
 struct Bed {
     pods: Vec<MeshPod>,
     cp: ControlPlane,
+    ca_dir: Option<PathBuf>,
     config: PathBuf,
     work: PathBuf,
     _tmp: tempfile::TempDir,
@@ -94,6 +100,11 @@ const NS: &str = "bench";
 
 impl Bed {
     fn start() -> anyhow::Result<Bed> {
+        Self::start_with(false)
+    }
+
+    /// With `ca`, the control plane runs a CA and every sidecar an agent.
+    fn start_with(ca: bool) -> anyhow::Result<Bed> {
         if let Some(why) = unavailable() {
             anyhow::bail!("this benchmark runs pods as network namespaces, but {why}");
         }
@@ -104,10 +115,17 @@ impl Bed {
         std::fs::create_dir_all(&config)?;
         std::fs::write(config.join("namespace.yaml"), namespace_yaml(NS, true))?;
         let xds = format!("{}:0", net.gateway);
-        let cp = ControlPlane::start_with_xds(&config, &work, &xds, &["--debounce-ms", "50"])?;
+        let ca_dir = ca.then(|| work.join("ca"));
+        let ca_arg = ca_dir.as_ref().map(|d| d.display().to_string());
+        let mut args = vec!["--debounce-ms", "50"];
+        if let Some(dir) = &ca_arg {
+            args.extend(["--ca-dir", dir.as_str()]);
+        }
+        let cp = ControlPlane::start_with_xds(&config, &work, &xds, &args)?;
         Ok(Bed {
             pods: Vec::new(),
             cp,
+            ca_dir,
             config,
             work,
             _tmp: tmp,
@@ -123,7 +141,19 @@ impl Bed {
             sidecar,
             ip: None,
         };
-        let pod = MeshPod::start(&self.net, &self.work, &spec, self.cp.xds)?;
+        let workload = self.ca_dir.as_ref().map(|ca_dir| Workload {
+            service_account: name,
+            config_dir: &self.config,
+            ca_dir,
+            lifetime_secs: 24 * 3600,
+        });
+        let pod = MeshPod::start_with(
+            &self.net,
+            &self.work,
+            &spec,
+            self.cp.xds,
+            workload.as_ref().filter(|_| sidecar),
+        )?;
         std::fs::write(self.config.join(format!("pod-{name}.yaml")), pod.pod_yaml())?;
         self.pods.push(pod);
         Ok(self.pods.len() - 1)
@@ -139,6 +169,9 @@ impl Bed {
 
 /// Runs `sidecar-latency`.
 pub fn latency(args: LatencyArgs) -> anyhow::Result<()> {
+    if args.mtls {
+        return latency_mtls(args);
+    }
     let mut bed = Bed::start()?;
     let plain_client = bed.pod("plain-client", false)?;
     let plain_server = bed.pod("plain-server", false)?;
@@ -215,6 +248,133 @@ pub fn latency(args: LatencyArgs) -> anyhow::Result<()> {
         ms(m50.saturating_sub(d50)),
         ms(added99),
         verdict(added99 < Duration::from_millis(1))
+    );
+    Ok(())
+}
+
+/// `sidecar-latency --mtls`: direct, through a plaintext sidecar pair, and through a
+/// mutual-TLS pair, in each round; Envoy CPU per request for both pairs.
+fn latency_mtls(args: LatencyArgs) -> anyhow::Result<()> {
+    let mut bed = Bed::start_with(true)?;
+    let plain_client = bed.pod("plain-client", false)?;
+    let plain_server = bed.pod("plain-server", false)?;
+    let client = bed.pod("client", true)?;
+    let server_tls = bed.pod("server-tls", true)?;
+    let server_plain = bed.pod("server-plain", true)?;
+    let mut services = String::new();
+    for (i, name, pod) in [
+        (10, "server-tls", server_tls),
+        (11, "server-plain", server_plain),
+    ] {
+        let ip = bed.pods[pod].ip();
+        services.push_str(&service_yaml(
+            NS,
+            name,
+            bed.net.service_ip(i),
+            80,
+            &[("app", name)],
+            &[(ip, name)],
+        ));
+        services.push_str("---\n");
+    }
+    services.push_str(
+        "apiVersion: security.trellis.dev/v1alpha1\nkind: PeerAuthentication\nmetadata: \
+         {name: plaintext, namespace: bench}\nspec:\n  selector: {matchLabels: {app: \
+         server-plain}}\n  mtls: {mode: DISABLE}\n---\napiVersion: \
+         security.trellis.dev/v1alpha1\nkind: PeerAuthentication\nmetadata: {name: strict, \
+         namespace: bench}\nspec:\n  mtls: {mode: STRICT}\n",
+    );
+    bed.write("services.yaml", &services)?;
+    for i in [client, server_tls, server_plain] {
+        let pod = &mut bed.pods[i];
+        pod.wait_sidecar_ready()
+            .with_context(|| pod.sidecar_log())?;
+    }
+    let tls = SocketAddr::from((bed.net.service_ip(10), 80));
+    let plain = SocketAddr::from((bed.net.service_ip(11), 80));
+    let direct = SocketAddr::from((bed.pods[plain_server].ip(), APP_PORT));
+    for (to, host, pod) in [
+        (tls, "server-tls.bench", "server-tls"),
+        (plain, "server-plain.bench", "server-plain"),
+    ] {
+        trellis_harness::wait_for(
+            "the client's sidecar to route to the servers",
+            Duration::from_secs(30),
+            || match bed.pods[client].request(to, host, "/", &[]) {
+                Ok(r) if r.status == 200 && r.pod() == pod => Some(()),
+                _ => None,
+            },
+        )?;
+    }
+    println!(
+        "sidecar-latency --mtls: {} rps over {} keep-alive connections, {} s per path and round, \
+         {} rounds; GET / to the echo app (HTTP/1.1); Envoy with 1 worker per sidecar; both \
+         pairs with agents and access logs, one pair's server in mode DISABLE (plaintext), the \
+         other STRICT (mutual TLS 1.3, ECDSA P-256)",
+        args.rps, args.connections, args.seconds, args.rounds
+    );
+    let cpu = |pod: usize| -> anyhow::Result<f64> {
+        let pid = bed.pods[pod]
+            .sidecar_pid()
+            .ok_or_else(|| anyhow!("no sidecar"))?;
+        procfs::cpu_seconds(pid)
+    };
+    let mut paths: [(Vec<Duration>, f64, usize); 3] = Default::default();
+    for round in 1..=args.rounds {
+        let d = load(&bed.pods[plain_client].netns, direct, "plain-server", &args)?;
+        let mut line = format!("  round {round}: direct {}", d.describe());
+        paths[0].0.extend(d.latencies.iter().copied());
+        for (slot, to, host, server) in [
+            (1, plain, "server-plain.bench", server_plain),
+            (2, tls, "server-tls.bench", server_tls),
+        ] {
+            let before = cpu(client)? + cpu(server)?;
+            let l = load(&bed.pods[client].netns, to, host, &args)?;
+            paths[slot].1 += cpu(client)? + cpu(server)? - before;
+            paths[slot].2 += l.latencies.len();
+            paths[slot].0.extend(l.latencies.iter().copied());
+            let what = if slot == 1 {
+                "plaintext pair"
+            } else {
+                "mTLS pair"
+            };
+            line.push_str(&format!("; {what} {}", l.describe()));
+        }
+        println!("{line}");
+    }
+    let handshakes =
+        bed.pods[client].sidecar_stat("cluster.service_bench_server-tls_80.ssl.handshake")?;
+    println!("  client sidecar TLS handshakes to server-tls: {handshakes}");
+    let (d50, d99) = (
+        percentile(&mut paths[0].0, 0.5),
+        percentile(&mut paths[0].0, 0.99),
+    );
+    let (p50, p99) = (
+        percentile(&mut paths[1].0, 0.5),
+        percentile(&mut paths[1].0, 0.99),
+    );
+    let (t50, t99) = (
+        percentile(&mut paths[2].0, 0.5),
+        percentile(&mut paths[2].0, 0.99),
+    );
+    let per_request = |(cpu, n): (f64, usize)| cpu * 1e6 / n.max(1) as f64;
+    let added = t99.saturating_sub(d99);
+    println!(
+        "sidecar-latency --mtls result: direct p50 {:.3} ms, p99 {:.3} ms; plaintext pair p50 \
+         {:.3} ms, p99 {:.3} ms (added p99 {:.3} ms); mTLS pair p50 {:.3} ms, p99 {:.3} ms \
+         (added p99 {:.3} ms, target < 1 ms: {}); Envoy CPU per request (both sidecars): \
+         plaintext {:.1} µs, mTLS {:.1} µs",
+        ms(d50),
+        ms(d99),
+        ms(p50),
+        ms(p99),
+        ms(p99.saturating_sub(d99)),
+        ms(t50),
+        ms(t99),
+        ms(added),
+        verdict(added < Duration::from_millis(1)),
+        per_request((paths[1].1, paths[1].2)),
+        per_request((paths[2].1, paths[2].2)),
     );
     Ok(())
 }
