@@ -108,6 +108,7 @@ impl Mesh {
             config_dir: &self.config,
             ca_dir,
             lifetime_secs: self.lifetime_secs,
+            write_pod: true,
         });
         let pod = MeshPod::start_with(
             &self.net,

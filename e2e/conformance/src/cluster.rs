@@ -123,6 +123,8 @@ impl Cluster {
     pub fn start(work: &Path, gateway_pool: &str, pod_prefix: [u8; 2]) -> anyhow::Result<Cluster> {
         let config_dir = work.join("config");
         std::fs::create_dir_all(&config_dir)?;
+        // With a CA: xDS takes mutual TLS, and each gateway proxy runs beside `trellis agent`.
+        let ca_dir = work.join("ca").display().to_string();
         let control_plane = ControlPlane::start(
             &config_dir,
             work,
@@ -131,6 +133,8 @@ impl Cluster {
                 gateway_pool,
                 "--debounce-ms",
                 "50",
+                "--ca-dir",
+                &ca_dir,
             ],
         )?;
         Ok(Cluster {
@@ -577,12 +581,13 @@ impl Cluster {
             if self.envoys.contains_key(&(ns.clone(), name.clone())) {
                 continue;
             }
-            let bootstrap = self.control_plane.bootstrap(
+            let envoy = self.control_plane.start_gateway_proxy(
                 &format!("{ns}/{name}"),
                 false,
                 &format!("conformance.{ns}.{name}"),
+                &format!("envoy-{ns}-{name}"),
+                1,
             )?;
-            let envoy = Envoy::start(&bootstrap, &self.work, &format!("envoy-{ns}-{name}"), 1)?;
             self.envoys.insert((ns, name), envoy);
         }
         Ok(())

@@ -498,6 +498,47 @@ impl ControlPlane {
     pub fn bootstrap(&self, gateway: &str, delta: bool, node_id: &str) -> anyhow::Result<String> {
         bootstrap(&[self.xds], gateway, delta, node_id)
     }
+
+    /// The CA directory it runs with (`--ca-dir`), if any.
+    pub fn ca_dir(&self) -> Option<PathBuf> {
+        self.extra_args
+            .iter()
+            .position(|a| a == "--ca-dir")
+            .and_then(|i| self.extra_args.get(i + 1))
+            .map(PathBuf::from)
+    }
+
+    /// Starts Envoy as a proxy of `gateway` (`ns/name`): with a CA, beside `trellis agent`
+    /// with the Gateway's token, authenticating to xDS with its certificate.
+    pub fn start_gateway_proxy(
+        &self,
+        gateway: &str,
+        delta: bool,
+        node_id: &str,
+        name: &str,
+        concurrency: u32,
+    ) -> anyhow::Result<Envoy> {
+        let agent = match self.ca_dir() {
+            Some(ca_dir) => Some(GatewayAgent::start(
+                self.xds,
+                &self.work,
+                gateway,
+                &self.config_dir,
+                &ca_dir,
+            )?),
+            None => None,
+        };
+        let bootstrap = bootstrap_with(
+            &[self.xds],
+            gateway,
+            delta,
+            node_id,
+            agent.as_ref().map(|a| a.socket.as_path()),
+        )?;
+        let mut envoy = Envoy::start(&bootstrap, &self.work, name, concurrency)?;
+        envoy.agent = agent;
+        Ok(envoy)
+    }
 }
 
 /// The bootstrap for a proxy of `gateway` (`ns/name`) whose ADS cluster has an endpoint per
@@ -507,6 +548,18 @@ pub fn bootstrap(
     gateway: &str,
     delta: bool,
     node_id: &str,
+) -> anyhow::Result<String> {
+    bootstrap_with(xds, gateway, delta, node_id, None)
+}
+
+/// [`bootstrap`], with the agent's SDS socket: the proxy then authenticates to the control
+/// plane (mutual TLS on xDS) with the certificate the agent holds.
+pub fn bootstrap_with(
+    xds: &[SocketAddr],
+    gateway: &str,
+    delta: bool,
+    node_id: &str,
+    sds_socket: Option<&Path>,
 ) -> anyhow::Result<String> {
     let mut cmd = Command::new(trellis_bin()?);
     cmd.args([
@@ -528,6 +581,9 @@ pub fn bootstrap(
     if delta {
         cmd.arg("--delta");
     }
+    if let Some(socket) = sds_socket {
+        cmd.arg("--sds-socket").arg(socket);
+    }
     let out = cmd.output()?;
     if !out.status.success() {
         bail!(
@@ -538,12 +594,88 @@ pub fn bootstrap(
     Ok(String::from_utf8(out.stdout)?)
 }
 
+/// `trellis agent` beside a gateway proxy: the Gateway's token (`trellis token --gateway`),
+/// its certificate, served over SDS on a socket under `work`.
+#[derive(Debug)]
+pub struct GatewayAgent {
+    process: Process,
+    /// The agent's SDS socket, for [`bootstrap_with`].
+    pub socket: PathBuf,
+}
+
+impl GatewayAgent {
+    /// Starts the agent for Gateway `gateway` (`ns/name`, present in `config_dir`) against
+    /// the control plane at `xds` whose CA directory is `ca_dir`; returns once it holds a
+    /// certificate.
+    pub fn start(
+        xds: SocketAddr,
+        work: &Path,
+        gateway: &str,
+        config_dir: &Path,
+        ca_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let tag = gateway.replace('/', "-");
+        let out = Command::new(trellis_bin()?)
+            .args(["token", "--gateway", gateway, "--config-dir"])
+            .arg(config_dir)
+            .arg("--ca-dir")
+            .arg(ca_dir)
+            .output()
+            .context("running trellis token")?;
+        if !out.status.success() {
+            bail!(
+                "trellis token failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let token = work.join(format!("gateway-{tag}.token"));
+        std::fs::write(&token, &out.stdout)?;
+        // Unix socket paths are short (108 bytes): name it by a digest of the Gateway.
+        let socket = work.join(format!("gw-{:08x}.sock", short_digest(gateway)));
+        let mut cmd = Command::new(trellis_bin()?);
+        cmd.args(["agent", "--ca-address", &xds.to_string(), "--token-file"])
+            .arg(&token)
+            .arg("--sds-socket")
+            .arg(&socket)
+            .arg("--root-cert")
+            .arg(ca_dir.join("root-cert.pem"));
+        let mut process = Process::spawn(cmd, &work.join(format!("agent-gateway-{tag}.log")))?;
+        wait_for(
+            "the gateway agent's certificate",
+            Duration::from_secs(20),
+            || {
+                if !process.running() {
+                    return Some(Err(anyhow!("the agent exited:\n{}", process.tail(20))));
+                }
+                (socket.exists() && process.tail(50).contains("certificate obtained"))
+                    .then_some(Ok(()))
+            },
+        )??;
+        Ok(GatewayAgent { process, socket })
+    }
+
+    /// Whether the agent still runs.
+    pub fn running(&mut self) -> bool {
+        self.process.running()
+    }
+}
+
+/// A 32-bit digest of `text`, for short file names.
+pub fn short_digest(text: &str) -> u32 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish() as u32
+}
+
 /// A running Envoy.
 #[derive(Debug)]
 pub struct Envoy {
     process: Process,
     /// Envoy's admin address.
     pub admin: SocketAddr,
+    /// The agent serving its certificate, when it has one (stops with it).
+    agent: Option<GatewayAgent>,
 }
 
 impl Envoy {
@@ -576,7 +708,11 @@ impl Envoy {
             let text = std::fs::read_to_string(&admin_file).ok()?;
             text.trim().parse::<SocketAddr>().ok().map(Ok)
         })??;
-        Ok(Self { process, admin })
+        Ok(Self {
+            process,
+            admin,
+            agent: None,
+        })
     }
 
     /// A counter or gauge from `/stats` (exact name).

@@ -49,6 +49,8 @@ pub struct Workload<'a> {
     pub ca_dir: &'a Path,
     /// The certificate lifetime the agent asks for, in seconds.
     pub lifetime_secs: u64,
+    /// Whether to write the Pod object (else it is in the config directory already).
+    pub write_pod: bool,
 }
 
 /// A running pod.
@@ -115,7 +117,9 @@ impl MeshPod {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             sidecar: spec.sidecar,
-            service_account: workload.map(|w| w.service_account.to_string()),
+            service_account: workload
+                .map(|w| w.service_account.to_string())
+                .filter(|sa| !sa.is_empty()),
             envoy: None,
             agent: None,
             _app: app,
@@ -172,11 +176,13 @@ impl MeshPod {
         xds: SocketAddr,
     ) -> anyhow::Result<(Process, std::path::PathBuf)> {
         use std::os::unix::fs::{PermissionsExt, chown};
-        std::fs::write(
-            w.config_dir
-                .join(format!("pod-{}-{}.yaml", self.namespace, self.name)),
-            self.pod_yaml(),
-        )?;
+        if w.write_pod {
+            std::fs::write(
+                w.config_dir
+                    .join(format!("pod-{}-{}.yaml", self.namespace, self.name)),
+                self.pod_yaml(),
+            )?;
+        }
         let trellis = trellis_bin()?;
         let out = std::process::Command::new(&trellis)
             .arg("token")

@@ -15,7 +15,7 @@ use clap::Parser;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-use trellis_harness::{ControlPlane, Echo, Envoy, eventually, request, workspace_root};
+use trellis_harness::{ControlPlane, Echo, eventually, request, workspace_root};
 use trellis_model::gateway::{HttpRoute, PathMatchType};
 use trellis_model::{InputSet, ObjectKey};
 use trellis_sources::{FileProvider, Severity};
@@ -157,11 +157,15 @@ fn main() -> anyhow::Result<()> {
 
     println!("Starting the control plane on {}...", config_dir.display());
     // With the pods' network, xDS listens on its bridge so sidecars reach it (Gateways too).
+    // With a CA: workload identity, mutual TLS on xDS and between sidecars; every proxy runs
+    // beside `trellis agent`.
+    let ca_dir = work.join("ca").display().to_string();
+    let ca = ["--ca-dir", ca_dir.as_str()];
     let control_plane = match &network {
         Ok(net) => {
-            ControlPlane::start_with_xds(&config_dir, &work, &format!("{}:0", net.gateway), &[])?
+            ControlPlane::start_with_xds(&config_dir, &work, &format!("{}:0", net.gateway), &ca)?
         }
-        Err(_) => ControlPlane::start(&config_dir, &work, &[])?,
+        Err(_) => ControlPlane::start(&config_dir, &work, &ca)?,
     };
     println!(
         "  xDS on {}, admin on {}",
@@ -171,9 +175,13 @@ fn main() -> anyhow::Result<()> {
     let mut envoys = Vec::new();
     for key in gateways.keys() {
         let gateway = format!("{}/{}", key.namespace, key.name);
-        let bootstrap =
-            control_plane.bootstrap(&gateway, args.delta, &format!("quickstart-{}", key.name))?;
-        let envoy = Envoy::start(&bootstrap, &work, &format!("envoy-{}", key.name), 2)?;
+        let envoy = control_plane.start_gateway_proxy(
+            &gateway,
+            args.delta,
+            &format!("quickstart-{}", key.name),
+            &format!("envoy-{}", key.name),
+            2,
+        )?;
         println!(
             "Started Envoy for Gateway {gateway} (admin on {})",
             envoy.admin

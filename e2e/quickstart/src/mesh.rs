@@ -7,7 +7,7 @@ use anyhow::Context;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use trellis_harness::ControlPlane;
-use trellis_harness::mesh::{MeshPod, PodSpec, service_hostnames, wait_sidecars};
+use trellis_harness::mesh::{MeshPod, PodSpec, Workload, service_hostnames, wait_sidecars};
 use trellis_harness::netns::{Network, unavailable};
 use trellis_model::gateway::PathMatchType;
 use trellis_model::mesh::{cluster_ip, pod_in_mesh, pod_ips};
@@ -73,9 +73,25 @@ pub fn start(
             sidecar: pod_in_mesh(input, pod),
             ip: Some(ip),
         };
+        // With a CA, each sidecar runs beside `trellis agent` (the Pod objects, with their
+        // service accounts, are in the config directory already).
+        let ca_dir = control_plane.ca_dir();
+        let workload = ca_dir.as_ref().map(|ca_dir| Workload {
+            service_account: "",
+            config_dir: &control_plane.config_dir,
+            ca_dir,
+            lifetime_secs: 24 * 3600,
+            write_pod: false,
+        });
         pods.push(
-            MeshPod::start(&network, work, &spec, control_plane.xds)
-                .with_context(|| format!("starting pod {key}"))?,
+            MeshPod::start_with(
+                &network,
+                work,
+                &spec,
+                control_plane.xds,
+                workload.as_ref().filter(|_| spec.sidecar),
+            )
+            .with_context(|| format!("starting pod {key}"))?,
         );
     }
     // Service names as a pod's DNS search path resolves them.

@@ -146,6 +146,7 @@ impl Bed {
             config_dir: &self.config,
             ca_dir,
             lifetime_secs: 24 * 3600,
+            write_pod: true,
         });
         let pod = MeshPod::start_with(
             &self.net,
