@@ -248,7 +248,6 @@ impl SecretDiscoveryService for Sds {
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let mut names: Vec<String> = Vec::new();
-            let mut sent: Option<String> = None;
             let mut nonce = 0u64;
             loop {
                 tokio::select! {
@@ -259,27 +258,28 @@ impl SecretDiscoveryService for Sds {
                         }
                         let mut asked = request.resource_names.clone();
                         asked.sort();
-                        if asked == names && request.response_nonce == nonce.to_string()
-                            && sent.as_deref() == Some(request.version_info.as_str()) {
-                            continue; // an ACK of what was sent
+                        // An answer (ACK or NACK) to a response, asking for the same names:
+                        // nothing to send until the names or the certificate change. A NACK is
+                        // not answered with the same secrets again (that would loop).
+                        if asked == names && !request.response_nonce.is_empty() {
+                            if let Some(error) = &request.error_detail {
+                                tracing::warn!(names = ?names, "Envoy rejected the secrets: {}", error.message);
+                            }
+                            continue;
                         }
                         names = asked;
-                        sent = None;
                     }
                     changed = credentials.changed() => {
                         if changed.is_err() { return }
-                        sent = None;
                     }
                 }
-                let current = credentials.borrow().clone();
-                if let Some(c) = current
-                    && sent.as_deref() != Some(c.version.as_str())
-                {
+                // New names, or a new certificate: send what is current (once there is one).
+                let current = credentials.borrow_and_update().clone();
+                if let Some(c) = current {
                     nonce += 1;
                     if tx.send(Ok(response(&c, &names, nonce))).await.is_err() {
                         return;
                     }
-                    sent = Some(c.version.clone());
                 }
             }
         });
