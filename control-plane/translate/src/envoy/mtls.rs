@@ -11,7 +11,11 @@
 //! ```
 
 use super::*;
-use envoy_types::pb::envoy::config::accesslog::v3::{AccessLog, access_log};
+use envoy_types::pb::envoy::config::accesslog::v3::{
+    AccessLog, AccessLogFilter, ComparisonFilter, OrFilter, ResponseFlagFilter, StatusCodeFilter,
+    access_log, access_log_filter, comparison_filter,
+};
+use envoy_types::pb::envoy::config::core::v3::RuntimeUInt32;
 use envoy_types::pb::envoy::config::core::v3::{
     ApiConfigSource, GrpcService, Metadata, TransportSocket, api_config_source, grpc_service,
     transport_socket,
@@ -171,8 +175,9 @@ pub fn mesh_endpoint_metadata() -> Metadata {
     }
 }
 
-/// The access log of a sidecar with identities: one line per request (HTTP) or connection
-/// (TCP) on Envoy's standard output, with the peers' SPIFFE IDs and why upstream TLS failed.
+/// The access log of a sidecar with identities: a line per failed request (HTTP) or
+/// connection (TCP) on Envoy's standard output, with the peers' SPIFFE IDs and why upstream
+/// TLS failed.
 pub fn access_log(direction: &str) -> AccessLog {
     let format = format!(
         "[%START_TIME%] {direction} \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% \
@@ -183,6 +188,37 @@ pub fn access_log(direction: &str) -> AccessLog {
     );
     AccessLog {
         name: "envoy.access_loggers.stdout".to_string(),
+        // Failures only: a 5xx, or anything Envoy flags (UF, NR, URX, …). Logging every
+        // request tripled the p99 a sidecar pair adds (docs/benchmarks.md).
+        filter: Some(AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::OrFilter(OrFilter {
+                filters: vec![
+                    AccessLogFilter {
+                        filter_specifier: Some(
+                            access_log_filter::FilterSpecifier::StatusCodeFilter(
+                                StatusCodeFilter {
+                                    comparison: Some(ComparisonFilter {
+                                        op: comparison_filter::Op::Ge as i32,
+                                        value: Some(RuntimeUInt32 {
+                                            default_value: 500,
+                                            runtime_key: "trellis.access_log.min_status"
+                                                .to_string(),
+                                        }),
+                                    }),
+                                },
+                            ),
+                        ),
+                    },
+                    AccessLogFilter {
+                        filter_specifier: Some(
+                            access_log_filter::FilterSpecifier::ResponseFlagFilter(
+                                ResponseFlagFilter::default(),
+                            ),
+                        ),
+                    },
+                ],
+            })),
+        }),
         config_type: Some(access_log::ConfigType::TypedConfig(pack_any(
             StdoutAccessLog {
                 access_log_format: Some(stdout_access_log::AccessLogFormat::LogFormat(
