@@ -234,6 +234,5 @@ pub fn access_log(direction: &str) -> AccessLog {
                 )),
             },
         ))),
-        ..Default::default()
     }
 }
