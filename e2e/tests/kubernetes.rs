@@ -224,6 +224,12 @@ spec:
   module:
     path: /nonexistent/module.wasm
     sha256: "1111111111111111111111111111111111111111111111111111111111111111"
+---
+apiVersion: security.trellis.dev/v1alpha1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: shop}
+spec:
+  mtls: {mode: STRICT}
 "#;
 
 /// Trellis's policy CRDs, as `kubectl apply -k deploy/crds` installs them.
@@ -471,6 +477,21 @@ impl Scenario {
                 &policy,
             );
         }
+
+        // A PeerAuthentication is reported Pending: the replicas run without a CA, so there is
+        // no mutual TLS to put it in force.
+        let peer = self.cluster.get(
+            "security.trellis.dev/v1alpha1",
+            "PeerAuthentication",
+            Some(NAMESPACE),
+            "strict",
+        );
+        check(
+            state(&peer["status"]["conditions"], "Accepted")
+                == ("False".to_string(), "Pending".to_string()),
+            "PeerAuthentication Accepted=False (Pending) without a CA",
+            &peer,
+        );
 
         // Another controller's GatewayClass: Trellis neither writes its status nor claims it.
         let foreign = self
