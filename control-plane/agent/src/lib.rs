@@ -143,10 +143,39 @@ pub async fn rotate(
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), retry_in = ?backoff, "no certificate");
+                // Say so ahead of time when the certificate in use runs out while renewal fails.
+                let held = tx.borrow().as_ref().map(|c| (c.not_before, c.not_after));
+                if let Some(warning) =
+                    held.and_then(|(from, to)| expiry_warning(from, to, SystemTime::now()))
+                {
+                    tracing::error!("{warning}");
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// When a certificate valid from `not_before` to `not_after` cannot be renewed: a warning once
+/// less than a quarter of its lifetime is left (`None` before).
+pub fn expiry_warning(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    now: SystemTime,
+) -> Option<String> {
+    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+    match not_after.duration_since(now) {
+        Err(_) => Some(
+            "the workload certificate has expired and cannot be renewed: peers and the control \
+             plane refuse it"
+                .to_string(),
+        ),
+        Ok(left) if left < lifetime / 4 => Some(format!(
+            "the workload certificate expires in {} s and cannot be renewed",
+            left.as_secs()
+        )),
+        Ok(_) => None,
     }
 }
 

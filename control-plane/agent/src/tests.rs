@@ -196,3 +196,18 @@ async fn certificates_are_renewed_at_half_life() {
     );
     assert!(versions[0].1 != versions[1].1 && versions[1].1 != versions[2].1);
 }
+
+#[test]
+fn a_certificate_that_cannot_be_renewed_is_warned_about_in_its_last_quarter() {
+    use std::time::UNIX_EPOCH;
+    let from = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let to = from + Duration::from_secs(400);
+    assert_eq!(
+        crate::expiry_warning(from, to, from + Duration::from_secs(200)),
+        None
+    );
+    let late = crate::expiry_warning(from, to, from + Duration::from_secs(350)).unwrap();
+    assert!(late.contains("expires in 50 s"), "{late}");
+    let gone = crate::expiry_warning(from, to, to + Duration::from_secs(1)).unwrap();
+    assert!(gone.contains("has expired"), "{gone}");
+}
