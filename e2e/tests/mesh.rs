@@ -692,10 +692,14 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
         .collect();
     assert_eq!(row[1], "spiffe://cluster.local/ns/shop/sa/b", "{table}");
     assert_eq!(row[2], "STRICT", "{table}");
-    let counts: Vec<u64> = row[4..].iter().map(|c| c.parse().unwrap_or(0)).collect();
+    let counts: Vec<u64> = row[4..7].iter().map(|c| c.parse().unwrap_or(0)).collect();
     assert!(
         counts[0] >= 1 && counts[1] >= 2 && counts[2] >= 1,
         "{table}"
+    );
+    assert!(
+        row[7].starts_with("59m") || row[7].starts_with("1h00m"),
+        "the certificate's time left (an hour's certificate): {table}"
     );
 
     // Back to PERMISSIVE by a file edit: the same plaintext request gets 200.

@@ -1,8 +1,9 @@
 //! `trellis mtls-status [POD]`: per pod in the mesh, the identity its sidecar presents and the
 //! mutual-TLS mode of its ports (from the control plane's `/status`), with what its sidecar
 //! saw on the inbound side: TLS handshakes completed, TLS failures (no certificate, a
-//! certificate of another CA), and plaintext connections refused for want of a chain (STRICT)
-//! — read from the sidecar's Prometheus port (15090) at the pod's IP; `-` when unreachable.
+//! certificate of another CA), plaintext connections refused for want of a chain (STRICT), and
+//! when the certificate it serves expires — read from the sidecar's Prometheus port (15090) at
+//! the pod's IP; `-` when unreachable.
 
 use anyhow::Context;
 use clap::Args;
@@ -25,6 +26,8 @@ struct Inbound {
     handshakes: u64,
     failures: u64,
     refused: u64,
+    /// When the certificate its inbound listener serves expires (seconds since the epoch).
+    expires: Option<u64>,
 }
 
 /// Fetches `/status` and each pod's sidecar stats, and prints the table.
@@ -85,6 +88,10 @@ fn inbound_counts(text: &str) -> Inbound {
             .and_then(|v| v.parse::<f64>().ok())
             .map_or(0, |v| v as u64);
         let name = line.split('{').next().unwrap_or_default();
+        if name.ends_with("expiration_unix_time_seconds") && line.contains("default") {
+            out.expires = Some(value);
+            continue;
+        }
         match name {
             "envoy_listener_ssl_handshake" => out.handshakes += value,
             "envoy_listener_ssl_connection_error"
@@ -97,7 +104,16 @@ fn inbound_counts(text: &str) -> Inbound {
     out
 }
 
-fn row(s: &SidecarReport, inbound: Option<&Inbound>) -> [String; 7] {
+/// How long until `expires` (seconds since the epoch), as `23h59m`, or `expired`.
+fn time_left(expires: u64, now: u64) -> String {
+    match expires.checked_sub(now) {
+        None | Some(0) => "expired".to_string(),
+        Some(s) if s >= 3600 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        Some(s) => format!("{}m{:02}s", s / 60, s % 60),
+    }
+}
+
+fn row(s: &SidecarReport, inbound: Option<&Inbound>) -> [String; 8] {
     let count = |f: fn(&Inbound) -> u64| inbound.map_or("-".to_string(), |i| f(i).to_string());
     let (mode, ports) = match &s.status.mtls {
         Some(m) => (
@@ -122,10 +138,18 @@ fn row(s: &SidecarReport, inbound: Option<&Inbound>) -> [String; 7] {
         count(|i| i.handshakes),
         count(|i| i.failures),
         count(|i| i.refused),
+        inbound
+            .and_then(|i| i.expires)
+            .map_or("-".to_string(), |e| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                time_left(e, now)
+            }),
     ]
 }
 
-fn render(rows: &[[String; 7]]) -> String {
+fn render(rows: &[[String; 8]]) -> String {
     let header = [
         "POD",
         "IDENTITY",
@@ -134,6 +158,7 @@ fn render(rows: &[[String; 7]]) -> String {
         "TLS HANDSHAKES",
         "TLS FAILURES",
         "PLAINTEXT REFUSED",
+        "CERTIFICATE EXPIRES IN",
     ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
@@ -170,14 +195,20 @@ mod tests {
                     envoy_listener_ssl_handshake{envoy_listener_address=\"0.0.0.0_15001\"} 99\n\
                     envoy_listener_ssl_fail_verify_no_cert{envoy_listener_address=\"0.0.0.0_15006\"} 2\n\
                     envoy_listener_ssl_fail_verify_error{envoy_listener_address=\"0.0.0.0_15006\"} 1\n\
-                    envoy_listener_no_filter_chain_match{envoy_listener_address=\"0.0.0.0_15006\"} 3\n";
+                    envoy_listener_no_filter_chain_match{envoy_listener_address=\"0.0.0.0_15006\"} 3\n\
+                    envoy_listener_ssl_certificate_default_expiration_unix_time_seconds{envoy_listener_address=\"0.0.0.0_15006\"} 1796358882\n\
+                    envoy_listener_ssl_certificate_ROOTCA_expiration_unix_time_seconds{envoy_listener_address=\"0.0.0.0_15006\"} 2111715280\n";
         assert_eq!(
             inbound_counts(text),
             Inbound {
                 handshakes: 12,
                 failures: 3,
-                refused: 3
+                refused: 3,
+                expires: Some(1_796_358_882),
             }
         );
+        assert_eq!(time_left(1000 + 86_340, 1000), "23h59m");
+        assert_eq!(time_left(1000 + 125, 1000), "2m05s");
+        assert_eq!(time_left(1000, 2000), "expired");
     }
 }
