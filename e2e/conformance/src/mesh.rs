@@ -24,7 +24,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use trellis_harness::ControlPlane;
-use trellis_harness::mesh::{APP_UID, MeshPod, PodSpec, service_hostnames, wait_sidecars};
+use trellis_harness::mesh::{
+    APP_UID, MeshPod, PodSpec, Workload, service_hostnames, wait_sidecars,
+};
 use trellis_harness::netns::{Network, unavailable};
 
 /// Namespace of the mesh's echo pods and Services.
@@ -56,8 +58,15 @@ impl MeshCluster {
         let config_dir = work.join("config");
         std::fs::create_dir_all(&config_dir)?;
         let xds = format!("{}:0", net.gateway);
-        let control_plane =
-            ControlPlane::start_with_xds(&config_dir, work, &xds, &["--debounce-ms", "50"])?;
+        // With a CA: every sidecar runs beside `trellis agent`, xDS and the hops between
+        // sidecars are mutual TLS (PERMISSIVE, the default).
+        let ca_dir = work.join("ca").display().to_string();
+        let control_plane = ControlPlane::start_with_xds(
+            &config_dir,
+            work,
+            &xds,
+            &["--debounce-ms", "50", "--ca-dir", &ca_dir],
+        )?;
         Ok(MeshCluster {
             pods: BTreeMap::new(),
             objects: BTreeMap::new(),
@@ -198,8 +207,22 @@ impl MeshCluster {
                 sidecar: true,
                 ip: None,
             };
-            let pod = MeshPod::start(&self.net, &self.work, &spec, self.control_plane.xds)
-                .with_context(|| format!("starting pod {}/{name}", id.namespace))?;
+            let ca_dir = self.work.join("ca");
+            let workload = Workload {
+                service_account: "default",
+                config_dir: &self.config_dir,
+                ca_dir: &ca_dir,
+                lifetime_secs: 24 * 3600,
+                write_pod: true,
+            };
+            let pod = MeshPod::start_with(
+                &self.net,
+                &self.work,
+                &spec,
+                self.control_plane.xds,
+                Some(&workload),
+            )
+            .with_context(|| format!("starting pod {}/{name}", id.namespace))?;
             let path = self
                 .config_dir
                 .join(format!("pod-{}-{name}.yaml", id.namespace));
