@@ -45,19 +45,7 @@ async fn a_pods_token_buys_a_certificate_of_its_own_identity_until_the_pod_is_go
     .unwrap();
     cp.wait_ready().unwrap();
 
-    let out = std::process::Command::new(trellis_bin().unwrap())
-        .args(["token", "--pod", "shop/orders-1", "--config-dir"])
-        .arg(&config)
-        .arg("--ca-dir")
-        .arg(&ca_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let token = token("--pod", "shop/orders-1", &config, &ca_dir);
 
     // The xDS port takes TLS: the client verifies the control plane against the mesh's root.
     let root = std::fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap();

@@ -126,6 +126,7 @@ pub(crate) fn mesh(
              (its sidecar is configured all the same)"
                 .to_string()
         });
+        let secured = security.and_then(|s| s.pods.get(key));
         status.sidecars.insert(
             key.clone(),
             SidecarStatus {
@@ -133,12 +134,8 @@ pub(crate) fn mesh(
                 ips,
                 ready: pod_ready(pod),
                 problem,
-                identity: security
-                    .and_then(|s| s.pods.get(key))
-                    .map(|p| p.identity.clone()),
-                mtls: security
-                    .and_then(|s| s.pods.get(key))
-                    .map(|p| p.mtls.clone()),
+                identity: secured.map(|p| p.identity.clone()),
+                mtls: secured.map(|p| p.mtls.clone()),
             },
         );
     }

@@ -1088,27 +1088,34 @@ fn apply_to_sidecar(
         if policies.is_empty() && limits.is_empty() {
             continue;
         }
-        let mut configuration = Map::new();
-        if !policies.is_empty() {
-            configuration.insert("policies".into(), Value::Array(policies));
-        }
-        if !limits.is_empty() {
-            configuration.insert("rate_limits".into(), Value::Array(limits));
-        }
-        sidecar.inbound_filters.insert(
-            port,
-            vec![WasmFilterIr {
-                name: POLICY_FILTER.to_string(),
-                sha256: sha256.clone(),
-                vm_id: POLICY_FILTER.to_string(),
-                configuration: Value::Object(configuration),
-                fail_open: false,
-                disabled: false,
-            }],
-        );
+        let filter = policy_filter(sha256, Map::new(), policies, limits);
+        sidecar.inbound_filters.insert(port, vec![filter]);
     }
     if !sidecar.inbound_filters.is_empty() {
         sidecar.module_server = modules.server.clone();
+    }
+}
+
+/// The policy filter with `configuration` and the policies and limits it enforces.
+fn policy_filter(
+    sha256: &str,
+    mut configuration: Map<String, Value>,
+    policies: Vec<Value>,
+    limits: Vec<Value>,
+) -> WasmFilterIr {
+    if !policies.is_empty() {
+        configuration.insert("policies".into(), Value::Array(policies));
+    }
+    if !limits.is_empty() {
+        configuration.insert("rate_limits".into(), Value::Array(limits));
+    }
+    WasmFilterIr {
+        name: POLICY_FILTER.to_string(),
+        sha256: sha256.to_string(),
+        vm_id: POLICY_FILTER.to_string(),
+        configuration: Value::Object(configuration),
+        fail_open: false,
+        disabled: false,
     }
 }
 
@@ -1172,20 +1179,7 @@ fn apply_to_chain(
         configuration.insert("client_ip_header".into(), json!("x-forwarded-for"));
         // No listener asks for client certificates (yet): no request has a principal.
         configuration.insert("client_certificates".into(), json!(false));
-        if !policies.is_empty() {
-            configuration.insert("policies".into(), Value::Array(policies));
-        }
-        if !limits.is_empty() {
-            configuration.insert("rate_limits".into(), Value::Array(limits));
-        }
-        filters.push(WasmFilterIr {
-            name: POLICY_FILTER.to_string(),
-            sha256: sha256.clone(),
-            vm_id: POLICY_FILTER.to_string(),
-            configuration: Value::Object(configuration),
-            fail_open: false,
-            disabled: false,
-        });
+        filters.push(policy_filter(sha256, configuration, policies, limits));
     }
     wasm.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     filters.extend(wasm.into_iter().map(|(_, _, f)| f));

@@ -185,31 +185,54 @@ struct Tally {
     ports: u32,
 }
 
+/// The levels below workload policies: each namespace's policy (its oldest without a
+/// selector), the mesh-wide one among them (the root namespace's), and the modes they resolve
+/// to.
+struct Levels<'v, 'a> {
+    valid: &'v [Valid<'a>],
+    namespace_policy: BTreeMap<&'a str, usize>,
+    mesh_mode: MtlsMode,
+}
+
+impl<'v, 'a> Levels<'v, 'a> {
+    fn new(valid: &'v [Valid<'a>], root_namespace: &str) -> Self {
+        let mut namespace_policy: BTreeMap<&'a str, usize> = BTreeMap::new();
+        for (i, v) in valid.iter().enumerate() {
+            if !is_workload(&v.spec) {
+                namespace_policy
+                    .entry(v.key.namespace.as_str())
+                    .or_insert(i);
+            }
+        }
+        let mesh_mode = namespace_policy
+            .get(root_namespace)
+            .map_or(MtlsMode::Unset, |i| mode_of(&valid[*i].spec))
+            .or(MtlsMode::Permissive);
+        Levels {
+            valid,
+            namespace_policy,
+            mesh_mode,
+        }
+    }
+
+    /// A namespace's mode: its policy's, else the mesh's.
+    fn namespace_mode(&self, namespace: &str) -> MtlsMode {
+        self.namespace_policy
+            .get(namespace)
+            .map_or(MtlsMode::Unset, |i| mode_of(&self.valid[*i].spec))
+            .or(self.mesh_mode)
+    }
+}
+
 fn resolve(
     input: &InputSet,
     identity: &MeshIdentity,
     valid: &[Valid<'_>],
     status: &mut StatusSet,
 ) -> Security {
-    // The oldest policy without a selector of a namespace is its namespace policy.
-    let mut namespace_policy: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, v) in valid.iter().enumerate() {
-        if !is_workload(&v.spec) {
-            namespace_policy
-                .entry(v.key.namespace.as_str())
-                .or_insert(i);
-        }
-    }
-    let mesh_mode = namespace_policy
-        .get(identity.root_namespace.as_str())
-        .map_or(MtlsMode::Unset, |i| mode_of(&valid[*i].spec))
-        .or(MtlsMode::Permissive);
-    let namespace_mode = |ns: &str| {
-        namespace_policy
-            .get(ns)
-            .map_or(MtlsMode::Unset, |i| mode_of(&valid[*i].spec))
-            .or(mesh_mode)
-    };
+    let levels = Levels::new(valid, &identity.root_namespace);
+    let namespace_policy = &levels.namespace_policy;
+    let namespace_mode = |ns: &str| levels.namespace_mode(ns);
     let mut tallies: Vec<Tally> = valid.iter().map(|_| Tally::default()).collect();
     let mut out = Security::default();
     for (key, pod) in &input.pods {
@@ -262,7 +285,7 @@ fn resolve(
             },
         );
     }
-    write_status(input, identity, valid, &namespace_policy, &tallies, status);
+    write_status(input, identity, &levels, &tallies, status);
     out
 }
 
@@ -271,21 +294,12 @@ fn resolve(
 fn write_status(
     input: &InputSet,
     identity: &MeshIdentity,
-    valid: &[Valid<'_>],
-    namespace_policy: &BTreeMap<&str, usize>,
+    levels: &Levels<'_, '_>,
     tallies: &[Tally],
     status: &mut StatusSet,
 ) {
-    let mesh_mode = namespace_policy
-        .get(identity.root_namespace.as_str())
-        .map_or(MtlsMode::Unset, |i| mode_of(&valid[*i].spec))
-        .or(MtlsMode::Permissive);
-    let namespace_mode = |ns: &str| {
-        namespace_policy
-            .get(ns)
-            .map_or(MtlsMode::Unset, |i| mode_of(&valid[*i].spec))
-            .or(mesh_mode)
-    };
+    let (valid, namespace_policy) = (levels.valid, &levels.namespace_policy);
+    let namespace_mode = |ns: &str| levels.namespace_mode(ns);
     for (i, v) in valid.iter().enumerate() {
         let ns_mode = namespace_mode(&v.key.namespace);
         let in_force = if is_workload(&v.spec) {
