@@ -10,6 +10,7 @@
 //! | `POST /fake/latency?ms=N` | delay every request by N ms (0: off) |
 //! | `POST /fake/kinds` | register a kind: `{"group","version","kind","plural","namespaced","statusSubresource"}` |
 //! | `POST /fake/objects` | create or replace the objects of a YAML stream (status kept) |
+//! | `POST /fake/tokens?namespace=NS&pod=NAME&audience=AUD&seconds=N` | a token bound to the pod, as the kubelet projects: `{"token"}` |
 //! | `GET /fake/state` | `{"resourceVersion","oldestResourceVersion","openWatches","refusing","requests"}` |
 
 use std::time::Duration;
@@ -128,6 +129,21 @@ fn dispatch(
                 .map_err(|_| ApiError::BadRequest("the body is not UTF-8".into()))?;
             let count = crate::load::load_text(state, text)?;
             Ok(json!({ "loaded": count }))
+        }
+        (&Method::POST, "/fake/tokens") => {
+            let required = |k: &str| {
+                param(k)
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| ApiError::BadRequest(format!("{k} is required")))
+            };
+            let token = state.tokens.issue(
+                &state.store,
+                required("namespace")?,
+                required("pod")?,
+                required("audience")?,
+                Duration::from_secs(number("seconds")?.unwrap_or(3600)),
+            )?;
+            Ok(json!({ "token": token }))
         }
         _ => Err(ApiError::NoSuchResource),
     }

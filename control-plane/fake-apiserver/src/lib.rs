@@ -35,8 +35,9 @@
 //! latest state (`resourceVersion`/`resourceVersionMatch` on a list are ignored; continued pages
 //! are read from the current state after the last key, not from a snapshot); strategic merge
 //! patch is JSON merge patch; server-side apply treats lists as atomic and only tracks
-//! ownership for Apply operations; namespaces need not exist; no authentication, admission,
-//! validation against schemas, or garbage collection of owner references.
+//! ownership for Apply operations; namespaces need not exist; no authentication of clients,
+//! admission, validation against schemas, or garbage collection of owner references.
+//! `TokenReview` works for tokens the server issued ([`FakeApiServer::issue_token`]).
 
 mod admin;
 mod apply;
@@ -49,6 +50,7 @@ mod selector;
 mod serve;
 mod service;
 mod store;
+mod tokens;
 mod watch;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -66,6 +68,7 @@ pub use service::{FakeService, RequestRecord, ResponseFuture};
 pub use store::{
     Change, ChangeType, DEFAULT_HISTORY, ListOptions, Patch, Preconditions, Store, Subresource,
 };
+pub use tokens::{POD_NAME_EXTRA, POD_UID_EXTRA};
 
 use service::{Settings, State};
 
@@ -150,6 +153,7 @@ impl Builder {
                     default_watch_timeout: self.default_watch_timeout,
                 },
                 requests: Mutex::new(Default::default()),
+                tokens: Default::default(),
             }),
         }
     }
@@ -191,6 +195,21 @@ impl FakeApiServer {
     /// The kind registered as `apiVersion` + `kind`, e.g. `("gateway.networking.k8s.io/v1", "Gateway")`.
     pub fn kind(&self, api_version: &str, kind: &str) -> Option<ResourceKind> {
         self.state.registry().by_kind(api_version, kind).cloned()
+    }
+
+    /// A ServiceAccount token bound to pod `namespace/pod` (which must exist), for `audience`,
+    /// valid for `ttl`: what the kubelet projects into the pod. `TokenReview` accepts it while
+    /// the pod exists.
+    pub fn issue_token(
+        &self,
+        namespace: &str,
+        pod: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<String, ApiError> {
+        self.state
+            .tokens
+            .issue(&self.state.store, namespace, pod, audience, ttl)
     }
 
     /// The store, for seeding and inspecting objects without going through HTTP (and without

@@ -78,6 +78,7 @@ pub(crate) struct State {
     pub faults: Arc<FaultState>,
     pub settings: Settings,
     pub requests: Mutex<VecDeque<RequestRecord>>,
+    pub tokens: crate::tokens::Tokens,
 }
 
 impl State {
@@ -324,6 +325,13 @@ fn route(
         ["apis", group] => discovery::group(&state.registry(), group)
             .map(|v| json_response(StatusCode::OK, &v))
             .ok_or(ApiError::NoSuchResource),
+        ["apis", "authentication.k8s.io", "v1", "tokenreviews"] if *method == Method::POST => {
+            let request = parse_json(body)?;
+            state
+                .tokens
+                .review(&state.store, &request)
+                .map(|v| json_response(StatusCode::CREATED, &v))
+        }
         ["api", version, rest @ ..] => {
             resource(state, method, "", version, rest, query, headers, body)
         }

@@ -891,3 +891,74 @@ items:
     let cm: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     assert!(cm.get("a").await.is_ok());
 }
+
+#[tokio::test]
+async fn token_reviews_accept_a_bound_token_while_its_pod_lives() {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+    use k8s_openapi::api::core::v1::Pod;
+    let server = server();
+    let pods: Api<Pod> = Api::namespaced(server.client(), "shop");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "orders-1" },
+        "spec": { "serviceAccountName": "orders", "containers": [{ "name": "app" }] },
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let token = server
+        .issue_token(
+            "shop",
+            "orders-1",
+            "trellis-ca",
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap();
+    let reviews: Api<TokenReview> = Api::all(server.client());
+    let review = |token: &str, audience: &str| TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.to_string()),
+            audiences: Some(vec![audience.to_string()]),
+        },
+        ..Default::default()
+    };
+    let answer = reviews
+        .create(&PostParams::default(), &review(&token, "trellis-ca"))
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(answer.authenticated, Some(true), "{answer:?}");
+    let user = answer.user.unwrap();
+    assert_eq!(
+        user.username.as_deref(),
+        Some("system:serviceaccount:shop:orders")
+    );
+    assert_eq!(
+        user.extra.unwrap()[trellis_fake_apiserver::POD_NAME_EXTRA],
+        ["orders-1".to_string()]
+    );
+
+    // Another audience, an unknown token: not authenticated, with the reason.
+    for (token, audience) in [(token.as_str(), "api"), ("forged", "trellis-ca")] {
+        let answer = reviews
+            .create(&PostParams::default(), &review(token, audience))
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        assert_eq!(answer.authenticated, Some(false));
+        assert!(answer.error.unwrap().contains("invalid bearer token"));
+    }
+
+    // The pod is deleted: its token stops authenticating.
+    pods.delete("orders-1", &DeleteParams::default())
+        .await
+        .unwrap();
+    let answer = reviews
+        .create(&PostParams::default(), &review(&token, "trellis-ca"))
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(answer.authenticated, Some(false));
+    assert!(answer.error.unwrap().contains("not found"), "pod gone");
+}
