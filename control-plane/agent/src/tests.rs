@@ -5,7 +5,7 @@ use super::*;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use prost::Message;
 use tonic::transport::{Endpoint, Server};
-use trellis_ca::service::{Certificates, PodLookup};
+use trellis_ca::service::{Certificates, FileTokens, PodLookup};
 use trellis_ca::{Ca, SpiffeId, TokenKey};
 
 struct Bed {
@@ -40,7 +40,9 @@ async fn bed() -> Bed {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         Server::builder()
-            .add_service(Certificates::new(ca, tokens, pods, None).into_server())
+            .add_service(
+                Certificates::new(ca, Arc::new(FileTokens::new(tokens, pods)), None).into_server(),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let channel = Endpoint::from_shared(format!("http://{addr}"))

@@ -218,6 +218,12 @@ impl Ca {
         })
     }
 
+    /// The root's private key (PEM), for storing the CA where only the control plane reads it
+    /// (its directory, or a Secret in Kubernetes mode). Never sent to a workload.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// The root certificate (PEM): what peers trust (SDS `ROOTCA`).
     pub fn root_pem(&self) -> &str {
         &self.cert_pem

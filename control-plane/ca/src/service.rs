@@ -1,14 +1,17 @@
 //! The certificate service (`trellis.ca.v1.CertificateService`, `proto/`): a caller sends a CSR
-//! with a token in its `authorization` metadata (`Bearer <token>`); the token decides the
-//! identity ([`crate::TokenKey::authenticate`]); the CA signs the CSR's public key for it.
+//! with a token in its `authorization` metadata (`Bearer <token>`); an [`Authenticate`] decides
+//! the identity from the token alone (in file mode [`FileTokens`]: a `trellis token` checked
+//! with the control plane's key; in Kubernetes mode a projected ServiceAccount token checked
+//! with TokenReview); the CA signs the CSR's public key for it.
 //!
 //! Errors are gRPC statuses: `UNAUTHENTICATED` without a valid token (or for a pod that is
 //! gone), `INVALID_ARGUMENT` for a CSR the CA refuses.
 
 use crate::token::Workload;
-use crate::{Ca, DEFAULT_LEAF_LIFETIME, TokenKey};
-use std::sync::Arc;
+use crate::{Ca, DEFAULT_LEAF_LIFETIME, SpiffeId, TokenKey};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use tonic::{Request, Response, Status};
 use trellis_proto::ca::v1::certificate_service_server::{
@@ -19,7 +22,54 @@ use trellis_proto::ca::v1::{CreateCertificateRequest, CreateCertificateResponse}
 /// Looks a workload up (a pod, or a Gateway's proxies): its service account, while it exists.
 pub type PodLookup = Arc<dyn Fn(Workload<'_>) -> Option<String> + Send + Sync>;
 
-/// What the service did since start, for metrics.
+/// Who a caller is, as its token proved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// Its identity: what its certificate will name.
+    pub identity: SpiffeId,
+    /// Its workload, as proxies name themselves to xDS: `pod/<ns>/<name>` or
+    /// `gateway/<ns>/<name>`.
+    pub workload: String,
+}
+
+/// Decides who holds a bearer token.
+#[tonic::async_trait]
+pub trait Authenticate: Send + Sync + 'static {
+    /// The caller `token` proves, or why it proves nothing.
+    async fn authenticate(&self, token: &str, now: SystemTime) -> Result<Caller, String>;
+}
+
+/// File mode: tokens `trellis token` signed with the control plane's key, for workloads that
+/// still exist.
+pub struct FileTokens {
+    key: Arc<TokenKey>,
+    workloads: PodLookup,
+}
+
+impl FileTokens {
+    /// Tokens `key` signed, for workloads `workloads` finds.
+    pub fn new(key: Arc<TokenKey>, workloads: PodLookup) -> FileTokens {
+        FileTokens { key, workloads }
+    }
+}
+
+#[tonic::async_trait]
+impl Authenticate for FileTokens {
+    async fn authenticate(&self, token: &str, now: SystemTime) -> Result<Caller, String> {
+        let identity = self
+            .key
+            .authenticate(token, now, |w| (self.workloads)(w))
+            .map_err(|e| e.to_string())?;
+        let claims = self.key.verify(token, now).map_err(|e| e.to_string())?;
+        let workload = match claims.gateway {
+            Some(gateway) => format!("gateway/{gateway}"),
+            None => format!("pod/{}", claims.pod),
+        };
+        Ok(Caller { identity, workload })
+    }
+}
+
+/// What the service did since start, for metrics and `trellis proxy-status`.
 #[derive(Debug, Default)]
 pub struct CaStats {
     /// Certificates issued.
@@ -28,30 +78,67 @@ pub struct CaStats {
     pub unauthenticated: AtomicU64,
     /// Requests refused for their CSR.
     pub bad_csr: AtomicU64,
+    /// The latest certificate issued to each workload (`pod/…` or `gateway/…`).
+    latest: Mutex<BTreeMap<String, IssuedTo>>,
+}
+
+/// The latest certificate a workload was issued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedTo {
+    /// The identity it names.
+    pub identity: String,
+    /// When it was issued.
+    pub issued_at: SystemTime,
+    /// When it expires.
+    pub not_after: SystemTime,
+}
+
+/// Workloads remembered in [`CaStats`] at most (those whose certificates expired go first).
+const MAX_REMEMBERED: usize = 100_000;
+
+impl CaStats {
+    /// The latest certificate issued to `workload` (`pod/<ns>/<name>` or
+    /// `gateway/<ns>/<name>`) since the control plane started.
+    pub fn latest(&self, workload: &str) -> Option<IssuedTo> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(workload)
+            .cloned()
+    }
+
+    fn remember(&self, workload: &str, issued: IssuedTo) {
+        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        if latest.len() >= MAX_REMEMBERED && !latest.contains_key(workload) {
+            let now = SystemTime::now();
+            latest.retain(|_, i| i.not_after > now);
+            if latest.len() >= MAX_REMEMBERED {
+                return;
+            }
+        }
+        latest.insert(workload.to_string(), issued);
+    }
 }
 
 /// The service's state.
 pub struct Certificates {
     ca: Arc<Ca>,
-    tokens: Arc<TokenKey>,
-    pods: PodLookup,
+    auth: Arc<dyn Authenticate>,
     lifetime: Duration,
     stats: Arc<CaStats>,
 }
 
 impl Certificates {
-    /// A service signing with `ca` for callers `tokens` authenticates, whose pods `pods`
-    /// finds, for at most `lifetime` ([`DEFAULT_LEAF_LIFETIME`] when `None`).
+    /// A service signing with `ca` for callers `auth` authenticates, for at most `lifetime`
+    /// ([`DEFAULT_LEAF_LIFETIME`] when `None`).
     pub fn new(
         ca: Arc<Ca>,
-        tokens: Arc<TokenKey>,
-        pods: PodLookup,
+        auth: Arc<dyn Authenticate>,
         lifetime: Option<Duration>,
     ) -> Certificates {
         Certificates {
             ca,
-            tokens,
-            pods,
+            auth,
             lifetime: lifetime.unwrap_or(DEFAULT_LEAF_LIFETIME),
             stats: Arc::default(),
         }
@@ -83,14 +170,15 @@ impl CertificateService for Certificates {
                 self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
                 Status::unauthenticated("no bearer token in authorization")
             })?;
+        if token.len() > crate::token::MAX_TOKEN_BYTES {
+            self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            return Err(Status::unauthenticated("the token is too large"));
+        }
         let now = SystemTime::now();
-        let identity = self
-            .tokens
-            .authenticate(token, now, |w| (self.pods)(w))
-            .map_err(|e| {
-                self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
-                Status::unauthenticated(e.to_string())
-            })?;
+        let caller = self.auth.authenticate(token, now).await.map_err(|e| {
+            self.stats.unauthenticated.fetch_add(1, Ordering::Relaxed);
+            Status::unauthenticated(e)
+        })?;
         let asked = request.get_ref().validity_duration;
         let lifetime = match u64::try_from(asked) {
             Ok(secs) if secs > 0 => Duration::from_secs(secs).min(self.lifetime),
@@ -98,12 +186,20 @@ impl CertificateService for Certificates {
         };
         let issued = self
             .ca
-            .sign(&request.get_ref().csr, &identity, lifetime, now)
+            .sign(&request.get_ref().csr, &caller.identity, lifetime, now)
             .map_err(|e| {
                 self.stats.bad_csr.fetch_add(1, Ordering::Relaxed);
                 Status::invalid_argument(e.to_string())
             })?;
         self.stats.issued.fetch_add(1, Ordering::Relaxed);
+        self.stats.remember(
+            &caller.workload,
+            IssuedTo {
+                identity: caller.identity.to_string(),
+                issued_at: now,
+                not_after: issued.not_after,
+            },
+        );
         let cert_chain = issued
             .chain_pem
             .split_inclusive("-----END CERTIFICATE-----\n")
@@ -140,7 +236,8 @@ mod tests {
             })
             .then(|| "orders".to_string())
         });
-        let certificates = Certificates::new(ca, tokens.clone(), pods, None);
+        let certificates =
+            Certificates::new(ca, Arc::new(FileTokens::new(tokens.clone(), pods)), None);
         let stats = certificates.stats();
         let service = certificates.into_server();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -218,6 +315,11 @@ mod tests {
             .map(|n| n.to_string())
             .collect();
         assert_eq!(sans, [format!("URI({me})")]);
+        // Remembered for `trellis proxy-status`, under the name the pod's proxy uses in xDS.
+        let latest = b.stats.latest("pod/shop/orders-1").unwrap();
+        assert_eq!(latest.identity, me.to_string());
+        assert!(latest.not_after > SystemTime::now());
+        assert!(b.stats.latest("pod/shop/other").is_none());
     }
 
     #[tokio::test]

@@ -155,6 +155,20 @@ pub fn required_permissions() -> Vec<Permission> {
             ..p(Scope::LeaseNamespace, "", "configmaps", verb)
         });
     }
+    // The CA's root: the Secret read at start, created once when missing (create cannot be
+    // limited to a name). No other Secret of the namespace is read.
+    out.push(Permission {
+        name: Some(crate::identity::CA_SECRET.to_string()),
+        ..p(Scope::LeaseNamespace, "", "secrets", "get")
+    });
+    out.push(p(Scope::LeaseNamespace, "", "secrets", "create"));
+    // The certificate service authenticates its callers' ServiceAccount tokens.
+    out.push(p(
+        Scope::Cluster,
+        "authentication.k8s.io",
+        "tokenreviews",
+        "create",
+    ));
     out.sort();
     out.dedup();
     out

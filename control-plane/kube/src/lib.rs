@@ -30,6 +30,7 @@
 
 pub mod convert;
 pub mod health;
+pub mod identity;
 pub mod kinds;
 pub mod last_good;
 pub mod leader;

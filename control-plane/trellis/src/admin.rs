@@ -172,8 +172,19 @@ async fn proxies(State(state): State<Arc<AdminState>>) -> Response {
         .map(|s| (format!("pod/{}", s.pod), s.status.class.as_str()))
         .collect();
     let mut proxies = state.registry.proxies();
+    let ca = state.ca.get().map(|(_, stats)| stats);
     for p in &mut proxies {
         p.class = classes.get(&p.key).map(|c| c.to_string());
+        p.certificate =
+            ca.and_then(|stats| stats.latest(&p.key))
+                .map(|issued| trellis_xds::ProxyCertificate {
+                    identity: issued.identity,
+                    not_after: issued
+                        .not_after
+                        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or_default(),
+                });
     }
     axum::Json(proxies).into_response()
 }

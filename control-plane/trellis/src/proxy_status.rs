@@ -33,7 +33,7 @@ pub fn run(args: &ProxyStatusArgs) -> anyhow::Result<()> {
     let status = crate::admin::get_blocking(&args.admin, "/status")?;
     let report: trellis_controller::StatusReport =
         serde_json::from_str(&status).context("unexpected /status response")?;
-    print!("{}", render(&proxies));
+    print!("{}", render(&proxies, std::time::SystemTime::now()));
     print!("{}", render_unconnected(&proxies, &report.sidecars));
     Ok(())
 }
@@ -73,8 +73,31 @@ fn label(status: Option<SyncStatus>) -> &'static str {
     }
 }
 
-/// The proxies as a table, then the NACK errors.
-pub fn render(proxies: &[ProxySync]) -> String {
+/// How long a certificate expiring at `not_after` (seconds since the epoch) has left at `now`:
+/// `23h59m`, `4m10s`, `EXPIRED`; a `!` marks less than a quarter of a day left.
+fn time_left(not_after: u64, now: std::time::SystemTime) -> String {
+    let now = now
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let Some(left) = not_after.checked_sub(now).filter(|l| *l > 0) else {
+        return "EXPIRED".to_string();
+    };
+    let text = if left >= 3600 {
+        format!("{}h{:02}m", left / 3600, left % 3600 / 60)
+    } else {
+        format!("{}m{:02}s", left / 60, left % 60)
+    };
+    if left < 6 * 3600 {
+        format!("{text}!")
+    } else {
+        text
+    }
+}
+
+/// The proxies as a table (with the time each one's workload certificate has left, when the
+/// control plane runs the CA), then the NACK errors.
+pub fn render(proxies: &[ProxySync], now: std::time::SystemTime) -> String {
     let order = [
         ResourceType::Cluster,
         ResourceType::Listener,
@@ -84,7 +107,7 @@ pub fn render(proxies: &[ProxySync]) -> String {
     ];
     let mut rows = vec![
         [
-            "NODE", "PROXY", "CLASS", "ADS", "CDS", "LDS", "EDS", "RDS", "SDS",
+            "NODE", "PROXY", "CLASS", "ADS", "CDS", "LDS", "EDS", "RDS", "SDS", "CERT",
         ]
         .map(str::to_string)
         .to_vec(),
@@ -110,6 +133,12 @@ pub fn render(proxies: &[ProxySync]) -> String {
                 ));
             }
         }
+        row.push(
+            p.certificate
+                .as_ref()
+                .map(|c| time_left(c.not_after, now))
+                .unwrap_or_else(|| "-".to_string()),
+        );
         rows.push(row);
     }
     let widths: Vec<usize> = (0..rows[0].len())
@@ -133,4 +162,54 @@ pub fn render(proxies: &[ProxySync]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn proxy(key: &str, not_after: Option<u64>) -> ProxySync {
+        ProxySync {
+            node_id: key.replace('/', "."),
+            node_cluster: "c".into(),
+            key: key.into(),
+            protocol: trellis_xds::Protocol::Sotw,
+            connected_at: 0,
+            types: Default::default(),
+            synced_version: None,
+            class: None,
+            certificate: not_after.map(|not_after| trellis_xds::ProxyCertificate {
+                identity: "spiffe://cluster.local/ns/shop/sa/a".into(),
+                not_after,
+            }),
+        }
+    }
+
+    #[test]
+    fn each_proxy_shows_the_time_its_certificate_has_left() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let table = render(
+            &[
+                proxy("pod/shop/a", Some(1_000_000 + 86_399)),
+                proxy("pod/shop/b", Some(1_000_000 + 250)),
+                proxy("pod/shop/c", Some(999_000)),
+                proxy("gateway/shop/web", None),
+            ],
+            now,
+        );
+        let cert_of = |key: &str| {
+            table
+                .lines()
+                .find(|l| l.contains(key))
+                .and_then(|l| l.split_whitespace().last())
+                .unwrap()
+                .to_string()
+        };
+        assert!(table.lines().next().unwrap().ends_with("CERT"), "{table}");
+        assert_eq!(cert_of("pod/shop/a"), "23h59m");
+        assert_eq!(cert_of("pod/shop/b"), "4m10s!");
+        assert_eq!(cert_of("pod/shop/c"), "EXPIRED");
+        assert_eq!(cert_of("gateway/shop/web"), "-");
+    }
 }

@@ -543,8 +543,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let pods = state.clone();
             let lookup: trellis_ca::service::PodLookup =
                 Arc::new(move |w| pods.workload_service_account(w));
-            let certificates =
-                trellis_ca::service::Certificates::new(ca.clone(), Arc::new(tokens), lookup, None);
+            let certificates = trellis_ca::service::Certificates::new(
+                ca.clone(),
+                Arc::new(trellis_ca::service::FileTokens::new(
+                    Arc::new(tokens),
+                    lookup,
+                )),
+                None,
+            );
             let _ = state.ca.set((root_expiry, certificates.stats()));
             let tls = if args.insecure_xds {
                 None

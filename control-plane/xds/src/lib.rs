@@ -22,7 +22,9 @@ pub mod snapshot;
 pub use csds::CsdsServer;
 pub use limits::LimitHits;
 pub use protocol::{DeltaStream, Event, LimitExceeded, SotwStream, StreamLimits, SyncStatus};
-pub use registry::{KeyState, NackInfo, Protocol, ProxySync, SyncRegistry, TypeSync, TypeTotals};
+pub use registry::{
+    KeyState, NackInfo, Protocol, ProxyCertificate, ProxySync, SyncRegistry, TypeSync, TypeTotals,
+};
 pub use resource::{Dependency, Resource, ResourceType, content_hash};
 pub use server::{AdsServer, AdsService, NodeResolver, PeerInfo, ServerLimits, StreamAuthorizer};
 pub use snapshot::{

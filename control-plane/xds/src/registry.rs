@@ -71,6 +71,19 @@ pub struct ProxySync {
     /// registry leaves it empty; the admin endpoint fills it in from the latest translation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
+    /// With the CA: the workload certificate last issued to this proxy's workload (its
+    /// identity and expiry). The admin endpoint fills it in from the certificate service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<ProxyCertificate>,
+}
+
+/// The workload certificate a proxy holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ProxyCertificate {
+    /// The identity it names (`spiffe://…`).
+    pub identity: String,
+    /// When it expires (seconds since the epoch).
+    pub not_after: u64,
 }
 
 /// Totals across every stream since start, by type.
@@ -151,6 +164,7 @@ impl SyncRegistry {
                 types: BTreeMap::new(),
                 synced_version: None,
                 class: None,
+                certificate: None,
             },
         );
         StreamHandle {
