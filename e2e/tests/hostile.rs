@@ -309,6 +309,7 @@ fn the_admin_endpoint_needs_a_token_off_loopback_and_drops_slow_clients() {
         .args(["serve", "--config-dir"])
         .arg(tmp.path().join("config"))
         .args([
+            "--insecure-xds",
             "--xds-address",
             "127.0.0.1:0",
             "--admin-address",

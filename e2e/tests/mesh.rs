@@ -46,8 +46,9 @@ struct Mesh {
 }
 
 impl Mesh {
+    /// A mesh with a CA (the control plane refuses plaintext xDS off loopback).
     fn start(net: Network, namespaces: &[(&str, bool)]) -> Mesh {
-        Self::start_with(net, namespaces, false, &[])
+        Self::start_with(net, namespaces, true, &[])
     }
 
     /// With `ca`, the control plane runs a certificate authority: sidecars get identities and
@@ -589,6 +590,34 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
     let b_svc = mesh.service("shop", "b", 10, 80, &[("app", "b")]);
     let d_svc = mesh.service("shop", "d", 11, 80, &[("app", "d")]);
     mesh.ready();
+
+    // Each agent started its pod's Envoy and reports it ready (the pod's startup probe), and
+    // proxy-status shows how long each sidecar's certificate has left.
+    let (status, body) = mesh.pods[a].agent_readiness().unwrap();
+    println!("a's agent GET /ready: {status} {}", body.trim());
+    assert_eq!(status, 200, "{body}");
+    let proxies = mesh.cp.proxies().unwrap();
+    let a_proxy = proxies
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["key"] == "pod/shop/a")
+        .unwrap()
+        .clone();
+    println!("a in /proxies: certificate {}", a_proxy["certificate"]);
+    assert_eq!(
+        a_proxy["certificate"]["identity"],
+        "spiffe://cluster.local/ns/shop/sa/a"
+    );
+    let left = a_proxy["certificate"]["not_after"].as_u64().unwrap()
+        - std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+    assert!(
+        left > 3000 && left <= 3600 + 300,
+        "{left} s left of a 1 h certificate"
+    );
 
     // Pod a (service account a) to Service b: mutual TLS, and b's app sees a's identity.
     let r = mesh.pods[a].request(b_svc, "b.shop", "/", &[]).unwrap();

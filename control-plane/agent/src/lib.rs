@@ -9,8 +9,9 @@
 //!       every stream as a new version
 //! ```
 //!
-//! Still to come (issue 14): starting Envoy with its bootstrap, readiness, and mTLS on the
-//! agent's own connection to the control plane.
+//! `trellis agent` (control-plane/trellis/src/agent.rs) wires these together, starts Envoy once
+//! the first certificate is held, and reports ready when Envoy holds it ([`Sds::acked`]) and
+//! has taken its configuration from the control plane.
 
 use anyhow::Context;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
@@ -108,11 +109,44 @@ pub async fn obtain(
     })
 }
 
+/// Where the agent's token comes from: read afresh for each request, since the kubelet
+/// rotates a projected ServiceAccount token in place.
+pub type TokenSource = Arc<dyn Fn() -> anyhow::Result<String> + Send + Sync>;
+
+/// A token that never changes.
+pub fn fixed_token(token: &str) -> TokenSource {
+    let token = token.to_string();
+    Arc::new(move || Ok(token.clone()))
+}
+
+/// The token in `path`, read afresh each time (at most [`MAX_TOKEN_FILE_BYTES`]).
+pub fn token_file(path: std::path::PathBuf) -> TokenSource {
+    Arc::new(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(&path)
+            .and_then(|f| {
+                f.take(MAX_TOKEN_FILE_BYTES as u64 + 1)
+                    .read_to_string(&mut text)
+            })
+            .with_context(|| format!("reading the token {}", path.display()))?;
+        anyhow::ensure!(
+            text.len() <= MAX_TOKEN_FILE_BYTES,
+            "the token {} is larger than {MAX_TOKEN_FILE_BYTES} bytes",
+            path.display()
+        );
+        Ok(text.trim().to_string())
+    })
+}
+
+/// The largest token file read.
+pub const MAX_TOKEN_FILE_BYTES: usize = 16 * 1024;
+
 /// Keeps credentials fresh: obtains them now and again at half-life (± 1 % jitter), retrying
 /// failures after 250 ms, doubling up to 30 s. Runs until the receivers are gone.
 pub async fn rotate(
     channel: Channel,
-    token: String,
+    token: TokenSource,
     lifetime: Duration,
     tx: watch::Sender<Option<Arc<Credentials>>>,
 ) {
@@ -123,7 +157,11 @@ pub async fn rotate(
         // Half of what is left from now, not from `not_before`: the CA backdates certificates
         // a little, which would make a short lifetime's half-life already past.
         let asked_at = SystemTime::now();
-        match obtain(channel.clone(), &token, lifetime).await {
+        let attempt = match token() {
+            Ok(token) => obtain(channel.clone(), &token, lifetime).await,
+            Err(e) => Err(e),
+        };
+        match attempt {
             Ok(credentials) => {
                 backoff = Duration::from_millis(250);
                 let unit = jitter_unit(&credentials.version);
@@ -247,12 +285,22 @@ fn response(c: &Credentials, names: &[String], nonce: u64) -> DiscoveryResponse 
 #[derive(Clone)]
 pub struct Sds {
     credentials: watch::Receiver<Option<Arc<Credentials>>>,
+    acked: Arc<watch::Sender<Option<String>>>,
 }
 
 impl Sds {
     /// Serves what `credentials` holds, and each new value as a new version.
     pub fn new(credentials: watch::Receiver<Option<Arc<Credentials>>>) -> Sds {
-        Sds { credentials }
+        Sds {
+            credentials,
+            acked: Arc::new(watch::channel(None).0),
+        }
+    }
+
+    /// The latest version of the workload certificate (`default`) Envoy ACKed: it holds a
+    /// certificate once this is `Some`.
+    pub fn acked(&self) -> watch::Receiver<Option<String>> {
+        self.acked.subscribe()
     }
 
     /// The tonic service.
@@ -274,6 +322,7 @@ impl SecretDiscoveryService for Sds {
     ) -> Result<Response<Self::StreamSecretsStream>, Status> {
         let mut requests = request.into_inner();
         let mut credentials = self.credentials.clone();
+        let acked = self.acked.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let mut names: Vec<String> = Vec::new();
@@ -287,6 +336,13 @@ impl SecretDiscoveryService for Sds {
                         }
                         let mut asked = request.resource_names.clone();
                         asked.sort();
+                        if !request.response_nonce.is_empty()
+                            && request.error_detail.is_none()
+                            && !request.version_info.is_empty()
+                            && asked.iter().any(|n| n == DEFAULT_SECRET)
+                        {
+                            acked.send_replace(Some(request.version_info.clone()));
+                        }
                         // An answer (ACK or NACK) to a response, asking for the same names:
                         // nothing to send until the names or the certificate change. A NACK is
                         // not answered with the same secrets again (that would loop).

@@ -94,10 +94,13 @@ async fn the_agent_obtains_a_certificate_and_serves_it_to_envoy_over_sds() {
     assert!(credentials.key_pem.contains("PRIVATE KEY"));
 
     let (tx, rx) = watch::channel(Some(Arc::new(credentials.clone())));
+    let sds = Sds::new(rx);
+    let mut acked = sds.acked();
+    assert!(acked.borrow().is_none(), "nothing ACKed yet");
     let listener = tokio::net::UnixListener::bind(&b.socket).unwrap();
     tokio::spawn(
         Server::builder()
-            .add_service(Sds::new(rx).into_server())
+            .add_service(sds.clone().into_server())
             .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
     );
     let mut client = sds_client(b.socket.clone()).await;
@@ -129,6 +132,11 @@ async fn the_agent_obtains_a_certificate_and_serves_it_to_envoy_over_sds() {
         })
         .await
         .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), acked.wait_for(|v| v.is_some()))
+        .await
+        .expect("the ACK is seen")
+        .unwrap();
+    assert_eq!(acked.borrow().as_deref(), Some(first.version_info.as_str()));
     let renewed = Credentials {
         version: "renewed".into(),
         ..obtain(b.channel.clone(), &b.token, Duration::from_secs(120))
@@ -170,9 +178,12 @@ async fn certificates_are_renewed_at_half_life() {
     let b = bed().await;
     let (tx, mut rx) = watch::channel(None);
     let started = std::time::Instant::now();
+    // The token is read from its file for each request (the kubelet rotates it in place).
+    let token_path = b.socket.with_file_name("token");
+    std::fs::write(&token_path, &b.token).unwrap();
     let task = tokio::spawn(rotate(
         b.channel.clone(),
-        b.token.clone(),
+        crate::token_file(token_path),
         Duration::from_secs(4),
         tx,
     ));

@@ -132,6 +132,16 @@ impl Kubernetes {
         })
     }
 
+    /// A client of the API server.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The control plane's namespace (its Leases', the CA Secret's).
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     /// The last valid policy specs the replicas kept (ConfigMap `trellis-last-good`), if the
     /// API server answers in time.
     pub async fn read_last_good(&self) -> Option<serde_json::Value> {

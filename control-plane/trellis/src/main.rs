@@ -123,4 +123,32 @@ mod tests {
         assert_eq!(args.kube.watch_namespaces, ["a", "b"]);
         assert_eq!(args.kube.leader_election_lease_seconds, 15);
     }
+
+    #[test]
+    fn xds_is_mutual_tls_unless_plaintext_is_asked_for_on_loopback() {
+        let checked = |args: &[&str]| match parse(args) {
+            Ok(Cli {
+                command: Command::Serve(a),
+            }) => serve::check_xds(&a).map_err(|e| e.to_string()),
+            _ => Err("does not parse".to_string()),
+        };
+        // File mode needs a CA, or plaintext by choice.
+        let e = checked(&["serve", "--config-dir", "x"]).unwrap_err();
+        assert!(
+            e.contains("--ca-dir") && e.contains("--insecure-xds"),
+            "{e}"
+        );
+        assert!(checked(&["serve", "--config-dir", "x", "--ca-dir", "ca"]).is_ok());
+        assert!(checked(&["serve", "--config-dir", "x", "--insecure-xds"]).is_ok());
+        // Plaintext only on loopback, even with a CA.
+        for source in [&["--config-dir", "x"][..], &["--kubernetes"][..]] {
+            let mut args = vec!["serve"];
+            args.extend_from_slice(source);
+            args.extend(["--insecure-xds", "--xds-address", "0.0.0.0:18000"]);
+            let e = checked(&args).unwrap_err();
+            assert!(e.contains("not a loopback address"), "{e}");
+        }
+        // Kubernetes mode keeps its CA in a Secret.
+        assert!(checked(&["serve", "--kubernetes", "--xds-address", "0.0.0.0:18000"]).is_ok());
+    }
 }

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 use trellis_controller::{
@@ -92,17 +92,20 @@ pub struct ServeArgs {
     #[arg(long, env = "TRELLIS_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// The certificate authority's directory (its root and token key; created 0700 when
-    /// missing). With it, the xDS port also serves `trellis.ca.v1.CertificateService`, which
-    /// signs workload certificates for callers holding a `trellis token`.
+    /// missing). The xDS port then also serves `trellis.ca.v1.CertificateService`, which signs
+    /// workload certificates for callers holding a `trellis token` (in Kubernetes mode: a
+    /// projected ServiceAccount token). In Kubernetes mode without it, the root is kept in
+    /// Secret `trellis-ca` of the control plane's namespace. Required in file mode unless
+    /// `--insecure-xds`.
     #[arg(long, env = "TRELLIS_CA_DIR")]
     pub ca_dir: Option<PathBuf>,
     /// The trust domain of workload identities (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`).
     #[arg(long, default_value = trellis_ca::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
-    /// Serve xDS in plaintext even with `--ca-dir` (development only: refused unless
-    /// `--xds-address` is a loopback address). With `--ca-dir` and without this flag, the xDS
-    /// port takes mutual TLS: every ADS stream must present the workload certificate of the
-    /// proxy it claims to be.
+    /// Serve xDS in plaintext (development only: refused unless `--xds-address` is a loopback
+    /// address). Without it the xDS port takes mutual TLS, with the CA of `--ca-dir` (or in
+    /// Kubernetes mode of Secret `trellis-ca`): every ADS stream must present the workload
+    /// certificate of the proxy it claims to be.
     #[arg(long)]
     pub insecure_xds: bool,
     /// The mesh's root namespace: a PeerAuthentication there without a selector sets the
@@ -365,6 +368,63 @@ fn module_endpoint(given: Option<&str>, serving: SocketAddr) -> anyhow::Result<E
     })
 }
 
+/// The CA in Kubernetes mode: its root from Secret `trellis-ca` of the control plane's
+/// namespace (created when missing), retried while the API server does not answer.
+async fn kube_ca(kube: &Kubernetes, trust_domain: &str) -> anyhow::Result<trellis_ca::Ca> {
+    let namespace = kube.namespace().to_string();
+    let secret = trellis_kube::identity::CA_SECRET;
+    let mut last = None;
+    for _ in 0..12 {
+        match trellis_kube::identity::load_or_create_ca(
+            &kube.client(),
+            &namespace,
+            secret,
+            trust_domain,
+        )
+        .await
+        {
+            Ok(ca) => {
+                info!(secret = %format!("{namespace}/{secret}"), trust_domain = %trust_domain, "certificate service on the xDS port");
+                return Ok(ca);
+            }
+            // A Secret that holds no usable root is for an operator to fix, not to wait out.
+            Err(e @ trellis_kube::identity::CaSecretError::Unusable { .. }) => {
+                return Err(e).context("loading the certificate authority");
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot load the CA's root yet; retrying");
+                last = Some(e);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+    Err(anyhow::anyhow!(
+        "cannot load the CA's root from Secret {namespace}/{secret}: {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    ))
+}
+
+/// Checks that xDS is either mutual TLS (a CA from `--ca-dir`, or in Kubernetes mode from its
+/// Secret) or plaintext by choice (`--insecure-xds`) and then only on loopback.
+pub fn check_xds(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.insecure_xds {
+        if !args.xds_address.ip().is_loopback() {
+            anyhow::bail!(
+                "--insecure-xds: --xds-address {} is not a loopback address (plaintext xDS is \
+                 for development on one machine; drop --insecure-xds for mutual TLS)",
+                args.xds_address
+            );
+        }
+    } else if args.ca_dir.is_none() && !args.kube.kubernetes {
+        anyhow::bail!(
+            "xDS takes mutual TLS: give --ca-dir DIR (the certificate authority, created 0700 \
+             when missing), or --insecure-xds for plaintext on a loopback --xds-address \
+             (development only)"
+        );
+    }
+    Ok(())
+}
+
 /// Checks what clap cannot: the Kubernetes flags only go with `--kubernetes`.
 pub fn check_source(args: &ServeArgs) -> anyhow::Result<()> {
     if !args.kube.kubernetes {
@@ -380,6 +440,7 @@ pub fn check_source(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     check_source(&args)?;
+    check_xds(&args)?;
     if let Some(dir) = &args.config_dir {
         if !dir.is_dir() {
             anyhow::bail!("--config-dir {} is not a directory", dir.display());
@@ -521,16 +582,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_per_peer: args.xds_max_connections_per_peer,
         ..trellis_runtime::ConnectionLimits::xds()
     };
-    let (certificates, xds_tls) = match &args.ca_dir {
-        Some(dir) => {
-            let now = std::time::SystemTime::now();
-            let ca = Arc::new(
-                trellis_ca::Ca::load_or_create(dir, &args.trust_domain, now)
-                    .context("loading the certificate authority")?,
-            );
-            let tokens =
-                trellis_ca::TokenKey::load_or_create(dir).context("loading the token key")?;
+    let ca = match (&args.ca_dir, &kube) {
+        (Some(dir), _) => {
+            let ca = trellis_ca::Ca::load_or_create(dir, &args.trust_domain, SystemTime::now())
+                .context("loading the certificate authority")?;
             info!(dir = %dir.display(), trust_domain = %args.trust_domain, "certificate service on the xDS port");
+            Some(ca)
+        }
+        (None, Some(kube)) => {
+            let ca = kube_ca(kube, &args.trust_domain).await?;
+            Some(ca)
+        }
+        (None, None) => None,
+    };
+    let (certificates, xds_tls) = match ca {
+        Some(ca) => {
+            let now = SystemTime::now();
+            let ca = Arc::new(ca);
             // Warn well ahead of the root's expiry: every workload certificate depends on it.
             let left = ca.not_after().duration_since(now).unwrap_or_default();
             if left < Duration::from_secs(90 * 24 * 3600) {
@@ -540,17 +608,27 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 );
             }
             let root_expiry = ca.not_after();
-            let pods = state.clone();
-            let lookup: trellis_ca::service::PodLookup =
-                Arc::new(move |w| pods.workload_service_account(w));
-            let certificates = trellis_ca::service::Certificates::new(
-                ca.clone(),
-                Arc::new(trellis_ca::service::FileTokens::new(
-                    Arc::new(tokens),
-                    lookup,
+            // Who callers are: in Kubernetes mode their projected ServiceAccount tokens, checked
+            // with TokenReview; in file mode `trellis token`s signed with the CA's token key.
+            let auth: Arc<dyn trellis_ca::service::Authenticate> = match (&kube, &args.ca_dir) {
+                (Some(kube), _) => Arc::new(trellis_kube::identity::TokenReviews::new(
+                    kube.client(),
+                    &args.trust_domain,
                 )),
-                None,
-            );
+                (None, Some(dir)) => {
+                    let tokens = trellis_ca::TokenKey::load_or_create(dir)
+                        .context("loading the token key")?;
+                    let pods = state.clone();
+                    let lookup: trellis_ca::service::PodLookup =
+                        Arc::new(move |w| pods.workload_service_account(w));
+                    Arc::new(trellis_ca::service::FileTokens::new(
+                        Arc::new(tokens),
+                        lookup,
+                    ))
+                }
+                (None, None) => unreachable!("a CA comes from --ca-dir or Kubernetes"),
+            };
+            let certificates = trellis_ca::service::Certificates::new(ca.clone(), auth, None);
             let _ = state.ca.set((root_expiry, certificates.stats()));
             let tls = if args.insecure_xds {
                 None
@@ -562,18 +640,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None => (None, None),
     };
     if xds_tls.is_none() {
-        let loopback = args.xds_address.ip().is_loopback();
-        if args.insecure_xds && !loopback {
-            anyhow::bail!(
-                "--insecure-xds: --xds-address {} is not a loopback address (plaintext xDS is \
-                 for development on one machine; give --ca-dir for mutual TLS)",
-                args.xds_address
-            );
-        }
         warn!(
             address = %args.xds_address,
-            "xDS is plaintext and unauthenticated: anything that reaches it can claim to be any \
-             proxy (and fetch Gateway keys); give --ca-dir for mutual TLS"
+            "--insecure-xds: xDS is plaintext and unauthenticated (anything that reaches it can \
+             claim to be any proxy and fetch Gateway keys); for development on loopback only"
         );
     }
     let xds_incoming =

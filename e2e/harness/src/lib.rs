@@ -290,6 +290,27 @@ impl ControlPlane {
         xds: &str,
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
+        let mut extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|a| a == "--ca-dir") {
+            extra.push("--insecure-xds".to_string());
+        }
+        let source = vec![
+            "--kubernetes".to_string(),
+            "--kubeconfig".to_string(),
+            kubeconfig.display().to_string(),
+        ];
+        Self::start_on(source, work, xds, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`ControlPlane::start_kubernetes`], with xDS over mutual TLS: the CA's root in
+    /// Secret `trellis-ca` of the control plane's namespace, callers of the certificate
+    /// service authenticated with TokenReview.
+    pub fn start_kubernetes_mtls(
+        kubeconfig: &Path,
+        work: &Path,
+        xds: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let extra: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         let source = vec![
             "--kubernetes".to_string(),
@@ -299,13 +320,23 @@ impl ControlPlane {
         Self::start_on(source, work, xds, "127.0.0.1:0", extra)
     }
 
+    /// Starts `trellis serve`. In file mode without `--ca-dir` in `extra_args`, xDS is
+    /// plaintext (`--insecure-xds`, which the control plane accepts on loopback only).
     fn start_on(
         source: Vec<String>,
         work: &Path,
         xds: &str,
         admin: &str,
-        extra_args: Vec<String>,
+        mut extra_args: Vec<String>,
     ) -> anyhow::Result<Self> {
+        let file_mode = source.first().is_some_and(|s| s == "--config-dir");
+        if file_mode
+            && !extra_args
+                .iter()
+                .any(|a| a == "--ca-dir" || a == "--insecure-xds")
+        {
+            extra_args.push("--insecure-xds".to_string());
+        }
         std::fs::create_dir_all(work)?;
         let status_dir = work.join("status");
         let address_file = work.join("trellis.addresses");

@@ -66,7 +66,8 @@ pub struct MeshPod {
     service_account: Option<String>,
     // Processes stop before the namespace goes.
     envoy: Option<Process>,
-    agent: Option<Process>,
+    /// Whether `envoy` is `trellis agent`, which started Envoy.
+    agent_runs_envoy: bool,
     _app: Process,
     /// Its network namespace (and IP).
     pub netns: Netns,
@@ -121,60 +122,71 @@ impl MeshPod {
                 .map(|w| w.service_account.to_string())
                 .filter(|sa| !sa.is_empty()),
             envoy: None,
-            agent: None,
+            agent_runs_envoy: false,
             _app: app,
             netns,
         };
-        let mut sds_socket = None;
-        if let (true, Some(w)) = (spec.sidecar, workload) {
-            let (agent, socket) = pod.start_agent(work, w, xds)?;
-            pod.agent = Some(agent);
-            sds_socket = Some(socket);
+        if !spec.sidecar {
+            return Ok(pod);
         }
-        if spec.sidecar {
-            let trellis = trellis_bin()?;
-            pod.netns.capture(&trellis, &[])?;
-            let mut bootstrap = std::process::Command::new(&trellis);
-            bootstrap
-                .arg("bootstrap")
-                .arg("--pod")
-                .arg(format!("{}/{}", spec.namespace, spec.name))
-                .arg("--xds-address")
-                .arg(xds.to_string());
-            if let Some(socket) = &sds_socket {
-                bootstrap.arg("--sds-socket").arg(socket);
+        let trellis = trellis_bin()?;
+        pod.netns.capture(&trellis, &[])?;
+        let identity = match workload {
+            Some(w) => Some(pod.prepare_identity(work, w)?),
+            None => None,
+        };
+        let mut bootstrap = std::process::Command::new(&trellis);
+        bootstrap
+            .arg("bootstrap")
+            .arg("--pod")
+            .arg(format!("{}/{}", spec.namespace, spec.name))
+            .arg("--xds-address")
+            .arg(xds.to_string());
+        if let Some(id) = &identity {
+            bootstrap.arg("--sds-socket").arg(&id.socket);
+        }
+        let out = bootstrap.output().context("running trellis bootstrap")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "trellis bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let log = work.join(format!("sidecar-{}-{}.log", spec.namespace, spec.name));
+        let envoy_args = ["--disable-hot-restart", "--concurrency", "1", "-l", "warn"];
+        match (&identity, workload) {
+            (Some(id), Some(w)) => {
+                // As in an injected pod: the agent starts Envoy once it holds the certificate.
+                use std::os::unix::fs::{PermissionsExt, chown};
+                let path = id.dir.join("envoy.yaml");
+                std::fs::write(&path, &out.stdout)?;
+                chown(&path, Some(PROXY_UID), Some(PROXY_UID))?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                let mut cmd = pod.agent_command(id, w, xds)?;
+                cmd.arg("--envoy")
+                    .arg(envoy_executable()?)
+                    .arg("--bootstrap")
+                    .arg(&path)
+                    .arg("--readiness-address")
+                    .arg(format!("127.0.0.1:{AGENT_READINESS_PORT}"));
+                for a in envoy_args {
+                    cmd.arg(format!("--envoy-arg={a}"));
+                }
+                pod.envoy = Some(Process::spawn(cmd, &log)?);
+                pod.agent_runs_envoy = true;
             }
-            let out = bootstrap.output().context("running trellis bootstrap")?;
-            anyhow::ensure!(
-                out.status.success(),
-                "trellis bootstrap failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let bootstrap = String::from_utf8(out.stdout)?;
-            let mut cmd = pod.netns.command(Some(PROXY_UID), &envoy_executable()?);
-            cmd.arg("--config-yaml").arg(bootstrap).args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "-l",
-                "warn",
-            ]);
-            pod.envoy = Some(Process::spawn(
-                cmd,
-                &work.join(format!("sidecar-{}-{}.log", spec.namespace, spec.name)),
-            )?);
+            _ => {
+                let bootstrap = String::from_utf8(out.stdout)?;
+                let mut cmd = pod.netns.command(Some(PROXY_UID), &envoy_executable()?);
+                cmd.arg("--config-yaml").arg(bootstrap).args(envoy_args);
+                pod.envoy = Some(Process::spawn(cmd, &log)?);
+            }
         }
         Ok(pod)
     }
 
-    /// Writes the Pod object, issues its token and starts `trellis agent` in the pod as the
-    /// proxy's uid; returns the agent and its SDS socket once the socket is there.
-    fn start_agent(
-        &self,
-        work: &Path,
-        w: &Workload<'_>,
-        xds: SocketAddr,
-    ) -> anyhow::Result<(Process, std::path::PathBuf)> {
+    /// Writes the Pod object, issues its token and lays out the pod's identity directory (the
+    /// token and the mesh's root), owned by the proxy's uid.
+    fn prepare_identity(&self, work: &Path, w: &Workload<'_>) -> anyhow::Result<Identity> {
         use std::os::unix::fs::{PermissionsExt, chown};
         if w.write_pod {
             std::fs::write(
@@ -183,8 +195,7 @@ impl MeshPod {
                 self.pod_yaml(),
             )?;
         }
-        let trellis = trellis_bin()?;
-        let out = std::process::Command::new(&trellis)
+        let out = std::process::Command::new(trellis_bin()?)
             .arg("token")
             .arg("--pod")
             .arg(format!("{}/{}", self.namespace, self.name))
@@ -213,31 +224,34 @@ impl MeshPod {
         let root = dir.join("root-cert.pem");
         std::fs::copy(w.ca_dir.join("root-cert.pem"), &root)?;
         chown(&root, Some(PROXY_UID), Some(PROXY_UID))?;
-        let socket = dir.join("sds.sock");
-        let mut cmd = self.netns.command(Some(PROXY_UID), &trellis);
+        Ok(Identity {
+            socket: dir.join("sds.sock"),
+            token,
+            root,
+            dir,
+        })
+    }
+
+    /// `trellis agent` in the pod as the proxy's uid, for the identity in `id`.
+    fn agent_command(
+        &self,
+        id: &Identity,
+        w: &Workload<'_>,
+        xds: SocketAddr,
+    ) -> anyhow::Result<std::process::Command> {
+        let mut cmd = self.netns.command(Some(PROXY_UID), &trellis_bin()?);
         cmd.arg("agent")
             .arg("--ca-address")
             .arg(xds.to_string())
             .arg("--token-file")
-            .arg(&token)
+            .arg(&id.token)
             .arg("--sds-socket")
-            .arg(&socket)
+            .arg(&id.socket)
             .arg("--lifetime-secs")
             .arg(w.lifetime_secs.to_string())
             .arg("--root-cert")
-            .arg(&root);
-        let mut agent = Process::spawn(
-            cmd,
-            &work.join(format!("agent-{}-{}.log", self.namespace, self.name)),
-        )?;
-        // Envoy starts once the agent holds the certificate, as a pod's would.
-        wait_for("the agent's certificate", Duration::from_secs(20), || {
-            if !agent.running() {
-                return Some(Err(anyhow!("the agent exited:\n{}", agent.tail(20))));
-            }
-            (socket.exists() && agent.tail(50).contains("certificate obtained")).then_some(Ok(()))
-        })??;
-        Ok((agent, socket))
+            .arg(&id.root);
+        Ok(cmd)
     }
 
     /// Changes the service account [`MeshPod::pod_yaml`] writes (the certificate the agent
@@ -246,9 +260,26 @@ impl MeshPod {
         self.service_account = Some(service_account.to_string());
     }
 
-    /// The agent's log so far.
+    /// The agent's log so far (with Envoy's: the agent starts it).
     pub fn agent_log(&self) -> String {
-        self.agent.as_ref().map(|a| a.tail(40)).unwrap_or_default()
+        match self.agent_runs_envoy {
+            true => self.sidecar_log(),
+            false => String::new(),
+        }
+    }
+
+    /// `GET /ready` of the pod's agent: `(status, body)`.
+    pub fn agent_readiness(&self) -> anyhow::Result<(u16, String)> {
+        let reply = self.netns.run(|| {
+            request(
+                SocketAddr::from((Ipv4Addr::LOCALHOST, AGENT_READINESS_PORT)),
+                "GET",
+                "localhost",
+                "/ready",
+                &[],
+            )
+        })??;
+        Ok((reply.status, reply.body))
     }
 
     /// Whether the pod carries every label of `selector`.
@@ -258,9 +289,23 @@ impl MeshPod {
             .all(|(k, v)| self.labels.iter().any(|(lk, lv)| lk == k && lv == v))
     }
 
-    /// The sidecar's process id (Envoy itself: `ip netns exec` and `setpriv` exec it).
+    /// The sidecar's process id (Envoy itself: `ip netns exec` and `setpriv` exec it; where
+    /// the agent started it, the agent's child).
     pub fn sidecar_pid(&self) -> Option<u32> {
-        self.envoy.as_ref().and_then(Process::id)
+        let pid = self.envoy.as_ref().and_then(Process::id)?;
+        if !self.agent_runs_envoy {
+            return Some(pid);
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .next()
     }
 
     /// The pod's IP.
@@ -380,13 +425,39 @@ impl MeshPod {
                 .ok()?;
             (ready.status == 200).then_some(Ok(()))
         })?
-        .context("sidecar readiness")
+        .context("sidecar readiness")?;
+        if self.agent_runs_envoy {
+            // What a pod's startup probe asks: the agent's view (certificate held and taken by
+            // Envoy, configuration accepted).
+            let mut last = String::new();
+            wait_for("the agent to report ready", Duration::from_secs(30), || {
+                match self.agent_readiness() {
+                    Ok((200, _)) => return Some(()),
+                    Ok((status, body)) => last = format!("{status} {body}"),
+                    Err(e) => last = format!("{e:#}"),
+                }
+                None
+            })
+            .with_context(|| format!("the agent's readiness said: {last}"))?;
+        }
+        Ok(())
     }
 
     /// The sidecar's log so far.
     pub fn sidecar_log(&self) -> String {
         self.envoy.as_ref().map(|e| e.tail(40)).unwrap_or_default()
     }
+}
+
+/// Where the agent answers `GET /ready` inside a pod (Istio's agent uses 15020 too).
+pub const AGENT_READINESS_PORT: u16 = 15020;
+
+/// A pod's identity directory, as the proxy's uid sees it.
+struct Identity {
+    dir: std::path::PathBuf,
+    token: std::path::PathBuf,
+    root: std::path::PathBuf,
+    socket: std::path::PathBuf,
 }
 
 /// The sidecar's admin port.

@@ -99,8 +99,16 @@ struct Bed {
 const NS: &str = "bench";
 
 impl Bed {
+    /// Plaintext between sidecars (PeerAuthentication DISABLE for the namespace); xDS still
+    /// takes mutual TLS, as the control plane requires off loopback.
     fn start() -> anyhow::Result<Bed> {
-        Self::start_with(false)
+        let bed = Self::start_with(true)?;
+        bed.write(
+            "plaintext.yaml",
+            "apiVersion: security.trellis.dev/v1alpha1\nkind: PeerAuthentication\nmetadata: \
+             {name: plaintext, namespace: bench}\nspec:\n  mtls: {mode: DISABLE}\n",
+        )?;
+        Ok(bed)
     }
 
     /// With `ca`, the control plane runs a CA and every sidecar an agent.
