@@ -979,3 +979,125 @@ fn kubernetes_leader_killed_drops_no_request_and_status_moves_without_flapping()
     println!("verbs used by the control plane: {used:?}");
     assert_eq!(used, granted, "used vs granted");
 }
+
+/// Kubernetes mode with mutual TLS on xDS: the CA's root is created in Secret
+/// `trellis-system/trellis-ca`; a Gateway proxy's agent presents the ServiceAccount token the
+/// kubelet projected into its pod (here issued by the fake API server), the control plane
+/// checks it with TokenReview and signs a certificate for the pod's service account
+/// (`<gateway>-gateway`), and Envoy's ADS stream authenticated with it gets its Gateway's
+/// configuration. Once the pod is deleted, its token gets nothing.
+#[test]
+fn kubernetes_mode_authenticates_proxies_with_reviewed_service_account_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().to_path_buf();
+    let cluster = Cluster::start(&work);
+    let (ip, port) = private_loopback();
+    let mut yaml = gateway_yaml(ip, port);
+    let mut pods = Vec::new();
+    for (service, count) in BACKENDS {
+        let start = pods.len();
+        for i in 0..*count {
+            let pod = format!("{service}-5d8f7c9b4d-{}", ["x7k2p", "q9w3e", "m4n8b"][i]);
+            pods.push(Echo::start(&work, Ipv4Addr::LOCALHOST, &pod, NAMESPACE).unwrap());
+        }
+        let refs: Vec<&Echo> = pods[start..].iter().collect();
+        yaml.push_str("---\n");
+        yaml.push_str(&backend_yaml(service, &refs));
+    }
+    // The Gateway's proxy pod, running as the Gateway's service account.
+    yaml.push_str(&format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: web-gateway-7d9f\n  namespace: {NAMESPACE}\nspec:\n  serviceAccountName: web-gateway\n  containers: [{{name: envoy}}]\n"
+    ));
+    cluster.apply(&yaml);
+    cluster.apply(ROUTES);
+    cluster.apply(&move_route("v1"));
+
+    let args = replica_args("replica-a");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cp = ControlPlane::start_kubernetes_mtls(
+        &cluster.kubeconfig,
+        &work.join("replica-a"),
+        "127.0.0.1:0",
+        &args,
+    )
+    .unwrap();
+    let secret = cluster.get("v1", "Secret", Some("trellis-system"), "trellis-ca");
+    let root = secret["data"]["root-cert.pem"].as_str().unwrap();
+    use base64::Engine;
+    let root = base64::engine::general_purpose::STANDARD
+        .decode(root)
+        .unwrap();
+    println!(
+        "Secret trellis-system/trellis-ca holds the root ({} bytes of PEM) and its key: {}",
+        root.len(),
+        secret["data"]["root-key.pem"].is_string()
+    );
+    let root_path = work.join("root-cert.pem");
+    std::fs::write(&root_path, &root).unwrap();
+
+    let token = cluster
+        .server
+        .issue_token(
+            NAMESPACE,
+            "web-gateway-7d9f",
+            "trellis-ca",
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let gateway = format!("{NAMESPACE}/web");
+    let agent =
+        trellis_harness::GatewayAgent::with_token(cp.xds, &work, &gateway, &token, &root_path)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", tail(&cp.log(), 30)));
+    let bootstrap = trellis_harness::bootstrap_with(
+        &[cp.xds],
+        &gateway,
+        false,
+        "e2e-proxy",
+        Some(&agent.socket),
+    )
+    .unwrap();
+    let mut envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
+    envoy.keep_agent(agent);
+    let gateway_address = SocketAddr::from((ip, port));
+    eventually(
+        "the gateway to route over authenticated xDS",
+        Duration::from_secs(20),
+        || Ok(request(gateway_address, "GET", "other.example.com", "/", &[])?.status == 200),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", tail(&cp.log(), 30), tail(&envoy.log(), 30)));
+    scenario::assert_routes_as_written(gateway_address);
+    println!("a Gateway proxy authenticated by its pod's ServiceAccount token routes as written");
+    assert!(cp.metric("trellis_ca_certificates_issued_total").unwrap() >= 1.0);
+
+    // The pod is deleted: the API server no longer vouches for its token.
+    let pod_api = cluster.api("v1", "Pod", Some(NAMESPACE));
+    cluster
+        .runtime
+        .block_on(pod_api.delete("web-gateway-7d9f", &Default::default()))
+        .unwrap();
+    let refused = std::process::Command::new(trellis_harness::trellis_bin().unwrap())
+        .args(["agent", "--ca-address", &cp.xds.to_string(), "--token-file"])
+        .arg(work.join(format!("gateway-{}.token", gateway.replace('/', "-"))))
+        .arg("--sds-socket")
+        .arg(work.join("refused.sock"))
+        .arg("--root-cert")
+        .arg(&root_path)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = std::process::Command::new("kill")
+        .arg(refused.id().to_string())
+        .status();
+    let log = String::from_utf8_lossy(&refused.wait_with_output().unwrap().stderr).to_string();
+    let line = log
+        .lines()
+        .find(|l| l.contains("no certificate"))
+        .unwrap_or_else(|| panic!("{log}"));
+    println!("a token of a deleted pod: {line}");
+    assert!(line.contains("not found"), "{log}");
+    assert!(!log.contains("certificate obtained"), "{log}");
+}

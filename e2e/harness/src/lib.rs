@@ -645,7 +645,6 @@ impl GatewayAgent {
         config_dir: &Path,
         ca_dir: &Path,
     ) -> anyhow::Result<Self> {
-        let tag = gateway.replace('/', "-");
         let out = Command::new(trellis_bin()?)
             .args(["token", "--gateway", gateway, "--config-dir"])
             .arg(config_dir)
@@ -659,8 +658,24 @@ impl GatewayAgent {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let token = work.join(format!("gateway-{tag}.token"));
-        std::fs::write(&token, &out.stdout)?;
+        let token = String::from_utf8(out.stdout)?;
+        Self::with_token(xds, work, gateway, &token, &ca_dir.join("root-cert.pem"))
+    }
+
+    /// Starts the agent for Gateway `gateway` (`ns/name`) with `token` (in Kubernetes mode a
+    /// ServiceAccount token of one of its pods), verifying the control plane by the root in
+    /// `root_cert`; returns once it holds a certificate.
+    pub fn with_token(
+        xds: SocketAddr,
+        work: &Path,
+        gateway: &str,
+        token: &str,
+        root_cert: &Path,
+    ) -> anyhow::Result<Self> {
+        let tag = gateway.replace('/', "-");
+        let token_path = work.join(format!("gateway-{tag}.token"));
+        std::fs::write(&token_path, token)?;
+        let token = token_path;
         // Unix socket paths are short (108 bytes): name it by a digest of the Gateway.
         let socket = work.join(format!("gw-{:08x}.sock", short_digest(gateway)));
         let mut cmd = Command::new(trellis_bin()?);
@@ -669,7 +684,7 @@ impl GatewayAgent {
             .arg("--sds-socket")
             .arg(&socket)
             .arg("--root-cert")
-            .arg(ca_dir.join("root-cert.pem"));
+            .arg(root_cert);
         let mut process = Process::spawn(cmd, &work.join(format!("agent-gateway-{tag}.log")))?;
         wait_for(
             "the gateway agent's certificate",
@@ -710,6 +725,11 @@ pub struct Envoy {
 }
 
 impl Envoy {
+    /// Keeps `agent` (the one serving this Envoy's certificate) running as long as Envoy.
+    pub fn keep_agent(&mut self, agent: GatewayAgent) {
+        self.agent = Some(agent);
+    }
+
     /// Starts Envoy with `bootstrap` (YAML), files under `work` named after `name`.
     pub fn start(
         bootstrap: &str,
