@@ -47,7 +47,7 @@ pub enum CaSecretError {
         name: String,
         /// The error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The API server did not answer in time.
     #[error("Secret {namespace}/{name}: the API server did not answer within {timeout:?}")]
@@ -83,7 +83,7 @@ async fn timed<T>(
         Ok(result) => result.map_err(|source| CaSecretError::Api {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         }),
         Err(_) => Err(CaSecretError::Timeout {
             namespace: namespace.to_string(),
@@ -149,10 +149,8 @@ pub async fn load_or_create_ca(
             tracing::info!(secret = %format!("{namespace}/{name}"), "created the CA's root");
             Ok(ca)
         }
-        Err(CaSecretError::Api {
-            source: kube::Error::Api(status),
-            ..
-        }) if status.code == 409 => {
+        Err(CaSecretError::Api { source, .. }) if matches!(&*source, kube::Error::Api(status) if status.code == 409) =>
+        {
             // Another replica created it first: use that one.
             let secret = timed(namespace, name, api.get(name)).await?;
             from_secret(namespace, name, &secret)
