@@ -63,6 +63,53 @@ pub struct AgentArgs {
     /// Serve `GET /ready` (and `/healthz`) here: the pod's readiness or startup probe.
     #[arg(long)]
     pub readiness_address: Option<SocketAddr>,
+    /// The pod this sidecar serves (`NAMESPACE/NAME`): the agent then writes the sidecar's
+    /// bootstrap to `--bootstrap` itself (as `trellis bootstrap --pod ... --sds-socket ...`),
+    /// before starting Envoy. What an injected sidecar does.
+    #[arg(long, requires_all = ["xds_address", "bootstrap"])]
+    pub pod: Option<String>,
+    /// With `--pod`: the control plane's xDS address(es) for the bootstrap.
+    #[arg(long, value_delimiter = ',')]
+    pub xds_address: Vec<String>,
+    /// With `--pod`: the trust domain, for the control plane's identity in the bootstrap.
+    #[arg(long, default_value = trellis_ca::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+    /// With `--pod`: the control plane's namespace, for its identity in the bootstrap.
+    #[arg(long, default_value = "trellis-system")]
+    pub root_namespace: String,
+    /// The mesh's root certificate as PEM text (instead of `--root-cert FILE`), as an injected
+    /// sidecar gets it in its environment.
+    #[arg(
+        long,
+        env = "TRELLIS_ROOT_CERT_PEM",
+        conflicts_with = "root_cert",
+        hide_env_values = true
+    )]
+    pub root_cert_pem: Option<String>,
+}
+
+/// With `--pod`: writes the sidecar's bootstrap (SDS from the agent's socket, xDS over mutual
+/// TLS) to `--bootstrap`.
+fn write_bootstrap(args: &AgentArgs) -> anyhow::Result<()> {
+    let (Some(pod), Some(path)) = (&args.pod, &args.bootstrap) else {
+        return Ok(());
+    };
+    let yaml = crate::bootstrap::render(&crate::bootstrap::BootstrapArgs {
+        gateway: None,
+        pod: Some(pod.clone()),
+        xds_address: args.xds_address.clone(),
+        delta: false,
+        node_id: None,
+        admin_address: "127.0.0.1".into(),
+        admin_port: None,
+        sds_socket: Some(args.sds_socket.clone()),
+        insecure_xds: args.root_cert.is_none() && args.root_cert_pem.is_none(),
+        trust_domain: args.trust_domain.clone(),
+        root_namespace: args.root_namespace.clone(),
+    })
+    .context("--pod: the sidecar's bootstrap")?;
+    std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Runs the agent until interrupted (or, with `--envoy`, until Envoy exits).
@@ -75,10 +122,16 @@ pub async fn run(args: &AgentArgs) -> anyhow::Result<()> {
         .init();
     let token = trellis_agent::token_file(args.token_file.clone());
     token().context("--token-file")?;
-    let channel = match &args.root_cert {
-        Some(path) => {
-            let root = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+    write_bootstrap(args)?;
+    let root = match (&args.root_cert, &args.root_cert_pem) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        (None, Some(pem)) => Some(pem.clone()),
+        (None, None) => None,
+    };
+    let channel = match root {
+        Some(root) => {
             let tls = tonic::transport::ClientTlsConfig::new()
                 .ca_certificate(tonic::transport::Certificate::from_pem(root))
                 .domain_name(args.control_plane_name.clone());
