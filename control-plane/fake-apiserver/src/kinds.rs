@@ -156,6 +156,14 @@ pub fn builtin_kinds() -> Vec<ResourceKind> {
         .without_status(),
         ResourceKind::new("coordination.k8s.io", "v1", "Lease", "leases", true).without_status(),
         ResourceKind::new(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            false,
+        )
+        .without_status(),
+        ResourceKind::new(
             "apiextensions.k8s.io",
             "v1",
             "CustomResourceDefinition",

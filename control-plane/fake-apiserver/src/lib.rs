@@ -37,9 +37,11 @@
 //! patch is JSON merge patch; server-side apply treats lists as atomic and only tracks
 //! ownership for Apply operations; namespaces need not exist; no authentication of clients,
 //! admission, validation against schemas, or garbage collection of owner references.
-//! `TokenReview` works for tokens the server issued ([`FakeApiServer::issue_token`]).
+//! `TokenReview` works for tokens the server issued ([`FakeApiServer::issue_token`]); Pod
+//! creations go through the MutatingWebhookConfigurations stored (see `admission.rs`).
 
 mod admin;
+mod admission;
 mod apply;
 mod discovery;
 mod error;
@@ -154,6 +156,7 @@ impl Builder {
                 },
                 requests: Mutex::new(Default::default()),
                 tokens: Default::default(),
+                webhook_routes: Default::default(),
             }),
         }
     }
@@ -195,6 +198,23 @@ impl FakeApiServer {
     /// The kind registered as `apiVersion` + `kind`, e.g. `("gateway.networking.k8s.io/v1", "Gateway")`.
     pub fn kind(&self, api_version: &str, kind: &str) -> Option<ResourceKind> {
         self.state.registry().by_kind(api_version, kind).cloned()
+    }
+
+    /// Routes the webhook Service `namespace/name:port` (a MutatingWebhookConfiguration's
+    /// `clientConfig.service`) to `address`: the fake has no cluster network. Pod creations then
+    /// go through the webhooks stored, as with the real API server.
+    pub fn route_webhook_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: u16,
+        address: std::net::SocketAddr,
+    ) {
+        self.state
+            .webhook_routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((namespace.to_string(), name.to_string(), port), address);
     }
 
     /// A ServiceAccount token bound to pod `namespace/pod` (which must exist), for `audience`,

@@ -79,9 +79,26 @@ pub(crate) struct State {
     pub settings: Settings,
     pub requests: Mutex<VecDeque<RequestRecord>>,
     pub tokens: crate::tokens::Tokens,
+    /// Where webhooks' Services are reached: (namespace, name, port) -> address.
+    pub webhook_routes:
+        Mutex<std::collections::HashMap<(String, String, u16), std::net::SocketAddr>>,
 }
 
 impl State {
+    /// Where the webhook Service `namespace/name:port` is reached, if a test said.
+    pub(crate) fn webhook_route(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: u16,
+    ) -> Option<std::net::SocketAddr> {
+        self.webhook_routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_string(), name.to_string(), port))
+            .copied()
+    }
+
     pub(crate) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
         self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -213,6 +230,19 @@ where
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
+            // Mutating admission (Pod creations only), before the object is stored.
+            let body = if parts.method == Method::POST && !query_flag(&query, "dryRun") {
+                match crate::admission::admit(&state, &path, &body).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        let response = error_response(&e);
+                        state.log(record(response.status().as_u16()));
+                        return Ok(response);
+                    }
+                }
+            } else {
+                body
+            };
             let response = route(&state, &parts.method, &path, &query, &parts.headers, &body)
                 .unwrap_or_else(|e| error_response(&e));
             state.log(record(response.status().as_u16()));

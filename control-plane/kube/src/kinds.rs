@@ -169,10 +169,25 @@ pub fn required_permissions() -> Vec<Permission> {
         "tokenreviews",
         "create",
     ));
+    // The sidecar injector's webhook configuration: its caBundle kept current by the leader.
+    for verb in ["get", "patch"] {
+        out.push(Permission {
+            name: Some(INJECTOR_WEBHOOK.to_string()),
+            ..p(
+                Scope::Cluster,
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+                verb,
+            )
+        });
+    }
     out.sort();
     out.dedup();
     out
 }
+
+/// The MutatingWebhookConfiguration of the sidecar injector (`deploy/`).
+pub const INJECTOR_WEBHOOK: &str = "trellis-sidecar-injector";
 
 #[cfg(test)]
 mod tests {

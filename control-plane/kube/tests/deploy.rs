@@ -17,7 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
@@ -37,6 +37,7 @@ const GATEWAY_API_RELEASE: &str = "v1.6.1";
 /// Kinds without a namespace; every other object goes into `trellis-system`.
 const CLUSTER_SCOPED: &[&str] = &[
     "Namespace",
+    "MutatingWebhookConfiguration",
     "ClusterRole",
     "ClusterRoleBinding",
     "CustomResourceDefinition",
@@ -174,6 +175,21 @@ fn every_listed_resource_parses_as_its_kubernetes_type() {
             "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(o)),
             "CustomResourceDefinition" => drop(typed::<CustomResourceDefinition>(o)),
             "ValidatingAdmissionPolicy" => drop(typed::<ValidatingAdmissionPolicy>(o)),
+            "MutatingWebhookConfiguration" => {
+                // The webhook the code keeps current, at the path it serves, never selecting
+                // the control plane's namespace or kube-system.
+                let config = typed::<MutatingWebhookConfiguration>(o);
+                assert_eq!(o.name(), trellis_kube::kinds::INJECTOR_WEBHOOK);
+                for w in config.webhooks.unwrap() {
+                    let service = w.client_config.service.unwrap();
+                    assert_eq!(service.path.as_deref(), Some("/inject"));
+                    assert_eq!(service.name, "trellis");
+                    let excluded = w.namespace_selector.unwrap().match_expressions.unwrap();
+                    assert!(excluded.iter().any(|e| e.operator == "NotIn"
+                        && e.values.iter().flatten().any(|v| v == "trellis-system")
+                        && e.values.iter().flatten().any(|v| v == "kube-system")));
+                }
+            }
             "ValidatingAdmissionPolicyBinding" => {
                 drop(typed::<ValidatingAdmissionPolicyBinding>(o))
             }
@@ -330,6 +346,7 @@ fn the_deployment_is_highly_available_locked_down_and_probed() {
     assert_eq!(named("xds"), port_of("--xds-address"));
     assert_eq!(named("probes"), port_of("--probe-address"));
     assert_eq!(named("modules"), port_of("--module-server-address"));
+    assert_eq!(named("webhook"), port_of("--injection-address"));
     let admin = args
         .iter()
         .find_map(|a| a.strip_prefix("--admin-address="))
@@ -369,8 +386,9 @@ fn the_deployment_is_highly_available_locked_down_and_probed() {
         named(&target);
         exposed.push(target);
     }
-    // The Service carries what proxies need, never the admin endpoint.
-    assert_eq!(exposed, ["xds", "modules"]);
+    // The Service carries what proxies and the API server (the webhook) need, never the
+    // admin endpoint.
+    assert_eq!(exposed, ["xds", "modules", "webhook"]);
 }
 
 /// The CRD among `crds` that serves `w`: its kind, at the version read, with the kind's scope,

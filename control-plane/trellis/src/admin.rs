@@ -51,6 +51,8 @@ pub struct AdminState {
     pub pod_accounts: RwLock<Arc<std::collections::BTreeMap<(String, String), String>>>,
     /// Every Gateway, by namespace and name (their proxies' tokens are checked against it).
     pub gateway_names: RwLock<Arc<std::collections::BTreeSet<(String, String)>>>,
+    /// Every namespace seen, and whether it is in the mesh (for the injection webhook).
+    pub namespace_mesh: RwLock<Arc<std::collections::BTreeMap<String, bool>>>,
 }
 
 impl AdminState {
@@ -82,6 +84,24 @@ impl AdminState {
         if let Ok(mut g) = self.gateway_names.write() {
             *g = Arc::new(gateways);
         }
+        let namespaces = input
+            .namespaces
+            .keys()
+            .map(|k| {
+                (
+                    k.name.clone(),
+                    trellis_model::mesh::namespace_in_mesh(input, &k.name),
+                )
+            })
+            .collect();
+        if let Ok(mut n) = self.namespace_mesh.write() {
+            *n = Arc::new(namespaces);
+        }
+    }
+
+    /// Whether namespace `name` is in the mesh, if the control plane has seen it.
+    pub fn namespace_meshed(&self, name: &str) -> Option<bool> {
+        self.namespace_mesh.read().ok()?.get(name).copied()
     }
 
     /// The service account of a workload the certificate service is asked about: a pod's, or

@@ -132,6 +132,14 @@ impl Kubernetes {
         })
     }
 
+    /// Whether this replica leads (always `false` without an election).
+    pub fn leader(&self) -> watch::Receiver<bool> {
+        match &self.election {
+            Some(election) => election.subscribe(),
+            None => watch::channel(false).1,
+        }
+    }
+
     /// A client of the API server.
     pub fn client(&self) -> kube::Client {
         self.client.clone()

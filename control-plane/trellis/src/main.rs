@@ -15,6 +15,7 @@ mod admin;
 mod agent;
 mod bootstrap;
 mod capture;
+mod injection;
 mod kubernetes;
 mod memory;
 mod mtls_status;

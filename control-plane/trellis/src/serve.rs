@@ -134,6 +134,9 @@ pub struct ServeArgs {
     /// Where WasmFilter modules may come from.
     #[command(flatten)]
     pub modules: ModuleArgs,
+    /// The sidecar injection webhook (Kubernetes mode).
+    #[command(flatten)]
+    pub injection: crate::injection::InjectionArgs,
 }
 
 /// Where WasmFilter modules may come from, and the bounds on getting them. By default a
@@ -427,6 +430,9 @@ pub fn check_xds(args: &ServeArgs) -> anyhow::Result<()> {
 
 /// Checks what clap cannot: the Kubernetes flags only go with `--kubernetes`.
 pub fn check_source(args: &ServeArgs) -> anyhow::Result<()> {
+    if args.injection.injection_address.is_some() && !args.kube.kubernetes {
+        anyhow::bail!("--injection-address needs --kubernetes (file mode has no admission)");
+    }
     if !args.kube.kubernetes {
         if args.kube.kubeconfig.is_some() {
             anyhow::bail!("--kubeconfig needs --kubernetes");
@@ -595,10 +601,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         (None, None) => None,
     };
+    let ca = ca.map(Arc::new);
+    if let (Some(_), Some(kube), Some(ca)) = (args.injection.injection_address, &kube, &ca) {
+        crate::injection::start(crate::injection::Injection {
+            args: &args.injection,
+            ca: ca.clone(),
+            state: state.clone(),
+            client: kube.client(),
+            leader: kube.leader(),
+            namespace: kube.namespace().to_string(),
+            trust_domain: args.trust_domain.clone(),
+        })
+        .await?;
+    }
     let (certificates, xds_tls) = match ca {
         Some(ca) => {
             let now = SystemTime::now();
-            let ca = Arc::new(ca);
             // Warn well ahead of the root's expiry: every workload certificate depends on it.
             let left = ca.not_after().duration_since(now).unwrap_or_default();
             if left < Duration::from_secs(90 * 24 * 3600) {
