@@ -178,7 +178,8 @@ impl Cluster {
                 || (verb == "get"
                     && resource != "leases"
                     && resource != "configmaps"
-                    && resource != "secrets");
+                    && resource != "secrets"
+                    && resource != "mutatingwebhookconfigurations");
             if !test_own {
                 used.insert((group.to_string(), resource, verb.to_string()));
             }
@@ -988,6 +989,14 @@ fn kubernetes_leader_killed_drops_no_request_and_status_moves_without_flapping()
     );
     let mut expected = granted.clone();
     expected.remove(&reviews);
+    // So does the injection webhook's configuration: the injection test checks it.
+    for verb in ["get", "patch"] {
+        expected.remove(&(
+            "admissionregistration.k8s.io".to_string(),
+            "mutatingwebhookconfigurations".to_string(),
+            verb.to_string(),
+        ));
+    }
     assert_eq!(used, expected, "used vs granted");
 }
 
@@ -1142,5 +1151,249 @@ fn kubernetes_mode_authenticates_proxies_with_reviewed_service_account_tokens() 
     assert!(
         used.is_subset(&granted),
         "used {used:?}\ngranted {granted:?}"
+    );
+}
+
+/// Sidecar injection through the fake API server's mutating admission: the webhook
+/// configuration of `deploy/`, its caBundle filled in by the leader, and pods created through
+/// the API: in a labelled namespace (injected, and the stored pod read back as a k8s-openapi
+/// Pod), opted out, in the control plane's namespace, already injected; a malformed review
+/// sent to the webhook directly.
+#[test]
+fn kubernetes_mode_injects_sidecars_through_the_admission_webhook() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().to_path_buf();
+    let cluster = Cluster::start(&work);
+    let namespace = |name: &str, meshed: bool| {
+        let mesh = if meshed {
+            ", trellis.dev/mesh: enabled"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{kubernetes.io/metadata.name: {name}{mesh}}}\n---\n"
+        )
+    };
+    // trellis-system labelled too: the webhook's namespaceSelector and the handler both keep
+    // it out.
+    cluster.apply(&format!(
+        "{}{}{}",
+        namespace("shop", true),
+        namespace("plain", false),
+        namespace("trellis-system", true)
+    ));
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/kubernetes/base/injection.yaml");
+    cluster.apply(&std::fs::read_to_string(deploy).unwrap());
+
+    let (ip, port) = private_loopback();
+    let webhook = SocketAddr::from((ip, port));
+    let mut args = replica_args("replica-a");
+    args.extend([
+        "--injection-address".to_string(),
+        webhook.to_string(),
+        "--sidecar-image".to_string(),
+        "trellis-sidecar:e2e".to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cp = ControlPlane::start_kubernetes(
+        &cluster.kubeconfig,
+        &work.join("replica-a"),
+        "127.0.0.1:0",
+        &args,
+    )
+    .unwrap();
+    cluster
+        .server
+        .route_webhook_service("trellis-system", "trellis", 443, webhook);
+    let webhook_kind = cluster
+        .server
+        .kind(
+            "admissionregistration.k8s.io/v1",
+            "MutatingWebhookConfiguration",
+        )
+        .unwrap();
+    let secret_kind = cluster.server.kind("v1", "Secret").unwrap();
+    eventually(
+        "the leader to fill in caBundle",
+        Duration::from_secs(20),
+        || {
+            let config =
+                cluster
+                    .server
+                    .store()
+                    .get(&webhook_kind, "", "trellis-sidecar-injector")?;
+            Ok(config["webhooks"][0]["clientConfig"]["caBundle"].is_string())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", tail(&cp.log(), 30)));
+    let config = cluster
+        .server
+        .store()
+        .get(&webhook_kind, "", "trellis-sidecar-injector")
+        .unwrap();
+    let secret = cluster
+        .server
+        .store()
+        .get(&secret_kind, "trellis-system", "trellis-ca")
+        .unwrap();
+    assert_eq!(
+        config["webhooks"][0]["clientConfig"]["caBundle"], secret["data"]["root-cert.pem"],
+        "caBundle is the CA's root"
+    );
+    // The namespaces reach the control plane's model.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let create = |ns: &str, pod: Value| -> Result<Pod, kube::Error> {
+        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+        let pod: Pod = serde_json::from_value(pod).unwrap();
+        cluster
+            .runtime
+            .block_on(api.create(&PostParams::default(), &pod))
+    };
+    let app = |name: &str| {
+        serde_json::json!({
+            "metadata": { "name": name, "labels": { "app": "reviews" } },
+            "spec": { "serviceAccountName": "reviews",
+                      "containers": [{ "name": "app", "image": "reviews:1" }] },
+        })
+    };
+    let init_names = |pod: &Pod| -> Vec<String> {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    };
+
+    // A pod in a labelled namespace: the capture init container and the native sidecar.
+    let injected = create("shop", app("reviews-1")).unwrap();
+    println!(
+        "shop/reviews-1 as stored:\n{}",
+        serde_json::to_string_pretty(&injected.spec).unwrap()
+    );
+    assert_eq!(init_names(&injected), ["trellis-capture", "trellis-proxy"]);
+    let proxy = &injected
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .as_ref()
+        .unwrap()[1];
+    assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+    assert_eq!(proxy.image.as_deref(), Some("trellis-sidecar:e2e"));
+    assert!(
+        proxy
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&"trellis.trellis-system.svc:18000".to_string())
+    );
+    assert_eq!(
+        injected.metadata.labels.as_ref().unwrap()["trellis.dev/sidecar-injected"],
+        "true"
+    );
+
+    // Opted out, the control plane's namespace, an unlabelled namespace: as created.
+    let mut opted_out = app("legacy-1");
+    opted_out["metadata"]["annotations"] = serde_json::json!({ "trellis.dev/sidecar": "false" });
+    for (ns, pod) in [
+        ("shop", opted_out),
+        ("trellis-system", app("tool-1")),
+        ("plain", app("plain-1")),
+    ] {
+        let created = create(ns, pod).unwrap();
+        println!(
+            "{ns}/{}: init containers {:?}",
+            created.metadata.name.as_deref().unwrap_or(""),
+            init_names(&created)
+        );
+        assert!(init_names(&created).is_empty());
+    }
+    // trellis-system is kept out by the handler too: a review sent straight to it.
+    // Already injected (a pod created from an injected pod's spec): unchanged.
+    let mut again: Value = serde_json::to_value(&injected).unwrap();
+    again["metadata"] = serde_json::json!({ "name": "reviews-2", "labels": { "app": "reviews" } });
+    let created = create("shop", again).unwrap();
+    assert_eq!(init_names(&created), ["trellis-capture", "trellis-proxy"]);
+    println!(
+        "shop/reviews-2 (from an injected spec): {:?}",
+        init_names(&created)
+    );
+
+    // The webhook itself: a malformed review is a 400 with the reason, and trellis-system is
+    // refused by the handler even when the namespaceSelector lets it through.
+    let root = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        secret["data"]["root-cert.pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let root_path = work.join("root.pem");
+    std::fs::write(&root_path, root).unwrap();
+    let post = |body: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&root_path)
+            .args([
+                "--resolve",
+                &format!("trellis.trellis-system.svc:{port}:{ip}"),
+            ])
+            .args([
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                body,
+            ])
+            .arg(format!("https://trellis.trellis-system.svc:{port}/inject"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let malformed = post("{not json");
+    println!("a malformed review: {}", malformed.replace('\n', " | "));
+    assert!(malformed.ends_with("400"), "{malformed}");
+    let system = post(
+        &serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": { "uid": "u1", "kind": { "group": "", "version": "v1", "kind": "Pod" },
+                         "namespace": "trellis-system", "operation": "CREATE",
+                         "object": app("tool-2") },
+        })
+        .to_string(),
+    );
+    println!(
+        "a trellis-system pod sent directly: {}",
+        system.replace('\n', " | ")
+    );
+    assert!(
+        system.contains("never injected") && !system.contains("\"patch\""),
+        "{system}"
+    );
+
+    // Every verb used is granted, and the webhook configuration's were used.
+    let used = cluster.used_permissions();
+    let granted: BTreeSet<(String, String, String)> = trellis_kube::kinds::required_permissions()
+        .into_iter()
+        .map(|p| (p.group, p.resource, p.verb))
+        .collect();
+    for verb in ["get", "patch"] {
+        let p = (
+            "admissionregistration.k8s.io".to_string(),
+            "mutatingwebhookconfigurations".to_string(),
+            verb.to_string(),
+        );
+        assert!(used.contains(&p), "{p:?} not used");
+    }
+    let extra: Vec<_> = used.difference(&granted).collect();
+    // The test's own pod creations are its own, not the control plane's.
+    assert!(
+        extra
+            .iter()
+            .all(|(g, r, v)| g.is_empty() && r == "pods" && v == "create"),
+        "used but not granted: {extra:?}"
     );
 }
