@@ -764,7 +764,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 status_dir: args.status_dir.clone(),
                 state_dir,
                 last_good: kept,
-                mesh_identity: args.ca_dir.as_ref().map(|_| {
+                // With a CA (its directory, or in Kubernetes mode its Secret), sidecars get
+                // identities and speak mutual TLS.
+                mesh_identity: (args.ca_dir.is_some() || args.kube.kubernetes).then(|| {
                     trellis_translate::security::MeshIdentity {
                         trust_domain: args.trust_domain.clone(),
                         root_namespace: args.root_namespace.clone(),
@@ -828,7 +830,7 @@ struct Kept {
     status_dir: Option<PathBuf>,
     state_dir: Option<StateDir>,
     last_good: LastGood,
-    /// Workload identity for the mesh's mutual TLS (with `--ca-dir`).
+    /// Workload identity for the mesh's mutual TLS (with a CA).
     mesh_identity: Option<trellis_translate::security::MeshIdentity>,
 }
 
