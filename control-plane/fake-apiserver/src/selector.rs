@@ -184,6 +184,8 @@ impl FieldSelector {
             let pointer = match field.trim() {
                 "metadata.name" => "/metadata/name",
                 "metadata.namespace" => "/metadata/namespace",
+                // The real server supports it for Pods only; here for any kind.
+                "status.phase" => "/status/phase",
                 other => {
                     return Err(ApiError::BadRequest(format!(
                         "field label not supported: {other}"

@@ -33,6 +33,12 @@ pub struct WatchedKind {
 }
 
 impl WatchedKind {
+    /// The field selector its watch takes, if any: Pods that have terminated (Succeeded,
+    /// Failed) carry no traffic, so they are not read (nor kept) at all.
+    pub fn field_selector(&self) -> Option<&'static str> {
+        (self.kind == Kind::Pod).then_some(POD_FIELD_SELECTOR)
+    }
+
     /// `apiVersion` of the objects read.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -85,6 +91,9 @@ pub static STATUS_KINDS: std::sync::LazyLock<Vec<Kind>> = std::sync::LazyLock::n
         .filter(|k| k.writes_status())
         .collect()
 });
+
+/// The field selector of the Pod watch.
+pub const POD_FIELD_SELECTOR: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 /// The `coordination.k8s.io` group of Leases.
 pub const LEASE_GROUP: &str = "coordination.k8s.io";

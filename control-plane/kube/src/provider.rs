@@ -236,6 +236,12 @@ async fn run_watch(id: usize, client: Client, spec: WatchSpec, tx: mpsc::Sender<
         }
         (None, _) => Api::all_with(client, &resource),
     };
+    if let Some(fields) = spec.kind.field_selector() {
+        config = match config.field_selector.take() {
+            Some(existing) => config.fields(&format!("{existing},{fields}")),
+            None => config.fields(fields),
+        };
+    }
     let stream = watch_stream(api, config)
         .map_ok(|event| event.modify(|o| o.metadata.managed_fields = None))
         .backoff(RetryBackoff::default());

@@ -375,3 +375,43 @@ async fn policy_kinds_read_as_empty_until_their_crds_are_installed_then_are_read
         "its status is followed, to be written back"
     );
 }
+
+#[tokio::test]
+async fn terminated_pods_are_not_read_and_a_pod_that_ends_leaves_the_model() {
+    let server = FakeApiServer::new();
+    let pod = |name: &str, phase: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  serviceAccountName: web\n  containers: [{{name: app, image: web:1, env: [{{name: SECRET, value: x}}]}}]\nstatus: {{phase: {phase}, podIP: 10.0.0.1}}\n---\n"
+        )
+    };
+    server
+        .load_yaml(&format!(
+            "{}{}{}",
+            pod("running", "Running"),
+            pod("done", "Succeeded"),
+            pod("crashed", "Failed")
+        ))
+        .unwrap();
+    let (provider, _) = start(&server, &[]).await;
+    let mut loads = provider.loads.clone();
+    let input = loads.borrow_and_update().input.clone();
+    let pods: Vec<&str> = input.pods.keys().map(|k| k.name.as_str()).collect();
+    assert_eq!(pods, ["running"]);
+    // Kept trimmed: no image, no environment.
+    let kept = &input.pods[&key("shop", "running")];
+    let container = &kept.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.image, None);
+    assert_eq!(container.env, None);
+
+    // The running pod completes: it leaves the model.
+    server.load_yaml(&pod("running", "Succeeded")).unwrap();
+    let load = next_load(&mut loads).await;
+    assert!(load.input.pods.is_empty(), "{:?}", load.input.pods.keys());
+    let requests = server.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.ends_with("/pods") && r.query.contains("fieldSelector=status.phase")),
+        "the pod watch carries the field selector"
+    );
+}
