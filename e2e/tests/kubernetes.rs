@@ -482,8 +482,8 @@ impl Scenario {
             );
         }
 
-        // A PeerAuthentication is reported Pending: the replicas run without a CA, so there is
-        // no mutual TLS to put it in force.
+        // A PeerAuthentication is in force: in Kubernetes mode the CA (Secret trellis-ca)
+        // always runs, so the mode it sets is reported.
         let peer = self.cluster.get(
             "security.trellis.dev/v1alpha1",
             "PeerAuthentication",
@@ -492,8 +492,9 @@ impl Scenario {
         );
         check(
             state(&peer["status"]["conditions"], "Accepted")
-                == ("False".to_string(), "Pending".to_string()),
-            "PeerAuthentication Accepted=False (Pending) without a CA",
+                == ("True".to_string(), "Accepted".to_string())
+                && peer["status"]["mode"] == "STRICT",
+            "PeerAuthentication Accepted=True, mode STRICT (the CA is the Secret's)",
             &peer,
         );
 
