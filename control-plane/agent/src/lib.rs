@@ -142,8 +142,12 @@ pub fn token_file(path: std::path::PathBuf) -> TokenSource {
 /// The largest token file read.
 pub const MAX_TOKEN_FILE_BYTES: usize = 16 * 1024;
 
+/// The longest wait between attempts while no certificate is held yet.
+pub const FIRST_CERTIFICATE_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// Keeps credentials fresh: obtains them now and again at half-life (± 1 % jitter), retrying
-/// failures after 250 ms, doubling up to 30 s. Runs until the receivers are gone.
+/// failures after 250 ms, doubling up to 2 s before the first certificate and up to 30 s after.
+/// Runs until the receivers are gone.
 pub async fn rotate(
     channel: Channel,
     token: TokenSource,
@@ -189,7 +193,14 @@ pub async fn rotate(
                     tracing::error!("{warning}");
                 }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                // Until the first certificate, retries stay quick (a new pod waits for the
+                // control plane to see it, and its sidecar is not ready without one); after,
+                // they back off further, as the certificate held keeps working meanwhile.
+                let cap = match held {
+                    None => FIRST_CERTIFICATE_MAX_BACKOFF,
+                    Some(_) => Duration::from_secs(30),
+                };
+                backoff = (backoff * 2).min(cap);
             }
         }
     }

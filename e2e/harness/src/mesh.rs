@@ -407,7 +407,7 @@ impl MeshPod {
             .as_mut()
             .ok_or_else(|| anyhow!("{} has no sidecar", self.name))?;
         let netns = &self.netns;
-        wait_for("the sidecar to be ready", Duration::from_secs(30), || {
+        wait_for("the sidecar to be ready", Duration::from_secs(60), || {
             if !envoy.running() {
                 return Some(Err(anyhow!("the sidecar exited:\n{}", envoy.tail(20))));
             }
