@@ -1,0 +1,238 @@
+//! What Envoy's OpenTelemetry stats sink sends (OTLP `ExportMetricsServiceRequest`, deltas,
+//! Envoy's tags as attributes), turned into health buckets per upstream cluster.
+//!
+//! ```text
+//!  cluster.upstream_rq_xx   {envoy.cluster_name, envoy.response_code_class}  Sum, delta
+//!      ──► requests (every class), failures (class 5: upstream 5xx and Envoy's own 503/504)
+//!  cluster.upstream_rq_time {envoy.cluster_name}  Histogram, delta, ms
+//!      ──► the latency histogram, each of Envoy's buckets counted in the first of ours whose
+//!          bound is at or above its upper bound
+//!  anything else, cumulative points, and points without a cluster ──► ignored
+//! ```
+//!
+//! Deltas keep the control plane stateless per proxy: a restarted proxy or a reset counter
+//! needs no handling. The number of clusters taken from one export is capped
+//! ([`MAX_CLUSTERS_PER_EXPORT`]); the aggregator keeps only clusters its model knows.
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, metric::Data, number_data_point,
+};
+use std::collections::BTreeMap;
+use trellis_health::{BUCKET_BOUNDS_MS, BUCKETS, Bucket};
+
+/// Envoy's counter of upstream responses by class.
+pub const RESPONSES: &str = "cluster.upstream_rq_xx";
+/// Envoy's histogram of upstream request time (ms).
+pub const REQUEST_TIME: &str = "cluster.upstream_rq_time";
+/// The attribute naming the cluster.
+pub const CLUSTER_ATTRIBUTE: &str = "envoy.cluster_name";
+/// The attribute naming the response class (`2`, `5`, ...).
+pub const CLASS_ATTRIBUTE: &str = "envoy.response_code_class";
+/// Clusters taken from one export at most (a proxy holds far fewer).
+pub const MAX_CLUSTERS_PER_EXPORT: usize = 4096;
+
+fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+fn is_delta(temporality: i32) -> bool {
+    temporality == AggregationTemporality::Delta as i32
+}
+
+/// The export's deltas per cluster name.
+pub fn ingest(request: &ExportMetricsServiceRequest) -> BTreeMap<String, Bucket> {
+    let mut out: BTreeMap<String, Bucket> = BTreeMap::new();
+    fn entry<'a>(out: &'a mut BTreeMap<String, Bucket>, cluster: &str) -> Option<&'a mut Bucket> {
+        if !out.contains_key(cluster) && out.len() >= MAX_CLUSTERS_PER_EXPORT {
+            return None;
+        }
+        Some(out.entry(cluster.to_string()).or_default())
+    }
+    let metrics = request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics);
+    for metric in metrics {
+        match (metric.name.as_str(), &metric.data) {
+            (RESPONSES, Some(Data::Sum(sum))) if is_delta(sum.aggregation_temporality) => {
+                for point in &sum.data_points {
+                    let Some(cluster) = attribute(&point.attributes, CLUSTER_ATTRIBUTE) else {
+                        continue;
+                    };
+                    let count = match point.value {
+                        Some(number_data_point::Value::AsInt(n)) => u64::try_from(n).unwrap_or(0),
+                        Some(number_data_point::Value::AsDouble(d)) if d.is_finite() && d > 0.0 => {
+                            d as u64
+                        }
+                        _ => 0,
+                    };
+                    let failed = attribute(&point.attributes, CLASS_ATTRIBUTE) == Some("5");
+                    if let Some(bucket) = entry(&mut out, cluster) {
+                        bucket.requests = bucket.requests.saturating_add(count);
+                        if failed {
+                            bucket.failures = bucket.failures.saturating_add(count);
+                        }
+                    }
+                }
+            }
+            (REQUEST_TIME, Some(Data::Histogram(histogram)))
+                if is_delta(histogram.aggregation_temporality) =>
+            {
+                for point in &histogram.data_points {
+                    let Some(cluster) = attribute(&point.attributes, CLUSTER_ATTRIBUTE) else {
+                        continue;
+                    };
+                    let Some(bucket) = entry(&mut out, cluster) else {
+                        continue;
+                    };
+                    for (i, count) in point.bucket_counts.iter().enumerate() {
+                        let upper = point
+                            .explicit_bounds
+                            .get(i)
+                            .copied()
+                            .unwrap_or(f64::INFINITY);
+                        let ours = BUCKET_BOUNDS_MS
+                            .iter()
+                            .position(|b| upper <= *b)
+                            .unwrap_or(BUCKETS - 1);
+                        bucket.latency[ours] = bucket.latency[ours].saturating_add(*count);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+
+    fn attrs(pairs: &[(&str, &str)]) -> Vec<KeyValue> {
+        pairs
+            .iter()
+            .map(|(k, v)| KeyValue {
+                key: k.to_string(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(v.to_string())),
+                }),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn responses(points: &[(&str, &str, i64)], temporality: AggregationTemporality) -> Metric {
+        Metric {
+            name: RESPONSES.into(),
+            data: Some(Data::Sum(Sum {
+                data_points: points
+                    .iter()
+                    .map(|(cluster, class, n)| NumberDataPoint {
+                        attributes: attrs(&[
+                            (CLUSTER_ATTRIBUTE, cluster),
+                            (CLASS_ATTRIBUTE, class),
+                        ]),
+                        value: Some(number_data_point::Value::AsInt(*n)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: temporality as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn request(metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn envoy_deltas_become_requests_failures_and_latency_per_cluster() {
+        // Envoy's default bounds are 0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, ... ms.
+        let bounds = vec![0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0];
+        let time = Metric {
+            name: REQUEST_TIME.into(),
+            data: Some(Data::Histogram(Histogram {
+                data_points: vec![HistogramDataPoint {
+                    attributes: attrs(&[(CLUSTER_ATTRIBUTE, "service/shop/b/80")]),
+                    count: 100,
+                    bucket_counts: vec![0, 0, 10, 80, 8, 0, 0, 1, 1],
+                    explicit_bounds: bounds,
+                    ..Default::default()
+                }],
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+            })),
+            ..Default::default()
+        };
+        let got = ingest(&request(vec![
+            responses(
+                &[
+                    ("service/shop/b/80", "2", 80),
+                    ("service/shop/b/80", "5", 20),
+                    ("service/shop/a/80", "2", 7),
+                ],
+                AggregationTemporality::Delta,
+            ),
+            time,
+            // Cumulative points need per-proxy state: skipped.
+            responses(
+                &[("service/shop/b/80", "5", 1000)],
+                AggregationTemporality::Cumulative,
+            ),
+            Metric {
+                name: "server.uptime".into(),
+                ..Default::default()
+            },
+        ]));
+        let b = &got["service/shop/b/80"];
+        assert_eq!((b.requests, b.failures), (100, 20));
+        assert_eq!(b.latency.iter().sum::<u64>(), 100);
+        // 5 ms → our 5 ms bucket; 10 ms → 10; 25 ms → 50; 250 ms → 500; +inf → the last.
+        assert_eq!(b.latency[2], 10);
+        assert_eq!(b.latency[3], 80);
+        assert_eq!(b.latency[5], 8);
+        assert_eq!(b.latency[8], 1);
+        assert_eq!(b.latency[BUCKETS - 1], 1);
+        let p50 = trellis_health::quantile(&b.latency, 0.5).unwrap();
+        assert!((5.0..=10.0).contains(&p50), "{p50}");
+        assert_eq!(got["service/shop/a/80"].requests, 7);
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn a_flood_of_cluster_names_is_capped() {
+        let names: Vec<String> = (0..MAX_CLUSTERS_PER_EXPORT + 100)
+            .map(|i| format!("c{i}"))
+            .collect();
+        let points: Vec<(&str, &str, i64)> = names.iter().map(|n| (n.as_str(), "2", 1)).collect();
+        let got = ingest(&request(vec![responses(
+            &points,
+            AggregationTemporality::Delta,
+        )]));
+        assert_eq!(got.len(), MAX_CLUSTERS_PER_EXPORT);
+    }
+}
