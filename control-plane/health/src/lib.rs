@@ -109,6 +109,11 @@ impl Window {
         self.buckets.push_back(bucket);
     }
 
+    /// How much time the window covers so far (up to 5 minutes).
+    pub fn span(&self) -> Duration {
+        BUCKET * self.buckets.len() as u32
+    }
+
     /// The totals over the window.
     pub fn totals(&self) -> Totals {
         let mut sum = Bucket::default();

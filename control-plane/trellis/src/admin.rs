@@ -51,6 +51,8 @@ pub struct AdminState {
     pub pod_accounts: RwLock<Arc<std::collections::BTreeMap<(String, String), String>>>,
     /// Every Gateway, by namespace and name (their proxies' tokens are checked against it).
     pub gateway_names: RwLock<Arc<std::collections::BTreeSet<(String, String)>>>,
+    /// Health scores from the proxies' stats.
+    pub telemetry: crate::telemetry::Telemetry,
     /// Every namespace seen, and whether it is in the mesh (for the injection webhook).
     pub namespace_mesh: RwLock<Arc<std::collections::BTreeMap<String, bool>>>,
 }
@@ -143,11 +145,130 @@ pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/status", route_get(status))
         .route("/proxies", route_get(proxies))
+        .route("/api/services", route_get(services))
+        .route("/api/services/{namespace}/{name}", route_get(service))
         .route("/metrics", route_get(metrics))
         .route("/healthz", route_get(|| async { "ok\n" }))
         .route("/readyz", route_get(ready))
         .route("/wasm/{sha256}", route_get(module))
         .with_state(state)
+}
+
+/// `GET /api/services?sort=FIELD`: every Service's health, worst score first unless sorted by
+/// another field (`rps`, `error_rate`, `p50_ms`, `p99_ms` descending; `namespace`, `name`,
+/// `health_state` ascending; `health_score` ascending).
+async fn services(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let mut rows = state.telemetry.services();
+    let number = |x: Option<f64>| x.unwrap_or(-1.0);
+    let by: &str = query
+        .get("sort")
+        .map(String::as_str)
+        .unwrap_or("health_score");
+    let descending = |a: f64, b: f64| b.total_cmp(&a);
+    match by {
+        "rps" => rows.sort_by(|a, b| descending(a.rps, b.rps)),
+        "error_rate" => rows.sort_by(|a, b| descending(a.error_rate, b.error_rate)),
+        "p50_ms" => rows.sort_by(|a, b| descending(number(a.p50_ms), number(b.p50_ms))),
+        "p99_ms" => rows.sort_by(|a, b| descending(number(a.p99_ms), number(b.p99_ms))),
+        "namespace" | "name" => {
+            rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
+        }
+        "health_state" => rows.sort_by_key(|r| format!("{:?}", r.health_state)),
+        "health_score" => rows.sort_by_key(|r| r.health_score.map(i16::from).unwrap_or(101)),
+        other => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "sort={other:?}: sort by rps, error_rate, p50_ms, p99_ms, health_score, health_state, namespace or name\n"
+                ),
+            )
+                .into_response();
+        }
+    }
+    axum::Json(rows).into_response()
+}
+
+/// `GET /api/services/NS/NAME`: a Service's health and its recent evaluations.
+async fn service(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+) -> Response {
+    let row = state
+        .telemetry
+        .services()
+        .into_iter()
+        .find(|r| r.namespace == namespace && r.name == name);
+    match (row, state.telemetry.history(&namespace, &name)) {
+        (Some(row), Some(history)) => axum::Json(serde_json::json!({
+            "service": row,
+            "history": history.iter().map(|e| serde_json::json!({
+                "score": e.score, "state": e.state, "reason": e.reason,
+                "requests": e.totals.requests, "failures": e.totals.failures,
+                "p50_ms": e.totals.p50_ms, "p99_ms": e.totals.p99_ms,
+                "burn_rate": e.terms.burn_rate,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            format!("no Service {namespace}/{name} is known\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Per Service: health score, requests per second, error ratio, latency quantiles.
+fn service_metrics(out: &mut String, rows: &[crate::telemetry::ServiceHealth]) {
+    let series: [(&str, &str, &str); 5] = [
+        (
+            "trellis_service_health_score",
+            "Health score 0-100 (absent while idle before any score).",
+            "score",
+        ),
+        (
+            "trellis_service_requests_per_second",
+            "Requests per second over the last 5 minutes.",
+            "rps",
+        ),
+        (
+            "trellis_service_error_ratio",
+            "Failed share of requests over the last 5 minutes.",
+            "errors",
+        ),
+        (
+            "trellis_service_latency_p50_milliseconds",
+            "Median latency over the last 5 minutes.",
+            "p50",
+        ),
+        (
+            "trellis_service_latency_p99_milliseconds",
+            "99th percentile latency over the last 5 minutes.",
+            "p99",
+        ),
+    ];
+    for (name, help, which) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for r in rows {
+            let value = match which {
+                "score" => r.health_score.map(f64::from),
+                "rps" => Some(r.rps),
+                "errors" => Some(r.error_rate),
+                "p50" => r.p50_ms,
+                _ => r.p99_ms,
+            };
+            if let Some(v) = value {
+                let _ = writeln!(
+                    out,
+                    "{name}{{namespace=\"{}\",service=\"{}\"}} {v}",
+                    r.namespace, r.name
+                );
+            }
+        }
+    }
 }
 
 /// Probes and metrics on a listener of their own (`--probe-address`).
@@ -326,6 +447,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     if let Some((root_expiry, stats)) = state.ca.get() {
         ca_metrics(&mut out, *root_expiry, stats);
     }
+    service_metrics(&mut out, &state.telemetry.services());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -262,6 +262,20 @@ dynamic_resources:
   lds_config:
     ads: {{}}
     resource_api_version: V3
+# Stats for the control plane's health scores: counters and histograms as deltas every 10 s,
+# over the xDS cluster (the same authenticated connection), by Envoy's OpenTelemetry sink.
+stats_flush_interval: 10s
+stats_sinks:
+- name: envoy.stat_sinks.open_telemetry
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig
+    grpc_service:
+      envoy_grpc:
+        cluster_name: trellis-xds
+    report_counters_as_deltas: true
+    report_histograms_as_deltas: true
+    emit_tags_as_attributes: true
+    use_tag_extracted_name: true
 # A cluster's traffic stats are created when it first carries traffic, not when it arrives:
 # Envoy applies a thousand new clusters about three times faster.
 deferred_stat_options:

@@ -22,6 +22,7 @@ mod mtls_status;
 mod proxy_status;
 mod serve;
 mod status;
+mod telemetry;
 mod token;
 
 use clap::{Parser, Subcommand};

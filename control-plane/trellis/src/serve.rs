@@ -686,6 +686,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Box::pin(
                 xds_builder
                     .add_service(ads.into_service())
+                    .add_service(state.telemetry.receiver(true))
                     .add_optional_service(certificates)
                     .serve_with_incoming(incoming),
             )
@@ -694,10 +695,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             xds_builder
                 .add_service(ads.into_service())
                 .add_service(CsdsServer::new(state.registry.clone()).into_service())
+                .add_service(state.telemetry.receiver(false))
                 .add_optional_service(certificates)
                 .serve_with_incoming(xds_incoming),
         ),
     };
+    // Health scores: every proxy's stats deltas, evaluated every 10 s.
+    tokio::spawn(state.telemetry.clone().run());
     let admin_router = trellis_runtime::auth::protect(admin::router(state.clone()), admin_auth);
     let admin_server = trellis_runtime::serve_http(
         admin_listener,
@@ -869,6 +873,10 @@ async fn control_loop(
     }
     loop {
         let load = loads.borrow_and_update().clone();
+        // The Services whose health is scored, with their endpoints.
+        state
+            .telemetry
+            .set_services(crate::telemetry::capacities(&load.input));
         // Only the certificate service (`--ca-dir`) asks which service account a pod has.
         if state.ca.get().is_some() {
             state.set_pod_accounts(&load.input);

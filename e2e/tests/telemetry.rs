@@ -1,0 +1,132 @@
+//! Health scores from a real Envoy's stats: the gateway proxy's OpenTelemetry stats sink sends
+//! deltas to the control plane every 10 s; `GET /api/services` and `/metrics` report each
+//! Service's requests, errors, latency and health.
+//!
+//! ```text
+//!  load (20 % to /status/500) ──► Envoy (gateway) ──► echo "other"
+//!                                   │ stats deltas (OTLP, every 10 s)
+//!                                   ▼
+//!                            trellis serve ──► /api/services: other failing, api idle
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use trellis_harness::scenario::{BACKENDS, NAMESPACE, ROUTES, backend_yaml, gateway_yaml};
+use trellis_harness::{
+    ControlPlane, Echo, Envoy, eventually, http_get_text, private_loopback, request,
+};
+
+#[test]
+fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one_idle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().to_path_buf();
+    let config = work.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let (ip, port) = private_loopback();
+    let mut yaml = gateway_yaml(ip, port);
+    let mut pods = Vec::new();
+    for (service, count) in BACKENDS {
+        let start = pods.len();
+        for i in 0..*count {
+            let pod = format!("{service}-5d8f7c9b4d-{}", ["x7k2p", "q9w3e"][i]);
+            pods.push(Echo::start(&work, Ipv4Addr::LOCALHOST, &pod, NAMESPACE).unwrap());
+        }
+        let refs: Vec<&Echo> = pods[start..].iter().collect();
+        yaml.push_str("---\n");
+        yaml.push_str(&backend_yaml(service, &refs));
+    }
+    yaml.push_str("---\n");
+    yaml.push_str(ROUTES);
+    std::fs::write(config.join("scenario.yaml"), yaml).unwrap();
+    let cp = ControlPlane::start(&config, &work, &["--debounce-ms", "50"]).unwrap();
+    let bootstrap =
+        trellis_harness::bootstrap(&[cp.xds], &format!("{NAMESPACE}/web"), false, "e2e-proxy")
+            .unwrap();
+    let envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
+    let gateway = SocketAddr::from((ip, port));
+    eventually("the gateway to route", Duration::from_secs(20), || {
+        Ok(request(gateway, "GET", "other.example.com", "/", &[])?.status == 200)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
+
+    // 20 requests a second to Service "other", every fifth answered 500 by the backend, until
+    // the control plane reports it failing.
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut failed_answers = 0u64;
+    let mut verdict = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        let path = if sent % 5 == 4 { "/status/500" } else { "/" };
+        let reply = request(gateway, "GET", "other.example.com", path, &[]).unwrap();
+        failed_answers += u64::from(reply.status == 500);
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        if sent.is_multiple_of(20) {
+            let services: serde_json::Value =
+                serde_json::from_str(&http_get_text(cp.admin, "/api/services").unwrap()).unwrap();
+            let other = services
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["name"] == "other")
+                .cloned();
+            if let Some(other) = other.filter(|o| o["health_state"] == "failing") {
+                verdict = Some((started.elapsed(), other, services));
+                break;
+            }
+        }
+    }
+    let (after, other, services) = verdict.unwrap_or_else(|| {
+        panic!(
+            "never failing after {sent} requests: {}\n{}",
+            http_get_text(cp.admin, "/api/services").unwrap_or_default(),
+            envoy
+                .log()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    });
+    println!("after {after:?} ({sent} requests, {failed_answers} answered 500): other = {other}");
+    assert!(
+        other["health_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("error rate"),
+        "{other}"
+    );
+    let error_rate = other["error_rate"].as_f64().unwrap();
+    assert!((0.15..=0.25).contains(&error_rate), "{other}");
+    assert!(other["rps"].as_f64().unwrap() > 0.0);
+    assert!(other["p50_ms"].as_f64().is_some());
+    // A Service nobody calls is idle.
+    let api = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "api")
+        .unwrap();
+    println!("api = {api}");
+    assert_eq!(api["health_state"], "idle");
+    // Worst first.
+    assert_eq!(services[0]["name"], "other", "{services}");
+
+    let metrics = http_get_text(cp.admin, "/metrics").unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("trellis_service_health_score{namespace=\"shop\",service=\"other\"}")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    println!("{line}");
+    let detail = http_get_text(cp.admin, "/api/services/shop/other").unwrap();
+    assert!(detail.contains("\"history\""), "{detail}");
+    let sorted = http_get_text(cp.admin, "/api/services?sort=rps").unwrap();
+    let sorted: serde_json::Value = serde_json::from_str(&sorted).unwrap();
+    assert_eq!(sorted[0]["name"], "other");
+    drop(pods);
+}
