@@ -128,5 +128,79 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     let sorted = http_get_text(cp.admin, "/api/services?sort=rps").unwrap();
     let sorted: serde_json::Value = serde_json::from_str(&sorted).unwrap();
     assert_eq!(sorted[0]["name"], "other");
+
+    // A real Prometheus scrapes the control plane and answers PromQL on the health series.
+    scraped_by_prometheus(&work, cp.admin);
     drop(pods);
+}
+
+/// Debian's `prometheus` scraping `admin`'s `/metrics` every second, then asked for the
+/// failing Service's score and error ratio. Skipped, saying why, where it is not installed
+/// (`./dev setup` installs it as root; CI requires it).
+fn scraped_by_prometheus(work: &std::path::Path, admin: SocketAddr) {
+    let Ok(binary) = which("prometheus") else {
+        if std::env::var_os("TRELLIS_REQUIRE_MESH").is_some() {
+            panic!("prometheus is not installed, and CI requires it (./dev setup installs it)");
+        }
+        eprintln!(
+            "prometheus part skipped: the prometheus binary is not installed (./dev setup as root installs it)"
+        );
+        return;
+    };
+    let (ip, port) = private_loopback();
+    let config = work.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n- job_name: trellis\n  static_configs:\n  - targets: ['{admin}']\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(binary);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            work.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address={ip}:{port}"));
+    let prometheus = trellis_harness::Process::spawn(cmd, &work.join("prometheus.log")).unwrap();
+    let server = SocketAddr::from((ip, port));
+    let query = |q: &str| -> Option<f64> {
+        let path = format!(
+            "/api/v1/query?query={}",
+            q.replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22")
+                .replace(',', "%2C")
+                .replace('=', "%3D")
+        );
+        let body: serde_json::Value =
+            serde_json::from_str(&http_get_text(server, &path).ok()?).ok()?;
+        body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let mut score = None;
+    eventually(
+        "Prometheus to scrape the health series",
+        Duration::from_secs(30),
+        || {
+            score = query(r#"trellis_service_health_score{namespace="shop",service="other"}"#);
+            Ok(score.is_some())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", prometheus.tail(20)));
+    let errors = query(r#"trellis_service_error_ratio{service="other"}"#).unwrap();
+    println!(
+        "PromQL trellis_service_health_score{{service=\"other\"}} = {score:?}, trellis_service_error_ratio = {errors:.3}"
+    );
+    assert_eq!(score, Some(0.0));
+    assert!((0.15..=0.25).contains(&errors), "{errors}");
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
 }
