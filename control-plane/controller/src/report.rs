@@ -224,6 +224,8 @@ impl StatusTracker {
             (Kind::AuthorizationPolicy, &status.authorization_policies),
             (Kind::RateLimitPolicy, &status.rate_limit_policies),
             (Kind::WasmFilter, &status.wasm_filters),
+            (Kind::TracingPolicy, &status.tracing_policies),
+            (Kind::HealthPolicy, &status.health_policies),
         ] {
             for (key, s) in policies {
                 b.push(kind, key, generation(kind, key), s);

@@ -434,7 +434,12 @@ fn trellis_crds_serve_what_the_provider_reads() {
     assert_eq!(crds.len(), optional.len(), "one CRD per optional kind");
     for w in optional {
         assert!(
-            [trellis_model::policy::GROUP, trellis_model::security::GROUP].contains(&w.group),
+            [
+                trellis_model::policy::GROUP,
+                trellis_model::security::GROUP,
+                trellis_model::telemetry::GROUP
+            ]
+            .contains(&w.group),
             "{:?}",
             w.kind
         );

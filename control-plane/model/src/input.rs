@@ -5,6 +5,7 @@ use crate::core::{ConfigMap, EndpointSlice, Namespace, ObjectMeta, Pod, Secret, 
 use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::policy::{AuthorizationPolicy, RateLimitPolicy, WasmFilter};
 use crate::security::PeerAuthentication;
+use crate::telemetry::{HealthPolicy, TracingPolicy};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -282,6 +283,7 @@ pub type Objects<T> = BTreeMap<ObjectKey, Arc<T>>;
 const GATEWAY_API: &str = crate::gateway::GROUP;
 const TRELLIS_POLICY: &str = crate::policy::GROUP;
 const TRELLIS_SECURITY: &str = crate::security::GROUP;
+const TRELLIS_TELEMETRY: &str = crate::telemetry::GROUP;
 
 kinds! {
     /// `gateway.networking.k8s.io/v1` GatewayClass (cluster-scoped).
@@ -368,6 +370,18 @@ kinds! {
     WasmFilter(WasmFilter) {
         field: wasm_filters, kind: "WasmFilter", plural: "wasmfilters",
         group: TRELLIS_POLICY, version: "v1alpha1", also: [], namespaced: true, spec: true,
+        watched: true, optional: true, status: true,
+    },
+    /// `telemetry.trellis.dev/v1alpha1` TracingPolicy.
+    TracingPolicy(TracingPolicy) {
+        field: tracing_policies, kind: "TracingPolicy", plural: "tracingpolicies",
+        group: TRELLIS_TELEMETRY, version: "v1alpha1", also: [], namespaced: true, spec: true,
+        watched: true, optional: true, status: true,
+    },
+    /// `telemetry.trellis.dev/v1alpha1` HealthPolicy.
+    HealthPolicy(HealthPolicy) {
+        field: health_policies, kind: "HealthPolicy", plural: "healthpolicies",
+        group: TRELLIS_TELEMETRY, version: "v1alpha1", also: [], namespaced: true, spec: true,
         watched: true, optional: true, status: true,
     },
 }

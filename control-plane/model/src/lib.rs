@@ -12,13 +12,14 @@
 //! EndpointSlice, Pod, Secret, Namespace, ConfigMap) are `k8s-openapi`'s. Which pods are in the
 //! mesh, and how a Service port is spoken, is decided in [`mesh`]. Trellis's own policy kinds
 //! (`policy.trellis.dev`) are in [`policy`], PeerAuthentication (`security.trellis.dev`) in
-//! [`security`].
+//! [`security`], TracingPolicy and HealthPolicy (`telemetry.trellis.dev`) in [`telemetry`].
 
 pub mod gateway;
 mod input;
 pub mod mesh;
 pub mod policy;
 pub mod security;
+pub mod telemetry;
 
 pub use input::{InputSet, Kind, KindVisitor, Object, ObjectKey, Objects};
 

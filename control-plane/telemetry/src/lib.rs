@@ -14,6 +14,8 @@
 //! needs no handling. The number of clusters taken from one export is capped
 //! ([`MAX_CLUSTERS_PER_EXPORT`]); the aggregator keeps only clusters its model knows.
 
+pub mod traces;
+
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{

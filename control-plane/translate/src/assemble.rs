@@ -64,6 +64,7 @@ fn proxy(key: &ObjectKey, gw: &GatewayState<'_>) -> ProxyIr {
                 certificates: Vec::new(),
                 virtual_hosts: hosts.into_iter().map(|(_, vh)| vh).collect(),
                 http_filters: Vec::new(),
+                tracing: None,
             }]
         };
         proxy.listeners.push(ListenerIr {
@@ -299,6 +300,7 @@ fn https_chains(
                         },
                         cors: None,
                         enabled_filters: Vec::new(),
+                        tracing: None,
                     }],
                     enabled_filters: Vec::new(),
                 },
@@ -318,6 +320,7 @@ fn https_chains(
             certificates: l.certificates.iter().map(|c| c.name.clone()).collect(),
             virtual_hosts: own.into_iter().map(|(_, vh)| vh).collect(),
             http_filters: Vec::new(),
+            tracing: None,
         });
     }
     chains

@@ -129,6 +129,90 @@ pub struct FilterChainIr {
     /// Wasm HTTP filters, in order, before the router.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_filters: Vec<WasmFilterIr>,
+    /// Tracing (a TracingPolicy targets the chain's Gateway, listener or routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingIr>,
+}
+
+/// Envoy's OpenTelemetry tracer on one HTTP connection manager (a TracingPolicy).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub struct TracingIr {
+    /// The TracingPolicy (`<ns>/<name>`).
+    pub policy: String,
+    /// The share of requests that start a trace, in hundredths of a percent (0–10000);
+    /// routes may override it.
+    pub sampling: u32,
+    /// Tags on every span.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_tags: Vec<TagIr>,
+    /// Whether an incoming `traceparent`/`tracestate` is continued (else removed).
+    pub trust_incoming_context: bool,
+    /// Where spans go.
+    pub collector: CollectorIr,
+    /// The spans' `service.name`.
+    pub service_name: String,
+}
+
+/// Where a proxy sends spans.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectorIr {
+    /// The control plane's OTLP receiver, through the bootstrap's `trellis-telemetry` cluster.
+    ControlPlane,
+    /// A user's OTLP collector, through a cluster of the proxy's.
+    Otlp(CollectorClusterIr),
+}
+
+/// A cluster speaking OTLP/gRPC to a collector.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
+pub struct CollectorClusterIr {
+    /// `tracing/<ns>/<policy>`.
+    pub name: String,
+    /// A DNS name or an IP address.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+}
+
+/// A span tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub struct TagIr {
+    /// The tag's name.
+    pub name: String,
+    /// Where its value comes from.
+    pub value: TagValueIr,
+}
+
+/// Where a span tag's value comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum TagValueIr {
+    /// A fixed value.
+    Literal(String),
+    /// A request header, with a default.
+    Header {
+        /// Header name.
+        name: String,
+        /// Value when absent.
+        default: String,
+    },
+    /// An environment variable of the proxy, with a default.
+    Environment {
+        /// Variable name.
+        name: String,
+        /// Value when unset.
+        default: String,
+    },
+}
+
+/// A route's own tracing (a TracingPolicy targeting its HTTPRoute or rule).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub struct RouteTracingIr {
+    /// The share of this route's requests that start a trace (hundredths of a percent).
+    pub sampling: u32,
+    /// Tags on this route's spans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custom_tags: Vec<TagIr>,
 }
 
 /// A proxy-wasm HTTP filter: a verified module (fetched from the control plane by its digest)
@@ -251,6 +335,9 @@ pub struct RouteIr {
     /// Filters disabled by default in the chain that run for this route.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub enabled_filters: Vec<String>,
+    /// This route's sampling and tags, over the chain's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<RouteTracingIr>,
 }
 
 /// A route's CORS policy: which origins may make cross-origin requests, and what the answers to
@@ -625,6 +712,9 @@ pub struct SidecarIr {
     /// Wasm HTTP filters (the policy filter) of inbound HTTP ports, by port.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inbound_filters: BTreeMap<u16, Vec<WasmFilterIr>>,
+    /// Tracing of inbound HTTP ports, by port (a TracingPolicy targets a Service reaching it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inbound_tracing: BTreeMap<u16, TracingIr>,
     /// Where the sidecars fetch the modules of their filters (the control plane).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_server: Option<EndpointIr>,
@@ -663,6 +753,9 @@ pub struct ServiceListenerIr {
     /// Whether requests (HTTP) or connections (TCP) are logged with their peers' identities.
     #[serde(default, skip_serializing_if = "is_false")]
     pub access_log: bool,
+    /// HTTP ports: tracing of the clients' requests (a TracingPolicy targets the Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingIr>,
 }
 
 /// A pod port that speaks HTTP.

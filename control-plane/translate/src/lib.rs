@@ -35,6 +35,7 @@ mod route;
 mod rule;
 pub mod security;
 pub mod status;
+pub mod telemetry;
 
 pub use gateway::SUPPORTED_FEATURES;
 pub use status::StatusSet;
@@ -67,6 +68,8 @@ pub struct Translation {
     /// The last valid spec of every policy object, for the next translation's
     /// [`Options::last_good`].
     pub last_good: policy::LastGood,
+    /// The objectives of Services that a HealthPolicy targets.
+    pub objectives: BTreeMap<ObjectKey, telemetry::ObjectiveIr>,
 }
 
 /// The snapshot key of the proxies serving a Gateway: `gateway/<ns>/<name>`.
@@ -94,10 +97,12 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
         &mut ir,
         &mut status,
     );
+    let objectives = telemetry::health_objectives(input, &mut status);
     Translation {
         ir,
         status,
         last_good,
+        objectives,
     }
 }
 

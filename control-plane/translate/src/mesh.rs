@@ -464,6 +464,7 @@ fn outbound_for(
                 route_config: None,
                 cluster: None,
                 access_log: false,
+                tracing: None,
             };
             if protocol.is_http() {
                 let (name, routes, clusters) =
@@ -563,6 +564,7 @@ fn default_routes(service: &ObjectKey, port: u16, own: Option<&ClusterIr>) -> Me
             }),
             cors: None,
             enabled_filters: Vec::new(),
+            tracing: None,
         }],
     }
 }

@@ -23,7 +23,9 @@
 //! [`LastGood`], which the translation hands back updated.
 
 use crate::conditions::{ConditionType, Problem, Reason, condition};
-use crate::ir::{EndpointIr, FilterChainIr, Ir, RouteIr, RouteOrigin, WasmFilterIr};
+use crate::ir::{
+    EndpointIr, FilterChainIr, Ir, RouteIr, RouteOrigin, RouteTracingIr, TracingIr, WasmFilterIr,
+};
 use crate::proxy_key;
 use crate::status::StatusSet;
 use serde_json::{Map, Value, json};
@@ -179,7 +181,9 @@ enum Selector {
     /// Routes of an HTTPRoute, or of one of its rules.
     Routes(RouteTarget),
     /// A sidecar class's inbound HTTP ports that a Service reaches.
-    Ports(Vec<u16>),
+    Ports(ObjectKey, Vec<u16>),
+    /// A sidecar class's outbound listeners for a Service (TracingPolicy: the callers' side).
+    Outbound(ObjectKey),
 }
 
 /// An HTTPRoute, or one rule of it, as a policy's target.
@@ -206,7 +210,12 @@ impl RouteTarget {
 enum Contribution {
     Authorization(Value),
     RateLimits(Vec<Value>),
-    Wasm { order: i32, filter: WasmFilterIr },
+    Wasm {
+        order: i32,
+        filter: WasmFilterIr,
+    },
+    /// A TracingPolicy (its `service_name` is filled in where it applies).
+    Tracing(TracingIr),
 }
 
 struct Checked {
@@ -267,6 +276,23 @@ pub(crate) fn attach(
         );
         status.wasm_filters.insert(key.clone(), s);
     }
+    for (key, object) in &input.tracing_policies {
+        let s = run.policy(
+            Kind::TracingPolicy,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| {
+                let (targets, tracing) = crate::telemetry::check_tracing(key, spec)?;
+                check_targets(&targets, true)?;
+                Ok(Checked {
+                    targets,
+                    contribution: Contribution::Tracing(tracing),
+                })
+            },
+        );
+        status.tracing_policies.insert(key.clone(), s);
+    }
     let Attacher {
         next, attachments, ..
     } = run;
@@ -282,6 +308,7 @@ pub(crate) fn attach(
         for listener in &mut proxy.listeners {
             for chain in &mut listener.chains {
                 used |= apply_to_chain(chain, &list, modules);
+                trace_chain(chain, &list, &proxy_name);
             }
         }
         if used {
@@ -328,7 +355,7 @@ impl Attacher<'_> {
             Some(c) => c.targets.clone(),
             None => lenient_targets(spec),
         };
-        let (mut ancestors, by_proxy) = self.resolve_targets(key, &targets);
+        let (mut ancestors, by_proxy) = self.resolve_targets(kind, key, &targets);
         if let Some(c) = checked {
             let contribution = std::rc::Rc::new(c.contribution);
             for (proxy, selectors) in by_proxy {
@@ -420,6 +447,7 @@ impl Attacher<'_> {
     #[allow(clippy::type_complexity)]
     fn resolve_targets(
         &self,
+        kind: Kind,
         key: &ObjectKey,
         targets: &[PolicyTargetReference],
     ) -> (
@@ -429,7 +457,7 @@ impl Attacher<'_> {
         let mut ancestors: BTreeMap<ParentReference, Result<(), String>> = BTreeMap::new();
         let mut by_proxy: BTreeMap<String, Vec<Selector>> = BTreeMap::new();
         for target in targets {
-            match resolve(self.input, self.ir, &key.namespace, target) {
+            match resolve(self.input, self.ir, kind, &key.namespace, target) {
                 Ok(found) => {
                     for (ancestor, proxy, selector) in found {
                         ancestors.insert(ancestor, Ok(()));
@@ -540,6 +568,7 @@ fn target_ref(namespace: &str, target: &PolicyTargetReference) -> ParentReferenc
 fn resolve(
     input: &InputSet,
     ir: &Ir,
+    kind: Kind,
     namespace: &str,
     target: &PolicyTargetReference,
 ) -> Result<Vec<(ParentReference, String, Selector)>, String> {
@@ -548,7 +577,7 @@ fn resolve(
         (gateway_ref(&gateway, target), proxy_key(&gateway), selector)
     };
     match target.kind.as_str() {
-        "Service" => resolve_service(input, ir, &key),
+        "Service" => resolve_service(input, ir, &key, kind == Kind::TracingPolicy),
         "Gateway" => {
             let gateway = input
                 .gateways
@@ -613,6 +642,7 @@ fn resolve_service(
     input: &InputSet,
     ir: &Ir,
     key: &ObjectKey,
+    outbound: bool,
 ) -> Result<Vec<(ParentReference, String, Selector)>, String> {
     if !input.services.contains_key(key) {
         return Err(format!("Service {key} does not exist"));
@@ -625,7 +655,7 @@ fn resolve_service(
         section_name: None,
         port: None,
     };
-    let found: Vec<_> = ir
+    let mut found: Vec<_> = ir
         .sidecars
         .iter()
         .filter_map(|(class, sidecar)| {
@@ -633,10 +663,29 @@ fn resolve_service(
             Some((
                 ancestor.clone(),
                 class.clone(),
-                Selector::Ports(ports.clone()),
+                Selector::Ports(key.clone(), ports.clone()),
             ))
         })
         .collect();
+    if outbound {
+        // Its callers' sidecars too: they start the trace and time the whole call.
+        found.extend(
+            ir.sidecars
+                .iter()
+                .filter(|(_, s)| {
+                    s.outbound
+                        .iter()
+                        .any(|l| l.service == *key && l.route_config.is_some())
+                })
+                .map(|(class, _)| {
+                    (
+                        ancestor.clone(),
+                        class.clone(),
+                        Selector::Outbound(key.clone()),
+                    )
+                }),
+        );
+    }
     if found.is_empty() {
         return Err(format!(
             "Service {key} sends to no HTTP port of a pod in the mesh (policies on a Service \
@@ -1017,7 +1066,7 @@ fn chain_scope(chain: &FilterChainIr, selectors: &[Selector]) -> Option<ChainSco
                     routes.push(target.clone());
                 }
             }
-            Selector::Ports(_) => {}
+            Selector::Ports(..) | Selector::Outbound(_) => {}
         }
     }
     (!listeners.is_empty() || !routes.is_empty()).then_some(ChainScope::Parts { listeners, routes })
@@ -1054,6 +1103,7 @@ fn apply_to_sidecar(
     attachments: &[Attachment],
     modules: &ModuleOptions,
 ) {
+    trace_sidecar(sidecar, attachments);
     let Some(sha256) = &modules.policy_module else {
         return;
     };
@@ -1063,7 +1113,7 @@ fn apply_to_sidecar(
         let mut limits = Vec::new();
         for a in attachments {
             let reaches = a.selectors.iter().any(|s| match s {
-                Selector::Ports(ports) => ports.contains(&port),
+                Selector::Ports(_, ports) => ports.contains(&port),
                 _ => false,
             });
             if !reaches {
@@ -1082,7 +1132,7 @@ fn apply_to_sidecar(
                         limits.push(l);
                     }
                 }
-                Contribution::Wasm { .. } => {}
+                Contribution::Wasm { .. } | Contribution::Tracing(_) => {}
             }
         }
         if policies.is_empty() && limits.is_empty() {
@@ -1116,6 +1166,98 @@ fn policy_filter(
         configuration: Value::Object(configuration),
         fail_open: false,
         disabled: false,
+    }
+}
+
+/// Tracing of one gateway chain: the first TracingPolicy (by namespace and name) targeting the
+/// whole chain (its Gateway, or the listener it serves) sets it; policies targeting routes set
+/// those routes' sampling and tags, and when none targets the whole chain the first of them
+/// supplies the tracer, sampling nothing else.
+fn trace_chain(chain: &mut FilterChainIr, attachments: &[Attachment], proxy: &str) {
+    let mut whole: Option<&TracingIr> = None;
+    let mut parts: Vec<(ChainScope, &TracingIr)> = Vec::new();
+    for a in attachments {
+        let Contribution::Tracing(t) = &*a.contribution else {
+            continue;
+        };
+        match chain_scope(chain, &a.selectors) {
+            Some(ChainScope::All) => {
+                whole.get_or_insert(t);
+            }
+            Some(scope) => parts.push((scope, t)),
+            None => {}
+        }
+    }
+    let mut tracer = whole.cloned();
+    for (scope, t) in parts.iter().rev() {
+        let ChainScope::Parts { listeners, routes } = scope else {
+            continue;
+        };
+        for vh in &mut chain.virtual_hosts {
+            let whole_host = listeners.contains(&vh.listener);
+            for r in &mut vh.routes {
+                if whole_host || RouteTarget::selects_any(routes, r) {
+                    r.tracing = Some(RouteTracingIr {
+                        sampling: t.sampling,
+                        custom_tags: t.custom_tags.clone(),
+                    });
+                }
+            }
+        }
+        if whole.is_none() {
+            tracer = Some(TracingIr {
+                sampling: 0,
+                custom_tags: Vec::new(),
+                ..(*t).clone()
+            });
+        }
+    }
+    chain.tracing = tracer.map(|mut t| {
+        t.service_name = proxy.to_string();
+        t
+    });
+}
+
+/// Tracing of a sidecar class: the inbound HTTP ports a targeted Service reaches (spans named
+/// for that Service), and its clients' outbound listeners for it (spans named for the
+/// callers' namespace).
+fn trace_sidecar(sidecar: &mut crate::ir::SidecarIr, attachments: &[Attachment]) {
+    sidecar.inbound_tracing.clear();
+    for l in &mut sidecar.outbound {
+        l.tracing = None;
+    }
+    for a in attachments {
+        let Contribution::Tracing(t) = &*a.contribution else {
+            continue;
+        };
+        for selector in &a.selectors {
+            match selector {
+                Selector::Ports(service, ports) => {
+                    for port in ports {
+                        sidecar
+                            .inbound_tracing
+                            .entry(*port)
+                            .or_insert_with(|| TracingIr {
+                                service_name: format!("{}/{}", service.namespace, service.name),
+                                ..t.clone()
+                            });
+                    }
+                }
+                Selector::Outbound(service) => {
+                    let caller = sidecar.namespace.clone();
+                    for l in &mut sidecar.outbound {
+                        if l.service == *service && l.route_config.is_some() && l.tracing.is_none()
+                        {
+                            l.tracing = Some(TracingIr {
+                                service_name: caller.clone(),
+                                ..t.clone()
+                            });
+                        }
+                    }
+                }
+                Selector::Gateway(_) | Selector::Routes(_) => {}
+            }
+        }
     }
 }
 
@@ -1166,6 +1308,7 @@ fn apply_to_chain(
                 }
                 wasm.push((*order, &a.key, filter));
             }
+            Contribution::Tracing(_) => {}
         }
     }
     let mut filters = Vec::new();

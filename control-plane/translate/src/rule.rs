@@ -191,6 +191,7 @@ impl Rules {
                         action,
                         cors: rule.cors.as_ref().map(cors_ir),
                         enabled_filters: Vec::new(),
+                        tracing: None,
                     },
                     precedence: precedence.clone(),
                     clusters: rule.clusters.clone(),

@@ -27,6 +27,12 @@ pub struct StatusSet {
     /// Every WasmFilter.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub wasm_filters: BTreeMap<ObjectKey, PolicyStatus>,
+    /// Every TracingPolicy.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracing_policies: BTreeMap<ObjectKey, PolicyStatus>,
+    /// Every HealthPolicy.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub health_policies: BTreeMap<ObjectKey, PolicyStatus>,
     /// Every PeerAuthentication.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub peer_authentications: BTreeMap<ObjectKey, PeerAuthenticationStatus>,

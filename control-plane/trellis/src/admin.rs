@@ -147,6 +147,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/proxies", route_get(proxies))
         .route("/api/services", route_get(services))
         .route("/api/services/{namespace}/{name}", route_get(service))
+        .route("/api/traces", route_get(traces))
+        .route("/api/traces/{trace_id}", route_get(trace))
         .route("/metrics", route_get(metrics))
         .route("/healthz", route_get(|| async { "ok\n" }))
         .route("/readyz", route_get(ready))
@@ -217,6 +219,136 @@ async fn service(
             format!("no Service {namespace}/{name} is known\n"),
         )
             .into_response(),
+    }
+}
+
+/// Traces listed at most per request.
+const MAX_TRACE_LIST: usize = 1000;
+
+/// `GET /api/traces?service=NS/NAME&limit=N` (newest first; every service without `service`):
+/// trace summaries. `GET /api/traces?request_id=ID`: the trace of a request, whole.
+async fn traces(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Some(id) = query.get("request_id") {
+        return match state.telemetry.with_traces(|t| t.by_request_id(id)) {
+            Some(trace) => axum::Json(trace).into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                format!("no trace of request {id:?} is held\n"),
+            )
+                .into_response(),
+        };
+    }
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => 20,
+        Some(Ok(n)) if (1..=MAX_TRACE_LIST).contains(&n) => n,
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("limit: a number from 1 to {MAX_TRACE_LIST}\n"),
+            )
+                .into_response();
+        }
+    };
+    let list = match query.get("service") {
+        Some(service) if service.split('/').count() == 2 => state
+            .telemetry
+            .with_traces(|t| t.by_service(service, limit)),
+        Some(service) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("service={service:?}: give NAMESPACE/NAME\n"),
+            )
+                .into_response();
+        }
+        None => state.telemetry.with_traces(|t| t.recent(limit)),
+    };
+    axum::Json(list).into_response()
+}
+
+/// `GET /api/traces/{trace_id}`: one trace's spans (32 hex digits).
+async fn trace(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Path(trace_id): axum::extract::Path<String>,
+) -> Response {
+    match state
+        .telemetry
+        .with_traces(|t| t.trace(&trace_id.to_ascii_lowercase()))
+    {
+        Some(trace) => axum::Json(trace).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!("no trace {trace_id:?} is held\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The trace store's occupancy and the forwarder's losses.
+fn trace_metrics(out: &mut String, telemetry: &crate::telemetry::Telemetry) {
+    let (bytes, max, spans, traces, evicted) = telemetry.with_traces(|t| {
+        (
+            t.bytes(),
+            t.config().max_bytes,
+            t.spans(),
+            t.traces(),
+            t.evicted_traces(),
+        )
+    });
+    let gauges: [(&str, &str, String); 4] = [
+        (
+            "trellis_trace_store_bytes",
+            "Bytes the trace store holds.",
+            bytes.to_string(),
+        ),
+        (
+            "trellis_trace_store_max_bytes",
+            "The trace store's bound.",
+            max.to_string(),
+        ),
+        (
+            "trellis_trace_store_spans",
+            "Spans the trace store holds.",
+            spans.to_string(),
+        ),
+        (
+            "trellis_trace_store_traces",
+            "Traces the trace store holds.",
+            traces.to_string(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let counters: [(&str, &str, u64); 3] = [
+        (
+            "trellis_trace_store_evicted_traces_total",
+            "Traces evicted to stay within the bound.",
+            evicted,
+        ),
+        (
+            "trellis_trace_spans_refused_total",
+            "Spans refused (malformed ids, or over a per-trace or per-export limit).",
+            telemetry
+                .spans_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "trellis_otlp_forward_dropped_total",
+            "Trace exports not forwarded to --trace-forward-address (queue full or collector failing).",
+            telemetry
+                .forward_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {value}");
     }
 }
 
@@ -448,6 +580,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         ca_metrics(&mut out, *root_expiry, stats);
     }
     service_metrics(&mut out, &state.telemetry.services());
+    trace_metrics(&mut out, &state.telemetry);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -71,6 +71,10 @@ pub struct AgentArgs {
     /// With `--pod`: the control plane's xDS address(es) for the bootstrap.
     #[arg(long, value_delimiter = ',')]
     pub xds_address: Vec<String>,
+    /// With `--pod`: where the sidecar sends stats and spans (`trellis serve
+    /// --telemetry-address`); the xDS address(es) when not given.
+    #[arg(long, value_delimiter = ',')]
+    pub telemetry_address: Vec<String>,
     /// With `--pod`: the trust domain, for the control plane's identity in the bootstrap.
     #[arg(long, default_value = trellis_ca::DEFAULT_TRUST_DOMAIN)]
     pub trust_domain: String,
@@ -106,6 +110,7 @@ fn write_bootstrap(args: &AgentArgs) -> anyhow::Result<()> {
         insecure_xds: args.root_cert.is_none() && args.root_cert_pem.is_none(),
         trust_domain: args.trust_domain.clone(),
         root_namespace: args.root_namespace.clone(),
+        telemetry_address: args.telemetry_address.clone(),
     })
     .context("--pod: the sidecar's bootstrap")?;
     std::fs::write(path, yaml).with_context(|| format!("writing {}", path.display()))?;

@@ -59,6 +59,39 @@ pub struct BootstrapArgs {
     /// The control plane's namespace (`trellis serve --root-namespace`), for its identity.
     #[arg(long, default_value = "trellis-system")]
     pub root_namespace: String,
+    /// Where the proxy sends stats and spans (`trellis serve --telemetry-address`), HOST:PORT
+    /// (repeated or comma-separated); the xDS addresses when not given.
+    #[arg(long, value_delimiter = ',')]
+    pub telemetry_address: Vec<String>,
+}
+
+/// The `lb_endpoints` of a cluster to `addresses` (a flag's HOST:PORT values), and whether
+/// every host is an IP address.
+fn lb_endpoints(flag: &str, addresses: &[String]) -> anyhow::Result<(String, bool)> {
+    let mut endpoints = String::new();
+    let mut all_ips = true;
+    for address in addresses {
+        let (host, port) = address
+            .rsplit_once(':')
+            .with_context(|| format!("--{flag} must be HOST:PORT, got {address:?}"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(['"', '\\', '\n', ' ']) {
+            bail!("--{flag} {address:?}: not a host name or address");
+        }
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("--{flag} port {port:?} is not a port number"))?;
+        all_ips &= host.parse::<IpAddr>().is_ok();
+        endpoints.push_str(&format!(
+            r#"        - endpoint:
+            address:
+              socket_address:
+                address: "{host}"
+                port_value: {port}
+"#
+        ));
+    }
+    Ok((endpoints, all_ips))
 }
 
 /// `NAMESPACE/NAME` of a flag.
@@ -155,27 +188,18 @@ pub fn render(args: &BootstrapArgs) -> anyhow::Result<String> {
     if args.xds_address.is_empty() {
         bail!("--xds-address must name at least one HOST:PORT");
     }
-    let mut endpoints = String::new();
-    let mut all_ips = true;
-    for address in &args.xds_address {
-        let (host, port) = address
-            .rsplit_once(':')
-            .with_context(|| format!("--xds-address must be HOST:PORT, got {address:?}"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port: u16 = port
-            .parse()
-            .with_context(|| format!("--xds-address port {port:?} is not a port number"))?;
-        all_ips &= host.parse::<IpAddr>().is_ok();
-        endpoints.push_str(&format!(
-            r#"        - endpoint:
-            address:
-              socket_address:
-                address: "{host}"
-                port_value: {port}
-"#
-        ));
-    }
+    let (endpoints, all_ips) = lb_endpoints("xds-address", &args.xds_address)?;
     let discovery = if all_ips { "STATIC" } else { "STRICT_DNS" };
+    let (telemetry_endpoints, telemetry_ips) = if args.telemetry_address.is_empty() {
+        (endpoints.clone(), all_ips)
+    } else {
+        lb_endpoints("telemetry-address", &args.telemetry_address)?
+    };
+    let telemetry_discovery = if telemetry_ips {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
     let node_id = match &args.node_id {
         Some(id) => id.clone(),
         None if sidecar => format!("{name}.{namespace}"),
@@ -263,7 +287,8 @@ dynamic_resources:
     ads: {{}}
     resource_api_version: V3
 # Stats for the control plane's health scores: counters and histograms as deltas every 10 s,
-# over the xDS cluster (the same authenticated connection), by Envoy's OpenTelemetry sink.
+# to the control plane's OTLP receiver (the same mutual TLS as xDS), by Envoy's OpenTelemetry
+# sink. TracingPolicies send spans there too.
 stats_flush_interval: 10s
 stats_sinks:
 - name: envoy.stat_sinks.open_telemetry
@@ -271,7 +296,7 @@ stats_sinks:
     "@type": type.googleapis.com/envoy.extensions.stat_sinks.open_telemetry.v3.SinkConfig
     grpc_service:
       envoy_grpc:
-        cluster_name: trellis-xds
+        cluster_name: trellis-telemetry
     report_counters_as_deltas: true
     report_histograms_as_deltas: true
     emit_tags_as_attributes: true
@@ -297,6 +322,18 @@ static_resources:
             connection_keepalive:
               interval: 10s
               timeout: 5s
+  - name: trellis-telemetry
+    type: {telemetry_discovery}
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: trellis-telemetry
+      endpoints:
+      - lb_endpoints:
+{telemetry_endpoints}{xds_tls}    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
 stats_config:
   stats_tags:
 {stats_tags}# RE2's default program-size limit (100) refuses common patterns, such as a UUID in a path.
@@ -408,6 +445,7 @@ mod tests {
             insecure_xds: false,
             trust_domain: "cluster.local".into(),
             root_namespace: "trellis-system".into(),
+            telemetry_address: Vec::new(),
         }
     }
 
@@ -504,8 +542,36 @@ mod tests {
             ..args("apps/web", "unused:1")
         })
         .unwrap();
-        assert_eq!(yaml.matches("- endpoint:").count(), 2);
+        // The xDS cluster's two, and the same two for telemetry.
+        assert_eq!(yaml.matches("- endpoint:").count(), 4);
         assert!(yaml.contains("port_value: 18001"));
         assert!(yaml.contains("type: STATIC"));
+    }
+
+    #[test]
+    fn stats_and_spans_go_to_the_telemetry_address() {
+        let yaml = render(&BootstrapArgs {
+            telemetry_address: vec!["trellis.trellis-system:4317".into()],
+            ..args("apps/web", "127.0.0.1:18000")
+        })
+        .unwrap();
+        let doc: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        let clusters = doc["static_resources"]["clusters"].as_array().unwrap();
+        let telemetry = clusters
+            .iter()
+            .find(|c| c["name"] == "trellis-telemetry")
+            .unwrap();
+        assert_eq!(telemetry["type"], "STRICT_DNS");
+        assert!(telemetry.to_string().contains("trellis.trellis-system"));
+        assert_eq!(
+            doc["stats_sinks"][0]["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"],
+            "trellis-telemetry"
+        );
+        let e = render(&BootstrapArgs {
+            telemetry_address: vec!["bad host:1".into()],
+            ..args("apps/web", "127.0.0.1:18000")
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("--telemetry-address"), "{e}");
     }
 }

@@ -137,6 +137,20 @@ pub struct ServeArgs {
     /// The sidecar injection webhook (Kubernetes mode).
     #[command(flatten)]
     pub injection: crate::injection::InjectionArgs,
+    /// Receive OTLP (traces and metrics, gRPC) on a listener of its own at this address too,
+    /// with the xDS port's mutual TLS; proxies reach it when their bootstraps say
+    /// `trellis bootstrap --telemetry-address`. The xDS port always receives them as well.
+    #[arg(long, env = "TRELLIS_TELEMETRY_ADDRESS")]
+    pub telemetry_address: Option<SocketAddr>,
+    /// The trace store's bound, in MiB: the oldest traces go first, errors and slow traces
+    /// (a quarter of the bound) last.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub trace_store_mib: u32,
+    /// Also send every trace export to this OTLP/gRPC collector (`http://HOST:PORT`, plaintext),
+    /// through a bounded queue: what it cannot take in time is dropped and counted
+    /// (`trellis_otlp_forward_dropped_total`).
+    #[arg(long)]
+    pub trace_forward_address: Option<String>,
 }
 
 /// Where WasmFilter modules may come from, and the bounds on getting them. By default a
@@ -471,7 +485,20 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let (writer, cache) = snapshot_cache();
-    let state = Arc::new(AdminState::default());
+    let mut telemetry = crate::telemetry::Telemetry::new(trellis_telemetry::traces::StoreConfig {
+        max_bytes: args.trace_store_mib as usize * 1024 * 1024,
+        ..Default::default()
+    });
+    if let Some(endpoint) = &args.trace_forward_address {
+        if !(endpoint.starts_with("http://") && endpoint.len() > "http://".len()) {
+            anyhow::bail!("--trace-forward-address {endpoint}: give http://HOST:PORT");
+        }
+        telemetry = telemetry.forward_traces(endpoint.clone());
+    }
+    let state = Arc::new(AdminState {
+        telemetry,
+        ..AdminState::default()
+    });
     let resolver: NodeResolver = Arc::new(resolve_node);
     let ads = AdsServer::new(cache, state.registry.clone(), resolver);
 
@@ -498,6 +525,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let telemetry_listener = match args.telemetry_address {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for telemetry on {address}"))?,
+        ),
+        None => None,
+    };
     let xds_bound = xds_listener.local_addr()?;
     let admin_bound = admin_listener.local_addr()?;
     let modules_bound = match &module_listener {
@@ -508,9 +543,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(dir) => dir.display().to_string(),
         None => "kubernetes".to_string(),
     };
-    info!(xds = %xds_bound, admin = %admin_bound, source = %source, "trellis serving");
+    let telemetry_bound = match &telemetry_listener {
+        Some(l) => l.local_addr()?,
+        None => xds_bound,
+    };
+    info!(xds = %xds_bound, admin = %admin_bound, telemetry = %telemetry_bound, source = %source, "trellis serving");
     if let Some(path) = &args.address_file {
-        let text = format!("xds={xds_bound}\nadmin={admin_bound}\nmodules={modules_bound}\n");
+        let text = format!(
+            "xds={xds_bound}\nadmin={admin_bound}\nmodules={modules_bound}\ntelemetry={telemetry_bound}\n"
+        );
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, path))
@@ -664,6 +705,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              claim to be any proxy and fetch Gateway keys); for development on loopback only"
         );
     }
+    let telemetry_server = telemetry_server(
+        telemetry_listener,
+        xds_tls.clone(),
+        &state.telemetry,
+        xds_connections.clone(),
+        hits.clone(),
+    );
     let xds_incoming =
         trellis_runtime::guarded_incoming(xds_listener, xds_connections, "xds", hits.clone());
     let mut xds_builder = tonic::transport::Server::builder()
@@ -687,6 +735,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 xds_builder
                     .add_service(ads.into_service())
                     .add_service(state.telemetry.receiver(true))
+                    .add_service(state.telemetry.trace_receiver(true))
                     .add_optional_service(certificates)
                     .serve_with_incoming(incoming),
             )
@@ -696,6 +745,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .add_service(ads.into_service())
                 .add_service(CsdsServer::new(state.registry.clone()).into_service())
                 .add_service(state.telemetry.receiver(false))
+                .add_service(state.telemetry.trace_receiver(false))
                 .add_optional_service(certificates)
                 .serve_with_incoming(xds_incoming),
         ),
@@ -786,6 +836,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let result = tokio::select! {
         r = xds_server => r.context("xDS server failed"),
+        r = telemetry_server => r.context("telemetry server failed"),
         () = admin_server => Err(anyhow::anyhow!("the admin server stopped")),
         () = module_server => Err(anyhow::anyhow!("the module server stopped")),
         () = probe_server => Err(anyhow::anyhow!("the probe server stopped")),
@@ -799,6 +850,46 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         kube.shutdown().await;
     }
     result
+}
+
+/// The OTLP receivers on `--telemetry-address`, with the xDS port's mutual TLS (when it has
+/// it): a listener of their own, so that a flood of spans cannot crowd out configuration.
+fn telemetry_server(
+    listener: Option<TcpListener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    telemetry: &crate::telemetry::Telemetry,
+    limits: trellis_runtime::ConnectionLimits,
+    hits: Arc<trellis_xds::LimitHits>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>>
+{
+    let Some(listener) = listener else {
+        return Box::pin(std::future::pending());
+    };
+    let incoming = trellis_runtime::guarded_incoming(listener, limits, "telemetry", hits);
+    let builder = || {
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(Some(XDS_STREAMS_PER_CONNECTION))
+            .http2_max_header_list_size(Some(16 * 1024))
+    };
+    match tls {
+        Some(tls) => {
+            let incoming = trellis_runtime::tls::tls_incoming(incoming, tls, trellis_ca::uri_san);
+            Box::pin(
+                builder()
+                    .add_service(telemetry.receiver(true))
+                    .add_service(telemetry.trace_receiver(true))
+                    .serve_with_incoming(incoming),
+            )
+        }
+        None => Box::pin(
+            builder()
+                .add_service(telemetry.receiver(false))
+                .add_service(telemetry.trace_receiver(false))
+                .serve_with_incoming(incoming),
+        ),
+    }
 }
 
 async fn shutdown_signal() {
@@ -897,6 +988,21 @@ async fn control_loop(
             mesh_identity: kept.mesh_identity.clone(),
         };
         let translation = translate(&load.input, &options);
+        state.telemetry.set_objectives(
+            translation
+                .objectives
+                .iter()
+                .map(|(k, o)| {
+                    (
+                        (k.namespace.clone(), k.name.clone()),
+                        trellis_health::Objectives {
+                            availability: o.availability,
+                            p99_ms: o.p99_latency_ms,
+                        },
+                    )
+                })
+                .collect(),
+        );
         if translation.last_good != options.last_good || !kept_once {
             kept_once = true;
             if let Some(state) = &state_dir

@@ -7,7 +7,13 @@
 //!          clusters of Services the model holds are summed per Service (every caller's proxy
 //!          counts its own requests, so nothing is counted twice); anything else is dropped
 //!  every 10 s: each Service's bucket ──► trellis_health::Health::observe (capacity from its
-//!      EndpointSlices) ──► GET /api/services, /api/services/NS/NAME, /metrics
+//!      EndpointSlices, objectives from its HealthPolicy) ──► GET /api/services,
+//!      /api/services/NS/NAME, /metrics
+//!
+//!  TracingPolicy ─► Envoy's OpenTelemetry tracer ─► TraceService/Export (same ports)
+//!      ──► trellis_telemetry::traces::TraceStore (byte-bounded; errors and slow traces kept
+//!          longer) ──► GET /api/traces; and, with --trace-forward-address, a copy of every
+//!          export to the user's collector (a bounded queue: dropped, and counted, when full)
 //! ```
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -16,11 +22,20 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use tonic::{Request, Response, Status};
 use trellis_health::{Bucket, Capacity, Evaluation, Health, Objectives};
+use trellis_telemetry::traces::{StoreConfig, TraceStore};
 
 /// A Service, by namespace and name.
 pub type ServiceKey = (String, String);
@@ -32,16 +47,33 @@ const HISTORY: usize = 60;
 struct Inner {
     /// Services the model holds, with their endpoints.
     known: BTreeMap<ServiceKey, Capacity>,
+    /// Objectives of the Services a HealthPolicy targets.
+    objectives: BTreeMap<ServiceKey, Objectives>,
     pending: BTreeMap<ServiceKey, Bucket>,
     health: BTreeMap<ServiceKey, Health>,
     latest: BTreeMap<ServiceKey, Vec<Evaluation>>,
 }
 
-/// The aggregator, shared by the receiver, the evaluation task and the admin endpoint.
-#[derive(Clone, Default)]
+/// The aggregator, shared by the receivers, the evaluation task and the admin endpoint.
+#[derive(Clone)]
 pub struct Telemetry {
     inner: Arc<Mutex<Inner>>,
+    traces: Arc<Mutex<TraceStore>>,
+    forward: Option<tokio::sync::mpsc::Sender<ExportTraceServiceRequest>>,
+    /// Exports not forwarded because the queue was full (or the forwarder gone).
+    pub forward_dropped: Arc<AtomicU64>,
+    /// Spans refused by the store (malformed, or over a limit).
+    pub spans_refused: Arc<AtomicU64>,
 }
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new(StoreConfig::default())
+    }
+}
+
+/// Exports waiting to be forwarded at most.
+const FORWARD_QUEUE: usize = 256;
 
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -92,6 +124,73 @@ fn service_of(cluster: &str) -> Option<ServiceKey> {
 }
 
 impl Telemetry {
+    /// An aggregator whose trace store is bounded as `store` says.
+    pub fn new(store: StoreConfig) -> Self {
+        Telemetry {
+            inner: Arc::default(),
+            traces: Arc::new(Mutex::new(TraceStore::new(store))),
+            forward: None,
+            forward_dropped: Arc::default(),
+            spans_refused: Arc::default(),
+        }
+    }
+
+    /// Also sends a copy of every trace export to the OTLP/gRPC collector at `endpoint`
+    /// (`http://HOST:PORT`), through a bounded queue: when the collector is slow or away,
+    /// exports are dropped and counted rather than held.
+    pub fn forward_traces(mut self, endpoint: String) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ExportTraceServiceRequest>(FORWARD_QUEUE);
+        let dropped = self.forward_dropped.clone();
+        tokio::spawn(async move {
+            let channel = match tonic::transport::Endpoint::from_shared(endpoint.clone()) {
+                Ok(e) => e
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .timeout(std::time::Duration::from_secs(10))
+                    .connect_lazy(),
+                Err(e) => {
+                    tracing::error!(%endpoint, error = %e, "--trace-forward-address: not a usable endpoint");
+                    return;
+                }
+            };
+            let mut client = TraceServiceClient::new(channel);
+            while let Some(request) = rx.recv().await {
+                if let Err(status) = client.export(request).await {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%endpoint, %status, "trace export not forwarded");
+                }
+            }
+        });
+        self.forward = Some(tx);
+        self
+    }
+
+    /// Takes one trace export into the store (and the forwarding queue).
+    pub fn ingest_traces(&self, request: ExportTraceServiceRequest) {
+        let ingested = self
+            .traces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ingest(&request);
+        self.spans_refused
+            .fetch_add(ingested.refused as u64, Ordering::Relaxed);
+        if let Some(tx) = &self.forward
+            && tx.try_send(request).is_err()
+        {
+            self.forward_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `f` on the trace store.
+    pub fn with_traces<T>(&self, f: impl FnOnce(&TraceStore) -> T) -> T {
+        f(&self.traces.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replaces the objectives of Services (from the latest translation's HealthPolicies).
+    pub fn set_objectives(&self, objectives: BTreeMap<ServiceKey, Objectives>) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.objectives = objectives;
+    }
+
     /// Replaces the set of Services (from the latest load), with their endpoints.
     pub fn set_services(&self, services: BTreeMap<ServiceKey, Capacity>) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -123,10 +222,11 @@ impl Telemetry {
             inner.known.iter().map(|(k, c)| (k.clone(), *c)).collect();
         for (service, capacity) in known {
             let bucket = inner.pending.remove(&service).unwrap_or_default();
+            let objectives = inner.objectives.get(&service).copied().unwrap_or_default();
             let evaluation = inner.health.entry(service.clone()).or_default().observe(
                 bucket,
                 &capacity,
-                &Objectives::default(),
+                &objectives,
             );
             let history = inner.latest.entry(service).or_default();
             if history.len() == HISTORY {
@@ -201,6 +301,48 @@ impl Telemetry {
     }
 }
 
+impl Telemetry {
+    /// The OTLP trace receiver; `authenticated` as for [`Telemetry::receiver`].
+    pub fn trace_receiver(&self, authenticated: bool) -> TraceServiceServer<TraceReceiver> {
+        TraceServiceServer::new(TraceReceiver {
+            telemetry: self.clone(),
+            authenticated,
+        })
+        .max_decoding_message_size(4 * 1024 * 1024)
+    }
+}
+
+/// Whether a request came over a connection with a verified workload certificate.
+fn has_identity<T>(request: &Request<T>) -> bool {
+    request
+        .extensions()
+        .get::<trellis_xds::PeerInfo>()
+        .and_then(|p| p.identity.as_ref())
+        .is_some()
+}
+
+/// The TraceService the proxies' OpenTelemetry tracers export to.
+pub struct TraceReceiver {
+    telemetry: Telemetry,
+    authenticated: bool,
+}
+
+#[tonic::async_trait]
+impl TraceService for TraceReceiver {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        if self.authenticated && !has_identity(&request) {
+            return Err(Status::unauthenticated(
+                "spans are taken from proxies with a workload certificate only",
+            ));
+        }
+        self.telemetry.ingest_traces(request.into_inner());
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
 /// The MetricsService the proxies' stats sinks export to.
 pub struct Receiver {
     telemetry: Telemetry,
@@ -213,16 +355,10 @@ impl MetricsService for Receiver {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        if self.authenticated {
-            let identity = request
-                .extensions()
-                .get::<trellis_xds::PeerInfo>()
-                .and_then(|p| p.identity.clone());
-            if identity.is_none() {
-                return Err(Status::unauthenticated(
-                    "metrics are taken from proxies with a workload certificate only",
-                ));
-            }
+        if self.authenticated && !has_identity(&request) {
+            return Err(Status::unauthenticated(
+                "metrics are taken from proxies with a workload certificate only",
+            ));
         }
         self.telemetry.ingest(request.get_ref());
         Ok(Response::new(ExportMetricsServiceResponse::default()))

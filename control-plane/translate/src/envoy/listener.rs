@@ -126,7 +126,7 @@ pub(super) fn http_connection_manager(
         ))),
         ..Default::default()
     });
-    HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         stat_prefix: listener.replace('/', "_"),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
@@ -151,5 +151,9 @@ pub(super) fn http_connection_manager(
         }],
         http_protocol_options: Some(Http1ProtocolOptions::default()),
         ..Default::default()
+    };
+    if let Some(t) = &chain.tracing {
+        super::tracing::trace(&mut hcm, t);
     }
+    hcm
 }

@@ -21,6 +21,7 @@ pub mod mtls;
 mod route;
 mod secret;
 mod sidecar;
+pub mod tracing;
 mod wasm;
 
 pub use cluster::{cluster, load_assignment, module_cluster};
@@ -176,6 +177,13 @@ impl CacheRound<'_> {
                         }
                     })
                 })
+                .chain(l.tracing.iter().filter_map(|t| match &t.collector {
+                    crate::ir::CollectorIr::Otlp(c) => Some(Dependency {
+                        resource_type: ResourceType::Cluster,
+                        name: c.name.clone(),
+                    }),
+                    crate::ir::CollectorIr::ControlPlane => None,
+                }))
                 .collect();
             Resource::with_dependencies(
                 service_listener_name(l),
@@ -258,9 +266,10 @@ fn resources_with(proxy: &ProxyIr, round: &mut CacheRound<'_>) -> Vec<Arc<Resour
         out.push(round.secret(s));
     }
     let mut modules = false;
+    let mut out_collectors = std::collections::BTreeSet::new();
     for l in &proxy.listeners {
         let wasm = l.chains.iter().any(|c| !c.http_filters.is_empty());
-        let dependencies = if wasm {
+        let mut dependencies = if wasm {
             vec![Dependency {
                 resource_type: ResourceType::Cluster,
                 name: MODULE_CLUSTER.to_string(),
@@ -268,6 +277,17 @@ fn resources_with(proxy: &ProxyIr, round: &mut CacheRound<'_>) -> Vec<Arc<Resour
         } else {
             Vec::new()
         };
+        let collectors = tracing::collectors(l.chains.iter().filter_map(|c| c.tracing.as_ref()));
+        for (name, c) in collectors {
+            dependencies.push(Dependency {
+                resource_type: ResourceType::Cluster,
+                name: name.clone(),
+            });
+            if !out_collectors.contains(&name) {
+                out.push(Resource::new(&name, &tracing::collector_cluster(c)));
+                out_collectors.insert(name);
+            }
+        }
         modules |= wasm;
         let server = proxy.module_server.as_ref();
         out.push(Resource::with_dependencies(

@@ -267,6 +267,7 @@ pub(super) fn route(r: &RouteIr) -> Route {
             }
             configs
         },
+        tracing: r.tracing.as_ref().map(super::tracing::route_tracing),
         ..Default::default()
     }
 }

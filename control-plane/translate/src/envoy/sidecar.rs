@@ -70,6 +70,16 @@ pub(super) fn sidecar_resources(s: &SidecarIr, round: &mut CacheRound<'_>) -> Ve
     for l in &s.outbound {
         out.push(round.service_listener(l, s));
     }
+    // Collectors of TracingPolicies with an OTLP destination.
+    let tracing = s
+        .outbound
+        .iter()
+        .filter_map(|l| l.tracing.as_ref())
+        .chain(s.inbound_tracing.values());
+    let collectors = super::tracing::collectors(tracing);
+    for (name, c) in &collectors {
+        out.push(Resource::new(name, &super::tracing::collector_cluster(c)));
+    }
     let passthrough = match s.unknown_destinations {
         UnknownDestinations::PassThrough => PASSTHROUGH_CLUSTER,
         UnknownDestinations::Block => BLACKHOLE_CLUSTER,
@@ -89,6 +99,9 @@ pub(super) fn sidecar_resources(s: &SidecarIr, round: &mut CacheRound<'_>) -> Ve
         cluster_dependency(passthrough),
     ));
     let mut inbound_dependencies = cluster_dependency(INBOUND_CLUSTER);
+    for name in collectors.keys() {
+        inbound_dependencies.extend(cluster_dependency(name));
+    }
     if let (false, Some(server)) = (s.inbound_filters.is_empty(), &s.module_server) {
         out.push(Resource::new(MODULE_CLUSTER, &module_cluster(server)));
         inbound_dependencies.extend(cluster_dependency(MODULE_CLUSTER));
@@ -170,6 +183,9 @@ pub fn service_listener(l: &ServiceListenerIr) -> Listener {
         (Some(route_config), _) => {
             let mut hcm = outbound_hcm(&name, route_config);
             hcm.access_log = access_log;
+            if let Some(t) = &l.tracing {
+                super::tracing::trace(&mut hcm, t);
+            }
             hcm_filter(hcm)
         }
         (None, cluster) => {
@@ -453,7 +469,7 @@ fn inbound_hcm(p: &InboundPortIr, s: &SidecarIr) -> HttpConnectionManager {
         .map(|f| super::wasm_filter(f, s.module_server.as_ref()))
         .collect();
     http_filters.push(router_filter());
-    HttpConnectionManager {
+    let mut hcm = HttpConnectionManager {
         stat_prefix: name.replace('/', "_"),
         codec_type: http_connection_manager::CodecType::Auto as i32,
         route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
@@ -493,7 +509,11 @@ fn inbound_hcm(p: &InboundPortIr, s: &SidecarIr) -> HttpConnectionManager {
         }],
         http_protocol_options: Some(Http1ProtocolOptions::default()),
         ..Default::default()
+    };
+    if let Some(t) = s.inbound_tracing.get(&p.port) {
+        super::tracing::trace(&mut hcm, t);
     }
+    hcm
 }
 
 /// A cluster that connects to each connection's (or request's) original destination; with a

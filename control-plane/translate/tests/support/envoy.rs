@@ -127,6 +127,22 @@ pub fn validation_bootstrap(resources: &Value) -> Value {
                 "explicitHttpConfig": {"http2ProtocolOptions": {}}}},
         }));
     }
+    // Tracing to the control plane goes through the bootstrap's `trellis-telemetry` cluster.
+    if resources
+        .to_string()
+        .contains(trellis_translate::envoy::tracing::TELEMETRY_CLUSTER)
+    {
+        clusters.push(json!({
+            "name": trellis_translate::envoy::tracing::TELEMETRY_CLUSTER,
+            "type": "STATIC",
+            "connectTimeout": "1s",
+            "loadAssignment": {"clusterName": trellis_translate::envoy::tracing::TELEMETRY_CLUSTER,
+                "endpoints": [{"lbEndpoints": [{"endpoint": {"address": {"socketAddress": {"address": "127.0.0.1", "portValue": 18000}}}}]}]},
+            "typedExtensionProtocolOptions": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicitHttpConfig": {"http2ProtocolOptions": {}}}},
+        }));
+    }
     json!({
         // SDS from another cluster needs the node named, as every real bootstrap does.
         "node": {"id": "validate", "cluster": "validate"},

@@ -235,6 +235,8 @@ pub fn descriptors() -> &'static DescriptorPool {
             "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
             "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
             "envoy/extensions/access_loggers/stream/v3/stream.proto",
+            "envoy/config/trace/v3/opentelemetry.proto",
+            "envoy/extensions/http/early_header_mutation/header_mutation/v3/header_mutation.proto",
             "google/protobuf/wrappers.proto",
             "google/protobuf/empty.proto",
         ];

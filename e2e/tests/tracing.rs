@@ -1,0 +1,261 @@
+//! Tracing through a real Envoy: a TracingPolicy on the Gateway turns on Envoy's OpenTelemetry
+//! tracer, which exports spans to the control plane's trace store; `/api/traces` finds them.
+//!
+//! ```text
+//!  client ──► Envoy (gateway: span "ingress", child span "router … egress") ──► echo
+//!               │ OTLP/gRPC spans (trellis-telemetry cluster)
+//!               ▼
+//!        trellis serve ──► GET /api/traces?request_id=…, /api/traces/{id}, ?service=NS/NAME
+//! ```
+//!
+//! Also: sampling at 10% over 1000 requests lands within statistical bounds, incoming trace
+//! context from an untrusted client starts a fresh trace, and a flood of spans leaves the
+//! store within its bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use trellis_harness::scenario::{BACKENDS, NAMESPACE, ROUTES, backend_yaml, gateway_yaml};
+use trellis_harness::{
+    ControlPlane, Echo, Envoy, eventually, http_get_text, private_loopback, request,
+};
+
+/// The scenario's Gateway with `policy` (a TracingPolicy spec, YAML) attached to it.
+struct Bed {
+    cp: ControlPlane,
+    envoy: Envoy,
+    gateway: SocketAddr,
+    _pods: Vec<Echo>,
+    _tmp: tempfile::TempDir,
+}
+
+fn bed(policy: &str, serve_args: &[&str]) -> Bed {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().to_path_buf();
+    let config = work.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let (ip, port) = private_loopback();
+    let mut yaml = gateway_yaml(ip, port);
+    let mut pods = Vec::new();
+    for (service, count) in BACKENDS {
+        let start = pods.len();
+        for i in 0..*count {
+            let pod = format!("{service}-5d8f7c9b4d-{}", ["x7k2p", "q9w3e"][i]);
+            pods.push(Echo::start(&work, Ipv4Addr::LOCALHOST, &pod, NAMESPACE).unwrap());
+        }
+        let refs: Vec<&Echo> = pods[start..].iter().collect();
+        yaml.push_str("---\n");
+        yaml.push_str(&backend_yaml(service, &refs));
+    }
+    yaml.push_str("---\n");
+    yaml.push_str(ROUTES);
+    yaml.push_str(&format!(
+        "---\napiVersion: telemetry.trellis.dev/v1alpha1\nkind: TracingPolicy\n\
+         metadata: {{name: edge, namespace: {NAMESPACE}}}\nspec:\n  targetRefs: \
+         [{{group: gateway.networking.k8s.io, kind: Gateway, name: web}}]\n{policy}"
+    ));
+    std::fs::write(config.join("scenario.yaml"), yaml).unwrap();
+    let mut args = vec!["--debounce-ms", "50"];
+    args.extend_from_slice(serve_args);
+    let cp = ControlPlane::start(&config, &work, &args).unwrap();
+    let bootstrap =
+        trellis_harness::bootstrap(&[cp.xds], &format!("{NAMESPACE}/web"), false, "e2e-proxy")
+            .unwrap();
+    let envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
+    let gateway = SocketAddr::from((ip, port));
+    eventually("the gateway to route", Duration::from_secs(20), || {
+        Ok(request(gateway, "GET", "other.example.com", "/", &[])?.status == 200)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
+    Bed {
+        cp,
+        envoy,
+        gateway,
+        _pods: pods,
+        _tmp: tmp,
+    }
+}
+
+fn header<'a>(reply: &'a trellis_harness::Reply, name: &str) -> Option<&'a str> {
+    reply
+        .headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn get_json(admin: SocketAddr, path: &str) -> anyhow::Result<Value> {
+    Ok(serde_json::from_str(&http_get_text(admin, path)?)?)
+}
+
+/// The trace of a request, once the store holds all of `spans` of it.
+fn trace_of(bed: &Bed, request_id: &str, spans: usize) -> Value {
+    let mut found = Value::Null;
+    eventually("the trace in /api/traces", Duration::from_secs(30), || {
+        found = get_json(
+            bed.cp.admin,
+            &format!("/api/traces?request_id={request_id}"),
+        )
+        .unwrap_or(Value::Null);
+        Ok(found["spans"].as_array().is_some_and(|s| s.len() >= spans))
+    })
+    .unwrap_or_else(|e| panic!("{e}\nlast answer: {found}\n{}", bed.envoy.log()));
+    found
+}
+
+#[test]
+fn a_request_through_the_gateway_is_found_by_its_request_id_with_parent_and_child_spans() {
+    let bed = bed("  samplingPercent: 100\n", &[]);
+    let reply = request(bed.gateway, "GET", "other.example.com", "/checkout", &[]).unwrap();
+    assert_eq!(reply.status, 200);
+    let request_id = header(&reply, "x-request-id")
+        .expect("the gateway returns the request's id")
+        .to_string();
+    // The backend got W3C trace context.
+    let echoed = reply.json();
+    let traceparent = echoed["headers"]["Traceparent"]
+        .as_array()
+        .and_then(|v| v.first())
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no traceparent reached the backend: {echoed}"))
+        .to_string();
+
+    let trace = trace_of(&bed, &request_id, 2);
+    let spans = trace["spans"].as_array().unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s["kind"] == "server")
+        .unwrap_or_else(|| panic!("no server span: {trace}"));
+    let client = spans
+        .iter()
+        .find(|s| s["kind"] == "client")
+        .unwrap_or_else(|| panic!("no client span: {trace}"));
+    assert_eq!(server["parent_span_id"], Value::Null, "{trace}");
+    assert_eq!(client["parent_span_id"], server["span_id"], "{trace}");
+    assert_eq!(server["service"], "gateway/shop/web");
+    assert_eq!(
+        client["attributes"]["upstream_cluster"],
+        "service/shop/other/80"
+    );
+    let trace_id = trace["trace_id"].as_str().unwrap();
+    assert!(
+        traceparent.contains(trace_id),
+        "{traceparent} is of trace {trace_id}"
+    );
+    println!(
+        "request {request_id}: trace {trace_id}, spans {}",
+        spans
+            .iter()
+            .map(|s| format!(
+                "{} {} (span {}, parent {}, {} µs)",
+                s["kind"],
+                s["name"],
+                s["span_id"],
+                s["parent_span_id"],
+                s["duration_nanos"].as_u64().unwrap_or(0) / 1000
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+
+    // The same trace by id, and among the Service's.
+    let by_id = get_json(bed.cp.admin, &format!("/api/traces/{trace_id}")).unwrap();
+    assert_eq!(by_id["trace_id"], trace_id);
+    let listed = get_json(bed.cp.admin, "/api/traces?service=shop/other&limit=5").unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["trace_id"] == trace_id),
+        "{listed}"
+    );
+
+    // A client's own trace context is not trusted at the edge: a fresh trace starts.
+    let foreign = "0af7651916cd43dd8448eb211c80319c";
+    let reply = request(
+        bed.gateway,
+        "GET",
+        "other.example.com",
+        "/",
+        &[("traceparent", &format!("00-{foreign}-b7ad6b7169203331-01"))],
+    )
+    .unwrap();
+    let request_id = header(&reply, "x-request-id").unwrap().to_string();
+    let trace = trace_of(&bed, &request_id, 2);
+    assert_ne!(trace["trace_id"], foreign, "{trace}");
+    assert!(
+        trace["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "server" && s["parent_span_id"].is_null()),
+        "{trace}"
+    );
+    println!(
+        "untrusted traceparent of trace {foreign}: request {request_id} started trace {}",
+        trace["trace_id"]
+    );
+}
+
+#[test]
+fn ten_percent_sampling_over_a_thousand_requests_lands_within_bounds() {
+    let bed = bed("  samplingPercent: 10\n", &[]);
+    let mut ids = Vec::new();
+    for _ in 0..1000 {
+        let reply = request(bed.gateway, "GET", "other.example.com", "/", &[]).unwrap();
+        assert_eq!(reply.status, 200);
+        ids.push(header(&reply, "x-request-id").unwrap().to_string());
+    }
+    // Envoy flushes spans in batches (every 5 s at the latest): wait for two flushes.
+    std::thread::sleep(Duration::from_secs(12));
+    let traced = ids
+        .iter()
+        .filter(|id| {
+            get_json(bed.cp.admin, &format!("/api/traces?request_id={id}"))
+                .is_ok_and(|t| t["trace_id"].is_string())
+        })
+        .count();
+    // Binomial(1000, 0.1): mean 100, standard deviation 9.5; ±4.5 sd.
+    println!("10% sampling: {traced} of 1000 requests traced (expected 100 ± 43)");
+    assert!((57..=143).contains(&traced), "{traced} of 1000 traced");
+}
+
+#[test]
+fn a_flood_of_spans_leaves_the_trace_store_within_its_bound() {
+    let bed = bed("  samplingPercent: 100\n", &["--trace-store-mib", "1"]);
+    // Long tags make big spans: a few thousand requests overflow 1 MiB several times.
+    let tag = "x".repeat(200);
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        let path = format!("/flood/{sent}/{tag}");
+        request(bed.gateway, "GET", "other.example.com", &path, &[]).unwrap();
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_secs(8));
+    let metrics = http_get_text(bed.cp.admin, "/metrics").unwrap();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (bytes, max, evicted, spans) = (
+        value("trellis_trace_store_bytes"),
+        value("trellis_trace_store_max_bytes"),
+        value("trellis_trace_store_evicted_traces_total"),
+        value("trellis_trace_store_spans"),
+    );
+    println!(
+        "flood: {sent} requests in 20 s; store {bytes} of {max} bytes, {spans} spans held, {evicted} traces evicted"
+    );
+    assert_eq!(max, 1024 * 1024);
+    assert!(bytes <= max);
+    assert!(evicted > 0, "the flood should have overflowed the store");
+}
