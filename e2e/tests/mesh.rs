@@ -908,3 +908,105 @@ fn certificates_rotate_under_load_across_a_control_plane_restart() {
     assert_ne!(first.0, last.0, "a's sidecar serves a renewed certificate");
     assert_ne!(first.1, last.1, "b's sidecar serves a renewed certificate");
 }
+
+#[test]
+fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
+    let Some(net) = network_or_skip("a_request_through_two_sidecars_is_one_trace") else {
+        return;
+    };
+    let mut mesh = Mesh::start(net, &[("shop", true)]);
+    let spec = |name| PodSpec {
+        namespace: "shop",
+        name,
+        labels: &[],
+        sidecar: true,
+        ip: None,
+    };
+    mesh.pod_as(
+        PodSpec {
+            labels: &[("app", "b")],
+            ..spec("b")
+        },
+        "b",
+    );
+    let a = mesh.pod_as(spec("a"), "a");
+    let b_svc = mesh.service("shop", "b", 10, 80, &[("app", "b")]);
+    mesh.write(
+        "tracing.yaml",
+        "apiVersion: telemetry.trellis.dev/v1alpha1\nkind: TracingPolicy\n\
+         metadata: {name: b, namespace: shop}\n\
+         spec:\n  targetRefs: [{kind: Service, name: b}]\n  samplingPercent: 100\n",
+    );
+    mesh.ready();
+
+    // The caller's sidecar starts the trace (and returns the request id); b's continues it.
+    let mut request_id = String::new();
+    eventually("a traced request from a to b", || {
+        let r = mesh.pods[a]
+            .request(b_svc, "b.shop", "/", &[])
+            .map_err(|e| e.to_string())?;
+        let traceparent = r.json()["headers"]["Traceparent"][0]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        request_id = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-request-id")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        (r.status == 200 && !traceparent.is_empty() && !request_id.is_empty())
+            .then_some(())
+            .ok_or(format!("{} traceparent {traceparent:?}", r.status))
+    });
+    let mut trace = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        trace = trellis_harness::http_get_text(
+            mesh.cp.admin,
+            &format!("/api/traces?request_id={request_id}"),
+        )
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+        if trace["spans"].as_array().is_some_and(|s| s.len() >= 4) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let spans = trace["spans"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no trace of request {request_id}: {trace}"));
+    for s in spans {
+        println!(
+            "  {} {} {:?} span {} parent {}",
+            s["service"], s["kind"], s["name"], s["span_id"], s["parent_span_id"]
+        );
+    }
+    assert!(spans.len() >= 4, "a's two spans and b's two: {trace}");
+    // One tree: a single root (a's sidecar), every other span's parent in the trace.
+    let ids: Vec<&serde_json::Value> = spans.iter().map(|s| &s["span_id"]).collect();
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|s| s["parent_span_id"].is_null())
+        .collect();
+    assert_eq!(roots.len(), 1, "{trace}");
+    assert_eq!(roots[0]["service"], "shop", "the caller's sidecar starts it");
+    for s in spans.iter().filter(|s| !s["parent_span_id"].is_null()) {
+        assert!(ids.contains(&&s["parent_span_id"]), "orphan span: {s}");
+    }
+    let b_ingress = spans
+        .iter()
+        .find(|s| s["service"] == "shop/b" && s["kind"] == "server")
+        .unwrap_or_else(|| panic!("no server span from b's sidecar: {trace}"));
+    let parent = spans
+        .iter()
+        .find(|s| s["span_id"] == b_ingress["parent_span_id"])
+        .unwrap();
+    assert_eq!(parent["service"], "shop", "b's span is a child of a's");
+    println!(
+        "request {request_id}: trace {} of {} spans across a's and b's sidecars",
+        trace["trace_id"],
+        spans.len()
+    );
+}

@@ -1239,6 +1239,8 @@ fn trace_sidecar(sidecar: &mut crate::ir::SidecarIr, attachments: &[Attachment])
                             .entry(*port)
                             .or_insert_with(|| TracingIr {
                                 service_name: format!("{}/{}", service.namespace, service.name),
+                                // Inside the mesh, the caller's context is the trace's.
+                                trust_incoming_context: true,
                                 ..t.clone()
                             });
                     }
@@ -1250,6 +1252,8 @@ fn trace_sidecar(sidecar: &mut crate::ir::SidecarIr, attachments: &[Attachment])
                         {
                             l.tracing = Some(TracingIr {
                                 service_name: caller.clone(),
+                                // The app's context (of the request it is serving) continues.
+                                trust_incoming_context: true,
                                 ..t.clone()
                             });
                         }
