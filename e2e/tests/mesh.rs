@@ -991,7 +991,10 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
         .filter(|s| s["parent_span_id"].is_null())
         .collect();
     assert_eq!(roots.len(), 1, "{trace}");
-    assert_eq!(roots[0]["service"], "shop", "the caller's sidecar starts it");
+    assert_eq!(
+        roots[0]["service"], "shop",
+        "the caller's sidecar starts it"
+    );
     for s in spans.iter().filter(|s| !s["parent_span_id"].is_null()) {
         assert!(ids.contains(&&s["parent_span_id"]), "orphan span: {s}");
     }

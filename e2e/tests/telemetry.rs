@@ -39,8 +39,20 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     }
     yaml.push_str("---\n");
     yaml.push_str(ROUTES);
-    std::fs::write(config.join("scenario.yaml"), yaml).unwrap();
-    let cp = ControlPlane::start(&config, &work, &["--debounce-ms", "50"]).unwrap();
+    // A HealthPolicy: Service api's p99 objective is 50 ms.
+    yaml.push_str(
+        "---\napiVersion: telemetry.trellis.dev/v1alpha1\nkind: HealthPolicy\n\
+         metadata: {name: api, namespace: shop}\n\
+         spec:\n  targetRefs: [{kind: Service, name: api}]\n  p99LatencyMs: 50\n",
+    );
+    std::fs::write(config.join("scenario.yaml"), &yaml).unwrap();
+    // A one-minute window (instead of five) lets recovery show within the test.
+    let cp = ControlPlane::start(
+        &config,
+        &work,
+        &["--debounce-ms", "50", "--health-window-secs", "60"],
+    )
+    .unwrap();
     let bootstrap =
         trellis_harness::bootstrap(&[cp.xds], &format!("{NAMESPACE}/web"), false, "e2e-proxy")
             .unwrap();
@@ -92,6 +104,22 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
         )
     });
     println!("after {after:?} ({sent} requests, {failed_answers} answered 500): other = {other}");
+    // Failing within two evaluations of the first that saw failures.
+    let detail: serde_json::Value =
+        serde_json::from_str(&http_get_text(cp.admin, "/api/services/shop/other").unwrap())
+            .unwrap();
+    let history = detail["history"].as_array().unwrap();
+    let first_failures = history
+        .iter()
+        .position(|e| e["failures"].as_u64().unwrap_or(0) > 0)
+        .unwrap();
+    let first_failing = history
+        .iter()
+        .position(|e| e["state"] == "failing")
+        .unwrap();
+    let evaluations = first_failing - first_failures + 1;
+    println!("failing at evaluation {evaluations} of those that saw failures");
+    assert!(evaluations <= 2, "{detail}");
     assert!(
         other["health_reason"]
             .as_str()
@@ -131,6 +159,65 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
 
     // A real Prometheus scrapes the control plane and answers PromQL on the health series.
     scraped_by_prometheus(&work, cp.admin);
+
+    // Fixed: only good requests from now on; the failures leave the window and it recovers.
+    let fixed = Instant::now();
+    let mut recovered = None;
+    while fixed.elapsed() < Duration::from_secs(150) {
+        let reply = request(gateway, "GET", "other.example.com", "/", &[]).unwrap();
+        assert_eq!(reply.status, 200);
+        std::thread::sleep(Duration::from_millis(50));
+        let services: serde_json::Value =
+            serde_json::from_str(&http_get_text(cp.admin, "/api/services").unwrap()).unwrap();
+        let other = services
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "other")
+            .cloned()
+            .unwrap();
+        // Healthy, or (before 30 minutes of traffic have set a latency baseline) `learning`,
+        // which is the healthy band shown while the baseline is learned.
+        if other["health_state"] == "healthy" || other["health_state"] == "learning" {
+            recovered = Some((fixed.elapsed(), other));
+            break;
+        }
+    }
+    let (after, other) = recovered.unwrap_or_else(|| {
+        panic!(
+            "never recovered: {}",
+            http_get_text(cp.admin, "/api/services").unwrap_or_default()
+        )
+    });
+    assert!(other["health_score"].as_u64().unwrap() >= 90, "{other}");
+    println!("fixed: healthy again after {after:?} (60-s window): {other}");
+
+    // A backend 4x slower than its objective: api answers in 200 ms against a p99 of 50 ms.
+    let slow = Instant::now();
+    let mut verdict = None;
+    while slow.elapsed() < Duration::from_secs(60) {
+        let reply = request(gateway, "GET", "shop.example.com", "/api?delay=200ms", &[]).unwrap();
+        assert_eq!(reply.status, 200);
+        let services: serde_json::Value =
+            serde_json::from_str(&http_get_text(cp.admin, "/api/services").unwrap()).unwrap();
+        let api = services
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "api")
+            .cloned()
+            .unwrap();
+        if api["health_state"] == "failing" {
+            verdict = Some((slow.elapsed(), api));
+            break;
+        }
+    }
+    let (after, api) = verdict.expect("the slow Service never failed");
+    println!("200 ms against a 50 ms objective: after {after:?}, api = {api}");
+    assert!(
+        api["health_reason"].as_str().unwrap().starts_with("p99"),
+        "{api}"
+    );
     drop(pods);
 }
 

@@ -21,9 +21,14 @@
 use serde::Serialize;
 use std::time::Duration;
 
-/// Upper bounds (ms) of the latency histogram's buckets; the last bucket is unbounded.
-pub const BUCKET_BOUNDS_MS: [f64; 13] = [
-    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+/// Upper bounds (ms) of the latency histogram's buckets; the last bucket is unbounded. Every
+/// proxy's bootstrap gives Envoy's `upstream_rq_time` the same bounds, so that no precision is
+/// lost between them; each bound is at most 1.5x the one before (a quantile is off by less than
+/// that ratio, typically far less).
+pub const BUCKET_BOUNDS_MS: [f64; 40] = [
+    1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 30.0, 40.0, 50.0,
+    60.0, 80.0, 100.0, 120.0, 150.0, 200.0, 250.0, 300.0, 400.0, 500.0, 600.0, 800.0, 1000.0,
+    1200.0, 1500.0, 2000.0, 2500.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0, 10000.0,
 ];
 /// Histogram buckets: one per bound, and one past the last.
 pub const BUCKETS: usize = BUCKET_BOUNDS_MS.len() + 1;
@@ -49,14 +54,29 @@ pub const HYSTERESIS_POINTS: u8 = 5;
 pub const CONFIRMATIONS: u32 = 2;
 
 /// What one proxy-side counter window holds for a service.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Bucket {
     /// Requests completed.
     pub requests: u64,
     /// Of those, upstream failures (5xx, Envoy's own 503/504, resets).
     pub failures: u64,
     /// Latencies, per [`BUCKET_BOUNDS_MS`] bucket.
+    #[serde(serialize_with = "as_slice")]
     pub latency: [u64; BUCKETS],
+}
+
+impl Default for Bucket {
+    fn default() -> Self {
+        Bucket {
+            requests: 0,
+            failures: 0,
+            latency: [0; BUCKETS],
+        }
+    }
+}
+
+fn as_slice<S: serde::Serializer>(latency: &[u64; BUCKETS], s: S) -> Result<S::Ok, S::Error> {
+    latency.as_slice().serialize(s)
 }
 
 impl Bucket {
@@ -81,10 +101,18 @@ impl Bucket {
     }
 }
 
-/// The last [`WINDOW_BUCKETS`] buckets of a service (a ring).
-#[derive(Clone, Debug, Default)]
+/// The last [`WINDOW_BUCKETS`] buckets of a service (a ring), or as many as
+/// [`Window::with_buckets`] says.
+#[derive(Clone, Debug)]
 pub struct Window {
     buckets: std::collections::VecDeque<Bucket>,
+    capacity: usize,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self::with_buckets(WINDOW_BUCKETS)
+    }
 }
 
 /// A window's totals.
@@ -101,15 +129,23 @@ pub struct Totals {
 }
 
 impl Window {
+    /// A window of `buckets` buckets of [`BUCKET`] (at least one).
+    pub fn with_buckets(buckets: usize) -> Self {
+        Window {
+            buckets: std::collections::VecDeque::new(),
+            capacity: buckets.max(1),
+        }
+    }
+
     /// Adds the newest bucket, dropping the oldest once the window is full.
     pub fn push(&mut self, bucket: Bucket) {
-        if self.buckets.len() == WINDOW_BUCKETS {
+        while self.buckets.len() >= self.capacity {
             self.buckets.pop_front();
         }
         self.buckets.push_back(bucket);
     }
 
-    /// How much time the window covers so far (up to 5 minutes).
+    /// How much time the window covers so far (up to its length, 5 minutes by default).
     pub fn span(&self) -> Duration {
         BUCKET * self.buckets.len() as u32
     }

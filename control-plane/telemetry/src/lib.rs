@@ -213,11 +213,13 @@ mod tests {
         let b = &got["service/shop/b/80"];
         assert_eq!((b.requests, b.failures), (100, 20));
         assert_eq!(b.latency.iter().sum::<u64>(), 100);
-        // 5 ms → our 5 ms bucket; 10 ms → 10; 25 ms → 50; 250 ms → 500; +inf → the last.
-        assert_eq!(b.latency[2], 10);
-        assert_eq!(b.latency[3], 80);
-        assert_eq!(b.latency[5], 8);
-        assert_eq!(b.latency[8], 1);
+        // Envoy's default bounds map to ours (which include 5, 10, 25 and 250 ms); +inf → the
+        // last.
+        let at = |ms: f64| BUCKET_BOUNDS_MS.iter().position(|b| *b == ms).unwrap();
+        assert_eq!(b.latency[at(5.0)], 10);
+        assert_eq!(b.latency[at(10.0)], 80);
+        assert_eq!(b.latency[at(25.0)], 8);
+        assert_eq!(b.latency[at(250.0)], 1);
         assert_eq!(b.latency[BUCKETS - 1], 1);
         let p50 = trellis_health::quantile(&b.latency, 0.5).unwrap();
         assert!((5.0..=10.0).contains(&p50), "{p50}");

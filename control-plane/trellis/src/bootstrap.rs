@@ -335,6 +335,11 @@ static_resources:
         explicit_http_config:
           http2_protocol_options: {{}}
 stats_config:
+  # Upstream request time in the health scores' buckets (trellis_health::BUCKET_BOUNDS_MS).
+  histogram_bucket_settings:
+  - match:
+      suffix: upstream_rq_time
+    buckets: [{latency_buckets}]
   stats_tags:
 {stats_tags}# RE2's default program-size limit (100) refuses common patterns, such as a UUID in a path.
 # The control plane bounds every expression it sends itself (docs/security.md), far below this.
@@ -357,6 +362,11 @@ admin:
       port_value: {admin_port}
 "#,
         admin_address = args.admin_address,
+        latency_buckets = trellis_health::BUCKET_BOUNDS_MS
+            .iter()
+            .map(f64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         re2_key = trellis_translate::re2::ENVOY_PROGRAM_SIZE_KEY,
         re2_limit = trellis_translate::re2::ENVOY_PROGRAM_SIZE_LIMIT,
     ))

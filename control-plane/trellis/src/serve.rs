@@ -151,6 +151,9 @@ pub struct ServeArgs {
     /// (`trellis_otlp_forward_dropped_total`).
     #[arg(long)]
     pub trace_forward_address: Option<String>,
+    /// The window health scores are computed over, in seconds (a multiple of 10).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=3600))]
+    pub health_window_secs: u64,
 }
 
 /// Where WasmFilter modules may come from, and the bounds on getting them. By default a
@@ -495,6 +498,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         telemetry = telemetry.forward_traces(endpoint.clone());
     }
+    if !args.health_window_secs.is_multiple_of(10) {
+        anyhow::bail!(
+            "--health-window-secs {}: give a multiple of 10 (scores are kept in 10-s buckets)",
+            args.health_window_secs
+        );
+    }
+    let telemetry = telemetry.with_window(Duration::from_secs(args.health_window_secs));
     let state = Arc::new(AdminState {
         telemetry,
         ..AdminState::default()

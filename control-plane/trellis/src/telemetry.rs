@@ -49,6 +49,8 @@ struct Inner {
     known: BTreeMap<ServiceKey, Capacity>,
     /// Objectives of the Services a HealthPolicy targets.
     objectives: BTreeMap<ServiceKey, Objectives>,
+    /// Buckets in a Service's window (0: the default, 5 minutes).
+    window_buckets: usize,
     pending: BTreeMap<ServiceKey, Bucket>,
     health: BTreeMap<ServiceKey, Health>,
     latest: BTreeMap<ServiceKey, Vec<Evaluation>>,
@@ -185,6 +187,16 @@ impl Telemetry {
         f(&self.traces.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Scores over a window of `window` (rounded to whole 10-s buckets) instead of 5 minutes.
+    pub fn with_window(self, window: std::time::Duration) -> Self {
+        let buckets = (window.as_secs() / trellis_health::BUCKET.as_secs()).max(1) as usize;
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .window_buckets = buckets;
+        self
+    }
+
     /// Replaces the objectives of Services (from the latest translation's HealthPolicies).
     pub fn set_objectives(&self, objectives: BTreeMap<ServiceKey, Objectives>) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
@@ -223,11 +235,19 @@ impl Telemetry {
         for (service, capacity) in known {
             let bucket = inner.pending.remove(&service).unwrap_or_default();
             let objectives = inner.objectives.get(&service).copied().unwrap_or_default();
-            let evaluation = inner.health.entry(service.clone()).or_default().observe(
-                bucket,
-                &capacity,
-                &objectives,
-            );
+            let buckets = match inner.window_buckets {
+                0 => trellis_health::WINDOW_BUCKETS,
+                n => n,
+            };
+            let evaluation = inner
+                .health
+                .entry(service.clone())
+                .or_insert_with(|| {
+                    let mut health = Health::default();
+                    health.window = trellis_health::Window::with_buckets(buckets);
+                    health
+                })
+                .observe(bucket, &capacity, &objectives);
             let history = inner.latest.entry(service).or_default();
             if history.len() == HISTORY {
                 history.remove(0);
