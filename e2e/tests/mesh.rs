@@ -1012,4 +1012,31 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
         trace["trace_id"],
         spans.len()
     );
+
+    // The edge a -> b, by a's workload identity, from a's sidecar's stats.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut detail = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        let _ = mesh.pods[a].request(b_svc, "b.shop", "/", &[]);
+        detail = trellis_harness::http_get_text(mesh.cp.admin, "/api/services/shop/b")
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let found = detail["edges"].as_array().is_some_and(|edges| {
+            edges
+                .iter()
+                .any(|e| e["caller"] == "spiffe://cluster.local/ns/shop/sa/a")
+        });
+        if found {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("edges of shop/b: {}", detail["edges"]);
+    assert!(
+        detail["edges"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["caller"] == "spiffe://cluster.local/ns/shop/sa/a")),
+        "{detail}"
+    );
 }

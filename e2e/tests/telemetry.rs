@@ -120,6 +120,12 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     let evaluations = first_failing - first_failures + 1;
     println!("failing at evaluation {evaluations} of those that saw failures");
     assert!(evaluations <= 2, "{detail}");
+    // Its one caller, the gateway proxy (unauthenticated: plaintext xDS in this test).
+    let edges = detail["edges"].as_array().unwrap();
+    println!("edges of shop/other: {}", detail["edges"]);
+    assert_eq!(edges.len(), 1, "{detail}");
+    assert_eq!(edges[0]["caller"], "unauthenticated");
+    assert!(edges[0]["rps"].as_f64().unwrap() > 0.0);
     assert!(
         other["health_reason"]
             .as_str()

@@ -193,7 +193,8 @@ async fn services(
     axum::Json(rows).into_response()
 }
 
-/// `GET /api/services/NS/NAME`: a Service's health and its recent evaluations.
+/// `GET /api/services/NS/NAME`: a Service's health, its callers' edges (busiest first) and
+/// its recent evaluations.
 async fn service(
     State(state): State<Arc<AdminState>>,
     axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
@@ -206,6 +207,7 @@ async fn service(
     match (row, state.telemetry.history(&namespace, &name)) {
         (Some(row), Some(history)) => axum::Json(serde_json::json!({
             "service": row,
+            "edges": state.telemetry.edges(&namespace, &name),
             "history": history.iter().map(|e| serde_json::json!({
                 "score": e.score, "state": e.state, "reason": e.reason,
                 "requests": e.totals.requests, "failures": e.totals.failures,
@@ -284,6 +286,47 @@ async fn trace(
         )
             .into_response(),
     }
+}
+
+/// Per edge (caller → Service): requests per second and error ratio.
+fn edge_metrics(out: &mut String, edges: &[crate::telemetry::EdgeHealth]) {
+    for (name, help, errors) in [
+        (
+            "trellis_edge_requests_per_second",
+            "Requests per second from a caller to a Service over the window.",
+            false,
+        ),
+        (
+            "trellis_edge_error_ratio",
+            "Failed share of a caller's requests to a Service over the window.",
+            true,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for e in edges {
+            let value = if errors {
+                e.health.error_rate
+            } else {
+                e.health.rps
+            };
+            let _ = writeln!(
+                out,
+                "{name}{{caller=\"{}\",namespace=\"{}\",service=\"{}\"}} {value}",
+                label(&e.caller),
+                label(&e.health.namespace),
+                label(&e.health.name)
+            );
+        }
+    }
+}
+
+/// A Prometheus label value: backslashes, quotes and newlines escaped.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The trace store's occupancy and the forwarder's losses.
@@ -580,6 +623,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         ca_metrics(&mut out, *root_expiry, stats);
     }
     service_metrics(&mut out, &state.telemetry.services());
+    edge_metrics(&mut out, &state.telemetry.all_edges());
     trace_metrics(&mut out, &state.telemetry);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -39,6 +39,15 @@ use trellis_telemetry::traces::{StoreConfig, TraceStore};
 
 /// A Service, by namespace and name.
 pub type ServiceKey = (String, String);
+/// A Service and one of its callers (the SPIFFE ID its proxy authenticated with).
+type Edge = (ServiceKey, String);
+
+/// Callers kept per Service; the rest are counted as [`OTHER_CALLERS`].
+const MAX_CALLERS: usize = 64;
+/// The caller the callers past [`MAX_CALLERS`] are counted as.
+pub const OTHER_CALLERS: &str = "other";
+/// The caller of requests whose proxy did not authenticate (plaintext xDS, development only).
+pub const UNAUTHENTICATED: &str = "unauthenticated";
 
 /// Evaluations kept per Service for its history.
 const HISTORY: usize = 60;
@@ -51,6 +60,10 @@ struct Inner {
     objectives: BTreeMap<ServiceKey, Objectives>,
     /// Buckets in a Service's window (0: the default, 5 minutes).
     window_buckets: usize,
+    /// Per edge (a Service and a caller's workload identity): what arrived since the last
+    /// evaluation, and the edge's health.
+    edge_pending: BTreeMap<Edge, Bucket>,
+    edges: BTreeMap<Edge, (Health, Evaluation)>,
     pending: BTreeMap<ServiceKey, Bucket>,
     health: BTreeMap<ServiceKey, Health>,
     latest: BTreeMap<ServiceKey, Vec<Evaluation>>,
@@ -104,6 +117,69 @@ pub struct ServiceHealth {
     pub health_state: trellis_health::State,
     /// Why.
     pub health_reason: String,
+}
+
+/// A Service's health as seen from one caller.
+#[derive(Clone, Debug, Serialize)]
+pub struct EdgeHealth {
+    /// The caller's workload identity (SPIFFE ID), [`OTHER_CALLERS`] or [`UNAUTHENTICATED`].
+    pub caller: String,
+    /// The Service's numbers for this caller's requests.
+    #[serde(flatten)]
+    pub health: ServiceHealth,
+}
+
+/// A row of `/api/services` from an evaluation over a window that covers `span` so far.
+fn row(namespace: &str, name: &str, e: &Evaluation, span: std::time::Duration) -> ServiceHealth {
+    let requests = e.totals.requests as f64;
+    let window = span.as_secs_f64().max(trellis_health::BUCKET.as_secs_f64());
+    ServiceHealth {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        rps: requests / window,
+        error_rate: if requests > 0.0 {
+            e.totals.failures as f64 / requests
+        } else {
+            0.0
+        },
+        p50_ms: e.totals.p50_ms,
+        p99_ms: e.totals.p99_ms,
+        health_score: e.score,
+        health_state: e.state,
+        health_reason: e.reason.clone(),
+    }
+}
+
+/// Every edge evaluated on what arrived for it; an edge whose window has emptied is forgotten
+/// (its caller stopped calling), and edges of Services no longer known go.
+fn self_evaluate_edges(inner: &mut Inner) {
+    let buckets = match inner.window_buckets {
+        0 => trellis_health::WINDOW_BUCKETS,
+        n => n,
+    };
+    let pending = std::mem::take(&mut inner.edge_pending);
+    let mut keys: BTreeSet<Edge> = inner.edges.keys().cloned().collect();
+    keys.extend(pending.keys().cloned());
+    for edge in keys {
+        let Some(capacity) = inner.known.get(&edge.0).copied() else {
+            inner.edges.remove(&edge);
+            continue;
+        };
+        let objectives = inner.objectives.get(&edge.0).copied().unwrap_or_default();
+        let bucket = pending.get(&edge).cloned().unwrap_or_default();
+        let mut health = match inner.edges.remove(&edge) {
+            Some((health, _)) => health,
+            None => {
+                let mut health = Health::default();
+                health.window = trellis_health::Window::with_buckets(buckets);
+                health
+            }
+        };
+        let evaluation = health.observe(bucket, &capacity, &objectives);
+        if evaluation.totals.requests > 0 {
+            inner.edges.insert(edge, (health, evaluation));
+        }
+    }
 }
 
 /// `service_<ns>_<name>_<port>` (a Service port's cluster, as its stats name it).
@@ -212,9 +288,10 @@ impl Telemetry {
         inner.known = services;
     }
 
-    /// Takes one export's deltas.
-    pub fn ingest(&self, request: &ExportMetricsServiceRequest) {
+    /// Takes one export's deltas, sent by the proxy of `caller` (its workload identity).
+    pub fn ingest(&self, request: &ExportMetricsServiceRequest, caller: Option<&str>) {
         let deltas = trellis_telemetry::ingest(request);
+        let caller = caller.unwrap_or(UNAUTHENTICATED);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         for (cluster, bucket) in deltas {
             let Some(service) = service_of(&cluster) else {
@@ -223,7 +300,26 @@ impl Telemetry {
             if !inner.known.contains_key(&service) {
                 continue;
             }
-            inner.pending.entry(service).or_default().add(&bucket);
+            inner
+                .pending
+                .entry(service.clone())
+                .or_default()
+                .add(&bucket);
+            let mut edge = (service, caller.to_string());
+            if !inner.edges.contains_key(&edge) && !inner.edge_pending.contains_key(&edge) {
+                let callers = inner
+                    .edges
+                    .keys()
+                    .chain(inner.edge_pending.keys())
+                    .filter(|(s, _)| *s == edge.0)
+                    .map(|(_, c)| c)
+                    .collect::<BTreeSet<_>>()
+                    .len();
+                if callers >= MAX_CALLERS {
+                    edge.1 = OTHER_CALLERS.to_string();
+                }
+            }
+            inner.edge_pending.entry(edge).or_default().add(&bucket);
         }
     }
 
@@ -254,6 +350,37 @@ impl Telemetry {
             }
             history.push(evaluation);
         }
+        self_evaluate_edges(&mut inner);
+    }
+
+    /// The latest evaluation of every caller of a Service (busiest first).
+    pub fn edges(&self, namespace: &str, name: &str) -> Vec<EdgeHealth> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let service = (namespace.to_string(), name.to_string());
+        let mut out: Vec<EdgeHealth> = inner
+            .edges
+            .range((service.clone(), String::new())..)
+            .take_while(|((s, _), _)| *s == service)
+            .map(|((_, caller), (health, e))| EdgeHealth {
+                caller: caller.clone(),
+                health: row(namespace, name, e, health.window.span()),
+            })
+            .collect();
+        out.sort_by(|a, b| b.health.rps.total_cmp(&a.health.rps));
+        out
+    }
+
+    /// Every edge's latest evaluation.
+    pub fn all_edges(&self) -> Vec<EdgeHealth> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .edges
+            .iter()
+            .map(|(((namespace, name), caller), (health, e))| EdgeHealth {
+                caller: caller.clone(),
+                health: row(namespace, name, e, health.window.span()),
+            })
+            .collect()
     }
 
     /// The latest evaluation of every Service.
@@ -264,29 +391,13 @@ impl Telemetry {
             .iter()
             .filter_map(|((namespace, name), history)| {
                 let e = history.last()?;
-                let requests = e.totals.requests as f64;
                 // Over the time the window covers so far (a new Service's is shorter).
-                let window = inner
+                let span = inner
                     .health
                     .get(&(namespace.clone(), name.clone()))
-                    .map(|h| h.window.span().as_secs_f64())
-                    .unwrap_or(0.0)
-                    .max(trellis_health::BUCKET.as_secs_f64());
-                Some(ServiceHealth {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    rps: requests / window,
-                    error_rate: if requests > 0.0 {
-                        e.totals.failures as f64 / requests
-                    } else {
-                        0.0
-                    },
-                    p50_ms: e.totals.p50_ms,
-                    p99_ms: e.totals.p99_ms,
-                    health_score: e.score,
-                    health_state: e.state,
-                    health_reason: e.reason.clone(),
-                })
+                    .map(|h| h.window.span())
+                    .unwrap_or_default();
+                Some(row(namespace, name, e, span))
             })
             .collect()
     }
@@ -380,7 +491,11 @@ impl MetricsService for Receiver {
                 "metrics are taken from proxies with a workload certificate only",
             ));
         }
-        self.telemetry.ingest(request.get_ref());
+        let caller = request
+            .extensions()
+            .get::<trellis_xds::PeerInfo>()
+            .and_then(|p| p.identity.clone());
+        self.telemetry.ingest(request.get_ref(), caller.as_deref());
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
