@@ -33,8 +33,12 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-/// Bytes accounted per stored span on top of its strings.
-pub const SPAN_OVERHEAD: usize = 160;
+/// Bytes accounted per stored span on top of its strings: the struct and the allocator's share
+/// of its five strings (calibrated against the control plane's resident memory with
+/// `trellis-bench telemetry --spans-per-second`, which was 2.5x what strings alone counted).
+pub const SPAN_OVERHEAD: usize = 400;
+/// Bytes accounted per attribute on top of its key and value: two allocations and a map entry.
+pub const ATTRIBUTE_OVERHEAD: usize = 160;
 /// Bytes accounted per stored trace (its map entry, ring entry, bookkeeping).
 pub const TRACE_OVERHEAD: usize = 256;
 /// Bytes accounted per request-id index entry on top of the id.
@@ -576,7 +580,9 @@ fn span_bytes(span: &Span) -> usize {
         span.name.len(),
     ];
     let attributes = span.attributes.iter().fold(0usize, |n, (k, v)| {
-        n.saturating_add(k.len()).saturating_add(v.len())
+        n.saturating_add(ATTRIBUTE_OVERHEAD)
+            .saturating_add(k.len())
+            .saturating_add(v.len())
     });
     strings
         .iter()

@@ -6,6 +6,7 @@
 //! Envoy ──on_configure──► PolicyRoot: PolicyFilter::from_json (once; false = config rejected)
 //!       ──new request───► PolicyHttp { Arc<PolicyFilter>, ProxyHost }
 //!       ──request headers─► PolicyFilter::on_request_headers(&ProxyHost) ──► Continue | Pause
+//!       ──log───────────► PolicyFilter::on_log(&ProxyHost)   (latency objectives, if any)
 //! ```
 //!
 //! [`ProxyHost`] implements [`trellis_policy::Host`] with proxy-wasm host calls. Counter ids are
@@ -13,6 +14,10 @@
 //! The filter never panics on its own: no `unwrap`, `expect` or `panic!` here or in the core
 //! (denied by lint). The proxy-wasm SDK's host-call wrappers do panic on statuses Envoy does
 //! not return for these calls; if one ever did, Envoy's `failure_policy` decides what happens.
+//! `set_property` is one of them: it panics on any status but `Ok`, and Envoy answers
+//! `NotFound` only outside a stream and `BadArgument` only for a property with a configured
+//! state prototype; the filter sets properties only in request headers, and Trellis configures
+//! no prototypes.
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -133,6 +138,12 @@ impl HttpContext for PolicyHttp {
             Verdict::Responded => Action::Pause,
         }
     }
+
+    fn on_log(&mut self) {
+        if let Some(filter) = self.filter.as_deref() {
+            filter.on_log(&self.host);
+        }
+    }
 }
 
 /// [`Host`] over proxy-wasm host calls.
@@ -162,6 +173,10 @@ impl Host for ProxyHost {
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) {
+        let _ = hostcalls::set_property(path.to_vec(), Some(value));
     }
 
     fn get_shared_data(&self, key: &str) -> Result<Option<SharedValue>, SharedDataError> {

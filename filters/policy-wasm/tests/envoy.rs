@@ -1,7 +1,9 @@
 //! The policy module in a real Envoy (1.40, V8, two workers), with a static configuration and
 //! no control plane: deny, allow and audit answers, a rate limit that holds across both
 //! workers, the counters on `/stats/prometheus` with the `stats_tags` the control plane must put
-//! in the bootstrap, and Envoy refusing a bad plugin configuration.
+//! in the bootstrap, Envoy refusing a bad plugin configuration, and telemetry (the decision and
+//! baggage as filter state in an access log, latency objectives measured with
+//! `request.duration` in the log phase, peer counters).
 //!
 //! Envoy: `ENVOY_BIN`, else `<workspace>/.venv/bin/envoy` (`./dev setup` installs it). The
 //! module is built with `cargo build -p trellis-policy-wasm --target wasm32-wasip1 --profile
@@ -19,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use trellis_policy::metrics::STATS_TAGS;
+use trellis_policy::telemetry::{DECISION_STATE, RULE_STATE, baggage_state};
 
 fn envoy_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("ENVOY_BIN") {
@@ -275,8 +278,26 @@ impl Client {
     }
 
     fn try_send(&mut self, method: &str, path: &str) -> Option<Response> {
-        let request =
-            format!("{method} {path} HTTP/1.1\r\nhost: web.example\r\ncontent-length: 0\r\n\r\n");
+        self.try_send_with(method, path, &[])
+    }
+
+    fn send_with(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.try_send_with(method, path, headers).unwrap()
+    }
+
+    fn try_send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<Response> {
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: web.example\r\n{extra}content-length: 0\r\n\r\n"
+        );
         self.reader.get_mut().write_all(request.as_bytes()).ok()?;
         let mut line = String::new();
         self.reader.read_line(&mut line).ok()?;
@@ -535,5 +556,121 @@ fn envoy_refuses_a_bad_plugin_configuration() {
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The bootstrap of [`bootstrap`] with a file access log printing the filter state telemetry
+/// writes, and a fault filter before the policy filter that delays requests asking for it
+/// (`x-envoy-fault-delay-request: <ms>`).
+fn telemetry_bootstrap(module: &Path, plugin_config: &str, access_log: &Path) -> String {
+    let mut config: serde_json::Value =
+        serde_json::from_str(&bootstrap(module, plugin_config)).unwrap();
+    let hcm = &mut config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let format = format!(
+        "%RESPONSE_CODE% decision=%FILTER_STATE({DECISION_STATE}:PLAIN)% \
+         rule=%FILTER_STATE({RULE_STATE}:PLAIN)% tenant=%FILTER_STATE({}:PLAIN)%\n",
+        baggage_state("tenant")
+    );
+    hcm["access_log"] = serde_json::json!([{
+        "name": "envoy.access_loggers.file",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": access_log,
+            "log_format": {"text_format_source": {"inline_string": format}}
+        }
+    }]);
+    let filters = hcm["http_filters"].as_array_mut().unwrap();
+    filters.insert(
+        0,
+        serde_json::json!({
+            "name": "envoy.filters.http.fault",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                "delay": {"header_delay": {}, "percentage": {"numerator": 100}}
+            }
+        }),
+    );
+    config.to_string()
+}
+
+#[test]
+fn telemetry_in_envoy_sets_filter_state_and_counts_objectives_and_peers() {
+    let module = module_path();
+    let plugin_config = serde_json::json!({
+        "policies": [{
+            "name": "shop/admins-only",
+            "default_action": "allow",
+            "rules": [{"name": "admins", "action": "deny", "paths": [{"prefix": "/admin"}]}]
+        }],
+        "telemetry": {
+            "span_tags": true,
+            "baggage_tags": ["tenant"],
+            "latency_objectives": [{"scope": {"routes": [WEB_ROUTE]}, "objective_ms": 100}],
+            "peer_counters": true
+        }
+    })
+    .to_string();
+    let logs = tempfile::tempdir().unwrap();
+    let access_log = logs.path().join("access.log");
+    let envoy = Envoy::start(&telemetry_bootstrap(&module, &plugin_config, &access_log));
+    let mut client = envoy.connect();
+
+    let home = client.send_with("GET", "/home", &[("baggage", "tenant=acme%20inc;p=1, x=y")]);
+    assert_eq!(home.status, 200, "{home:?}");
+    let admin = client.send_with("GET", "/admin", &[("baggage", "tenant=evil corp")]);
+    assert_eq!(admin.status, 403, "{admin:?}");
+    // 300 ms in the fault filter, before ours: the objective (100 ms) is missed.
+    let slow = client.send_with("GET", "/home", &[("x-envoy-fault-delay-request", "300")]);
+    assert_eq!(slow.status, 200, "{slow:?}");
+
+    // The access log is flushed every second or so.
+    let expected = [
+        "200 decision=allow rule=shop/admins-only/default tenant=acme inc",
+        "403 decision=deny rule=shop/admins-only/rule/admins tenant=-",
+        "200 decision=allow rule=shop/admins-only/default tenant=-",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut lines = Vec::new();
+    while Instant::now() < deadline {
+        lines = std::fs::read_to_string(&access_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= expected.len() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("access log:\n{}", lines.join("\n"));
+    assert_eq!(lines, expected, "envoy log:\n{}", envoy.log());
+
+    let prometheus = envoy.admin_get("/stats/prometheus");
+    for line in prometheus
+        .lines()
+        .filter(|l| l.contains("trellis_slo_") || l.contains("trellis_inbound_"))
+    {
+        eprintln!("{line}");
+    }
+    let value =
+        |metric: &str, labels: &[(&str, &str)]| prometheus_value(&prometheus, metric, labels);
+    let route = ("route", WEB_ROUTE);
+    assert_eq!(
+        value("trellis_slo_requests_total", &[route, ("class", "good")]),
+        Some(2),
+        "{prometheus}"
+    );
+    assert_eq!(
+        value("trellis_slo_requests_total", &[route, ("class", "bad")]),
+        Some(1)
+    );
+    // No client certificates on this listener.
+    assert_eq!(
+        value("trellis_inbound_requests_total", &[("peer", "none")]),
+        Some(3)
+    );
+    assert_eq!(
+        value("trellis_inbound_requests_total", &[("peer", "other")]),
+        Some(0)
     );
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::ConfigError;
 
-/// The whole plugin configuration: authorization policies and local rate limits.
+/// The whole plugin configuration: authorization policies, local rate limits and telemetry.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -35,6 +35,47 @@ pub struct Config {
     /// principal. Defaults to `true`.
     #[serde(default)]
     pub client_certificates: Option<bool>,
+    /// Span tags, baggage tags, latency objectives and peer counters (all off when omitted).
+    #[serde(default)]
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// What the filter records about requests besides its decisions' counters. Every part is off
+/// by default; [`crate::telemetry`] compiles and applies it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Write the decision (`allow`, `deny`, `audit`, `limited`) and the deciding policy rule or
+    /// limit as filter state, for span tags and access logs.
+    #[serde(default)]
+    pub span_tags: bool,
+    /// W3C baggage keys whose values are copied from the request's `baggage` header to filter
+    /// state (at most 16; token characters, at most 64 bytes each).
+    #[serde(default)]
+    pub baggage_tags: Vec<String>,
+    /// Latency objectives by route (at most 64): each finished request in scope of one is
+    /// counted good (within the objective) or bad. The first objective in scope applies.
+    #[serde(default)]
+    pub latency_objectives: Vec<LatencyObjectiveConfig>,
+    /// Count requests by the caller's SPIFFE ID (meant for inbound sidecar listeners).
+    #[serde(default)]
+    pub peer_counters: bool,
+    /// Distinct peers counted under their own name, proxy-wide, before the rest are counted as
+    /// `other`. Defaults to 100, at most 1000.
+    #[serde(default)]
+    pub max_peers: Option<u32>,
+}
+
+/// One latency objective.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyObjectiveConfig {
+    /// Which routes the objective applies to, as for policies (every route when omitted).
+    #[serde(default)]
+    pub scope: Scope,
+    /// The objective in milliseconds: a request taking at most this long is good (1 to
+    /// 3600000).
+    pub objective_ms: u32,
 }
 
 /// One authorization policy.

@@ -12,13 +12,17 @@
 //!            ──► continue to the upstream
 //! ```
 //!
-//! Denied requests take no rate-limit tokens. This module also owns the rules every name in
-//! the configuration follows ([`check_name`]) and route scopes ([`RouteScope`]).
+//! Denied requests take no rate-limit tokens. With `telemetry` configured, baggage tags and the
+//! peer counter come first, and the decision is written as filter state before any local
+//! response ([`crate::telemetry`]); [`PolicyFilter::on_log`] classifies the finished request
+//! against its latency objective. This module also owns the rules every name in the
+//! configuration follows ([`check_name`]) and route scopes ([`RouteScope`]).
 
 use crate::authz::{Policy, RequestFacts};
 use crate::config::{self, Action, Mode, Scope};
 use crate::metrics::{self, LimitCounter, PolicyCounter};
 use crate::ratelimit::{self, RateLimit};
+use crate::telemetry::{NO_RULE, RequestDecision, Telemetry};
 use crate::{ConfigError, Host, LogLevel};
 
 /// What the proxy should do with the request after the filter ran.
@@ -128,6 +132,8 @@ pub struct PolicyFilter {
     policy_counters: Vec<Vec<[String; 3]>>,
     /// Per limit, per [`LimitCounter`] in `ALL` order.
     limit_counters: Vec<[String; 2]>,
+    /// Span tags, baggage tags, latency objectives, peer counters; `None` when all are off.
+    telemetry: Option<Telemetry>,
 }
 
 impl PolicyFilter {
@@ -199,6 +205,10 @@ impl PolicyFilter {
                 .map(|h| h.to_ascii_lowercase()),
             no_client_certificates: config.client_certificates == Some(false),
         };
+        let telemetry = match &config.telemetry {
+            Some(telemetry) => Telemetry::compile(telemetry, &policies, "telemetry")?,
+            None => None,
+        };
         Ok(PolicyFilter {
             policies,
             limits,
@@ -206,13 +216,14 @@ impl PolicyFilter {
             sources,
             policy_counters,
             limit_counters,
+            telemetry,
         })
     }
 
     /// A one-line summary for the log when a configuration is accepted.
     pub fn summary(&self) -> String {
         format!(
-            "{} polic{} ({} rule{}), {} rate limit{}",
+            "{} polic{} ({} rule{}), {} rate limit{}{}",
             self.policies.len(),
             if self.policies.len() == 1 { "y" } else { "ies" },
             self.policies
@@ -232,6 +243,10 @@ impl PolicyFilter {
             },
             self.limits.len(),
             if self.limits.len() == 1 { "" } else { "s" },
+            self.telemetry
+                .as_ref()
+                .map(|t| format!(", {}", t.summary()))
+                .unwrap_or_default(),
         )
     }
 
@@ -243,8 +258,35 @@ impl PolicyFilter {
             .flatten()
             .flatten()
             .chain(self.limit_counters.iter().flatten())
+            .chain(self.telemetry.iter().flat_map(Telemetry::metric_names))
             .cloned()
             .collect()
+    }
+
+    /// The telemetry part, if the configuration turns any of it on.
+    pub fn telemetry(&self) -> Option<&Telemetry> {
+        self.telemetry.as_ref()
+    }
+
+    /// The end of a request (the proxy's log phase): latency objectives. Does nothing without
+    /// them.
+    pub fn on_log<H: Host + ?Sized>(&self, host: &H) {
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.on_log(host);
+        }
+    }
+
+    /// Writes the decision as filter state, if telemetry asks for span tags.
+    fn tag<H: Host + ?Sized>(&self, host: &H, decision: RequestDecision, rule: Rule) {
+        let Some(telemetry) = self.telemetry.as_ref().filter(|t| t.span_tags()) else {
+            return;
+        };
+        let label = match rule {
+            Rule::None => NO_RULE,
+            Rule::Policy(policy, rule) => telemetry.rule_label(policy, rule),
+            Rule::Limit(limit) => self.limits.get(limit).map_or(NO_RULE, |l| l.name.as_str()),
+        };
+        telemetry.tag_decision(host, decision, label);
     }
 
     /// Decides a request once its headers are in: authorization, then rate limits. When it
@@ -258,11 +300,18 @@ impl PolicyFilter {
         };
         let route = route.as_deref();
         let mut facts = RequestFacts::with_sources(host, &self.sources);
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.on_request_headers(&mut facts);
+        }
+        // For span tags: the last policy that allowed, the first audit-mode denial.
+        let mut allowed = Rule::None;
+        let mut audited = None;
         for (index, policy) in self.policies.iter().enumerate() {
             if !policy.scope.applies(route) {
                 continue;
             }
             let decision = policy.decide(&mut facts);
+            let rule = Rule::Policy(index, decision.index);
             let counter = |c: PolicyCounter| -> &str {
                 self.policy_counters
                     .get(index)
@@ -271,8 +320,12 @@ impl PolicyFilter {
                     .map_or("", String::as_str)
             };
             match (decision.action, policy.mode) {
-                (Action::Allow, _) => host.increment_counter(counter(PolicyCounter::Allowed), 1),
+                (Action::Allow, _) => {
+                    allowed = rule;
+                    host.increment_counter(counter(PolicyCounter::Allowed), 1);
+                }
                 (Action::Deny, Mode::Audit) => {
+                    audited.get_or_insert(rule);
                     host.increment_counter(counter(PolicyCounter::AuditDenied), 1);
                     host.log(
                         LogLevel::Info,
@@ -305,6 +358,7 @@ impl PolicyFilter {
                                 .unwrap_or("-"),
                         ),
                     );
+                    self.tag(host, RequestDecision::Deny, rule);
                     host.send_local_response(
                         403,
                         &[("content-type", "text/plain")],
@@ -331,6 +385,7 @@ impl PolicyFilter {
                 }
                 ratelimit::Outcome::Limited { retry_after_secs } => {
                     host.increment_counter(counter(LimitCounter::RateLimited), 1);
+                    self.tag(host, RequestDecision::Limited, Rule::Limit(index));
                     host.send_local_response(
                         429,
                         &[
@@ -343,8 +398,23 @@ impl PolicyFilter {
                 }
             }
         }
+        match audited {
+            Some(rule) => self.tag(host, RequestDecision::Audit, rule),
+            None => self.tag(host, RequestDecision::Allow, allowed),
+        }
         Verdict::Continue
     }
+}
+
+/// What decided a request, for span tags.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// Nothing (no policy or limit in scope).
+    None,
+    /// Policy index, rule index (the rule count for the default).
+    Policy(usize, usize),
+    /// Rate limit index.
+    Limit(usize),
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The host interface the policy logic runs against.
 //!
 //! Everything the filter needs from Envoy goes through [`Host`]: request headers, connection
-//! and route properties, proxy-wide shared data with compare-and-swap, the clock, counters,
-//! local responses and logging. The proxy-wasm glue (`trellis-policy-wasm`) implements it with
+//! and route properties, filter state (property writes), proxy-wide shared data with
+//! compare-and-swap, the clock, counters, local responses and logging. The proxy-wasm glue (`trellis-policy-wasm`) implements it with
 //! host calls; the unit tests implement it with an in-memory mock, so the logic is tested
 //! natively and fast.
 
@@ -14,6 +14,13 @@ pub const SOURCE_ADDRESS: &[&str] = &["source", "address"];
 pub const PEER_PRINCIPAL: &[&str] = &["connection", "uri_san_peer_certificate"];
 /// Envoy property path of the name of the route the request matched.
 pub const ROUTE_NAME: &[&str] = &["xds", "route_name"];
+/// Envoy property path of the request's total duration, set once the request is complete (so
+/// in the log phase): a duration, which proxy-wasm hosts serialize as 8 bytes, a little-endian
+/// `i64` of nanoseconds.
+pub const REQUEST_DURATION: &[&str] = &["request", "duration"];
+/// Envoy property path of the time the request's first byte arrived: a timestamp, 8 bytes, a
+/// little-endian `i64` of nanoseconds since the Unix epoch.
+pub const REQUEST_TIME: &[&str] = &["request", "time"];
 
 /// Log levels, as proxy-wasm has them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,6 +72,12 @@ pub trait Host {
 
     /// A property's raw value (e.g. [`SOURCE_ADDRESS`]), or `None` if the host has none.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+
+    /// Sets a property of the request (proxy-wasm `set_property`). Envoy stores it as filter
+    /// state named `wasm.` followed by the path (one segment, e.g. `trellis.decision` becomes
+    /// `wasm.trellis.decision`), which access logs and span tags read with
+    /// `%FILTER_STATE(wasm.trellis.decision:PLAIN)%`. Failures are ignored.
+    fn set_property(&self, path: &[&str], value: &[u8]);
 
     /// Reads a shared data entry: `Ok(None)` if it does not exist.
     fn get_shared_data(&self, key: &str) -> Result<Option<SharedValue>, SharedDataError>;
@@ -124,6 +137,14 @@ pub trait Host {
     /// The name of the route the request matched, from [`ROUTE_NAME`].
     fn route_name(&self) -> Option<String> {
         self.property_string(ROUTE_NAME)
+    }
+
+    /// A property holding a duration or a timestamp (8 bytes, little-endian `i64` nanoseconds),
+    /// e.g. [`REQUEST_DURATION`]. `None` if absent, not 8 bytes long, or negative.
+    fn property_nanos(&self, path: &[&str]) -> Option<u64> {
+        let raw = self.property(path)?;
+        let bytes: [u8; 8] = raw.as_slice().try_into().ok()?;
+        u64::try_from(i64::from_le_bytes(bytes)).ok()
     }
 
     /// A property as a non-empty UTF-8 string.

@@ -9,10 +9,12 @@
 //!  plugin configuration (JSON)
 //!        │ config::parse + PolicyFilter::new            (once, in on_configure)
 //!        ▼
-//!  PolicyFilter { authz::Policy…, ratelimit::RateLimit… }
+//!  PolicyFilter { authz::Policy…, ratelimit::RateLimit…, Option<telemetry::Telemetry> }
 //!        │ on_request_headers(&host)                    (per request)
+//!        │ on_log(&host)                                (per request, at its end)
 //!        ▼
-//!  Host: headers, properties, shared data (CAS), clock, counters, local response, log
+//!  Host: headers, properties (read and set), shared data (CAS), clock, counters,
+//!        local response, log
 //! ```
 //!
 //! | module | owns |
@@ -22,6 +24,7 @@
 //! | [`ratelimit`] | token buckets in shared data |
 //! | [`filter`] | the request flow, scopes, names |
 //! | [`metrics`] | counter names and the Envoy `stats_tags` for them |
+//! | [`telemetry`] | span tags, baggage tags, latency objectives, peer counters |
 //! | [`host`] | the host trait |
 
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -32,6 +35,7 @@ pub mod filter;
 pub mod host;
 pub mod metrics;
 pub mod ratelimit;
+pub mod telemetry;
 
 /// An in-memory host, for this crate's tests and for fuzzing (feature `mock`).
 #[cfg(any(test, feature = "mock"))]

@@ -37,6 +37,7 @@ pub struct MockHost {
     header_reads: Cell<usize>,
     property_reads: Cell<usize>,
     properties: HashMap<String, Vec<u8>>,
+    set_properties: RefCell<Vec<(String, Vec<u8>)>>,
     local_response: RefCell<Option<LocalResponse>>,
     proxy: Rc<Proxy>,
 }
@@ -56,6 +57,7 @@ impl MockHost {
             header_reads: Cell::new(0),
             property_reads: Cell::new(0),
             properties: HashMap::new(),
+            set_properties: RefCell::new(Vec::new()),
             local_response: RefCell::new(None),
             proxy: Rc::new(proxy),
         }
@@ -93,6 +95,7 @@ impl MockHost {
             header_reads: Cell::new(0),
             property_reads: Cell::new(0),
             properties: HashMap::new(),
+            set_properties: RefCell::new(Vec::new()),
             local_response: RefCell::new(None),
             proxy: Rc::clone(&self.proxy),
         }
@@ -109,6 +112,32 @@ impl MockHost {
         self.properties
             .insert(path.into(), value.as_bytes().to_vec());
         self
+    }
+
+    /// Sets a property to raw bytes (path segments joined with `.`).
+    pub fn with_property_bytes(mut self, path: &str, value: &[u8]) -> MockHost {
+        self.properties.insert(path.into(), value.to_vec());
+        self
+    }
+
+    /// Sets `request.duration` as Envoy serializes it (little-endian `i64` nanoseconds).
+    pub fn with_duration(self, nanos: i64) -> MockHost {
+        self.with_property_bytes("request.duration", &nanos.to_le_bytes())
+    }
+
+    /// Every property the filter set on this request, in order (path segments joined with `.`).
+    pub fn set_properties(&self) -> Vec<(String, Vec<u8>)> {
+        self.set_properties.borrow().clone()
+    }
+
+    /// The last value the filter set for property `path` (segments joined with `.`), as text.
+    pub fn state(&self, path: &str) -> Option<String> {
+        self.set_properties
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(p, _)| p == path)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     }
 
     /// Sets the client address (`ip:port`).
@@ -231,6 +260,12 @@ impl Host for MockHost {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         self.property_reads.set(self.property_reads.get() + 1);
         self.properties.get(&path.join(".")).cloned()
+    }
+
+    fn set_property(&self, path: &[&str], value: &[u8]) {
+        self.set_properties
+            .borrow_mut()
+            .push((path.join("."), value.to_vec()));
     }
 
     fn get_shared_data(&self, key: &str) -> Result<Option<SharedValue>, SharedDataError> {

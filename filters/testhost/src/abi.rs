@@ -68,6 +68,8 @@ pub(crate) struct Stream {
     pub(crate) request_body: Vec<u8>,
     pub(crate) response_body: Vec<u8>,
     pub(crate) properties: HashMap<Vec<u8>, Vec<u8>>,
+    /// Every `proxy_set_property` call the module made in this stream, in order.
+    pub(crate) properties_set: Vec<(Vec<u8>, Vec<u8>)>,
     pub(crate) local_response: Option<LocalResponse>,
     pub(crate) continued: Vec<i32>,
 }
@@ -474,9 +476,14 @@ fn define_proxy(linker: &mut Linker<VmState>) -> Result<()> {
             let value = read(&mut caller, value_ptr, value_len)?;
             let state = caller.data_mut();
             match state.current.and_then(|id| state.streams.get_mut(&id)) {
-                Some(stream) => stream.properties.insert(path, value),
-                None => state.root_properties.insert(path, value),
-            };
+                Some(stream) => {
+                    stream.properties_set.push((path.clone(), value.clone()));
+                    stream.properties.insert(path, value);
+                }
+                None => {
+                    state.root_properties.insert(path, value);
+                }
+            }
             status(Status::Ok)
         },
     )?;

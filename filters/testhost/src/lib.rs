@@ -20,7 +20,8 @@
 //! | `build` | building a filter crate's module with cargo from a test |
 //!
 //! Implemented: logging, time, tick period, plugin/VM configuration and body buffers, header
-//! maps (get/set/add/replace/remove/pairs), properties, shared data with CAS, counters, gauges
+//! maps (get/set/add/replace/remove/pairs), properties (the module's writes recorded per
+//! stream: `HttpStream::properties_set`), shared data with CAS, counters, gauges
 //! and histograms, local responses, continue; WASI `fd_write` (to the log), clocks, random,
 //! empty environment and arguments. Everything else the module imports (HTTP/gRPC calls,
 //! shared queues...) traps if called.

@@ -278,6 +278,33 @@ impl HttpStream<'_> {
         &self.state().request_body
     }
 
+    /// A property's current value in this stream: set by the module or the test (falling back
+    /// to the VM's properties).
+    pub fn property(&self, path: &[&str]) -> Option<&[u8]> {
+        let key = property_key(path);
+        self.state()
+            .properties
+            .get(&key)
+            .or_else(|| self.vm.store.data().root_properties.get(&key))
+            .map(Vec::as_slice)
+    }
+
+    /// Every property the module set in this stream (`proxy_set_property`), in order: the path
+    /// segments and the value. What Envoy would store as filter state `wasm.<path>`.
+    pub fn properties_set(&self) -> Vec<(Vec<String>, Vec<u8>)> {
+        self.state()
+            .properties_set
+            .iter()
+            .map(|(path, value)| {
+                let segments = path
+                    .split(|b| *b == 0)
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+                    .collect();
+                (segments, value.clone())
+            })
+            .collect()
+    }
+
     /// The local response the filter sent, if any.
     pub fn local_response(&self) -> Option<&LocalResponse> {
         self.state().local_response.as_ref()

@@ -262,3 +262,173 @@ fn an_empty_configuration_lets_everything_through() {
     );
     assert!(host.metrics().is_empty());
 }
+
+/// The policy filter with every telemetry part on.
+const TELEMETRY: &str = r#"{
+  "policies": [
+    {"name": "default/deny-admin", "default_action": "allow",
+     "rules": [{"name": "admin", "action": "deny", "paths": [{"prefix": "/admin"}]}]}
+  ],
+  "telemetry": {
+    "span_tags": true,
+    "baggage_tags": ["tenant"],
+    "latency_objectives": [
+      {"scope": {"routes": ["httproute/default/web/rule/0/match/0"]}, "objective_ms": 250}
+    ],
+    "peer_counters": true
+  }
+}"#;
+
+const SLO_GOOD: &str =
+    "trellis_slo_requests_total.route.httproute/default/web/rule/0/match/0.class.good";
+const SLO_BAD: &str =
+    "trellis_slo_requests_total.route.httproute/default/web/rule/0/match/0.class.bad";
+
+/// Runs one request with telemetry through `vm`: headers, then `request.duration` (as Envoy
+/// serializes it: 8 bytes, little-endian nanoseconds) and the end of the stream. Returns the
+/// properties the module set and the local response's status.
+fn telemetry_request(
+    vm: &mut Vm,
+    path: &str,
+    peer: &str,
+    baggage: &str,
+    duration: Duration,
+) -> (Vec<(Vec<String>, String)>, Option<u32>) {
+    let mut stream = vm.http_stream().unwrap();
+    stream
+        .set_property(&["source", "address"], "10.0.0.1:4000")
+        .set_property(&["xds", "route_name"], WEB)
+        .set_property(&["connection", "uri_san_peer_certificate"], peer);
+    stream
+        .on_request_headers(
+            &[(":method", "GET"), (":path", path), ("baggage", baggage)],
+            true,
+        )
+        .unwrap();
+    let set = stream
+        .properties_set()
+        .into_iter()
+        .map(|(path, value)| (path, String::from_utf8(value).unwrap()))
+        .collect();
+    let status = stream.local_response().map(|r| r.status);
+    let nanos = i64::try_from(duration.as_nanos()).unwrap();
+    stream.set_property(&["request", "duration"], nanos.to_le_bytes());
+    stream.finish().unwrap();
+    (set, status)
+}
+
+fn state(name: &str, value: &str) -> (Vec<String>, String) {
+    (vec![name.to_string()], value.to_string())
+}
+
+#[test]
+fn telemetry_sets_filter_state_and_counts_objectives_and_peers() {
+    let host = TestHost::new();
+    let mut vm = host.start_configured(&module(), TELEMETRY).unwrap();
+    assert!(host.logged(
+        "configured: 1 policy (1 rule), 0 rate limits, telemetry: span tags, 1 baggage tag, \
+         1 latency objective, peer counters (max 100)"
+    ));
+    // Defined up front.
+    for name in [
+        SLO_GOOD,
+        SLO_BAD,
+        "trellis_inbound_requests_total.peer.none",
+        "trellis_inbound_requests_total.peer.other",
+    ] {
+        assert_eq!(host.metric(name), Some(0), "{name}");
+    }
+    let peer = "spiffe://cluster.local/ns/shop/sa/web";
+
+    // Exactly at the objective: good.
+    let (set, status) = telemetry_request(
+        &mut vm,
+        "/home",
+        peer,
+        "plan=gold, tenant=acme;ttl=5",
+        Duration::from_millis(250),
+    );
+    assert_eq!(status, None);
+    assert_eq!(
+        set,
+        [
+            state("trellis.baggage.tenant", "acme"),
+            state("trellis.decision", "allow"),
+            state("trellis.rule", "default/deny-admin/default"),
+        ]
+    );
+    assert_eq!(host.metric(SLO_GOOD), Some(1));
+
+    // Denied, and over the objective by a nanosecond: the state is set, the request is bad.
+    let (set, status) = telemetry_request(
+        &mut vm,
+        "/admin/users",
+        peer,
+        "tenant=a%20b",
+        Duration::from_nanos(250_000_001),
+    );
+    assert_eq!(status, Some(403));
+    assert_eq!(
+        set,
+        [
+            state("trellis.baggage.tenant", "a b"),
+            state("trellis.decision", "deny"),
+            state("trellis.rule", "default/deny-admin/rule/admin"),
+        ]
+    );
+    assert_eq!(host.metric(SLO_GOOD), Some(1));
+    assert_eq!(host.metric(SLO_BAD), Some(1));
+    assert_eq!(
+        host.metric("trellis_inbound_requests_total.peer.spiffe://cluster_local/ns/shop/sa/web"),
+        Some(2)
+    );
+
+    // Without telemetry the module sets no property.
+    let mut plain = host.start_configured(&module(), POLICY).unwrap();
+    let (set, _) = telemetry_request(
+        &mut plain,
+        "/home",
+        peer,
+        "tenant=acme",
+        Duration::from_millis(1),
+    );
+    assert!(set.is_empty(), "{set:?}");
+}
+
+#[test]
+fn peers_are_bounded_across_workers() {
+    let config = r#"{"telemetry": {"peer_counters": true, "max_peers": 1}}"#;
+    let host = TestHost::new();
+    let module = module();
+    let mut workers = [
+        host.start_configured(&module, config).unwrap(),
+        host.start_configured(&module, config).unwrap(),
+    ];
+    let a = "spiffe://cluster.local/ns/a/sa/a";
+    let b = "spiffe://cluster.local/ns/b/sa/b";
+    for (worker, peer) in [(0, a), (1, b), (1, a), (0, b), (1, "")] {
+        telemetry_request(
+            &mut workers[worker],
+            "/",
+            peer,
+            "",
+            Duration::from_millis(1),
+        );
+    }
+    let peers: Vec<(String, i64)> = host
+        .metrics()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("trellis_inbound_requests_total."))
+        .collect();
+    assert_eq!(
+        peers,
+        [
+            ("trellis_inbound_requests_total.peer.none".to_string(), 1),
+            ("trellis_inbound_requests_total.peer.other".to_string(), 2),
+            (
+                "trellis_inbound_requests_total.peer.spiffe://cluster_local/ns/a/sa/a".to_string(),
+                2
+            ),
+        ]
+    );
+}

@@ -8,6 +8,7 @@
 //! cargo run --release -p trellis-e2e --bin trellis-bench -- sidecar-latency
 //! cargo run --release -p trellis-e2e --bin trellis-bench -- sidecar-memory
 //! cargo run --release -p trellis-e2e --bin trellis-bench -- mesh-fanout
+//! cargo run --release -p trellis-bench --bin trellis-bench -- telemetry
 //! ```
 
 mod fanout;
@@ -16,6 +17,7 @@ mod mesh;
 mod procfs;
 mod route_scale;
 mod scenario;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +46,9 @@ enum Command {
     /// Simulated sidecars of many classes; one EndpointSlice change: convergence p50/p99 and
     /// control-plane memory per sidecar.
     MeshFanout(mesh::FanoutArgs),
+    /// Thousands of simulated proxies pushing stats deltas (and spans): the receiver's,
+    /// aggregator's and trace store's memory and CPU.
+    Telemetry(telemetry::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,5 +59,6 @@ fn main() -> anyhow::Result<()> {
         Command::SidecarLatency(args) => mesh::latency(args),
         Command::SidecarMemory(args) => mesh::memory(args),
         Command::MeshFanout(args) => mesh::fanout(args),
+        Command::Telemetry(args) => telemetry::run(args),
     }
 }
