@@ -32,6 +32,11 @@ struct Bed {
 }
 
 fn bed(policy: &str, serve_args: &[&str]) -> Bed {
+    bed_with(policy, "", serve_args)
+}
+
+/// [`bed`], with `extra` (more objects, YAML) in the configuration.
+fn bed_with(policy: &str, extra: &str, serve_args: &[&str]) -> Bed {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().to_path_buf();
     let config = work.join("config");
@@ -54,7 +59,7 @@ fn bed(policy: &str, serve_args: &[&str]) -> Bed {
     yaml.push_str(&format!(
         "---\napiVersion: telemetry.trellis.dev/v1alpha1\nkind: TracingPolicy\n\
          metadata: {{name: edge, namespace: {NAMESPACE}}}\nspec:\n  targetRefs: \
-         [{{group: gateway.networking.k8s.io, kind: Gateway, name: web}}]\n{policy}"
+         [{{group: gateway.networking.k8s.io, kind: Gateway, name: web}}]\n{policy}{extra}"
     ));
     std::fs::write(config.join("scenario.yaml"), yaml).unwrap();
     let mut args = vec!["--debounce-ms", "50"];
@@ -258,4 +263,67 @@ fn a_flood_of_spans_leaves_the_trace_store_within_its_bound() {
     assert_eq!(max, 1024 * 1024);
     assert!(bytes <= max);
     assert!(evicted > 0, "the flood should have overflowed the store");
+}
+
+#[test]
+fn spans_carry_the_policy_decision_its_rule_and_allow_listed_baggage() {
+    let module = trellis_harness::load::wasm_module("trellis-policy-wasm").unwrap();
+    let module = module.display().to_string();
+    let extra = format!(
+        "---\napiVersion: policy.trellis.dev/v1alpha1\nkind: AuthorizationPolicy\n\
+         metadata: {{name: no-admin, namespace: {NAMESPACE}}}\n\
+         spec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: web}}]\n  \
+         defaultAction: Allow\n  rules:\n  - {{name: admin, action: Deny, paths: [{{type: Prefix, value: /admin}}]}}\n"
+    );
+    let bed = bed_with(
+        "  samplingPercent: 100\n  baggageTags: [tenant]\n",
+        &extra,
+        &["--policy-module", &module],
+    );
+    let tags = |path: &str| {
+        let reply = request(
+            bed.gateway,
+            "GET",
+            "other.example.com",
+            path,
+            &[("baggage", "tenant=acme,plan=gold")],
+        )
+        .unwrap();
+        let id = header(&reply, "x-request-id").unwrap().to_string();
+        let trace = trace_of(&bed, &id, 1);
+        let server = trace["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["kind"] == "server")
+            .cloned()
+            .unwrap_or_else(|| panic!("{trace}"));
+        (reply.status, server["attributes"].clone())
+    };
+    let (status, allowed) = tags("/");
+    println!(
+        "GET / -> {status}: trellis.decision={} trellis.rule={} baggage.tenant={}",
+        allowed["trellis.decision"], allowed["trellis.rule"], allowed["baggage.tenant"]
+    );
+    assert_eq!(status, 200);
+    assert_eq!(allowed["trellis.decision"], "allow");
+    assert_eq!(allowed["baggage.tenant"], "acme");
+    assert!(
+        allowed.get("baggage.plan").is_none(),
+        "plan is not allow-listed"
+    );
+    let (status, denied) = tags("/admin");
+    println!(
+        "GET /admin -> {status}: trellis.decision={} trellis.rule={}",
+        denied["trellis.decision"], denied["trellis.rule"]
+    );
+    assert_eq!(status, 403);
+    assert_eq!(denied["trellis.decision"], "deny");
+    assert!(
+        denied["trellis.rule"]
+            .as_str()
+            .unwrap()
+            .contains("no-admin/rule/admin"),
+        "{denied}"
+    );
 }

@@ -39,6 +39,10 @@ pub struct TracingPolicySpec {
     /// Tags added to every span.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_tags: Vec<CustomTag>,
+    /// W3C baggage keys (of the `baggage` request header) copied onto spans as tags
+    /// `baggage.<key>`, by the policy filter (where the control plane serves it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baggage_tags: Vec<String>,
     /// Whether a Gateway continues the trace context (`traceparent`, `tracestate`) a client
     /// sends. False by default: at the edge of the mesh a client could otherwise force
     /// sampling or join its requests to traces it does not own, so the context is removed and

@@ -151,6 +151,9 @@ pub struct TracingIr {
     pub collector: CollectorIr,
     /// The spans' `service.name`.
     pub service_name: String,
+    /// Baggage keys the policy filter copies onto spans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baggage_tags: Vec<String>,
 }
 
 /// Where a proxy sends spans.
@@ -203,6 +206,8 @@ pub enum TagValueIr {
         /// Value when unset.
         default: String,
     },
+    /// A filter state object the policy filter sets (`wasm.trellis.decision`).
+    FilterState(String),
 }
 
 /// A route's own tracing (a TracingPolicy targeting its HTTPRoute or rule).

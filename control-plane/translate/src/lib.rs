@@ -90,14 +90,15 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
     ir.sidecars = mesh.sidecars;
     ir.pods = mesh.pods;
     ir.spare_clusters = spare_clusters(input, &backends);
+    let objectives = telemetry::health_objectives(input, &mut status);
     let last_good = policy::attach(
         input,
         &options.modules,
         &options.last_good,
+        &objectives,
         &mut ir,
         &mut status,
     );
-    let objectives = telemetry::health_objectives(input, &mut status);
     Translation {
         ir,
         status,

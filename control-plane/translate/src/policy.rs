@@ -236,6 +236,7 @@ pub(crate) fn attach(
     input: &InputSet,
     modules: &ModuleOptions,
     last_good: &LastGood,
+    objectives: &BTreeMap<ObjectKey, crate::telemetry::ObjectiveIr>,
     ir: &mut Ir,
     status: &mut StatusSet,
 ) -> LastGood {
@@ -294,8 +295,17 @@ pub(crate) fn attach(
         status.tracing_policies.insert(key.clone(), s);
     }
     let Attacher {
-        next, attachments, ..
+        next,
+        mut attachments,
+        ..
     } = run;
+    // Gateways with routes to a Service that has a latency objective get the telemetry core
+    // even when no policy attaches to them.
+    if modules.policy_module.is_some() && !objectives.is_empty() {
+        for proxy_name in ir.proxies.keys() {
+            attachments.entry(proxy_name.clone()).or_default();
+        }
+    }
     for (proxy_name, list) in attachments {
         if let Some(sidecar) = ir.sidecars.get_mut(&proxy_name) {
             apply_to_sidecar(sidecar, &list, modules);
@@ -309,6 +319,7 @@ pub(crate) fn attach(
             for chain in &mut listener.chains {
                 used |= apply_to_chain(chain, &list, modules);
                 trace_chain(chain, &list, &proxy_name);
+                used |= telemetry_core(chain, modules, objectives);
             }
         }
         if used {
@@ -1167,6 +1178,102 @@ fn policy_filter(
         fail_open: false,
         disabled: false,
     }
+}
+
+/// The Service a cluster (`service/<ns>/<name>/<port>`) sends to.
+fn cluster_service(cluster: &str) -> Option<ObjectKey> {
+    let mut parts = cluster.strip_prefix("service/")?.split('/');
+    let (ns, name, _port) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next().is_none().then(|| ObjectKey::new(ns, name))
+}
+
+/// The policy filter's telemetry core on one gateway chain: with tracing, the decision and the
+/// deciding rule (and allow-listed baggage keys) become span tags; routes to a Service with a
+/// p99 objective (HealthPolicy) are classified good or bad against it, exactly, per request.
+/// The chain gets the policy filter for it when it has none (and the control plane serves the
+/// module); returns whether it runs the filter.
+fn telemetry_core(
+    chain: &mut FilterChainIr,
+    modules: &ModuleOptions,
+    objectives: &BTreeMap<ObjectKey, crate::telemetry::ObjectiveIr>,
+) -> bool {
+    let Some(sha256) = &modules.policy_module else {
+        return false;
+    };
+    let has_filter = chain.http_filters.iter().any(|f| f.name == POLICY_FILTER);
+    // Routes by objective (whole milliseconds, rounded up): the strictest of their backends'.
+    let mut by_objective: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for r in chain.virtual_hosts.iter().flat_map(|vh| &vh.routes) {
+        let crate::ir::ActionIr::Forward(forward) = &r.action else {
+            continue;
+        };
+        let objective = forward
+            .backends
+            .iter()
+            .filter_map(|b| b.cluster.as_deref().and_then(cluster_service))
+            .filter_map(|s| objectives.get(&s)?.p99_latency_ms)
+            .min_by(f64::total_cmp);
+        if let Some(ms) = objective {
+            by_objective
+                .entry(ms.ceil() as u64)
+                .or_default()
+                .insert(r.origin.route_name());
+        }
+    }
+    let baggage = chain
+        .tracing
+        .as_ref()
+        .map(|t| t.baggage_tags.clone())
+        .unwrap_or_default();
+    if !has_filter && baggage.is_empty() && by_objective.is_empty() {
+        return false;
+    }
+    let span_tags = chain.tracing.is_some();
+    let telemetry = json!({
+        "span_tags": span_tags,
+        "baggage_tags": if span_tags { baggage.clone() } else { Vec::new() },
+        "latency_objectives": by_objective
+            .iter()
+            .map(|(ms, routes)| json!({"scope": {"routes": routes}, "objective_ms": ms}))
+            .collect::<Vec<_>>(),
+    });
+    if has_filter {
+        for f in &mut chain.http_filters {
+            if f.name == POLICY_FILTER
+                && let Some(config) = f.configuration.as_object_mut()
+            {
+                config.insert("telemetry".into(), telemetry.clone());
+            }
+        }
+    } else {
+        let mut configuration = Map::new();
+        configuration.insert("client_ip_header".into(), json!("x-forwarded-for"));
+        configuration.insert("client_certificates".into(), json!(false));
+        configuration.insert("telemetry".into(), telemetry);
+        chain.http_filters.insert(
+            0,
+            policy_filter(sha256, configuration, Vec::new(), Vec::new()),
+        );
+    }
+    if let Some(t) = &mut chain.tracing {
+        use crate::ir::{TagIr, TagValueIr};
+        use trellis_policy::telemetry::{DECISION_STATE, RULE_STATE, baggage_state};
+        t.custom_tags.push(TagIr {
+            name: "trellis.decision".into(),
+            value: TagValueIr::FilterState(DECISION_STATE.into()),
+        });
+        t.custom_tags.push(TagIr {
+            name: "trellis.rule".into(),
+            value: TagValueIr::FilterState(RULE_STATE.into()),
+        });
+        for key in &baggage {
+            t.custom_tags.push(TagIr {
+                name: format!("baggage.{key}"),
+                value: TagValueIr::FilterState(baggage_state(key)),
+            });
+        }
+    }
+    true
 }
 
 /// Tracing of one gateway chain: the first TracingPolicy (by namespace and name) targeting the

@@ -48,6 +48,20 @@ pub(crate) fn check_tracing(
     for (i, tag) in spec.custom_tags.iter().enumerate() {
         custom_tags.push(custom_tag(i, tag)?);
     }
+    if spec.baggage_tags.len() > 16 {
+        return Err(invalid("spec.baggageTags", "at most 16 keys"));
+    }
+    for (i, key) in spec.baggage_tags.iter().enumerate() {
+        if !is_token(key) || key.contains('.') {
+            return Err(invalid(
+                format!("spec.baggageTags[{i}]"),
+                format!("{key:?} is not a baggage key (1–64 letters, digits, '-' or '_')"),
+            ));
+        }
+    }
+    let mut baggage_tags = spec.baggage_tags.clone();
+    baggage_tags.sort();
+    baggage_tags.dedup();
     let collector = match &spec.destination.otlp {
         None => CollectorIr::ControlPlane,
         Some(address) => {
@@ -69,6 +83,7 @@ pub(crate) fn check_tracing(
             trust_incoming_context: spec.trust_incoming_context,
             collector,
             service_name: String::new(),
+            baggage_tags,
         },
     ))
 }

@@ -125,6 +125,9 @@ fn custom_tag(t: &TagIr) -> CustomTag {
                 default_value: default.clone(),
             })
         }
+        TagValueIr::FilterState(name) => {
+            custom_tag::Type::Value(format!("%FILTER_STATE({name}:PLAIN)%"))
+        }
     };
     CustomTag {
         tag: t.name.clone(),
