@@ -47,10 +47,21 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     );
     std::fs::write(config.join("scenario.yaml"), &yaml).unwrap();
     // A one-minute window (instead of five) lets recovery show within the test.
+    // With the policy filter's module, the Gateway times api's requests against its objective
+    // (the filter's telemetry core), exactly.
+    let module = trellis_harness::load::wasm_module("trellis-policy-wasm").unwrap();
+    let module = module.display().to_string();
     let cp = ControlPlane::start(
         &config,
         &work,
-        &["--debounce-ms", "50", "--health-window-secs", "60"],
+        &[
+            "--debounce-ms",
+            "50",
+            "--health-window-secs",
+            "60",
+            "--policy-module",
+            &module,
+        ],
     )
     .unwrap();
     let bootstrap =
@@ -220,6 +231,8 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     }
     let (after, api) = verdict.expect("the slow Service never failed");
     println!("200 ms against a 50 ms objective: after {after:?}, api = {api}");
+    // Every one of those requests took over 50 ms: none within the objective, timed exactly.
+    assert_eq!(api["within_objective"].as_f64(), Some(0.0), "{api}");
     assert!(
         api["health_reason"].as_str().unwrap().starts_with("p99"),
         "{api}"

@@ -63,6 +63,10 @@ pub struct Bucket {
     /// Latencies, per [`BUCKET_BOUNDS_MS`] bucket.
     #[serde(serialize_with = "as_slice")]
     pub latency: [u64; BUCKETS],
+    /// Requests the policy filter timed within the Service's latency objective (exactly).
+    pub within_objective: u64,
+    /// Requests the policy filter timed over it.
+    pub over_objective: u64,
 }
 
 impl Default for Bucket {
@@ -71,6 +75,8 @@ impl Default for Bucket {
             requests: 0,
             failures: 0,
             latency: [0; BUCKETS],
+            within_objective: 0,
+            over_objective: 0,
         }
     }
 }
@@ -95,6 +101,8 @@ impl Bucket {
     pub fn add(&mut self, other: &Bucket) {
         self.requests += other.requests;
         self.failures += other.failures;
+        self.within_objective += other.within_objective;
+        self.over_objective += other.over_objective;
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
             *a += b;
         }
@@ -126,6 +134,9 @@ pub struct Totals {
     pub p50_ms: Option<f64>,
     /// 99th percentile latency (ms), when there were requests.
     pub p99_ms: Option<f64>,
+    /// The share of requests the policy filter timed within the latency objective, when it
+    /// timed any (exact, per request, unlike the histogram's quantiles).
+    pub within_objective: Option<f64>,
 }
 
 impl Window {
@@ -161,6 +172,10 @@ impl Window {
             failures: sum.failures,
             p50_ms: quantile(&sum.latency, 0.5),
             p99_ms: quantile(&sum.latency, 0.99),
+            within_objective: {
+                let timed = sum.within_objective + sum.over_objective;
+                (timed > 0).then(|| sum.within_objective as f64 / timed as f64)
+            },
         }
     }
 }

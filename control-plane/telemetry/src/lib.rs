@@ -117,6 +117,52 @@ pub fn ingest(request: &ExportMetricsServiceRequest) -> BTreeMap<String, Bucket>
     out
 }
 
+/// The policy filter's latency-objective counter (`trellis_slo_requests_total`, tags `route`
+/// and `class`), as the stats sink names it.
+pub const OBJECTIVE_COUNTER: &str = "wasmcustom.trellis_slo_requests_total";
+
+/// Per route: requests within and over their latency objective, from the policy filter's
+/// counters in one export (deltas only; at most [`MAX_CLUSTERS_PER_EXPORT`] routes).
+pub fn objective_counts(request: &ExportMetricsServiceRequest) -> BTreeMap<String, (u64, u64)> {
+    let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let metrics = request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics);
+    for metric in metrics {
+        let (OBJECTIVE_COUNTER, Some(Data::Sum(sum))) = (metric.name.as_str(), &metric.data) else {
+            continue;
+        };
+        if !is_delta(sum.aggregation_temporality) {
+            continue;
+        }
+        for point in &sum.data_points {
+            let (Some(route), Some(class)) = (
+                attribute(&point.attributes, "route"),
+                attribute(&point.attributes, "class"),
+            ) else {
+                continue;
+            };
+            let count = match point.value {
+                Some(number_data_point::Value::AsInt(n)) => u64::try_from(n).unwrap_or(0),
+                Some(number_data_point::Value::AsDouble(d)) if d.is_finite() && d > 0.0 => d as u64,
+                _ => 0,
+            };
+            if !out.contains_key(route) && out.len() >= MAX_CLUSTERS_PER_EXPORT {
+                continue;
+            }
+            let entry = out.entry(route.to_string()).or_default();
+            match class {
+                "good" => entry.0 = entry.0.saturating_add(count),
+                "bad" => entry.1 = entry.1.saturating_add(count),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +268,26 @@ mod tests {
         assert_eq!(b.latency[at(250.0)], 1);
         assert_eq!(b.latency[BUCKETS - 1], 1);
         let p50 = trellis_health::quantile(&b.latency, 0.5).unwrap();
+        let objectives = objective_counts(&request(vec![Metric {
+            name: OBJECTIVE_COUNTER.into(),
+            data: Some(Data::Sum(Sum {
+                data_points: [("good", 7), ("bad", 3), ("other", 9)]
+                    .iter()
+                    .map(|(class, n)| NumberDataPoint {
+                        attributes: attrs(&[
+                            ("route", "httproute/shop/r/rule/0/match/0"),
+                            ("class", class),
+                        ]),
+                        value: Some(number_data_point::Value::AsInt(*n)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }]));
+        assert_eq!(objectives["httproute/shop/r/rule/0/match/0"], (7, 3));
         assert!((5.0..=10.0).contains(&p50), "{p50}");
         assert_eq!(got["service/shop/a/80"].requests, 7);
         assert_eq!(got.len(), 2);

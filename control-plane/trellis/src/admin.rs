@@ -397,7 +397,7 @@ fn trace_metrics(out: &mut String, telemetry: &crate::telemetry::Telemetry) {
 
 /// Per Service: health score, requests per second, error ratio, latency quantiles.
 fn service_metrics(out: &mut String, rows: &[crate::telemetry::ServiceHealth]) {
-    let series: [(&str, &str, &str); 5] = [
+    let series: [(&str, &str, &str); 6] = [
         (
             "trellis_service_health_score",
             "Health score 0-100 (absent while idle before any score).",
@@ -423,6 +423,11 @@ fn service_metrics(out: &mut String, rows: &[crate::telemetry::ServiceHealth]) {
             "99th percentile latency over the last 5 minutes.",
             "p99",
         ),
+        (
+            "trellis_service_within_latency_objective_ratio",
+            "Share of requests within the Service's latency objective, timed by the policy filter.",
+            "within",
+        ),
     ];
     for (name, help, which) in series {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -433,6 +438,7 @@ fn service_metrics(out: &mut String, rows: &[crate::telemetry::ServiceHealth]) {
                 "rps" => Some(r.rps),
                 "errors" => Some(r.error_rate),
                 "p50" => r.p50_ms,
+                "within" => r.within_objective,
                 _ => r.p99_ms,
             };
             if let Some(v) = value {

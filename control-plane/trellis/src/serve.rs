@@ -1012,6 +1012,7 @@ async fn control_loop(
                     )
                 })
                 .collect(),
+            crate::telemetry::objective_routes(&translation.ir, &translation.objectives),
         );
         if translation.last_good != options.last_good || !kept_once {
             kept_once = true;

@@ -58,6 +58,8 @@ struct Inner {
     known: BTreeMap<ServiceKey, Capacity>,
     /// Objectives of the Services a HealthPolicy targets.
     objectives: BTreeMap<ServiceKey, Objectives>,
+    /// The routes (by name) the policy filter times against a Service's latency objective.
+    objective_routes: BTreeMap<String, Vec<ServiceKey>>,
     /// Buckets in a Service's window (0: the default, 5 minutes).
     window_buckets: usize,
     /// Per edge (a Service and a caller's workload identity): what arrived since the last
@@ -111,6 +113,9 @@ pub struct ServiceHealth {
     pub p50_ms: Option<f64>,
     /// 99th percentile latency (ms).
     pub p99_ms: Option<f64>,
+    /// The share of requests within the Service's latency objective, timed exactly by the
+    /// policy filter (Gateways with the filter, Services with a HealthPolicy p99 objective).
+    pub within_objective: Option<f64>,
     /// 0–100 (the last one while idle).
     pub health_score: Option<u8>,
     /// `healthy`, `degraded`, `failing`, `idle` or `learning`.
@@ -144,6 +149,7 @@ fn row(namespace: &str, name: &str, e: &Evaluation, span: std::time::Duration) -
         },
         p50_ms: e.totals.p50_ms,
         p99_ms: e.totals.p99_ms,
+        within_objective: e.totals.within_objective,
         health_score: e.score,
         health_state: e.state,
         health_reason: e.reason.clone(),
@@ -273,10 +279,16 @@ impl Telemetry {
         self
     }
 
-    /// Replaces the objectives of Services (from the latest translation's HealthPolicies).
-    pub fn set_objectives(&self, objectives: BTreeMap<ServiceKey, Objectives>) {
+    /// Replaces the objectives of Services (from the latest translation's HealthPolicies), and
+    /// the routes timed against them.
+    pub fn set_objectives(
+        &self,
+        objectives: BTreeMap<ServiceKey, Objectives>,
+        routes: BTreeMap<String, Vec<ServiceKey>>,
+    ) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.objectives = objectives;
+        inner.objective_routes = routes;
     }
 
     /// Replaces the set of Services (from the latest load), with their endpoints.
@@ -291,8 +303,24 @@ impl Telemetry {
     /// Takes one export's deltas, sent by the proxy of `caller` (its workload identity).
     pub fn ingest(&self, request: &ExportMetricsServiceRequest, caller: Option<&str>) {
         let deltas = trellis_telemetry::ingest(request);
+        let timed = trellis_telemetry::objective_counts(request);
         let caller = caller.unwrap_or(UNAUTHENTICATED);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        for (route, (within, over)) in timed {
+            let services = inner
+                .objective_routes
+                .get(&route)
+                .cloned()
+                .unwrap_or_default();
+            for service in services {
+                if !inner.known.contains_key(&service) {
+                    continue;
+                }
+                let bucket = inner.pending.entry(service).or_default();
+                bucket.within_objective = bucket.within_objective.saturating_add(within);
+                bucket.over_objective = bucket.over_objective.saturating_add(over);
+            }
+        }
         for (cluster, bucket) in deltas {
             let Some(service) = service_of(&cluster) else {
                 continue;
@@ -363,7 +391,16 @@ impl Telemetry {
             .take_while(|((s, _), _)| *s == service)
             .map(|((_, caller), (health, e))| EdgeHealth {
                 caller: caller.clone(),
-                health: row(namespace, name, e, health.window.span()),
+                // Over the Service's window, so that the edges' rates add up to the Service's.
+                health: row(
+                    namespace,
+                    name,
+                    e,
+                    inner
+                        .health
+                        .get(&service)
+                        .map_or(health.window.span(), |h| h.window.span()),
+                ),
             })
             .collect();
         out.sort_by(|a, b| b.health.rps.total_cmp(&a.health.rps));
@@ -376,9 +413,17 @@ impl Telemetry {
         inner
             .edges
             .iter()
-            .map(|(((namespace, name), caller), (health, e))| EdgeHealth {
+            .map(|((service, caller), (health, e))| EdgeHealth {
                 caller: caller.clone(),
-                health: row(namespace, name, e, health.window.span()),
+                health: row(
+                    &service.0,
+                    &service.1,
+                    e,
+                    inner
+                        .health
+                        .get(service)
+                        .map_or(health.window.span(), |h| h.window.span()),
+                ),
             })
             .collect()
     }
@@ -498,6 +543,49 @@ impl MetricsService for Receiver {
         self.telemetry.ingest(request.get_ref(), caller.as_deref());
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
+}
+
+/// The routes (by name) of every Gateway that the policy filter times against a latency
+/// objective, and the Services (with an objective) they send to.
+pub fn objective_routes(
+    ir: &trellis_translate::ir::Ir,
+    objectives: &BTreeMap<trellis_model::ObjectKey, trellis_translate::telemetry::ObjectiveIr>,
+) -> BTreeMap<String, Vec<ServiceKey>> {
+    let mut out = BTreeMap::new();
+    let routes = ir
+        .proxies
+        .values()
+        .flat_map(|p| &p.listeners)
+        .flat_map(|l| &l.chains)
+        .filter(|c| {
+            c.http_filters
+                .iter()
+                .any(|f| f.name == trellis_translate::policy::POLICY_FILTER)
+        })
+        .flat_map(|c| &c.virtual_hosts)
+        .flat_map(|vh| &vh.routes);
+    for r in routes {
+        let trellis_translate::ir::ActionIr::Forward(forward) = &r.action else {
+            continue;
+        };
+        let services: BTreeSet<ServiceKey> = forward
+            .backends
+            .iter()
+            .filter_map(|b| b.cluster.as_deref()?.strip_prefix("service/"))
+            .filter_map(|rest| {
+                let mut parts = rest.split('/');
+                let key = trellis_model::ObjectKey::new(parts.next()?, parts.next()?);
+                objectives
+                    .get(&key)?
+                    .p99_latency_ms
+                    .map(|_| (key.namespace, key.name))
+            })
+            .collect();
+        if !services.is_empty() {
+            out.insert(r.origin.route_name(), services.into_iter().collect());
+        }
+    }
+    out
 }
 
 /// Each Service's endpoints in `input`: desired (every endpoint of its slices) and ready.
