@@ -327,3 +327,46 @@ fn spans_carry_the_policy_decision_its_rule_and_allow_listed_baggage() {
         "{denied}"
     );
 }
+
+#[test]
+fn the_control_planes_own_translations_and_pushes_are_traced() {
+    // The control plane exports its own spans to its own OTLP receiver (a listener of its own).
+    let (ip, port) = private_loopback();
+    let telemetry = format!("{ip}:{port}");
+    let endpoint = format!("http://{telemetry}");
+    let bed = bed(
+        "  samplingPercent: 0\n",
+        &[
+            "--telemetry-address",
+            &telemetry,
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+    );
+    let mut listed = Value::Null;
+    eventually("the control plane's spans", Duration::from_secs(30), || {
+        listed = get_json(
+            bed.cp.admin,
+            "/api/traces?service=trellis-system/trellis&limit=50",
+        )?;
+        Ok(listed.as_array().is_some_and(|l| {
+            l.iter().any(|t| t["root_name"] == "translate")
+                && l.iter().any(|t| t["root_name"] == "push")
+        }))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {listed}"));
+    let translate = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["root_name"] == "translate")
+        .unwrap();
+    let trace = get_json(
+        bed.cp.admin,
+        &format!("/api/traces/{}", translate["trace_id"].as_str().unwrap()),
+    )
+    .unwrap();
+    println!("the control plane's own span: {}", trace["spans"][0]);
+    assert_eq!(trace["spans"][0]["service"], "trellis-system/trellis");
+    assert!(trace["spans"][0]["attributes"]["objects"].is_string());
+}

@@ -151,6 +151,11 @@ pub struct ServeArgs {
     /// (`trellis_otlp_forward_dropped_total`).
     #[arg(long)]
     pub trace_forward_address: Option<String>,
+    /// Export the control plane's own spans (each translation, each push of snapshots) to this
+    /// OTLP/gRPC endpoint, `http://HOST:PORT` (plaintext): a collector, or the control plane's
+    /// own receiver when xDS is plaintext.
+    #[arg(long, env = "TRELLIS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// The window health scores are computed over, in seconds (a multiple of 10).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=3600))]
     pub health_window_secs: u64,
@@ -221,15 +226,39 @@ impl ModuleArgs {
 
 /// Runs the control plane until SIGINT or SIGTERM.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args.log_format);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(serve(args))
+        .context("cannot start the async runtime")?;
+    // The OTLP exporter's channel lives on the runtime.
+    let provider = {
+        let _runtime = runtime.enter();
+        init_logging(
+            &args.log_format,
+            args.otlp_endpoint.as_deref(),
+            &args.root_namespace,
+        )?
+    };
+    let result = runtime.block_on(serve(args));
+    if let Some(provider) = provider {
+        // Whatever spans are still batched go out before the process ends.
+        let _ = provider.shutdown();
+    }
+    result
 }
 
-fn init_logging(format: &str) {
+/// Logs to stderr (text or JSON); with `otlp`, also exports the control plane's own spans
+/// (`translate`, `push`) over OTLP/gRPC as service `<root-namespace>/trellis`.
+fn init_logging(
+    format: &str,
+    otlp: Option<&str>,
+    root_namespace: &str,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     // kube-rs logs every failed request at error level; Trellis reports an unreachable API
     // server once, with its cause, so those are off unless RUST_LOG names kube_client.
     let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
@@ -237,14 +266,43 @@ fn init_logging(format: &str) {
         directives.push_str(",kube_client::client::builder=off");
     }
     let filter = tracing_subscriber::EnvFilter::new(directives);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if format == "json" {
+        fmt.json().boxed()
     } else {
-        builder.init();
-    }
+        fmt.boxed()
+    };
+    let (otel, provider) = match otlp {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .with_context(|| format!("--otlp-endpoint {endpoint}"))?;
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(format!("{root_namespace}/trellis"))
+                        .build(),
+                )
+                .build();
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("trellis"))
+                // Only the control plane's own spans, not its dependencies'.
+                .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                    m.target().starts_with("trellis")
+                }));
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    Ok(provider)
 }
 
 /// The control plane's own identity (`spiffe://<td>/ns/<root-namespace>/sa/trellis`) and the
@@ -997,7 +1055,8 @@ async fn control_loop(
             last_good: std::mem::take(&mut last_good),
             mesh_identity: kept.mesh_identity.clone(),
         };
-        let translation = translate(&load.input, &options);
+        let translation = tracing::info_span!("translate", objects = load.input.len())
+            .in_scope(|| translate(&load.input, &options));
         state.telemetry.set_objectives(
             translation
                 .objectives
@@ -1034,7 +1093,10 @@ async fn control_loop(
                 .chain(modules.options.policy_module.clone())
                 .collect(),
         );
+        let push = tracing::info_span!("push", proxies = tracing::field::Empty);
+        let _push = push.enter();
         let snapshots = trellis_translate::envoy::snapshots_cached(&translation.ir, &mut resources);
+        push.record("proxies", snapshots.len());
         let versions: BTreeMap<String, String> = snapshots
             .iter()
             .map(|(key, snapshot)| (key.clone(), snapshot.version()))
@@ -1047,6 +1109,8 @@ async fn control_loop(
             .map(|(pod, class)| (trellis_controller::node::pod_proxy_key(pod), class.clone()))
             .collect();
         writer.publish_aliased(snapshots, &aliases);
+        drop(_push);
+        drop(push);
         let elapsed = started.elapsed();
         let count = state.translations.fetch_add(1, Ordering::Relaxed) + 1;
         state

@@ -41,14 +41,15 @@
 //! ```sh
 //! cargo build --release -p trellis -p trellis-echo -p trellis-bench --bins
 //! export TRELLIS_BIN=$PWD/target/release/trellis TRELLIS_ECHO_BIN=$PWD/target/release/trellis-echo
-//! policy-bench [--rounds 8] [--requests 20000]                           # the policy filter vs nothing
+//! policy-bench [--rounds 8] [--requests 20000]                          # the policy filter vs nothing
 //! policy-bench --baseline none --variant tracing:1 --target 1.10        # tracing at 1% vs off
 //! policy-bench --baseline full --variant full+telemetry --target 1.05   # the telemetry core on the policy module
 //! policy-bench --stats-sink --target 1.02                               # the OpenTelemetry stats sink
 //! ```
 //!
-//! It ends with `ratio B/A median X.XXX (target ≤ T)`, and exits with status 1 when the ratio
-//! is above the target.
+//! It ends with one line, `summary: B … vs A …: ratio B/A median X.XXX (target ≤ T): MET`
+//! (with `--stats-sink`: `ratio B/A whole run X.XXX (target ≤ T)`, then the per-round median),
+//! and exits with status 1 when that ratio is above the target.
 
 use anyhow::{Context, bail};
 use clap::Parser;

@@ -134,7 +134,7 @@ fn spans(seq: u64, services: usize) -> ExportTraceServiceRequest {
         let n = seq * 5 + i;
         let trace = (u128::from(n / 2) + 1).to_be_bytes().to_vec();
         let id = (n + 1).to_be_bytes().to_vec();
-        let parent = if n % 2 == 1 {
+        let parent = if !n.is_multiple_of(2) {
             n.to_be_bytes().to_vec()
         } else {
             Vec::new()
@@ -144,12 +144,12 @@ fn spans(seq: u64, services: usize) -> ExportTraceServiceRequest {
             trace_id: trace,
             span_id: id,
             parent_span_id: parent,
-            name: if n % 2 == 0 {
+            name: if n.is_multiple_of(2) {
                 "ingress".into()
             } else {
                 format!("router service_bench_s{service}_80 egress")
             },
-            kind: if n % 2 == 0 { 2 } else { 3 },
+            kind: if n.is_multiple_of(2) { 2 } else { 3 },
             start_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000,
             end_time_unix_nano: 1_700_000_000_000_000_000 + n * 1000 + 1_500_000,
             attributes: vec![
