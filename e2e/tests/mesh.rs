@@ -784,6 +784,17 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
     let r = mesh.pods[a].request(b_svc, "b.shop", "/", &[]).unwrap();
     println!("only sa a allowed: a -> b {}", r.status);
     assert_eq!(r.status, 200);
+    // b's policy filter counts its requests by the caller's SPIFFE ID (telemetry).
+    let by_a = "wasmcustom.trellis_inbound_requests_total.peer.spiffe://cluster_local/ns/shop/sa/a";
+    // (A connection a's sidecar opened before the policy keeps the old filter chain until it
+    // drains: Envoy closes it after its next response.)
+    eventually("b's sidecar to count a's request", || {
+        let _ = mesh.pods[a].request(b_svc, "b.shop", "/", &[]);
+        let counted = mesh.pods[b].sidecar_stat(by_a).map_err(|e| e.to_string())?;
+        (counted >= 1)
+            .then(|| println!("b's sidecar {by_a}: {counted}"))
+            .ok_or(format!("{by_a}: {counted}"))
+    });
     let status = mesh
         .cp
         .object_status("AuthorizationPolicy", "shop/only-a")

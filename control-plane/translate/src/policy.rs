@@ -1149,7 +1149,13 @@ fn apply_to_sidecar(
         if policies.is_empty() && limits.is_empty() {
             continue;
         }
-        let filter = policy_filter(sha256, Map::new(), policies, limits);
+        let mut configuration = Map::new();
+        if sidecar.mtls.is_some() {
+            // Requests counted by the caller's SPIFFE ID (trellis_inbound_requests_total), the
+            // callers that are no Trellis proxy included.
+            configuration.insert("telemetry".into(), json!({"peer_counters": true}));
+        }
+        let filter = policy_filter(sha256, configuration, policies, limits);
         sidecar.inbound_filters.insert(port, vec![filter]);
     }
     if !sidecar.inbound_filters.is_empty() {
