@@ -234,6 +234,18 @@ kind: PeerAuthentication
 metadata: {name: strict, namespace: shop}
 spec:
   mtls: {mode: STRICT}
+---
+apiVersion: telemetry.trellis.dev/v1alpha1
+kind: TracingPolicy
+metadata: {name: elsewhere, namespace: shop}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: not-here}]
+---
+apiVersion: telemetry.trellis.dev/v1alpha1
+kind: HealthPolicy
+metadata: {name: elsewhere, namespace: shop}
+spec:
+  targetRefs: [{kind: Service, name: not-here}]
 "#;
 
 /// Trellis's policy CRDs, as `kubectl apply -k deploy/crds` installs them.
@@ -478,6 +490,23 @@ impl Scenario {
                     && ancestor["ancestorRef"]["name"] == "not-here"
                     && ancestor["controllerName"] == trellis_model::CONTROLLER_NAME,
                 &format!("{kind} Accepted=False for Gateway not-here"),
+                &policy,
+            );
+        }
+
+        // The telemetry kinds report their targets missing too.
+        for kind in ["TracingPolicy", "HealthPolicy"] {
+            let policy = self.cluster.get(
+                "telemetry.trellis.dev/v1alpha1",
+                kind,
+                Some(NAMESPACE),
+                "elsewhere",
+            );
+            let ancestor = &policy["status"]["ancestors"][0];
+            check(
+                state(&ancestor["conditions"], "Accepted").0 == "False"
+                    && ancestor["ancestorRef"]["name"] == "not-here",
+                &format!("{kind} Accepted=False for its missing target"),
                 &policy,
             );
         }
