@@ -117,6 +117,40 @@ pub fn ingest(request: &ExportMetricsServiceRequest) -> BTreeMap<String, Bucket>
     out
 }
 
+/// Envoy's gauge of a cluster's endpoints ejected by outlier detection.
+pub const EJECTIONS: &str = "cluster.outlier_detection.ejections_active";
+
+/// Per cluster: endpoints outlier detection holds ejected now, as one proxy sees them (a
+/// gauge, sent with every flush; at most [`MAX_CLUSTERS_PER_EXPORT`] clusters).
+pub fn ejections(request: &ExportMetricsServiceRequest) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let metrics = request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics);
+    for metric in metrics {
+        let (EJECTIONS, Some(Data::Gauge(gauge))) = (metric.name.as_str(), &metric.data) else {
+            continue;
+        };
+        for point in &gauge.data_points {
+            let Some(cluster) = attribute(&point.attributes, CLUSTER_ATTRIBUTE) else {
+                continue;
+            };
+            let value = match point.value {
+                Some(number_data_point::Value::AsInt(n)) => u64::try_from(n).unwrap_or(0),
+                Some(number_data_point::Value::AsDouble(d)) if d.is_finite() && d > 0.0 => d as u64,
+                _ => 0,
+            };
+            if out.len() < MAX_CLUSTERS_PER_EXPORT || out.contains_key(cluster) {
+                let entry: &mut u64 = out.entry(cluster.to_string()).or_default();
+                *entry = (*entry).max(value);
+            }
+        }
+    }
+    out
+}
+
 /// The policy filter's latency-objective counter (`trellis_slo_requests_total`, tags `route`
 /// and `class`), as the stats sink names it.
 pub const OBJECTIVE_COUNTER: &str = "wasmcustom.trellis_slo_requests_total";
@@ -288,6 +322,20 @@ mod tests {
             ..Default::default()
         }]));
         assert_eq!(objectives["httproute/shop/r/rule/0/match/0"], (7, 3));
+        let ejected = ejections(&request(vec![Metric {
+            name: EJECTIONS.into(),
+            data: Some(Data::Gauge(
+                opentelemetry_proto::tonic::metrics::v1::Gauge {
+                    data_points: vec![NumberDataPoint {
+                        attributes: attrs(&[(CLUSTER_ATTRIBUTE, "service_shop_b_80")]),
+                        value: Some(number_data_point::Value::AsInt(2)),
+                        ..Default::default()
+                    }],
+                },
+            )),
+            ..Default::default()
+        }]));
+        assert_eq!(ejected["service_shop_b_80"], 2);
         assert!((5.0..=10.0).contains(&p50), "{p50}");
         assert_eq!(got["service/shop/a/80"].requests, 7);
         assert_eq!(got.len(), 2);

@@ -60,6 +60,9 @@ struct Inner {
     objectives: BTreeMap<ServiceKey, Objectives>,
     /// The routes (by name) the policy filter times against a Service's latency objective.
     objective_routes: BTreeMap<String, Vec<ServiceKey>>,
+    /// Per Service: the most endpoints any proxy reported ejected by outlier detection since
+    /// the last evaluation.
+    ejected: BTreeMap<ServiceKey, u32>,
     /// Buckets in a Service's window (0: the default, 5 minutes).
     window_buckets: usize,
     /// Per edge (a Service and a caller's workload identity): what arrived since the last
@@ -304,8 +307,18 @@ impl Telemetry {
     pub fn ingest(&self, request: &ExportMetricsServiceRequest, caller: Option<&str>) {
         let deltas = trellis_telemetry::ingest(request);
         let timed = trellis_telemetry::objective_counts(request);
+        let ejections = trellis_telemetry::ejections(request);
         let caller = caller.unwrap_or(UNAUTHENTICATED);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        for (cluster, ejected) in ejections {
+            let Some(service) = service_of(&cluster) else {
+                continue;
+            };
+            if inner.known.contains_key(&service) {
+                let entry = inner.ejected.entry(service).or_default();
+                *entry = (*entry).max(u32::try_from(ejected).unwrap_or(u32::MAX));
+            }
+        }
         for (route, (within, over)) in timed {
             let services = inner
                 .objective_routes
@@ -356,8 +369,11 @@ impl Telemetry {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let known: Vec<(ServiceKey, Capacity)> =
             inner.known.iter().map(|(k, c)| (k.clone(), *c)).collect();
-        for (service, capacity) in known {
+        for (service, mut capacity) in known {
             let bucket = inner.pending.remove(&service).unwrap_or_default();
+            // Ejected endpoints (outlier detection, as the callers' proxies see it) count
+            // against capacity.
+            capacity.ejected = inner.ejected.remove(&service).unwrap_or(0);
             let objectives = inner.objectives.get(&service).copied().unwrap_or_default();
             let buckets = match inner.window_buckets {
                 0 => trellis_health::WINDOW_BUCKETS,
@@ -629,6 +645,79 @@ pub fn capacities(input: &trellis_model::InputSet) -> BTreeMap<ServiceKey, Capac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoints_ejected_by_outlier_detection_count_against_capacity() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::metrics::v1::{
+            AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+            Sum, metric::Data, number_data_point,
+        };
+        let attr = |k: &str, v: &str| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        };
+        let point = |attributes: Vec<KeyValue>, n: i64| NumberDataPoint {
+            attributes,
+            value: Some(number_data_point::Value::AsInt(n)),
+            ..Default::default()
+        };
+        let export = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        Metric {
+                            name: trellis_telemetry::RESPONSES.into(),
+                            data: Some(Data::Sum(Sum {
+                                data_points: vec![point(
+                                    vec![
+                                        attr("envoy.cluster_name", "service_shop_b_80"),
+                                        attr("envoy.response_code_class", "2"),
+                                    ],
+                                    100,
+                                )],
+                                aggregation_temporality: AggregationTemporality::Delta as i32,
+                                is_monotonic: true,
+                            })),
+                            ..Default::default()
+                        },
+                        Metric {
+                            name: trellis_telemetry::EJECTIONS.into(),
+                            data: Some(Data::Gauge(Gauge {
+                                data_points: vec![point(
+                                    vec![attr("envoy.cluster_name", "service_shop_b_80")],
+                                    1,
+                                )],
+                            })),
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let telemetry = Telemetry::default();
+        telemetry.set_services(
+            [(
+                ("shop".to_string(), "b".to_string()),
+                Capacity {
+                    desired: 2,
+                    ready: 2,
+                    ejected: 0,
+                },
+            )]
+            .into(),
+        );
+        telemetry.ingest(&export, None);
+        telemetry.evaluate();
+        let row = telemetry.services().pop().unwrap();
+        assert_eq!(row.health_score, Some(50), "{row:?}");
+        assert!(row.health_reason.contains("ejected"), "{row:?}");
+    }
 
     #[test]
     fn service_clusters_are_recognised_by_their_stat_names() {
