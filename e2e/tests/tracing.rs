@@ -370,3 +370,78 @@ fn the_control_planes_own_translations_and_pushes_are_traced() {
     assert_eq!(trace["spans"][0]["service"], "trellis-system/trellis");
     assert!(trace["spans"][0]["attributes"]["objects"].is_string());
 }
+
+/// A second control plane to act as the user's OTLP collector: its receiver on `ip:port`,
+/// plaintext (file mode on loopback).
+fn collector() -> (ControlPlane, String, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let (ip, port) = private_loopback();
+    let address = format!("{ip}:{port}");
+    let cp = ControlPlane::start(&config, tmp.path(), &["--telemetry-address", &address]).unwrap();
+    (cp, address, tmp)
+}
+
+#[test]
+fn spans_go_to_a_users_collector_directly_or_forwarded() {
+    // destination.otlp: Envoy exports straight to the collector; the control plane never
+    // sees those spans.
+    let (direct, address, _d) = collector();
+    let sender = bed(
+        &format!("  samplingPercent: 100\n  destination: {{otlp: \"{address}\"}}\n"),
+        &[],
+    );
+    let reply = request(sender.gateway, "GET", "other.example.com", "/", &[]).unwrap();
+    let id = header(&reply, "x-request-id").unwrap().to_string();
+    let mut found = Value::Null;
+    eventually("the trace at the user's collector", Duration::from_secs(30), || {
+        found = get_json(direct.admin, &format!("/api/traces?request_id={id}"))
+            .unwrap_or(Value::Null);
+        Ok(found["spans"].as_array().is_some_and(|s| s.len() >= 2))
+    })
+    .unwrap_or_else(|e| {
+        let dump = sender.envoy.config_dump().unwrap_or_default().to_string();
+        panic!(
+            "{e}: {found}\ncluster tracing/shop/edge: rq {:?} 200s {:?} cx_fail {:?}; spans sent {:?}; tracer configured: {}; collector holds {:?}\n{}",
+            sender.envoy.stat("cluster.tracing_shop_edge.upstream_rq_total"),
+            sender.envoy.stat("cluster.tracing_shop_edge.upstream_rq_200"),
+            sender.envoy.stat("cluster.tracing_shop_edge.upstream_cx_connect_fail"),
+            sender.envoy.stat("tracing.opentelemetry.spans_sent"),
+            dump.contains("tracing/shop/edge"),
+            http_get_text(direct.admin, "/api/traces"),
+            sender.envoy.log()
+        )
+    });
+    let own = get_json(sender.cp.admin, &format!("/api/traces?request_id={id}"));
+    assert!(
+        own.is_err(),
+        "the control plane kept a span sent elsewhere: {own:?}"
+    );
+    println!(
+        "destination.otlp: request {id} found at the user's collector as trace {} ({} spans), not in the control plane's store",
+        found["trace_id"],
+        found["spans"].as_array().unwrap().len()
+    );
+
+    // --trace-forward-address: the control plane stores the spans and forwards a copy.
+    let (forwarded, address, _f) = collector();
+    let forward = format!("http://{address}");
+    let forwarder = bed(
+        "  samplingPercent: 100\n",
+        &["--trace-forward-address", &forward],
+    );
+    let reply = request(forwarder.gateway, "GET", "other.example.com", "/", &[]).unwrap();
+    let id = header(&reply, "x-request-id").unwrap().to_string();
+    trace_of(&forwarder, &id, 2);
+    eventually("the forwarded copy", Duration::from_secs(30), || {
+        found = get_json(forwarded.admin, &format!("/api/traces?request_id={id}"))
+            .unwrap_or(Value::Null);
+        Ok(found["spans"].as_array().is_some_and(|s| s.len() >= 2))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {found}"));
+    println!(
+        "--trace-forward-address: request {id} in the control plane's store and forwarded ({} spans)",
+        found["spans"].as_array().unwrap().len()
+    );
+}

@@ -45,15 +45,18 @@ const CONTEXT_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 /// Turns on tracing in a connection manager as `t` says.
 pub fn trace(hcm: &mut HttpConnectionManager, t: &TracingIr) {
-    let cluster = match &t.collector {
-        CollectorIr::ControlPlane => TELEMETRY_CLUSTER.to_string(),
-        CollectorIr::Otlp(c) => c.name.clone(),
+    // Envoy sends the cluster name as the gRPC `:authority` unless told otherwise, and a name
+    // with slashes is not a valid authority: a collector's is its address.
+    let (cluster, authority) = match &t.collector {
+        CollectorIr::ControlPlane => (TELEMETRY_CLUSTER.to_string(), String::new()),
+        CollectorIr::Otlp(c) => (c.name.clone(), collector_authority(c)),
     };
     let config = OpenTelemetryConfig {
         grpc_service: Some(GrpcService {
             target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
                 grpc_service::EnvoyGrpc {
                     cluster_name: cluster,
+                    authority,
                     ..Default::default()
                 },
             )),
@@ -132,6 +135,15 @@ fn custom_tag(t: &TagIr) -> CustomTag {
     CustomTag {
         tag: t.name.clone(),
         r#type: Some(r#type),
+    }
+}
+
+/// `host:port` (`[v6]:port`) of a collector.
+fn collector_authority(c: &CollectorClusterIr) -> String {
+    if c.host.contains(':') {
+        format!("[{}]:{}", c.host, c.port)
+    } else {
+        format!("{}:{}", c.host, c.port)
     }
 }
 
