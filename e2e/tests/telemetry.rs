@@ -11,12 +11,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use trellis_harness::scenario::{BACKENDS, NAMESPACE, ROUTES, backend_yaml, gateway_yaml};
-use trellis_harness::{
-    ControlPlane, Echo, Envoy, eventually, http_get_text, private_loopback, request,
-};
+use trellis_harness::scenario::{NAMESPACE, ROUTES, gateway_yaml};
+use trellis_harness::{ControlPlane, Envoy, eventually, http_get_text, private_loopback, request};
 
 #[test]
 fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one_idle() {
@@ -25,18 +23,9 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     let config = work.join("config");
     std::fs::create_dir_all(&config).unwrap();
     let (ip, port) = private_loopback();
+    let (backends, pods) = trellis_harness::scenario::start_backends(&work).unwrap();
     let mut yaml = gateway_yaml(ip, port);
-    let mut pods = Vec::new();
-    for (service, count) in BACKENDS {
-        let start = pods.len();
-        for i in 0..*count {
-            let pod = format!("{service}-5d8f7c9b4d-{}", ["x7k2p", "q9w3e"][i]);
-            pods.push(Echo::start(&work, Ipv4Addr::LOCALHOST, &pod, NAMESPACE).unwrap());
-        }
-        let refs: Vec<&Echo> = pods[start..].iter().collect();
-        yaml.push_str("---\n");
-        yaml.push_str(&backend_yaml(service, &refs));
-    }
+    yaml.push_str(&backends);
     yaml.push_str("---\n");
     yaml.push_str(ROUTES);
     // A HealthPolicy: Service api's p99 objective is 50 ms.

@@ -19,7 +19,7 @@ pub mod traces;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, metric::Data, number_data_point,
+    AggregationTemporality, Metric, NumberDataPoint, metric::Data, number_data_point,
 };
 use std::collections::BTreeMap;
 use trellis_health::{BUCKET_BOUNDS_MS, BUCKETS, Bucket};
@@ -50,6 +50,24 @@ fn is_delta(temporality: i32) -> bool {
     temporality == AggregationTemporality::Delta as i32
 }
 
+/// Every metric of an export.
+fn metrics(request: &ExportMetricsServiceRequest) -> impl Iterator<Item = &Metric> {
+    request
+        .resource_metrics
+        .iter()
+        .flat_map(|r| &r.scope_metrics)
+        .flat_map(|s| &s.metrics)
+}
+
+/// A number point's value as a count (negative, NaN and missing: 0).
+fn count(point: &NumberDataPoint) -> u64 {
+    match point.value {
+        Some(number_data_point::Value::AsInt(n)) => u64::try_from(n).unwrap_or(0),
+        Some(number_data_point::Value::AsDouble(d)) if d.is_finite() && d > 0.0 => d as u64,
+        _ => 0,
+    }
+}
+
 /// The export's deltas per cluster name.
 pub fn ingest(request: &ExportMetricsServiceRequest) -> BTreeMap<String, Bucket> {
     let mut out: BTreeMap<String, Bucket> = BTreeMap::new();
@@ -59,25 +77,14 @@ pub fn ingest(request: &ExportMetricsServiceRequest) -> BTreeMap<String, Bucket>
         }
         Some(out.entry(cluster.to_string()).or_default())
     }
-    let metrics = request
-        .resource_metrics
-        .iter()
-        .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics);
-    for metric in metrics {
+    for metric in metrics(request) {
         match (metric.name.as_str(), &metric.data) {
             (RESPONSES, Some(Data::Sum(sum))) if is_delta(sum.aggregation_temporality) => {
                 for point in &sum.data_points {
                     let Some(cluster) = attribute(&point.attributes, CLUSTER_ATTRIBUTE) else {
                         continue;
                     };
-                    let count = match point.value {
-                        Some(number_data_point::Value::AsInt(n)) => u64::try_from(n).unwrap_or(0),
-                        Some(number_data_point::Value::AsDouble(d)) if d.is_finite() && d > 0.0 => {
-                            d as u64
-                        }
-                        _ => 0,
-                    };
+                    let count = count(point);
                     let failed = attribute(&point.attributes, CLASS_ATTRIBUTE) == Some("5");
                     if let Some(bucket) = entry(&mut out, cluster) {
                         bucket.requests = bucket.requests.saturating_add(count);
@@ -124,12 +131,7 @@ pub const EJECTIONS: &str = "cluster.outlier_detection.ejections_active";
 /// gauge, sent with every flush; at most [`MAX_CLUSTERS_PER_EXPORT`] clusters).
 pub fn ejections(request: &ExportMetricsServiceRequest) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    let metrics = request
-        .resource_metrics
-        .iter()
-        .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics);
-    for metric in metrics {
+    for metric in metrics(request) {
         let (EJECTIONS, Some(Data::Gauge(gauge))) = (metric.name.as_str(), &metric.data) else {
             continue;
         };
@@ -137,11 +139,7 @@ pub fn ejections(request: &ExportMetricsServiceRequest) -> BTreeMap<String, u64>
             let Some(cluster) = attribute(&point.attributes, CLUSTER_ATTRIBUTE) else {
                 continue;
             };
-            let value = match point.value {
-                Some(number_data_point::Value::AsInt(n)) => u64::try_from(n).unwrap_or(0),
-                Some(number_data_point::Value::AsDouble(d)) if d.is_finite() && d > 0.0 => d as u64,
-                _ => 0,
-            };
+            let value = count(point);
             if out.len() < MAX_CLUSTERS_PER_EXPORT || out.contains_key(cluster) {
                 let entry: &mut u64 = out.entry(cluster.to_string()).or_default();
                 *entry = (*entry).max(value);
@@ -159,12 +157,7 @@ pub const OBJECTIVE_COUNTER: &str = "wasmcustom.trellis_slo_requests_total";
 /// counters in one export (deltas only; at most [`MAX_CLUSTERS_PER_EXPORT`] routes).
 pub fn objective_counts(request: &ExportMetricsServiceRequest) -> BTreeMap<String, (u64, u64)> {
     let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let metrics = request
-        .resource_metrics
-        .iter()
-        .flat_map(|r| &r.scope_metrics)
-        .flat_map(|s| &s.metrics);
-    for metric in metrics {
+    for metric in metrics(request) {
         let (OBJECTIVE_COUNTER, Some(Data::Sum(sum))) = (metric.name.as_str(), &metric.data) else {
             continue;
         };
@@ -178,11 +171,7 @@ pub fn objective_counts(request: &ExportMetricsServiceRequest) -> BTreeMap<Strin
             ) else {
                 continue;
             };
-            let count = match point.value {
-                Some(number_data_point::Value::AsInt(n)) => u64::try_from(n).unwrap_or(0),
-                Some(number_data_point::Value::AsDouble(d)) if d.is_finite() && d > 0.0 => d as u64,
-                _ => 0,
-            };
+            let count = count(point);
             if !out.contains_key(route) && out.len() >= MAX_CLUSTERS_PER_EXPORT {
                 continue;
             }

@@ -1187,7 +1187,7 @@ fn policy_filter(
 }
 
 /// The Service a cluster (`service/<ns>/<name>/<port>`) sends to.
-fn cluster_service(cluster: &str) -> Option<ObjectKey> {
+pub fn cluster_service(cluster: &str) -> Option<ObjectKey> {
     let mut parts = cluster.strip_prefix("service/")?.split('/');
     let (ns, name, _port) = (parts.next()?, parts.next()?, parts.next()?);
     parts.next().is_none().then(|| ObjectKey::new(ns, name))

@@ -159,13 +159,19 @@ fn row(namespace: &str, name: &str, e: &Evaluation, span: std::time::Duration) -
     }
 }
 
+/// A Service's (or edge's) health over a window of `buckets` (0: the default, 5 minutes).
+fn new_health(buckets: usize) -> Health {
+    let mut health = Health::default();
+    if buckets > 0 {
+        health.window = trellis_health::Window::with_buckets(buckets);
+    }
+    health
+}
+
 /// Every edge evaluated on what arrived for it; an edge whose window has emptied is forgotten
 /// (its caller stopped calling), and edges of Services no longer known go.
 fn self_evaluate_edges(inner: &mut Inner) {
-    let buckets = match inner.window_buckets {
-        0 => trellis_health::WINDOW_BUCKETS,
-        n => n,
-    };
+    let buckets = inner.window_buckets;
     let pending = std::mem::take(&mut inner.edge_pending);
     let mut keys: BTreeSet<Edge> = inner.edges.keys().cloned().collect();
     keys.extend(pending.keys().cloned());
@@ -178,11 +184,7 @@ fn self_evaluate_edges(inner: &mut Inner) {
         let bucket = pending.get(&edge).cloned().unwrap_or_default();
         let mut health = match inner.edges.remove(&edge) {
             Some((health, _)) => health,
-            None => {
-                let mut health = Health::default();
-                health.window = trellis_health::Window::with_buckets(buckets);
-                health
-            }
+            None => new_health(buckets),
         };
         let evaluation = health.observe(bucket, &capacity, &objectives);
         if evaluation.totals.requests > 0 {
@@ -375,18 +377,11 @@ impl Telemetry {
             // against capacity.
             capacity.ejected = inner.ejected.remove(&service).unwrap_or(0);
             let objectives = inner.objectives.get(&service).copied().unwrap_or_default();
-            let buckets = match inner.window_buckets {
-                0 => trellis_health::WINDOW_BUCKETS,
-                n => n,
-            };
+            let buckets = inner.window_buckets;
             let evaluation = inner
                 .health
                 .entry(service.clone())
-                .or_insert_with(|| {
-                    let mut health = Health::default();
-                    health.window = trellis_health::Window::with_buckets(buckets);
-                    health
-                })
+                .or_insert_with(|| new_health(buckets))
                 .observe(bucket, &capacity, &objectives);
             let history = inner.latest.entry(service).or_default();
             if history.len() == HISTORY {
@@ -504,13 +499,12 @@ impl Telemetry {
     }
 }
 
-/// Whether a request came over a connection with a verified workload certificate.
-fn has_identity<T>(request: &Request<T>) -> bool {
+/// The workload identity of the connection a request came over, if it has a verified one.
+fn identity<T>(request: &Request<T>) -> Option<&str> {
     request
         .extensions()
         .get::<trellis_xds::PeerInfo>()
-        .and_then(|p| p.identity.as_ref())
-        .is_some()
+        .and_then(|p| p.identity.as_deref())
 }
 
 /// The TraceService the proxies' OpenTelemetry tracers export to.
@@ -525,7 +519,7 @@ impl TraceService for TraceReceiver {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        if self.authenticated && !has_identity(&request) {
+        if self.authenticated && identity(&request).is_none() {
             return Err(Status::unauthenticated(
                 "spans are taken from proxies with a workload certificate only",
             ));
@@ -547,16 +541,13 @@ impl MetricsService for Receiver {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        if self.authenticated && !has_identity(&request) {
+        let caller = identity(&request);
+        if self.authenticated && caller.is_none() {
             return Err(Status::unauthenticated(
                 "metrics are taken from proxies with a workload certificate only",
             ));
         }
-        let caller = request
-            .extensions()
-            .get::<trellis_xds::PeerInfo>()
-            .and_then(|p| p.identity.clone());
-        self.telemetry.ingest(request.get_ref(), caller.as_deref());
+        self.telemetry.ingest(request.get_ref(), caller);
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -587,10 +578,8 @@ pub fn objective_routes(
         let services: BTreeSet<ServiceKey> = forward
             .backends
             .iter()
-            .filter_map(|b| b.cluster.as_deref()?.strip_prefix("service/"))
-            .filter_map(|rest| {
-                let mut parts = rest.split('/');
-                let key = trellis_model::ObjectKey::new(parts.next()?, parts.next()?);
+            .filter_map(|b| trellis_translate::policy::cluster_service(b.cluster.as_deref()?))
+            .filter_map(|key| {
                 objectives
                     .get(&key)?
                     .p99_latency_ms

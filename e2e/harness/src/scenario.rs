@@ -126,6 +126,33 @@ pub fn move_route(backend: &str) -> String {
     )
 }
 
+/// Starts the pods of every Service of [`BACKENDS`] (echo backends on loopback, in `work`) and
+/// returns the YAML of those Services and their EndpointSlices, each after a `---`.
+pub fn start_backends(work: &std::path::Path) -> anyhow::Result<(String, Vec<Echo>)> {
+    let mut yaml = String::new();
+    let mut pods = Vec::new();
+    for (service, count) in BACKENDS {
+        let start = pods.len();
+        for i in 0..*count {
+            let suffix = ["x7k2p", "q9w3e", "m4n8b"]
+                .get(i)
+                .copied()
+                .unwrap_or("z0z0z");
+            let pod = format!("{service}-5d8f7c9b4d-{suffix}");
+            pods.push(Echo::start(
+                work,
+                std::net::Ipv4Addr::LOCALHOST,
+                &pod,
+                NAMESPACE,
+            )?);
+        }
+        let refs: Vec<&Echo> = pods[start..].iter().collect();
+        yaml.push_str("---\n");
+        yaml.push_str(&backend_yaml(service, &refs));
+    }
+    Ok((yaml, pods))
+}
+
 /// Which backend (Deployment name) answered a request through `gateway`: the pod name without
 /// its last two segments. Panics unless the answer is 200.
 pub fn backend(
