@@ -226,6 +226,8 @@ impl StatusTracker {
             (Kind::WasmFilter, &status.wasm_filters),
             (Kind::TracingPolicy, &status.tracing_policies),
             (Kind::HealthPolicy, &status.health_policies),
+            (Kind::BackendTrafficPolicy, &status.backend_traffic_policies),
+            (Kind::ExternalService, &status.external_services),
         ] {
             for (key, s) in policies {
                 b.push(kind, key, generation(kind, key), s);

@@ -435,6 +435,7 @@ fn trellis_crds_serve_what_the_provider_reads() {
     for w in optional {
         assert!(
             [
+                trellis_model::egress::GROUP,
                 trellis_model::policy::GROUP,
                 trellis_model::security::GROUP,
                 trellis_model::telemetry::GROUP

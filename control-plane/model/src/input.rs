@@ -2,8 +2,10 @@
 //! that holds one consistent view of everything a source knows.
 
 use crate::core::{ConfigMap, EndpointSlice, Namespace, ObjectMeta, Pod, Secret, Service};
+use crate::egress::ExternalService;
 use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::policy::{AuthorizationPolicy, RateLimitPolicy, WasmFilter};
+use crate::resilience::BackendTrafficPolicy;
 use crate::security::PeerAuthentication;
 use crate::telemetry::{HealthPolicy, TracingPolicy};
 use std::collections::BTreeMap;
@@ -284,6 +286,7 @@ const GATEWAY_API: &str = crate::gateway::GROUP;
 const TRELLIS_POLICY: &str = crate::policy::GROUP;
 const TRELLIS_SECURITY: &str = crate::security::GROUP;
 const TRELLIS_TELEMETRY: &str = crate::telemetry::GROUP;
+const TRELLIS_NETWORKING: &str = crate::egress::GROUP;
 
 kinds! {
     /// `gateway.networking.k8s.io/v1` GatewayClass (cluster-scoped).
@@ -335,12 +338,11 @@ kinds! {
         group: "", version: "v1", also: [], namespaced: true, spec: false,
         watched: true, optional: false, status: false,
     },
-    /// `v1` ConfigMap (read from files; not watched: nothing translated uses it yet, and every
-    /// kind watched is a permission granted).
+    /// `v1` ConfigMap (the CA bundles ExternalServices verify their servers against).
     ConfigMap(ConfigMap) {
         field: config_maps, kind: "ConfigMap", plural: "configmaps",
         group: "", version: "v1", also: [], namespaced: true, spec: false,
-        watched: false, optional: false, status: false,
+        watched: true, optional: false, status: false,
     },
     /// `v1` Namespace (cluster-scoped).
     Namespace(Namespace) {
@@ -382,6 +384,18 @@ kinds! {
     HealthPolicy(HealthPolicy) {
         field: health_policies, kind: "HealthPolicy", plural: "healthpolicies",
         group: TRELLIS_TELEMETRY, version: "v1alpha1", also: [], namespaced: true, spec: true,
+        watched: true, optional: true, status: true,
+    },    /// `policy.trellis.dev/v1alpha1` BackendTrafficPolicy.
+    BackendTrafficPolicy(BackendTrafficPolicy) {
+        field: backend_traffic_policies, kind: "BackendTrafficPolicy",
+        plural: "backendtrafficpolicies",
+        group: TRELLIS_POLICY, version: "v1alpha1", also: [], namespaced: true, spec: true,
+        watched: true, optional: true, status: true,
+    },
+    /// `networking.trellis.dev/v1alpha1` ExternalService.
+    ExternalService(ExternalService) {
+        field: external_services, kind: "ExternalService", plural: "externalservices",
+        group: TRELLIS_NETWORKING, version: "v1alpha1", also: [], namespaced: true, spec: true,
         watched: true, optional: true, status: true,
     },
 }

@@ -12,12 +12,16 @@
 //! EndpointSlice, Pod, Secret, Namespace, ConfigMap) are `k8s-openapi`'s. Which pods are in the
 //! mesh, and how a Service port is spoken, is decided in [`mesh`]. Trellis's own policy kinds
 //! (`policy.trellis.dev`) are in [`policy`], PeerAuthentication (`security.trellis.dev`) in
-//! [`security`], TracingPolicy and HealthPolicy (`telemetry.trellis.dev`) in [`telemetry`].
+//! [`security`], TracingPolicy and HealthPolicy (`telemetry.trellis.dev`) in [`telemetry`],
+//! BackendTrafficPolicy (`policy.trellis.dev`) in [`resilience`] and ExternalService
+//! (`networking.trellis.dev`) in [`egress`].
 
+pub mod egress;
 pub mod gateway;
 mod input;
 pub mod mesh;
 pub mod policy;
+pub mod resilience;
 pub mod security;
 pub mod telemetry;
 

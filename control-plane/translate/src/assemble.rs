@@ -301,6 +301,7 @@ fn https_chains(
                         cors: None,
                         enabled_filters: Vec::new(),
                         tracing: None,
+                        fault: None,
                     }],
                     enabled_filters: Vec::new(),
                 },

@@ -181,6 +181,8 @@ impl<'a> Backends<'a> {
             protocol,
             endpoints: self.endpoints(&key, service, service_port),
             peer_identities: Vec::new(),
+            circuit_breaker: None,
+            outlier_detection: None,
         })
     }
 
@@ -209,6 +211,8 @@ impl<'a> Backends<'a> {
             },
             endpoints: self.endpoints(key, service, service_port),
             peer_identities: Vec::new(),
+            circuit_breaker: None,
+            outlier_detection: None,
         })
     }
 

@@ -343,6 +343,111 @@ pub struct RouteIr {
     /// This route's sampling and tags, over the chain's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<RouteTracingIr>,
+    /// Faults injected into this route's requests (a BackendTrafficPolicy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<FaultIr>,
+}
+
+/// Faults a BackendTrafficPolicy injects into a route's requests (Envoy's fault filter, per
+/// route).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FaultIr {
+    /// The BackendTrafficPolicy (`<ns>/<name>`).
+    pub policy: String,
+    /// Requests answered with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbortIr>,
+    /// Requests held before they are forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelayIr>,
+    /// Only requests with all these headers (exact values) are faulted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderIr>,
+}
+
+/// An abort fault.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FaultAbortIr {
+    /// The status answered.
+    pub status: AbortStatusIr,
+    /// Requests aborted, per million.
+    pub per_million: u32,
+}
+
+/// The status of an abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbortStatusIr {
+    /// An HTTP status.
+    Http(u32),
+    /// A gRPC status (for gRPC requests).
+    Grpc(u32),
+}
+
+/// A delay fault.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FaultDelayIr {
+    /// How long.
+    #[serde(serialize_with = "duration", deserialize_with = "parse_duration")]
+    pub delay: Duration,
+    /// Requests delayed, per million.
+    pub per_million: u32,
+}
+
+/// Circuit-breaker thresholds of a cluster (a BackendTrafficPolicy on its Service).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CircuitBreakerIr {
+    /// The BackendTrafficPolicy (`<ns>/<name>`).
+    pub policy: String,
+    /// Connections at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Requests waiting for a connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    /// Requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u32>,
+    /// Retries in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Retries in flight as a share of requests in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudgetIr>,
+}
+
+/// A retry budget.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RetryBudgetIr {
+    /// The share of active requests that may be retries, in hundredths of a percent.
+    pub hundredths_percent: u32,
+    /// Retries always allowed.
+    pub min_retry_concurrency: u32,
+}
+
+/// Outlier detection of a cluster (a BackendTrafficPolicy on its Service).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OutlierDetectionIr {
+    /// The BackendTrafficPolicy (`<ns>/<name>`).
+    pub policy: String,
+    /// 5xx answers in a row that eject an endpoint (0: off).
+    pub consecutive_5xx: u32,
+    /// Gateway errors in a row that eject an endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// Local-origin failures in a row that eject an endpoint.
+    pub consecutive_local_origin_failures: u32,
+    /// Whether local-origin failures are counted apart.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub split_external_local_origin_errors: bool,
+    /// How often ejections are reviewed.
+    #[serde(serialize_with = "duration", deserialize_with = "parse_duration")]
+    pub interval: Duration,
+    /// How long a first ejection lasts.
+    #[serde(serialize_with = "duration", deserialize_with = "parse_duration")]
+    pub base_ejection_time: Duration,
+    /// The most endpoints ejected at once, in percent.
+    pub max_ejection_percent: u32,
 }
 
 /// A route's CORS policy: which origins may make cross-origin requests, and what the answers to
@@ -491,7 +596,7 @@ pub enum ValueMatchIr {
 
 /// A header and its value, both literal (the value may contain `%` or anything else a header
 /// value may hold; the Envoy stage escapes what Envoy would read as a command).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HeaderIr {
     /// Lower-case header name.
     pub name: String,
@@ -680,6 +785,12 @@ pub struct ClusterIr {
     /// takes mutual TLS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peer_identities: Vec<String>,
+    /// Circuit-breaker thresholds (a BackendTrafficPolicy on the Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerIr>,
+    /// Outlier detection (a BackendTrafficPolicy on the Service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetectionIr>,
 }
 
 /// What the sidecars of one class serve: for the pods of one namespace with the same inbound
@@ -761,6 +872,10 @@ pub struct ServiceListenerIr {
     /// HTTP ports: tracing of the clients' requests (a TracingPolicy targets the Service).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingIr>,
+    /// HTTP ports: whether a route of the port's route configuration injects faults (the
+    /// connection manager then has the fault filter).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub faults: bool,
 }
 
 /// A pod port that speaks HTTP.

@@ -31,6 +31,7 @@ mod mesh;
 mod pem;
 pub mod policy;
 pub mod re2;
+mod resilience;
 mod route;
 mod rule;
 pub mod security;
@@ -99,6 +100,7 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
         &mut ir,
         &mut status,
     );
+    resilience::spare_clusters(&mut ir);
     Translation {
         ir,
         status,

@@ -465,6 +465,7 @@ fn outbound_for(
                 cluster: None,
                 access_log: false,
                 tracing: None,
+                faults: false,
             };
             if protocol.is_http() {
                 let (name, routes, clusters) =
@@ -565,6 +566,7 @@ fn default_routes(service: &ObjectKey, port: u16, own: Option<&ClusterIr>) -> Me
             cors: None,
             enabled_filters: Vec::new(),
             tracing: None,
+            fault: None,
         }],
     }
 }

@@ -175,27 +175,29 @@ fn spec_error(e: SpecError) -> Problem {
 
 /// Where in a proxy an attachment applies.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Selector {
+pub(crate) enum Selector {
     /// A whole Gateway, or one of its listeners.
     Gateway(Option<String>),
     /// Routes of an HTTPRoute, or of one of its rules.
     Routes(RouteTarget),
     /// A sidecar class's inbound HTTP ports that a Service reaches.
     Ports(ObjectKey, Vec<u16>),
-    /// A sidecar class's outbound listeners for a Service (TracingPolicy: the callers' side).
+    /// The callers' side of a Service: a sidecar class's outbound listeners for it
+    /// (TracingPolicy, BackendTrafficPolicy), a gateway's routes and clusters to it
+    /// (BackendTrafficPolicy).
     Outbound(ObjectKey),
 }
 
 /// An HTTPRoute, or one rule of it, as a policy's target.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct RouteTarget {
-    route: ObjectKey,
-    rule: Option<usize>,
+pub(crate) struct RouteTarget {
+    pub(crate) route: ObjectKey,
+    pub(crate) rule: Option<usize>,
 }
 
 impl RouteTarget {
     /// Whether a route came from this target.
-    fn selects(&self, origin: &RouteOrigin) -> bool {
+    pub(crate) fn selects(&self, origin: &RouteOrigin) -> bool {
         origin.rule().is_some_and(|(route, rule)| {
             *route == self.route && self.rule.is_none_or(|r| r == rule)
         })
@@ -207,7 +209,7 @@ impl RouteTarget {
 }
 
 /// What a checked spec contributes to filter chains.
-enum Contribution {
+pub(crate) enum Contribution {
     Authorization(Value),
     RateLimits(Vec<Value>),
     Wasm {
@@ -216,6 +218,8 @@ enum Contribution {
     },
     /// A TracingPolicy (its `service_name` is filled in where it applies).
     Tracing(TracingIr),
+    /// A BackendTrafficPolicy.
+    Traffic(crate::resilience::TrafficIr),
 }
 
 struct Checked {
@@ -224,10 +228,10 @@ struct Checked {
 }
 
 /// One policy's contribution to one proxy.
-struct Attachment {
+pub(crate) struct Attachment {
     key: ObjectKey,
-    selectors: Vec<Selector>,
-    contribution: std::rc::Rc<Contribution>,
+    pub(crate) selectors: Vec<Selector>,
+    pub(crate) contribution: std::rc::Rc<Contribution>,
 }
 
 /// Attaches every policy object to the IR and reports their status. Returns the new
@@ -294,6 +298,22 @@ pub(crate) fn attach(
         );
         status.tracing_policies.insert(key.clone(), s);
     }
+    for (key, object) in &input.backend_traffic_policies {
+        let s = run.policy(
+            Kind::BackendTrafficPolicy,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| {
+                let (targets, traffic) = crate::resilience::check_traffic(key, spec)?;
+                Ok(Checked {
+                    targets,
+                    contribution: Contribution::Traffic(traffic),
+                })
+            },
+        );
+        status.backend_traffic_policies.insert(key.clone(), s);
+    }
     let Attacher {
         next,
         mut attachments,
@@ -309,11 +329,13 @@ pub(crate) fn attach(
     for (proxy_name, list) in attachments {
         if let Some(sidecar) = ir.sidecars.get_mut(&proxy_name) {
             apply_to_sidecar(sidecar, &list, modules);
+            crate::resilience::apply_to_sidecar(sidecar, &list);
             continue;
         }
         let Some(proxy) = ir.proxies.get_mut(&proxy_name) else {
             continue;
         };
+        crate::resilience::apply_to_proxy(proxy, &list);
         let mut used = false;
         for listener in &mut proxy.listeners {
             for chain in &mut listener.chains {
@@ -588,6 +610,7 @@ fn resolve(
         (gateway_ref(&gateway, target), proxy_key(&gateway), selector)
     };
     match target.kind.as_str() {
+        "Service" if kind == Kind::BackendTrafficPolicy => resolve_callers(input, ir, &key),
         "Service" => resolve_service(input, ir, &key, kind == Kind::TracingPolicy),
         "Gateway" => {
             let gateway = input
@@ -636,16 +659,107 @@ fn resolve(
                     })
                 })
                 .map(|g| on_gateway((g.clone(), Selector::Routes(selected.clone()))))
+                .chain(
+                    (kind == Kind::BackendTrafficPolicy)
+                        .then(|| mesh_route_callers(ir, &selected))
+                        .into_iter()
+                        .flatten(),
+                )
                 .collect();
             if found.is_empty() {
                 return Err(format!(
-                    "HTTPRoute {key} is not attached to a Gateway served by Trellis"
+                    "HTTPRoute {key} is not attached to a Gateway served by Trellis{}",
+                    if kind == Kind::BackendTrafficPolicy {
+                        " nor to a Service of the mesh"
+                    } else {
+                        ""
+                    }
                 ));
             }
             Ok(found)
         }
         other => Err(format!("kind {other:?} cannot be targeted")),
     }
+}
+
+fn service_ref(key: &ObjectKey) -> ParentReference {
+    ParentReference {
+        group: String::new(),
+        kind: "Service".to_string(),
+        namespace: Some(key.namespace.clone()),
+        name: key.name.clone(),
+        section_name: None,
+        port: None,
+    }
+}
+
+/// A BackendTrafficPolicy's Service target: every proxy that calls it — the Gateways with a
+/// cluster of it, and the sidecar classes with an outbound listener for it.
+fn resolve_callers(
+    input: &InputSet,
+    ir: &Ir,
+    key: &ObjectKey,
+) -> Result<Vec<(ParentReference, String, Selector)>, String> {
+    if !input.services.contains_key(key) {
+        return Err(format!("Service {key} does not exist"));
+    }
+    let ancestor = service_ref(key);
+    let gateways = ir
+        .proxies
+        .iter()
+        .filter(|(_, p)| {
+            p.clusters
+                .keys()
+                .any(|c| cluster_service(c).as_ref() == Some(key))
+        })
+        .map(|(name, _)| name);
+    let sidecars = ir
+        .sidecars
+        .iter()
+        .filter(|(_, s)| s.outbound.iter().any(|l| l.service == *key))
+        .map(|(name, _)| name);
+    let found: Vec<_> = gateways
+        .chain(sidecars)
+        .map(|name| {
+            (
+                ancestor.clone(),
+                name.clone(),
+                Selector::Outbound(key.clone()),
+            )
+        })
+        .collect();
+    if found.is_empty() {
+        return Err(format!(
+            "Service {key} is called through no proxy Trellis serves (no Gateway routes to it, \
+             and it is not in the mesh)"
+        ));
+    }
+    Ok(found)
+}
+
+/// The sidecar classes whose mesh routes came from an HTTPRoute (or one rule of it), with the
+/// Service each route configuration belongs to as the ancestor.
+fn mesh_route_callers(ir: &Ir, target: &RouteTarget) -> Vec<(ParentReference, String, Selector)> {
+    let mut found = Vec::new();
+    for (class, sidecar) in &ir.sidecars {
+        for l in &sidecar.outbound {
+            let selects = l
+                .route_config
+                .as_ref()
+                .and_then(|rc| sidecar.route_configs.get(rc))
+                .is_some_and(|r| r.routes.iter().any(|r| target.selects(&r.origin)));
+            if selects {
+                found.push((
+                    service_ref(&l.service),
+                    class.clone(),
+                    Selector::Routes(target.clone()),
+                ));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// A Service target: the sidecar classes of the pods it sends to, and the ports it reaches.
@@ -715,7 +829,10 @@ fn chain_has_route(chain: &FilterChainIr, target: &RouteTarget) -> bool {
 
 /// Checks a policy's targets; `services`: whether it may target Services (the policy filter's
 /// policies may; WasmFilters not yet).
-fn check_targets(targets: &[PolicyTargetReference], services: bool) -> Result<(), Problem> {
+pub(crate) fn check_targets(
+    targets: &[PolicyTargetReference],
+    services: bool,
+) -> Result<(), Problem> {
     if targets.is_empty() {
         return Err(invalid(
             "spec.targetRefs",
@@ -1143,7 +1260,8 @@ fn apply_to_sidecar(
                         limits.push(l);
                     }
                 }
-                Contribution::Wasm { .. } | Contribution::Tracing(_) => {}
+                Contribution::Wasm { .. } | Contribution::Tracing(_) | Contribution::Traffic(_) => {
+                }
             }
         }
         if policies.is_empty() && limits.is_empty() {
@@ -1425,7 +1543,7 @@ fn apply_to_chain(
                 }
                 wasm.push((*order, &a.key, filter));
             }
-            Contribution::Tracing(_) => {}
+            Contribution::Tracing(_) | Contribution::Traffic(_) => {}
         }
     }
     let mut filters = Vec::new();

@@ -192,6 +192,7 @@ impl Rules {
                         cors: rule.cors.as_ref().map(cors_ir),
                         enabled_filters: Vec::new(),
                         tracing: None,
+                        fault: None,
                     },
                     precedence: precedence.clone(),
                     clusters: rule.clusters.clone(),

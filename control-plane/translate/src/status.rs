@@ -27,6 +27,12 @@ pub struct StatusSet {
     /// Every WasmFilter.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub wasm_filters: BTreeMap<ObjectKey, PolicyStatus>,
+    /// Every BackendTrafficPolicy.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub backend_traffic_policies: BTreeMap<ObjectKey, PolicyStatus>,
+    /// Every ExternalService.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_services: BTreeMap<ObjectKey, PolicyStatus>,
     /// Every TracingPolicy.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tracing_policies: BTreeMap<ObjectKey, PolicyStatus>,

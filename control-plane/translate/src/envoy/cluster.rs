@@ -86,6 +86,14 @@ pub fn cluster(c: &ClusterIr) -> Cluster {
             pack_any(options),
         )]
         .into(),
+        circuit_breakers: c
+            .circuit_breaker
+            .as_ref()
+            .map(super::resilience::circuit_breakers),
+        outlier_detection: c
+            .outlier_detection
+            .as_ref()
+            .map(super::resilience::outlier_detection),
         // Meshed endpoints get mutual TLS (verified against the Service's identities); the
         // rest plaintext.
         transport_socket_matches: if c.peer_identities.is_empty() {

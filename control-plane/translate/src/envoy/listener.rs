@@ -119,6 +119,16 @@ pub(super) fn http_connection_manager(
             .iter()
             .map(|f| wasm_filter(f, module_server)),
     );
+    // Faults after the policy filter (a denied request is denied, not faulted), before the
+    // router; only in chains with a route that injects them.
+    let faults = chain
+        .virtual_hosts
+        .iter()
+        .flat_map(|vh| &vh.routes)
+        .any(|r| r.fault.is_some());
+    if faults {
+        http_filters.push(super::resilience::fault_filter());
+    }
     http_filters.push(HttpFilter {
         name: "envoy.filters.http.router".to_string(),
         config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(

@@ -18,6 +18,7 @@
 mod cluster;
 mod listener;
 pub mod mtls;
+mod resilience;
 mod route;
 mod secret;
 mod sidecar;

@@ -265,6 +265,12 @@ pub(super) fn route(r: &RouteIr) -> Route {
             if let Some(cors) = &r.cors {
                 configs.insert(CORS_FILTER.to_string(), pack_any(cors_policy(cors)));
             }
+            if let Some(fault) = &r.fault {
+                configs.insert(
+                    super::resilience::FAULT_FILTER.to_string(),
+                    pack_any(super::resilience::http_fault(fault)),
+                );
+            }
             configs
         },
         tracing: r.tracing.as_ref().map(super::tracing::route_tracing),

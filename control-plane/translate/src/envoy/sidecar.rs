@@ -182,6 +182,12 @@ pub fn service_listener(l: &ServiceListenerIr) -> Listener {
     let filter = match (&l.route_config, &l.cluster) {
         (Some(route_config), _) => {
             let mut hcm = outbound_hcm(&name, route_config);
+            if l.faults {
+                hcm.http_filters.insert(
+                    hcm.http_filters.len() - 1,
+                    super::resilience::fault_filter(),
+                );
+            }
             hcm.access_log = access_log;
             if let Some(t) = &l.tracing {
                 super::tracing::trace(&mut hcm, t);

@@ -227,6 +227,7 @@ pub fn descriptors() -> &'static DescriptorPool {
             "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
             "envoy/extensions/filters/http/router/v3/router.proto",
             "envoy/extensions/filters/http/cors/v3/cors.proto",
+            "envoy/extensions/filters/http/fault/v3/fault.proto",
             "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
             "envoy/extensions/transport_sockets/tls/v3/tls.proto",
             "envoy/extensions/transport_sockets/tls/v3/secret.proto",
