@@ -281,39 +281,7 @@ pub(crate) fn attach(
         );
         status.wasm_filters.insert(key.clone(), s);
     }
-    for (key, object) in &input.tracing_policies {
-        let s = run.policy(
-            Kind::TracingPolicy,
-            key,
-            object.metadata.generation,
-            &object.spec,
-            &|spec| {
-                let (targets, tracing) = crate::telemetry::check_tracing(key, spec)?;
-                check_targets(&targets, true)?;
-                Ok(Checked {
-                    targets,
-                    contribution: Contribution::Tracing(tracing),
-                })
-            },
-        );
-        status.tracing_policies.insert(key.clone(), s);
-    }
-    for (key, object) in &input.backend_traffic_policies {
-        let s = run.policy(
-            Kind::BackendTrafficPolicy,
-            key,
-            object.metadata.generation,
-            &object.spec,
-            &|spec| {
-                let (targets, traffic) = crate::resilience::check_traffic(key, spec)?;
-                Ok(Checked {
-                    targets,
-                    contribution: Contribution::Traffic(traffic),
-                })
-            },
-        );
-        status.backend_traffic_policies.insert(key.clone(), s);
-    }
+    attach_tracing_and_traffic(&mut run, input, status);
     let Attacher {
         next,
         mut attachments,
@@ -349,6 +317,43 @@ pub(crate) fn attach(
         }
     }
     next
+}
+
+/// TracingPolicies and BackendTrafficPolicies: checked, resolved and recorded in `run`.
+fn attach_tracing_and_traffic(run: &mut Attacher<'_>, input: &InputSet, status: &mut StatusSet) {
+    for (key, object) in &input.tracing_policies {
+        let s = run.policy(
+            Kind::TracingPolicy,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| {
+                let (targets, tracing) = crate::telemetry::check_tracing(key, spec)?;
+                check_targets(&targets, true)?;
+                Ok(Checked {
+                    targets,
+                    contribution: Contribution::Tracing(tracing),
+                })
+            },
+        );
+        status.tracing_policies.insert(key.clone(), s);
+    }
+    for (key, object) in &input.backend_traffic_policies {
+        let s = run.policy(
+            Kind::BackendTrafficPolicy,
+            key,
+            object.metadata.generation,
+            &object.spec,
+            &|spec| {
+                let (targets, traffic) = crate::resilience::check_traffic(key, spec)?;
+                Ok(Checked {
+                    targets,
+                    contribution: Contribution::Traffic(traffic),
+                })
+            },
+        );
+        status.backend_traffic_policies.insert(key.clone(), s);
+    }
 }
 
 /// Checks and resolves policies one by one, gathering what attaches to each proxy.

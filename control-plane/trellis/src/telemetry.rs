@@ -614,9 +614,18 @@ pub fn capacities(input: &trellis_model::InputSet) -> BTreeMap<ServiceKey, Capac
         let Some(capacity) = out.get_mut(&service) else {
             continue;
         };
+        // An endpoint is an address and port (two slices may list one address with different
+        // ports: two backends on one host).
+        let ports: Vec<String> = slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.port.unwrap_or_default().to_string())
+            .collect();
+        let ports = ports.join(",");
         for endpoint in &slice.endpoints {
             let address = endpoint.addresses.first().cloned().unwrap_or_default();
-            if !seen.insert((service.clone(), address)) {
+            if !seen.insert((service.clone(), format!("{address}:{ports}"))) {
                 continue;
             }
             capacity.desired += 1;
