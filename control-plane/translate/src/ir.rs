@@ -838,6 +838,67 @@ pub struct SidecarIr {
     pub route_configs: BTreeMap<String, MeshRoutesIr>,
     /// Clusters by name.
     pub clusters: BTreeMap<String, ClusterIr>,
+    /// The ports of the external services declared in the pods' namespace (ExternalService),
+    /// by port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<EgressListenerIr>,
+    /// Their clusters, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_clusters: BTreeMap<String, ExternalClusterIr>,
+}
+
+/// The declared external hosts of one port: connections to the port at any address that is no
+/// Service's go through it, routed by `Host` (HTTP) or SNI (TLS); other hosts pass through or
+/// are blocked like any unknown destination.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EgressListenerIr {
+    /// The port apps call.
+    pub port: u16,
+    /// How it is spoken.
+    pub protocol: EgressProtocol,
+    /// The hosts declared on it, sorted.
+    pub hosts: Vec<EgressHostIr>,
+}
+
+/// How an egress port is spoken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressProtocol {
+    /// Plain HTTP, routed by `Host`.
+    Http,
+    /// TLS, routed by SNI.
+    Tls,
+}
+
+/// A declared external host and where it goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EgressHostIr {
+    /// The host name.
+    pub host: String,
+    /// The cluster (`external/<ns>/<name>/<port name>`).
+    pub cluster: String,
+}
+
+/// An external service's port as a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalClusterIr {
+    /// `external/<ns>/<name>/<port name>`.
+    pub name: String,
+    /// Where to connect: IP addresses, or DNS names resolved by the proxy.
+    pub endpoints: Vec<EndpointIr>,
+    /// TLS the sidecar originates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOriginationIr>,
+}
+
+/// TLS a sidecar originates to an external service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsOriginationIr {
+    /// The server name sent, and required in the server's certificate.
+    pub sni: String,
+    /// The CA bundle (PEM) to verify the server against; the system's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
 }
 
 /// What a sidecar does with a connection to a destination that is no Service port of the mesh.

@@ -21,6 +21,7 @@
 mod assemble;
 pub mod backend;
 pub mod conditions;
+mod egress;
 pub mod envoy;
 mod gateway;
 pub mod hostname;
@@ -90,6 +91,7 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
     let mut ir = assemble::finish(gateways, &mut status);
     ir.sidecars = mesh.sidecars;
     ir.pods = mesh.pods;
+    egress::egress(input, &mut ir, &mut status);
     ir.spare_clusters = spare_clusters(input, &backends);
     let objectives = telemetry::health_objectives(input, &mut status);
     let last_good = policy::attach(

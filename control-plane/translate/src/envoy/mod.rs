@@ -16,6 +16,7 @@
 //! Nothing here decides anything the IR did not: each function renders one IR type.
 
 mod cluster;
+pub mod egress;
 mod listener;
 pub mod mtls;
 mod resilience;

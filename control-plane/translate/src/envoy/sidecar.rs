@@ -93,6 +93,22 @@ pub(super) fn sidecar_resources(s: &SidecarIr, round: &mut CacheRound<'_>) -> Ve
         INBOUND_CLUSTER,
         &original_dst_cluster(INBOUND_CLUSTER, Some(trellis_capture_source())),
     ));
+    for c in s.external_clusters.values() {
+        out.push(Resource::new(&c.name, &super::egress::external_cluster(c)));
+    }
+    for l in &s.egress {
+        let mut dependencies = cluster_dependency(passthrough);
+        for h in &l.hosts {
+            dependencies.extend(cluster_dependency(&h.cluster));
+        }
+        dependencies.sort_by(|a, b| a.name.cmp(&b.name));
+        dependencies.dedup_by(|a, b| a.name == b.name);
+        out.push(Resource::with_dependencies(
+            &super::egress::egress_listener_name(l),
+            &super::egress::egress_listener(l, passthrough),
+            dependencies,
+        ));
+    }
     out.push(Resource::with_dependencies(
         OUTBOUND_LISTENER,
         &outbound_listener(passthrough),
