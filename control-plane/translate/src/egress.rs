@@ -242,50 +242,7 @@ pub(crate) fn egress(input: &InputSet, ir: &mut Ir, status: &mut StatusSet) {
             }
             Ok(())
         });
-        let (accepted, resolved) = match &result {
-            Ok(()) => (
-                condition(
-                    ConditionType::Accepted,
-                    true,
-                    Reason::Accepted,
-                    "Declared for the sidecars of the namespace",
-                    generation,
-                ),
-                condition(
-                    ConditionType::ResolvedRefs,
-                    true,
-                    Reason::ResolvedRefs,
-                    "References resolved",
-                    generation,
-                ),
-            ),
-            Err(p) if p.condition == ConditionType::ResolvedRefs => (
-                condition(
-                    ConditionType::Accepted,
-                    false,
-                    p.reason,
-                    format!("{}; not declared", p.message),
-                    generation,
-                ),
-                p.to_condition(generation),
-            ),
-            Err(p) => (
-                condition(
-                    ConditionType::Accepted,
-                    false,
-                    p.reason,
-                    format!("{}; not declared", p.message),
-                    generation,
-                ),
-                condition(
-                    ConditionType::ResolvedRefs,
-                    true,
-                    Reason::ResolvedRefs,
-                    "References resolved",
-                    generation,
-                ),
-            ),
-        };
+        let (accepted, resolved) = conditions(&result, generation);
         status.external_services.insert(
             key.clone(),
             PolicyStatus {
@@ -323,5 +280,59 @@ pub(crate) fn egress(input: &InputSet, ir: &mut Ir, status: &mut StatusSet) {
             })
             .collect();
         sidecar.external_clusters = clusters.clone();
+    }
+}
+
+/// An ExternalService's `Accepted` and `ResolvedRefs` conditions.
+fn conditions(
+    result: &Result<(), Problem>,
+    generation: Option<i64>,
+) -> (
+    trellis_model::core::Condition,
+    trellis_model::core::Condition,
+) {
+    match result {
+        Ok(()) => (
+            condition(
+                ConditionType::Accepted,
+                true,
+                Reason::Accepted,
+                "Declared for the sidecars of the namespace",
+                generation,
+            ),
+            condition(
+                ConditionType::ResolvedRefs,
+                true,
+                Reason::ResolvedRefs,
+                "References resolved",
+                generation,
+            ),
+        ),
+        Err(p) if p.condition == ConditionType::ResolvedRefs => (
+            condition(
+                ConditionType::Accepted,
+                false,
+                p.reason,
+                format!("{}; not declared", p.message),
+                generation,
+            ),
+            p.to_condition(generation),
+        ),
+        Err(p) => (
+            condition(
+                ConditionType::Accepted,
+                false,
+                p.reason,
+                format!("{}; not declared", p.message),
+                generation,
+            ),
+            condition(
+                ConditionType::ResolvedRefs,
+                true,
+                Reason::ResolvedRefs,
+                "References resolved",
+                generation,
+            ),
+        ),
     }
 }

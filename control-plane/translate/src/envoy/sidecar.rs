@@ -104,7 +104,7 @@ pub(super) fn sidecar_resources(s: &SidecarIr, round: &mut CacheRound<'_>) -> Ve
         dependencies.sort_by(|a, b| a.name.cmp(&b.name));
         dependencies.dedup_by(|a, b| a.name == b.name);
         out.push(Resource::with_dependencies(
-            &super::egress::egress_listener_name(l),
+            super::egress::egress_listener_name(l),
             &super::egress::egress_listener(l, passthrough),
             dependencies,
         ));

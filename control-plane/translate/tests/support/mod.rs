@@ -73,7 +73,7 @@ pub enum IrCase {
     /// A gateway proxy.
     Proxy(trellis_translate::ir::ProxyIr),
     /// A sidecar class.
-    Sidecar(trellis_translate::ir::SidecarIr),
+    Sidecar(Box<trellis_translate::ir::SidecarIr>),
 }
 
 /// Reads an IR case.
@@ -84,7 +84,7 @@ pub fn read_ir(path: &Path) -> IrCase {
         .is_some_and(|n| n.to_string_lossy().starts_with("sidecar"));
     let fail = |e: serde_saphyr::Error| -> IrCase { panic!("{}: {e}", path.display()) };
     if sidecar {
-        serde_saphyr::from_str(&text).map_or_else(fail, IrCase::Sidecar)
+        serde_saphyr::from_str(&text).map_or_else(fail, |s| IrCase::Sidecar(Box::new(s)))
     } else {
         serde_saphyr::from_str(&text).map_or_else(fail, IrCase::Proxy)
     }
@@ -95,7 +95,7 @@ impl IrCase {
     pub fn reread(&self, text: &str) -> IrCase {
         match self {
             IrCase::Proxy(_) => IrCase::Proxy(serde_saphyr::from_str(text).unwrap()),
-            IrCase::Sidecar(_) => IrCase::Sidecar(serde_saphyr::from_str(text).unwrap()),
+            IrCase::Sidecar(_) => IrCase::Sidecar(Box::new(serde_saphyr::from_str(text).unwrap())),
         }
     }
 }
@@ -108,7 +108,8 @@ pub fn render_proxy(case: &IrCase) -> BTreeMap<&'static str, Vec<serde_json::Val
             ir.proxies.insert("gateway/golden/proxy".into(), p.clone());
         }
         IrCase::Sidecar(s) => {
-            ir.sidecars.insert("sidecar/golden/class".into(), s.clone());
+            ir.sidecars
+                .insert("sidecar/golden/class".into(), s.as_ref().clone());
         }
     }
     render_xds(&ir).into_values().next().unwrap_or_default()
