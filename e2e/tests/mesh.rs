@@ -1051,3 +1051,162 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
         "{detail}"
     );
 }
+
+/// A CA and a server certificate for `host`, signed by it: (CA PEM, certificate PEM, key PEM).
+fn external_server_certificate(host: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "External Test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// Egress: namespace `team`'s sidecar reaches a declared external service by name, with TLS
+/// originated by the sidecar (the app speaks plain HTTP to port 80; the server, outside the
+/// mesh, speaks only TLS on 8443 and the sidecar verifies its name against the declared CA);
+/// an undeclared destination passes through, until the namespace is made registry-only: then
+/// it is blocked (the blackhole counter moves) and the declared one still answers.
+#[test]
+fn declared_external_services_are_reached_with_tls_and_undeclared_ones_blocked_on_demand() {
+    let Some(net) = network_or_skip("egress") else {
+        return;
+    };
+    let mut mesh = Mesh::start(net, &[("team", true)]);
+    let client = mesh.pod(PodSpec {
+        namespace: "team",
+        name: "client",
+        labels: &[("app", "client")],
+        sidecar: true,
+        ip: None,
+    });
+    mesh.service("team", "client", 1, 80, &[("app", "client")]);
+    // The external server: its own network namespace, no sidecar, no Pod object; plain HTTP on
+    // 8080 (undeclared) and HTTPS on 8443 as api.external.test.
+    let host = "api.external.test";
+    let (ca_pem, cert_pem, key_pem) = external_server_certificate(host);
+    let cert = mesh.work.join("external.crt");
+    let key = mesh.work.join("external.key");
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+    let external = mesh.net.pod("external").unwrap();
+    let mut cmd = external.command(None, &trellis_harness::echo_bin().unwrap());
+    cmd.arg("--address")
+        .arg("0.0.0.0")
+        .env("HTTP_PORT", APP_PORT.to_string())
+        .env("H2C_PORT", "0")
+        .env("HTTPS_PORT", "8443")
+        .env("TLS_SERVER_CERT", &cert)
+        .env("TLS_SERVER_PRIVKEY", &key)
+        .env("POD_NAME", "external");
+    let _server = trellis_harness::Process::spawn(cmd, &mesh.work.join("external.log")).unwrap();
+    let external_ip = external.ip;
+    let indented: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    mesh.write(
+        "external.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: external-ca, namespace: team}}\n\
+             data:\n  ca.crt: |\n{indented}---\n\
+             apiVersion: networking.trellis.dev/v1alpha1\nkind: ExternalService\n\
+             metadata: {{name: external-api, namespace: team}}\n\
+             spec:\n  hosts: [{host}]\n  ports:\n  - name: http\n    port: 80\n    \
+             protocol: HTTP\n    targetPort: 8443\n    \
+             tls: {{caCertificateRef: {{kind: ConfigMap, name: external-ca}}}}\n  \
+             endpoints: [{{address: \"{external_ip}\"}}]\n"
+        ),
+    );
+    mesh.ready();
+    eventually("the ExternalService accepted", || {
+        let o = mesh
+            .cp
+            .object_status("ExternalService", "team/external-api")
+            .map_err(|e| e.to_string())?
+            .ok_or("no status yet")?;
+        let accepted = &o["status"]["ancestors"][0]["conditions"][0];
+        (accepted["status"] == "True")
+            .then_some(())
+            .ok_or(format!("{o}"))
+    });
+
+    // The app calls http://api.external.test/ (here at the server's address, port 80, where
+    // nothing listens): the sidecar sends it over TLS to 8443.
+    let declared = SocketAddr::from((external_ip, 80));
+    let mut reply = None;
+    eventually("the declared external service through TLS", || {
+        let r = mesh.pods[client]
+            .request(declared, host, "/declared", &[])
+            .map_err(|e| e.to_string())?;
+        (r.status == 200)
+            .then(|| reply = Some(r.json()))
+            .ok_or("not yet".to_string())
+    });
+    let body = reply.unwrap();
+    println!(
+        "declared {host}: answered by {} over {} (SNI {})",
+        body["pod"], body["tls"]["negotiatedProtocol"], body["tls"]["serverName"]
+    );
+    assert_eq!(body["pod"], "external");
+    assert!(body["tls"].is_object(), "not TLS at the server: {body}");
+
+    // Undeclared (plain HTTP on 8080): passed through while the namespace allows any.
+    let undeclared = SocketAddr::from((external_ip, APP_PORT));
+    let r = mesh.pods[client]
+        .request(undeclared, "undeclared", "/", &[])
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.json()["tls"].is_null());
+    let passed = mesh.pods[client]
+        .sidecar_stat("cluster.passthrough.upstream_cx_total")
+        .unwrap();
+
+    // Registry-only: the undeclared destination is blocked, the declared one still answers.
+    mesh.write(
+        "namespaces.yaml",
+        &namespace_yaml("team", true).replace(
+            "{trellis.dev/mesh: enabled}",
+            "{trellis.dev/mesh: enabled, trellis.dev/outbound-traffic: registry-only}",
+        ),
+    );
+    eventually("the undeclared destination blocked", || {
+        match mesh.pods[client].request(undeclared, "undeclared", "/", &[]) {
+            Err(_) => Ok(()),
+            Ok(r) => Err(format!("answered {}", r.status)),
+        }
+    });
+    let blocked_before = mesh.pods[client]
+        .sidecar_stat("cluster.blackhole.upstream_cx_none_healthy")
+        .unwrap();
+    for _ in 0..5 {
+        assert!(
+            mesh.pods[client]
+                .request(undeclared, "undeclared", "/", &[])
+                .is_err()
+        );
+    }
+    let blocked = mesh.pods[client]
+        .sidecar_stat("cluster.blackhole.upstream_cx_none_healthy")
+        .unwrap();
+    let r = mesh.pods[client]
+        .request(declared, host, "/still", &[])
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let declared_requests = mesh.pods[client]
+        .sidecar_stat("cluster.external_team_external-api_http.upstream_rq_total")
+        .unwrap();
+    println!(
+        "registry-only: 5 more requests to the undeclared destination blocked (blackhole \
+         upstream_cx_none_healthy {blocked_before} -> {blocked}); passthrough connections \
+         before: {passed}; declared requests: {declared_requests}"
+    );
+    assert!(
+        blocked >= blocked_before + 5,
+        "{blocked_before} -> {blocked}"
+    );
+    assert!(passed >= 1);
+    assert!(declared_requests >= 2);
+}

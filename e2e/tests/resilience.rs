@@ -270,7 +270,7 @@ fn faults_hit_the_share_of_requests_asked_and_only_tagged_ones_when_scoped_by_he
     let plain = median_ms(s.gateway, "/", 50);
     let delayed = median_ms(s.gateway, "/delay", 20);
     println!("median latency: plain {plain:.1} ms, delay 200ms {delayed:.1} ms");
-    assert!(delayed >= 200.0 && delayed < 400.0, "{delayed}");
+    assert!((200.0..400.0).contains(&delayed), "{delayed}");
     assert!(plain < 100.0, "{plain}");
     assert_eq!(share_503(s.gateway, "/", &[], 200), 0.0);
 
@@ -370,7 +370,7 @@ fn a_circuit_breaker_holds_a_backend_to_ten_requests_and_answers_the_overflow_at
     );
     assert_eq!(ok + overflow.len(), 100, "{results:?}");
     assert!(max_seen <= 10, "{max_seen}");
-    assert!(ok >= 1 && ok <= 10, "{ok}");
+    assert!((1..=10).contains(&ok), "{ok}");
     assert!(overflow.len() >= 90, "{}", overflow.len());
     assert!(
         overflow.iter().all(|r| r.2),
