@@ -65,8 +65,8 @@ impl WatchedKind {
     }
 }
 
-/// Every kind the provider watches: the model's kinds marked watched (every kind read is a
-/// permission granted).
+/// Every kind the provider watches: the model's kinds marked watched (ConfigMaps are not: the
+/// control plane writes one of its own, and every kind read is a permission granted).
 pub static WATCHED: std::sync::LazyLock<Vec<WatchedKind>> = std::sync::LazyLock::new(|| {
     Kind::ALL
         .into_iter()

@@ -338,11 +338,13 @@ kinds! {
         group: "", version: "v1", also: [], namespaced: true, spec: false,
         watched: true, optional: false, status: false,
     },
-    /// `v1` ConfigMap (the CA bundles ExternalServices verify their servers against).
+    /// `v1` ConfigMap (the CA bundles ExternalServices verify their servers against). Read from
+    /// files only: watching every ConfigMap of a cluster would also watch the control plane's
+    /// own `trellis-last-good`, whose every write would come back as a change.
     ConfigMap(ConfigMap) {
         field: config_maps, kind: "ConfigMap", plural: "configmaps",
         group: "", version: "v1", also: [], namespaced: true, spec: false,
-        watched: true, optional: false, status: false,
+        watched: false, optional: false, status: false,
     },
     /// `v1` Namespace (cluster-scoped).
     Namespace(Namespace) {
