@@ -14,6 +14,7 @@
 //! a port declared as HTTP by one and TLS by another.
 
 use crate::conditions::{ConditionType, Problem, Reason, condition};
+use crate::hostname::is_dns_name;
 use crate::ir::{
     EgressHostIr, EgressListenerIr, EgressProtocol, EndpointIr, ExternalClusterIr, Ir,
     TlsOriginationIr,
@@ -32,20 +33,6 @@ fn invalid(field: impl std::fmt::Display, message: impl std::fmt::Display) -> Pr
 /// A checked ExternalService: its ports, each with its hosts and cluster.
 struct Declared {
     ports: Vec<(u16, EgressProtocol, Vec<String>, ExternalClusterIr)>,
-}
-
-fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 fn port_number(value: i64, field: &str) -> Result<u16, Problem> {

@@ -114,6 +114,22 @@ pub fn specificity(a: Option<&str>, b: Option<&str>) -> Ordering {
     rank(a).cmp(&rank(b)).then_with(|| a.cmp(&b))
 }
 
+/// Whether `name` is a lower-case DNS name (RFC 1123 labels, no wildcard): what a proxy can
+/// resolve or send as SNI.
+pub(crate) fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,18 +198,7 @@ fn host_port(address: &str) -> Result<(String, u16), String> {
     if port == 0 {
         return Err(bad());
     }
-    let dns = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if !dns && host.parse::<std::net::IpAddr>().is_err() {
+    if !crate::hostname::is_dns_name(host) && host.parse::<std::net::IpAddr>().is_err() {
         return Err(format!("{host:?} is neither a DNS name nor an IP address"));
     }
     Ok((host.to_string(), port))

@@ -111,11 +111,15 @@ pub fn cluster(c: &ClusterIr) -> Cluster {
 
 /// The endpoints of a cluster.
 pub fn load_assignment(c: &ClusterIr) -> ClusterLoadAssignment {
+    assignment(&c.name, &c.endpoints)
+}
+
+/// A load assignment of `endpoints` (meshed ones marked for mutual TLS).
+pub(super) fn assignment(cluster: &str, endpoints: &[EndpointIr]) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
-        cluster_name: c.name.clone(),
+        cluster_name: cluster.to_string(),
         endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: c
-                .endpoints
+            lb_endpoints: endpoints
                 .iter()
                 .map(|e| LbEndpoint {
                     host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {

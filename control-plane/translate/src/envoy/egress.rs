@@ -18,9 +18,6 @@ use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     TrafficDirection, TransportSocket, transport_socket,
 };
-use envoy_types::pb::envoy::config::endpoint::v3::{
-    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
-};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
 };
@@ -227,24 +224,7 @@ pub fn external_cluster(c: &ExternalClusterIr) -> Cluster {
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(discovery as i32)),
         connect_timeout: Some(duration_ms(5_000)),
         dns_lookup_family: cluster::DnsLookupFamily::V4Preferred as i32,
-        load_assignment: Some(ClusterLoadAssignment {
-            cluster_name: c.name.clone(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints: c
-                    .endpoints
-                    .iter()
-                    .map(|e| LbEndpoint {
-                        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                            address: Some(socket(&e.address, e.port)),
-                            ..Default::default()
-                        })),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+        load_assignment: Some(super::cluster::assignment(&c.name, &c.endpoints)),
         transport_socket,
         ..Default::default()
     }
