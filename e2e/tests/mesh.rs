@@ -1210,3 +1210,101 @@ fn declared_external_services_are_reached_with_tls_and_undeclared_ones_blocked_o
     assert!(passed >= 1);
     assert!(declared_requests >= 2);
 }
+
+/// Chaos and timeouts on mesh traffic, through real sidecars: a BackendTrafficPolicy on a
+/// Service aborts only the requests a tester tags (in the caller's sidecar), and a producer
+/// route's request timeout turns a slow answer into a 504 there.
+#[test]
+fn mesh_routes_take_faults_and_timeouts_through_real_sidecars() {
+    let Some(net) = network_or_skip("mesh_routes_take_faults_and_timeouts") else {
+        return;
+    };
+    let mut mesh = Mesh::start(net, &[("shop", true)]);
+    mesh.pod(PodSpec {
+        namespace: "shop",
+        name: "b",
+        labels: &[("app", "b")],
+        sidecar: true,
+        ip: None,
+    });
+    let a = mesh.pod(PodSpec {
+        namespace: "shop",
+        name: "a",
+        labels: &[],
+        sidecar: true,
+        ip: None,
+    });
+    let b_svc = mesh.service("shop", "b", 10, 80, &[("app", "b")]);
+    mesh.write(
+        "resilience.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: b, namespace: shop}\n\
+         spec:\n  parentRefs: [{group: \"\", kind: Service, name: b, port: 80}]\n  \
+         rules:\n  - timeouts: {request: 300ms}\n    backendRefs: [{name: b, port: 80}]\n---\n\
+         apiVersion: policy.trellis.dev/v1alpha1\nkind: BackendTrafficPolicy\n\
+         metadata: {name: chaos, namespace: shop}\n\
+         spec:\n  targetRefs: [{group: \"\", kind: Service, name: b}]\n  \
+         faultInjection:\n    abort: {httpStatus: 418, percentage: 100}\n    \
+         headers: [{name: x-chaos, value: me}]\n",
+    );
+    mesh.ready();
+    eventually("the BackendTrafficPolicy accepted", || {
+        let o = mesh
+            .cp
+            .object_status("BackendTrafficPolicy", "shop/chaos")
+            .map_err(|e| e.to_string())?
+            .ok_or("no status yet")?;
+        let accepted = &o["status"]["ancestors"][0]["conditions"][0];
+        (accepted["status"] == "True")
+            .then_some(())
+            .ok_or(format!("{o}"))
+    });
+    let tagged = [("x-chaos", "me")];
+    eventually("a tagged request aborted by a's sidecar", || {
+        let r = mesh.pods[a]
+            .request(b_svc, "b.shop", "/", &tagged)
+            .map_err(|e| e.to_string())?;
+        (r.status == 418)
+            .then_some(())
+            .ok_or(format!("answered {}", r.status))
+    });
+    let (mut aborted, mut answered) = (0, 0);
+    for _ in 0..50 {
+        let t = mesh.pods[a].request(b_svc, "b.shop", "/", &tagged).unwrap();
+        aborted += u32::from(t.status == 418);
+        let u = mesh.pods[a].request(b_svc, "b.shop", "/", &[]).unwrap();
+        answered += u32::from(u.status == 200 && u.json()["pod"] == "b");
+    }
+    let injected = mesh.pods[a]
+        .sidecar_stat("http.outbound_shop_b_80.fault.aborts_injected")
+        .unwrap();
+    println!(
+        "faults on mesh traffic: tagged 418 {aborted} of 50, untagged answered by b {answered} \
+         of 50; a's sidecar fault.aborts_injected {injected}"
+    );
+    assert_eq!(aborted, 50);
+    assert_eq!(answered, 50);
+    assert!(
+        injected >= 50,
+        "the caller's sidecar injected them: {injected}"
+    );
+
+    // The route's 300 ms request timeout, enforced by a's sidecar.
+    let started = Instant::now();
+    let slow = mesh.pods[a]
+        .request(b_svc, "b.shop", "/?delay=2s", &[])
+        .unwrap();
+    let waited = started.elapsed();
+    let fast = mesh.pods[a]
+        .request(b_svc, "b.shop", "/?delay=50ms", &[])
+        .unwrap();
+    println!(
+        "request timeout 300ms: /?delay=2s -> {} after {} ms; /?delay=50ms -> {}",
+        slow.status,
+        waited.as_millis(),
+        fast.status
+    );
+    assert_eq!(slow.status, 504);
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    assert_eq!(fast.status, 200);
+}
