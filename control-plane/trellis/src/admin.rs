@@ -5,6 +5,8 @@
 //! | `/status`  | [`StatusReport`](trellis_controller::StatusReport) as JSON |
 //! | `/proxies` | connected proxies and their per-type sync state (JSON) |
 //! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations; with `--kubernetes` also the API server connection, watch errors, relists, status writes and leadership |
+//! | `/ui/…`, `/api/graph` | the console (`console.rs`) |
+//! | `/api/vet` | the vet findings about what is served (docs/vet.md), filtered by `namespace`, `severity`, `code` |
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz`  | 200 once the first configuration was translated and published (with `--kubernetes`: after the initial sync); the body notes an unreachable API server, which does not make the replica unready since it keeps serving the last good configuration |
 //! | `/wasm/<sha256>` | a Wasm module the published configuration uses, for proxies (`application/wasm`); anything else is 404 |
@@ -55,6 +57,10 @@ pub struct AdminState {
     pub telemetry: crate::telemetry::Telemetry,
     /// Every namespace seen, and whether it is in the mesh (for the injection webhook).
     pub namespace_mesh: RwLock<Arc<std::collections::BTreeMap<String, bool>>>,
+    /// The vet findings about what is served, from the latest translation.
+    pub vet: RwLock<Arc<Vec<trellis_vet::Finding>>>,
+    /// The latest input (objects and the problems reading them), for the console.
+    pub load: RwLock<Arc<trellis_sources::Load>>,
 }
 
 impl AdminState {
@@ -132,6 +138,25 @@ impl AdminState {
             .cloned()
     }
 
+    /// The latest input.
+    pub fn load(&self) -> Arc<trellis_sources::Load> {
+        self.load.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the latest input.
+    pub fn set_load(&self, load: Arc<trellis_sources::Load>) {
+        if let Ok(mut l) = self.load.write() {
+            *l = load;
+        }
+    }
+
+    /// Replaces the vet findings.
+    pub fn set_vet(&self, findings: Vec<trellis_vet::Finding>) {
+        if let Ok(mut v) = self.vet.write() {
+            *v = Arc::new(findings);
+        }
+    }
+
     /// Replaces the report.
     pub fn set_report(&self, report: StatusReport) {
         if let Ok(mut r) = self.report.write() {
@@ -142,11 +167,12 @@ impl AdminState {
 
 /// The admin router.
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+    crate::console::routes(Router::new())
         .route("/status", route_get(status))
         .route("/proxies", route_get(proxies))
         .route("/api/services", route_get(services))
         .route("/api/services/{namespace}/{name}", route_get(service))
+        .route("/api/vet", route_get(vet))
         .route("/api/traces", route_get(traces))
         .route("/api/traces/{trace_id}", route_get(trace))
         .route("/metrics", route_get(metrics))
@@ -157,66 +183,30 @@ pub fn router(state: Arc<AdminState>) -> Router {
 }
 
 /// `GET /api/services?sort=FIELD`: every Service's health, worst score first unless sorted by
-/// another field (`rps`, `error_rate`, `p50_ms`, `p99_ms` descending; `namespace`, `name`,
-/// `health_state` ascending; `health_score` ascending).
+/// another field (`rps`, `error_rate`, `p50_ms`, `p99_ms` descending; `namespace`, `name`
+/// ascending; `health_state` worst first; `health_score` ascending).
 async fn services(
     State(state): State<Arc<AdminState>>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let mut rows = state.telemetry.services();
-    let number = |x: Option<f64>| x.unwrap_or(-1.0);
-    let by: &str = query
-        .get("sort")
-        .map(String::as_str)
-        .unwrap_or("health_score");
-    let descending = |a: f64, b: f64| b.total_cmp(&a);
-    match by {
-        "rps" => rows.sort_by(|a, b| descending(a.rps, b.rps)),
-        "error_rate" => rows.sort_by(|a, b| descending(a.error_rate, b.error_rate)),
-        "p50_ms" => rows.sort_by(|a, b| descending(number(a.p50_ms), number(b.p50_ms))),
-        "p99_ms" => rows.sort_by(|a, b| descending(number(a.p99_ms), number(b.p99_ms))),
-        "namespace" | "name" => {
-            rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
-        }
-        "health_state" => rows.sort_by_key(|r| format!("{:?}", r.health_state)),
-        "health_score" => rows.sort_by_key(|r| r.health_score.map(i16::from).unwrap_or(101)),
-        other => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "sort={other:?}: sort by rps, error_rate, p50_ms, p99_ms, health_score, health_state, namespace or name\n"
-                ),
-            )
-                .into_response();
-        }
+    let mut rows = crate::console::service_rows(&state);
+    let by = query.get("sort").map_or("health_score", String::as_str);
+    match trellis_console::services::sort_services(&mut rows, by) {
+        Ok(()) => axum::Json(rows).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     }
-    axum::Json(rows).into_response()
 }
 
-/// `GET /api/services/NS/NAME`: a Service's health, its callers' edges (busiest first) and
-/// its recent evaluations.
+/// `GET /api/services/{ns}/{name}`: one Service's health with its callers (`edges`), score
+/// `history`, the routes and policies that concern it (`objects`), its `endpoints`, recent and
+/// notable `traces`, and vet `findings`.
 async fn service(
     State(state): State<Arc<AdminState>>,
     axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    let row = state
-        .telemetry
-        .services()
-        .into_iter()
-        .find(|r| r.namespace == namespace && r.name == name);
-    match (row, state.telemetry.history(&namespace, &name)) {
-        (Some(row), Some(history)) => axum::Json(serde_json::json!({
-            "service": row,
-            "edges": state.telemetry.edges(&namespace, &name),
-            "history": history.iter().map(|e| serde_json::json!({
-                "score": e.score, "state": e.state, "reason": e.reason,
-                "requests": e.totals.requests, "failures": e.totals.failures,
-                "p50_ms": e.totals.p50_ms, "p99_ms": e.totals.p99_ms,
-                "burn_rate": e.terms.burn_rate,
-            })).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        _ => (
+    match crate::console::service_detail(&state, &namespace, &name) {
+        Some(detail) => axum::Json(detail).into_response(),
+        None => (
             StatusCode::NOT_FOUND,
             format!("no Service {namespace}/{name} is known\n"),
         )
@@ -468,6 +458,30 @@ pub fn module_router(state: Arc<AdminState>) -> Router {
         .with_state(state)
 }
 
+/// `GET /api/vet[?namespace=NS][&severity=error|warning|info][&code=TRLnnnn]`: the findings
+/// about what is served (docs/vet.md), as `trellis vet --output json` prints them.
+async fn vet(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let all = state.vet.read().map(|v| v.clone()).unwrap_or_default();
+    let wanted = |f: &&trellis_vet::Finding| {
+        query
+            .get("namespace")
+            .is_none_or(|ns| &f.object.namespace == ns)
+            && query
+                .get("severity")
+                .is_none_or(|s| f.severity.to_string() == *s)
+            && query.get("code").is_none_or(|c| f.code.id() == c)
+    };
+    let findings: Vec<trellis_vet::Finding> = all.iter().filter(wanted).cloned().collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::vet::render(&findings, crate::vet::Output::Json),
+    )
+        .into_response()
+}
+
 async fn status(State(state): State<Arc<AdminState>>) -> Response {
     axum::Json(state.report().as_ref().clone()).into_response()
 }
@@ -487,6 +501,11 @@ async fn module(
 }
 
 async fn proxies(State(state): State<Arc<AdminState>>) -> Response {
+    axum::Json(proxies_with_classes(&state)).into_response()
+}
+
+/// Every connected proxy, with its sidecar class and workload certificate when it has them.
+pub fn proxies_with_classes(state: &AdminState) -> Vec<trellis_xds::ProxySync> {
     let report = state.report();
     let classes: std::collections::HashMap<String, &str> = report
         .sidecars
@@ -508,7 +527,7 @@ async fn proxies(State(state): State<Arc<AdminState>>) -> Response {
                         .unwrap_or_default(),
                 });
     }
-    axum::Json(proxies).into_response()
+    proxies
 }
 
 async fn ready(State(state): State<Arc<AdminState>>) -> Response {

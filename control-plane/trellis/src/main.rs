@@ -15,6 +15,7 @@ mod admin;
 mod agent;
 mod bootstrap;
 mod capture;
+mod console;
 mod injection;
 mod kubernetes;
 mod memory;
@@ -24,6 +25,7 @@ mod serve;
 mod status;
 mod telemetry;
 mod token;
+mod vet;
 
 use clap::{Parser, Subcommand};
 
@@ -54,11 +56,14 @@ enum Command {
     Token(token::TokenArgs),
     /// Beside an Envoy: obtain and renew the workload's certificate, serve it over SDS.
     Agent(agent::AgentArgs),
+    /// Check a directory of Kubernetes YAML for mistakes, offline (exit status 1 on errors).
+    Vet(vet::VetArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Vet(args) => return vet::run(&args),
         Command::Serve(args) => serve::run(*args),
         Command::Bootstrap(args) => bootstrap::run(&args),
         Command::Capture(args) => capture::run(&args),

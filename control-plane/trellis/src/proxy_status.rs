@@ -7,8 +7,9 @@
 
 use anyhow::Context;
 use clap::Args;
+use trellis_console::proxies::{TYPES, label, time_left};
 use trellis_controller::SidecarReport;
-use trellis_xds::{ProxySync, ResourceType, SyncStatus};
+use trellis_xds::ProxySync;
 
 /// Arguments of `trellis proxy-status`.
 #[derive(Debug, Args)]
@@ -64,47 +65,9 @@ pub fn render_unconnected(proxies: &[ProxySync], sidecars: &[SidecarReport]) -> 
     out
 }
 
-fn label(status: Option<SyncStatus>) -> &'static str {
-    match status {
-        Some(SyncStatus::Synced) => "SYNCED",
-        Some(SyncStatus::Stale) => "STALE",
-        Some(SyncStatus::Nacked) => "NACKED",
-        Some(SyncStatus::NotSent) | None => "NOT SENT",
-    }
-}
-
-/// How long a certificate expiring at `not_after` (seconds since the epoch) has left at `now`:
-/// `23h59m`, `4m10s`, `EXPIRED`; a `!` marks less than a quarter of a day left.
-fn time_left(not_after: u64, now: std::time::SystemTime) -> String {
-    let now = now
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let Some(left) = not_after.checked_sub(now).filter(|l| *l > 0) else {
-        return "EXPIRED".to_string();
-    };
-    let text = if left >= 3600 {
-        format!("{}h{:02}m", left / 3600, left % 3600 / 60)
-    } else {
-        format!("{}m{:02}s", left / 60, left % 60)
-    };
-    if left < 6 * 3600 {
-        format!("{text}!")
-    } else {
-        text
-    }
-}
-
 /// The proxies as a table (with the time each one's workload certificate has left, when the
 /// control plane runs the CA), then the NACK errors.
 pub fn render(proxies: &[ProxySync], now: std::time::SystemTime) -> String {
-    let order = [
-        ResourceType::Cluster,
-        ResourceType::Listener,
-        ResourceType::Endpoint,
-        ResourceType::Route,
-        ResourceType::Secret,
-    ];
     let mut rows = vec![
         [
             "NODE", "PROXY", "CLASS", "ADS", "CDS", "LDS", "EDS", "RDS", "SDS", "CERT",
@@ -123,7 +86,7 @@ pub fn render(proxies: &[ProxySync], now: std::time::SystemTime) -> String {
                 trellis_xds::Protocol::Delta => "Delta".to_string(),
             },
         ];
-        for t in order {
+        for t in TYPES {
             let ts = p.types.get(&t);
             row.push(label(ts.and_then(|ts| ts.status)).to_string());
             if let Some(nack) = ts.and_then(|ts| ts.nack.as_ref()) {

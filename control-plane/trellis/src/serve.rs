@@ -1239,6 +1239,12 @@ impl StatusPublisher {
             hooks.publish_desired(&report);
         }
         self.state.set_report(report);
+        self.state.set_load(p.load.clone());
+        self.state.set_vet(trellis_vet::vet(
+            &p.load.input,
+            &p.translation,
+            &p.load.diagnostics,
+        ));
     }
 }
 

@@ -1,0 +1,294 @@
+//! Configuration vet: mistakes that Gateway API status cannot express, found in the objects and
+//! their translation, each with a stable code, the object and field, and how to fix it.
+//!
+//! ```text
+//!  InputSet ──translate()──► Translation ──vet()──► [Finding] (sorted; docs/vet.md per code)
+//! ```
+//!
+//! The same function serves `trellis vet DIR` (offline, on files, with an exit status for CI)
+//! and the control plane's `GET /api/vet` (on what it serves). Status conditions that are not
+//! fine are findings too (TRL0002, or TRL0101 for references to nothing), so one list says
+//! everything that needs a look.
+
+#![warn(clippy::too_many_lines)]
+
+mod mesh;
+mod policy;
+mod routes;
+mod services;
+mod status;
+
+use serde::Serialize;
+use std::fmt;
+use std::path::Path;
+use trellis_model::InputSet;
+use trellis_sources::Diagnostic;
+use trellis_translate::ir::EndpointIr;
+use trellis_translate::policy::{ModuleOptions, ModuleState};
+use trellis_translate::security::MeshIdentity;
+use trellis_translate::{Options, Translation};
+
+/// How much a finding matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Traffic is refused or misrouted: an object is not in force, or a request fails.
+    Error,
+    /// Something does not do what it says (a match that never wins, a policy rule that never
+    /// decides), or fails under conditions that are easy to meet.
+    Warning,
+    /// Worth knowing; nothing is broken.
+    Info,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        })
+    }
+}
+
+/// A finding's code: stable, documented one by one in docs/vet.md. Numbers follow Istio's
+/// analysis messages where the concept matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    /// A file could not be read or an object in it is invalid.
+    InvalidFile,
+    /// An object's status condition says it is not (wholly) in force.
+    StatusCondition,
+    /// A reference to an object that does not exist (a policy targeting nothing, a backend,
+    /// a certificate, a ReferenceGrant's `to.name`).
+    DanglingReference,
+    /// A mesh route that no sidecar applies: no namespace it would apply to is in the mesh.
+    MeshRouteUnused,
+    /// A pod in a meshed namespace runs without a sidecar.
+    PodWithoutSidecar,
+    /// Two HTTPRoutes with identical matches: one silently wins.
+    IdenticalMatches,
+    /// A Service port that looks like gRPC or HTTP/2 without an `appProtocol` saying so.
+    BackendProtocol,
+    /// A match that can never win: an earlier one takes every request it would.
+    UnreachableMatch,
+    /// An AuthorizationPolicy rule that never decides: an earlier rule matches all it would.
+    UnreachablePolicyRule,
+    /// A backend Service with no ready endpoints: its requests are answered 503.
+    NoReadyEndpoints,
+}
+
+impl Code {
+    /// Every code, in order.
+    pub const ALL: [Code; 10] = [
+        Code::InvalidFile,
+        Code::StatusCondition,
+        Code::DanglingReference,
+        Code::MeshRouteUnused,
+        Code::PodWithoutSidecar,
+        Code::IdenticalMatches,
+        Code::BackendProtocol,
+        Code::UnreachableMatch,
+        Code::UnreachablePolicyRule,
+        Code::NoReadyEndpoints,
+    ];
+
+    /// `TRLnnnn`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Code::InvalidFile => "TRL0001",
+            Code::StatusCondition => "TRL0002",
+            Code::DanglingReference => "TRL0101",
+            Code::MeshRouteUnused => "TRL0102",
+            Code::PodWithoutSidecar => "TRL0103",
+            Code::IdenticalMatches => "TRL0109",
+            Code::BackendProtocol => "TRL0118",
+            Code::UnreachableMatch => "TRL0130",
+            Code::UnreachablePolicyRule => "TRL0167",
+            Code::NoReadyEndpoints => "TRL0173",
+        }
+    }
+
+    /// A short name.
+    pub fn title(self) -> &'static str {
+        match self {
+            Code::InvalidFile => "InvalidFile",
+            Code::StatusCondition => "StatusCondition",
+            Code::DanglingReference => "DanglingReference",
+            Code::MeshRouteUnused => "MeshRouteUnused",
+            Code::PodWithoutSidecar => "PodWithoutSidecar",
+            Code::IdenticalMatches => "IdenticalMatches",
+            Code::BackendProtocol => "BackendProtocol",
+            Code::UnreachableMatch => "UnreachableMatch",
+            Code::UnreachablePolicyRule => "UnreachablePolicyRule",
+            Code::NoReadyEndpoints => "NoReadyEndpoints",
+        }
+    }
+
+    /// Where the code is explained (relative to the repository).
+    pub fn doc(self) -> String {
+        format!("docs/vet.md#{}", self.id().to_lowercase())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.id())
+    }
+}
+
+/// The object a finding is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    /// Its kind (`HTTPRoute`); `File` for a file that could not be read.
+    pub kind: String,
+    /// Its namespace (empty for cluster-scoped objects and files).
+    pub namespace: String,
+    /// Its name (for a file: its path in the directory).
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// An object of `kind` by key.
+    pub fn new(kind: &str, key: &trellis_model::ObjectKey) -> Self {
+        Self {
+            kind: kind.to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// One finding.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Finding {
+    /// How much it matters.
+    pub severity: Severity,
+    /// Its code.
+    pub code: Code,
+    /// The object.
+    pub object: ObjectRef,
+    /// The field, as a path (`spec.rules[1].matches[0]`); empty for the whole object.
+    pub field: String,
+    /// What is wrong and what happens because of it.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}] {}", self.severity, self.code.id(), self.object)?;
+        if !self.field.is_empty() {
+            write!(f, " {}", self.field)?;
+        }
+        write!(
+            f,
+            ": {}\n  fix: {}\n  see: {}",
+            self.message,
+            self.fix,
+            self.code.doc()
+        )
+    }
+}
+
+/// Every finding about `input` (as `translation` translated it) and the problems reading it,
+/// sorted by severity, code, object and field.
+pub fn vet(
+    input: &InputSet,
+    translation: &Translation,
+    diagnostics: &[Diagnostic],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    status::diagnostics(diagnostics, &mut out);
+    status::conditions(&translation.status, &mut out);
+    status::reference_grants(input, &mut out);
+    routes::shadowed_matches(input, &translation.ir, &mut out);
+    routes::empty_backends(input, &translation.status, &mut out);
+    routes::unused_mesh_routes(input, &mut out);
+    services::protocols(input, &mut out);
+    policy::unreachable_rules(input, &mut out);
+    mesh::pods_without_sidecars(input, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The options an offline run translates with, as a control plane in file mode with a
+/// certificate authority would: the policy module and every module WasmFilters name are taken
+/// as available (offline tools fetch nothing), and workload identity is on.
+pub fn offline_options(input: &InputSet) -> Options {
+    let mut modules = ModuleOptions {
+        policy_module: Some(OFFLINE_MODULE.to_string()),
+        server: Some(EndpointIr {
+            address: "127.0.0.1".to_string(),
+            port: 15012,
+            mtls: false,
+        }),
+        ..Default::default()
+    };
+    for filter in input.wasm_filters.values() {
+        if let Some(module) = filter.spec.get("module").and_then(|m| {
+            serde_json::from_value::<trellis_model::policy::WasmModule>(m.clone()).ok()
+        }) {
+            modules.modules.insert(module, ModuleState::Verified);
+        }
+    }
+    Options {
+        modules,
+        mesh_identity: Some(MeshIdentity {
+            trust_domain: "cluster.local".to_string(),
+            root_namespace: "trellis-system".to_string(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The policy module's checksum in offline translations (no module is read).
+pub const OFFLINE_MODULE: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// A directory read and translated as `trellis serve --config-dir` would.
+#[derive(Debug)]
+pub struct Offline {
+    /// The objects and the problems reading them.
+    pub load: trellis_sources::Load,
+    /// Their translation.
+    pub translation: Translation,
+}
+
+impl Offline {
+    /// Reads and translates `dir` (once; nothing is watched).
+    pub fn read(dir: &Path) -> Offline {
+        let load = trellis_sources::FileProvider::new(dir).load();
+        let translation = trellis_translate::translate(&load.input, &offline_options(&load.input));
+        Offline { load, translation }
+    }
+
+    /// Every finding about the directory.
+    pub fn vet(&self) -> Vec<Finding> {
+        vet(&self.load.input, &self.translation, &self.load.diagnostics)
+    }
+}
+
+/// Counts of findings by severity: (errors, warnings, infos).
+pub fn counts(findings: &[Finding]) -> (usize, usize, usize) {
+    let of = |s| findings.iter().filter(|f| f.severity == s).count();
+    (
+        of(Severity::Error),
+        of(Severity::Warning),
+        of(Severity::Info),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,65 @@
+//! One pair of cases per code under `testdata/<code>/`: `bad.yaml` must raise the code (its
+//! findings, as `trellis vet` prints them, are pinned in `bad.txt`), and `good.yaml`, the same
+//! case fixed, must raise nothing at all. Both are read beside `testdata/base.yaml`, from a
+//! directory, as `trellis vet DIR` reads them. `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use trellis_vet::{Code, Finding, Offline};
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// The findings for `case` read beside the base objects.
+fn vet_case(case: &Path) -> Vec<Finding> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata().join("base.yaml"), dir.path().join("base.yaml")).unwrap();
+    std::fs::copy(case, dir.path().join("case.yaml")).unwrap();
+    Offline::read(dir.path()).vet()
+}
+
+fn text(findings: &[Finding]) -> String {
+    findings.iter().map(|f| format!("{f}\n")).collect()
+}
+
+#[test]
+fn every_code_has_a_pair_that_raises_it_and_a_fixed_twin_that_raises_nothing() {
+    let update = std::env::var_os("TRELLIS_UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for code in Code::ALL {
+        let dir = testdata().join(code.id().to_lowercase());
+        let bad = vet_case(&dir.join("bad.yaml"));
+        let printed = text(&bad);
+        println!("== {} bad.yaml\n{printed}", code.id());
+        if !bad.iter().any(|f| f.code == code) {
+            failures.push(format!(
+                "{}: bad.yaml does not raise it:\n{printed}",
+                code.id()
+            ));
+        }
+        let golden = dir.join("bad.txt");
+        if update {
+            std::fs::write(&golden, &printed).unwrap();
+        } else if std::fs::read_to_string(&golden).unwrap_or_default() != printed {
+            failures.push(format!(
+                "{}: findings differ from bad.txt (TRELLIS_UPDATE_GOLDEN=1 rewrites it):\n{printed}",
+                code.id()
+            ));
+        }
+        let good = vet_case(&dir.join("good.yaml"));
+        if !good.is_empty() {
+            failures.push(format!("{}: good.yaml raises:\n{}", code.id(), text(&good)));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_base_objects_alone_raise_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata().join("base.yaml"), dir.path().join("base.yaml")).unwrap();
+    let findings = Offline::read(dir.path()).vet();
+    assert!(findings.is_empty(), "{}", text(&findings));
+}
