@@ -8,6 +8,7 @@
 //! GAMMA HTTPRoute routes. Everything stops on Ctrl-C. With `--check` it sends those requests
 //! itself, reports, and exits (non-zero on failure).
 
+mod chaos;
 mod mesh;
 
 use anyhow::{Context, bail};
@@ -43,8 +44,10 @@ struct Args {
 }
 
 /// A sample request derived from a route.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Sample {
+    /// The HTTPRoute it exercises.
+    route: ObjectKey,
     gateway: SocketAddr,
     method: String,
     host: String,
@@ -257,6 +260,16 @@ fn main() -> anyhow::Result<()> {
     for s in &samples {
         println!("  {}", s.curl());
     }
+    let chaos = chaos::samples(&input, &samples);
+    for c in &chaos {
+        println!();
+        println!(
+            "Chaos on purpose (BackendTrafficPolicy {}: {} for {}% of the requests tagged so):",
+            c.policy, c.status, c.percent
+        );
+        println!();
+        println!("  {}", c.sample.curl());
+    }
     if let Some(m) = &mesh {
         println!();
         println!("Inside the mesh, from one pod to another's Service (GAMMA HTTPRoutes):");
@@ -277,6 +290,10 @@ fn main() -> anyhow::Result<()> {
         "  cargo run -q -p trellis -- status --admin-address {}",
         control_plane.admin
     );
+    println!("The console (services, graph, traces, proxies, vet findings):");
+    println!("  http://{}/ui", control_plane.admin);
+    println!("Configuration mistakes, offline (exit status 1 on errors):");
+    println!("  cargo run -q -p trellis -- vet {}", config_dir.display());
     println!("Metrics and connected proxies:");
     println!("  curl -s http://{}/metrics", control_plane.admin);
     println!("  curl -s http://{}/proxies", control_plane.admin);
@@ -309,6 +326,39 @@ fn main() -> anyhow::Result<()> {
             if reply.status >= 400 {
                 failed += 1;
             }
+        }
+        for c in &chaos {
+            let (aborted, sent) = c.try_it()?;
+            println!(
+                "check: {} -> {aborted} of {sent} answered {} (BackendTrafficPolicy {}, {}%)",
+                c.sample.curl(),
+                c.status,
+                c.policy,
+                c.percent
+            );
+            if !c.plausible(aborted, sent) {
+                failed += 1;
+            }
+        }
+        // The console and its vet findings answer, and the quickstart has no finding.
+        let page = trellis_harness::http_get_text(control_plane.admin, "/ui/services")?;
+        let vet: serde_json::Value = serde_json::from_str(&trellis_harness::http_get_text(
+            control_plane.admin,
+            "/api/vet",
+        )?)?;
+        println!(
+            "check: http://{}/ui/services -> {} bytes; /api/vet -> {} errors, {} warnings, {} infos",
+            control_plane.admin,
+            page.len(),
+            vet["errors"],
+            vet["warnings"],
+            vet["infos"]
+        );
+        if !page.contains("<h1>Services</h1>")
+            || vet["findings"].as_array().is_none_or(|f| !f.is_empty())
+        {
+            println!("check: unexpected: {vet}");
+            failed += 1;
         }
         if let Some(m) = &mesh {
             for s in &mesh_samples {
@@ -418,6 +468,7 @@ fn samples(
                     path.push_str(&format!("?{}={}", q.name, q.value));
                 }
                 out.push(Sample {
+                    route: key.clone(),
                     gateway,
                     method: m
                         .method
