@@ -1209,6 +1209,40 @@ fn declared_external_services_are_reached_with_tls_and_undeclared_ones_blocked_o
     );
     assert!(passed >= 1);
     assert!(declared_requests >= 2);
+
+    // The control plane counts them from the sidecars' stats (flushed every 10 s).
+    let series = |text: &str, destination: &str| -> u64 {
+        let want = format!(
+            "trellis_egress_connections_total{{namespace=\"team\",destination=\"{destination}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&want))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut text = String::new();
+    while Instant::now() < deadline {
+        text = trellis_harness::http_get_text(mesh.cp.admin, "/metrics").unwrap_or_default();
+        if series(&text, "blocked") >= 5
+            && series(&text, "passthrough") >= 1
+            && series(&text, "external:team/external-api/http") >= 1
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let counted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("trellis_egress_connections_total{"))
+        .collect();
+    println!("control plane /metrics: {counted:?}");
+    assert!(series(&text, "blocked") >= 5, "{counted:?}");
+    assert!(series(&text, "passthrough") >= 1, "{counted:?}");
+    assert!(
+        series(&text, "external:team/external-api/http") >= 1,
+        "{counted:?}"
+    );
 }
 
 /// Chaos and timeouts on mesh traffic, through real sidecars: a BackendTrafficPolicy on a

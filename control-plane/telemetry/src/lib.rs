@@ -124,6 +124,68 @@ pub fn ingest(request: &ExportMetricsServiceRequest) -> BTreeMap<String, Bucket>
     out
 }
 
+/// Envoy's counter of connections a cluster opened.
+pub const CONNECTIONS: &str = "cluster.upstream_cx_total";
+/// Envoy's counter of connections a cluster could not open for want of a healthy endpoint (the
+/// blackhole cluster's every connection).
+pub const NO_HEALTHY: &str = "cluster.upstream_cx_none_healthy";
+
+/// Where a sidecar's connection to something outside the mesh's Services went.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Egress {
+    /// An undeclared destination, let through (the `passthrough` cluster).
+    Passthrough,
+    /// An undeclared destination, refused (the `blackhole` cluster).
+    Blocked,
+    /// A declared one: the ExternalService port `<ns>/<name>/<port name>`.
+    External(String),
+}
+
+/// A cluster's stat name as an egress destination, if it is one.
+fn egress_of(cluster: &str) -> Option<Egress> {
+    match cluster {
+        "passthrough" => Some(Egress::Passthrough),
+        "blackhole" => Some(Egress::Blocked),
+        // `external/<ns>/<name>/<port>` with `_` for `/`; none of the parts holds a `_`.
+        _ => {
+            let rest = cluster.strip_prefix("external_")?;
+            let parts: Vec<&str> = rest.split('_').collect();
+            (parts.len() == 3 && parts.iter().all(|p| !p.is_empty()))
+                .then(|| Egress::External(parts.join("/")))
+        }
+    }
+}
+
+/// Connections to destinations outside the mesh's Services in one export (deltas): let
+/// through, blocked, or to each declared external service.
+pub fn egress(request: &ExportMetricsServiceRequest) -> BTreeMap<Egress, u64> {
+    let mut out = BTreeMap::new();
+    for metric in metrics(request) {
+        let (name, Some(Data::Sum(sum))) = (metric.name.as_str(), &metric.data) else {
+            continue;
+        };
+        if !is_delta(sum.aggregation_temporality) {
+            continue;
+        }
+        for point in &sum.data_points {
+            let Some(destination) =
+                attribute(&point.attributes, CLUSTER_ATTRIBUTE).and_then(egress_of)
+            else {
+                continue;
+            };
+            let counted = match destination {
+                Egress::Blocked => name == NO_HEALTHY,
+                _ => name == CONNECTIONS,
+            };
+            if counted && (out.contains_key(&destination) || out.len() < MAX_CLUSTERS_PER_EXPORT) {
+                let n = out.entry(destination).or_insert(0u64);
+                *n = n.saturating_add(count(point));
+            }
+        }
+    }
+    out
+}
+
 /// Envoy's gauge of a cluster's endpoints ejected by outlier detection.
 pub const EJECTIONS: &str = "cluster.outlier_detection.ejections_active";
 
@@ -239,6 +301,51 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    fn counter(name: &str, points: &[(&str, i64)]) -> Metric {
+        Metric {
+            name: name.into(),
+            data: Some(Data::Sum(Sum {
+                data_points: points
+                    .iter()
+                    .map(|(cluster, n)| NumberDataPoint {
+                        attributes: attrs(&[(CLUSTER_ATTRIBUTE, cluster)]),
+                        value: Some(number_data_point::Value::AsInt(*n)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn egress_counts_passthrough_blocked_and_declared_destinations() {
+        let r = request(vec![
+            counter(
+                CONNECTIONS,
+                &[
+                    ("passthrough", 3),
+                    ("blackhole", 9),
+                    ("external_team_api_http", 2),
+                    ("service_shop_b_80", 7),
+                    ("external_bad", 1),
+                ],
+            ),
+            counter(NO_HEALTHY, &[("blackhole", 5), ("passthrough", 4)]),
+        ]);
+        let got: Vec<(Egress, u64)> = egress(&r).into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                (Egress::Passthrough, 3),
+                (Egress::Blocked, 5),
+                (Egress::External("team/api/http".into()), 2),
+            ]
+        );
     }
 
     #[test]

@@ -278,6 +278,29 @@ async fn trace(
     }
 }
 
+/// Sidecars' connections outside the mesh's Services, by the caller's namespace and where
+/// they went: `blocked`, `passthrough`, or `external:<ns>/<name>/<port>` (an ExternalService).
+fn egress_metrics(out: &mut String, egress: &[(String, trellis_telemetry::Egress, u64)]) {
+    let _ = writeln!(
+        out,
+        "# HELP trellis_egress_connections_total Sidecars' connections to destinations outside the mesh's Services: blocked, let through, or to a declared ExternalService."
+    );
+    let _ = writeln!(out, "# TYPE trellis_egress_connections_total counter");
+    for (namespace, destination, n) in egress {
+        let destination = match destination {
+            trellis_telemetry::Egress::Blocked => "blocked".to_string(),
+            trellis_telemetry::Egress::Passthrough => "passthrough".to_string(),
+            trellis_telemetry::Egress::External(port) => format!("external:{port}"),
+        };
+        let _ = writeln!(
+            out,
+            "trellis_egress_connections_total{{namespace=\"{}\",destination=\"{}\"}} {n}",
+            label(namespace),
+            label(&destination)
+        );
+    }
+}
+
 /// Per edge (caller → Service): requests per second and error ratio.
 fn edge_metrics(out: &mut String, edges: &[crate::telemetry::EdgeHealth]) {
     for (name, help, errors) in [
@@ -649,6 +672,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     }
     service_metrics(&mut out, &state.telemetry.services());
     edge_metrics(&mut out, &state.telemetry.all_edges());
+    egress_metrics(&mut out, &state.telemetry.egress());
     trace_metrics(&mut out, &state.telemetry);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

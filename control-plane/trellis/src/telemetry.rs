@@ -72,6 +72,18 @@ struct Inner {
     pending: BTreeMap<ServiceKey, Bucket>,
     health: BTreeMap<ServiceKey, Health>,
     latest: BTreeMap<ServiceKey, Vec<Evaluation>>,
+    /// Connections to destinations outside the mesh's Services since start, by the caller's
+    /// namespace and where they went (at most [`MAX_EGRESS_SERIES`]).
+    egress: BTreeMap<(String, trellis_telemetry::Egress), u64>,
+}
+
+/// Egress series kept at most (namespaces × destinations); later ones are not counted.
+pub const MAX_EGRESS_SERIES: usize = 4096;
+
+/// The namespace of a SPIFFE ID (`spiffe://<td>/ns/<ns>/sa/<sa>`).
+fn namespace_of(identity: &str) -> Option<&str> {
+    let path = identity.strip_prefix("spiffe://")?.split_once('/')?.1;
+    path.strip_prefix("ns/")?.split('/').next()
 }
 
 /// The aggregator, shared by the receivers, the evaluation task and the admin endpoint.
@@ -310,8 +322,17 @@ impl Telemetry {
         let deltas = trellis_telemetry::ingest(request);
         let timed = trellis_telemetry::objective_counts(request);
         let ejections = trellis_telemetry::ejections(request);
+        let egress = trellis_telemetry::egress(request);
         let caller = caller.unwrap_or(UNAUTHENTICATED);
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let namespace = namespace_of(caller).unwrap_or(UNAUTHENTICATED).to_string();
+        for (destination, n) in egress {
+            let key = (namespace.clone(), destination);
+            if inner.egress.contains_key(&key) || inner.egress.len() < MAX_EGRESS_SERIES {
+                let total = inner.egress.entry(key).or_insert(0);
+                *total = total.saturating_add(n);
+            }
+        }
         for (cluster, ejected) in ejections {
             let Some(service) = service_of(&cluster) else {
                 continue;
@@ -436,6 +457,17 @@ impl Telemetry {
                         .map_or(health.window.span(), |h| h.window.span()),
                 ),
             })
+            .collect()
+    }
+
+    /// Connections to destinations outside the mesh's Services since start: (caller's
+    /// namespace, destination, count).
+    pub fn egress(&self) -> Vec<(String, trellis_telemetry::Egress, u64)> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .egress
+            .iter()
+            .map(|((ns, d), n)| (ns.clone(), d.clone(), *n))
             .collect()
     }
 
