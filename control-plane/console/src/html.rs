@@ -75,6 +75,8 @@ tr.rollup td{background:#fafbfc;font-weight:600}
 code{font:12px ui-monospace,monospace;background:#f3f5f7;padding:1px 4px;border-radius:3px}
 svg text{font:12px system-ui,sans-serif}
 .cond-ok{color:var(--healthy)}.cond-bad{color:var(--failing)}
+.notice{border:1px solid var(--degraded);background:#fff6ec;padding:8px 12px;margin:0 0 12px;border-radius:4px}
+.notice ul{margin:4px 0 0;padding-left:20px}
 "#;
 
 /// Reloads the page every `data-refresh` seconds while it is visible (the console's only

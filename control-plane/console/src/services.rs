@@ -2,7 +2,7 @@
 //! server, through the query string, so sorting works without a script), filterable by
 //! namespace, under a roll-up of each namespace that names its worst member.
 
-use crate::data::ServiceRow;
+use crate::data::{FindingView, ServiceRow};
 use crate::html::{badge, esc, millis, page, percent, rate, score, url};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -154,11 +154,13 @@ fn header(label: &str, key: &str, sorted: &str, namespace: Option<&str>, numeric
 }
 
 /// The Services page: `rows` as the server holds them, sorted by `sort`, only `namespace`'s
-/// when given. Errors (an unknown sort key) are the caller's 400.
+/// when given, under a notice of the faults injected on purpose (`chaos`: vet's TRL0201
+/// findings). Errors (an unknown sort key) are the caller's 400.
 pub fn services_page(
     mut rows: Vec<ServiceRow>,
     sort: &str,
     namespace: Option<&str>,
+    chaos: &[FindingView],
 ) -> Result<String, String> {
     let namespaces: Vec<Rollup> = rollups(&rows);
     if let Some(ns) = namespace {
@@ -167,6 +169,18 @@ pub fn services_page(
     sort_services(&mut rows, sort)?;
     let mut body = String::with_capacity(256 * rows.len() + 4096);
     body.push_str("<h1>Services</h1>");
+    if !chaos.is_empty() {
+        body.push_str("<div id=\"chaos\" class=\"notice\"><strong>Faults are being injected on purpose.</strong><ul>");
+        for f in chaos {
+            let _ = write!(
+                body,
+                "<li>{}: {}</li>",
+                crate::vet::object_link(&f.object),
+                esc(f.message.trim_start_matches("chaos is on: "))
+            );
+        }
+        body.push_str("</ul></div>");
+    }
     body.push_str("<h2>Namespaces</h2><table id=\"namespaces\"><thead><tr><th>Namespace</th>\
         <th class=\"num\">Services</th><th class=\"num\">Requests/s</th><th class=\"num\">Errors</th>\
         <th>Worst member</th><th class=\"num\">Score</th><th>State</th><th>Why</th></tr></thead><tbody>");

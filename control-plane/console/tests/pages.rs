@@ -97,13 +97,14 @@ fn each_namespace_rolls_up_to_its_worst_member() {
 
 #[test]
 fn the_services_page_filters_by_namespace_and_marks_the_sorted_column() {
-    let html = services_page(rows(), "health_score", None).unwrap();
+    let html = services_page(rows(), "health_score", None, &[chaos()]).unwrap();
+    assert!(html.contains("Faults are being injected on purpose."));
     golden("services.html", &html);
-    let shop = services_page(rows(), "rps", Some("shop")).unwrap();
+    let shop = services_page(rows(), "rps", Some("shop"), &[]).unwrap();
     assert!(shop.contains("data-service=\"shop/search\""));
     assert!(!shop.contains("data-service=\"blog/posts\""));
     assert!(shop.contains("class=\"sorted\" href=\"/ui/services?sort=rps&namespace=shop\""));
-    assert!(services_page(rows(), "nope", None).is_err());
+    assert!(services_page(rows(), "nope", None, &[]).is_err());
     let hostile = vec![svc(
         "a",
         "<script>alert(1)</script>",
@@ -112,7 +113,7 @@ fn the_services_page_filters_by_namespace_and_marks_the_sorted_column() {
         0.0,
         0.0,
     )];
-    let html = services_page(hostile, "name", None).unwrap();
+    let html = services_page(hostile, "name", None, &[]).unwrap();
     assert!(!html.contains("<script>alert"), "names are escaped");
 }
 
@@ -377,5 +378,20 @@ fn finding() -> FindingView {
         field: "spec.rules[0].backendRefs[0]".into(),
         message: "Service shop/checkout has no ready endpoints".into(),
         fix: "check the selector".into(),
+    }
+}
+
+fn chaos() -> FindingView {
+    FindingView {
+        severity: "info".into(),
+        code: "TRL0201".into(),
+        object: ObjectView {
+            kind: "BackendTrafficPolicy".into(),
+            namespace: "shop".into(),
+            name: "chaos".into(),
+        },
+        field: String::new(),
+        message: "chaos is on: Injecting faults into 1 route (counted per proxy): abort with HTTP 503 for 30% of requests".into(),
+        fix: String::new(),
     }
 }

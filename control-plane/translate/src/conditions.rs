@@ -54,6 +54,8 @@ names! {
         Conflicted = "Conflicted",
         /// Some rules of the route are invalid and were dropped.
         PartiallyInvalid = "PartiallyInvalid",
+        /// A BackendTrafficPolicy injects faults (Trellis's own type: chaos is on, and where).
+        FaultsInjected = "FaultsInjected",
     }
 }
 
@@ -103,6 +105,8 @@ names! {
         InvalidKind = "InvalidKind",
         /// Not yet done.
         Pending = "Pending",
+        /// Faults are injected into requests on purpose.
+        Injecting = "Injecting",
         /// A policy's target does not exist or is not served by Trellis.
         TargetNotFound = "TargetNotFound",
         /// A WasmFilter's module could not be read or fetched.

@@ -103,6 +103,7 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
         &mut status,
     );
     resilience::spare_clusters(&mut ir);
+    resilience::fault_conditions(&ir, &mut status);
     Translation {
         ir,
         status,

@@ -86,7 +86,18 @@ fn not_found(message: String) -> Response {
 async fn services_page(State(state): State<Arc<AdminState>>, Query(q): Params) -> Response {
     let sort = q.get("sort").map_or("health_score", String::as_str);
     let namespace = q.get("namespace").map(String::as_str);
-    match trellis_console::services::services_page(service_rows(&state), sort, namespace) {
+    let findings = state.vet.read().map(|v| v.clone()).unwrap_or_default();
+    let chaos: Vec<trellis_vet::Finding> = findings
+        .iter()
+        .filter(|f| f.code == trellis_vet::Code::FaultsInjected)
+        .cloned()
+        .collect();
+    match trellis_console::services::services_page(
+        service_rows(&state),
+        sort,
+        namespace,
+        &finding_views(&chaos),
+    ) {
         Ok(html) => Html(html).into_response(),
         Err(e) => bad_request(e),
     }

@@ -76,11 +76,13 @@ pub enum Code {
     UnreachablePolicyRule,
     /// A backend Service with no ready endpoints: its requests are answered 503.
     NoReadyEndpoints,
+    /// A BackendTrafficPolicy injects faults: chaos is on.
+    FaultsInjected,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 10] = [
+    pub const ALL: [Code; 11] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
@@ -91,6 +93,7 @@ impl Code {
         Code::UnreachableMatch,
         Code::UnreachablePolicyRule,
         Code::NoReadyEndpoints,
+        Code::FaultsInjected,
     ];
 
     /// `TRLnnnn`.
@@ -106,6 +109,7 @@ impl Code {
             Code::UnreachableMatch => "TRL0130",
             Code::UnreachablePolicyRule => "TRL0167",
             Code::NoReadyEndpoints => "TRL0173",
+            Code::FaultsInjected => "TRL0201",
         }
     }
 
@@ -122,6 +126,7 @@ impl Code {
             Code::UnreachableMatch => "UnreachableMatch",
             Code::UnreachablePolicyRule => "UnreachablePolicyRule",
             Code::NoReadyEndpoints => "NoReadyEndpoints",
+            Code::FaultsInjected => "FaultsInjected",
         }
     }
 

@@ -60,6 +60,21 @@ fn is_problem(c: &Condition) -> bool {
 
 /// One finding per problem condition of an object.
 fn from_conditions(object: &ObjectRef, at: &str, conditions: &[Condition], out: &mut Vec<Finding>) {
+    for c in conditions
+        .iter()
+        .filter(|c| c.type_ == "FaultsInjected" && c.status == "True")
+    {
+        out.push(Finding {
+            severity: Severity::Info,
+            code: Code::FaultsInjected,
+            object: object.clone(),
+            field: format!("{at}.conditions[FaultsInjected]"),
+            message: format!("chaos is on: {}", c.message),
+            fix: "nothing, if the faults are meant; delete the policy's faultInjection (or the \
+                  policy) to stop them"
+                .to_string(),
+        });
+    }
     for c in conditions.iter().filter(|c| is_problem(c)) {
         let dangling = DANGLING.contains(&c.reason.as_str());
         let (severity, fix) = if dangling {
