@@ -153,23 +153,12 @@ fn header(label: &str, key: &str, sorted: &str, namespace: Option<&str>, numeric
     )
 }
 
-/// The Services page: `rows` as the server holds them, sorted by `sort`, only `namespace`'s
-/// when given, under a notice of the faults injected on purpose (`chaos`: vet's TRL0201
-/// findings). Errors (an unknown sort key) are the caller's 400.
-pub fn services_page(
-    mut rows: Vec<ServiceRow>,
-    sort: &str,
-    namespace: Option<&str>,
-    chaos: &[FindingView],
-) -> Result<String, String> {
-    let namespaces: Vec<Rollup> = rollups(&rows);
-    if let Some(ns) = namespace {
-        rows.retain(|r| r.namespace == ns);
+/// The notice of faults injected on purpose.
+fn chaos_notice(chaos: &[FindingView], body: &mut String) {
+    if chaos.is_empty() {
+        return;
     }
-    sort_services(&mut rows, sort)?;
-    let mut body = String::with_capacity(256 * rows.len() + 4096);
-    body.push_str("<h1>Services</h1>");
-    if !chaos.is_empty() {
+    {
         body.push_str("<div id=\"chaos\" class=\"notice\"><strong>Faults are being injected on purpose.</strong><ul>");
         for f in chaos {
             let _ = write!(
@@ -181,10 +170,14 @@ pub fn services_page(
         }
         body.push_str("</ul></div>");
     }
+}
+
+/// The namespace roll-ups and the namespace filter.
+fn namespace_tables(namespaces: &[Rollup], sort: &str, namespace: Option<&str>, body: &mut String) {
     body.push_str("<h2>Namespaces</h2><table id=\"namespaces\"><thead><tr><th>Namespace</th>\
         <th class=\"num\">Services</th><th class=\"num\">Requests/s</th><th class=\"num\">Errors</th>\
         <th>Worst member</th><th class=\"num\">Score</th><th>State</th><th>Why</th></tr></thead><tbody>");
-    for r in &namespaces {
+    for r in namespaces {
         let _ = write!(
             body,
             "<tr class=\"rollup\"><td><a href=\"/ui/services?namespace={}&sort={sort}\">{}</a></td>\
@@ -212,7 +205,7 @@ pub fn services_page(
         body,
         "<a href=\"/ui/services?sort={sort}\"{all_class}>all</a>"
     );
-    for r in &namespaces {
+    for r in namespaces {
         let class = if namespace == Some(r.namespace.as_str()) {
             " class=\"active\""
         } else {
@@ -226,6 +219,26 @@ pub fn services_page(
         );
     }
     body.push_str("</div>");
+}
+
+/// The Services page: `rows` as the server holds them, sorted by `sort`, only `namespace`'s
+/// when given, under a notice of the faults injected on purpose (`chaos`: vet's TRL0201
+/// findings). Errors (an unknown sort key) are the caller's 400.
+pub fn services_page(
+    mut rows: Vec<ServiceRow>,
+    sort: &str,
+    namespace: Option<&str>,
+    chaos: &[FindingView],
+) -> Result<String, String> {
+    let namespaces: Vec<Rollup> = rollups(&rows);
+    if let Some(ns) = namespace {
+        rows.retain(|r| r.namespace == ns);
+    }
+    sort_services(&mut rows, sort)?;
+    let mut body = String::with_capacity(256 * rows.len() + 4096);
+    body.push_str("<h1>Services</h1>");
+    chaos_notice(chaos, &mut body);
+    namespace_tables(&namespaces, sort, namespace, &mut body);
     body.push_str("<table id=\"services\"><thead><tr>");
     for (label, key, numeric) in [
         ("Namespace", "namespace", false),

@@ -532,6 +532,101 @@ pub(crate) fn spare_clusters(ir: &mut crate::ir::Ir) {
     }
 }
 
+/// How a fault reads in a condition: `abort 503 for 30% of requests with x-chaos: me`.
+fn describe_fault(f: &FaultIr) -> String {
+    let share = |per_million: u32| {
+        let p = f64::from(per_million) / 10_000.0;
+        format!("{p}%")
+    };
+    let mut parts = Vec::new();
+    if let Some(a) = &f.abort {
+        let status = match a.status {
+            AbortStatusIr::Http(s) => format!("HTTP {s}"),
+            AbortStatusIr::Grpc(s) => format!("gRPC status {s}"),
+        };
+        parts.push(format!(
+            "abort with {status} for {} of requests",
+            share(a.per_million)
+        ));
+    }
+    if let Some(d) = &f.delay {
+        parts.push(format!(
+            "delay of {} ms for {} of requests",
+            d.delay.as_millis(),
+            share(d.per_million)
+        ));
+    }
+    let mut out = parts.join(" and ");
+    if !f.headers.is_empty() {
+        let headers: Vec<String> = f
+            .headers
+            .iter()
+            .map(|h| format!("{}: {}", h.name, h.value))
+            .collect();
+        out.push_str(&format!(" carrying {}", headers.join(", ")));
+    }
+    out
+}
+
+/// A `FaultsInjected=True` condition on every accepted ancestor of each BackendTrafficPolicy
+/// whose faults are in force (read from the IR, so a last valid spec kept in force counts):
+/// chaos on purpose is never silent in status.
+pub(crate) fn fault_conditions(ir: &Ir, status: &mut crate::StatusSet) {
+    let mut faults: BTreeMap<String, (BTreeSet<String>, usize)> = BTreeMap::new();
+    let mut note = |route: &RouteIr| {
+        if let Some(f) = &route.fault {
+            let entry = faults.entry(f.policy.clone()).or_default();
+            entry.0.insert(describe_fault(f));
+            entry.1 += 1;
+        }
+    };
+    for proxy in ir.proxies.values() {
+        for chain in proxy.listeners.iter().flat_map(|l| &l.chains) {
+            chain
+                .virtual_hosts
+                .iter()
+                .flat_map(|v| &v.routes)
+                .for_each(&mut note);
+        }
+    }
+    for sidecar in ir.sidecars.values() {
+        sidecar
+            .route_configs
+            .values()
+            .flat_map(|c| &c.routes)
+            .for_each(&mut note);
+    }
+    for (key, policy) in status.backend_traffic_policies.iter_mut() {
+        let Some((what, routes)) = faults.get(&format!("{}/{}", key.namespace, key.name)) else {
+            continue;
+        };
+        let message = format!(
+            "Injecting faults into {routes} route{} (counted per proxy): {}",
+            if *routes == 1 { "" } else { "s" },
+            what.iter().cloned().collect::<Vec<_>>().join("; ")
+        );
+        for ancestor in &mut policy.ancestors {
+            let accepted = ancestor
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Accepted" && c.status == "True");
+            let generation = ancestor
+                .conditions
+                .first()
+                .and_then(|c| c.observed_generation);
+            if accepted {
+                ancestor.conditions.push(crate::conditions::condition(
+                    ConditionType::FaultsInjected,
+                    true,
+                    Reason::Injecting,
+                    message.clone(),
+                    generation,
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -638,100 +733,5 @@ mod tests {
                 min_retry_concurrency: 3
             })
         );
-    }
-}
-
-/// How a fault reads in a condition: `abort 503 for 30% of requests with x-chaos: me`.
-fn describe_fault(f: &FaultIr) -> String {
-    let share = |per_million: u32| {
-        let p = f64::from(per_million) / 10_000.0;
-        format!("{p}%")
-    };
-    let mut parts = Vec::new();
-    if let Some(a) = &f.abort {
-        let status = match a.status {
-            AbortStatusIr::Http(s) => format!("HTTP {s}"),
-            AbortStatusIr::Grpc(s) => format!("gRPC status {s}"),
-        };
-        parts.push(format!(
-            "abort with {status} for {} of requests",
-            share(a.per_million)
-        ));
-    }
-    if let Some(d) = &f.delay {
-        parts.push(format!(
-            "delay of {} ms for {} of requests",
-            d.delay.as_millis(),
-            share(d.per_million)
-        ));
-    }
-    let mut out = parts.join(" and ");
-    if !f.headers.is_empty() {
-        let headers: Vec<String> = f
-            .headers
-            .iter()
-            .map(|h| format!("{}: {}", h.name, h.value))
-            .collect();
-        out.push_str(&format!(" carrying {}", headers.join(", ")));
-    }
-    out
-}
-
-/// A `FaultsInjected=True` condition on every accepted ancestor of each BackendTrafficPolicy
-/// whose faults are in force (read from the IR, so a last valid spec kept in force counts):
-/// chaos on purpose is never silent in status.
-pub(crate) fn fault_conditions(ir: &Ir, status: &mut crate::StatusSet) {
-    let mut faults: BTreeMap<String, (BTreeSet<String>, usize)> = BTreeMap::new();
-    let mut note = |route: &RouteIr| {
-        if let Some(f) = &route.fault {
-            let entry = faults.entry(f.policy.clone()).or_default();
-            entry.0.insert(describe_fault(f));
-            entry.1 += 1;
-        }
-    };
-    for proxy in ir.proxies.values() {
-        for chain in proxy.listeners.iter().flat_map(|l| &l.chains) {
-            chain
-                .virtual_hosts
-                .iter()
-                .flat_map(|v| &v.routes)
-                .for_each(&mut note);
-        }
-    }
-    for sidecar in ir.sidecars.values() {
-        sidecar
-            .route_configs
-            .values()
-            .flat_map(|c| &c.routes)
-            .for_each(&mut note);
-    }
-    for (key, policy) in status.backend_traffic_policies.iter_mut() {
-        let Some((what, routes)) = faults.get(&format!("{}/{}", key.namespace, key.name)) else {
-            continue;
-        };
-        let message = format!(
-            "Injecting faults into {routes} route{} (counted per proxy): {}",
-            if *routes == 1 { "" } else { "s" },
-            what.iter().cloned().collect::<Vec<_>>().join("; ")
-        );
-        for ancestor in &mut policy.ancestors {
-            let accepted = ancestor
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Accepted" && c.status == "True");
-            let generation = ancestor
-                .conditions
-                .first()
-                .and_then(|c| c.observed_generation);
-            if accepted {
-                ancestor.conditions.push(crate::conditions::condition(
-                    ConditionType::FaultsInjected,
-                    true,
-                    Reason::Injecting,
-                    message.clone(),
-                    generation,
-                ));
-            }
-        }
     }
 }
