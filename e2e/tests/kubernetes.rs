@@ -785,7 +785,7 @@ fn kubernetes_faults_drop_no_request_and_status_converges_after_each() {
     let before = relists(cp);
     // A write to a kind nobody watches leaves every watch behind the latest resourceVersion.
     s.cluster.apply(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: unrelated\n  namespace: shop\ndata:\n  a: b\n",
+        "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: unrelated\n  namespace: shop\n",
     );
     faults.compact();
     faults.drop_watches();

@@ -34,9 +34,14 @@ pub struct WatchedKind {
 
 impl WatchedKind {
     /// The field selector its watch takes, if any: Pods that have terminated (Succeeded,
-    /// Failed) carry no traffic, so they are not read (nor kept) at all.
+    /// Failed) carry no traffic, so they are not read (nor kept) at all; the control plane's
+    /// own ConfigMap (`trellis-last-good`) is not read, or each write of it would be a change.
     pub fn field_selector(&self) -> Option<&'static str> {
-        (self.kind == Kind::Pod).then_some(POD_FIELD_SELECTOR)
+        match self.kind {
+            Kind::Pod => Some(POD_FIELD_SELECTOR),
+            Kind::ConfigMap => Some(CONFIG_MAP_FIELD_SELECTOR),
+            _ => None,
+        }
     }
 
     /// `apiVersion` of the objects read.
@@ -65,8 +70,7 @@ impl WatchedKind {
     }
 }
 
-/// Every kind the provider watches: the model's kinds marked watched (ConfigMaps are not: the
-/// control plane writes one of its own, and every kind read is a permission granted).
+/// Every kind the provider watches: the model's kinds marked watched.
 pub static WATCHED: std::sync::LazyLock<Vec<WatchedKind>> = std::sync::LazyLock::new(|| {
     Kind::ALL
         .into_iter()
@@ -94,6 +98,9 @@ pub static STATUS_KINDS: std::sync::LazyLock<Vec<Kind>> = std::sync::LazyLock::n
 
 /// The field selector of the Pod watch.
 pub const POD_FIELD_SELECTOR: &str = "status.phase!=Succeeded,status.phase!=Failed";
+
+/// The field selector of the ConfigMap watch: every ConfigMap but the control plane's own.
+pub const CONFIG_MAP_FIELD_SELECTOR: &str = "metadata.name!=trellis-last-good";
 
 /// The `coordination.k8s.io` group of Leases.
 pub const LEASE_GROUP: &str = "coordination.k8s.io";

@@ -210,9 +210,10 @@ async fn status_writes_and_unchanged_relists_publish_nothing() {
             .status,
         serde_json::json!({"conditions": []})
     );
-    // Every watch behind, history gone, watches dropped: each resumes into a 410 and relists.
+    // Every watch behind (a write to a kind nobody watches), history gone, watches dropped:
+    // each resumes into a 410 and relists.
     server
-        .load_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: shop}\n")
+        .load_yaml("apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: x, namespace: shop}\n")
         .unwrap();
     server.faults().compact();
     server.faults().drop_watches();
@@ -414,4 +415,37 @@ async fn terminated_pods_are_not_read_and_a_pod_that_ends_leaves_the_model() {
             .any(|r| r.path.ends_with("/pods") && r.query.contains("fieldSelector=status.phase")),
         "the pod watch carries the field selector"
     );
+}
+
+#[tokio::test]
+async fn config_maps_are_read_except_the_control_planes_own() {
+    let server = FakeApiServer::new();
+    server
+        .load_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: payments-ca, namespace: shop}\ndata: {ca.crt: first}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: trellis-last-good, namespace: trellis-system}\ndata: {policies.json: \"{}\"}\n",
+        )
+        .unwrap();
+    let (provider, _) = start(&server, &[]).await;
+    let mut loads = provider.loads.clone();
+    let input = loads.borrow_and_update().input.clone();
+    let maps: Vec<String> = input.config_maps.keys().map(|k| k.to_string()).collect();
+    assert_eq!(maps, ["shop/payments-ca"]);
+    // The control plane's own ConfigMap changes: nothing is published.
+    server
+        .load_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: trellis-last-good, namespace: trellis-system}\ndata: {policies.json: \"{\\\"a\\\": 1}\"}\n",
+        )
+        .unwrap();
+    assert!(quiet(&mut loads, Duration::from_millis(300)).await);
+    // A CA bundle changes: it is.
+    server
+        .load_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: payments-ca, namespace: shop}\ndata: {ca.crt: second}\n")
+        .unwrap();
+    let load = next_load(&mut loads).await;
+    let data = load.input.config_maps[&key("shop", "payments-ca")]
+        .data
+        .clone()
+        .unwrap();
+    assert_eq!(data["ca.crt"], "second");
 }

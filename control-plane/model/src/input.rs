@@ -338,13 +338,13 @@ kinds! {
         group: "", version: "v1", also: [], namespaced: true, spec: false,
         watched: true, optional: false, status: false,
     },
-    /// `v1` ConfigMap (the CA bundles ExternalServices verify their servers against). Read from
-    /// files only: watching every ConfigMap of a cluster would also watch the control plane's
-    /// own `trellis-last-good`, whose every write would come back as a change.
+    /// `v1` ConfigMap (the CA bundles ExternalServices verify their servers against). The
+    /// Kubernetes provider watches every ConfigMap but the control plane's own
+    /// `trellis-last-good`, whose every write would otherwise come back as a change.
     ConfigMap(ConfigMap) {
         field: config_maps, kind: "ConfigMap", plural: "configmaps",
         group: "", version: "v1", also: [], namespaced: true, spec: false,
-        watched: false, optional: false, status: false,
+        watched: true, optional: false, status: false,
     },
     /// `v1` Namespace (cluster-scoped).
     Namespace(Namespace) {
