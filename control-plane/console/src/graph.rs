@@ -26,7 +26,7 @@ pub enum Workload {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Node {
     /// Stable id: `service:ns/name`, `gateway:ns/name`, `identity:ns/sa`, `namespace:ns`,
-    /// `more`, `other`.
+    /// `more`, `other` (callers beyond the cap), `unauthenticated` (callers without identity).
     pub id: String,
     /// What is written on it.
     pub label: String,
@@ -138,7 +138,15 @@ impl Builder<'_> {
         workloads: &BTreeMap<(String, String), Vec<Workload>>,
     ) -> String {
         let Some((ns, sa)) = identity(caller) else {
-            return self.node("other".to_string(), "other callers".to_string(), "other");
+            return if caller == "unauthenticated" {
+                self.node(
+                    "unauthenticated".to_string(),
+                    "callers without identity".to_string(),
+                    "other",
+                )
+            } else {
+                self.node("other".to_string(), "other callers".to_string(), "other")
+            };
         };
         match workloads.get(&(ns.clone(), sa.clone())).map(Vec::as_slice) {
             Some([Workload::Service(sns, sname)]) => {

@@ -90,6 +90,8 @@ pub fn page(title: &str, section: &str, refresh: Option<u32>, body: &str) -> Str
     let mut out = String::with_capacity(body.len() + 4096);
     out.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">");
+    // No icon to fetch.
+    out.push_str("<link rel=\"icon\" href=\"data:,\">");
     let _ = write!(
         out,
         "<title>{} · Trellis</title><style>{STYLE}</style></head>",

@@ -111,6 +111,36 @@ fn tree(spans: &[SpanView]) -> Vec<(&SpanView, usize)> {
     out
 }
 
+/// The Service a span is about: its own service when that is one (a sidecar's `ns/name`), else
+/// the one its upstream cluster (`service/<ns>/<name>/<port>`, or its stat name
+/// `service_<ns>_<name>_<port>` in the span's name) belongs to.
+fn health_of<'a>(
+    span: &SpanView,
+    health: &'a BTreeMap<String, ServiceRow>,
+) -> Option<&'a ServiceRow> {
+    if let Some(h) = health.get(&span.service) {
+        return Some(h);
+    }
+    let cluster = span
+        .attributes
+        .get("upstream_cluster.name")
+        .or_else(|| span.attributes.get("upstream_cluster"))
+        .cloned()
+        .or_else(|| {
+            span.name
+                .split_whitespace()
+                .find(|w| w.starts_with("service"))
+                .map(str::to_string)
+        })?;
+    let parts: Vec<&str> = cluster.split(['/', '_']).collect();
+    match parts.as_slice() {
+        ["service", ns, name, port] if port.parse::<u16>().is_ok() => {
+            health.get(&format!("{ns}/{name}"))
+        }
+        _ => None,
+    }
+}
+
 /// One trace as a waterfall. `health`: the health of the services its spans name
 /// (`ns/name`), shown beside them.
 pub fn waterfall_page(trace: &TraceView, health: &BTreeMap<String, ServiceRow>) -> String {
@@ -148,7 +178,7 @@ pub fn waterfall_page(trace: &TraceView, health: &BTreeMap<String, ServiceRow>) 
             (Some(d), None) => esc(d),
             _ => "–".to_string(),
         };
-        let service_health = health.get(&s.service).map_or_else(
+        let service_health = health_of(s, health).map_or_else(
             || "–".to_string(),
             |h| {
                 format!(

@@ -267,7 +267,10 @@ fn a_trace_is_a_waterfall_in_tree_order_with_health_beside_its_spans() {
         spans: vec![
             span("c", Some("b"), "shop/checkout", 3_000_000, 2_000_000),
             root,
-            span("d", Some("a"), "shop/search", 6_000_000, 1_000_000),
+            SpanView {
+                name: "router service_shop_search_80 egress".into(),
+                ..span("d", Some("a"), "gateway/shop/web", 6_000_000, 1_000_000)
+            },
             span("b", Some("a"), "shop/cart", 2_000_000, 4_000_000),
             span("orphan", Some("zz"), "blog/posts", 8_000_000, 500_000),
         ],
@@ -293,6 +296,11 @@ fn a_trace_is_a_waterfall_in_tree_order_with_health_beside_its_spans() {
     );
     assert!(html.contains("allow <span class=\"muted\">shop/guard/default</span>"));
     assert!(html.contains("<span class=\"badge failing\">failing</span>"));
+    let d = &html[html.find("data-span=\"d\"").unwrap()..];
+    assert!(
+        d[..d.find("</tr>").unwrap()].contains("badge degraded"),
+        "a gateway's client span shows its upstream Service's health"
+    );
     golden("trace.html", &html);
 }
 

@@ -15,6 +15,7 @@
 //! Beside the processes: [`xds_client`], a simulated xDS client for protocol and scale tests;
 //! [`load`], request load and Prometheus figures; [`scenario`], the objects several tests share.
 
+pub mod browser;
 pub mod load;
 pub mod mesh;
 pub mod netns;
