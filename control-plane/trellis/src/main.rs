@@ -21,6 +21,7 @@ mod kubernetes;
 mod memory;
 mod mtls_status;
 mod proxy_status;
+mod render;
 mod serve;
 mod status;
 mod telemetry;
@@ -58,6 +59,9 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Check a directory of Kubernetes YAML for mistakes, offline (exit status 1 on errors).
     Vet(vet::VetArgs),
+    /// Print the Envoy configuration a Gateway's proxies or a pod's sidecar would receive,
+    /// offline, from a directory of Kubernetes YAML.
+    Render(render::RenderArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Command::MtlsStatus(args) => mtls_status::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Agent(args) => agent::run(&args),
+        Command::Render(args) => render::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -84,7 +84,10 @@ pub fn run(args: &VetArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let findings = Offline::read(&args.dir).vet();
-    print!("{}", render(&findings, args.output));
+    if let Err(e) = crate::render::print_out(&render(&findings, args.output)) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     if findings.iter().any(|f| args.fail_on.fails(f.severity)) {
         ExitCode::from(1)
     } else {

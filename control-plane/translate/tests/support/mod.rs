@@ -5,10 +5,8 @@
 
 pub mod envoy;
 
-use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use trellis_model::core::{Time, jiff};
 use trellis_model::{InputSet, Object};
 use trellis_sources::{ParsedDocument, parse_documents};
@@ -16,7 +14,6 @@ use trellis_translate::Options;
 use trellis_translate::ir::{EndpointIr, Ir};
 use trellis_translate::policy::{ModuleOptions, ModuleState};
 use trellis_translate::security::MeshIdentity;
-use trellis_xds::ResourceType;
 
 /// The translator's golden cases: `gatewayapi/` and `ir/`.
 pub fn testdata() -> PathBuf {
@@ -203,161 +200,7 @@ pub fn options(input: &InputSet) -> Options {
     }
 }
 
-/// Envoy's protobuf descriptors, compiled from the protos envoy-types ships.
-pub fn descriptors() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let root = envoy_types_proto_dir();
-        let includes: Vec<PathBuf> = [
-            "data-plane-api",
-            "xds",
-            "googleapis",
-            "protoc-gen-validate",
-            "cel-spec/proto",
-            "opentelemetry-proto",
-            "client_model",
-        ]
-        .iter()
-        .map(|d| root.join(d))
-        .collect();
-        let files = [
-            "envoy/config/listener/v3/listener.proto",
-            "envoy/config/route/v3/route.proto",
-            "envoy/config/cluster/v3/cluster.proto",
-            "envoy/config/endpoint/v3/endpoint.proto",
-            "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
-            "envoy/extensions/filters/http/router/v3/router.proto",
-            "envoy/extensions/filters/http/cors/v3/cors.proto",
-            "envoy/extensions/filters/http/fault/v3/fault.proto",
-            "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
-            "envoy/extensions/transport_sockets/tls/v3/tls.proto",
-            "envoy/extensions/transport_sockets/tls/v3/secret.proto",
-            "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto",
-            "envoy/extensions/filters/http/wasm/v3/wasm.proto",
-            "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto",
-            "envoy/extensions/filters/listener/original_dst/v3/original_dst.proto",
-            "envoy/extensions/access_loggers/stream/v3/stream.proto",
-            "envoy/config/trace/v3/opentelemetry.proto",
-            "envoy/extensions/http/early_header_mutation/header_mutation/v3/header_mutation.proto",
-            "google/protobuf/wrappers.proto",
-            "google/protobuf/empty.proto",
-        ];
-        let fds = protox::compile(files, includes).expect("Envoy protos compile");
-        DescriptorPool::from_file_descriptor_set(fds).unwrap()
-    })
-}
-
-/// The `proto/` directory of the envoy-types crate in use, found through `cargo metadata`.
-pub fn envoy_types_proto_dir() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--manifest-path"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .output()
-        .expect("cargo metadata runs");
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let manifest = meta["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "envoy-types")
-        .and_then(|p| p["manifest_path"].as_str())
-        .expect("envoy-types is a dependency");
-    Path::new(manifest).parent().unwrap().join("proto")
-}
-
-/// Envoy resources of every proxy as JSON values, by proxy, type and name.
+/// Envoy resources of every proxy as JSON values, by proxy, type and name (keys redacted).
 pub fn render_xds(ir: &Ir) -> BTreeMap<String, BTreeMap<&'static str, Vec<serde_json::Value>>> {
-    let pool = descriptors();
-    let options = SerializeOptions::new().skip_default_fields(true);
-    let mut out = BTreeMap::new();
-    for (key, snapshot) in trellis_translate::envoy::snapshots(ir) {
-        let mut by_type = BTreeMap::new();
-        for t in ResourceType::ALL {
-            let resources = snapshot.resources(t);
-            if resources.is_empty() {
-                continue;
-            }
-            let values = resources
-                .items()
-                .values()
-                .map(|r| {
-                    let name = r.body.type_url.trim_start_matches("type.googleapis.com/");
-                    let desc = pool
-                        .get_message_by_name(name)
-                        .unwrap_or_else(|| panic!("no descriptor for {name}"));
-                    let mut msg = DynamicMessage::decode(desc, r.body.value.as_slice()).unwrap();
-                    mark_empty_filter_configs(&mut msg);
-                    let mut json = serde_json::Serializer::new(Vec::new());
-                    msg.serialize_with_options(&mut json, &options).unwrap();
-                    let mut value: serde_json::Value =
-                        serde_json::from_slice(&json.into_inner()).unwrap();
-                    // Keys stay out of golden files.
-                    if let Some(key) = value.pointer_mut("/tlsCertificate/privateKey") {
-                        *key = serde_json::json!({"inlineBytes": "<redacted>"});
-                    }
-                    value
-                })
-                .collect();
-            by_type.insert(t.short_name(), values);
-        }
-        out.insert(key, by_type);
-    }
-    out
-}
-
-/// A `FilterConfig` whose `config` is an empty `Any` (it enables a filter that is off by
-/// default) cannot be written as JSON: golden files show that empty `Any` as a
-/// `google.protobuf.Empty`.
-fn mark_empty_filter_configs(msg: &mut DynamicMessage) {
-    use prost::Message;
-    use prost_reflect::{ReflectMessage, Value};
-    if msg.descriptor().full_name() == "google.protobuf.Any" {
-        let url = match msg.get_field_by_name("type_url").map(|v| v.into_owned()) {
-            Some(Value::String(url)) => url,
-            _ => return,
-        };
-        if url.is_empty() {
-            msg.set_field_by_name(
-                "type_url",
-                Value::String("type.googleapis.com/google.protobuf.Empty".into()),
-            );
-        } else if url.ends_with("/envoy.config.route.v3.FilterConfig") {
-            let Some(Value::Bytes(bytes)) = msg.get_field_by_name("value").map(|v| v.into_owned())
-            else {
-                return;
-            };
-            let desc = descriptors()
-                .get_message_by_name("envoy.config.route.v3.FilterConfig")
-                .unwrap();
-            let mut inner = DynamicMessage::decode(desc, bytes.as_ref()).unwrap();
-            mark_empty_filter_configs(&mut inner);
-            msg.set_field_by_name("value", Value::Bytes(inner.encode_to_vec().into()));
-        }
-        return;
-    }
-    let fields: Vec<_> = msg.descriptor().fields().collect();
-    for field in fields {
-        if !msg.has_field(&field) {
-            continue;
-        }
-        match msg.get_field_mut(&field) {
-            Value::Message(m) => mark_empty_filter_configs(m),
-            Value::List(items) => {
-                for item in items {
-                    if let Value::Message(m) = item {
-                        mark_empty_filter_configs(m);
-                    }
-                }
-            }
-            Value::Map(map) => {
-                for item in map.values_mut() {
-                    if let Value::Message(m) = item {
-                        mark_empty_filter_configs(m);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    trellis_render::render(ir, trellis_render::Keys::Redacted).expect("every resource renders")
 }
