@@ -6,6 +6,7 @@
 //! | `/proxies` | connected proxies and their per-type sync state (JSON) |
 //! | `/metrics` | Prometheus text: xDS responses, ACKs, NACKs, bytes, translations; with `--kubernetes` also the API server connection, watch errors, relists, status writes and leadership |
 //! | `/ui/…`, `/api/graph` | the console (`console.rs`) |
+//! | `/api/explain` | which route and backend a request would take, and why a 404 or 500 (`trellis explain`) |
 //! | `/api/vet` | the vet findings about what is served (docs/vet.md), filtered by `namespace`, `severity`, `code` |
 //! | `/healthz` | 200 while the process runs |
 //! | `/readyz`  | 200 once the first configuration was translated and published (with `--kubernetes`: after the initial sync); the body notes an unreachable API server, which does not make the replica unready since it keeps serving the last good configuration |
@@ -61,6 +62,8 @@ pub struct AdminState {
     pub vet: RwLock<Arc<Vec<trellis_vet::Finding>>>,
     /// The latest input (objects and the problems reading them), for the console.
     pub load: RwLock<Arc<trellis_sources::Load>>,
+    /// The latest translation, for `GET /api/explain`.
+    pub translation: RwLock<Arc<trellis_translate::Translation>>,
 }
 
 impl AdminState {
@@ -150,6 +153,21 @@ impl AdminState {
         }
     }
 
+    /// The latest translation.
+    pub fn translation(&self) -> Arc<trellis_translate::Translation> {
+        self.translation
+            .read()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
+
+    /// Replaces the latest translation.
+    pub fn set_translation(&self, translation: Arc<trellis_translate::Translation>) {
+        if let Ok(mut t) = self.translation.write() {
+            *t = translation;
+        }
+    }
+
     /// Replaces the vet findings.
     pub fn set_vet(&self, findings: Vec<trellis_vet::Finding>) {
         if let Ok(mut v) = self.vet.write() {
@@ -173,6 +191,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/services", route_get(services))
         .route("/api/services/{namespace}/{name}", route_get(service))
         .route("/api/vet", route_get(vet))
+        .route("/api/explain", route_get(crate::explain::api))
         .route("/api/traces", route_get(traces))
         .route("/api/traces/{trace_id}", route_get(trace))
         .route("/metrics", route_get(metrics))

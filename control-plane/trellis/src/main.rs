@@ -16,6 +16,7 @@ mod agent;
 mod bootstrap;
 mod capture;
 mod console;
+mod explain;
 mod injection;
 mod kubernetes;
 mod memory;
@@ -62,6 +63,9 @@ enum Command {
     /// Print the Envoy configuration a Gateway's proxies or a pod's sidecar would receive,
     /// offline, from a directory of Kubernetes YAML.
     Render(render::RenderArgs),
+    /// Explain which route and backend a request would take through a Gateway or from a pod,
+    /// and why a 404 or a 500 (offline on a directory, or online).
+    Explain(Box<explain::ExplainArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Agent(args) => agent::run(&args),
         Command::Render(args) => render::run(&args),
+        Command::Explain(args) => explain::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1126,7 +1126,7 @@ async fn control_loop(
         );
         let published = Published {
             load,
-            translation,
+            translation: Arc::new(translation),
             versions,
             count,
         };
@@ -1189,7 +1189,7 @@ const SYNC_STATUS_DEBOUNCE: Duration = Duration::from_millis(50);
 /// The last published configuration.
 struct Published {
     load: Arc<Load>,
-    translation: trellis_translate::Translation,
+    translation: Arc<trellis_translate::Translation>,
     /// Snapshot version by proxy key.
     versions: BTreeMap<String, String>,
     count: u64,
@@ -1240,6 +1240,7 @@ impl StatusPublisher {
         }
         self.state.set_report(report);
         self.state.set_load(p.load.clone());
+        self.state.set_translation(p.translation.clone());
         self.state.set_vet(trellis_vet::vet(
             &p.load.input,
             &p.translation,

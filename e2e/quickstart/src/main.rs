@@ -292,6 +292,11 @@ fn main() -> anyhow::Result<()> {
     );
     println!("The console (services, graph, traces, proxies, vet findings):");
     println!("  http://{}/ui", control_plane.admin);
+    println!("Which route a request takes, and why a 404 or a 500:");
+    println!(
+        "  cargo run -q -p trellis -- explain --admin-address {} --gateway demo/web --host store.example.com --header 'x-canary: true'",
+        control_plane.admin
+    );
     println!("Configuration mistakes, offline (exit status 1 on errors):");
     println!("  cargo run -q -p trellis -- vet {}", config_dir.display());
     println!("Metrics and connected proxies:");
@@ -355,6 +360,15 @@ fn main() -> anyhow::Result<()> {
             vet["warnings"],
             vet["infos"]
         );
+        let explained: serde_json::Value = serde_json::from_str(&trellis_harness::http_get_text(
+            control_plane.admin,
+            "/api/explain?gateway=demo/web&host=store.example.com&header=x-canary%3A%20true",
+        )?)?;
+        let text = explained["text"].as_str().unwrap_or_default();
+        println!("check: /api/explain of a canary request:\n{text}");
+        if !text.contains("service/demo/store-v2/80") {
+            failed += 1;
+        }
         if !page.contains("<h1>Services</h1>") || vet["errors"] != 0 || vet["warnings"] != 0 {
             println!("check: unexpected: {vet}");
             failed += 1;
