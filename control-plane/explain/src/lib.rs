@@ -433,7 +433,7 @@ fn take_route(
         ActionIr::Redirect(r) => answer(r.status, format!("a redirect ({})", r.status)),
         ActionIr::Respond { status: 500, body } => {
             let why = resolve_problem(status, route).unwrap_or_else(|| body.clone());
-            answer(500, format!("500: no backend resolves: {why}"))
+            answer(500, format!("no backend resolves: {why}"))
         }
         ActionIr::Respond { status, body } => {
             answer(*status, format!("answered directly: {status} {body}"))
@@ -520,7 +520,7 @@ fn forward(
     if unresolved == total {
         let why = resolve_problem(status, route)
             .unwrap_or_else(|| "the backendRef does not resolve".to_string());
-        return answer(500, format!("500: no backend resolves: {why}"));
+        return answer(500, format!("no backend resolves: {why}"));
     }
     if reachable == 0 {
         return answer(
