@@ -506,7 +506,7 @@ async fn vet(
     State(state): State<Arc<AdminState>>,
     axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let all = state.vet.read().map(|v| v.clone()).unwrap_or_default();
+    let all = crate::console::vet_findings(&state);
     let wanted = |f: &&trellis_vet::Finding| {
         query
             .get("namespace")

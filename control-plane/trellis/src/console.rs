@@ -86,7 +86,7 @@ fn not_found(message: String) -> Response {
 async fn services_page(State(state): State<Arc<AdminState>>, Query(q): Params) -> Response {
     let sort = q.get("sort").map_or("health_score", String::as_str);
     let namespace = q.get("namespace").map(String::as_str);
-    let findings = state.vet.read().map(|v| v.clone()).unwrap_or_default();
+    let findings = vet_findings(&state);
     let chaos: Vec<trellis_vet::Finding> = findings
         .iter()
         .filter(|f| f.code == trellis_vet::Code::FaultsInjected)
@@ -274,6 +274,25 @@ fn endpoints(state: &AdminState, ns: &str, name: &str) -> Vec<EndpointView> {
     out
 }
 
+/// Every vet finding about what is served: those of the latest translation, and those that
+/// need traffic to see (route timeouts below their backends' observed p99).
+pub fn vet_findings(state: &AdminState) -> Vec<trellis_vet::Finding> {
+    let mut all: Vec<trellis_vet::Finding> = state
+        .vet
+        .read()
+        .map(|v| v.as_ref().clone())
+        .unwrap_or_default();
+    let p99: BTreeMap<(String, String), f64> = state
+        .telemetry
+        .services()
+        .into_iter()
+        .filter_map(|r| Some(((r.namespace, r.name), r.p99_ms?)))
+        .collect();
+    all.extend(trellis_vet::observed(&state.translation(), &p99));
+    all.sort();
+    all
+}
+
 fn finding_views(findings: &[trellis_vet::Finding]) -> Vec<FindingView> {
     findings
         .iter()
@@ -302,7 +321,7 @@ pub fn service_detail(state: &AdminState, ns: &str, name: &str) -> Option<Servic
     // Errors first, then the slowest; ten at most.
     traces.sort_by_key(|t| (!t.error, std::cmp::Reverse(t.duration_nanos)));
     traces.truncate(10);
-    let vet = state.vet.read().map(|v| v.clone()).unwrap_or_default();
+    let vet = vet_findings(state);
     let concerned = |f: &&trellis_vet::Finding| {
         (f.object.kind == "Service" && f.object.namespace == ns && f.object.name == name)
             || objects.iter().any(|o| {
@@ -487,7 +506,7 @@ async fn proxies_page(State(state): State<Arc<AdminState>>) -> Response {
 }
 
 async fn vet_page(State(state): State<Arc<AdminState>>) -> Response {
-    let findings = state.vet.read().map(|v| v.clone()).unwrap_or_default();
+    let findings = vet_findings(&state);
     Html(trellis_console::vet::vet_page(&finding_views(&findings))).into_response()
 }
 
@@ -502,7 +521,7 @@ async fn object_page(
     };
     let statuses = statuses(&state);
     let status = statuses.get(&(kind.clone(), namespace.clone(), name.clone()));
-    let findings = state.vet.read().map(|v| v.clone()).unwrap_or_default();
+    let findings = vet_findings(&state);
     let mine: Vec<trellis_vet::Finding> = findings
         .iter()
         .filter(|f| {

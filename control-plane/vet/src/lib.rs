@@ -66,6 +66,8 @@ pub enum Code {
     MeshRouteUnused,
     /// A pod in a meshed namespace runs without a sidecar.
     PodWithoutSidecar,
+    /// A client sends plaintext to a server whose mutual-TLS mode is STRICT.
+    MtlsMismatch,
     /// Two HTTPRoutes with identical matches: one silently wins.
     IdenticalMatches,
     /// A Service port that looks like gRPC or HTTP/2 without an `appProtocol` saying so.
@@ -78,22 +80,29 @@ pub enum Code {
     NoReadyEndpoints,
     /// A BackendTrafficPolicy injects faults: chaos is on.
     FaultsInjected,
+    /// A ReferenceGrant grants every object of a kind, and nothing uses it.
+    UnusedGrant,
+    /// A route's request timeout is below its backend's observed p99 latency.
+    TimeoutBelowLatency,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 14] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
         Code::MeshRouteUnused,
         Code::PodWithoutSidecar,
+        Code::MtlsMismatch,
         Code::IdenticalMatches,
         Code::BackendProtocol,
         Code::UnreachableMatch,
         Code::UnreachablePolicyRule,
         Code::NoReadyEndpoints,
         Code::FaultsInjected,
+        Code::UnusedGrant,
+        Code::TimeoutBelowLatency,
     ];
 
     /// `TRLnnnn`.
@@ -104,12 +113,15 @@ impl Code {
             Code::DanglingReference => "TRL0101",
             Code::MeshRouteUnused => "TRL0102",
             Code::PodWithoutSidecar => "TRL0103",
+            Code::MtlsMismatch => "TRL0113",
             Code::IdenticalMatches => "TRL0109",
             Code::BackendProtocol => "TRL0118",
             Code::UnreachableMatch => "TRL0130",
             Code::UnreachablePolicyRule => "TRL0167",
             Code::NoReadyEndpoints => "TRL0173",
             Code::FaultsInjected => "TRL0201",
+            Code::UnusedGrant => "TRL0905",
+            Code::TimeoutBelowLatency => "TRL0903",
         }
     }
 
@@ -121,12 +133,15 @@ impl Code {
             Code::DanglingReference => "DanglingReference",
             Code::MeshRouteUnused => "MeshRouteUnused",
             Code::PodWithoutSidecar => "PodWithoutSidecar",
+            Code::MtlsMismatch => "MtlsMismatch",
             Code::IdenticalMatches => "IdenticalMatches",
             Code::BackendProtocol => "BackendProtocol",
             Code::UnreachableMatch => "UnreachableMatch",
             Code::UnreachablePolicyRule => "UnreachablePolicyRule",
             Code::NoReadyEndpoints => "NoReadyEndpoints",
             Code::FaultsInjected => "FaultsInjected",
+            Code::UnusedGrant => "UnusedGrant",
+            Code::TimeoutBelowLatency => "TimeoutBelowLatency",
         }
     }
 
@@ -218,12 +233,14 @@ pub fn vet(
     status::diagnostics(diagnostics, &mut out);
     status::conditions(&translation.status, &mut out);
     status::reference_grants(input, &mut out);
+    status::unused_grants(input, &mut out);
     routes::shadowed_matches(input, &translation.ir, &mut out);
     routes::empty_backends(input, &translation.status, &mut out);
     routes::unused_mesh_routes(input, &mut out);
     services::protocols(input, &mut out);
     policy::unreachable_rules(input, &mut out);
     mesh::pods_without_sidecars(input, &mut out);
+    mesh::strict_behind_gateways(&translation.ir, &translation.status, &mut out);
     out.sort();
     out.dedup();
     out
@@ -283,6 +300,19 @@ impl Offline {
     pub fn vet(&self) -> Vec<Finding> {
         vet(&self.load.input, &self.translation, &self.load.diagnostics)
     }
+}
+
+/// Findings that need traffic to see (the control plane has it, `trellis vet` on files does
+/// not): route timeouts below the observed p99 latency of their backends (TRL0903). `p99_ms`
+/// by Service (namespace, name), from the health scores.
+pub fn observed(
+    translation: &Translation,
+    p99_ms: &std::collections::BTreeMap<(String, String), f64>,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    routes::timeouts_below_p99(&translation.ir, p99_ms, &mut out);
+    out.sort();
+    out
 }
 
 /// Counts of findings by severity: (errors, warnings, infos).

@@ -1,8 +1,13 @@
-//! The mesh: pods of a meshed namespace that run without a sidecar (TRL0103).
+//! The mesh: pods of a meshed namespace that run without a sidecar (TRL0103), and Gateways
+//! that send plaintext to pods whose PeerAuthentication is STRICT (TRL0113).
 
 use crate::{Code, Finding, ObjectRef, Severity};
+use std::collections::{BTreeMap, BTreeSet};
 use trellis_model::InputSet;
 use trellis_model::mesh::{SIDECAR_ANNOTATION, namespace_in_mesh, pod_in_mesh};
+use trellis_model::security::MtlsMode;
+use trellis_translate::StatusSet;
+use trellis_translate::ir::Ir;
 
 /// TRL0103: a pod opted out of the mesh in a namespace that is in it: its traffic is neither
 /// encrypted nor authenticated, and a STRICT PeerAuthentication refuses it as a caller.
@@ -27,5 +32,62 @@ pub(crate) fn pods_without_sidecars(input: &InputSet, out: &mut Vec<Finding>) {
                  unless it must stay out of the mesh"
             ),
         });
+    }
+}
+
+/// TRL0113: a Gateway's proxies send plaintext (they do not originate mutual TLS to the mesh)
+/// to a pod port whose PeerAuthentication mode is STRICT, which refuses it.
+pub(crate) fn strict_behind_gateways(ir: &Ir, status: &StatusSet, out: &mut Vec<Finding>) {
+    let mut by_ip: BTreeMap<
+        &str,
+        (
+            &trellis_model::ObjectKey,
+            &trellis_translate::ir::InboundMtlsIr,
+        ),
+    > = BTreeMap::new();
+    for (pod, sidecar) in &status.sidecars {
+        if let Some(mtls) = &sidecar.mtls {
+            for ip in &sidecar.ips {
+                by_ip.insert(ip.as_str(), (pod, mtls));
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (proxy, p) in &ir.proxies {
+        let Some(gateway) = proxy
+            .strip_prefix("gateway/")
+            .and_then(|g| g.split_once('/'))
+        else {
+            continue;
+        };
+        for cluster in p.clusters.values() {
+            for e in cluster.endpoints.iter().filter(|e| !e.mtls) {
+                let Some((pod, mtls)) = by_ip.get(e.address.as_str()) else {
+                    continue;
+                };
+                if mtls.port_mode(e.port) != MtlsMode::Strict
+                    || !seen.insert((gateway, cluster.name.clone(), *pod, e.port))
+                {
+                    continue;
+                }
+                out.push(Finding {
+                    severity: Severity::Error,
+                    code: Code::MtlsMismatch,
+                    object: ObjectRef::new("Gateway", &trellis_model::ObjectKey::new(gateway.0, gateway.1)),
+                    field: String::new(),
+                    message: format!(
+                        "its proxies send plaintext to pod {pod} port {} ({}), whose PeerAuthentication \
+                         mode is STRICT: the pod's sidecar refuses those requests (Trellis Gateways do not \
+                         originate mutual TLS to the mesh)",
+                        e.port, cluster.name
+                    ),
+                    fix: format!(
+                        "make port {} of pod {pod} PERMISSIVE (a PeerAuthentication portLevelMtls entry), \
+                         or route the Gateway to Services whose pods accept plaintext",
+                        e.port
+                    ),
+                });
+            }
+        }
     }
 }

@@ -269,3 +269,86 @@ pub(crate) fn unused_mesh_routes(input: &InputSet, out: &mut Vec<Finding>) {
         });
     }
 }
+
+/// The Service a cluster sends to (`service/<ns>/<name>/<port>`).
+fn cluster_service(cluster: &str) -> Option<(String, String)> {
+    let mut parts = cluster.split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("service"), Some(ns), Some(name), Some(_port), None) => {
+            Some((ns.to_string(), name.to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// TRL0903: a route whose request timeout is below the observed p99 latency of a Service it
+/// sends to (`p99_ms`, by namespace and name, from the health scores): more than one request
+/// in a hundred is cut off with a 504.
+pub(crate) fn timeouts_below_p99(
+    ir: &Ir,
+    p99_ms: &std::collections::BTreeMap<(String, String), f64>,
+    out: &mut Vec<Finding>,
+) {
+    let mut found = BTreeSet::new();
+    let mut check = |route: &trellis_translate::ir::RouteIr| {
+        let trellis_translate::ir::ActionIr::Forward(f) = &route.action else {
+            return;
+        };
+        let Some(timeout) = f.timeout.filter(|t| !t.is_zero()) else {
+            return;
+        };
+        let Some((key, rule, _)) = origin(route) else {
+            return;
+        };
+        for b in &f.backends {
+            let Some(service) = b.cluster.as_deref().and_then(cluster_service) else {
+                continue;
+            };
+            let Some(p99) = p99_ms.get(&service) else {
+                continue;
+            };
+            let limit = timeout.as_secs_f64() * 1000.0;
+            if *p99 > limit {
+                found.insert(Finding {
+                    severity: Severity::Warning,
+                    code: Code::TimeoutBelowLatency,
+                    object: ObjectRef::new("HTTPRoute", key),
+                    field: format!("spec.rules[{rule}].timeouts.request"),
+                    message: format!(
+                        "the request timeout ({limit:.0} ms) is below the p99 latency of Service \
+                         {}/{} ({p99:.0} ms over the health window): more than one request in a \
+                         hundred is cut off with a 504",
+                        service.0, service.1
+                    ),
+                    fix: format!(
+                        "raise the timeout above {p99:.0} ms, or make Service {}/{} faster",
+                        service.0, service.1
+                    ),
+                });
+            }
+        }
+    };
+    for p in ir.proxies.values() {
+        for chain in p.listeners.iter().flat_map(|l| &l.chains) {
+            chain
+                .virtual_hosts
+                .iter()
+                .flat_map(|v| &v.routes)
+                .for_each(&mut check);
+        }
+    }
+    for sidecar in ir.sidecars.values() {
+        sidecar
+            .route_configs
+            .values()
+            .flat_map(|c| &c.routes)
+            .for_each(&mut check);
+    }
+    out.extend(found);
+}

@@ -223,3 +223,68 @@ pub(crate) fn reference_grants(input: &InputSet, out: &mut Vec<Finding>) {
         }
     }
 }
+
+/// Whether anything in namespace `from` (of `from_kind`) refers to an object of `kind` in
+/// `namespace`: HTTPRoutes to Services, Gateways to Secrets.
+fn referred(input: &InputSet, from_kind: &str, from: &str, kind: &str, namespace: &str) -> bool {
+    match (from_kind, kind) {
+        ("HTTPRoute", "Service") => input.http_routes.iter().any(|(k, r)| {
+            k.namespace == from
+                && r.spec
+                    .rules
+                    .iter()
+                    .flat_map(|rule| &rule.backend_refs)
+                    .any(|b| b.kind == "Service" && b.namespace.as_deref() == Some(namespace))
+        }),
+        ("Gateway", "Secret") => input.gateways.iter().any(|(k, g)| {
+            k.namespace == from
+                && g.spec
+                    .listeners
+                    .iter()
+                    .filter_map(|l| l.tls.as_ref())
+                    .flat_map(|t| &t.certificate_refs)
+                    .any(|c| c.namespace.as_deref() == Some(namespace))
+        }),
+        // Other kinds: not judged.
+        _ => true,
+    }
+}
+
+/// TRL0905: a ReferenceGrant entry that grants every object of a kind (no `to.name`) while
+/// nothing it lets in refers to that kind here: access granted for nothing.
+pub(crate) fn unused_grants(input: &InputSet, out: &mut Vec<Finding>) {
+    for (key, grant) in &input.reference_grants {
+        for (i, to) in grant.spec.to.iter().enumerate() {
+            if to.name.is_some() {
+                continue;
+            }
+            let used = grant
+                .spec
+                .from
+                .iter()
+                .any(|f| referred(input, &f.kind, &f.namespace, &to.kind, &key.namespace));
+            if used {
+                continue;
+            }
+            let from: Vec<String> = grant
+                .spec
+                .from
+                .iter()
+                .map(|f| format!("{}s of namespace {}", f.kind, f.namespace))
+                .collect();
+            out.push(Finding {
+                severity: Severity::Info,
+                code: Code::UnusedGrant,
+                object: ObjectRef::new("ReferenceGrant", key),
+                field: format!("spec.to[{i}]"),
+                message: format!(
+                    "grants {} access to every {} of namespace {}, and none of them refers to one",
+                    from.join(" and "),
+                    to.kind,
+                    key.namespace
+                ),
+                fix: "remove the entry, or name the one object it is for (to.name)".to_string(),
+            });
+        }
+    }
+}
