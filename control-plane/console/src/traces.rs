@@ -26,8 +26,9 @@ pub fn trace_rows(rows: &[TraceRow]) -> String {
     for t in rows {
         let _ = write!(
             out,
-            "<tr><td><a class=\"trace\" href=\"/ui/traces/{}\"><code>{}</code></a></td><td>{} {}</td>\
+            "<tr data-spans=\"{}\"><td><a class=\"trace\" href=\"/ui/traces/{}\"><code>{}</code></a></td><td>{} {}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            t.spans,
             url(&t.trace_id),
             esc(&t.trace_id.chars().take(16).collect::<String>()),
             esc(&t.root_service),

@@ -156,6 +156,11 @@ impl Window {
         self.buckets.push_back(bucket);
     }
 
+    /// How long the window is when full.
+    pub fn length(&self) -> Duration {
+        BUCKET * u32::try_from(self.capacity).unwrap_or(u32::MAX)
+    }
+
     /// How much time the window covers so far (up to its length, 5 minutes by default).
     pub fn span(&self) -> Duration {
         BUCKET * self.buckets.len() as u32
@@ -482,6 +487,16 @@ pub struct Evaluation {
     pub terms: Terms,
 }
 
+/// A window's length in words: `5 minutes`, `1 minute`, `90 s`.
+fn describe(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        60 => "minute".to_string(),
+        s if s % 60 == 0 => format!("{} minutes", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 impl Health {
     /// Takes the newest bucket (every [`BUCKET`]) and evaluates.
     pub fn observe(
@@ -510,8 +525,9 @@ impl Health {
                 state: State::Idle,
                 score: self.score,
                 reason: format!(
-                    "{} requests in the last 5 minutes: too few to judge",
-                    totals.requests
+                    "{} requests in the last {}: too few to judge",
+                    totals.requests,
+                    describe(self.window.length())
                 ),
                 totals,
                 terms,

@@ -437,22 +437,22 @@ fn service_metrics(out: &mut String, rows: &[crate::telemetry::ServiceHealth]) {
         ),
         (
             "trellis_service_requests_per_second",
-            "Requests per second over the last 5 minutes.",
+            "Requests per second over the health window (--health-window-secs, 5 minutes by default).",
             "rps",
         ),
         (
             "trellis_service_error_ratio",
-            "Failed share of requests over the last 5 minutes.",
+            "Failed share of requests over the health window (--health-window-secs, 5 minutes by default).",
             "errors",
         ),
         (
             "trellis_service_latency_p50_milliseconds",
-            "Median latency over the last 5 minutes.",
+            "Median latency over the health window (--health-window-secs, 5 minutes by default).",
             "p50",
         ),
         (
             "trellis_service_latency_p99_milliseconds",
-            "99th percentile latency over the last 5 minutes.",
+            "99th percentile latency over the health window (--health-window-secs, 5 minutes by default).",
             "p99",
         ),
         (
