@@ -229,6 +229,18 @@ fn every_console_page_loads_in_a_browser_with_live_traffic() {
         .text(&browser.find("tr[data-proxy='gateway/shop/web']").unwrap())
         .unwrap();
     assert!(proxy.contains("SYNCED"), "{proxy}");
+    assert!(
+        proxy.contains("envoy/1.40."),
+        "the build from its ADS node: {proxy}"
+    );
+    browser.goto(&format!("{base}/ui/vet")).unwrap();
+    assert!(
+        browser
+            .find_all("tr[data-code=TRL0158]")
+            .unwrap()
+            .is_empty(),
+        "the real Envoy is the supported release"
+    );
 
     let errors = browser.console_errors().unwrap();
     assert!(

@@ -50,7 +50,7 @@ pub fn time_left(not_after: u64, now: std::time::SystemTime) -> String {
 /// The Proxies page at `now`.
 pub fn proxies_page(proxies: &[ProxySync], now: std::time::SystemTime) -> String {
     let mut body = String::from(
-        "<h1>Proxies</h1><table id=\"proxies\"><thead><tr><th>Node</th><th>Proxy</th><th>Class</th><th>ADS</th>",
+        "<h1>Proxies</h1><table id=\"proxies\"><thead><tr><th>Node</th><th>Proxy</th><th>Class</th><th>Envoy</th><th>ADS</th>",
     );
     for t in TYPES {
         let _ = write!(body, "<th>{t}</th>");
@@ -60,11 +60,12 @@ pub fn proxies_page(proxies: &[ProxySync], now: std::time::SystemTime) -> String
     for p in proxies {
         let _ = write!(
             body,
-            "<tr data-proxy=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            "<tr data-proxy=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
             esc(&p.key),
             esc(&p.node_id),
             esc(&p.key),
             esc(p.class.as_deref().unwrap_or("–")),
+            esc(p.build.as_deref().unwrap_or("–")),
             match p.protocol {
                 trellis_xds::Protocol::Sotw => "SotW",
                 trellis_xds::Protocol::Delta => "Delta",
@@ -103,7 +104,7 @@ pub fn proxies_page(proxies: &[ProxySync], now: std::time::SystemTime) -> String
         let _ = write!(body, "<td>{cert}</td></tr>");
     }
     if proxies.is_empty() {
-        body.push_str("<tr><td colspan=\"10\" class=\"muted\">No proxy is connected.</td></tr>");
+        body.push_str("<tr><td colspan=\"11\" class=\"muted\">No proxy is connected.</td></tr>");
     }
     body.push_str("</tbody></table>");
     if !nacks.is_empty() {

@@ -289,6 +289,13 @@ pub fn vet_findings(state: &AdminState) -> Vec<trellis_vet::Finding> {
         .filter_map(|r| Some(((r.namespace, r.name), r.p99_ms?)))
         .collect();
     all.extend(trellis_vet::observed(&state.translation(), &p99));
+    let builds: Vec<(String, Option<String>)> = state
+        .registry
+        .proxies()
+        .into_iter()
+        .map(|p| (p.key, p.build))
+        .collect();
+    all.extend(trellis_vet::proxy_builds(&builds));
     all.sort();
     all
 }

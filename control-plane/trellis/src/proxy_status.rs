@@ -146,6 +146,7 @@ mod tests {
                 identity: "spiffe://cluster.local/ns/shop/sa/a".into(),
                 not_after,
             }),
+            build: None,
         }
     }
 

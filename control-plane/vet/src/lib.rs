@@ -84,11 +84,13 @@ pub enum Code {
     UnusedGrant,
     /// A route's request timeout is below its backend's observed p99 latency.
     TimeoutBelowLatency,
+    /// A proxy runs an Envoy build other than the one Trellis supports.
+    UnsupportedProxy,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
@@ -103,6 +105,7 @@ impl Code {
         Code::FaultsInjected,
         Code::UnusedGrant,
         Code::TimeoutBelowLatency,
+        Code::UnsupportedProxy,
     ];
 
     /// `TRLnnnn`.
@@ -122,6 +125,7 @@ impl Code {
             Code::FaultsInjected => "TRL0201",
             Code::UnusedGrant => "TRL0905",
             Code::TimeoutBelowLatency => "TRL0903",
+            Code::UnsupportedProxy => "TRL0158",
         }
     }
 
@@ -142,6 +146,7 @@ impl Code {
             Code::FaultsInjected => "FaultsInjected",
             Code::UnusedGrant => "UnusedGrant",
             Code::TimeoutBelowLatency => "TimeoutBelowLatency",
+            Code::UnsupportedProxy => "UnsupportedProxy",
         }
     }
 
@@ -311,6 +316,38 @@ pub fn observed(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     routes::timeouts_below_p99(&translation.ir, p99_ms, &mut out);
+    out.sort();
+    out
+}
+
+/// The Envoy release Trellis builds and tests its configuration for (`major.minor`).
+pub const SUPPORTED_ENVOY: &str = "1.40";
+
+/// TRL0158 for the connected proxies (`(proxy key, build)`, the build as `envoy/1.40.0`): those
+/// running another Envoy release than [`SUPPORTED_ENVOY`], or not saying which. At most 100
+/// findings.
+pub fn proxy_builds(proxies: &[(String, Option<String>)]) -> Vec<Finding> {
+    let supported = format!("envoy/{SUPPORTED_ENVOY}.");
+    let mut out: Vec<Finding> = proxies
+        .iter()
+        .filter(|(_, build)| !build.as_deref().is_some_and(|b| b.starts_with(&supported)))
+        .take(100)
+        .map(|(key, build)| Finding {
+            severity: Severity::Warning,
+            code: Code::UnsupportedProxy,
+            object: ObjectRef {
+                kind: "Proxy".to_string(),
+                namespace: String::new(),
+                name: key.clone(),
+            },
+            field: String::new(),
+            message: match build {
+                Some(b) => format!("runs {b}; Trellis builds and tests its configuration for Envoy {SUPPORTED_ENVOY}"),
+                None => format!("does not say which Envoy it runs; Trellis supports Envoy {SUPPORTED_ENVOY}"),
+            },
+            fix: format!("run Envoy {SUPPORTED_ENVOY} (the release docs/testing.md installs)"),
+        })
+        .collect();
     out.sort();
     out
 }

@@ -102,3 +102,23 @@ fn a_policy_rule_is_dead_only_when_an_earlier_rule_matches_all_it_would() {
     assert!(rule_covers(&get_post, &get));
     assert!(!rule_covers(&get, &get_post));
 }
+
+#[test]
+fn proxies_on_another_envoy_release_or_silent_about_it_are_reported() {
+    let found = crate::proxy_builds(&[
+        (
+            "gateway/a/web".to_string(),
+            Some("envoy/1.40.2".to_string()),
+        ),
+        ("pod/a/old".to_string(), Some("envoy/1.38.0".to_string())),
+        ("pod/a/quiet".to_string(), None),
+        ("pod/a/other".to_string(), Some("envoy/1.400.0".to_string())),
+    ]);
+    let names: Vec<&str> = found.iter().map(|f| f.object.name.as_str()).collect();
+    assert_eq!(names, ["pod/a/old", "pod/a/other", "pod/a/quiet"]);
+    assert!(
+        found[0].message.contains("envoy/1.38.0"),
+        "{}",
+        found[0].message
+    );
+}

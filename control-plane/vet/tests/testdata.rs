@@ -46,7 +46,12 @@ fn text(findings: &[Finding]) -> String {
 fn every_code_has_a_pair_that_raises_it_and_a_fixed_twin_that_raises_nothing() {
     let update = std::env::var_os("TRELLIS_UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
-    for code in Code::ALL {
+    // TRL0158 is about the proxies connected to a control plane, not about files: a unit test
+    // covers it (`proxy_builds`).
+    for code in Code::ALL
+        .into_iter()
+        .filter(|c| *c != Code::UnsupportedProxy)
+    {
         let dir = testdata().join(code.id().to_lowercase());
         let bad = vet_case(&dir.join("bad.yaml"));
         let printed = text(&bad);

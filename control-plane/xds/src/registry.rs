@@ -75,6 +75,10 @@ pub struct ProxySync {
     /// identity and expiry). The admin endpoint fills it in from the certificate service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<ProxyCertificate>,
+    /// The proxy's build (`user_agent_name/major.minor.patch` from its ADS node, e.g.
+    /// `envoy/1.40.0`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
 }
 
 /// The workload certificate a proxy holds.
@@ -165,6 +169,7 @@ impl SyncRegistry {
                 synced_version: None,
                 class: None,
                 certificate: None,
+                build: None,
             },
         );
         StreamHandle {
@@ -281,6 +286,13 @@ pub struct KeyState {
 }
 
 impl StreamHandle {
+    /// Records the proxy's build (`envoy/1.40.0`).
+    pub fn set_build(&self, build: String) {
+        if let Some(p) = self.registry.lock().proxies.get_mut(&self.id) {
+            p.build = Some(build);
+        }
+    }
+
     /// Records the stream's sync state; notifies subscribers when it changed.
     pub fn set_sync(
         &self,

@@ -202,6 +202,9 @@ impl AdsServer {
         let handle = self
             .registry
             .connect(&node_id, &node_cluster, &key, M::PROTOCOL);
+        if let Some(build) = M::node(&first).and_then(node_build) {
+            handle.set_build(build);
+        }
         // Responses travel boxed: the channel's slots then take a pointer each, not a
         // response (a block of 32 slots is allocated per stream).
         let (tx, rx) = mpsc::channel::<Outgoing<M::Resp>>(16);
@@ -261,6 +264,23 @@ impl AdsServer {
 const RECONNECT_HOLD: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The two variants' state machines behind one interface, so one loop drives both.
+/// A node's build as `name/major.minor.patch` (`envoy/1.40.0`), bounded in length.
+fn node_build(node: &Node) -> Option<String> {
+    use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
+    let Some(UserAgentVersionType::UserAgentBuildVersion(b)) = &node.user_agent_version_type else {
+        return None;
+    };
+    let v = b.version.as_ref()?;
+    let name: String = node.user_agent_name.chars().take(32).collect();
+    Some(format!(
+        "{}/{}.{}.{}",
+        if name.is_empty() { "unknown" } else { &name },
+        v.major_number,
+        v.minor_number,
+        v.patch
+    ))
+}
+
 trait Machine: Send + Sized + 'static {
     type Req: Send + 'static + std::fmt::Debug + prost::Message + Default;
     type Resp: Send + 'static + prost::Message;
