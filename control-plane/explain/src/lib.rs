@@ -319,7 +319,7 @@ fn gateway_hosts<'a>(
             format!(
                 "tracing: TracingPolicy {}, sampling {}%",
                 t.policy,
-                f64::from(t.sampling) / 10_000.0
+                f64::from(t.sampling) / 100.0
             ),
         ));
     }

@@ -282,13 +282,15 @@ pub fn vet_findings(state: &AdminState) -> Vec<trellis_vet::Finding> {
         .read()
         .map(|v| v.as_ref().clone())
         .unwrap_or_default();
-    let p99: BTreeMap<(String, String), f64> = state
-        .telemetry
-        .services()
-        .into_iter()
-        .filter_map(|r| Some(((r.namespace, r.name), r.p99_ms?)))
-        .collect();
-    all.extend(trellis_vet::observed(&state.translation(), &p99));
+    let mut observations = trellis_vet::Observations::default();
+    for r in state.telemetry.services() {
+        let key = (r.namespace, r.name);
+        if let Some(p99) = r.p99_ms {
+            observations.p99_ms.insert(key.clone(), p99);
+        }
+        observations.rps.insert(key, r.rps);
+    }
+    all.extend(trellis_vet::observed(&state.translation(), &observations));
     let builds: Vec<(String, Option<String>)> = state
         .registry
         .proxies()

@@ -86,11 +86,13 @@ pub enum Code {
     TimeoutBelowLatency,
     /// A proxy runs an Envoy build other than the one Trellis supports.
     UnsupportedProxy,
+    /// Every request of a busy Service is traced.
+    TraceEverything,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 16] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
@@ -106,6 +108,7 @@ impl Code {
         Code::UnusedGrant,
         Code::TimeoutBelowLatency,
         Code::UnsupportedProxy,
+        Code::TraceEverything,
     ];
 
     /// `TRLnnnn`.
@@ -126,6 +129,7 @@ impl Code {
             Code::UnusedGrant => "TRL0905",
             Code::TimeoutBelowLatency => "TRL0903",
             Code::UnsupportedProxy => "TRL0158",
+            Code::TraceEverything => "TRL0157",
         }
     }
 
@@ -147,6 +151,7 @@ impl Code {
             Code::UnusedGrant => "UnusedGrant",
             Code::TimeoutBelowLatency => "TimeoutBelowLatency",
             Code::UnsupportedProxy => "UnsupportedProxy",
+            Code::TraceEverything => "TraceEverything",
         }
     }
 
@@ -307,15 +312,23 @@ impl Offline {
     }
 }
 
+/// What the health scores observe per Service (namespace, name), for the findings that need
+/// traffic to see.
+#[derive(Clone, Debug, Default)]
+pub struct Observations {
+    /// p99 latency (ms).
+    pub p99_ms: std::collections::BTreeMap<(String, String), f64>,
+    /// Requests per second.
+    pub rps: std::collections::BTreeMap<(String, String), f64>,
+}
+
 /// Findings that need traffic to see (the control plane has it, `trellis vet` on files does
-/// not): route timeouts below the observed p99 latency of their backends (TRL0903). `p99_ms`
-/// by Service (namespace, name), from the health scores.
-pub fn observed(
-    translation: &Translation,
-    p99_ms: &std::collections::BTreeMap<(String, String), f64>,
-) -> Vec<Finding> {
+/// not): route timeouts below the observed p99 latency of their backends (TRL0903), and every
+/// request of a busy Service traced (TRL0157).
+pub fn observed(translation: &Translation, observations: &Observations) -> Vec<Finding> {
     let mut out = Vec::new();
-    routes::timeouts_below_p99(&translation.ir, p99_ms, &mut out);
+    routes::timeouts_below_p99(&translation.ir, &observations.p99_ms, &mut out);
+    routes::busy_full_sampling(&translation.ir, &observations.rps, &mut out);
     out.sort();
     out
 }

@@ -352,3 +352,88 @@ pub(crate) fn timeouts_below_p99(
     }
     out.extend(found);
 }
+
+/// Requests per second above which tracing every request is called out.
+pub const BUSY_RPS: f64 = 100.0;
+
+/// TRL0157: every request traced (100 % sampling, a chain's or a route's) on a route to a
+/// Service that serves more than [`BUSY_RPS`] requests a second (`rps`, from the health scores):
+/// each request then costs Envoy about 1.4x the CPU, and the trace store turns over fast.
+pub(crate) fn busy_full_sampling(
+    ir: &Ir,
+    rps: &std::collections::BTreeMap<(String, String), f64>,
+    out: &mut Vec<Finding>,
+) {
+    let mut found = BTreeSet::new();
+    let mut check = |policy: Option<&str>, routes: &[RouteIr]| {
+        for route in routes {
+            let full = match (&route.tracing, policy) {
+                (Some(t), _) => t.sampling >= 10_000,
+                (None, Some(_)) => true,
+                (None, None) => false,
+            };
+            let trellis_translate::ir::ActionIr::Forward(f) = &route.action else {
+                continue;
+            };
+            if !full {
+                continue;
+            }
+            for b in &f.backends {
+                let Some(service) = b.cluster.as_deref().and_then(cluster_service) else {
+                    continue;
+                };
+                let Some(r) = rps.get(&service).filter(|r| **r > BUSY_RPS) else {
+                    continue;
+                };
+                let (object, field) = match (policy, origin(route)) {
+                    (Some(p), _) => (p.to_string(), "spec.samplingPercent".to_string()),
+                    (None, Some((key, rule, _))) => (key.to_string(), format!("rule {rule}")),
+                    (None, None) => continue,
+                };
+                let (ns, name) = object.split_once('/').unwrap_or(("", &object));
+                found.insert(Finding {
+                    severity: Severity::Warning,
+                    code: Code::TraceEverything,
+                    object: ObjectRef {
+                        kind: if policy.is_some() {
+                            "TracingPolicy"
+                        } else {
+                            "HTTPRoute"
+                        }
+                        .to_string(),
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                    },
+                    field,
+                    message: format!(
+                        "every request to Service {}/{} ({r:.0} requests/s) is traced: at 100 % \
+                         sampling each request costs Envoy about 1.4x the CPU, and the trace \
+                         store turns over in seconds",
+                        service.0, service.1
+                    ),
+                    fix: "sample a share (1 % by default; docs/observability.md has guidance), \
+                          or turn 100 % on only while debugging"
+                        .to_string(),
+                });
+            }
+        }
+    };
+    for p in ir.proxies.values() {
+        for chain in p.listeners.iter().flat_map(|l| &l.chains) {
+            let policy = chain
+                .tracing
+                .as_ref()
+                .filter(|t| t.sampling >= 10_000)
+                .map(|t| t.policy.as_str());
+            for vh in &chain.virtual_hosts {
+                check(policy, &vh.routes);
+            }
+        }
+    }
+    for sidecar in ir.sidecars.values() {
+        for config in sidecar.route_configs.values() {
+            check(None, &config.routes);
+        }
+    }
+    out.extend(found);
+}

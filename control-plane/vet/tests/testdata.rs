@@ -2,11 +2,10 @@
 //! findings, as `trellis vet` prints them, are pinned in `bad.txt`), and `good.yaml`, the same
 //! case fixed, must raise nothing at all. Both are read beside `testdata/base.yaml`, from a
 //! directory, as `trellis vet DIR` reads them; a case that needs traffic to see (TRL0903) gives
-//! its observations in `p99_ms.txt`. `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
+//! its observations in `p99_ms.txt` or `rps.txt`. `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use trellis_vet::{Code, Finding, Offline};
 
@@ -14,27 +13,33 @@ fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
 }
 
-/// The findings for `case` read beside the base objects, with the observations of the
-/// case's `p99_ms.txt` (`ns/name: milliseconds` per line) when it has one.
+/// The findings for `case` read beside the base objects, with the observations of the case's
+/// `p99_ms.txt` and `rps.txt` (`ns/name: value` per line) when it has them.
 fn vet_case(case: &Path) -> Vec<Finding> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(testdata().join("base.yaml"), dir.path().join("base.yaml")).unwrap();
     std::fs::copy(case, dir.path().join("case.yaml")).unwrap();
     let offline = Offline::read(dir.path());
     let mut findings = offline.vet();
-    let observed = case.with_file_name("p99_ms.txt");
-    if let Ok(text) = std::fs::read_to_string(observed) {
-        let p99: BTreeMap<(String, String), f64> = text
-            .lines()
-            .filter_map(|l| {
-                let (service, ms) = l.split_once(':')?;
-                let (ns, name) = service.trim().split_once('/')?;
-                Some(((ns.to_string(), name.to_string()), ms.trim().parse().ok()?))
-            })
-            .collect();
-        findings.extend(trellis_vet::observed(&offline.translation, &p99));
-        findings.sort();
+    let mut observations = trellis_vet::Observations::default();
+    for (file, into) in [
+        ("p99_ms.txt", &mut observations.p99_ms),
+        ("rps.txt", &mut observations.rps),
+    ] {
+        let Ok(text) = std::fs::read_to_string(case.with_file_name(file)) else {
+            continue;
+        };
+        into.extend(text.lines().filter_map(|l| {
+            let (service, value) = l.split_once(':')?;
+            let (ns, name) = service.trim().split_once('/')?;
+            Some((
+                (ns.to_string(), name.to_string()),
+                value.trim().parse().ok()?,
+            ))
+        }));
     }
+    findings.extend(trellis_vet::observed(&offline.translation, &observations));
+    findings.sort();
     findings
 }
 
