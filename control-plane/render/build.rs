@@ -1,6 +1,6 @@
 //! Compiles the Envoy protos that Trellis's resources use (from the envoy-types crate's
-//! `proto/` directory, found through `cargo metadata`) into a descriptor set the crate embeds,
-//! so that resources can be written as JSON without the protos at run time.
+//! `proto/` directory) into a descriptor set the crate embeds, so that resources can be written
+//! as JSON without the protos at run time.
 
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -29,43 +29,60 @@ const FILES: [&str; 20] = [
     "google/protobuf/empty.proto",
 ];
 
+/// The `proto/` directory of the envoy-types crate in use. Found without running cargo (a
+/// build script that runs `cargo metadata` can wait forever on a lock the building cargo holds,
+/// and offline it fails for crates of other platforms that were never downloaded):
+/// `TRELLIS_ENVOY_PROTO_DIR` if set, else the version in the workspace's `Cargo.lock` under
+/// `$CARGO_HOME/registry/src/*/` (or a `vendor/` directory beside the lock file).
 fn envoy_types_proto_dir() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest =
-        Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("Cargo.toml");
-    let out = std::process::Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .output()
-        .expect("cargo metadata runs");
-    assert!(
-        out.status.success(),
-        "cargo metadata: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let meta: serde_json::Value =
-        serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON");
-    let manifest = meta["packages"]
-        .as_array()
+    if let Some(dir) = std::env::var_os("TRELLIS_ENVOY_PROTO_DIR") {
+        return PathBuf::from(dir);
+    }
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let lock = manifest_dir
+        .ancestors()
+        .map(|d| d.join("Cargo.lock"))
+        .find(|p| p.exists())
+        .expect("a Cargo.lock above the crate");
+    let text = std::fs::read_to_string(&lock).expect("Cargo.lock reads");
+    let version = text
+        .split("[[package]]")
+        .find(|block| block.contains("name = \"envoy-types\""))
+        .and_then(|block| {
+            block
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("version = \""))
+                .map(|v| v.trim_end_matches('"').to_string())
+        })
+        .expect("envoy-types in Cargo.lock");
+    let crate_dir = format!("envoy-types-{version}");
+    let mut candidates = Vec::new();
+    if let Some(root) = lock.parent() {
+        candidates.push(root.join("vendor").join("envoy-types"));
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    if let Some(home) = cargo_home
+        && let Ok(registries) = std::fs::read_dir(home.join("registry").join("src"))
+    {
+        candidates.extend(registries.flatten().map(|r| r.path().join(&crate_dir)));
+    }
+    candidates
         .into_iter()
-        .flatten()
-        .find(|p| p["name"] == "envoy-types")
-        .and_then(|p| p["manifest_path"].as_str())
-        .expect("envoy-types is a dependency");
-    Path::new(manifest)
-        .parent()
-        .expect("a manifest's directory")
-        .join("proto")
+        .map(|c| c.join("proto"))
+        .find(|p| p.join("data-plane-api").exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "cannot find {crate_dir}/proto under $CARGO_HOME/registry/src; set \
+                 TRELLIS_ENVOY_PROTO_DIR to the envoy-types crate's proto directory"
+            )
+        })
 }
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=TRELLIS_ENVOY_PROTO_DIR");
     let root = envoy_types_proto_dir();
     let includes: Vec<PathBuf> = [
         "data-plane-api",
