@@ -261,7 +261,7 @@ pub fn graph(
 }
 
 /// Positions: callers to the left of what they call (layers by longest path from a node with
-/// no callers, cycles cut), at most 24 nodes per column.
+/// no callers, cycles cut), at most 24 nodes per column, nodes with traffic at the top.
 fn layout(g: &Graph) -> BTreeMap<&str, (f64, f64)> {
     let mut layer: BTreeMap<&str, usize> = g.nodes.iter().map(|n| (n.id.as_str(), 0)).collect();
     // Longest-path layering, bounded by the node count (so a cycle cannot loop forever).
@@ -284,6 +284,15 @@ fn layout(g: &Graph) -> BTreeMap<&str, (f64, f64)> {
     let mut columns: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
     for n in &g.nodes {
         columns.entry(layer[n.id.as_str()]).or_default().push(&n.id);
+    }
+    // In each column, nodes with traffic first (so edges stay short), quiet ones below.
+    let connected: std::collections::BTreeSet<&str> = g
+        .edges
+        .iter()
+        .flat_map(|e| [e.from.as_str(), e.to.as_str()])
+        .collect();
+    for ids in columns.values_mut() {
+        ids.sort_by_key(|id| (!connected.contains(id), *id));
     }
     let mut out = BTreeMap::new();
     let mut x = 20.0;
