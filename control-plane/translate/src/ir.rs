@@ -43,6 +43,26 @@ pub struct Ir {
     pub spare_clusters: BTreeMap<String, ClusterIr>,
 }
 
+impl Ir {
+    /// Every route of every proxy: the gateways' virtual hosts, then the sidecar classes' mesh
+    /// route configurations.
+    pub fn routes(&self) -> impl Iterator<Item = &RouteIr> {
+        let gateways = self
+            .proxies
+            .values()
+            .flat_map(|p| &p.listeners)
+            .flat_map(|l| &l.chains)
+            .flat_map(|c| &c.virtual_hosts)
+            .flat_map(|v| &v.routes);
+        let sidecars = self
+            .sidecars
+            .values()
+            .flat_map(|s| s.route_configs.values())
+            .flat_map(|c| &c.routes);
+        gateways.chain(sidecars)
+    }
+}
+
 /// What the proxies of one Gateway serve.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProxyIr {

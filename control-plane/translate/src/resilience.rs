@@ -573,28 +573,10 @@ fn describe_fault(f: &FaultIr) -> String {
 /// chaos on purpose is never silent in status.
 pub(crate) fn fault_conditions(ir: &Ir, status: &mut crate::StatusSet) {
     let mut faults: BTreeMap<String, (BTreeSet<String>, usize)> = BTreeMap::new();
-    let mut note = |route: &RouteIr| {
-        if let Some(f) = &route.fault {
-            let entry = faults.entry(f.policy.clone()).or_default();
-            entry.0.insert(describe_fault(f));
-            entry.1 += 1;
-        }
-    };
-    for proxy in ir.proxies.values() {
-        for chain in proxy.listeners.iter().flat_map(|l| &l.chains) {
-            chain
-                .virtual_hosts
-                .iter()
-                .flat_map(|v| &v.routes)
-                .for_each(&mut note);
-        }
-    }
-    for sidecar in ir.sidecars.values() {
-        sidecar
-            .route_configs
-            .values()
-            .flat_map(|c| &c.routes)
-            .for_each(&mut note);
+    for f in ir.routes().filter_map(|r| r.fault.as_ref()) {
+        let entry = faults.entry(f.policy.clone()).or_default();
+        entry.0.insert(describe_fault(f));
+        entry.1 += 1;
     }
     for (key, policy) in status.backend_traffic_policies.iter_mut() {
         let Some((what, routes)) = faults.get(&format!("{}/{}", key.namespace, key.name)) else {

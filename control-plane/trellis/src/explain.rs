@@ -4,6 +4,7 @@
 //! (`trellis explain DIR …`), or online against a running control plane's `GET /api/explain`.
 
 use crate::admin::AdminState;
+use crate::render::object_key as key;
 use anyhow::{Context, bail};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use std::path::PathBuf;
 use std::sync::Arc;
 use trellis_explain::{Entry, Explanation, Request, explain, render_text};
-use trellis_model::ObjectKey;
 
 /// Arguments of `trellis explain`.
 #[derive(Debug, clap::Args)]
@@ -50,15 +50,6 @@ pub struct ExplainArgs {
     pub admin: crate::admin::AdminClient,
 }
 
-fn key(text: &str, flag: &str) -> anyhow::Result<ObjectKey> {
-    match text.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok(ObjectKey::new(ns, name))
-        }
-        _ => bail!("{flag} {text:?}: give NAMESPACE/NAME"),
-    }
-}
-
 fn header(text: &str) -> anyhow::Result<(String, String)> {
     let (k, v) = text
         .split_once(':')
@@ -67,14 +58,7 @@ fn header(text: &str) -> anyhow::Result<(String, String)> {
 }
 
 fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// Runs `trellis explain`.

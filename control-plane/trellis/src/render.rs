@@ -34,7 +34,8 @@ pub enum Format {
     Json,
 }
 
-fn key(text: &str, flag: &str) -> anyhow::Result<ObjectKey> {
+/// `NAMESPACE/NAME` given to `flag`, or why it is not one.
+pub fn object_key(text: &str, flag: &str) -> anyhow::Result<ObjectKey> {
     match text.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok(ObjectKey::new(ns, name))
@@ -46,7 +47,7 @@ fn key(text: &str, flag: &str) -> anyhow::Result<ObjectKey> {
 /// The snapshot key of the proxy asked for, or why there is none.
 fn proxy_key(args: &RenderArgs, ir: &trellis_translate::ir::Ir) -> anyhow::Result<String> {
     if let Some(g) = &args.gateway {
-        let k = trellis_translate::proxy_key(&key(g, "--gateway")?);
+        let k = trellis_translate::proxy_key(&object_key(g, "--gateway")?);
         if !ir.proxies.contains_key(&k) {
             let known: Vec<&str> = ir
                 .proxies
@@ -65,7 +66,7 @@ fn proxy_key(args: &RenderArgs, ir: &trellis_translate::ir::Ir) -> anyhow::Resul
         return Ok(k);
     }
     let p = args.pod.as_deref().unwrap_or_default();
-    let pod = key(p, "--pod")?;
+    let pod = object_key(p, "--pod")?;
     ir.pods.get(&pod).cloned().with_context(|| {
         format!("pod {p} has no sidecar (it does not exist, or its namespace is not in the mesh, or it opted out)")
     })

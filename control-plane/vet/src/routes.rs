@@ -270,21 +270,9 @@ pub(crate) fn unused_mesh_routes(input: &InputSet, out: &mut Vec<Finding>) {
     }
 }
 
-/// The Service a cluster sends to (`service/<ns>/<name>/<port>`).
+/// The Service a cluster sends to, as (namespace, name).
 fn cluster_service(cluster: &str) -> Option<(String, String)> {
-    let mut parts = cluster.split('/');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("service"), Some(ns), Some(name), Some(_port), None) => {
-            Some((ns.to_string(), name.to_string()))
-        }
-        _ => None,
-    }
+    trellis_translate::policy::cluster_service(cluster).map(|k| (k.namespace, k.name))
 }
 
 /// TRL0903: a route whose request timeout is below the observed p99 latency of a Service it
@@ -334,22 +322,7 @@ pub(crate) fn timeouts_below_p99(
             }
         }
     };
-    for p in ir.proxies.values() {
-        for chain in p.listeners.iter().flat_map(|l| &l.chains) {
-            chain
-                .virtual_hosts
-                .iter()
-                .flat_map(|v| &v.routes)
-                .for_each(&mut check);
-        }
-    }
-    for sidecar in ir.sidecars.values() {
-        sidecar
-            .route_configs
-            .values()
-            .flat_map(|c| &c.routes)
-            .for_each(&mut check);
-    }
+    ir.routes().for_each(&mut check);
     out.extend(found);
 }
 
