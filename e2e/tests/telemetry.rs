@@ -299,3 +299,93 @@ fn which(program: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// Retry amplification seen in traffic: a route that retries twice toward a backend that fails
+/// each request's first two attempts. The client sees 200s; the Service sees three attempts per
+/// request, two of them retries, and `/api/vet` reports TRL0904 on the route's retry field.
+#[test]
+fn retries_that_multiply_a_failing_services_load_are_a_vet_finding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().to_path_buf();
+    let config = work.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let (ip, port) = private_loopback();
+    let (backends, pods) = trellis_harness::scenario::start_backends(&work).unwrap();
+    let mut yaml = gateway_yaml(ip, port);
+    yaml.push_str(&backends);
+    yaml.push_str(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {name: flaky, namespace: shop}\n\
+         spec:\n  parentRefs: [{name: web}]\n  hostnames: [flaky.example.com]\n  rules:\n\
+         \x20 - retry: {codes: [503], attempts: 2}\n    backendRefs: [{name: other, port: 80}]\n",
+    );
+    std::fs::write(config.join("scenario.yaml"), &yaml).unwrap();
+    let cp = ControlPlane::start(
+        &config,
+        &work,
+        &["--debounce-ms", "50", "--health-window-secs", "60"],
+    )
+    .unwrap();
+    let bootstrap =
+        trellis_harness::bootstrap(&[cp.xds], &format!("{NAMESPACE}/web"), false, "e2e-proxy")
+            .unwrap();
+    let envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
+    let gateway = SocketAddr::from((ip, port));
+    eventually("the gateway to route", Duration::from_secs(20), || {
+        Ok(request(gateway, "GET", "flaky.example.com", "/", &[])?.status == 200)
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
+
+    let started = Instant::now();
+    let mut finding = None;
+    let mut sent = 0u32;
+    while started.elapsed() < Duration::from_secs(60) && finding.is_none() {
+        // Each request fails twice with 503 (per uuid), then succeeds: the route's two
+        // retries make it a 200.
+        let path = format!("/retry?uuid=amplified-{sent}&succeedAfter=2&responseCode=503");
+        let reply = request(gateway, "GET", "flaky.example.com", &path, &[]).unwrap();
+        assert_eq!(
+            reply.status, 200,
+            "the retries hide the failures from the client"
+        );
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(100));
+        if sent.is_multiple_of(10) {
+            let vet: serde_json::Value =
+                serde_json::from_str(&http_get_text(cp.admin, "/api/vet").unwrap()).unwrap();
+            finding = vet["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|f| f["code"] == "TRL0904")
+                .cloned();
+        }
+    }
+    let finding = finding.unwrap_or_else(|| {
+        panic!(
+            "no TRL0904 after {sent} requests: {}\n{}",
+            http_get_text(cp.admin, "/api/vet").unwrap_or_default(),
+            http_get_text(cp.admin, "/api/services").unwrap_or_default()
+        )
+    });
+    let services: serde_json::Value =
+        serde_json::from_str(&http_get_text(cp.admin, "/api/services").unwrap()).unwrap();
+    let other = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "other")
+        .cloned()
+        .unwrap();
+    println!(
+        "after {:?} ({sent} requests, every one a 200 to the client): other = {other}\n{finding}",
+        started.elapsed()
+    );
+    assert_eq!(finding["object"]["kind"], "HTTPRoute");
+    assert_eq!(finding["object"]["name"], "flaky");
+    assert_eq!(finding["field"], "spec.rules[0].retry");
+    // Two of every three attempts are retries.
+    let ratio = other["retry_ratio"].as_f64().unwrap();
+    assert!((0.55..=0.7).contains(&ratio), "{other}");
+    drop(pods);
+}

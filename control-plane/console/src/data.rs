@@ -23,6 +23,9 @@ pub struct ServiceRow {
     /// Share of requests within the latency objective, when timed.
     #[serde(default)]
     pub within_objective: Option<f64>,
+    /// Share of the attempts sent to it that were retries.
+    #[serde(default)]
+    pub retry_ratio: f64,
     /// 0–100.
     #[serde(default)]
     pub health_score: Option<u8>,

@@ -22,6 +22,7 @@ fn svc(ns: &str, name: &str, score: Option<u8>, state: &str, rps: f64, errors: f
         p50_ms: score.map(|_| 4.0),
         p99_ms: score.map(|s| 250.0 - f64::from(s)),
         within_objective: None,
+        retry_ratio: 0.0,
         health_score: score,
         health_state: state.into(),
         health_reason: format!("{state} reason"),

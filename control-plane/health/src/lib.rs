@@ -67,6 +67,9 @@ pub struct Bucket {
     pub within_objective: u64,
     /// Requests the policy filter timed over it.
     pub over_objective: u64,
+    /// Retries the callers' proxies made (Envoy counts a request's response once, after its
+    /// retries, so the attempts are `requests + retries`).
+    pub retries: u64,
 }
 
 impl Default for Bucket {
@@ -77,6 +80,7 @@ impl Default for Bucket {
             latency: [0; BUCKETS],
             within_objective: 0,
             over_objective: 0,
+            retries: 0,
         }
     }
 }
@@ -103,6 +107,7 @@ impl Bucket {
         self.failures += other.failures;
         self.within_objective += other.within_objective;
         self.over_objective += other.over_objective;
+        self.retries += other.retries;
         for (a, b) in self.latency.iter_mut().zip(other.latency) {
             *a += b;
         }
@@ -137,6 +142,8 @@ pub struct Totals {
     /// The share of requests the policy filter timed within the latency objective, when it
     /// timed any (exact, per request, unlike the histogram's quantiles).
     pub within_objective: Option<f64>,
+    /// Retries among the requests.
+    pub retries: u64,
 }
 
 impl Window {
@@ -175,6 +182,7 @@ impl Window {
         Totals {
             requests: sum.requests,
             failures: sum.failures,
+            retries: sum.retries,
             p50_ms: quantile(&sum.latency, 0.5),
             p99_ms: quantile(&sum.latency, 0.99),
             within_objective: {

@@ -9,6 +9,7 @@ fn totals(requests: u64, failures: u64, p50: Option<f64>, p99: Option<f64>) -> T
         p50_ms: p50,
         p99_ms: p99,
         within_objective: None,
+        retries: 0,
     }
 }
 

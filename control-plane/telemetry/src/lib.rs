@@ -7,6 +7,8 @@
 //!  cluster.upstream_rq_time {envoy.cluster_name}  Histogram, delta, ms
 //!      ──► the latency histogram, each of Envoy's buckets counted in the first of ours whose
 //!          bound is at or above its upper bound
+//!  cluster.upstream_rq_retry {envoy.cluster_name}  Sum, delta ──► retries (a retried
+//!      response is not counted above: Envoy counts the final one)
 //!  anything else, cumulative points, and points without a cluster ──► ignored
 //! ```
 //!
@@ -28,6 +30,8 @@ use trellis_health::{BUCKET_BOUNDS_MS, BUCKETS, Bucket};
 pub const RESPONSES: &str = "cluster.upstream_rq_xx";
 /// Envoy's histogram of upstream request time (ms).
 pub const REQUEST_TIME: &str = "cluster.upstream_rq_time";
+/// Envoy's counter of retries a cluster's requests took.
+pub const RETRIES: &str = "cluster.upstream_rq_retry";
 /// The attribute naming the cluster.
 pub const CLUSTER_ATTRIBUTE: &str = "envoy.cluster_name";
 /// The attribute naming the response class (`2`, `5`, ...).
@@ -91,6 +95,16 @@ pub fn ingest(request: &ExportMetricsServiceRequest) -> BTreeMap<String, Bucket>
                         if failed {
                             bucket.failures = bucket.failures.saturating_add(count);
                         }
+                    }
+                }
+            }
+            (RETRIES, Some(Data::Sum(sum))) if is_delta(sum.aggregation_temporality) => {
+                for point in &sum.data_points {
+                    let Some(cluster) = attribute(&point.attributes, CLUSTER_ATTRIBUTE) else {
+                        continue;
+                    };
+                    if let Some(bucket) = entry(&mut out, cluster) {
+                        bucket.retries = bucket.retries.saturating_add(count(point));
                     }
                 }
             }
@@ -376,6 +390,7 @@ mod tests {
                 AggregationTemporality::Delta,
             ),
             time,
+            counter(RETRIES, &[("service/shop/b/80", 12)]),
             // Cumulative points need per-proxy state: skipped.
             responses(
                 &[("service/shop/b/80", "5", 1000)],
@@ -387,7 +402,7 @@ mod tests {
             },
         ]));
         let b = &got["service/shop/b/80"];
-        assert_eq!((b.requests, b.failures), (100, 20));
+        assert_eq!((b.requests, b.failures, b.retries), (100, 20, 12));
         assert_eq!(b.latency.iter().sum::<u64>(), 100);
         // Envoy's default bounds map to ours (which include 5, 10, 25 and 250 ms); +inf → the
         // last.

@@ -57,6 +57,7 @@ fn row(r: &crate::telemetry::ServiceHealth) -> ServiceRow {
         p50_ms: r.p50_ms,
         p99_ms: r.p99_ms,
         within_objective: r.within_objective,
+        retry_ratio: r.retry_ratio,
         health_score: r.health_score,
         health_state: state_name(r.health_state),
         health_reason: r.health_reason.clone(),
@@ -288,6 +289,7 @@ pub fn vet_findings(state: &AdminState) -> Vec<trellis_vet::Finding> {
         if let Some(p99) = r.p99_ms {
             observations.p99_ms.insert(key.clone(), p99);
         }
+        observations.retry_ratio.insert(key.clone(), r.retry_ratio);
         observations.rps.insert(key, r.rps);
     }
     all.extend(trellis_vet::observed(&state.translation(), &observations));

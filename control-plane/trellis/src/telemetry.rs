@@ -131,6 +131,9 @@ pub struct ServiceHealth {
     /// The share of requests within the Service's latency objective, timed exactly by the
     /// policy filter (Gateways with the filter, Services with a HealthPolicy p99 objective).
     pub within_objective: Option<f64>,
+    /// The share of the attempts sent to it that were retries (its callers' proxies retried
+    /// failed attempts, as routes' retry policies say).
+    pub retry_ratio: f64,
     /// 0–100 (the last one while idle).
     pub health_score: Option<u8>,
     /// `healthy`, `degraded`, `failing`, `idle` or `learning`.
@@ -159,6 +162,12 @@ fn row(namespace: &str, name: &str, e: &Evaluation, span: std::time::Duration) -
         rps: requests / window,
         error_rate: if requests > 0.0 {
             e.totals.failures as f64 / requests
+        } else {
+            0.0
+        },
+        // Envoy counts a response once, after its retries: the attempts are both.
+        retry_ratio: if e.totals.retries > 0 {
+            e.totals.retries as f64 / (requests + e.totals.retries as f64)
         } else {
             0.0
         },

@@ -88,11 +88,13 @@ pub enum Code {
     UnsupportedProxy,
     /// Every request of a busy Service is traced.
     TraceEverything,
+    /// Retries make up a large share of a Service's requests: retries amplify its failures.
+    RetryAmplification,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 16] = [
+    pub const ALL: [Code; 17] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
@@ -109,6 +111,7 @@ impl Code {
         Code::TimeoutBelowLatency,
         Code::UnsupportedProxy,
         Code::TraceEverything,
+        Code::RetryAmplification,
     ];
 
     /// `TRLnnnn`.
@@ -130,6 +133,7 @@ impl Code {
             Code::TimeoutBelowLatency => "TRL0903",
             Code::UnsupportedProxy => "TRL0158",
             Code::TraceEverything => "TRL0157",
+            Code::RetryAmplification => "TRL0904",
         }
     }
 
@@ -152,6 +156,7 @@ impl Code {
             Code::TimeoutBelowLatency => "TimeoutBelowLatency",
             Code::UnsupportedProxy => "UnsupportedProxy",
             Code::TraceEverything => "TraceEverything",
+            Code::RetryAmplification => "RetryAmplification",
         }
     }
 
@@ -320,15 +325,19 @@ pub struct Observations {
     pub p99_ms: std::collections::BTreeMap<(String, String), f64>,
     /// Requests per second.
     pub rps: std::collections::BTreeMap<(String, String), f64>,
+    /// The share of requests that were retries.
+    pub retry_ratio: std::collections::BTreeMap<(String, String), f64>,
 }
 
 /// Findings that need traffic to see (the control plane has it, `trellis vet` on files does
-/// not): route timeouts below the observed p99 latency of their backends (TRL0903), and every
-/// request of a busy Service traced (TRL0157).
+/// not): route timeouts below the observed p99 latency of their backends (TRL0903), every
+/// request of a busy Service traced (TRL0157), and retries amplifying a failing Service's load
+/// (TRL0904).
 pub fn observed(translation: &Translation, observations: &Observations) -> Vec<Finding> {
     let mut out = Vec::new();
     routes::timeouts_below_p99(&translation.ir, &observations.p99_ms, &mut out);
     routes::busy_full_sampling(&translation.ir, &observations.rps, &mut out);
+    routes::retry_amplification(&translation.ir, &observations.retry_ratio, &mut out);
     out.sort();
     out
 }

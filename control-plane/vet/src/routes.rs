@@ -326,6 +326,64 @@ pub(crate) fn timeouts_below_p99(
     out.extend(found);
 }
 
+/// The share of a Service's requests that may be retries before retries are called out.
+pub const RETRY_AMPLIFICATION: f64 = 0.2;
+
+/// TRL0904: a route retries toward a Service more than [`RETRY_AMPLIFICATION`] of whose
+/// requests are retries (`retry_ratio`, from the health scores): the backend fails often, and
+/// each failure is sent again, so the callers multiply the load on it just when it struggles.
+pub(crate) fn retry_amplification(
+    ir: &Ir,
+    retry_ratio: &std::collections::BTreeMap<(String, String), f64>,
+    out: &mut Vec<Finding>,
+) {
+    let mut found = BTreeSet::new();
+    for route in ir.routes() {
+        let trellis_translate::ir::ActionIr::Forward(f) = &route.action else {
+            continue;
+        };
+        let Some(retry) = &f.retry else {
+            continue;
+        };
+        let Some((key, rule, _)) = origin(route) else {
+            continue;
+        };
+        for b in &f.backends {
+            let Some(service) = b.cluster.as_deref().and_then(cluster_service) else {
+                continue;
+            };
+            let Some(ratio) = retry_ratio.get(&service).copied() else {
+                continue;
+            };
+            if ratio <= RETRY_AMPLIFICATION {
+                continue;
+            }
+            found.insert(Finding {
+                severity: Severity::Warning,
+                code: Code::RetryAmplification,
+                object: ObjectRef::new("HTTPRoute", key),
+                field: format!("spec.rules[{rule}].retry"),
+                message: format!(
+                    "{:.0}% of the attempts sent to Service {}/{} over the health window were \
+                     retries: it fails often, and this rule sends each failure again (up to {} \
+                     times), multiplying the load on it while it struggles",
+                    ratio * 100.0,
+                    service.0,
+                    service.1,
+                    retry.attempts
+                ),
+                fix: format!(
+                    "find why Service {}/{} fails so many attempts (the retries hide those \
+                     failures from its error rate); meanwhile lower the attempts or drop the \
+                     retry, or cap retries with a BackendTrafficPolicy circuitBreaker retryBudget",
+                    service.0, service.1
+                ),
+            });
+        }
+    }
+    out.extend(found);
+}
+
 /// Requests per second above which tracing every request is called out.
 pub const BUSY_RPS: f64 = 100.0;
 

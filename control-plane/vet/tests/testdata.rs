@@ -2,7 +2,7 @@
 //! findings, as `trellis vet` prints them, are pinned in `bad.txt`), and `good.yaml`, the same
 //! case fixed, must raise nothing at all. Both are read beside `testdata/base.yaml`, from a
 //! directory, as `trellis vet DIR` reads them; a case that needs traffic to see (TRL0903) gives
-//! its observations in `p99_ms.txt` or `rps.txt`. `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
+//! its observations in `p99_ms.txt`, `rps.txt` or `retry_ratio.txt`. `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +14,7 @@ fn testdata() -> PathBuf {
 }
 
 /// The findings for `case` read beside the base objects, with the observations of the case's
-/// `p99_ms.txt` and `rps.txt` (`ns/name: value` per line) when it has them.
+/// `p99_ms.txt`, `rps.txt` and `retry_ratio.txt` (`ns/name: value` per line) when it has them.
 fn vet_case(case: &Path) -> Vec<Finding> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(testdata().join("base.yaml"), dir.path().join("base.yaml")).unwrap();
@@ -25,6 +25,7 @@ fn vet_case(case: &Path) -> Vec<Finding> {
     for (file, into) in [
         ("p99_ms.txt", &mut observations.p99_ms),
         ("rps.txt", &mut observations.rps),
+        ("retry_ratio.txt", &mut observations.retry_ratio),
     ] {
         let Ok(text) = std::fs::read_to_string(case.with_file_name(file)) else {
             continue;

@@ -35,6 +35,7 @@ fn service(i: usize, namespaces: usize) -> ServiceRow {
         p50_ms: Some((i % 40) as f64 + 1.0),
         p99_ms: Some((i % 400) as f64 + 10.0),
         within_objective: None,
+        retry_ratio: 0.0,
         health_score: (state != "idle").then_some((i % 101) as u8),
         health_state: state.to_string(),
         health_reason: "error rate 0.4% burns the 99.9% objective 4.0x".to_string(),
