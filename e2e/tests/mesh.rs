@@ -162,8 +162,12 @@ impl Mesh {
 }
 
 /// Retries `f` until it holds (a configuration change takes a moment to reach the sidecars).
-fn eventually(what: &str, mut f: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+fn eventually(what: &str, f: impl FnMut() -> Result<(), String>) {
+    eventually_within(what, Duration::from_secs(20), f);
+}
+
+fn eventually_within(what: &str, within: Duration, mut f: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + within;
     loop {
         match f() {
             Ok(()) => return,
@@ -643,6 +647,40 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
     println!(
         "PERMISSIVE: plaintext from outside the mesh -> {}",
         r.status
+    );
+    // b's sidecar counts those plaintext connections (its own stats, over mutual TLS to the
+    // control plane), and vet online names the service account whose pods took them.
+    let mut finding = serde_json::Value::Null;
+    // Stats arrive every 10 s and are evaluated every 10 s.
+    let started = Instant::now();
+    eventually_within(
+        "vet to report b's plaintext callers (TRL0114)",
+        Duration::from_secs(60),
+        || {
+            std::thread::sleep(Duration::from_millis(400));
+            let _ = mesh.pods[plain].request(b_pod, "b", "/", &[]);
+            let vet: serde_json::Value =
+                trellis_harness::http_get_text(mesh.cp.admin, "/api/vet?code=TRL0114")
+                    .ok()
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or_default();
+            finding = vet["findings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|f| f["object"]["kind"] == "ServiceAccount" && f["object"]["name"] == "b")
+                .cloned()
+                .unwrap_or_default();
+            (!finding.is_null()).then_some(()).ok_or(vet.to_string())
+        },
+    );
+    println!("after {:?}, vet: {}", started.elapsed(), finding["message"]);
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("on port {APP_PORT}")),
+        "{finding}"
     );
 
     // STRICT: plaintext is closed without a response; the mesh still gets through.

@@ -200,6 +200,57 @@ pub fn egress(request: &ExportMetricsServiceRequest) -> BTreeMap<Egress, u64> {
     out
 }
 
+/// Envoy's counter of a connection manager's downstream connections.
+pub const HTTP_CONNECTIONS: &str = "http.downstream_cx_total";
+/// Envoy's counter of a TCP proxy's downstream connections.
+pub const TCP_CONNECTIONS: &str = "tcp.downstream_cx_total";
+/// The attribute naming a connection manager's stat prefix.
+pub const HCM_ATTRIBUTE: &str = "envoy.http_conn_manager_prefix";
+/// The attribute naming a TCP proxy's stat prefix.
+pub const TCP_ATTRIBUTE: &str = "envoy.tcp_prefix";
+
+/// The port of a sidecar's plaintext inbound chain by its stat prefix
+/// (`inbound_<port>_plaintext`: `Some(port)`; `inbound_tcp_plaintext`, every other port: `None`).
+fn plaintext_port(prefix: &str) -> Option<Option<u16>> {
+    let scope = prefix
+        .strip_prefix("inbound_")?
+        .strip_suffix("_plaintext")?;
+    match scope {
+        "tcp" => Some(None),
+        port => port.parse::<u16>().ok().map(Some),
+    }
+}
+
+/// Plaintext connections a sidecar accepted beside mutual TLS in one export (deltas), per port
+/// (`None`: the ports without a chain of their own). Its chains count them under
+/// `inbound_<port>_plaintext`.
+pub fn plaintext_inbound(request: &ExportMetricsServiceRequest) -> BTreeMap<Option<u16>, u64> {
+    let mut out = BTreeMap::new();
+    for metric in metrics(request) {
+        let attribute_name = match metric.name.as_str() {
+            HTTP_CONNECTIONS => HCM_ATTRIBUTE,
+            TCP_CONNECTIONS => TCP_ATTRIBUTE,
+            _ => continue,
+        };
+        let Some(Data::Sum(sum)) = &metric.data else {
+            continue;
+        };
+        if !is_delta(sum.aggregation_temporality) {
+            continue;
+        }
+        for point in &sum.data_points {
+            let Some(port) = attribute(&point.attributes, attribute_name).and_then(plaintext_port)
+            else {
+                continue;
+            };
+            // A port is a u16: the map holds at most 65537 keys.
+            let n = out.entry(port).or_insert(0u64);
+            *n = n.saturating_add(count(point));
+        }
+    }
+    out
+}
+
 /// Envoy's gauge of a cluster's endpoints ejected by outlier detection.
 pub const EJECTIONS: &str = "cluster.outlier_detection.ejections_active";
 
@@ -450,6 +501,45 @@ mod tests {
         assert!((5.0..=10.0).contains(&p50), "{p50}");
         assert_eq!(got["service/shop/a/80"].requests, 7);
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn plaintext_connections_are_counted_per_port_from_the_plaintext_chains_only() {
+        let connections = |name: &str, attribute: &str, points: &[(&str, i64)]| Metric {
+            name: name.into(),
+            data: Some(Data::Sum(Sum {
+                data_points: points
+                    .iter()
+                    .map(|(prefix, n)| NumberDataPoint {
+                        attributes: attrs(&[(attribute, prefix)]),
+                        value: Some(number_data_point::Value::AsInt(*n)),
+                        ..Default::default()
+                    })
+                    .collect(),
+                aggregation_temporality: AggregationTemporality::Delta as i32,
+                is_monotonic: true,
+            })),
+            ..Default::default()
+        };
+        let r = request(vec![
+            connections(
+                HTTP_CONNECTIONS,
+                HCM_ATTRIBUTE,
+                &[
+                    ("inbound_8080_plaintext", 3),
+                    ("inbound_8080", 40),
+                    ("outbound_shop_b_80", 7),
+                    ("inbound_99999_plaintext", 1),
+                ],
+            ),
+            connections(
+                TCP_CONNECTIONS,
+                TCP_ATTRIBUTE,
+                &[("inbound_tcp_plaintext", 2), ("inbound_9000_plaintext", 5)],
+            ),
+        ]);
+        let got: Vec<(Option<u16>, u64)> = plaintext_inbound(&r).into_iter().collect();
+        assert_eq!(got, [(None, 2), (Some(8080), 3), (Some(9000), 5)]);
     }
 
     #[test]

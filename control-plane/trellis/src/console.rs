@@ -292,6 +292,7 @@ pub fn vet_findings(state: &AdminState) -> Vec<trellis_vet::Finding> {
         observations.retry_ratio.insert(key.clone(), r.retry_ratio);
         observations.rps.insert(key, r.rps);
     }
+    observations.plaintext_connections = state.telemetry.plaintext_connections();
     all.extend(trellis_vet::observed(&state.translation(), &observations));
     let builds: Vec<(String, Option<String>)> = state
         .registry

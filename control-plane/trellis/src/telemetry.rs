@@ -75,7 +75,19 @@ struct Inner {
     /// Connections to destinations outside the mesh's Services since start, by the caller's
     /// namespace and where they went (at most [`MAX_EGRESS_SERIES`]).
     egress: BTreeMap<(String, trellis_telemetry::Egress), u64>,
+    /// Plaintext connections sidecars accepted beside mutual TLS, by the sidecar's workload
+    /// identity and port: what arrived since the last evaluation, and per evaluation over the
+    /// window (newest last; at most [`MAX_PLAINTEXT_SERIES`] series).
+    plaintext_pending: BTreeMap<PlaintextKey, u64>,
+    plaintext: BTreeMap<PlaintextKey, std::collections::VecDeque<u64>>,
 }
+
+/// A sidecar's workload identity and one of its ports (`None`: the ports without a chain of
+/// their own).
+pub type PlaintextKey = (String, Option<u16>);
+
+/// Plaintext series (identities × ports) kept at most; later ones are not counted.
+pub const MAX_PLAINTEXT_SERIES: usize = 4096;
 
 /// Egress series kept at most (namespaces × destinations); later ones are not counted.
 pub const MAX_EGRESS_SERIES: usize = 4096;
@@ -214,6 +226,30 @@ fn self_evaluate_edges(inner: &mut Inner) {
     }
 }
 
+/// Moves what arrived since the last evaluation into each plaintext series' window; a series
+/// whose window holds nothing any more is forgotten.
+fn evaluate_plaintext(inner: &mut Inner) {
+    let buckets = match inner.window_buckets {
+        0 => trellis_health::WINDOW_BUCKETS,
+        n => n,
+    };
+    let mut pending = std::mem::take(&mut inner.plaintext_pending);
+    for (key, window) in &mut inner.plaintext {
+        window.push_back(pending.remove(key).unwrap_or(0));
+        while window.len() > buckets {
+            window.pop_front();
+        }
+    }
+    for (key, n) in pending {
+        inner
+            .plaintext
+            .insert(key, std::collections::VecDeque::from([n]));
+    }
+    inner
+        .plaintext
+        .retain(|_, window| window.iter().any(|n| *n > 0));
+}
+
 /// `service_<ns>_<name>_<port>` (a Service port's cluster, as its stats name it).
 fn service_of(cluster: &str) -> Option<ServiceKey> {
     let mut parts = cluster.split('_');
@@ -342,6 +378,19 @@ impl Telemetry {
                 *total = total.saturating_add(n);
             }
         }
+        if caller != UNAUTHENTICATED {
+            for (port, n) in trellis_telemetry::plaintext_inbound(request) {
+                let key = (caller.to_string(), port);
+                let known = inner.plaintext.contains_key(&key)
+                    || inner.plaintext_pending.contains_key(&key);
+                if known
+                    || inner.plaintext.len() + inner.plaintext_pending.len() < MAX_PLAINTEXT_SERIES
+                {
+                    let total = inner.plaintext_pending.entry(key).or_insert(0);
+                    *total = total.saturating_add(n);
+                }
+            }
+        }
         for (cluster, ejected) in ejections {
             let Some(service) = service_of(&cluster) else {
                 continue;
@@ -420,6 +469,18 @@ impl Telemetry {
             history.push(evaluation);
         }
         self_evaluate_edges(&mut inner);
+        evaluate_plaintext(&mut inner);
+    }
+
+    /// Plaintext connections each sidecar (by workload identity) accepted per port beside
+    /// mutual TLS over the window; only series with some.
+    pub fn plaintext_connections(&self) -> BTreeMap<PlaintextKey, u64> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .plaintext
+            .iter()
+            .map(|(k, window)| (k.clone(), window.iter().sum()))
+            .collect()
     }
 
     /// The latest evaluation of every caller of a Service (busiest first).
@@ -756,6 +817,61 @@ mod tests {
         let row = telemetry.services().pop().unwrap();
         assert_eq!(row.health_score, Some(50), "{row:?}");
         assert!(row.health_reason.contains("ejected"), "{row:?}");
+    }
+
+    #[test]
+    fn plaintext_connections_are_kept_per_identity_and_port_over_the_window() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::metrics::v1::{
+            AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+            metric::Data, number_data_point,
+        };
+        let export = |n: i64| ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: trellis_telemetry::HTTP_CONNECTIONS.into(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: vec![NumberDataPoint {
+                                attributes: vec![KeyValue {
+                                    key: trellis_telemetry::HCM_ATTRIBUTE.into(),
+                                    value: Some(AnyValue {
+                                        value: Some(any_value::Value::StringValue(
+                                            "inbound_8080_plaintext".into(),
+                                        )),
+                                    }),
+                                    ..Default::default()
+                                }],
+                                value: Some(number_data_point::Value::AsInt(n)),
+                                ..Default::default()
+                            }],
+                            aggregation_temporality: AggregationTemporality::Delta as i32,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let telemetry = Telemetry::default().with_window(std::time::Duration::from_secs(20));
+        let b = "spiffe://cluster.local/ns/shop/sa/b";
+        telemetry.ingest(&export(3), Some(b));
+        telemetry.ingest(&export(2), Some(b));
+        // A proxy without an identity says nothing of whom it serves.
+        telemetry.ingest(&export(50), None);
+        telemetry.evaluate();
+        let key = (b.to_string(), Some(8080));
+        assert_eq!(telemetry.plaintext_connections()[&key], 5);
+        telemetry.ingest(&export(1), Some(b));
+        telemetry.evaluate();
+        assert_eq!(telemetry.plaintext_connections()[&key], 6);
+        // Two quiet evaluations later (a 20-s window: two buckets) it is forgotten.
+        telemetry.evaluate();
+        assert_eq!(telemetry.plaintext_connections()[&key], 1);
+        telemetry.evaluate();
+        assert!(telemetry.plaintext_connections().is_empty());
     }
 
     #[test]

@@ -90,11 +90,13 @@ pub enum Code {
     TraceEverything,
     /// Retries make up a large share of a Service's requests: retries amplify its failures.
     RetryAmplification,
+    /// A PERMISSIVE port of the mesh takes plaintext connections.
+    PlaintextCallers,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 18] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
@@ -112,6 +114,7 @@ impl Code {
         Code::UnsupportedProxy,
         Code::TraceEverything,
         Code::RetryAmplification,
+        Code::PlaintextCallers,
     ];
 
     /// `TRLnnnn`.
@@ -134,6 +137,7 @@ impl Code {
             Code::UnsupportedProxy => "TRL0158",
             Code::TraceEverything => "TRL0157",
             Code::RetryAmplification => "TRL0904",
+            Code::PlaintextCallers => "TRL0114",
         }
     }
 
@@ -157,6 +161,7 @@ impl Code {
             Code::UnsupportedProxy => "UnsupportedProxy",
             Code::TraceEverything => "TraceEverything",
             Code::RetryAmplification => "RetryAmplification",
+            Code::PlaintextCallers => "PlaintextCallers",
         }
     }
 
@@ -327,17 +332,25 @@ pub struct Observations {
     pub rps: std::collections::BTreeMap<(String, String), f64>,
     /// The share of requests that were retries.
     pub retry_ratio: std::collections::BTreeMap<(String, String), f64>,
+    /// Plaintext connections sidecars accepted beside mutual TLS, by the sidecars' workload
+    /// identity and port (`None`: the ports without a mode of their own).
+    pub plaintext_connections: std::collections::BTreeMap<(String, Option<u16>), u64>,
 }
 
 /// Findings that need traffic to see (the control plane has it, `trellis vet` on files does
 /// not): route timeouts below the observed p99 latency of their backends (TRL0903), every
-/// request of a busy Service traced (TRL0157), and retries amplifying a failing Service's load
-/// (TRL0904).
+/// request of a busy Service traced (TRL0157), retries amplifying a failing Service's load
+/// (TRL0904), and plaintext callers of PERMISSIVE ports (TRL0114).
 pub fn observed(translation: &Translation, observations: &Observations) -> Vec<Finding> {
     let mut out = Vec::new();
     routes::timeouts_below_p99(&translation.ir, &observations.p99_ms, &mut out);
     routes::busy_full_sampling(&translation.ir, &observations.rps, &mut out);
     routes::retry_amplification(&translation.ir, &observations.retry_ratio, &mut out);
+    mesh::plaintext_callers(
+        &translation.status,
+        &observations.plaintext_connections,
+        &mut out,
+    );
     out.sort();
     out
 }

@@ -1,5 +1,6 @@
-//! The mesh: pods of a meshed namespace that run without a sidecar (TRL0103), and Gateways
-//! that send plaintext to pods whose PeerAuthentication is STRICT (TRL0113).
+//! The mesh: pods of a meshed namespace that run without a sidecar (TRL0103), Gateways that
+//! send plaintext to pods whose PeerAuthentication is STRICT (TRL0113), and plaintext callers
+//! seen by PERMISSIVE pods (TRL0114, online).
 
 use crate::{Code, Finding, ObjectRef, Severity};
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,5 +90,74 @@ pub(crate) fn strict_behind_gateways(ir: &Ir, status: &StatusSet, out: &mut Vec<
                 });
             }
         }
+    }
+}
+
+/// TRL0114: sidecars (by workload identity) accepted plaintext connections on a port whose
+/// mutual-TLS mode is PERMISSIVE (`connections`, over the health window, from the sidecars'
+/// own stats): those callers would be refused under STRICT.
+pub(crate) fn plaintext_callers(
+    status: &StatusSet,
+    connections: &BTreeMap<(String, Option<u16>), u64>,
+    out: &mut Vec<Finding>,
+) {
+    for ((identity, port), n) in connections {
+        if *n == 0 {
+            continue;
+        }
+        let Some((namespace, account)) = identity
+            .strip_prefix("spiffe://")
+            .and_then(|rest| rest.split_once("/ns/"))
+            .and_then(|(_, path)| path.split_once("/sa/"))
+        else {
+            continue;
+        };
+        let pods: Vec<String> = status
+            .sidecars
+            .iter()
+            .filter(|(_, s)| s.identity.as_deref() == Some(identity.as_str()))
+            .filter(|(_, s)| {
+                s.mtls.as_ref().is_some_and(|m| {
+                    let mode = match port {
+                        Some(p) => m.port_mode(*p),
+                        None => m.mode,
+                    };
+                    mode == MtlsMode::Permissive
+                })
+            })
+            .map(|(key, _)| key.name.clone())
+            .collect();
+        if pods.is_empty() {
+            continue;
+        }
+        let at = match port {
+            Some(p) => format!("port {p}"),
+            None => "ports without a mode of their own".to_string(),
+        };
+        let shown: Vec<&str> = pods.iter().take(3).map(String::as_str).collect();
+        let more = match pods.len() {
+            0..=3 => String::new(),
+            n => format!(" and {} more", n - 3),
+        };
+        out.push(Finding {
+            severity: Severity::Info,
+            code: Code::PlaintextCallers,
+            object: ObjectRef::new(
+                "ServiceAccount",
+                &trellis_model::ObjectKey::new(namespace, account),
+            ),
+            field: String::new(),
+            message: format!(
+                "its pods ({}{more}) accepted {n} plaintext connections on {at} over the health \
+                 window, where their mutual-TLS mode is PERMISSIVE: those callers are neither \
+                 encrypted nor authenticated (pods without a sidecar, Trellis Gateways, kubelet \
+                 probes, or clients outside the mesh), and STRICT would refuse them",
+                shown.join(", ")
+            ),
+            fix: "bring the callers into the mesh before making the port STRICT; until then \
+                  keep it PERMISSIVE (a PeerAuthentication portLevelMtls entry can keep one \
+                  port open while the others go STRICT)"
+                .to_string(),
+        });
     }
 }

@@ -2,7 +2,7 @@
 //! findings, as `trellis vet` prints them, are pinned in `bad.txt`), and `good.yaml`, the same
 //! case fixed, must raise nothing at all. Both are read beside `testdata/base.yaml`, from a
 //! directory, as `trellis vet DIR` reads them; a case that needs traffic to see (TRL0903) gives
-//! its observations in `p99_ms.txt`, `rps.txt` or `retry_ratio.txt`. `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
+//! its observations in `p99_ms.txt`, `rps.txt`, `retry_ratio.txt` or `plaintext.txt`. `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,6 +38,19 @@ fn vet_case(case: &Path) -> Vec<Finding> {
                 value.trim().parse().ok()?,
             ))
         }));
+    }
+    // `IDENTITY PORT: connections` per line (`-` for the ports without a mode of their own).
+    if let Ok(text) = std::fs::read_to_string(case.with_file_name("plaintext.txt")) {
+        observations
+            .plaintext_connections
+            .extend(text.lines().filter_map(|l| {
+                let (key, n) = l.rsplit_once(':')?;
+                let (identity, port) = key.trim().split_once(' ')?;
+                Some((
+                    (identity.to_string(), port.parse().ok()),
+                    n.trim().parse().ok()?,
+                ))
+            }));
     }
     findings.extend(trellis_vet::observed(&offline.translation, &observations));
     findings.sort();

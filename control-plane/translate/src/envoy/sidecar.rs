@@ -414,6 +414,16 @@ fn mtls_inbound_listener(s: &SidecarIr, mtls: &InboundMtlsIr) -> Listener {
     }
 }
 
+/// The stat prefix of a plaintext chain beside a mutual-TLS one (`inbound_8080_plaintext`):
+/// the control plane counts its connections, from the sidecar's stats, to find plaintext
+/// callers of PERMISSIVE ports (`trellis vet`, TRL0114).
+pub fn plaintext_stat_prefix(prefix: &str) -> String {
+    format!("{prefix}{PLAINTEXT_STAT_SUFFIX}")
+}
+
+/// What ends the stat prefix of a plaintext chain beside a mutual-TLS one.
+pub const PLAINTEXT_STAT_SUFFIX: &str = "_plaintext";
+
 /// The chains of one port (or of every other port) in one mode.
 fn mode_chains(
     s: &SidecarIr,
@@ -428,6 +438,9 @@ fn mode_chains(
     let filter = |mtls: bool| match kind {
         InboundKind::Http(p) => {
             let mut hcm = inbound_hcm(&p, s);
+            if !mtls {
+                hcm.stat_prefix = plaintext_stat_prefix(&hcm.stat_prefix);
+            }
             hcm.access_log = vec![super::mtls::access_log("inbound")];
             if mtls {
                 // The app sees the caller's identity; a caller's own header is replaced.
@@ -443,6 +456,9 @@ fn mode_chains(
         }
         InboundKind::Tcp => {
             let mut tcp = tcp_proxy(&base, INBOUND_CLUSTER);
+            if !mtls {
+                tcp.stat_prefix = plaintext_stat_prefix(&tcp.stat_prefix);
+            }
             tcp.access_log = vec![super::mtls::access_log("inbound")];
             tcp_filter(tcp)
         }
@@ -590,5 +606,58 @@ pub fn blackhole_cluster() -> Cluster {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use prost::Message as _;
+
+    /// Each chain's name and the stat prefix of its connection manager or TCP proxy.
+    fn chains(l: &Listener) -> Vec<(String, String)> {
+        l.filter_chains
+            .iter()
+            .map(|c| {
+                let Some(ConfigType::TypedConfig(any)) = &c.filters[0].config_type else {
+                    panic!("{c:?}");
+                };
+                let prefix = if any.type_url.ends_with("HttpConnectionManager") {
+                    HttpConnectionManager::decode(any.value.as_slice())
+                        .unwrap()
+                        .stat_prefix
+                } else {
+                    TcpProxy::decode(any.value.as_slice()).unwrap().stat_prefix
+                };
+                (c.name.clone(), prefix)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plaintext_chains_beside_mutual_tls_ones_count_under_a_prefix_of_their_own() {
+        let sidecar = SidecarIr {
+            inbound: vec![InboundPortIr {
+                port: 8080,
+                http2: false,
+            }],
+            mtls: Some(InboundMtlsIr {
+                mode: MtlsMode::Strict,
+                ports: [(8080, MtlsMode::Permissive)].into(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            chains(&inbound_listener(&sidecar)),
+            [
+                ("inbound/8080/mtls".to_string(), "inbound_8080".to_string()),
+                (
+                    "inbound/8080".to_string(),
+                    "inbound_8080_plaintext".to_string()
+                ),
+                ("inbound/tcp/mtls".to_string(), "inbound_tcp".to_string()),
+            ]
+        );
     }
 }
