@@ -225,6 +225,7 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
         labels: &[("app", "echo"), ("version", "v1")],
         sidecar: true,
         ip: None,
+        app_env: &[],
     });
     let v2 = mesh.pod(PodSpec {
         namespace: "shop",
@@ -232,6 +233,7 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
         labels: &[("app", "echo"), ("version", "v2")],
         sidecar: true,
         ip: None,
+        app_env: &[],
     });
     let client = mesh.pod(PodSpec {
         namespace: "shop",
@@ -239,6 +241,7 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
         labels: &[("app", "client")],
         sidecar: true,
         ip: None,
+        app_env: &[],
     });
     let consumer = mesh.pod(PodSpec {
         namespace: "team",
@@ -246,6 +249,7 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
         labels: &[("app", "client")],
         sidecar: true,
         ip: None,
+        app_env: &[],
     });
     let legacy = mesh.pod(PodSpec {
         namespace: "shop",
@@ -253,6 +257,7 @@ fn pods_talk_through_both_sidecars_routed_by_gamma_routes() {
         labels: &[("app", "legacy")],
         sidecar: false,
         ip: None,
+        app_env: &[],
     });
     let echo = mesh.service("shop", "echo", 10, 80, &[("app", "echo")]);
     mesh.service(
@@ -573,6 +578,7 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
         labels: &[],
         sidecar,
         ip: None,
+        app_env: &[],
     };
     let b = mesh.pod_as(
         PodSpec {
@@ -889,6 +895,7 @@ fn certificates_rotate_under_load_across_a_control_plane_restart() {
         labels,
         sidecar: true,
         ip: None,
+        app_env: &[],
     };
     let b = mesh.pod_as(spec("b", &[("app", "b")]), "b");
     let a = mesh.pod_as(spec("a", &[]), "a");
@@ -970,21 +977,44 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
         labels: &[],
         sidecar: true,
         ip: None,
+        app_env: &[],
     };
+    // b's app calls Service c for each request and forwards the trace context; d's app calls
+    // c too, and drops it.
+    let call_c = format!("http://{}:80/", mesh.net.service_ip(12));
     mesh.pod_as(
         PodSpec {
             labels: &[("app", "b")],
+            app_env: &[("CALL_URL", &call_c)],
             ..spec("b")
         },
         "b",
     );
+    mesh.pod_as(
+        PodSpec {
+            labels: &[("app", "c")],
+            ..spec("c")
+        },
+        "c",
+    );
+    mesh.pod_as(
+        PodSpec {
+            labels: &[("app", "d")],
+            app_env: &[("CALL_URL", &call_c), ("FORWARD_TRACE_CONTEXT", "false")],
+            ..spec("d")
+        },
+        "d",
+    );
     let a = mesh.pod_as(spec("a"), "a");
     let b_svc = mesh.service("shop", "b", 10, 80, &[("app", "b")]);
+    mesh.service("shop", "c", 12, 80, &[("app", "c")]);
+    let d_svc = mesh.service("shop", "d", 13, 80, &[("app", "d")]);
     mesh.write(
         "tracing.yaml",
         "apiVersion: telemetry.trellis.dev/v1alpha1\nkind: TracingPolicy\n\
          metadata: {name: b, namespace: shop}\n\
-         spec:\n  targetRefs: [{kind: Service, name: b}]\n  samplingPercent: 100\n",
+         spec:\n  targetRefs: [{kind: Service, name: b}, {kind: Service, name: c}, \
+         {kind: Service, name: d}]\n  samplingPercent: 100\n",
     );
     mesh.ready();
 
@@ -1018,7 +1048,8 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-        if trace["spans"].as_array().is_some_and(|s| s.len() >= 4) {
+        // a's two spans, b's four (its call to c's too), c's two.
+        if trace["spans"].as_array().is_some_and(|s| s.len() >= 8) {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -1032,7 +1063,7 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
             s["service"], s["kind"], s["name"], s["span_id"], s["parent_span_id"]
         );
     }
-    assert!(spans.len() >= 4, "a's two spans and b's two: {trace}");
+    assert!(spans.len() >= 8, "a's two spans, b's four, c's two: {trace}");
     // One tree: a single root (a's sidecar), every other span's parent in the trace.
     let ids: Vec<&serde_json::Value> = spans.iter().map(|s| &s["span_id"]).collect();
     let roots: Vec<_> = spans
@@ -1057,7 +1088,7 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
         .unwrap();
     assert_eq!(parent["service"], "shop", "b's span is a child of a's");
     println!(
-        "request {request_id}: trace {} of {} spans across a's and b's sidecars",
+        "request {request_id}: trace {} of {} spans across the sidecars of a, b and c",
         trace["trace_id"],
         spans.len()
     );
@@ -1088,6 +1119,51 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
             .any(|e| e["caller"] == "spiffe://cluster.local/ns/shop/sa/a")),
         "{detail}"
     );
+
+    // d's app drops the trace context: each of its calls to c starts a new trace, and vet
+    // (from the trace store) says so; b's calls continue their traces.
+    let started = Instant::now();
+    let mut findings = serde_json::Value::Null;
+    eventually_within(
+        "vet to report that d drops the trace context (TRL0901)",
+        Duration::from_secs(45),
+        || {
+            let r = mesh.pods[a]
+                .request(d_svc, "d.shop", "/", &[])
+                .map_err(|e| e.to_string())?;
+            let called = r
+                .headers
+                .iter()
+                .find(|(k, _)| k == "x-echo-call-status")
+                .map(|(_, v)| v.clone());
+            if called.as_deref() != Some("200") {
+                return Err(format!("d's call to c: {called:?}"));
+            }
+            let _ = mesh.pods[a].request(b_svc, "b.shop", "/", &[]);
+            std::thread::sleep(Duration::from_millis(300));
+            findings = trellis_harness::http_get_text(mesh.cp.admin, "/api/vet?code=TRL0901")
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            let found = findings["findings"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["object"]["name"] == "d"));
+            found.then_some(()).ok_or(findings.to_string())
+        },
+    );
+    let findings = findings["findings"].as_array().unwrap();
+    println!(
+        "after {:?}, vet: {}",
+        started.elapsed(),
+        findings
+            .iter()
+            .map(|f| format!("{} {}: {}", f["code"], f["object"]["name"], f["message"]))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(findings.len(), 1, "b forwards, so only d is reported");
+    assert_eq!(findings[0]["object"]["kind"], "Service");
+    assert_eq!(findings[0]["object"]["namespace"], "shop");
 }
 
 /// A CA and a server certificate for `host`, signed by it: (CA PEM, certificate PEM, key PEM).
@@ -1122,6 +1198,7 @@ fn declared_external_services_are_reached_with_tls_and_undeclared_ones_blocked_o
         labels: &[("app", "client")],
         sidecar: true,
         ip: None,
+        app_env: &[],
     });
     mesh.service("team", "client", 1, 80, &[("app", "client")]);
     // The external server: its own network namespace, no sidecar, no Pod object; plain HTTP on
@@ -1298,6 +1375,7 @@ fn mesh_routes_take_faults_and_timeouts_through_real_sidecars() {
         labels: &[("app", "b")],
         sidecar: true,
         ip: None,
+        app_env: &[],
     });
     let a = mesh.pod(PodSpec {
         namespace: "shop",
@@ -1305,6 +1383,7 @@ fn mesh_routes_take_faults_and_timeouts_through_real_sidecars() {
         labels: &[],
         sidecar: true,
         ip: None,
+        app_env: &[],
     });
     let b_svc = mesh.service("shop", "b", 10, 80, &[("app", "b")]);
     mesh.write(

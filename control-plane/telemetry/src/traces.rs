@@ -162,6 +162,22 @@ pub struct TraceSummary {
     pub services: Vec<String>,
 }
 
+/// How the pods of one Service carry the trace context of the requests they serve onto the
+/// calls they make, as the stored spans show (see [`TraceStore::context_forwarding`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Forwarding {
+    /// Traced requests its pods' sidecars served (inbound `ingress` spans named for it).
+    pub served: u64,
+    /// Traced calls the same sidecars carried out of those pods (outbound `egress <host>`
+    /// spans of the same Envoy nodes).
+    pub calls: u64,
+    /// Of those calls, the ones that continued a trace (their span has a parent).
+    pub continued: u64,
+}
+
+/// The attribute Envoy sets on a connection manager's span to its node's id.
+pub const NODE_ID_ATTRIBUTE: &str = "node_id";
+
 /// Which ring a trace's bytes count against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum RingKind {
@@ -345,6 +361,49 @@ impl TraceStore {
             let Some((_, key)) = next else { break };
             if let Some(t) = self.traces.get(key) {
                 out.push(summarize(*key, t));
+            }
+        }
+        out
+    }
+
+    /// Per Service (`NS/NAME`), how its pods carry trace context from the requests they serve
+    /// to the calls they make, over the stored traces. A sidecar's inbound span (`ingress`) is
+    /// named for the Service; its outbound spans (`egress <host>`) for the pod's namespace, so
+    /// the two are joined by the Envoy node (`node_id`) that sent both. A call whose span has
+    /// no parent started a new trace: the app did not copy the context of the request it was
+    /// serving (or made the call on its own).
+    pub fn context_forwarding(&self) -> BTreeMap<String, Forwarding> {
+        let spans = || self.traces.values().flat_map(|t| &t.spans);
+        let mut served: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for span in spans().filter(|s| s.name == "ingress") {
+            // Inbound spans of sidecars are named for a Service, `NS/NAME`; a Gateway's for
+            // the Gateway (`gateway/NS/NAME`).
+            let (Some(node), 1) = (
+                span.attributes.get(NODE_ID_ATTRIBUTE),
+                span.service.matches('/').count(),
+            ) else {
+                continue;
+            };
+            *served
+                .entry((node.as_str(), span.service.as_str()))
+                .or_default() += 1;
+        }
+        let mut calls: HashMap<&str, (u64, u64)> = HashMap::new();
+        for span in spans().filter(|s| s.name.starts_with("egress ")) {
+            let Some(node) = span.attributes.get(NODE_ID_ATTRIBUTE) else {
+                continue;
+            };
+            let entry = calls.entry(node.as_str()).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(span.parent_span_id.is_some());
+        }
+        let mut out: BTreeMap<String, Forwarding> = BTreeMap::new();
+        for ((node, service), n) in served {
+            let entry = out.entry(service.to_string()).or_default();
+            entry.served += n;
+            if let Some((made, continued)) = calls.get(node) {
+                entry.calls += made;
+                entry.continued += continued;
             }
         }
         out
@@ -975,6 +1034,51 @@ mod tests {
 
     fn id(trace: u128) -> String {
         format!("{trace:032x}")
+    }
+
+    #[test]
+    fn calls_that_start_new_traces_are_told_apart_from_calls_that_continue_them() {
+        let mut store = TraceStore::new(StoreConfig::default());
+        // Pod b-1 (Service shop/b) forwards: its call to c is a child of the request it
+        // serves. Pod d-1 (Service shop/d) does not: its call starts a trace of its own.
+        for (i, (pod, service, forwards)) in
+            [("b-1.shop", "shop/b", true), ("d-1.shop", "shop/d", false)]
+                .into_iter()
+                .enumerate()
+        {
+            let served = (i as u128 + 1) << 64;
+            let node = [(NODE_ID_ATTRIBUTE, pod)];
+            let mut calls = vec![with(span(served, 1, 9, "ingress", 0, 10), &node)];
+            if forwards {
+                calls.push(with(span(served, 2, 1, "egress c.shop", 1, 5), &node));
+            } else {
+                calls.push(with(span(served + 1, 2, 0, "egress c.shop", 1, 5), &node));
+            }
+            store.ingest(&export(vec![
+                (service, vec![calls[0].clone()]),
+                ("shop", vec![calls[1].clone()]),
+            ]));
+        }
+        // A Gateway's inbound span is not a Service's.
+        store.ingest(&gateway_to_b(7, "r-7", 0));
+        let got = store.context_forwarding();
+        assert_eq!(
+            got["shop/b"],
+            Forwarding {
+                served: 1,
+                calls: 1,
+                continued: 1
+            }
+        );
+        assert_eq!(
+            got["shop/d"],
+            Forwarding {
+                served: 1,
+                calls: 1,
+                continued: 0
+            }
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
     }
 
     #[test]

@@ -293,6 +293,22 @@ pub fn vet_findings(state: &AdminState) -> Vec<trellis_vet::Finding> {
         observations.rps.insert(key, r.rps);
     }
     observations.plaintext_connections = state.telemetry.plaintext_connections();
+    observations.trace_forwarding = state
+        .telemetry
+        .with_traces(|t| t.context_forwarding())
+        .into_iter()
+        .filter_map(|(service, f)| {
+            let (ns, name) = service.split_once('/')?;
+            Some((
+                (ns.to_string(), name.to_string()),
+                trellis_vet::TraceForwarding {
+                    served: f.served,
+                    calls: f.calls,
+                    continued: f.continued,
+                },
+            ))
+        })
+        .collect();
     all.extend(trellis_vet::observed(&state.translation(), &observations));
     let builds: Vec<(String, Option<String>)> = state
         .registry

@@ -17,6 +17,7 @@ mod policy;
 mod routes;
 mod services;
 mod status;
+mod tracing;
 
 use serde::Serialize;
 use std::fmt;
@@ -92,11 +93,13 @@ pub enum Code {
     RetryAmplification,
     /// A PERMISSIVE port of the mesh takes plaintext connections.
     PlaintextCallers,
+    /// A Service's app does not forward trace context: traces through it break.
+    TraceContextDropped,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 18] = [
+    pub const ALL: [Code; 19] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
@@ -115,6 +118,7 @@ impl Code {
         Code::TraceEverything,
         Code::RetryAmplification,
         Code::PlaintextCallers,
+        Code::TraceContextDropped,
     ];
 
     /// `TRLnnnn`.
@@ -138,6 +142,7 @@ impl Code {
             Code::TraceEverything => "TRL0157",
             Code::RetryAmplification => "TRL0904",
             Code::PlaintextCallers => "TRL0114",
+            Code::TraceContextDropped => "TRL0901",
         }
     }
 
@@ -162,6 +167,7 @@ impl Code {
             Code::TraceEverything => "TraceEverything",
             Code::RetryAmplification => "RetryAmplification",
             Code::PlaintextCallers => "PlaintextCallers",
+            Code::TraceContextDropped => "TraceContextDropped",
         }
     }
 
@@ -335,12 +341,27 @@ pub struct Observations {
     /// Plaintext connections sidecars accepted beside mutual TLS, by the sidecars' workload
     /// identity and port (`None`: the ports without a mode of their own).
     pub plaintext_connections: std::collections::BTreeMap<(String, Option<u16>), u64>,
+    /// Per Service, how its pods carry trace context onto their calls (from the trace store).
+    pub trace_forwarding: std::collections::BTreeMap<(String, String), TraceForwarding>,
+}
+
+/// How the pods of one Service carry the trace context of the requests they serve onto the
+/// calls they make, as stored traces show.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceForwarding {
+    /// Traced requests the pods' sidecars served.
+    pub served: u64,
+    /// Traced calls the same sidecars carried out of the pods.
+    pub calls: u64,
+    /// Of those, calls that continued a trace.
+    pub continued: u64,
 }
 
 /// Findings that need traffic to see (the control plane has it, `trellis vet` on files does
 /// not): route timeouts below the observed p99 latency of their backends (TRL0903), every
 /// request of a busy Service traced (TRL0157), retries amplifying a failing Service's load
-/// (TRL0904), and plaintext callers of PERMISSIVE ports (TRL0114).
+/// (TRL0904), plaintext callers of PERMISSIVE ports (TRL0114), and Services whose apps do not
+/// forward trace context (TRL0901).
 pub fn observed(translation: &Translation, observations: &Observations) -> Vec<Finding> {
     let mut out = Vec::new();
     routes::timeouts_below_p99(&translation.ir, &observations.p99_ms, &mut out);
@@ -351,6 +372,7 @@ pub fn observed(translation: &Translation, observations: &Observations) -> Vec<F
         &observations.plaintext_connections,
         &mut out,
     );
+    tracing::context_not_forwarded(&observations.trace_forwarding, &mut out);
     out.sort();
     out
 }

@@ -2,7 +2,9 @@
 //! findings, as `trellis vet` prints them, are pinned in `bad.txt`), and `good.yaml`, the same
 //! case fixed, must raise nothing at all. Both are read beside `testdata/base.yaml`, from a
 //! directory, as `trellis vet DIR` reads them; a case that needs traffic to see (TRL0903) gives
-//! its observations in `p99_ms.txt`, `rps.txt`, `retry_ratio.txt` or `plaintext.txt`. `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
+//! its observations in `p99_ms.txt`, `rps.txt`, `retry_ratio.txt`, `plaintext.txt` or
+//! `forwarding.txt` (and `good-FILE` for the fixed twin, when the fix is in an app).
+//! `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,7 +29,7 @@ fn vet_case(case: &Path) -> Vec<Finding> {
         ("rps.txt", &mut observations.rps),
         ("retry_ratio.txt", &mut observations.retry_ratio),
     ] {
-        let Ok(text) = std::fs::read_to_string(case.with_file_name(file)) else {
+        let Ok(text) = std::fs::read_to_string(observation(case, file)) else {
             continue;
         };
         into.extend(text.lines().filter_map(|l| {
@@ -39,8 +41,32 @@ fn vet_case(case: &Path) -> Vec<Finding> {
             ))
         }));
     }
+    // `NS/NAME: served calls continued` per line.
+    if let Ok(text) = std::fs::read_to_string(observation(case, "forwarding.txt")) {
+        observations
+            .trace_forwarding
+            .extend(text.lines().filter_map(|l| {
+                let (service, counts) = l.split_once(':')?;
+                let (ns, name) = service.trim().split_once('/')?;
+                let n: Vec<u64> = counts
+                    .split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                let [served, calls, continued] = n[..] else {
+                    return None;
+                };
+                Some((
+                    (ns.to_string(), name.to_string()),
+                    trellis_vet::TraceForwarding {
+                        served,
+                        calls,
+                        continued,
+                    },
+                ))
+            }));
+    }
     // `IDENTITY PORT: connections` per line (`-` for the ports without a mode of their own).
-    if let Ok(text) = std::fs::read_to_string(case.with_file_name("plaintext.txt")) {
+    if let Ok(text) = std::fs::read_to_string(observation(case, "plaintext.txt")) {
         observations
             .plaintext_connections
             .extend(text.lines().filter_map(|l| {
@@ -55,6 +81,17 @@ fn vet_case(case: &Path) -> Vec<Finding> {
     findings.extend(trellis_vet::observed(&offline.translation, &observations));
     findings.sort();
     findings
+}
+
+/// A case's observations file: `good-FILE` for `good.yaml` when there is one (the problem was
+/// fixed where the files cannot say, in an app), else `FILE`.
+fn observation(case: &Path, file: &str) -> PathBuf {
+    let good = case.with_file_name(format!("good-{file}"));
+    if case.file_name().is_some_and(|n| n == "good.yaml") && good.exists() {
+        good
+    } else {
+        case.with_file_name(file)
+    }
 }
 
 fn text(findings: &[Finding]) -> String {

@@ -206,6 +206,7 @@ impl MeshCluster {
                 labels: &labels,
                 sidecar: true,
                 ip: None,
+                app_env: &[],
             };
             let ca_dir = self.work.join("ca");
             let workload = Workload {

@@ -52,6 +52,12 @@ fn split_url(url: &str) -> anyhow::Result<(String, u16, String)> {
 
 /// What one exchange printed.
 fn exchange(req: &ClientRequest, index: usize) -> anyhow::Result<String> {
+    let raw = send(req)?;
+    render(&raw, &req.url, index)
+}
+
+/// Sends one request and reads its response.
+fn send(req: &ClientRequest) -> anyhow::Result<Vec<u8>> {
     let (host, port, path) = split_url(&req.url)?;
     let addr = (host.as_str(), port)
         .to_socket_addrs()
@@ -80,8 +86,25 @@ fn exchange(req: &ClientRequest, index: usize) -> anyhow::Result<String> {
     }
     head.push_str("Connection: close\r\n\r\n");
     stream.write_all(head.as_bytes())?;
-    let raw = read_response(&mut stream).context("reading the response")?;
-    render(&raw, &req.url, index)
+    read_response(&mut stream).context("reading the response")
+}
+
+/// One GET of `url` with `headers`; the status it answered. The echo server's `CALL_URL`.
+pub fn status(url: &str, headers: &[(String, String)], timeout: Duration) -> anyhow::Result<u16> {
+    let req = ClientRequest {
+        url: url.to_string(),
+        headers: headers.to_vec(),
+        method: "GET".to_string(),
+        count: 1,
+        timeout,
+    };
+    let raw = send(&req)?;
+    let text = String::from_utf8_lossy(&raw);
+    text.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("no status line")
 }
 
 /// Reads one response: its head, then a body of `Content-Length` bytes, else up to the end of

@@ -97,7 +97,38 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// The values echoed as `namespace`, `ingress`, `service` and `pod`.
     pub context: EchoContext,
+    /// A service to call before answering each request (`CALL_URL`), as an app of a mesh
+    /// calls the services behind it.
+    pub call: Option<Call>,
 }
+
+/// The call an echo server makes before answering each request (except `/health`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// `http://host[:port]/path` (`CALL_URL`).
+    pub url: String,
+    /// Whether the trace context of the request being answered goes on the call
+    /// (`FORWARD_TRACE_CONTEXT`, default `true`): the headers [`TRACE_CONTEXT_HEADERS`] list.
+    /// An app that does not forward it breaks its callers' traces in two.
+    pub forward_trace_context: bool,
+}
+
+/// The headers that carry a request's trace context, which an app must copy from the request
+/// it serves onto the calls it makes for it (W3C Trace Context, Envoy's request id, B3).
+pub const TRACE_CONTEXT_HEADERS: [&str; 9] = [
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+];
+
+/// How long the call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Config {
     /// Reads the configuration from the process environment (see [`Config::from_lookup`]).
@@ -108,7 +139,9 @@ impl Config {
     /// Reads the configuration through `lookup`, which returns the value of an environment
     /// variable. An unset or empty variable takes its default: `HTTP_PORT` 3000,
     /// `H2C_PORT` 3001, `HTTPS_PORT` 8443, the context fields empty, and HTTPS off unless
-    /// both `TLS_SERVER_CERT` and `TLS_SERVER_PRIVKEY` are set.
+    /// both `TLS_SERVER_CERT` and `TLS_SERVER_PRIVKEY` are set. `CALL_URL` makes the server
+    /// call that URL before answering each request, forwarding the trace context unless
+    /// `FORWARD_TRACE_CONTEXT` is `false`.
     pub fn from_lookup(
         address: IpAddr,
         lookup: impl Fn(&str) -> Option<String>,
@@ -143,6 +176,19 @@ impl Config {
                 service: var("SERVICE_NAME").unwrap_or_default(),
                 pod: var("POD_NAME").unwrap_or_default(),
             },
+            call: match var("CALL_URL") {
+                None => None,
+                Some(url) => Some(Call {
+                    url,
+                    forward_trace_context: match var("FORWARD_TRACE_CONTEXT").as_deref() {
+                        None | Some("true") => true,
+                        Some("false") => false,
+                        Some(other) => {
+                            anyhow::bail!("FORWARD_TRACE_CONTEXT={other:?} is not true or false")
+                        }
+                    },
+                }),
+            },
         })
     }
 }
@@ -171,6 +217,7 @@ impl fmt::Display for ListenerKind {
 /// Shared by every connection of one server.
 struct Shared {
     context: EchoContext,
+    call: Option<Call>,
     /// Requests seen so far per `uuid` on `/retry/...`.
     retries: Mutex<HashMap<String, u64>>,
     builder: auto::Builder<TokioExecutor>,
@@ -227,6 +274,7 @@ impl EchoServer {
             listeners,
             shared: Arc::new(Shared {
                 context: config.context,
+                call: config.call,
                 retries: Mutex::new(HashMap::new()),
                 builder,
             }),
@@ -804,9 +852,14 @@ async fn answer(
         }
     }
 
-    let status = if path == "/health" {
+    if path == "/health" {
         return Ok(plain(StatusCode::OK, "OK"));
-    } else if path == "/ws" {
+    }
+    let called = match &shared.call {
+        Some(call) => Some(make_call(call, &req).await),
+        None => None,
+    };
+    let status = if path == "/ws" {
         return Ok(json_error(
             StatusCode::BAD_REQUEST,
             "expected a websocket upgrade",
@@ -824,7 +877,34 @@ async fn answer(
     } else {
         StatusCode::OK
     };
-    Ok(echo_response(shared, conn, &req, &uri, status))
+    let mut response = echo_response(shared, conn, &req, &uri, status);
+    if let Some(called) = called
+        && let Ok(value) = HeaderValue::from_str(&called)
+    {
+        response.headers_mut().insert("x-echo-call-status", value);
+    }
+    Ok(response)
+}
+
+/// Calls `call.url` (with the request's trace context if `call` says so); the status it
+/// answered, or why there was none.
+async fn make_call(call: &Call, req: &Request<()>) -> String {
+    let mut headers = Vec::new();
+    if call.forward_trace_context {
+        for name in TRACE_CONTEXT_HEADERS {
+            for value in req.headers().get_all(name) {
+                if let Ok(value) = value.to_str() {
+                    headers.push((name.to_string(), value.to_string()));
+                }
+            }
+        }
+    }
+    let url = call.url.clone();
+    match tokio::task::spawn_blocking(move || client::status(&url, &headers, CALL_TIMEOUT)).await {
+        Ok(Ok(status)) => status.to_string(),
+        Ok(Err(error)) => format!("error: {error:#}"),
+        Err(error) => format!("error: {error}"),
+    }
 }
 
 /// The status for `/status/NNN`: NNN if it is three digits in 100..=599, else 400.

@@ -4,7 +4,8 @@
 //! command line, logging setup and signal handling; the server lives in
 //! [`trellis_echo`]. Ports and the echoed context come from the environment
 //! (`HTTP_PORT`, `H2C_PORT`, `HTTPS_PORT`, `TLS_SERVER_CERT`, `TLS_SERVER_PRIVKEY`,
-//! `TLS_CLIENT_CACERTS`, `POD_NAME`, `NAMESPACE`, `SERVICE_NAME`, `INGRESS_NAME`).
+//! `TLS_CLIENT_CACERTS`, `POD_NAME`, `NAMESPACE`, `SERVICE_NAME`, `INGRESS_NAME`; and, for a
+//! chain of services, `CALL_URL` and `FORWARD_TRACE_CONTEXT`).
 
 use std::net::IpAddr;
 

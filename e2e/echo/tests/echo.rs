@@ -831,3 +831,60 @@ fn config_from_environment() {
     let bad = Config::from_lookup(addr, |name| (name == "HTTPS_PORT").then(|| "x".to_owned()));
     assert!(bad.is_err());
 }
+
+/// A one-shot HTTP server: answers the first request with 204 and returns its head.
+fn capture_one_request() -> (SocketAddr, std::thread::JoinHandle<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap() == 1 {
+            head.push(byte[0]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&head).to_lowercase()
+    });
+    (addr, handle)
+}
+
+#[tokio::test]
+async fn call_url_is_called_with_the_trace_context_unless_told_not_to_forward_it() {
+    for forward in ["true", "false"] {
+        let (upstream, seen) = capture_one_request();
+        let url = format!("http://{upstream}/next");
+        let echo = Echo::spawn(&[("CALL_URL", &url), ("FORWARD_TRACE_CONTEXT", forward)]);
+        let req = Request::get("/")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("x-request-id", "r-1")
+            .header("x-other", "not forwarded")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (parts, _) = send_h1(connect(echo.http).await, req).await;
+        assert_eq!(header(&parts, "x-echo-call-status"), Some("204"));
+        let head = seen.join().unwrap();
+        assert!(head.starts_with("get /next http/1.1"), "{head}");
+        assert!(!head.contains("x-other"), "{head}");
+        let carried = head
+            .contains("traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+            && head.contains("x-request-id: r-1");
+        assert_eq!(
+            carried,
+            forward == "true",
+            "FORWARD_TRACE_CONTEXT={forward}: {head}"
+        );
+    }
+    let bad = Config::from_lookup("127.0.0.1".parse().unwrap(), |name| match name {
+        "CALL_URL" => Some("http://x/".to_owned()),
+        "FORWARD_TRACE_CONTEXT" => Some("maybe".to_owned()),
+        _ => None,
+    });
+    assert!(bad.is_err());
+}

@@ -34,6 +34,8 @@ pub struct PodSpec<'a> {
     pub sidecar: bool,
     /// Its address; the network's next one when `None`.
     pub ip: Option<Ipv4Addr>,
+    /// More environment for its echo app (`CALL_URL`, `FORWARD_TRACE_CONTEXT`, ...).
+    pub app_env: &'a [(&'a str, &'a str)],
 }
 
 /// A pod's workload identity: its sidecar runs beside `trellis agent`, which obtains the
@@ -107,7 +109,8 @@ impl MeshPod {
             .env("HTTP_PORT", APP_PORT.to_string())
             .env("H2C_PORT", "0")
             .env("POD_NAME", spec.name)
-            .env("NAMESPACE", spec.namespace);
+            .env("NAMESPACE", spec.namespace)
+            .envs(spec.app_env.iter().copied());
         let app = Process::spawn(cmd, &log)?;
         let mut pod = MeshPod {
             namespace: spec.namespace.to_string(),

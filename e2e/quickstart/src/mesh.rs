@@ -72,6 +72,7 @@ pub fn start(
             labels: &labels,
             sidecar: pod_in_mesh(input, pod),
             ip: Some(ip),
+            app_env: &[],
         };
         // With a CA, each sidecar runs beside `trellis agent` (the Pod objects, with their
         // service accounts, are in the config directory already).

@@ -148,6 +148,7 @@ impl Bed {
             labels: &[("app", name)],
             sidecar,
             ip: None,
+            app_env: &[],
         };
         let workload = self.ca_dir.as_ref().map(|ca_dir| Workload {
             service_account: name,
