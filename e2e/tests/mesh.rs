@@ -1063,7 +1063,10 @@ fn a_request_through_two_sidecars_is_one_trace_of_parent_and_child_spans() {
             s["service"], s["kind"], s["name"], s["span_id"], s["parent_span_id"]
         );
     }
-    assert!(spans.len() >= 8, "a's two spans, b's four, c's two: {trace}");
+    assert!(
+        spans.len() >= 8,
+        "a's two spans, b's four, c's two: {trace}"
+    );
     // One tree: a single root (a's sidecar), every other span's parent in the trace.
     let ids: Vec<&serde_json::Value> = spans.iter().map(|s| &s["span_id"]).collect();
     let roots: Vec<_> = spans

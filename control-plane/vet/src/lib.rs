@@ -17,6 +17,7 @@ mod policy;
 mod routes;
 mod services;
 mod status;
+mod tls;
 mod tracing;
 
 use serde::Serialize;
@@ -95,11 +96,13 @@ pub enum Code {
     PlaintextCallers,
     /// A Service's app does not forward trace context: traces through it break.
     TraceContextDropped,
+    /// HTTPS listeners of one port with certificates that cover each other's hostnames.
+    SharedCertificate,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
@@ -119,6 +122,7 @@ impl Code {
         Code::RetryAmplification,
         Code::PlaintextCallers,
         Code::TraceContextDropped,
+        Code::SharedCertificate,
     ];
 
     /// `TRLnnnn`.
@@ -143,6 +147,7 @@ impl Code {
             Code::RetryAmplification => "TRL0904",
             Code::PlaintextCallers => "TRL0114",
             Code::TraceContextDropped => "TRL0901",
+            Code::SharedCertificate => "TRL0138",
         }
     }
 
@@ -168,6 +173,7 @@ impl Code {
             Code::RetryAmplification => "RetryAmplification",
             Code::PlaintextCallers => "PlaintextCallers",
             Code::TraceContextDropped => "TraceContextDropped",
+            Code::SharedCertificate => "SharedCertificate",
         }
     }
 
@@ -267,6 +273,7 @@ pub fn vet(
     policy::unreachable_rules(input, &mut out);
     mesh::pods_without_sidecars(input, &mut out);
     mesh::strict_behind_gateways(&translation.ir, &translation.status, &mut out);
+    tls::shared_certificates(input, &translation.ir, &mut out);
     out.sort();
     out.dedup();
     out

@@ -1,4 +1,4 @@
-//! Unit tests of the coverage rules behind TRL0130, TRL0109 and TRL0167.
+//! Unit tests of the coverage rules behind TRL0130, TRL0109, TRL0167 and TRL0138.
 
 use crate::policy::rule_covers;
 use crate::routes::covers;
@@ -121,4 +121,19 @@ fn proxies_on_another_envoy_release_or_silent_about_it_are_reported() {
         "{}",
         found[0].message
     );
+}
+
+#[test]
+fn a_certificate_name_covers_a_hostname_as_tls_clients_judge_it() {
+    use crate::tls::certificate_covers;
+    assert!(certificate_covers("app.example.test", "app.example.test"));
+    assert!(certificate_covers("*.example.test", "app.example.test"));
+    assert!(certificate_covers("*.example.test", "*.example.test"));
+    assert!(
+        !certificate_covers("*.example.test", "a.b.example.test"),
+        "one label only"
+    );
+    assert!(!certificate_covers("*.example.test", "example.test"));
+    assert!(!certificate_covers("app.example.test", "*.example.test"));
+    assert!(!certificate_covers("*.other.test", "app.example.test"));
 }
