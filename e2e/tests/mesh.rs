@@ -719,6 +719,55 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
     let r = mesh.pods[a].request(b_svc, "b.shop", "/", &[]).unwrap();
     assert_eq!(r.status, 200, "the mesh still gets through under STRICT");
 
+    // A Gateway's proxy (beside its agent, with the Gateway's identity) speaks the mesh's
+    // mutual TLS to b as a sidecar would, so STRICT takes it, and b's app sees the Gateway.
+    let (ip, port) = trellis_harness::private_loopback();
+    mesh.write(
+        "gateway.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\n\
+             metadata: {{name: trellis}}\nspec: {{controllerName: trellis.dev/gateway-controller}}\n\
+             ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n\
+             metadata: {{name: edge, namespace: shop}}\n\
+             spec:\n  gatewayClassName: trellis\n  addresses: [{{type: IPAddress, value: {ip}}}]\n\
+             \x20 listeners: [{{name: http, port: {port}, protocol: HTTP}}]\n\
+             ---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{name: edge, namespace: shop}}\n\
+             spec:\n  parentRefs: [{{name: edge}}]\n  hostnames: [b.example.com]\n\
+             \x20 rules: [{{backendRefs: [{{name: b, port: 80}}]}}]\n"
+        ),
+    );
+    let gateway_envoy = mesh
+        .cp
+        .start_gateway_proxy("shop/edge", false, "edge-1", "envoy-edge", 1)
+        .unwrap();
+    let gateway = SocketAddr::from((ip, port));
+    let mut reply = None;
+    eventually("the Gateway to reach STRICT b", || {
+        let r = trellis_harness::request(gateway, "GET", "b.example.com", "/", &[])
+            .map_err(|e| e.to_string())?;
+        if r.status == 200 {
+            reply = Some(r);
+            Ok(())
+        } else {
+            Err(format!("{} {}", r.status, r.body))
+        }
+    });
+    let r = reply.unwrap();
+    let xfcc = r.json()["headers"]["X-Forwarded-Client-Cert"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "Gateway -> STRICT b: {} x-forwarded-client-cert: {xfcc}",
+        r.status
+    );
+    assert!(
+        xfcc.contains("URI=spiffe://cluster.local/ns/shop/sa/edge-gateway"),
+        "{xfcc}"
+    );
+    drop(gateway_envoy);
+
     // TLS without a client certificate, and with one from another CA: the handshake fails.
     let no_cert = tls_attempt(&mesh.pods[plain], b_pod, None);
     let stranger = rcgen::generate_simple_self_signed(vec!["a.shop".to_string()]).unwrap();

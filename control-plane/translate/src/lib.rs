@@ -58,6 +58,10 @@ pub struct Options {
     /// Workload identity: with it, sidecars speak mutual TLS to each other as
     /// PeerAuthentications say; without it (no certificate authority), plaintext.
     pub mesh_identity: Option<security::MeshIdentity>,
+    /// Whether Gateway proxies hold workload certificates (the control plane serves xDS over
+    /// mutual TLS, so each runs beside `trellis agent`): with [`Options::mesh_identity`], they
+    /// then originate the mesh's mutual TLS to meshed endpoints, as sidecars do.
+    pub gateway_mtls: bool,
 }
 
 /// The result of translating one input set.
@@ -93,6 +97,17 @@ pub fn translate(input: &InputSet, options: &Options) -> Translation {
     ir.pods = mesh.pods;
     egress::egress(input, &mut ir, &mut status);
     ir.spare_clusters = spare_clusters(input, &backends);
+    if let (Some(security), true) = (&security, options.gateway_mtls) {
+        // A Gateway's requests to meshed pods take the mesh's mutual TLS, as a sidecar's do
+        // (so STRICT pods take them, and see the Gateway's identity).
+        let gateway_clusters = ir
+            .proxies
+            .values_mut()
+            .flat_map(|p| p.clusters.values_mut());
+        for cluster in gateway_clusters.chain(ir.spare_clusters.values_mut()) {
+            mesh::mark_mtls_endpoints(cluster, security);
+        }
+    }
     let objectives = telemetry::health_objectives(input, &mut status);
     let last_good = policy::attach(
         input,

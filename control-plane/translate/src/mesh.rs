@@ -322,7 +322,7 @@ fn sidecars(
 
 /// Marks the endpoints whose sidecars take mutual TLS on their port, and gathers the
 /// identities they may present.
-fn mark_mtls_endpoints(cluster: &mut ClusterIr, security: &Security) {
+pub(crate) fn mark_mtls_endpoints(cluster: &mut ClusterIr, security: &Security) {
     let mut identities = BTreeSet::new();
     for e in &mut cluster.endpoints {
         if let Some(identity) = security.mtls_peer(&e.address, e.port) {

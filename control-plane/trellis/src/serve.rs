@@ -894,6 +894,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                         root_namespace: args.root_namespace.clone(),
                     }
                 }),
+                // Every proxy on a mutual-TLS xDS port presents its workload certificate, a
+                // Gateway's too, so Gateways can originate the mesh's mutual TLS; on a
+                // plaintext xDS port (development) they may hold none, and send plaintext.
+                gateway_mtls: !args.insecure_xds,
             },
             args.gateway_address_pool,
             hooks,
@@ -995,6 +999,8 @@ struct Kept {
     last_good: LastGood,
     /// Workload identity for the mesh's mutual TLS (with a CA).
     mesh_identity: Option<trellis_translate::security::MeshIdentity>,
+    /// Whether Gateway proxies hold workload certificates (xDS over mutual TLS).
+    gateway_mtls: bool,
 }
 
 async fn control_loop(
@@ -1054,6 +1060,7 @@ async fn control_loop(
             modules: modules.options.clone(),
             last_good: std::mem::take(&mut last_good),
             mesh_identity: kept.mesh_identity.clone(),
+            gateway_mtls: kept.gateway_mtls,
         };
         let translation = tracing::info_span!("translate", objects = load.input.len())
             .in_scope(|| translate(&load.input, &options));

@@ -273,6 +273,7 @@ pub fn vet(
     policy::unreachable_rules(input, &mut out);
     mesh::pods_without_sidecars(input, &mut out);
     mesh::strict_behind_gateways(&translation.ir, &translation.status, &mut out);
+    mesh::strict_behind_external_services(input, &translation.ir, &translation.status, &mut out);
     tls::shared_certificates(input, &translation.ir, &mut out);
     out.sort();
     out.dedup();
@@ -281,7 +282,8 @@ pub fn vet(
 
 /// The options an offline run translates with, as a control plane in file mode with a
 /// certificate authority would: the policy module and every module WasmFilters name are taken
-/// as available (offline tools fetch nothing), and workload identity is on.
+/// as available (offline tools fetch nothing), and workload identity is on (Gateways hold
+/// certificates too, as with mutual TLS on the xDS port).
 pub fn offline_options(input: &InputSet) -> Options {
     let mut modules = ModuleOptions {
         policy_module: Some(OFFLINE_MODULE.to_string()),
@@ -305,6 +307,7 @@ pub fn offline_options(input: &InputSet) -> Options {
             trust_domain: "cluster.local".to_string(),
             root_namespace: "trellis-system".to_string(),
         }),
+        gateway_mtls: true,
         ..Default::default()
     }
 }

@@ -1,6 +1,7 @@
-//! The mesh: pods of a meshed namespace that run without a sidecar (TRL0103), Gateways that
-//! send plaintext to pods whose PeerAuthentication is STRICT (TRL0113), and plaintext callers
-//! seen by PERMISSIVE pods (TRL0114, online).
+//! The mesh: pods of a meshed namespace that run without a sidecar (TRL0103), plaintext sent
+//! to pods whose PeerAuthentication is STRICT by Gateways without workload certificates or by
+//! clients outside the cluster (TRL0113), and plaintext callers seen by PERMISSIVE pods
+//! (TRL0114, online).
 
 use crate::{Code, Finding, ObjectRef, Severity};
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,16 +37,17 @@ pub(crate) fn pods_without_sidecars(input: &InputSet, out: &mut Vec<Finding>) {
     }
 }
 
-/// TRL0113: a Gateway's proxies send plaintext (they do not originate mutual TLS to the mesh)
-/// to a pod port whose PeerAuthentication mode is STRICT, which refuses it.
-pub(crate) fn strict_behind_gateways(ir: &Ir, status: &StatusSet, out: &mut Vec<Finding>) {
-    let mut by_ip: BTreeMap<
-        &str,
-        (
-            &trellis_model::ObjectKey,
-            &trellis_translate::ir::InboundMtlsIr,
-        ),
-    > = BTreeMap::new();
+/// The sidecars of meshed pods with mutual TLS, by IP.
+fn sidecars_by_ip(
+    status: &StatusSet,
+) -> BTreeMap<
+    &str,
+    (
+        &trellis_model::ObjectKey,
+        &trellis_translate::ir::InboundMtlsIr,
+    ),
+> {
+    let mut by_ip = BTreeMap::new();
     for (pod, sidecar) in &status.sidecars {
         if let Some(mtls) = &sidecar.mtls {
             for ip in &sidecar.ips {
@@ -53,6 +55,80 @@ pub(crate) fn strict_behind_gateways(ir: &Ir, status: &StatusSet, out: &mut Vec<
             }
         }
     }
+    by_ip
+}
+
+/// TRL0113: a Service that clients outside the cluster reach directly (type LoadBalancer or
+/// NodePort, or external IPs) sends to pod ports whose mode is STRICT: those clients have no
+/// mesh certificate, and the pods' sidecars refuse them.
+pub(crate) fn strict_behind_external_services(
+    input: &InputSet,
+    ir: &Ir,
+    status: &StatusSet,
+    out: &mut Vec<Finding>,
+) {
+    let by_ip = sidecars_by_ip(status);
+    for (key, service) in &input.services {
+        let Some(spec) = &service.spec else {
+            continue;
+        };
+        let exposed = match spec.type_.as_deref() {
+            Some(kind @ ("LoadBalancer" | "NodePort")) => format!("of type {kind}"),
+            _ if spec
+                .external_ips
+                .as_ref()
+                .is_some_and(|ips| !ips.is_empty()) =>
+            {
+                "with external IPs".to_string()
+            }
+            _ => continue,
+        };
+        let mut strict = BTreeSet::new();
+        for cluster in ir.spare_clusters.values() {
+            let Some(owner) = trellis_translate::policy::cluster_service(&cluster.name) else {
+                continue;
+            };
+            if owner != *key {
+                continue;
+            }
+            for e in &cluster.endpoints {
+                if let Some((pod, mtls)) = by_ip.get(e.address.as_str())
+                    && mtls.port_mode(e.port) == MtlsMode::Strict
+                {
+                    strict.insert((pod.name.clone(), e.port));
+                }
+            }
+        }
+        if strict.is_empty() {
+            continue;
+        }
+        let pods: Vec<String> = strict
+            .iter()
+            .map(|(pod, port)| format!("{pod} port {port}"))
+            .collect();
+        out.push(Finding {
+            severity: Severity::Error,
+            code: Code::MtlsMismatch,
+            object: ObjectRef::new("Service", key),
+            field: "spec.type".to_string(),
+            message: format!(
+                "it is {exposed}, so clients outside the cluster reach its pods directly, \
+                 without a mesh certificate; but its pods' ports ({}) take only mutual TLS \
+                 (PeerAuthentication STRICT), so those clients are refused",
+                pods.join(", ")
+            ),
+            fix: "expose it through a Trellis Gateway (which speaks the mesh's mutual TLS), \
+                  or make those ports PERMISSIVE (a PeerAuthentication portLevelMtls entry)"
+                .to_string(),
+        });
+    }
+}
+
+/// TRL0113: a Gateway's proxies send plaintext to a pod port whose PeerAuthentication mode is
+/// STRICT, which refuses it. Gateways originate the mesh's mutual TLS when they hold workload
+/// certificates (xDS over mutual TLS); on a plaintext xDS port they do not.
+pub(crate) fn strict_behind_gateways(ir: &Ir, status: &StatusSet, out: &mut Vec<Finding>) {
+    let by_ip = sidecars_by_ip(status);
     let mut seen = BTreeSet::new();
     for (proxy, p) in &ir.proxies {
         let Some(gateway) = proxy
@@ -78,13 +154,15 @@ pub(crate) fn strict_behind_gateways(ir: &Ir, status: &StatusSet, out: &mut Vec<
                     field: String::new(),
                     message: format!(
                         "its proxies send plaintext to pod {pod} port {} ({}), whose PeerAuthentication \
-                         mode is STRICT: the pod's sidecar refuses those requests (Trellis Gateways do not \
-                         originate mutual TLS to the mesh)",
+                         mode is STRICT: the pod's sidecar refuses those requests (the control plane \
+                         serves xDS in plaintext, so Gateway proxies hold no workload certificate \
+                         and cannot speak the mesh's mutual TLS)",
                         e.port, cluster.name
                     ),
                     fix: format!(
-                        "make port {} of pod {pod} PERMISSIVE (a PeerAuthentication portLevelMtls entry), \
-                         or route the Gateway to Services whose pods accept plaintext",
+                        "serve xDS over mutual TLS (drop --insecure-xds; Gateway proxies then run \
+                         beside trellis agent), or make port {} of pod {pod} PERMISSIVE (a \
+                         PeerAuthentication portLevelMtls entry)",
                         e.port
                     ),
                 });
@@ -150,8 +228,8 @@ pub(crate) fn plaintext_callers(
             message: format!(
                 "its pods ({}{more}) accepted {n} plaintext connections on {at} over the health \
                  window, where their mutual-TLS mode is PERMISSIVE: those callers are neither \
-                 encrypted nor authenticated (pods without a sidecar, Trellis Gateways, kubelet \
-                 probes, or clients outside the mesh), and STRICT would refuse them",
+                 encrypted nor authenticated (pods without a sidecar, Gateways without workload \
+                 certificates, kubelet probes, or clients outside the mesh), and STRICT would refuse them",
                 shown.join(", ")
             ),
             fix: "bring the callers into the mesh before making the port STRICT; until then \

@@ -142,3 +142,39 @@ fn the_base_objects_alone_raise_nothing() {
     let findings = Offline::read(dir.path()).vet();
     assert!(findings.is_empty(), "{}", text(&findings));
 }
+
+/// TRL0113's other half: with a plaintext xDS port, Gateway proxies hold no workload
+/// certificate and send plaintext to STRICT pods. Offline runs take the default (mutual-TLS
+/// xDS, so Gateways originate the mesh's mutual TLS), so this case translates itself.
+#[test]
+fn gateways_without_certificates_sending_to_strict_pods_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testdata().join("base.yaml"), dir.path().join("base.yaml")).unwrap();
+    std::fs::copy(
+        testdata().join("trl0113/good.yaml"),
+        dir.path().join("case.yaml"),
+    )
+    .unwrap();
+    let load = trellis_sources::FileProvider::new(dir.path()).load();
+    for gateway_mtls in [true, false] {
+        let options = trellis_translate::Options {
+            gateway_mtls,
+            ..trellis_vet::offline_options(&load.input)
+        };
+        let translation = trellis_translate::translate(&load.input, &options);
+        let findings = trellis_vet::vet(&load.input, &translation, &load.diagnostics);
+        let printed = text(&findings);
+        println!("gateway_mtls {gateway_mtls}:\n{printed}");
+        if gateway_mtls {
+            assert!(findings.is_empty(), "{printed}");
+        } else {
+            assert_eq!(findings.len(), 1, "{printed}");
+            assert_eq!(findings[0].code, Code::MtlsMismatch);
+            assert_eq!(findings[0].object.kind, "Gateway");
+            assert!(
+                findings[0].message.contains("pod apps/web-1 port 8080"),
+                "{printed}"
+            );
+        }
+    }
+}

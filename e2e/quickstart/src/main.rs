@@ -322,13 +322,30 @@ fn main() -> anyhow::Result<()> {
                 .as_str()
                 .map(str::to_string)
                 .or_else(|| reply.header("location").map(|l| format!("-> {l}")));
+            // A pod in the mesh names its caller: the Gateway, over the mesh's mutual TLS.
+            let caller = reply.json()["headers"]["X-Forwarded-Client-Cert"][0]
+                .as_str()
+                .and_then(|x| x.split(';').find_map(|p| p.strip_prefix("URI=")))
+                .map(|uri| format!(" (mutual TLS from {uri})"));
             println!(
-                "check: {} -> {} {}",
+                "check: {} -> {} {}{}",
                 s.curl(),
                 reply.status,
-                who.unwrap_or_default()
+                who.unwrap_or_default(),
+                caller.as_deref().unwrap_or_default()
             );
             if reply.status >= 400 {
+                failed += 1;
+            }
+            // Into STRICT namespace shop: the Gateway's identity arrived.
+            if mesh.is_some()
+                && s.host == "shop.example.com"
+                && caller.as_deref()
+                    != Some(" (mutual TLS from spiffe://cluster.local/ns/demo/sa/web-gateway)")
+            {
+                println!(
+                    "check: the Gateway's request reached shop without the Gateway's identity"
+                );
                 failed += 1;
             }
         }

@@ -153,7 +153,7 @@ pub const POLICY_MODULE_SHA256: &str =
 /// 127.0.0.1:18001, and holds every module WasmFilters name, except those whose path says
 /// `missing` (not found) or whose sha256 is all `f` (checksum mismatch). A case holding a
 /// PeerAuthentication gets workload identity (trust domain `cluster.local`, root namespace
-/// `trellis-system`), so its sidecars speak mutual TLS.
+/// `trellis-system`), so its sidecars and Gateways speak mutual TLS.
 pub fn options(input: &InputSet) -> Options {
     let mut modules = ModuleOptions {
         policy_module: Some(POLICY_MODULE_SHA256.to_string()),
@@ -196,6 +196,8 @@ pub fn options(input: &InputSet) -> Options {
             trust_domain: "cluster.local".to_string(),
             root_namespace: "trellis-system".to_string(),
         }),
+        // As a control plane serving xDS over mutual TLS: Gateways hold certificates.
+        gateway_mtls: true,
         ..Default::default()
     }
 }
