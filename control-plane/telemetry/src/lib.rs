@@ -369,13 +369,18 @@ mod tests {
     }
 
     fn counter(name: &str, points: &[(&str, i64)]) -> Metric {
+        counter_by(name, CLUSTER_ATTRIBUTE, points)
+    }
+
+    /// A delta counter with a point per value of `attribute`.
+    fn counter_by(name: &str, attribute: &str, points: &[(&str, i64)]) -> Metric {
         Metric {
             name: name.into(),
             data: Some(Data::Sum(Sum {
                 data_points: points
                     .iter()
-                    .map(|(cluster, n)| NumberDataPoint {
-                        attributes: attrs(&[(CLUSTER_ATTRIBUTE, cluster)]),
+                    .map(|(value, n)| NumberDataPoint {
+                        attributes: attrs(&[(attribute, value)]),
                         value: Some(number_data_point::Value::AsInt(*n)),
                         ..Default::default()
                     })
@@ -505,22 +510,7 @@ mod tests {
 
     #[test]
     fn plaintext_connections_are_counted_per_port_from_the_plaintext_chains_only() {
-        let connections = |name: &str, attribute: &str, points: &[(&str, i64)]| Metric {
-            name: name.into(),
-            data: Some(Data::Sum(Sum {
-                data_points: points
-                    .iter()
-                    .map(|(prefix, n)| NumberDataPoint {
-                        attributes: attrs(&[(attribute, prefix)]),
-                        value: Some(number_data_point::Value::AsInt(*n)),
-                        ..Default::default()
-                    })
-                    .collect(),
-                aggregation_temporality: AggregationTemporality::Delta as i32,
-                is_monotonic: true,
-            })),
-            ..Default::default()
-        };
+        let connections = counter_by;
         let r = request(vec![
             connections(
                 HTTP_CONNECTIONS,
