@@ -19,8 +19,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use trellis_harness::browser::Browser;
-use trellis_harness::scenario::{NAMESPACE, ROUTES, gateway_yaml};
-use trellis_harness::{ControlPlane, Envoy, eventually, http_get_text, private_loopback, request};
+use trellis_harness::scenario::{GatewayBed, ROUTES};
+use trellis_harness::{http_get_text, request};
 
 fn screenshots() -> PathBuf {
     trellis_harness::workspace_root().join("target/console-screenshots")
@@ -66,39 +66,20 @@ fn every_console_page_loads_in_a_browser_with_live_traffic() {
         eprintln!("every_console_page_loads_in_a_browser: skipped: {why}");
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().to_path_buf();
-    let config = work.join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    let (ip, port) = private_loopback();
-    let (backends, _pods) = trellis_harness::scenario::start_backends(&work).unwrap();
-    let mut yaml = gateway_yaml(ip, port);
-    yaml.push_str(&backends);
-    yaml.push_str("---\n");
     // ROUTES has a rule to a Service that does not exist: a vet finding (TRL0101).
-    yaml.push_str(ROUTES);
-    yaml.push_str(
-        "---\napiVersion: telemetry.trellis.dev/v1alpha1\nkind: TracingPolicy\n\
-         metadata: {name: all, namespace: shop}\n\
-         spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: web}]\n  \
-         samplingPercent: 100\n",
+    let objects = format!(
+        "---\n{ROUTES}---\napiVersion: telemetry.trellis.dev/v1alpha1\nkind: TracingPolicy\n\
+         metadata: {{name: all, namespace: shop}}\n\
+         spec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: web}}]\n  \
+         samplingPercent: 100\n"
     );
-    std::fs::write(config.join("scenario.yaml"), &yaml).unwrap();
-    let cp = ControlPlane::start(
-        &config,
-        &work,
-        &["--debounce-ms", "50", "--health-window-secs", "60"],
+    let bed = GatewayBed::start(
+        &objects,
+        &["--health-window-secs", "60"],
+        "other.example.com",
     )
     .unwrap();
-    let bootstrap =
-        trellis_harness::bootstrap(&[cp.xds], &format!("{NAMESPACE}/web"), false, "e2e-proxy")
-            .unwrap();
-    let envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
-    let gateway = SocketAddr::from((ip, port));
-    eventually("the gateway to route", Duration::from_secs(20), || {
-        Ok(request(gateway, "GET", "other.example.com", "/", &[])?.status == 200)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
+    let (cp, gateway, work) = (&bed.cp, bed.gateway, bed.work.path());
 
     // Traffic until the scores say "other" is failing and "api" is scored.
     let started = Instant::now();
@@ -125,7 +106,7 @@ fn every_console_page_loads_in_a_browser_with_live_traffic() {
     }
     println!("scores after {:?} of traffic", started.elapsed());
 
-    let browser = Browser::start(&work).unwrap();
+    let browser = Browser::start(work).unwrap();
     let base = format!("http://{}", cp.admin);
     let shots = screenshots();
 

@@ -13,13 +13,14 @@
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use trellis_harness::scenario::{NAMESPACE, ROUTES, gateway_yaml};
-use trellis_harness::{ControlPlane, Envoy, eventually, http_get_text, private_loopback, request};
+use trellis_harness::scenario::{GatewayBed, ROUTES};
+use trellis_harness::{eventually, http_get_text, private_loopback, request};
 
 #[test]
 fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one_idle() {
     // A HealthPolicy: Service api's p99 objective is 50 ms. With the policy filter's module, the
     // Gateway times api's requests against its objective (the filter's telemetry core), exactly.
+    // A one-minute window (instead of five) lets recovery show within the test.
     let module = trellis_harness::load::wasm_module("trellis-policy-wasm").unwrap();
     let module = module.display().to_string();
     let extra = format!(
@@ -27,7 +28,12 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
          metadata: {{name: api, namespace: shop}}\n\
          spec:\n  targetRefs: [{{kind: Service, name: api}}]\n  p99LatencyMs: 50\n"
     );
-    let bed = bed(&extra, &["--policy-module", &module], "other.example.com");
+    let bed = GatewayBed::start(
+        &extra,
+        &["--health-window-secs", "60", "--policy-module", &module],
+        "other.example.com",
+    )
+    .unwrap();
     let (cp, envoy, gateway) = (&bed.cp, &bed.envoy, bed.gateway);
 
     // 20 requests a second to Service "other", every fifth answered 500 by the backend, until
@@ -131,7 +137,7 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     assert_eq!(sorted[0]["name"], "other");
 
     // A real Prometheus scrapes the control plane and answers PromQL on the health series.
-    scraped_by_prometheus(bed.tmp.path(), cp.admin);
+    scraped_by_prometheus(bed.work.path(), cp.admin);
 
     // Fixed: only good requests from now on; the failures leave the window and it recovers.
     let fixed = Instant::now();
@@ -275,7 +281,8 @@ fn retries_that_multiply_a_failing_services_load_are_a_vet_finding() {
          metadata: {name: flaky, namespace: shop}\n\
          spec:\n  parentRefs: [{name: web}]\n  hostnames: [flaky.example.com]\n  rules:\n\
          \x20 - retry: {codes: [503], attempts: 2}\n    backendRefs: [{name: other, port: 80}]\n";
-    let bed = bed(flaky, &[], "flaky.example.com");
+    let bed =
+        GatewayBed::start(flaky, &["--health-window-secs", "60"], "flaky.example.com").unwrap();
     let (cp, gateway) = (&bed.cp, bed.gateway);
 
     let started = Instant::now();
@@ -329,48 +336,4 @@ fn retries_that_multiply_a_failing_services_load_are_a_vet_finding() {
     // Two of every three attempts are retries.
     let ratio = other["retry_ratio"].as_f64().unwrap();
     assert!((0.55..=0.7).contains(&ratio), "{other}");
-}
-
-/// A Gateway (HTTP on a private loopback address) in front of the scenario's backends with
-/// `extra` objects, the control plane with a one-minute health window (so recovery shows
-/// within a test) and `args`, and one Envoy, once it routes `host`.
-struct Bed {
-    cp: ControlPlane,
-    envoy: Envoy,
-    gateway: SocketAddr,
-    _pods: Vec<trellis_harness::Echo>,
-    /// The work directory (logs, the control plane's files).
-    tmp: tempfile::TempDir,
-}
-
-fn bed(extra: &str, args: &[&str], host: &str) -> Bed {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().to_path_buf();
-    let config = work.join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    let (ip, port) = private_loopback();
-    let (backends, pods) = trellis_harness::scenario::start_backends(&work).unwrap();
-    let mut yaml = gateway_yaml(ip, port);
-    yaml.push_str(&backends);
-    yaml.push_str(extra);
-    std::fs::write(config.join("scenario.yaml"), &yaml).unwrap();
-    let mut all = vec!["--debounce-ms", "50", "--health-window-secs", "60"];
-    all.extend_from_slice(args);
-    let cp = ControlPlane::start(&config, &work, &all).unwrap();
-    let bootstrap =
-        trellis_harness::bootstrap(&[cp.xds], &format!("{NAMESPACE}/web"), false, "e2e-proxy")
-            .unwrap();
-    let envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
-    let gateway = SocketAddr::from((ip, port));
-    eventually("the gateway to route", Duration::from_secs(20), || {
-        Ok(request(gateway, "GET", host, "/", &[])?.status == 200)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
-    Bed {
-        cp,
-        envoy,
-        gateway,
-        _pods: pods,
-        tmp,
-    }
 }

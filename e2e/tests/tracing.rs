@@ -17,61 +17,22 @@
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
-use trellis_harness::scenario::{NAMESPACE, ROUTES, gateway_yaml};
-use trellis_harness::{
-    ControlPlane, Echo, Envoy, eventually, http_get_text, private_loopback, request,
-};
+use trellis_harness::scenario::{GatewayBed, NAMESPACE, ROUTES};
+use trellis_harness::{ControlPlane, eventually, http_get_text, private_loopback, request};
 
 /// The scenario's Gateway with `policy` (a TracingPolicy spec, YAML) attached to it.
-struct Bed {
-    cp: ControlPlane,
-    envoy: Envoy,
-    gateway: SocketAddr,
-    _pods: Vec<Echo>,
-    _tmp: tempfile::TempDir,
-}
-
-fn bed(policy: &str, serve_args: &[&str]) -> Bed {
+fn bed(policy: &str, serve_args: &[&str]) -> GatewayBed {
     bed_with(policy, "", serve_args)
 }
 
 /// [`bed`], with `extra` (more objects, YAML) in the configuration.
-fn bed_with(policy: &str, extra: &str, serve_args: &[&str]) -> Bed {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().to_path_buf();
-    let config = work.join("config");
-    std::fs::create_dir_all(&config).unwrap();
-    let (ip, port) = private_loopback();
-    let (backends, pods) = trellis_harness::scenario::start_backends(&work).unwrap();
-    let mut yaml = gateway_yaml(ip, port);
-    yaml.push_str(&backends);
-    yaml.push_str("---\n");
-    yaml.push_str(ROUTES);
-    yaml.push_str(&format!(
-        "---\napiVersion: telemetry.trellis.dev/v1alpha1\nkind: TracingPolicy\n\
+fn bed_with(policy: &str, extra: &str, serve_args: &[&str]) -> GatewayBed {
+    let objects = format!(
+        "---\n{ROUTES}---\napiVersion: telemetry.trellis.dev/v1alpha1\nkind: TracingPolicy\n\
          metadata: {{name: edge, namespace: {NAMESPACE}}}\nspec:\n  targetRefs: \
          [{{group: gateway.networking.k8s.io, kind: Gateway, name: web}}]\n{policy}{extra}"
-    ));
-    std::fs::write(config.join("scenario.yaml"), yaml).unwrap();
-    let mut args = vec!["--debounce-ms", "50"];
-    args.extend_from_slice(serve_args);
-    let cp = ControlPlane::start(&config, &work, &args).unwrap();
-    let bootstrap =
-        trellis_harness::bootstrap(&[cp.xds], &format!("{NAMESPACE}/web"), false, "e2e-proxy")
-            .unwrap();
-    let envoy = Envoy::start(&bootstrap, &work, "envoy", 2).unwrap();
-    let gateway = SocketAddr::from((ip, port));
-    eventually("the gateway to route", Duration::from_secs(20), || {
-        Ok(request(gateway, "GET", "other.example.com", "/", &[])?.status == 200)
-    })
-    .unwrap_or_else(|e| panic!("{e}\n{}", envoy.log()));
-    Bed {
-        cp,
-        envoy,
-        gateway,
-        _pods: pods,
-        _tmp: tmp,
-    }
+    );
+    GatewayBed::start(&objects, serve_args, "other.example.com").unwrap()
 }
 
 fn header<'a>(reply: &'a trellis_harness::Reply, name: &str) -> Option<&'a str> {
@@ -87,7 +48,7 @@ fn get_json(admin: SocketAddr, path: &str) -> anyhow::Result<Value> {
 }
 
 /// The trace of a request, once the store holds all of `spans` of it.
-fn trace_of(bed: &Bed, request_id: &str, spans: usize) -> Value {
+fn trace_of(bed: &GatewayBed, request_id: &str, spans: usize) -> Value {
     let mut found = Value::Null;
     eventually("the trace in /api/traces", Duration::from_secs(30), || {
         found = get_json(

@@ -250,3 +250,54 @@ pub fn assert_routes_as_written(gateway: SocketAddr) {
     assert_eq!(json["headers"]["X-Custom"][0], "v");
     assert_eq!(json["namespace"], NAMESPACE);
 }
+
+/// The scenario's Gateway (HTTP on a private loopback address) in front of the pods of
+/// [`BACKENDS`], with more objects; the control plane on them; one Envoy for the Gateway.
+pub struct GatewayBed {
+    /// The control plane (`--debounce-ms 50` and the test's arguments).
+    pub cp: crate::ControlPlane,
+    /// The Gateway's proxy.
+    pub envoy: crate::Envoy,
+    /// Where the Gateway listens.
+    pub gateway: SocketAddr,
+    /// The backends' pods.
+    pub pods: Vec<Echo>,
+    /// The work directory (configuration, logs); removed when the bed is dropped.
+    pub work: tempfile::TempDir,
+}
+
+impl GatewayBed {
+    /// Starts it with `extra` objects (YAML, each after a `---`) and `args` for `trellis serve`,
+    /// and returns once `host` routes to a backend.
+    pub fn start(extra: &str, args: &[&str], host: &str) -> anyhow::Result<GatewayBed> {
+        let work = tempfile::tempdir()?;
+        let config = work.path().join("config");
+        std::fs::create_dir_all(&config)?;
+        let (ip, port) = crate::private_loopback();
+        let (backends, pods) = start_backends(work.path())?;
+        let mut yaml = gateway_yaml(ip, port);
+        yaml.push_str(&backends);
+        yaml.push_str(extra);
+        std::fs::write(config.join("scenario.yaml"), yaml)?;
+        let mut all = vec!["--debounce-ms", "50"];
+        all.extend_from_slice(args);
+        let cp = crate::ControlPlane::start(&config, work.path(), &all)?;
+        let bootstrap =
+            crate::bootstrap(&[cp.xds], &format!("{NAMESPACE}/web"), false, "e2e-proxy")?;
+        let envoy = crate::Envoy::start(&bootstrap, work.path(), "envoy", 2)?;
+        let gateway = SocketAddr::from((ip, port));
+        crate::eventually(
+            "the gateway to route",
+            std::time::Duration::from_secs(20),
+            || Ok(request(gateway, "GET", host, "/", &[])?.status == 200),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", envoy.log()))?;
+        Ok(GatewayBed {
+            cp,
+            envoy,
+            gateway,
+            pods,
+            work,
+        })
+    }
+}
