@@ -49,14 +49,8 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
         sent += 1;
         std::thread::sleep(Duration::from_millis(50));
         if sent.is_multiple_of(20) {
-            let services: serde_json::Value =
-                serde_json::from_str(&http_get_text(cp.admin, "/api/services").unwrap()).unwrap();
-            let other = services
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|s| s["name"] == "other")
-                .cloned();
+            let services = all_services(cp.admin);
+            let other = row(&services, "other");
             if let Some(other) = other.filter(|o| o["health_state"] == "failing") {
                 verdict = Some((started.elapsed(), other, services));
                 break;
@@ -111,12 +105,7 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     assert!(other["rps"].as_f64().unwrap() > 0.0);
     assert!(other["p50_ms"].as_f64().is_some());
     // A Service nobody calls is idle.
-    let api = services
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "api")
-        .unwrap();
+    let api = row(&services, "api").unwrap();
     println!("api = {api}");
     assert_eq!(api["health_state"], "idle");
     // Worst first.
@@ -146,15 +135,8 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
         let reply = request(gateway, "GET", "other.example.com", "/", &[]).unwrap();
         assert_eq!(reply.status, 200);
         std::thread::sleep(Duration::from_millis(50));
-        let services: serde_json::Value =
-            serde_json::from_str(&http_get_text(cp.admin, "/api/services").unwrap()).unwrap();
-        let other = services
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "other")
-            .cloned()
-            .unwrap();
+        let services = all_services(cp.admin);
+        let other = row(&services, "other").unwrap();
         // Healthy, or (before 30 minutes of traffic have set a latency baseline) `learning`,
         // which is the healthy band shown while the baseline is learned.
         if other["health_state"] == "healthy" || other["health_state"] == "learning" {
@@ -177,15 +159,8 @@ fn a_backend_failing_a_fifth_of_its_requests_is_reported_failing_and_a_quiet_one
     while slow.elapsed() < Duration::from_secs(60) {
         let reply = request(gateway, "GET", "shop.example.com", "/api?delay=200ms", &[]).unwrap();
         assert_eq!(reply.status, 200);
-        let services: serde_json::Value =
-            serde_json::from_str(&http_get_text(cp.admin, "/api/services").unwrap()).unwrap();
-        let api = services
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "api")
-            .cloned()
-            .unwrap();
+        let services = all_services(cp.admin);
+        let api = row(&services, "api").unwrap();
         if api["health_state"] == "failing" {
             verdict = Some((slow.elapsed(), api));
             break;
@@ -317,15 +292,8 @@ fn retries_that_multiply_a_failing_services_load_are_a_vet_finding() {
             http_get_text(cp.admin, "/api/services").unwrap_or_default()
         )
     });
-    let services: serde_json::Value =
-        serde_json::from_str(&http_get_text(cp.admin, "/api/services").unwrap()).unwrap();
-    let other = services
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "other")
-        .cloned()
-        .unwrap();
+    let services = all_services(cp.admin);
+    let other = row(&services, "other").unwrap();
     println!(
         "after {:?} ({sent} requests, every one a 200 to the client): other = {other}\n{finding}",
         started.elapsed()
@@ -336,4 +304,18 @@ fn retries_that_multiply_a_failing_services_load_are_a_vet_finding() {
     // Two of every three attempts are retries.
     let ratio = other["retry_ratio"].as_f64().unwrap();
     assert!((0.55..=0.7).contains(&ratio), "{other}");
+}
+
+/// Every row of `/api/services`.
+fn all_services(admin: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&http_get_text(admin, "/api/services").unwrap()).unwrap()
+}
+
+/// The row of Service `name` among `services`.
+fn row(services: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
+    services
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
 }
