@@ -41,6 +41,10 @@ pub struct ServiceRow {
 pub struct EdgeRow {
     /// The caller: its SPIFFE ID (authenticated with mutual TLS), or `other`.
     pub caller: String,
+    /// Whether its calls take the mesh's mutual TLS: the caller holds a workload certificate
+    /// and the Service's endpoints take mutual TLS.
+    #[serde(default)]
+    pub mtls: bool,
     /// The health of its calls.
     #[serde(flatten)]
     pub health: ServiceRow,

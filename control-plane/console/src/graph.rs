@@ -171,7 +171,7 @@ impl Builder<'_> {
     }
 
     fn edge(&mut self, from: String, to: String, e: &EdgeRow) {
-        let mtls = identity(&e.caller).is_some();
+        let mtls = e.mtls;
         let entry = self
             .edges
             .entry((from.clone(), to.clone()))

@@ -140,11 +140,7 @@ fn callers(d: &ServiceDetail, body: &mut String) {
         <th>State</th></tr></thead><tbody>",
     );
     for e in &d.edges {
-        let mtls = if e.caller.starts_with("spiffe://") {
-            "yes"
-        } else {
-            "no"
-        };
+        let mtls = if e.mtls { "yes" } else { "no" };
         let _ = write!(
             body,
             "<tr><td><code>{}</code></td><td>{mtls}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\

@@ -121,6 +121,7 @@ fn the_services_page_filters_by_namespace_and_marks_the_sorted_column() {
 fn edge(caller: &str, ns: &str, name: &str, rps: f64, state: &str) -> EdgeRow {
     EdgeRow {
         caller: caller.into(),
+        mtls: caller.starts_with("spiffe://"),
         health: svc(ns, name, Some(90), state, rps, 0.0),
     }
 }
@@ -309,13 +310,26 @@ fn a_trace_is_a_waterfall_in_tree_order_with_health_beside_its_spans() {
 fn the_service_vet_and_proxies_pages_render() {
     let detail = ServiceDetail {
         service: svc("shop", "checkout", Some(0), "failing", 3.2, 0.2),
-        edges: vec![edge(
-            "spiffe://cluster.local/ns/shop/sa/cart",
-            "shop",
-            "checkout",
-            2.0,
-            "failing",
-        )],
+        edges: vec![
+            edge(
+                "spiffe://cluster.local/ns/shop/sa/cart",
+                "shop",
+                "checkout",
+                2.0,
+                "failing",
+            ),
+            // A meshed caller whose requests go in plaintext (the port's mode is DISABLE).
+            EdgeRow {
+                mtls: false,
+                ..edge(
+                    "spiffe://cluster.local/ns/shop/sa/legacy",
+                    "shop",
+                    "checkout",
+                    0.5,
+                    "healthy",
+                )
+            },
+        ],
         history: (0..12)
             .map(|i| HistoryPoint {
                 score: Some(100 - i * 8),

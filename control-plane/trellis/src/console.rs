@@ -18,7 +18,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use trellis_console::data::{
     ConditionView, EdgeRow, EndpointView, FindingView, HistoryPoint, ObjectView, RelatedObject,
@@ -69,11 +69,39 @@ pub fn service_rows(state: &AdminState) -> Vec<ServiceRow> {
     state.telemetry.services().iter().map(row).collect()
 }
 
-fn edge_row(e: &crate::telemetry::EdgeHealth) -> EdgeRow {
+/// One caller's edge to a Service; `mtls`: the Services whose endpoints take mutual TLS.
+fn edge_row(e: &crate::telemetry::EdgeHealth, mtls: &BTreeSet<(String, String)>) -> EdgeRow {
+    let service = (e.health.namespace.clone(), e.health.name.clone());
     EdgeRow {
         caller: e.caller.clone(),
+        mtls: e.caller.starts_with("spiffe://") && mtls.contains(&service),
         health: row(&e.health),
     }
+}
+
+/// The Services whose endpoints, in every cluster a proxy holds for them (a Gateway's or a
+/// sidecar class's), take the mesh's mutual TLS.
+fn mtls_services(ir: &trellis_translate::ir::Ir) -> BTreeSet<(String, String)> {
+    let mut seen: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let clusters = ir
+        .proxies
+        .values()
+        .flat_map(|p| p.clusters.values())
+        .chain(ir.sidecars.values().flat_map(|s| s.clusters.values()));
+    for cluster in clusters {
+        let Some(key) = trellis_translate::policy::cluster_service(&cluster.name) else {
+            continue;
+        };
+        if cluster.endpoints.is_empty() {
+            continue;
+        }
+        let all = cluster.endpoints.iter().all(|e| e.mtls);
+        *seen.entry((key.namespace, key.name)).or_insert(true) &= all;
+    }
+    seen.into_iter()
+        .filter(|(_, all)| *all)
+        .map(|(k, _)| k)
+        .collect()
 }
 
 fn bad_request(message: String) -> Response {
@@ -359,12 +387,13 @@ pub fn service_detail(state: &AdminState, ns: &str, name: &str) -> Option<Servic
             })
     };
     let findings: Vec<trellis_vet::Finding> = vet.iter().filter(concerned).cloned().collect();
+    let mtls = mtls_services(&state.translation().ir);
     Some(ServiceDetail {
         edges: state
             .telemetry
             .edges(ns, name)
             .iter()
-            .map(edge_row)
+            .map(|e| edge_row(e, &mtls))
             .collect(),
         history: history
             .iter()
@@ -454,11 +483,12 @@ fn graph_of(state: &AdminState, namespace: Option<&String>) -> (Graph, Vec<Strin
         .or_else(|| rows.first().map(|r| r.namespace.clone()))
         .unwrap_or_default();
     let mut edges: BTreeMap<(String, String), Vec<EdgeRow>> = BTreeMap::new();
+    let mtls = mtls_services(&state.translation().ir);
     for e in state.telemetry.all_edges() {
         edges
             .entry((e.health.namespace.clone(), e.health.name.clone()))
             .or_default()
-            .push(edge_row(&e));
+            .push(edge_row(&e, &mtls));
     }
     let g = trellis_console::graph::graph(&ns, &rows, &edges, &workloads(state));
     (g, namespaces)

@@ -75,6 +75,7 @@ fn main() {
                     "spiffe://cluster.local/ns/crowd/sa/service-{:05}",
                     (i + k * 7) % n
                 ),
+                mtls: true,
                 health: service(i, 1),
             })
             .collect();
@@ -97,6 +98,7 @@ fn main() {
         edges: (0..64)
             .map(|i| EdgeRow {
                 caller: format!("spiffe://cluster.local/ns/a/sa/c{i}"),
+                mtls: true,
                 health: service(i, 1),
             })
             .collect(),
