@@ -397,3 +397,47 @@ fn spans_go_to_a_users_collector_directly_or_forwarded() {
         found["spans"].as_array().unwrap().len()
     );
 }
+
+/// A TracingPolicy whose own collector (`destination.otlp`) is not there: the Gateway's
+/// exports fail, its stats say so, and `/api/vet` reports TRL0156 on the policy.
+#[test]
+fn a_collector_that_is_not_there_is_a_vet_finding() {
+    // An address nothing listens on.
+    let (ip, port) = private_loopback();
+    let bed = bed(
+        &format!("  samplingPercent: 100\n  destination: {{otlp: \"{ip}:{port}\"}}\n"),
+        &[],
+    );
+    let mut finding = Value::Null;
+    let started = std::time::Instant::now();
+    eventually(
+        "vet to report the collector (TRL0156)",
+        Duration::from_secs(60),
+        || {
+            for _ in 0..20 {
+                let _ = request(bed.gateway, "GET", "other.example.com", "/", &[]);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let vet = get_json(bed.cp.admin, "/api/vet?code=TRL0156")?;
+            finding = vet["findings"][0].clone();
+            Ok(!finding.is_null())
+        },
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: Envoy counted {:?} failed connections to the collector",
+            bed.envoy
+                .stat("cluster.tracing_shop_edge.upstream_cx_connect_fail")
+        )
+    });
+    println!("after {:?}: {}", started.elapsed(), finding["message"]);
+    assert_eq!(finding["object"]["kind"], "TracingPolicy");
+    assert_eq!(finding["object"]["name"], "edge");
+    assert!(
+        finding["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{ip}:{port}")),
+        "{finding}"
+    );
+}

@@ -251,6 +251,56 @@ pub fn plaintext_inbound(request: &ExportMetricsServiceRequest) -> BTreeMap<Opti
     out
 }
 
+/// Envoy's counter of a cluster's failed connection attempts.
+pub const CONNECT_FAILURES: &str = "cluster.upstream_cx_connect_fail";
+
+/// The TracingPolicy (`ns`, `name`) of a user's collector cluster by its stat name
+/// (`tracing_<ns>_<name>`; Kubernetes names hold no `_`).
+fn collector_policy(cluster: &str) -> Option<(String, String)> {
+    let rest = cluster.strip_prefix("tracing_")?;
+    let (ns, name) = rest.split_once('_')?;
+    (!ns.is_empty() && !name.is_empty() && !name.contains('_'))
+        .then(|| (ns.to_string(), name.to_string()))
+}
+
+/// Per TracingPolicy with a collector of its own (`destination.otlp`), in one export (deltas):
+/// the span exports that failed (a connection the collector refused or never answered, or a
+/// 5xx) and those it answered otherwise.
+pub fn collector_exports(
+    request: &ExportMetricsServiceRequest,
+) -> BTreeMap<(String, String), (u64, u64)> {
+    let mut out: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for metric in metrics(request) {
+        let (name, Some(Data::Sum(sum))) = (metric.name.as_str(), &metric.data) else {
+            continue;
+        };
+        if !is_delta(sum.aggregation_temporality) || (name != CONNECT_FAILURES && name != RESPONSES)
+        {
+            continue;
+        }
+        for point in &sum.data_points {
+            let Some(policy) =
+                attribute(&point.attributes, CLUSTER_ATTRIBUTE).and_then(collector_policy)
+            else {
+                continue;
+            };
+            let failed = name == CONNECT_FAILURES
+                || attribute(&point.attributes, CLASS_ATTRIBUTE) == Some("5");
+            if !out.contains_key(&policy) && out.len() >= MAX_CLUSTERS_PER_EXPORT {
+                continue;
+            }
+            let entry = out.entry(policy).or_default();
+            let n = count(point);
+            if failed {
+                entry.0 = entry.0.saturating_add(n);
+            } else {
+                entry.1 = entry.1.saturating_add(n);
+            }
+        }
+    }
+    out
+}
+
 /// Envoy's gauge of a cluster's endpoints ejected by outlier detection.
 pub const EJECTIONS: &str = "cluster.outlier_detection.ejections_active";
 
@@ -506,6 +556,26 @@ mod tests {
         assert!((5.0..=10.0).contains(&p50), "{p50}");
         assert_eq!(got["service/shop/a/80"].requests, 7);
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn exports_to_a_users_collector_are_counted_failed_or_answered_per_policy() {
+        let r = request(vec![
+            counter(
+                CONNECT_FAILURES,
+                &[("tracing_shop_edge", 4), ("service_shop_b_80", 9)],
+            ),
+            responses(
+                &[
+                    ("tracing_shop_edge", "2", 10),
+                    ("tracing_shop_edge", "5", 1),
+                    ("tracing_bad", "2", 1),
+                ],
+                AggregationTemporality::Delta,
+            ),
+        ]);
+        let got: Vec<((String, String), (u64, u64))> = collector_exports(&r).into_iter().collect();
+        assert_eq!(got, [(("shop".into(), "edge".into()), (5, 10))]);
     }
 
     #[test]

@@ -337,7 +337,12 @@ pub fn vet_findings(state: &AdminState) -> Vec<trellis_vet::Finding> {
             ))
         })
         .collect();
-    all.extend(trellis_vet::observed(&state.translation(), &observations));
+    observations.collector_exports = state.telemetry.collector_exports();
+    all.extend(trellis_vet::observed(
+        &state.load().input,
+        &state.translation(),
+        &observations,
+    ));
     let builds: Vec<(String, Option<String>)> = state
         .registry
         .proxies()

@@ -10,6 +10,10 @@
 //!      EndpointSlices, objectives from its HealthPolicy) ──► GET /api/services,
 //!      /api/services/NS/NAME, /metrics
 //!
+//!  the same exports also carry, kept per key over the window for vet: plaintext connections
+//!      sidecars took beside mutual TLS (by the sidecar's identity and port), and span exports
+//!      to users' collectors (by TracingPolicy), failed or answered
+//!
 //!  TracingPolicy ─► Envoy's OpenTelemetry tracer ─► TraceService/Export (same ports)
 //!      ──► trellis_telemetry::traces::TraceStore (byte-bounded; errors and slow traces kept
 //!          longer) ──► GET /api/traces; and, with --trace-forward-address, a copy of every
@@ -76,18 +80,83 @@ struct Inner {
     /// namespace and where they went (at most [`MAX_EGRESS_SERIES`]).
     egress: BTreeMap<(String, trellis_telemetry::Egress), u64>,
     /// Plaintext connections sidecars accepted beside mutual TLS, by the sidecar's workload
-    /// identity and port: what arrived since the last evaluation, and per evaluation over the
-    /// window (newest last; at most [`MAX_PLAINTEXT_SERIES`] series).
-    plaintext_pending: BTreeMap<PlaintextKey, u64>,
-    plaintext: BTreeMap<PlaintextKey, std::collections::VecDeque<u64>>,
+    /// identity and port.
+    plaintext: Windowed<PlaintextKey, 1>,
+    /// Span exports to users' collectors per TracingPolicy: failed, answered.
+    collectors: Windowed<ServiceKey, 2>,
+}
+
+/// Counts per key over the health window: what arrived since the last evaluation, then one
+/// entry per evaluation (newest last). A key whose window holds nothing any more is forgotten;
+/// at most [`MAX_WINDOWED_SERIES`] keys are kept, later ones are not counted.
+#[derive(Debug)]
+struct Windowed<K, const N: usize> {
+    pending: BTreeMap<K, [u64; N]>,
+    windows: BTreeMap<K, std::collections::VecDeque<[u64; N]>>,
+}
+
+impl<K, const N: usize> Default for Windowed<K, N> {
+    fn default() -> Self {
+        Windowed {
+            pending: BTreeMap::new(),
+            windows: BTreeMap::new(),
+        }
+    }
+}
+
+/// Series kept at most by each windowed count (identities × ports, policies).
+pub const MAX_WINDOWED_SERIES: usize = 4096;
+
+impl<K: Ord + Clone, const N: usize> Windowed<K, N> {
+    /// Adds `counts` to what arrived for `key` since the last evaluation.
+    fn add(&mut self, key: K, counts: [u64; N]) {
+        let known = self.windows.contains_key(&key) || self.pending.contains_key(&key);
+        if !known && self.windows.len() + self.pending.len() >= MAX_WINDOWED_SERIES {
+            return;
+        }
+        let total = self.pending.entry(key).or_insert([0; N]);
+        for (t, n) in total.iter_mut().zip(counts) {
+            *t = t.saturating_add(n);
+        }
+    }
+
+    /// Closes the current bucket of every key, keeping `buckets` of them.
+    fn evaluate(&mut self, buckets: usize) {
+        let mut pending = std::mem::take(&mut self.pending);
+        for (key, window) in &mut self.windows {
+            window.push_back(pending.remove(key).unwrap_or([0; N]));
+            while window.len() > buckets {
+                window.pop_front();
+            }
+        }
+        for (key, counts) in pending {
+            self.windows
+                .insert(key, std::collections::VecDeque::from([counts]));
+        }
+        self.windows
+            .retain(|_, window| window.iter().flatten().any(|n| *n > 0));
+    }
+
+    /// Every key's sums over its window.
+    fn sums(&self) -> BTreeMap<K, [u64; N]> {
+        self.windows
+            .iter()
+            .map(|(k, window)| {
+                let mut sum = [0u64; N];
+                for counts in window {
+                    for (s, n) in sum.iter_mut().zip(counts) {
+                        *s = s.saturating_add(*n);
+                    }
+                }
+                (k.clone(), sum)
+            })
+            .collect()
+    }
 }
 
 /// A sidecar's workload identity and one of its ports (`None`: the ports without a chain of
 /// their own).
 pub type PlaintextKey = (String, Option<u16>);
-
-/// Plaintext series (identities × ports) kept at most; later ones are not counted.
-pub const MAX_PLAINTEXT_SERIES: usize = 4096;
 
 /// Egress series kept at most (namespaces × destinations); later ones are not counted.
 pub const MAX_EGRESS_SERIES: usize = 4096;
@@ -226,30 +295,6 @@ fn self_evaluate_edges(inner: &mut Inner) {
     }
 }
 
-/// Moves what arrived since the last evaluation into each plaintext series' window; a series
-/// whose window holds nothing any more is forgotten.
-fn evaluate_plaintext(inner: &mut Inner) {
-    let buckets = match inner.window_buckets {
-        0 => trellis_health::WINDOW_BUCKETS,
-        n => n,
-    };
-    let mut pending = std::mem::take(&mut inner.plaintext_pending);
-    for (key, window) in &mut inner.plaintext {
-        window.push_back(pending.remove(key).unwrap_or(0));
-        while window.len() > buckets {
-            window.pop_front();
-        }
-    }
-    for (key, n) in pending {
-        inner
-            .plaintext
-            .insert(key, std::collections::VecDeque::from([n]));
-    }
-    inner
-        .plaintext
-        .retain(|_, window| window.iter().any(|n| *n > 0));
-}
-
 /// `service_<ns>_<name>_<port>` (a Service port's cluster, as its stats name it).
 fn service_of(cluster: &str) -> Option<ServiceKey> {
     let mut parts = cluster.split('_');
@@ -380,16 +425,11 @@ impl Telemetry {
         }
         if caller != UNAUTHENTICATED {
             for (port, n) in trellis_telemetry::plaintext_inbound(request) {
-                let key = (caller.to_string(), port);
-                let known = inner.plaintext.contains_key(&key)
-                    || inner.plaintext_pending.contains_key(&key);
-                if known
-                    || inner.plaintext.len() + inner.plaintext_pending.len() < MAX_PLAINTEXT_SERIES
-                {
-                    let total = inner.plaintext_pending.entry(key).or_insert(0);
-                    *total = total.saturating_add(n);
-                }
+                inner.plaintext.add((caller.to_string(), port), [n]);
             }
+        }
+        for (policy, (failed, answered)) in trellis_telemetry::collector_exports(request) {
+            inner.collectors.add(policy, [failed, answered]);
         }
         for (cluster, ejected) in ejections {
             let Some(service) = service_of(&cluster) else {
@@ -469,7 +509,12 @@ impl Telemetry {
             history.push(evaluation);
         }
         self_evaluate_edges(&mut inner);
-        evaluate_plaintext(&mut inner);
+        let buckets = match inner.window_buckets {
+            0 => trellis_health::WINDOW_BUCKETS,
+            n => n,
+        };
+        inner.plaintext.evaluate(buckets);
+        inner.collectors.evaluate(buckets);
     }
 
     /// Plaintext connections each sidecar (by workload identity) accepted per port beside
@@ -478,8 +523,21 @@ impl Telemetry {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner
             .plaintext
-            .iter()
-            .map(|(k, window)| (k.clone(), window.iter().sum()))
+            .sums()
+            .into_iter()
+            .map(|(k, [n])| (k, n))
+            .collect()
+    }
+
+    /// Span exports to users' collectors over the window, per TracingPolicy: (failed,
+    /// answered); only policies with some.
+    pub fn collector_exports(&self) -> BTreeMap<ServiceKey, (u64, u64)> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .collectors
+            .sums()
+            .into_iter()
+            .map(|(k, [failed, answered])| (k, (failed, answered)))
             .collect()
     }
 

@@ -98,11 +98,13 @@ pub enum Code {
     TraceContextDropped,
     /// HTTPS listeners of one port with certificates that cover each other's hostnames.
     SharedCertificate,
+    /// Span exports to a TracingPolicy's own collector fail.
+    TraceExportFailing,
 }
 
 impl Code {
     /// Every code, in order.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::InvalidFile,
         Code::StatusCondition,
         Code::DanglingReference,
@@ -123,6 +125,7 @@ impl Code {
         Code::PlaintextCallers,
         Code::TraceContextDropped,
         Code::SharedCertificate,
+        Code::TraceExportFailing,
     ];
 
     /// `TRLnnnn`.
@@ -148,6 +151,7 @@ impl Code {
             Code::PlaintextCallers => "TRL0114",
             Code::TraceContextDropped => "TRL0901",
             Code::SharedCertificate => "TRL0138",
+            Code::TraceExportFailing => "TRL0156",
         }
     }
 
@@ -174,6 +178,7 @@ impl Code {
             Code::PlaintextCallers => "PlaintextCallers",
             Code::TraceContextDropped => "TraceContextDropped",
             Code::SharedCertificate => "SharedCertificate",
+            Code::TraceExportFailing => "TraceExportFailing",
         }
     }
 
@@ -353,6 +358,8 @@ pub struct Observations {
     pub plaintext_connections: std::collections::BTreeMap<(String, Option<u16>), u64>,
     /// Per Service, how its pods carry trace context onto their calls (from the trace store).
     pub trace_forwarding: std::collections::BTreeMap<(String, String), TraceForwarding>,
+    /// Per TracingPolicy with a collector of its own: span exports (failed, answered).
+    pub collector_exports: std::collections::BTreeMap<(String, String), (u64, u64)>,
 }
 
 /// How the pods of one Service carry the trace context of the requests they serve onto the
@@ -370,9 +377,13 @@ pub struct TraceForwarding {
 /// Findings that need traffic to see (the control plane has it, `trellis vet` on files does
 /// not): route timeouts below the observed p99 latency of their backends (TRL0903), every
 /// request of a busy Service traced (TRL0157), retries amplifying a failing Service's load
-/// (TRL0904), plaintext callers of PERMISSIVE ports (TRL0114), and Services whose apps do not
-/// forward trace context (TRL0901).
-pub fn observed(translation: &Translation, observations: &Observations) -> Vec<Finding> {
+/// (TRL0904), plaintext callers of PERMISSIVE ports (TRL0114), Services whose apps do not
+/// forward trace context (TRL0901), and users' collectors that fail (TRL0156).
+pub fn observed(
+    input: &InputSet,
+    translation: &Translation,
+    observations: &Observations,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     routes::timeouts_below_p99(&translation.ir, &observations.p99_ms, &mut out);
     routes::busy_full_sampling(&translation.ir, &observations.rps, &mut out);
@@ -383,6 +394,7 @@ pub fn observed(translation: &Translation, observations: &Observations) -> Vec<F
         &mut out,
     );
     tracing::context_not_forwarded(&observations.trace_forwarding, &mut out);
+    tracing::failing_collectors(input, &observations.collector_exports, &mut out);
     out.sort();
     out
 }

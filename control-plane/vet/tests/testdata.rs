@@ -2,8 +2,9 @@
 //! findings, as `trellis vet` prints them, are pinned in `bad.txt`), and `good.yaml`, the same
 //! case fixed, must raise nothing at all. Both are read beside `testdata/base.yaml`, from a
 //! directory, as `trellis vet DIR` reads them; a case that needs traffic to see (TRL0903) gives
-//! its observations in `p99_ms.txt`, `rps.txt`, `retry_ratio.txt`, `plaintext.txt` or
-//! `forwarding.txt` (and `good-FILE` for the fixed twin, when the fix is in an app).
+//! its observations in `p99_ms.txt`, `rps.txt`, `retry_ratio.txt`, `plaintext.txt`,
+//! `forwarding.txt` or `collector.txt` (and `good-FILE` for the fixed twin, when the fix is
+//! outside the files).
 //! `TRELLIS_UPDATE_GOLDEN=1` rewrites `bad.txt`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -78,7 +79,25 @@ fn vet_case(case: &Path) -> Vec<Finding> {
                 ))
             }));
     }
-    findings.extend(trellis_vet::observed(&offline.translation, &observations));
+    // `NS/NAME: failed answered` per line.
+    if let Ok(text) = std::fs::read_to_string(observation(case, "collector.txt")) {
+        observations
+            .collector_exports
+            .extend(text.lines().filter_map(|l| {
+                let (policy, counts) = l.split_once(':')?;
+                let (ns, name) = policy.trim().split_once('/')?;
+                let (failed, answered) = counts.trim().split_once(' ')?;
+                Some((
+                    (ns.to_string(), name.to_string()),
+                    (failed.parse().ok()?, answered.trim().parse().ok()?),
+                ))
+            }));
+    }
+    findings.extend(trellis_vet::observed(
+        &offline.load.input,
+        &offline.translation,
+        &observations,
+    ));
     findings.sort();
     findings
 }
