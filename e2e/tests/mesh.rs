@@ -819,8 +819,13 @@ fn sidecars_speak_mutual_tls_as_peer_authentication_says() {
         counts[0] >= 1 && counts[1] >= 2 && counts[2] >= 1,
         "{table}"
     );
+    // An hour's certificate, issued a few minutes ago (this test takes a while).
+    let minutes: u64 = row[7]
+        .split_once('m')
+        .and_then(|(m, _)| m.parse().ok())
+        .unwrap_or(0);
     assert!(
-        row[7].starts_with("59m") || row[7].starts_with("1h00m"),
+        row[7].starts_with("1h00m") || (50..60).contains(&minutes),
         "the certificate's time left (an hour's certificate): {table}"
     );
 

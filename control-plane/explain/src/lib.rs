@@ -496,9 +496,9 @@ fn forward(
                 ));
             }
             Some(name) => {
-                let endpoints = clusters
-                    .and_then(|c| c.get(name))
-                    .map_or(0, |c| c.endpoints.len());
+                let cluster = clusters.and_then(|c| c.get(name));
+                let endpoints = cluster.map_or(0, |c| c.endpoints.len());
+                let meshed = cluster.map_or(0, |c| c.endpoints.iter().filter(|e| e.mtls).count());
                 if endpoints > 0 {
                     reachable += b.weight;
                 }
@@ -507,10 +507,11 @@ fn forward(
                     format!(
                         "{share:.0}% to {name}: {endpoints} ready endpoint{}{}",
                         if endpoints == 1 { "" } else { "s" },
-                        if endpoints == 0 {
-                            " (answered 503)"
-                        } else {
-                            ""
+                        match (endpoints, meshed) {
+                            (0, _) => " (answered 503)".to_string(),
+                            (_, 0) => String::new(),
+                            (n, m) if n == m => ", over the mesh's mutual TLS".to_string(),
+                            (_, m) => format!(", {m} of them over the mesh's mutual TLS"),
                         }
                     ),
                 ));

@@ -1,6 +1,7 @@
 //! `trellis explain` on the quickstart's configuration (read from `deploy/quickstart` as
 //! `trellis serve --config-dir` reads it): a request forwarded, a 404 with its closest routes,
-//! a 500 with the status condition that explains it, and a request from a pod of the mesh.
+//! a 500 with the status condition that explains it, a request into the mesh over its mutual
+//! TLS, and a request from a pod of the mesh.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -67,6 +68,25 @@ fn a_canary_request_is_forwarded_to_v2_and_the_chaos_policy_is_named() {
         &[("x-chaos", "abort")],
     );
     assert!(render_text(&tagged).contains("store-chaos: applies"));
+}
+
+#[test]
+fn a_request_into_the_mesh_goes_over_its_mutual_tls() {
+    let e = run(&quickstart(), gateway(), "shop.example.com", "/", &[]);
+    let text = render_text(&e);
+    assert!(
+        text.contains("service/shop/frontend/80: 1 ready endpoint, over the mesh's mutual TLS"),
+        "{text}"
+    );
+    // Outside the mesh, plaintext: nothing said.
+    let e = run(
+        &quickstart(),
+        gateway(),
+        "catalog.example.com",
+        "/v1/items",
+        &[],
+    );
+    assert!(!render_text(&e).contains("mutual TLS"));
 }
 
 #[test]
