@@ -53,7 +53,7 @@ pub struct Edge {
     pub error_rate: f64,
     /// The edge's health state (the worst of those merged into it).
     pub state: String,
-    /// Whether the caller was authenticated with mutual TLS.
+    /// Whether the calls take the mesh's mutual TLS.
     pub mtls: bool,
 }
 
@@ -454,8 +454,8 @@ pub fn graph_page(g: &Graph, namespaces: &[String]) -> String {
     }
     body.push_str(
         "</div><p class=\"muted\">Edges are coloured by the health of the calls \
-        (green healthy, orange degraded, red failing); solid with a lock: the caller was \
-        authenticated with mutual TLS; dashed: it was not. Other namespaces are one node each.</p>",
+        (green healthy, orange degraded, red failing); solid with a lock: the calls take the \
+        mesh's mutual TLS; dashed: they do not. Other namespaces are one node each.</p>",
     );
     if g.collapsed > 0 {
         let _ = write!(
