@@ -42,7 +42,7 @@ pub(crate) fn certificate_covers(name: &str, host: &str) -> bool {
 /// The hostnames of chain `b` that a certificate of chain `a` also covers: a client holding
 /// a connection to `a` may send their requests on it (HTTP/2 connection reuse).
 fn shared_hosts(
-    ir_secrets: &trellis_translate::ir::ProxyIr,
+    proxy: &trellis_translate::ir::ProxyIr,
     a: &FilterChainIr,
     b: &FilterChainIr,
 ) -> Vec<String> {
@@ -52,7 +52,7 @@ fn shared_hosts(
             out.extend(b.server_names.iter().cloned());
             continue;
         }
-        let Some(names) = ir_secrets
+        let Some(names) = proxy
             .secrets
             .get(secret)
             .and_then(|s| dns_names(&s.certificate_chain))
