@@ -83,7 +83,7 @@ struct Inner {
     /// identity and port.
     plaintext: Windowed<PlaintextKey, 1>,
     /// Span exports to users' collectors per TracingPolicy: failed, answered.
-    collectors: Windowed<ServiceKey, 2>,
+    collectors: Windowed<PolicyKey, 2>,
 }
 
 /// Counts per key over the health window: what arrived since the last evaluation, then one
@@ -153,6 +153,9 @@ impl<K: Ord + Clone, const N: usize> Windowed<K, N> {
             .collect()
     }
 }
+
+/// A TracingPolicy, by namespace and name.
+pub type PolicyKey = (String, String);
 
 /// A sidecar's workload identity and one of its ports (`None`: the ports without a chain of
 /// their own).
@@ -531,7 +534,7 @@ impl Telemetry {
 
     /// Span exports to users' collectors over the window, per TracingPolicy: (failed,
     /// answered); only policies with some.
-    pub fn collector_exports(&self) -> BTreeMap<ServiceKey, (u64, u64)> {
+    pub fn collector_exports(&self) -> BTreeMap<PolicyKey, (u64, u64)> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner
             .collectors

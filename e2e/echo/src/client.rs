@@ -99,11 +99,17 @@ pub fn status(url: &str, headers: &[(String, String)], timeout: Duration) -> any
         timeout,
     };
     let raw = send(&req)?;
-    let text = String::from_utf8_lossy(&raw);
-    text.lines()
+    status_code(&String::from_utf8_lossy(&raw))?
+        .parse()
+        .context("the status is not a number")
+}
+
+/// The status code of a response's first line.
+fn status_code(response: &str) -> anyhow::Result<&str> {
+    response
+        .lines()
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
         .context("no status line")
 }
 
@@ -158,11 +164,8 @@ fn render(raw: &[u8], url: &str, index: usize) -> anyhow::Result<String> {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .context("the response has no end of headers")?;
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .context("no status line")?;
+    let status = status_code(head)?;
+    let lines = head.lines().skip(1);
     let mut out = format!("[{index}] URL={url}\n[{index}] StatusCode={status}\n");
     for line in lines {
         if let Some((k, v)) = line.split_once(':') {

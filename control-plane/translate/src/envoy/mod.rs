@@ -33,9 +33,8 @@ pub use route::{CORS_FILTER, canonical_route_configuration, route_configuration}
 pub use secret::secret;
 pub use sidecar::{
     BLACKHOLE_CLUSTER, INBOUND_CLUSTER, INBOUND_LISTENER, OUTBOUND_LISTENER, PASSTHROUGH_CLUSTER,
-    PLAINTEXT_STAT_SUFFIX, blackhole_cluster, inbound_listener, mesh_route_configuration,
-    original_dst_cluster, outbound_listener, plaintext_stat_prefix, service_listener,
-    service_listener_name,
+    blackhole_cluster, inbound_listener, mesh_route_configuration, original_dst_cluster,
+    outbound_listener, service_listener, service_listener_name,
 };
 pub use wasm::wasm_filter;
 

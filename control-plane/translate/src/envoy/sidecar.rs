@@ -416,13 +416,11 @@ fn mtls_inbound_listener(s: &SidecarIr, mtls: &InboundMtlsIr) -> Listener {
 
 /// The stat prefix of a plaintext chain beside a mutual-TLS one (`inbound_8080_plaintext`):
 /// the control plane counts its connections, from the sidecar's stats, to find plaintext
-/// callers of PERMISSIVE ports (`trellis vet`, TRL0114).
-pub fn plaintext_stat_prefix(prefix: &str) -> String {
-    format!("{prefix}{PLAINTEXT_STAT_SUFFIX}")
+/// callers of PERMISSIVE ports (`trellis vet`, TRL0114; `trellis_telemetry::plaintext_inbound`
+/// reads the prefix back).
+fn plaintext_stat_prefix(prefix: &str) -> String {
+    format!("{prefix}_plaintext")
 }
-
-/// What ends the stat prefix of a plaintext chain beside a mutual-TLS one.
-pub const PLAINTEXT_STAT_SUFFIX: &str = "_plaintext";
 
 /// The chains of one port (or of every other port) in one mode.
 fn mode_chains(
