@@ -123,7 +123,7 @@ fn answer(status: u16, summary: impl Into<String>) -> Outcome {
 }
 
 /// The route's origin in words.
-pub fn origin_name(route: &RouteIr) -> String {
+pub(crate) fn origin_name(route: &RouteIr) -> String {
     match &route.origin {
         RouteOrigin::HttpRoute {
             route,
@@ -175,7 +175,8 @@ pub fn explain(
     let routes: &[RouteIr] = match routes_of {
         Some(r) => r,
         None => {
-            let Some(vh) = matching::virtual_host(&hosts, &request.host) else {
+            let Some(vh) = matching::virtual_host(&hosts, &matching::bare_host(&request.host))
+            else {
                 let domains: Vec<&str> = hosts.iter().map(|v| v.domain.as_str()).collect();
                 return Ok(Explanation {
                     outcome: answer(
@@ -198,30 +199,29 @@ pub fn explain(
             &vh.routes
         }
     };
-    let Some(route) = routes
-        .iter()
-        .find(|r| matching::failed(&r.matcher, &request).is_none())
-    else {
-        let candidates = matching::closest(routes, &request);
-        let summary = if routes.is_empty() {
-            format!(
-                "no HTTPRoute serves host {:?} here; hosts with routes on this listener: {}",
-                matching::bare_host(&request.host),
-                if served.is_empty() {
-                    "none".to_string()
-                } else {
-                    served.join(", ")
-                }
-            )
-        } else {
-            "no route matches: the proxy answers 404 (closest routes below)".to_string()
-        };
-        return Ok(Explanation {
-            outcome: answer(404, summary),
-            request,
-            steps,
-            candidates,
-        });
+    let route = match matching::pick(routes, &request) {
+        Ok(route) => route,
+        Err(candidates) => {
+            let summary = if routes.is_empty() {
+                format!(
+                    "no HTTPRoute serves host {:?} here; hosts with routes on this listener: {}",
+                    matching::bare_host(&request.host),
+                    if served.is_empty() {
+                        "none".to_string()
+                    } else {
+                        served.join(", ")
+                    }
+                )
+            } else {
+                "no route matches: the proxy answers 404 (closest routes below)".to_string()
+            };
+            return Ok(Explanation {
+                outcome: answer(404, summary),
+                request,
+                steps,
+                candidates,
+            });
+        }
     };
     steps.push(step(
         "route",
@@ -273,18 +273,18 @@ fn gateway_hosts<'a>(
         .iter()
         .find(|l| l.port == port)
         .ok_or_else(|| NotServed(format!("Gateway {key} has no listener on port {port}")))?;
-    let chains: Vec<_> = listener.chains.iter().collect();
     // An HTTPS chain is chosen by SNI: the Host stands for it here.
     let host = matching::bare_host(&request.host);
-    let chain = chains
+    let chain = listener
+        .chains
         .iter()
         .find(|c| {
             c.server_names
                 .iter()
-                .any(|n| matching::domain_matches(n, &host))
+                .any(|n| trellis_translate::hostname::matches(n, &host))
         })
-        .or_else(|| chains.iter().find(|c| c.server_names.is_empty()))
-        .or(chains.first())
+        .or_else(|| listener.chains.iter().find(|c| c.server_names.is_empty()))
+        .or(listener.chains.first())
         .ok_or_else(|| NotServed(format!("listener {} has no filter chain", listener.name)))?;
     steps.push(step(
         "listener",
@@ -372,10 +372,8 @@ fn pod_routes<'a>(
     steps.push(step(
         "listener",
         format!(
-            "outbound/{}/{}/{} ({}:{})",
-            listener.service.namespace,
-            listener.service.name,
-            listener.port,
+            "{} ({}:{})",
+            trellis_translate::envoy::service_listener_name(listener),
             listener.address,
             listener.port
         ),

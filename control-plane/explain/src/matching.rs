@@ -3,6 +3,7 @@
 //! holds).
 
 use crate::{Candidate, Request, origin_name};
+use trellis_translate::hostname;
 use trellis_translate::ir::{
     MatchIr, PathMatchIr, RouteIr, StringMatchIr, ValueMatchIr, VirtualHostIr,
 };
@@ -26,50 +27,20 @@ pub(crate) fn bare_host(host: &str) -> String {
     }
 }
 
-/// Whether an Envoy domain (`a.b`, `*.b`, `a.*`, `*`) matches `host`.
-pub(crate) fn domain_matches(domain: &str, host: &str) -> bool {
-    let domain = domain.to_ascii_lowercase();
-    if domain == "*" || domain == host {
-        return true;
-    }
-    if let Some(suffix) = domain.strip_prefix('*') {
-        return host.len() > suffix.len() && host.ends_with(suffix);
-    }
-    if let Some(prefix) = domain.strip_suffix('*') {
-        return host.len() > prefix.len() && host.starts_with(prefix);
-    }
-    false
-}
-
-/// The virtual host Envoy picks: an exact domain, else the longest suffix wildcard, else the
-/// longest prefix wildcard, else `*`.
+/// The virtual host Envoy picks for `host` (bare, lower case): an exact domain, else the
+/// longest wildcard, else `*` (the translator's order, [`hostname::specificity`]).
 pub(crate) fn virtual_host<'a>(
     hosts: &[&'a VirtualHostIr],
     host: &str,
 ) -> Option<&'a VirtualHostIr> {
-    let host = bare_host(host);
-    let exact = hosts.iter().find(|v| v.domain.eq_ignore_ascii_case(&host));
-    let suffix = || {
-        hosts
-            .iter()
-            .filter(|v| {
-                v.domain.starts_with('*') && v.domain != "*" && domain_matches(&v.domain, &host)
-            })
-            .max_by_key(|v| v.domain.len())
-    };
-    let prefix = || {
-        hosts
-            .iter()
-            .filter(|v| {
-                v.domain.ends_with('*') && v.domain != "*" && domain_matches(&v.domain, &host)
-            })
-            .max_by_key(|v| v.domain.len())
-    };
-    exact
-        .or_else(suffix)
-        .or_else(prefix)
-        .or_else(|| hosts.iter().find(|v| v.domain == "*"))
+    fn domain(v: &VirtualHostIr) -> Option<&str> {
+        (v.domain != "*").then_some(v.domain.as_str())
+    }
+    hosts
+        .iter()
         .copied()
+        .filter(|v| hostname::matches(&v.domain, host))
+        .min_by(|a, b| hostname::specificity(domain(a), domain(b)))
 }
 
 /// Whether `host` names Service `ns/name` as a pod in namespace `from` would: `name` (same
@@ -148,7 +119,7 @@ fn conditions(m: &MatchIr, request: &Request) -> Vec<Result<(), String>> {
         }
     }];
     if let Some(method) = m.method {
-        let want = format!("{method:?}").to_ascii_uppercase();
+        let want = method.as_str();
         out.push(if want == request.method {
             Ok(())
         } else {
@@ -177,11 +148,6 @@ fn conditions(m: &MatchIr, request: &Request) -> Vec<Result<(), String>> {
     out
 }
 
-/// The first condition of `m` the request fails, or `None` when it matches.
-pub(crate) fn failed(m: &MatchIr, request: &Request) -> Option<String> {
-    conditions(m, request).into_iter().find_map(Result::err)
-}
-
 /// A match in words.
 pub(crate) fn describe(m: &MatchIr) -> String {
     let mut parts = vec![match &m.path {
@@ -190,10 +156,7 @@ pub(crate) fn describe(m: &MatchIr) -> String {
         PathMatchIr::Regex(r) => format!("path ~ {r}"),
     }];
     if let Some(method) = m.method {
-        parts.push(format!(
-            "method {}",
-            format!("{method:?}").to_ascii_uppercase()
-        ));
+        parts.push(format!("method {}", method.as_str()));
     }
     for h in &m.headers {
         parts.push(format!("header {} {}", h.name, value_text(&h.value)));
@@ -204,27 +167,29 @@ pub(crate) fn describe(m: &MatchIr) -> String {
     parts.join(", ")
 }
 
-/// The routes that came closest to matching: most conditions met first (then in order); at
-/// most five.
-pub(crate) fn closest(routes: &[RouteIr], request: &Request) -> Vec<Candidate> {
-    let mut out: Vec<(usize, Candidate)> = routes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let c = conditions(&r.matcher, request);
-            let met = c.iter().filter(|x| x.is_ok()).count();
-            let failed = c.into_iter().find_map(Result::err)?;
-            Some((
-                i,
-                Candidate {
-                    route: origin_name(r),
-                    matcher: describe(&r.matcher),
-                    failed,
-                    met,
-                },
-            ))
-        })
-        .collect();
-    out.sort_by_key(|(i, c)| (std::cmp::Reverse(c.met), *i));
-    out.into_iter().take(5).map(|(_, c)| c).collect()
+/// The first route whose every condition the request meets; else the routes that came
+/// closest to matching: most conditions met first (then in order), at most five.
+pub(crate) fn pick<'a>(
+    routes: &'a [RouteIr],
+    request: &Request,
+) -> Result<&'a RouteIr, Vec<Candidate>> {
+    let mut near: Vec<(usize, Candidate)> = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let c = conditions(&r.matcher, request);
+        let met = c.iter().filter(|x| x.is_ok()).count();
+        let Some(failed) = c.into_iter().find_map(Result::err) else {
+            return Ok(r);
+        };
+        near.push((
+            i,
+            Candidate {
+                route: origin_name(r),
+                matcher: describe(&r.matcher),
+                failed,
+                met,
+            },
+        ));
+    }
+    near.sort_by_key(|(i, c)| (std::cmp::Reverse(c.met), *i));
+    Err(near.into_iter().take(5).map(|(_, c)| c).collect())
 }
