@@ -44,6 +44,15 @@ pub struct Ir {
 }
 
 impl Ir {
+    /// Every cluster of every proxy: the gateways', then the sidecar classes' (the spare
+    /// clusters are not among them).
+    pub fn clusters(&self) -> impl Iterator<Item = &ClusterIr> {
+        self.proxies
+            .values()
+            .flat_map(|p| p.clusters.values())
+            .chain(self.sidecars.values().flat_map(|s| s.clusters.values()))
+    }
+
     /// Every route of every proxy: the gateways' virtual hosts, then the sidecar classes' mesh
     /// route configurations.
     pub fn routes(&self) -> impl Iterator<Item = &RouteIr> {

@@ -512,12 +512,7 @@ pub(crate) fn apply_to_sidecar(sidecar: &mut SidecarIr, attachments: &[Attachmen
 /// circuit breaker and outlier detection their Service's clusters have elsewhere.
 pub(crate) fn spare_clusters(ir: &mut crate::ir::Ir) {
     let mut settings = std::collections::BTreeMap::new();
-    let clusters = ir
-        .proxies
-        .values()
-        .flat_map(|p| p.clusters.values())
-        .chain(ir.sidecars.values().flat_map(|s| s.clusters.values()));
-    for c in clusters {
+    for c in ir.clusters() {
         if c.circuit_breaker.is_some() || c.outlier_detection.is_some() {
             settings
                 .entry(c.name.clone())

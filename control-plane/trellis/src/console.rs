@@ -83,12 +83,7 @@ fn edge_row(e: &crate::telemetry::EdgeHealth, mtls: &BTreeSet<(String, String)>)
 /// sidecar class's), take the mesh's mutual TLS.
 fn mtls_services(ir: &trellis_translate::ir::Ir) -> BTreeSet<(String, String)> {
     let mut seen: BTreeMap<(String, String), bool> = BTreeMap::new();
-    let clusters = ir
-        .proxies
-        .values()
-        .flat_map(|p| p.clusters.values())
-        .chain(ir.sidecars.values().flat_map(|s| s.clusters.values()));
-    for cluster in clusters {
+    for cluster in ir.clusters() {
         let Some(key) = trellis_translate::policy::cluster_service(&cluster.name) else {
             continue;
         };
@@ -115,12 +110,17 @@ fn not_found(message: String) -> Response {
 async fn services_page(State(state): State<Arc<AdminState>>, Query(q): Params) -> Response {
     let sort = q.get("sort").map_or("health_score", String::as_str);
     let namespace = q.get("namespace").map(String::as_str);
-    let findings = vet_findings(&state);
-    let chaos: Vec<trellis_vet::Finding> = findings
-        .iter()
-        .filter(|f| f.code == trellis_vet::Code::FaultsInjected)
-        .cloned()
-        .collect();
+    // Faults in force are findings of the configuration alone: the stored ones.
+    let chaos: Vec<trellis_vet::Finding> = state
+        .vet
+        .read()
+        .map(|v| {
+            v.iter()
+                .filter(|f| f.code == trellis_vet::Code::FaultsInjected)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     match trellis_console::services::services_page(
         service_rows(&state),
         sort,

@@ -277,8 +277,9 @@ pub fn vet(
     services::protocols(input, &mut out);
     policy::unreachable_rules(input, &mut out);
     mesh::pods_without_sidecars(input, &mut out);
-    mesh::strict_behind_gateways(&translation.ir, &translation.status, &mut out);
-    mesh::strict_behind_external_services(input, &translation.ir, &translation.status, &mut out);
+    let by_ip = mesh::sidecars_by_ip(&translation.status);
+    mesh::strict_behind_gateways(input, &translation.ir, &by_ip, &mut out);
+    mesh::strict_behind_external_services(input, &translation.ir, &by_ip, &mut out);
     tls::shared_certificates(input, &translation.ir, &mut out);
     out.sort();
     out.dedup();
@@ -395,7 +396,10 @@ pub fn observed(
     );
     tracing::context_not_forwarded(&observations.trace_forwarding, &mut out);
     tracing::failing_collectors(input, &observations.collector_exports, &mut out);
+    // A route with several backends of one Service, or routes of one rule in several proxies,
+    // find the same thing once each.
     out.sort();
+    out.dedup();
     out
 }
 

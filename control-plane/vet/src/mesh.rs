@@ -37,16 +37,17 @@ pub(crate) fn pods_without_sidecars(input: &InputSet, out: &mut Vec<Finding>) {
     }
 }
 
-/// The sidecars of meshed pods with mutual TLS, by IP.
-fn sidecars_by_ip(
-    status: &StatusSet,
-) -> BTreeMap<
-    &str,
+/// The meshed pods with mutual TLS (and their modes) by IP.
+pub(crate) type SidecarsByIp<'a> = BTreeMap<
+    &'a str,
     (
-        &trellis_model::ObjectKey,
-        &trellis_translate::ir::InboundMtlsIr,
+        &'a trellis_model::ObjectKey,
+        &'a trellis_translate::ir::InboundMtlsIr,
     ),
-> {
+>;
+
+/// The sidecars of meshed pods with mutual TLS, by IP.
+pub(crate) fn sidecars_by_ip(status: &StatusSet) -> SidecarsByIp<'_> {
     let mut by_ip = BTreeMap::new();
     for (pod, sidecar) in &status.sidecars {
         if let Some(mtls) = &sidecar.mtls {
@@ -64,10 +65,9 @@ fn sidecars_by_ip(
 pub(crate) fn strict_behind_external_services(
     input: &InputSet,
     ir: &Ir,
-    status: &StatusSet,
+    by_ip: &SidecarsByIp<'_>,
     out: &mut Vec<Finding>,
 ) {
-    let by_ip = sidecars_by_ip(status);
     for (key, service) in &input.services {
         let Some(spec) = &service.spec else {
             continue;
@@ -84,13 +84,11 @@ pub(crate) fn strict_behind_external_services(
             _ => continue,
         };
         let mut strict = BTreeSet::new();
-        for cluster in ir.spare_clusters.values() {
-            let Some(owner) = trellis_translate::policy::cluster_service(&cluster.name) else {
-                continue;
-            };
-            if owner != *key {
-                continue;
-            }
+        let clusters = spec.ports.iter().flatten().filter_map(|p| {
+            ir.spare_clusters
+                .get(&trellis_translate::backend::cluster_name(key, p.port))
+        });
+        for cluster in clusters {
             for e in &cluster.endpoints {
                 if let Some((pod, mtls)) = by_ip.get(e.address.as_str())
                     && mtls.port_mode(e.port) == MtlsMode::Strict
@@ -127,14 +125,14 @@ pub(crate) fn strict_behind_external_services(
 /// TRL0113: a Gateway's proxies send plaintext to a pod port whose PeerAuthentication mode is
 /// STRICT, which refuses it. Gateways originate the mesh's mutual TLS when they hold workload
 /// certificates (xDS over mutual TLS); on a plaintext xDS port they do not.
-pub(crate) fn strict_behind_gateways(ir: &Ir, status: &StatusSet, out: &mut Vec<Finding>) {
-    let by_ip = sidecars_by_ip(status);
-    let mut seen = BTreeSet::new();
-    for (proxy, p) in &ir.proxies {
-        let Some(gateway) = proxy
-            .strip_prefix("gateway/")
-            .and_then(|g| g.split_once('/'))
-        else {
+pub(crate) fn strict_behind_gateways(
+    input: &InputSet,
+    ir: &Ir,
+    by_ip: &SidecarsByIp<'_>,
+    out: &mut Vec<Finding>,
+) {
+    for gateway in input.gateways.keys() {
+        let Some(p) = ir.proxies.get(&trellis_translate::proxy_key(gateway)) else {
             continue;
         };
         for cluster in p.clusters.values() {
@@ -142,15 +140,13 @@ pub(crate) fn strict_behind_gateways(ir: &Ir, status: &StatusSet, out: &mut Vec<
                 let Some((pod, mtls)) = by_ip.get(e.address.as_str()) else {
                     continue;
                 };
-                if mtls.port_mode(e.port) != MtlsMode::Strict
-                    || !seen.insert((gateway, cluster.name.clone(), *pod, e.port))
-                {
+                if mtls.port_mode(e.port) != MtlsMode::Strict {
                     continue;
                 }
                 out.push(Finding {
                     severity: Severity::Error,
                     code: Code::MtlsMismatch,
-                    object: ObjectRef::new("Gateway", &trellis_model::ObjectKey::new(gateway.0, gateway.1)),
+                    object: ObjectRef::new("Gateway", gateway),
                     field: String::new(),
                     message: format!(
                         "its proxies send plaintext to pod {pod} port {} ({}), whose PeerAuthentication \

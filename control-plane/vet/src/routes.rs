@@ -12,7 +12,7 @@ use trellis_model::gateway::HttpRoute;
 use trellis_model::{InputSet, ObjectKey};
 use trellis_translate::StatusSet;
 use trellis_translate::backend::{BackendRef, Backends, http_route_referrer};
-use trellis_translate::ir::{Ir, MatchIr, PathMatchIr, RouteIr, RouteOrigin};
+use trellis_translate::ir::{ActionIr, ForwardIr, Ir, MatchIr, PathMatchIr, RouteIr, RouteOrigin};
 
 /// Whether every request `b` matches is matched by `a` too.
 pub(crate) fn covers(a: &MatchIr, b: &MatchIr) -> bool {
@@ -275,6 +275,19 @@ fn cluster_service(cluster: &str) -> Option<(String, String)> {
     trellis_translate::policy::cluster_service(cluster).map(|k| (k.namespace, k.name))
 }
 
+/// Each backend Service (namespace, name) of a forwarding route, with the route's action.
+fn backend_services(route: &RouteIr) -> impl Iterator<Item = (&ForwardIr, (String, String))> {
+    let forward = match &route.action {
+        ActionIr::Forward(f) => Some(f),
+        _ => None,
+    };
+    forward.into_iter().flat_map(|f| {
+        f.backends
+            .iter()
+            .filter_map(move |b| Some((f, b.cluster.as_deref().and_then(cluster_service)?)))
+    })
+}
+
 /// TRL0903: a route whose request timeout is below the observed p99 latency of a Service it
 /// sends to (`p99_ms`, by namespace and name, from the health scores): more than one request
 /// in a hundred is cut off with a 504.
@@ -283,47 +296,38 @@ pub(crate) fn timeouts_below_p99(
     p99_ms: &std::collections::BTreeMap<(String, String), f64>,
     out: &mut Vec<Finding>,
 ) {
-    let mut found = BTreeSet::new();
-    let mut check = |route: &trellis_translate::ir::RouteIr| {
-        let trellis_translate::ir::ActionIr::Forward(f) = &route.action else {
-            return;
-        };
-        let Some(timeout) = f.timeout.filter(|t| !t.is_zero()) else {
-            return;
-        };
+    for route in ir.routes() {
         let Some((key, rule, _)) = origin(route) else {
-            return;
+            continue;
         };
-        for b in &f.backends {
-            let Some(service) = b.cluster.as_deref().and_then(cluster_service) else {
-                continue;
-            };
-            let Some(p99) = p99_ms.get(&service) else {
+        for (f, service) in backend_services(route) {
+            let (Some(timeout), Some(p99)) =
+                (f.timeout.filter(|t| !t.is_zero()), p99_ms.get(&service))
+            else {
                 continue;
             };
             let limit = timeout.as_secs_f64() * 1000.0;
-            if *p99 > limit {
-                found.insert(Finding {
-                    severity: Severity::Warning,
-                    code: Code::TimeoutBelowLatency,
-                    object: ObjectRef::new("HTTPRoute", key),
-                    field: format!("spec.rules[{rule}].timeouts.request"),
-                    message: format!(
-                        "the request timeout ({limit:.0} ms) is below the p99 latency of Service \
-                         {}/{} ({p99:.0} ms over the health window): more than one request in a \
-                         hundred is cut off with a 504",
-                        service.0, service.1
-                    ),
-                    fix: format!(
-                        "raise the timeout above {p99:.0} ms, or make Service {}/{} faster",
-                        service.0, service.1
-                    ),
-                });
+            if *p99 <= limit {
+                continue;
             }
+            out.push(Finding {
+                severity: Severity::Warning,
+                code: Code::TimeoutBelowLatency,
+                object: ObjectRef::new("HTTPRoute", key),
+                field: format!("spec.rules[{rule}].timeouts.request"),
+                message: format!(
+                    "the request timeout ({limit:.0} ms) is below the p99 latency of Service \
+                     {}/{} ({p99:.0} ms over the health window): more than one request in a \
+                     hundred is cut off with a 504",
+                    service.0, service.1
+                ),
+                fix: format!(
+                    "raise the timeout above {p99:.0} ms, or make Service {}/{} faster",
+                    service.0, service.1
+                ),
+            });
         }
-    };
-    ir.routes().for_each(&mut check);
-    out.extend(found);
+    }
 }
 
 /// The share of a Service's requests that may be retries before retries are called out.
@@ -337,28 +341,18 @@ pub(crate) fn retry_amplification(
     retry_ratio: &std::collections::BTreeMap<(String, String), f64>,
     out: &mut Vec<Finding>,
 ) {
-    let mut found = BTreeSet::new();
     for route in ir.routes() {
-        let trellis_translate::ir::ActionIr::Forward(f) = &route.action else {
-            continue;
-        };
-        let Some(retry) = &f.retry else {
-            continue;
-        };
         let Some((key, rule, _)) = origin(route) else {
             continue;
         };
-        for b in &f.backends {
-            let Some(service) = b.cluster.as_deref().and_then(cluster_service) else {
-                continue;
-            };
-            let Some(ratio) = retry_ratio.get(&service).copied() else {
+        for (f, service) in backend_services(route) {
+            let (Some(retry), Some(ratio)) = (&f.retry, retry_ratio.get(&service).copied()) else {
                 continue;
             };
             if ratio <= RETRY_AMPLIFICATION {
                 continue;
             }
-            found.insert(Finding {
+            out.push(Finding {
                 severity: Severity::Warning,
                 code: Code::RetryAmplification,
                 object: ObjectRef::new("HTTPRoute", key),
@@ -381,7 +375,6 @@ pub(crate) fn retry_amplification(
             });
         }
     }
-    out.extend(found);
 }
 
 /// Requests per second above which tracing every request is called out.
@@ -395,7 +388,6 @@ pub(crate) fn busy_full_sampling(
     rps: &std::collections::BTreeMap<(String, String), f64>,
     out: &mut Vec<Finding>,
 ) {
-    let mut found = BTreeSet::new();
     let mut check = |policy: Option<&str>, routes: &[RouteIr]| {
         for route in routes {
             let full = match (&route.tracing, policy) {
@@ -403,16 +395,10 @@ pub(crate) fn busy_full_sampling(
                 (None, Some(_)) => true,
                 (None, None) => false,
             };
-            let trellis_translate::ir::ActionIr::Forward(f) = &route.action else {
-                continue;
-            };
             if !full {
                 continue;
             }
-            for b in &f.backends {
-                let Some(service) = b.cluster.as_deref().and_then(cluster_service) else {
-                    continue;
-                };
+            for (_, service) in backend_services(route) {
                 let Some(r) = rps.get(&service).filter(|r| **r > BUSY_RPS) else {
                     continue;
                 };
@@ -422,7 +408,7 @@ pub(crate) fn busy_full_sampling(
                     (None, None) => continue,
                 };
                 let (ns, name) = object.split_once('/').unwrap_or(("", &object));
-                found.insert(Finding {
+                out.push(Finding {
                     severity: Severity::Warning,
                     code: Code::TraceEverything,
                     object: ObjectRef {
@@ -466,5 +452,4 @@ pub(crate) fn busy_full_sampling(
             check(None, &config.routes);
         }
     }
-    out.extend(found);
 }

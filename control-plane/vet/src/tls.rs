@@ -2,8 +2,8 @@
 //! listener's hostnames (TRL0138).
 
 use crate::{Code, Finding, ObjectRef, Severity};
-use std::collections::BTreeSet;
-use trellis_model::{InputSet, ObjectKey};
+use std::collections::{BTreeMap, BTreeSet};
+use trellis_model::InputSet;
 use trellis_translate::ir::{FilterChainIr, Ir, ListenerProtocol};
 
 /// The DNS names a PEM chain's first certificate is valid for (its subjectAltName DNS
@@ -39,33 +39,29 @@ pub(crate) fn certificate_covers(name: &str, host: &str) -> bool {
     }
 }
 
-/// The hostnames of chain `b` that a certificate of chain `a` also covers: a client holding
-/// a connection to `a` may send their requests on it (HTTP/2 connection reuse).
+/// Adds to `out` the hostnames of chain `b` that a certificate of chain `a` also covers (by
+/// Secret: the same one, or the DNS names `names` read from it): a client holding a connection
+/// to `a` may send their requests on it (HTTP/2 connection reuse).
 fn shared_hosts(
-    proxy: &trellis_translate::ir::ProxyIr,
+    names: &BTreeMap<&str, Vec<String>>,
     a: &FilterChainIr,
     b: &FilterChainIr,
-) -> Vec<String> {
-    let mut out = BTreeSet::new();
+    out: &mut BTreeSet<String>,
+) {
     for secret in &a.certificates {
         if b.certificates.contains(secret) {
             out.extend(b.server_names.iter().cloned());
             continue;
         }
-        let Some(names) = proxy
-            .secrets
-            .get(secret)
-            .and_then(|s| dns_names(&s.certificate_chain))
-        else {
-            continue;
-        };
         for host in &b.server_names {
-            if names.iter().any(|n| certificate_covers(n, host)) {
+            if names
+                .get(secret.as_str())
+                .is_some_and(|names| names.iter().any(|n| certificate_covers(n, host)))
+            {
                 out.insert(host.clone());
             }
         }
     }
-    out.into_iter().collect()
 }
 
 /// TRL0138: two HTTPS listeners of a Gateway on one port, where a certificate of one also
@@ -74,39 +70,38 @@ fn shared_hosts(
 /// route that host, and Trellis answers 421 Misdirected Request, so the client must retry on
 /// a new connection (browsers do; other clients may just fail).
 pub(crate) fn shared_certificates(input: &InputSet, ir: &Ir, out: &mut Vec<Finding>) {
-    for (proxy_key, proxy) in &ir.proxies {
-        let Some((namespace, name)) = proxy_key
-            .strip_prefix("gateway/")
-            .and_then(|g| g.split_once('/'))
-        else {
+    for (key, gateway) in &input.gateways {
+        let Some(proxy) = ir.proxies.get(&trellis_translate::proxy_key(key)) else {
             continue;
         };
-        let key = ObjectKey::new(namespace, name);
+        // Each certificate's names, read once.
+        let names: BTreeMap<&str, Vec<String>> = proxy
+            .secrets
+            .iter()
+            .filter_map(|(name, s)| Some((name.as_str(), dns_names(&s.certificate_chain)?)))
+            .collect();
         let index = |section: &str| {
-            input
-                .gateways
-                .get(&key)
-                .and_then(|g| g.spec.listeners.iter().position(|l| l.name == section))
+            gateway
+                .spec
+                .listeners
+                .iter()
+                .position(|l| l.name == section)
         };
         for listener in &proxy.listeners {
-            let https: Vec<&FilterChainIr> = listener
+            let https: Vec<(&str, &FilterChainIr)> = listener
                 .chains
                 .iter()
-                .filter(|c| c.protocol == ListenerProtocol::Https && c.listener.is_some())
+                .filter(|c| c.protocol == ListenerProtocol::Https)
+                .filter_map(|c| Some((c.listener.as_deref()?, c)))
                 .collect();
-            for (i, a) in https.iter().enumerate() {
-                for b in https.iter().skip(i + 1) {
-                    let (Some(a_name), Some(b_name)) = (&a.listener, &b.listener) else {
-                        continue;
-                    };
-                    let mut hosts = shared_hosts(proxy, a, b);
-                    let mut reverse = shared_hosts(proxy, b, a);
-                    if hosts.is_empty() && reverse.is_empty() {
+            for (i, (a_name, a)) in https.iter().enumerate() {
+                for (b_name, b) in https.iter().skip(i + 1) {
+                    let mut hosts = BTreeSet::new();
+                    shared_hosts(&names, a, b, &mut hosts);
+                    shared_hosts(&names, b, a, &mut hosts);
+                    if hosts.is_empty() {
                         continue;
                     }
-                    hosts.append(&mut reverse);
-                    hosts.sort();
-                    hosts.dedup();
                     let field = match index(a_name) {
                         Some(i) => format!("spec.listeners[{i}].tls.certificateRefs"),
                         None => String::new(),
@@ -114,7 +109,7 @@ pub(crate) fn shared_certificates(input: &InputSet, ir: &Ir, out: &mut Vec<Findi
                     out.push(Finding {
                         severity: Severity::Info,
                         code: Code::SharedCertificate,
-                        object: ObjectRef::new("Gateway", &key),
+                        object: ObjectRef::new("Gateway", key),
                         field,
                         message: format!(
                             "HTTPS listeners {a_name} and {b_name} (port {}) present \
@@ -123,7 +118,7 @@ pub(crate) fn shared_certificates(input: &InputSet, ir: &Ir, out: &mut Vec<Findi
                              requests on it, and they are answered 421 Misdirected Request \
                              (browsers retry on a new connection; other clients may fail)",
                             listener.port,
-                            hosts.join(", ")
+                            hosts.into_iter().collect::<Vec<_>>().join(", ")
                         ),
                         fix: format!(
                             "give {a_name} and {b_name} certificates that cover only their own \

@@ -16,8 +16,33 @@ fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
 }
 
+/// The lines of a case's observations file `file` as (key, numbers): `KEY: N N ...` (the key
+/// may hold `:`; none when the case has no such file).
+fn observed_lines(case: &Path, file: &str) -> Vec<(String, Vec<f64>)> {
+    let text = std::fs::read_to_string(observation(case, file)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (key, values) = l.rsplit_once(':')?;
+            let values = values
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>();
+            Some((key.trim().to_string(), values.ok()?))
+        })
+        .collect()
+}
+
+/// A Service's or policy's `NS/NAME`.
+fn object(key: &str) -> (String, String) {
+    let (ns, name) = key.split_once('/').unwrap();
+    (ns.to_string(), name.to_string())
+}
+
 /// The findings for `case` read beside the base objects, with the observations of the case's
-/// `p99_ms.txt`, `rps.txt` and `retry_ratio.txt` (`ns/name: value` per line) when it has them.
+/// files when it has them: `p99_ms.txt`, `rps.txt`, `retry_ratio.txt` (`NS/NAME: value`),
+/// `forwarding.txt` (`NS/NAME: served calls continued`), `plaintext.txt` (`IDENTITY PORT:
+/// connections`, `-` for the ports without a mode of their own), `collector.txt` (`NS/NAME:
+/// failed answered`).
 fn vet_case(case: &Path) -> Vec<Finding> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(testdata().join("base.yaml"), dir.path().join("base.yaml")).unwrap();
@@ -30,68 +55,31 @@ fn vet_case(case: &Path) -> Vec<Finding> {
         ("rps.txt", &mut observations.rps),
         ("retry_ratio.txt", &mut observations.retry_ratio),
     ] {
-        let Ok(text) = std::fs::read_to_string(observation(case, file)) else {
-            continue;
-        };
-        into.extend(text.lines().filter_map(|l| {
-            let (service, value) = l.split_once(':')?;
-            let (ns, name) = service.trim().split_once('/')?;
-            Some((
-                (ns.to_string(), name.to_string()),
-                value.trim().parse().ok()?,
-            ))
-        }));
+        for (key, values) in observed_lines(case, file) {
+            into.insert(object(&key), values[0]);
+        }
     }
-    // `NS/NAME: served calls continued` per line.
-    if let Ok(text) = std::fs::read_to_string(observation(case, "forwarding.txt")) {
+    let count = |v: f64| v as u64;
+    for (key, v) in observed_lines(case, "forwarding.txt") {
+        let forwarding = trellis_vet::TraceForwarding {
+            served: count(v[0]),
+            calls: count(v[1]),
+            continued: count(v[2]),
+        };
         observations
             .trace_forwarding
-            .extend(text.lines().filter_map(|l| {
-                let (service, counts) = l.split_once(':')?;
-                let (ns, name) = service.trim().split_once('/')?;
-                let n: Vec<u64> = counts
-                    .split_whitespace()
-                    .filter_map(|n| n.parse().ok())
-                    .collect();
-                let [served, calls, continued] = n[..] else {
-                    return None;
-                };
-                Some((
-                    (ns.to_string(), name.to_string()),
-                    trellis_vet::TraceForwarding {
-                        served,
-                        calls,
-                        continued,
-                    },
-                ))
-            }));
+            .insert(object(&key), forwarding);
     }
-    // `IDENTITY PORT: connections` per line (`-` for the ports without a mode of their own).
-    if let Ok(text) = std::fs::read_to_string(observation(case, "plaintext.txt")) {
+    for (key, v) in observed_lines(case, "plaintext.txt") {
+        let (identity, port) = key.split_once(' ').unwrap();
         observations
             .plaintext_connections
-            .extend(text.lines().filter_map(|l| {
-                let (key, n) = l.rsplit_once(':')?;
-                let (identity, port) = key.trim().split_once(' ')?;
-                Some((
-                    (identity.to_string(), port.parse().ok()),
-                    n.trim().parse().ok()?,
-                ))
-            }));
+            .insert((identity.to_string(), port.parse().ok()), count(v[0]));
     }
-    // `NS/NAME: failed answered` per line.
-    if let Ok(text) = std::fs::read_to_string(observation(case, "collector.txt")) {
+    for (key, v) in observed_lines(case, "collector.txt") {
         observations
             .collector_exports
-            .extend(text.lines().filter_map(|l| {
-                let (policy, counts) = l.split_once(':')?;
-                let (ns, name) = policy.trim().split_once('/')?;
-                let (failed, answered) = counts.trim().split_once(' ')?;
-                Some((
-                    (ns.to_string(), name.to_string()),
-                    (failed.parse().ok()?, answered.trim().parse().ok()?),
-                ))
-            }));
+            .insert(object(&key), (count(v[0]), count(v[1])));
     }
     findings.extend(trellis_vet::observed(
         &offline.load.input,
