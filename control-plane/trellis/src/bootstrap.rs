@@ -94,16 +94,6 @@ fn lb_endpoints(flag: &str, addresses: &[String]) -> anyhow::Result<(String, boo
     Ok((endpoints, all_ips))
 }
 
-/// `NAMESPACE/NAME` of a flag.
-fn namespaced<'a>(flag: &str, value: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
-    match value.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns, name))
-        }
-        _ => bail!("--{flag} must be NAMESPACE/NAME, got {value:?}"),
-    }
-}
-
 /// The cluster of Envoy's own admin interface, for the sidecar's static listeners.
 fn admin_cluster(admin_port: u16) -> String {
     format!(
@@ -176,12 +166,12 @@ pub fn run(args: &BootstrapArgs) -> anyhow::Result<()> {
 pub fn render(args: &BootstrapArgs) -> anyhow::Result<String> {
     let (sidecar, namespace, name) = match (&args.gateway, &args.pod) {
         (Some(g), None) => {
-            let (ns, name) = namespaced("gateway", g)?;
-            (false, ns, name)
+            let key = crate::render::object_key(g, "--gateway")?;
+            (false, key.namespace, key.name)
         }
         (None, Some(p)) => {
-            let (ns, name) = namespaced("pod", p)?;
-            (true, ns, name)
+            let key = crate::render::object_key(p, "--pod")?;
+            (true, key.namespace, key.name)
         }
         _ => bail!("give exactly one of --gateway and --pod"),
     };

@@ -40,7 +40,7 @@ pub fn object_key(text: &str, flag: &str) -> anyhow::Result<ObjectKey> {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok(ObjectKey::new(ns, name))
         }
-        _ => bail!("{flag} {text:?}: give NAMESPACE/NAME"),
+        _ => bail!("{flag} must be NAMESPACE/NAME, got {text:?}"),
     }
 }
 
