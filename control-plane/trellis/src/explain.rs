@@ -57,10 +57,6 @@ fn header(text: &str) -> anyhow::Result<(String, String)> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
-fn url_encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
 /// Runs `trellis explain`.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
     let request = Request {
@@ -94,22 +90,22 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?
         }
         None => {
-            let mut path = match &entry {
-                Entry::Gateway(k) => format!("/api/explain?gateway={}", url_encode(&k.to_string())),
-                Entry::Pod(k) => format!("/api/explain?from={}", url_encode(&k.to_string())),
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            match &entry {
+                Entry::Gateway(k) => query.append_pair("gateway", &k.to_string()),
+                Entry::Pod(k) => query.append_pair("from", &k.to_string()),
             };
-            path.push_str(&format!(
-                "&host={}&path={}&method={}",
-                url_encode(&request.host),
-                url_encode(&request.path),
-                url_encode(&request.method)
-            ));
+            query
+                .append_pair("host", &request.host)
+                .append_pair("path", &request.path)
+                .append_pair("method", &request.method);
             for (k, v) in &request.headers {
-                path.push_str(&format!("&header={}", url_encode(&format!("{k}: {v}"))));
+                query.append_pair("header", &format!("{k}: {v}"));
             }
             if let Some(p) = request.port {
-                path.push_str(&format!("&port={p}"));
+                query.append_pair("port", &p.to_string());
             }
+            let path = format!("/api/explain?{}", query.finish());
             let body = crate::admin::get_blocking(&args.admin, &path)?;
             let reply: serde_json::Value =
                 serde_json::from_str(&body).context("unexpected /api/explain response")?;
