@@ -11,7 +11,7 @@ use prost_reflect::{DescriptorPool, DynamicMessage, ReflectMessage, SerializeOpt
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use trellis_translate::ir::Ir;
-use trellis_xds::ResourceType;
+use trellis_xds::{ResourceType, Snapshot};
 
 /// Envoy's protobuf descriptors (the message types Trellis sends), compiled in at build time.
 pub fn descriptors() -> &'static DescriptorPool {
@@ -80,24 +80,31 @@ pub fn render(
     ir: &Ir,
     keys: Keys,
 ) -> Result<BTreeMap<String, BTreeMap<&'static str, Vec<serde_json::Value>>>, RenderError> {
-    let mut out = BTreeMap::new();
-    for (key, snapshot) in trellis_translate::envoy::snapshots(ir) {
-        let mut by_type = BTreeMap::new();
-        for t in ResourceType::ALL {
-            let resources = snapshot.resources(t);
-            if resources.is_empty() {
-                continue;
-            }
-            let values = resources
-                .items()
-                .values()
-                .map(|r| resource_json(&r.body.type_url, &r.body.value, keys))
-                .collect::<Result<Vec<_>, _>>()?;
-            by_type.insert(t.short_name(), values);
+    trellis_translate::envoy::snapshots(ir)
+        .into_iter()
+        .map(|(key, snapshot)| Ok((key, render_snapshot(&snapshot, keys)?)))
+        .collect()
+}
+
+/// The Envoy resources of one snapshot, by type short name and name order.
+pub fn render_snapshot(
+    snapshot: &Snapshot,
+    keys: Keys,
+) -> Result<BTreeMap<&'static str, Vec<serde_json::Value>>, RenderError> {
+    let mut by_type = BTreeMap::new();
+    for t in ResourceType::ALL {
+        let resources = snapshot.resources(t);
+        if resources.is_empty() {
+            continue;
         }
-        out.insert(key, by_type);
+        let values = resources
+            .items()
+            .values()
+            .map(|r| resource_json(&r.body.type_url, &r.body.value, keys))
+            .collect::<Result<Vec<_>, _>>()?;
+        by_type.insert(t.short_name(), values);
     }
-    Ok(out)
+    Ok(by_type)
 }
 
 /// A `FilterConfig` whose `config` is an empty `Any` (it enables a filter that is off by

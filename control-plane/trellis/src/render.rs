@@ -82,9 +82,12 @@ pub fn run(args: &RenderArgs) -> anyhow::Result<()> {
         eprintln!("{d}");
     }
     let key = proxy_key(args, &offline.translation.ir)?;
-    let all = trellis_render::render(&offline.translation.ir, trellis_render::Keys::Redacted)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let resources = all.get(&key).cloned().unwrap_or_default();
+    // Only the asked-for proxy's resources are rendered.
+    let resources = match trellis_translate::envoy::snapshots(&offline.translation.ir).get(&key) {
+        Some(snapshot) => trellis_render::render_snapshot(snapshot, trellis_render::Keys::Redacted)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => Default::default(),
+    };
     let mut doc = serde_json::Map::new();
     for (short, name) in [
         ("LDS", "listeners"),
